@@ -1,0 +1,30 @@
+"""ltau-md: per-atom LTAU uncertainty for machine-learned molecular simulations.
+
+Data flow: training logs errors (:mod:`ltau_md.errorlog`) -> errors become per-atom confidence
+(:mod:`ltau_md.confidence`) -> confidence plus descriptors become a fitted estimator
+(:mod:`ltau_md.estimator`) -> the ASE calculator asks the estimator (:mod:`ltau_md.calculator`)
+-> observers judge the answers (:mod:`ltau_md.observers`).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .confidence import ErrorSummary
+from .errorlog import ErrorLog, dataset_fingerprint
+from .estimator import LTAUEstimator, Prediction
+from .exceptions import ArtifactError, DataError, DescriptorError, LTAUError, SpeciesError
+
+__all__ = [
+    "ArtifactError",
+    "DataError",
+    "DescriptorError",
+    "ErrorLog",
+    "ErrorSummary",
+    "LTAUError",
+    "LTAUEstimator",
+    "Prediction",
+    "SpeciesError",
+    "__version__",
+    "dataset_fingerprint",
+]

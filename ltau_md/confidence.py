@@ -1,0 +1,244 @@
+"""Per-atom confidence from logged errors (LTAU Algorithm 1).
+
+For training atom i and ensemble member m, over the epoch window W,
+
+    p_i^m = |{t in W : eps_i^t <= atol + rtol * |F_i|}| / |W|
+
+and mu_M(p_i), sigma_M(p_i) are the mean and (population) standard deviation over members.
+
+:class:`ErrorSummary` keeps, per member and atom, everything the estimator needs after fitting,
+without the raw log:
+
+* ``p0``   float32: exact p at the fitted tolerance (s = 1),
+* ``mean`` float32: mean logged error (the predicted error, eV/A),
+* ``hist`` uint8/uint16: counts of the logged errors over ``n_bins`` fixed log-spaced bins
+  spanning atol*1e-2 .. atol*1e2 (atol is a bin edge), from which p at any tolerance atol*s is
+  interpolated (exact at bin edges, in particular at s = 1 with rtol = 0).
+
+That is ``n_bins + 8`` bytes per training atom and member (72 B for the default 64 bins and
+fewer than 256 epochs), plus 4 B per atom for |F_i| and 4 B for the species.
+The log is read one epoch at a time, so memory is O(N * n_bins), never O(N * epochs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errorlog import ErrorLog
+from .exceptions import ArtifactError, DataError
+
+DEFAULT_BINS = 64
+SPAN_DECADES = 2.0  # bins span atol * 10**-2 .. atol * 10**2
+
+
+def make_edges(atol: float, n_bins: int = DEFAULT_BINS) -> np.ndarray:
+    """Bin edges (n_bins + 1,): 0, log-spaced atol*1e-2 .. atol*1e2 with atol an exact edge, inf.
+
+    Bin b holds errors in (edges[b], edges[b+1]].
+    """
+    if not (np.isfinite(atol) and atol > 0):
+        raise DataError(f"atol must be a positive finite number in eV/A, got {atol}")
+    if n_bins < 4 or n_bins % 2:
+        raise DataError(f"n_bins must be an even number >= 4, got {n_bins}")
+    inner = atol * 10.0 ** np.linspace(-SPAN_DECADES, SPAN_DECADES, n_bins - 1)
+    inner[(n_bins - 2) // 2] = atol
+    return np.concatenate([[0.0], inner, [np.inf]])
+
+
+def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bin of each value: b with edges[b] < v <= edges[b+1] (0 for v <= 0)."""
+    idx = np.searchsorted(edges, values, side="left") - 1
+    return np.clip(idx, 0, len(edges) - 2)
+
+
+def fraction_below(hist: np.ndarray, edges: np.ndarray, tol: np.ndarray,
+                   n_epochs: np.ndarray) -> np.ndarray:
+    """Fraction of logged errors <= tol from histograms.
+
+    hist: (..., n, B) counts; tol: (n,) tolerances in eV/A; n_epochs: (...,) counts per member.
+    Within a bin the count is interpolated in log(error) (linearly in the first bin, none in the
+    open last bin), so the result is exact whenever tol is a bin edge.
+    """
+    tol = np.asarray(tol, dtype=np.float64)
+    j = bin_index(edges, tol)  # tol lies in (edges[j], edges[j+1]]
+    cum = np.cumsum(hist, axis=-1, dtype=np.int64)
+    below = np.where(j > 0, _take_last(cum, np.maximum(j - 1, 0)), 0)
+    lo, hi = edges[j], edges[j + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(
+            j == 0,
+            np.clip(tol / hi, 0.0, 1.0),
+            np.where(np.isinf(hi), 0.0, np.log(np.maximum(tol, lo) / lo) / np.log(hi / lo)),
+        )
+    inbin = _take_last(hist, j)
+    counts = below + frac * inbin
+    ne = np.asarray(n_epochs, dtype=np.float64).reshape(np.shape(n_epochs) + (1,))
+    return (counts / ne).astype(np.float32)
+
+
+def _take_last(a: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """a[..., r, j[r]] for every row r (a: (..., n, B), j: (n,))."""
+    idx = np.broadcast_to(j[:, None], a.shape[:-1] + (1,))
+    return np.take_along_axis(a, idx, -1)[..., 0]
+
+
+@dataclass
+class ErrorSummary:
+    """Compact per-atom error statistics of M members (see module docstring).
+
+    Arrays: hist (M, N, B), p0 (M, N), mean (M, N) eV/A, n_epochs (M,), edges (B+1,) eV/A,
+    ref_force_norm (N,) eV/A, species (N,). Scalars: atol (eV/A), rtol, fingerprint.
+    """
+
+    hist: np.ndarray
+    p0: np.ndarray
+    mean: np.ndarray
+    n_epochs: np.ndarray
+    edges: np.ndarray
+    ref_force_norm: np.ndarray
+    species: np.ndarray
+    atol: float
+    rtol: float
+    fingerprint: str
+    window: tuple[int | None, int | None] = (None, None)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.p0.shape[1])
+
+    @property
+    def n_members(self) -> int:
+        return int(self.p0.shape[0])
+
+    @property
+    def nbytes_per_atom(self) -> float:
+        """Bytes of stored state per training atom (all members)."""
+        total = sum(a.nbytes for a in (self.hist, self.p0, self.mean, self.ref_force_norm,
+                                       self.species))
+        return total / self.n_atoms
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_logs(
+        cls,
+        logs: ErrorLog | Sequence[ErrorLog],
+        *,
+        atol: float | None = None,
+        rtol: float = 0.0,
+        start: int | None = None,
+        stop: int | None = None,
+        n_bins: int = DEFAULT_BINS,
+    ) -> ErrorSummary:
+        """Summarise every member of every log (all logs must share the dataset fingerprint).
+
+        atol (eV/A) defaults to the force MAE of the last logged epoch (mean over atoms of
+        eps_i, averaged over members). ``start``/``stop`` select the epoch window as a slice
+        over each member's logged epochs.
+        """
+        logs = [logs] if isinstance(logs, ErrorLog) else list(logs)
+        if not logs:
+            raise DataError("no error logs given")
+        ref = logs[0]
+        for lg in logs[1:]:
+            if lg.fingerprint != ref.fingerprint or lg.n_atoms != ref.n_atoms:
+                raise ArtifactError(
+                    f"error logs {ref.path} and {lg.path} belong to different datasets "
+                    f"(fingerprints {ref.fingerprint} vs {lg.fingerprint})"
+                )
+        sources = [(lg, m) for lg in logs for m in lg.members]
+        if not sources:
+            raise ArtifactError(f"error log(s) {[str(lg.path) for lg in logs]} hold no epochs")
+        windows = [lg.window(m, start, stop) for lg, m in sources]
+        for (lg, m), w in zip(sources, windows, strict=True):
+            if not w:
+                raise DataError(f"epoch window {start}:{stop} is empty for member {m} of {lg.path}")
+        if atol is None:
+            atol = float(np.mean([
+                lg.read_epoch(lg.epochs(m)[-1], m).mean(dtype=np.float64) for lg, m in sources
+            ]))
+        rtol = float(rtol)
+        if rtol < 0 or not np.isfinite(rtol):
+            raise DataError(f"rtol must be >= 0, got {rtol}")
+        edges = make_edges(atol, n_bins)
+        n, m_count = ref.n_atoms, len(sources)
+        max_e = max(len(w) for w in windows)
+        hdtype = np.uint8 if max_e < 256 else (np.uint16 if max_e < 65536 else np.uint32)
+        hist = np.zeros((m_count, n, n_bins), dtype=hdtype)
+        p0 = np.empty((m_count, n), dtype=np.float32)
+        mean = np.empty((m_count, n), dtype=np.float32)
+        tol = atol + rtol * ref.ref_force_norm.astype(np.float64)
+        rows = np.arange(n, dtype=np.int64) * n_bins
+        for k, ((lg, m), w) in enumerate(zip(sources, windows, strict=True)):
+            hits = np.zeros(n, dtype=np.int64)
+            sums = np.zeros(n, dtype=np.float64)
+            flat = hist[k].reshape(-1)
+            for e in w:
+                err = np.asarray(lg.read_epoch(e, m))
+                hits += err <= tol
+                sums += err
+                flat[rows + bin_index(edges, err)] += 1  # one increment per atom: no collisions
+            p0[k] = hits / len(w)
+            mean[k] = sums / len(w)
+        return cls(hist=hist, p0=p0, mean=mean,
+                   n_epochs=np.array([len(w) for w in windows], dtype=np.int64), edges=edges,
+                   ref_force_norm=ref.ref_force_norm.astype(np.float32),
+                   species=ref.species.astype(np.int32), atol=float(atol), rtol=rtol,
+                   fingerprint=ref.fingerprint, window=(start, stop))
+
+    # ------------------------------------------------------------------ queries
+    def tolerance(self, s: float = 1.0, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per-atom tolerance atol*s + rtol*|F_i| in eV/A (for ``rows`` or all atoms)."""
+        ref = self.ref_force_norm if rows is None else self.ref_force_norm[rows]
+        return self.atol * float(s) + self.rtol * ref.astype(np.float64)
+
+    def member_confidence(self, s: float = 1.0, rows: np.ndarray | None = None) -> np.ndarray:
+        """p_i^m (M, n) at tolerance atol*s (+ rtol*|F_i|) for ``rows`` (default all atoms)."""
+        if not (np.isfinite(s) and s > 0):
+            raise DataError(f"scaling factor s must be positive and finite, got {s}")
+        if s == 1.0:
+            return self.p0 if rows is None else self.p0[:, rows]
+        hist = self.hist if rows is None else self.hist[:, rows]
+        return fraction_below(hist, self.edges, self.tolerance(s, rows), self.n_epochs)
+
+    def confidence(self, s: float = 1.0, rows: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(mu_M(p_i), sigma_M(p_i)) over members at tolerance atol*s, each (n,)."""
+        p = self.member_confidence(s, rows)
+        return p.mean(axis=0), p.std(axis=0)
+
+    def predicted_error(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Expected |error| per training atom in eV/A: mean logged error, averaged over members."""
+        m = self.mean if rows is None else self.mean[:, rows]
+        return m.mean(axis=0)
+
+    # ------------------------------------------------------------------ persistence
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Arrays to persist (see :meth:`from_arrays`)."""
+        return {"hist": self.hist, "p0": self.p0, "mean": self.mean, "n_epochs": self.n_epochs,
+                "edges": self.edges, "ref_force_norm": self.ref_force_norm,
+                "species": self.species}
+
+    def scalars(self) -> dict:
+        return {"atol": self.atol, "rtol": self.rtol, "fingerprint": self.fingerprint,
+                "window": list(self.window)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], scalars: dict) -> ErrorSummary:
+        """Rebuild from :meth:`arrays` and :meth:`scalars`, validating shapes."""
+        try:
+            s = cls(**{k: arrays[k] for k in ("hist", "p0", "mean", "n_epochs", "edges",
+                                              "ref_force_norm", "species")},
+                    atol=float(scalars["atol"]), rtol=float(scalars["rtol"]),
+                    fingerprint=str(scalars["fingerprint"]),
+                    window=tuple(scalars.get("window", (None, None))))
+        except KeyError as exc:
+            raise ArtifactError(f"error summary is missing {exc}") from exc
+        m, n = s.p0.shape
+        if (s.hist.shape[:2] != (m, n) or s.mean.shape != (m, n) or s.n_epochs.shape != (m,)
+                or s.ref_force_norm.shape != (n,) or s.species.shape != (n,)
+                or s.hist.shape[2] + 1 != s.edges.shape[0]):
+            raise ArtifactError("error summary arrays have inconsistent shapes")
+        return s
