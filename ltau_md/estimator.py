@@ -369,3 +369,67 @@ def _version() -> str:
 
     return __version__
 
+
+
+class TrajectoryNeighbors:
+    """k-NN along a trajectory, warm-started from the previous step's neighbours.
+
+    With an HNSW index, each atom's level-0 graph search starts from its k neighbours of the
+    previous step (which are close to its new neighbours when atoms move a little per step), so
+    a small search breadth ``ef_search`` (default k) reaches the recall of a cold search at a
+    much larger one. A cold search is done on the first step, when the number of atoms changes,
+    after :meth:`reset`, and every ``refresh_every`` steps. Other index kinds always search cold.
+    """
+
+    def __init__(self, estimator: LTAUEstimator, ef_search: int | None = None,
+                 refresh_every: int = 100):
+        estimator._check_fitted()
+        self.estimator = estimator
+        self.ef_search = int(ef_search or estimator.k)
+        self.refresh_every = int(refresh_every)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous step (next search is cold)."""
+        self._prev: np.ndarray | None = None
+        self._since_cold = 0
+
+    def kneighbors(self, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (n,k), indices (n,k)) as :meth:`LTAUEstimator.kneighbors`."""
+        est = self.estimator
+        x = check_descriptors(descriptors, est.dim_)
+        n, k = x.shape[0], int(est.k)
+        warm = (est.index == "hnsw" and self._prev is not None and self._prev.shape == (n, k)
+                and self._since_cold < self.refresh_every)
+        if not warm:
+            dist, idx = est.kneighbors(x)
+            self._since_cold = 0
+        else:
+            index = est.index_
+            entry = np.ascontiguousarray(self._prev, dtype=np.int32)
+            vec = index.storage.reconstruct_batch(entry.ravel().astype(np.int64))
+            ed = ((vec.reshape(n, k, -1) - x[:, None, :]) ** 2).sum(-1)
+            ed = np.ascontiguousarray(ed, dtype=np.float32)
+            d2 = np.empty((n, k), np.float32)
+            idx = np.empty((n, k), np.int64)
+            ef_cold = index.hnsw.efSearch
+            index.hnsw.efSearch = max(self.ef_search, k)
+            try:
+                index.search_level_0(n, faiss.swig_ptr(x), k, faiss.swig_ptr(entry),
+                                     faiss.swig_ptr(ed), faiss.swig_ptr(d2), faiss.swig_ptr(idx),
+                                     k, 2)
+            finally:
+                index.hnsw.efSearch = ef_cold
+            if np.any(idx < 0):
+                dist, idx = est.kneighbors(x)
+                self._since_cold = 0
+            else:
+                dist = np.sqrt(np.maximum(d2, 0.0))
+                self._since_cold += 1
+        self._prev = idx
+        return dist, idx
+
+    def predict(self, descriptors: np.ndarray, *, s: float | None = None) -> Prediction:
+        """As :meth:`LTAUEstimator.predict`, warm-started."""
+        dist, idx = self.kneighbors(descriptors)
+        return self.estimator.predict_from_neighbors(dist, idx, s=s)

@@ -284,3 +284,33 @@ def test_bad_input_errors(fitted):
         LTAUEstimator().fit(np.zeros((0, 8), np.float32), log)
     with pytest.raises(ValueError, match="index must be"):
         LTAUEstimator(index="bogus").fit(x, log)
+
+
+def test_trajectory_warm_start_matches_exact(rng):
+    from ltau_md.estimator import TrajectoryNeighbors
+
+    n = 20000
+    x = clustered(rng, n, d=16, centers=50)
+    errs = rng.lognormal(np.log(0.05), 0.7, size=(5, n)).astype(np.float32)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        summ = ErrorSummary.from_logs(make_log(os.path.join(d, "log"), errs))
+    flat = LTAUEstimator(k=10).fit(x, summ)
+    hnsw = LTAUEstimator(k=10, index="hnsw", ef_search=64).fit(x, summ)
+    traj = TrajectoryNeighbors(hnsw)
+    q0 = clustered(np.random.default_rng(3), 100, d=16, centers=50)
+    drift = np.random.default_rng(4).normal(size=q0.shape).astype(np.float32) * 0.02
+    recalls = []
+    for t in range(10):
+        q = q0 + t * drift
+        p, ex = traj.predict(q), flat.predict(q)
+        recalls.append(np.mean([len(set(a) & set(b)) / 10
+                                for a, b in zip(ex.indices, p.indices, strict=True)]))
+        # distances are true Euclidean distances to the returned neighbours
+        np.testing.assert_allclose(p.distances, np.linalg.norm(x[p.indices] - q[:, None], axis=-1),
+                                   rtol=1e-3, atol=1e-3)
+    assert min(recalls) >= 0.95
+    assert traj._since_cold == 9  # warm after the first step
+    traj.predict(q0[:50])  # atom count changed: cold search
+    assert traj._since_cold == 0
