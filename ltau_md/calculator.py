@@ -1,0 +1,122 @@
+"""ASE calculator: energy, forces, stress and per-atom LTAU uncertainty from one forward pass."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from .estimator import LTAUEstimator, TrajectoryNeighbors
+from .exceptions import SpeciesError
+from .model import FeatureModel
+
+#: per-atom result keys (also written as extxyz per-atom arrays by the observers)
+PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error")
+
+
+class LTAUCalculator(Calculator):
+    """Wrap a :class:`~ltau_md.model.FeatureModel` and a fitted :class:`LTAUEstimator`.
+
+    Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/A), ``stress`` (eV/A^3, periodic
+    cells only), per-atom ``uncertainty`` (1 - p), ``confidence`` (p at tolerance atol*s) and
+    ``predicted_error`` (eV/A), structure aggregates ``max_uncertainty``,
+    ``mean_uncertainty``, ``max_predicted_error`` (eV/A), and ``finite`` (False when the
+    positions or the model's output hold NaN/inf: then forces are NaN and the uncertainty is 1,
+    so an observer can stop the run instead of it crashing).
+
+    ``warm_start`` reuses the previous step's neighbours (see
+    :class:`~ltau_md.estimator.TrajectoryNeighbors`), which suits relaxations and MD.
+    """
+
+    implemented_properties = [
+        "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS,
+        "max_uncertainty", "mean_uncertainty", "max_predicted_error",
+    ]
+
+    def __init__(self, model: FeatureModel, estimator: LTAUEstimator, *, s: float | None = None,
+                 warm_start: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        estimator._check_fitted()
+        self.model = model
+        self.estimator = estimator
+        self.s = s
+        self._neighbors = TrajectoryNeighbors(estimator) if warm_start else None
+        self._checked_numbers: np.ndarray | None = None
+
+    @classmethod
+    def from_files(cls, model: str | os.PathLike, estimator: str | os.PathLike, *,
+                   device: str = "cpu", s: float | None = None, **kwargs) -> LTAUCalculator:
+        """Load a NequIP model (checkpoint or package) and a saved estimator directory."""
+        from .nequip import NequIPFeatureModel
+
+        fm = NequIPFeatureModel.from_file(model, device=device)
+        est = LTAUEstimator.load(estimator)
+        if getattr(fm, "feature_dim", None) not in (None, est.dim_):
+            from .exceptions import DescriptorError
+
+            raise DescriptorError(f"model {model} yields {fm.feature_dim}-dim features, the "
+                                  f"estimator {estimator} was fitted on {est.dim_}-dim ones")
+        return cls(fm, est, s=s, **kwargs)
+
+    def check_atoms(self, atoms: Atoms) -> None:
+        """Raise SpeciesError if an element is unknown to the model or the estimator."""
+        from ase.data import chemical_symbols
+
+        present = set(atoms.numbers.tolist())
+        for owner, known in (("model", self.model.species),
+                             ("estimator", self.estimator.species_)):
+            missing = sorted(present - set(known))
+            if missing:
+                raise SpeciesError(
+                    f"element(s) {', '.join(chemical_symbols[z] for z in missing)} unknown to the "
+                    f"{owner} (knows {', '.join(chemical_symbols[z] for z in sorted(known))})"
+                )
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",),
+                  system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        if self._checked_numbers is None or not np.array_equal(self._checked_numbers,
+                                                               atoms.numbers):
+            self.check_atoms(atoms)
+            self._checked_numbers = atoms.numbers.copy()
+            if self._neighbors is not None:
+                self._neighbors.reset()
+        n = len(atoms)
+        periodic = bool(atoms.pbc.all())
+        finite = bool(np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all())
+        if finite:
+            out = self.model.evaluate(atoms, stress=periodic)
+            finite = bool(np.isfinite(out.energy) and np.isfinite(out.forces).all()
+                          and np.isfinite(out.features).all())
+        if not finite:
+            nan = float("nan")
+            self.results = {
+                "energy": nan, "free_energy": nan, "forces": np.full((n, 3), nan),
+                "uncertainty": np.ones(n), "confidence": np.zeros(n),
+                "predicted_error": np.full(n, np.inf), "max_uncertainty": 1.0,
+                "mean_uncertainty": 1.0, "max_predicted_error": float("inf"), "finite": False,
+            }
+            if periodic:
+                self.results["stress"] = np.full(6, nan)
+            if self._neighbors is not None:
+                self._neighbors.reset()
+            return
+        if self._neighbors is not None:
+            pred = self._neighbors.predict(out.features, s=self.s)
+        else:
+            pred = self.estimator.predict(out.features, s=self.s)
+        unc = pred.uncertainty.astype(np.float64)
+        self.results = {
+            "energy": float(out.energy), "free_energy": float(out.energy),
+            "forces": np.asarray(out.forces, dtype=np.float64),
+            "uncertainty": unc, "confidence": pred.confidence.astype(np.float64),
+            "predicted_error": pred.predicted_error.astype(np.float64),
+            "max_uncertainty": float(unc.max()), "mean_uncertainty": float(unc.mean()),
+            "max_predicted_error": float(pred.predicted_error.max()), "finite": True,
+            "neighbor_distance": pred.distances[:, 0].astype(np.float64),
+        }
+        if periodic and out.stress is not None:
+            self.results["stress"] = np.asarray(out.stress, dtype=np.float64)

@@ -1,0 +1,359 @@
+"""Observers that judge LTAU uncertainty along ASE relaxations and MD, and act on it.
+
+    opt = BFGS(atoms)                      # atoms.calc is an LTAUCalculator
+    mon = UQMonitor(opt, policies=[Threshold("stop", above=0.6, patience=3)], out_dir="run")
+    opt.attach(mon, interval=1)
+    mon.run(steps=200)                     # or opt.run(); mon.close()
+    mon.summary()                          # initial / max (+ step) / mean / final uncertainty
+
+Per step the monitor reads the calculator's results (no extra model call), appends a JSON line
+to ``steps.jsonl`` and a frame with per-atom ``uncertainty``/``confidence``/``predicted_error``
+arrays to ``trajectory.extxyz``, and applies its policies. A **stop** ends the optimizer or MD
+at that step (its ``max_steps`` is set to the current step, so ``run`` returns normally);
+**resample** writes the configuration to ``candidates.extxyz`` (and, with an ``oracle`` ASE
+calculator, its labelled copy to ``labelled.extxyz``), and for MD can rewind to the last trusted
+snapshot with fresh Maxwell-Boltzmann velocities; **warn** only records. Non-finite positions,
+forces or energy, and forces above ``max_force`` (an exploding run) always stop.
+Each frame and line is written whole and flushed, so an interrupted run leaves valid files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from .calculator import PER_ATOM_KEYS
+
+Action = Literal["stop", "resample", "warn"]
+
+
+@dataclass
+class Event:
+    """Something a policy (or a safety check) decided at ``step``."""
+
+    step: int
+    action: str
+    reason: str
+    value: float
+    threshold: float | None = None
+    time_fs: float | None = None
+
+
+@dataclass
+class Threshold:
+    """Fire ``action`` when the structure's ``on`` uncertainty (max or mean over atoms) has
+    been above ``above`` for ``patience`` consecutive observed steps. After firing, the policy
+    re-arms once the value drops below ``above - hysteresis``. ``callback(event, monitor)`` is
+    called on every firing."""
+
+    action: Action
+    above: float
+    on: Literal["max", "mean"] = "max"
+    patience: int = 1
+    hysteresis: float = 0.0
+    callback: Callable[[Event, UQMonitor], None] | None = None
+    _count: int = field(default=0, repr=False)
+    _armed: bool = field(default=True, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.action not in ("stop", "resample", "warn"):
+            raise ValueError(f"action must be stop, resample or warn, got {self.action!r}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if self.on not in ("max", "mean"):
+            raise ValueError(f"on must be 'max' or 'mean', got {self.on!r}")
+
+    def update(self, value: float) -> bool:
+        """Feed one step's value; True when the policy fires at this step."""
+        if not self._armed:
+            if value < self.above - self.hysteresis:
+                self._armed = True
+            else:
+                return False
+        self._count = self._count + 1 if value > self.above else 0
+        if self._count >= self.patience:
+            self._count = 0
+            self._armed = False
+            return True
+        return False
+
+
+class UQMonitor:
+    """Track per-step LTAU uncertainty of a dynamics object and apply threshold policies.
+
+    dyn: an ASE Optimizer or MolecularDynamics whose atoms use an LTAUCalculator.
+    policies: :class:`Threshold` list. out_dir: where steps.jsonl, trajectory.extxyz,
+    candidates.extxyz, labelled.extxyz and events.json go (None = keep in memory only).
+    write_trajectory: also write frames (every observed step). aggregate: "max" or "mean"
+    over atoms for the tracked statistics. oracle: ASE calculator labelling resampled frames.
+    rewind: for MD, a resample restores the last trusted snapshot (all policies quiet) and
+    redraws velocities at ``temperature_K``; after ``max_retries`` rewinds the run stops.
+    max_force: stop when any |F| exceeds it (eV/A). free_mask: atoms counted in aggregates
+    (default: atoms not fixed by FixAtoms).
+    """
+
+    def __init__(
+        self,
+        dyn: Any,
+        policies: Sequence[Threshold] = (),
+        *,
+        out_dir: str | os.PathLike | None = None,
+        write_trajectory: bool = True,
+        aggregate: Literal["max", "mean"] = "max",
+        oracle: Any = None,
+        rewind: bool = False,
+        temperature_K: float | None = None,
+        max_retries: int = 3,
+        max_force: float | None = None,
+        free_mask: np.ndarray | None = None,
+        label: str = "",
+        seed: int = 0,
+    ):
+        self.dyn = dyn
+        self.atoms: Atoms = getattr(dyn.atoms, "atoms", dyn.atoms)
+        self.policies = list(policies)
+        self.aggregate = aggregate
+        self.oracle = oracle
+        self.rewind = rewind
+        self.temperature_K = temperature_K
+        self.max_retries = max_retries
+        self.max_force = max_force
+        self.label = label
+        self.rng = np.random.default_rng(seed)
+        if free_mask is None:
+            from ase.constraints import FixAtoms
+
+            free_mask = np.ones(len(self.atoms), dtype=bool)
+            for c in self.atoms.constraints:
+                if isinstance(c, FixAtoms):
+                    free_mask[c.index] = False
+        self.free_mask = np.asarray(free_mask, dtype=bool)
+        if self.rewind and self.temperature_K is None:
+            raise ValueError("rewind=True needs temperature_K to redraw velocities")
+        self.values: list[float] = []
+        self.steps: list[int] = []
+        self.events: list[Event] = []
+        self.stopped: Event | None = None
+        self.n_retries = 0
+        self.labelled: list[Atoms] = []
+        self._trusted: tuple[int, np.ndarray] | None = None
+        self.rewinds: list[tuple[int, int]] = []  # (step fired, step rewound to)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._files: dict[str, io.TextIOBase] = {}
+        self.write_trajectory = write_trajectory and self.out_dir is not None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ files
+    def _fh(self, name: str) -> io.TextIOBase:
+        if name not in self._files:
+            assert self.out_dir is not None
+            self._files[name] = open(self.out_dir / name, "a")  # noqa: SIM115
+        return self._files[name]
+
+    def _write_frame(self, name: str, atoms: Atoms) -> None:
+        """Append one extxyz frame, formatted in memory and written in one call + flush."""
+        buf = io.StringIO()
+        write(buf, atoms, format="extxyz")
+        fh = self._fh(name)
+        fh.write(buf.getvalue())
+        fh.flush()
+
+    def _write_line(self, record: dict) -> None:
+        fh = self._fh("steps.jsonl")
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+    def close(self) -> None:
+        """Flush and close the files, and write events.json and summary.json."""
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}
+        if self.out_dir is not None:
+            from ._io import write_json_atomic
+
+            write_json_atomic(self.out_dir / "events.json", [asdict(e) for e in self.events])
+            write_json_atomic(self.out_dir / "summary.json", self.summary())
+
+    def __enter__(self) -> UQMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ observing
+    @property
+    def step(self) -> int:
+        return int(getattr(self.dyn, "nsteps", len(self.values)))
+
+    def _time_fs(self) -> float | None:
+        dt = getattr(self.dyn, "dt", None)
+        if dt is None:
+            return None
+        from ase import units
+
+        return float(self.step * dt / units.fs)
+
+    def __call__(self) -> None:
+        """Observe the current step (ASE calls this after each step it is attached for)."""
+        atoms = self.atoms
+        calc = atoms.calc
+        res = calc.results if calc is not None else {}
+        if "uncertainty" not in res:
+            atoms.get_forces()
+            res = atoms.calc.results
+        unc = np.asarray(res.get("uncertainty", np.full(len(atoms), np.nan)))
+        sel = unc[self.free_mask] if self.free_mask.any() else unc
+        value = float(np.max(sel) if self.aggregate == "max" else np.mean(sel))
+        step = self.step
+        self.values.append(value)
+        self.steps.append(step)
+        forces = np.asarray(res.get("forces", np.full((len(atoms), 3), np.nan)))
+        energy = res.get("energy", float("nan"))
+        fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(atoms) else 0.0
+        record: dict[str, Any] = {
+            "step": step, "energy": _f(energy), "fmax": _f(fmax),
+            "max_uncertainty": _f(float(np.max(sel))), "mean_uncertainty": _f(float(np.mean(sel))),
+            "max_predicted_error": _f(float(np.max(res.get("predicted_error", [np.nan])))),
+        }
+        if (t := self._time_fs()) is not None:
+            record["time_fs"] = t
+            record["temperature_K"] = _f(float(atoms.get_temperature()))
+        if self.label:
+            record["label"] = self.label
+        fired: list[Event] = []
+        callbacks: list[tuple[Callable[[Event, UQMonitor], None], Event]] = []
+        finite = (res.get("finite", True) and np.isfinite(atoms.positions).all()
+                  and np.isfinite(forces).all() and np.isfinite(energy))
+        if not finite:
+            fired.append(Event(step, "stop", "non-finite positions, forces or energy", value,
+                               None, t))
+        elif self.max_force is not None and fmax > self.max_force:
+            fired.append(Event(step, "stop", f"exploding: max |F| {fmax:.3g} eV/A > "
+                               f"{self.max_force:g}", fmax, self.max_force, t))
+        else:
+            per = {"max": float(np.max(sel)), "mean": float(np.mean(sel))}
+            quiet = True
+            for pol in self.policies:
+                v = per[pol.on]
+                if v > pol.above:
+                    quiet = False
+                if pol.update(v):
+                    ev = Event(step, pol.action, f"{pol.on} uncertainty {v:.4g} > {pol.above:g} "
+                               f"for {pol.patience} step(s)", v, pol.above, t)
+                    fired.append(ev)
+                    if pol.callback is not None:
+                        callbacks.append((pol.callback, ev))
+            if quiet or self._trusted is None:  # the start is the fallback snapshot
+                self._trusted = (step, atoms.positions.copy())
+        record["events"] = [e.action for e in fired]
+        if self.out_dir is not None:
+            self._write_line(record)
+            if self.write_trajectory:
+                self._write_frame("trajectory.extxyz", self._frame(atoms, res, step))
+        for cb, ev in callbacks:  # after the step is on disk, so a raising callback loses nothing
+            cb(ev, self)
+        for ev in fired:
+            self.events.append(ev)
+            if ev.action == "resample":
+                self._resample(atoms, res, step, ev)
+            elif ev.action == "stop":
+                self._stop(ev)
+            if self.stopped:
+                break
+
+    def _frame(self, atoms: Atoms, res: dict, step: int) -> Atoms:
+        """Copy of ``atoms`` with energy/forces and per-atom LTAU arrays attached."""
+        frame = atoms.copy()
+        frame.calc = None
+        for key in PER_ATOM_KEYS:
+            if key in res:
+                frame.arrays[key] = np.asarray(res[key], dtype=np.float64)
+        frame.info["step"] = step
+        if self.label:
+            frame.info["label"] = self.label
+        frame.calc = SinglePointCalculator(frame, energy=res.get("energy"),
+                                           forces=res.get("forces"))
+        return frame
+
+    def _stop(self, ev: Event) -> None:
+        self.stopped = ev
+        self.dyn.max_steps = self.dyn.nsteps  # ends Dynamics.irun's loop after this step
+
+    def _resample(self, atoms: Atoms, res: dict, step: int, ev: Event) -> None:
+        frame = self._frame(atoms, res, step)
+        frame.info["resample_reason"] = ev.reason
+        if self.out_dir is not None:
+            self._write_frame("candidates.extxyz", frame)
+        if self.oracle is not None:
+            lab = atoms.copy()
+            lab.calc = self.oracle
+            e = lab.get_potential_energy()
+            f = lab.get_forces()
+            st = lab.get_stress(voigt=True) if lab.pbc.all() else None
+            lab.calc = SinglePointCalculator(lab, energy=e, forces=f, stress=st)
+            lab.info["step"] = step
+            if self.out_dir is not None:
+                self._write_frame("labelled.extxyz", lab)
+            self.labelled.append(lab)
+        if self.rewind and self._trusted is not None:
+            if self.n_retries >= self.max_retries:
+                self._stop(Event(step, "stop", f"still untrusted after {self.max_retries} "
+                                 "rewinds", ev.value, ev.threshold, ev.time_fs))
+                self.events.append(self.stopped)
+                return
+            from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+            self.n_retries += 1
+            self.rewinds.append((step, self._trusted[0]))
+            atoms.positions = self._trusted[1]
+            MaxwellBoltzmannDistribution(atoms, temperature_K=self.temperature_K, rng=self.rng)
+            Stationary(atoms)
+            for pol in self.policies:
+                pol._count, pol._armed = 0, True
+
+    # ------------------------------------------------------------------ running and results
+    def run(self, steps: int, **kwargs: Any) -> bool:
+        """Run the attached dynamics (``dyn.run(steps)``) and close the files afterwards, also
+        on Ctrl-C (re-raised after the files are closed). Returns dyn.run's result."""
+        try:
+            return bool(self.dyn.run(steps=steps, **kwargs))
+        except KeyboardInterrupt:
+            self.events.append(Event(self.step, "stop", "interrupted (KeyboardInterrupt)",
+                                     self.values[-1] if self.values else float("nan")))
+            raise
+        finally:
+            self.close()
+
+    def summary(self) -> dict[str, Any]:
+        """Initial, max (with its step), mean and final aggregate uncertainty, and events."""
+        v = np.asarray(self.values, dtype=float)
+        out: dict[str, Any] = {"label": self.label, "n_observed": len(v),
+                               "aggregate": self.aggregate}
+        if len(v):
+            finite = np.where(np.isfinite(v), v, -np.inf)
+            i = int(np.argmax(finite))
+            out.update(initial=_f(v[0]), max=_f(v[i]), max_step=self.steps[i],
+                       mean=_f(float(np.nanmean(v))), final=_f(v[-1]),
+                       final_step=self.steps[-1])
+        out["stopped"] = asdict(self.stopped) if self.stopped else None
+        out["n_events"] = {a: sum(e.action == a for e in self.events)
+                           for a in ("stop", "resample", "warn")}
+        out["n_retries"] = self.n_retries
+        return out
+
+
+def _f(x: float) -> float | None:
+    """JSON-safe float (None for NaN/inf)."""
+    x = float(x)
+    return x if np.isfinite(x) else None
