@@ -28,9 +28,118 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"ltau-md {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    del sub  # subcommands are added below by add_*_parser(sub) helpers
     # Subcommands register here (keep one block per subcommand, alphabetical).
+    # fit: ltau_md.nequip.fit (argument setup is import-light; the handler loads torch/nequip)
+    from .nequip.fit import add_fit_arguments, fit_cli
+
+    fit_p = sub.add_parser("fit", help="fit an LTAU estimator from nequip-train runs",
+                           description="Fit an LTAU estimator from the error logs of "
+                           "nequip-train runs (one per ensemble member) and the deployed "
+                           "model's descriptors.")
+    add_fit_arguments(fit_p, window_type=_window)
+    fit_p.set_defaults(func=fit_cli)
+
+    # md: ltau_md.simulate.run_md
+    md = sub.add_parser("md", help="Langevin MD with per-step uncertainty and thresholds",
+                        description="Run NVT Langevin MD from START (first frame) with the "
+                        "LTAU calculator; stop or resample when the max atom uncertainty "
+                        "crosses a threshold.")
+    md.add_argument("start", help="structure file (first frame is used)")
+    _model_args(md)
+    md.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    md.add_argument("--timestep", type=float, default=1.0, help="fs (default 1)")
+    md.add_argument("--steps", type=int, default=1000)
+    md.add_argument("--friction", type=float, default=0.01, help="1/fs (default 0.01)")
+    _policy_args(md)
+    md.add_argument("--oracle", choices=["emt"], help="label resampled frames on the spot")
+    md.add_argument("--rewind", action="store_true",
+                    help="on resample, go back to the last trusted snapshot, new velocities")
+    md.add_argument("--max-retries", type=int, default=3)
+    md.add_argument("--max-force", type=float, default=50.0,
+                    help="stop when any |F| exceeds this, eV/A (default 50)")
+    md.add_argument("--seed", type=int, default=0)
+    md.set_defaults(func=_md)
+
+    # relax: ltau_md.simulate.relax_many
+    rx = sub.add_parser("relax", help="relax structures with per-step uncertainty logging",
+                        description="Relax every structure in STRUCTURES with the LTAU "
+                        "calculator; writes per-structure logs/trajectories and a summary "
+                        "table (initial/max/mean/final uncertainty).")
+    rx.add_argument("structures", help="structure file (all frames are relaxed)")
+    _model_args(rx)
+    rx.add_argument("--fmax", type=float, default=0.05, help="eV/A (default 0.05)")
+    rx.add_argument("--steps", type=int, default=200)
+    rx.add_argument("--optimizer", default="BFGS",
+                    choices=["BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin"])
+    _policy_args(rx)
+    rx.set_defaults(func=_relax)
+    # is2rs, is2rs-generate: ltau_md.is2rs.commands (import-light; handlers import lazily)
+    from .is2rs.commands import add_parsers as add_is2rs_parsers
+
+    add_is2rs_parsers(sub)
     return p
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="NequIP checkpoint (.ckpt) or package file")
+    p.add_argument("--estimator", required=True, help="estimator directory from `ltau-md fit`")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--s", type=float, default=None, help="tolerance scaling (default: fitted)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stop-above", type=float, help="stop when max uncertainty exceeds this")
+    p.add_argument("--resample-above", type=float, help="save frames above this for relabelling")
+    p.add_argument("--warn-above", type=float, help="record a warning above this")
+    p.add_argument("--patience", type=int, default=1, help="consecutive steps before firing")
+    p.add_argument("--hysteresis", type=float, default=0.0,
+                   help="re-arm once the value is this far below the threshold")
+
+
+def _policies(args: argparse.Namespace) -> list:
+    from .simulate import policies_from_args
+
+    return policies_from_args(args.stop_above, args.resample_above, args.warn_above,
+                              args.patience, args.hysteresis)
+
+
+def _relax(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from .calculator import LTAUCalculator
+    from .simulate import read_structures, relax_many, summary_table
+
+    frames = read_structures(args.structures)
+    factory = partial(LTAUCalculator.from_files, model=args.model, estimator=args.estimator,
+                      device=args.device, s=args.s)
+    rows = relax_many(frames, factory, args.out, fmax=args.fmax, steps=args.steps,
+                      optimizer=args.optimizer, policies=lambda: _policies(args),
+                      progress=not args.no_progress)
+    print(summary_table(rows))
+    print(f"wrote {args.out}/summary.csv, summary.json and one folder per structure")
+    return 0
+
+
+def _md(args: argparse.Namespace) -> int:
+    from .calculator import LTAUCalculator
+    from .simulate import oracle_from_name, read_structures, run_md
+
+    atoms = read_structures(args.start)[0]
+    calc = LTAUCalculator.from_files(model=args.model, estimator=args.estimator,
+                                     device=args.device, s=args.s)
+    s = run_md(atoms, calc, args.out, temperature_K=args.temperature,
+               timestep_fs=args.timestep, steps=args.steps, friction=args.friction,
+               policies=_policies(args), oracle=oracle_from_name(args.oracle),
+               rewind=args.rewind, max_retries=args.max_retries, max_force=args.max_force,
+               seed=args.seed, progress=not args.no_progress)
+    stop = s["stopped"]
+    print(f"MD: {s['n_observed']} steps observed; max uncertainty {s.get('max')} at step "
+          f"{s.get('max_step')}; " + (f"stopped at step {stop['step']}: {stop['reason']}"
+                                      if stop else "ran to the end"))
+    print(f"wrote {args.out}/ (steps.jsonl, trajectory.extxyz, events.json, summary.json)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,176 @@
+"""Relaxations and MD with per-step LTAU uncertainty: the work behind ``ltau-md relax`` and
+``ltau-md md``. Each run gets a :class:`~ltau_md.observers.UQMonitor` writing into its own
+folder; summaries go to ``summary.csv`` and ``summary.json``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+from ase.io import read
+
+from ._io import write_json_atomic, write_text_atomic
+from .observers import Threshold, UQMonitor
+
+OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")
+SUMMARY_FIELDS = ("label", "n_observed", "initial", "max", "max_step", "mean", "final",
+                  "converged", "stopped_step", "stop_reason", "n_resample", "n_warn")
+
+
+def read_structures(path: str | os.PathLike) -> list[Atoms]:
+    """All frames of a structure file ASE can read (extxyz, traj, cif, POSCAR, ASE db...)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"structure file {path} does not exist")
+    frames = read(path, index=":")
+    return frames if isinstance(frames, list) else [frames]
+
+
+def policies_from_args(stop_above: float | None = None, resample_above: float | None = None,
+                       warn_above: float | None = None, patience: int = 1,
+                       hysteresis: float = 0.0) -> list[Threshold]:
+    """Threshold policies on the max atom uncertainty from CLI-style options."""
+    out = []
+    for action, thr in (("stop", stop_above), ("resample", resample_above),
+                        ("warn", warn_above)):
+        if thr is not None:
+            out.append(Threshold(action, above=float(thr), patience=patience,
+                                 hysteresis=hysteresis))
+    return out
+
+
+def _row(summary: dict, converged: bool | None) -> dict:
+    stopped = summary.get("stopped") or {}
+    return {
+        "label": summary["label"], "n_observed": summary["n_observed"],
+        "initial": summary.get("initial"), "max": summary.get("max"),
+        "max_step": summary.get("max_step"), "mean": summary.get("mean"),
+        "final": summary.get("final"), "converged": converged,
+        "stopped_step": stopped.get("step"), "stop_reason": stopped.get("reason"),
+        "n_resample": summary["n_events"]["resample"], "n_warn": summary["n_events"]["warn"],
+    }
+
+
+def write_summary(rows: Sequence[dict], out_dir: Path) -> None:
+    """summary.csv and summary.json (atomic writes)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(out_dir / "summary.csv", buf.getvalue())
+    write_json_atomic(out_dir / "summary.json", list(rows))
+
+
+def relax_many(
+    structures: Sequence[Atoms],
+    calc_factory: Callable[[], Calculator],
+    out_dir: str | os.PathLike,
+    *,
+    fmax: float = 0.05,
+    steps: int = 200,
+    optimizer: str = "BFGS",
+    policies: Callable[[], list[Threshold]] = list,
+    progress: bool = True,
+) -> list[dict]:
+    """Relax each structure (forces below ``fmax`` eV/A or ``steps``) with per-step UQ.
+
+    Each structure's files go to ``out_dir/NNNN/``; returns the summary rows (also written to
+    summary.csv / summary.json). ``policies`` makes fresh policies per structure.
+    """
+    import ase.optimize
+    from tqdm.auto import tqdm
+
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calc = calc_factory()
+    rows = []
+    for i, atoms in enumerate(tqdm(structures, desc="relax", disable=not progress)):
+        atoms = atoms.copy()
+        atoms.calc = calc
+        label = str(atoms.info.get("label", f"{i:04d}"))
+        opt = getattr(ase.optimize, optimizer)(atoms, logfile=None)
+        mon = UQMonitor(opt, policies(), out_dir=out_dir / f"{i:04d}", label=label)
+        opt.attach(mon, interval=1)
+        converged = mon.run(steps=steps, fmax=fmax) and mon.stopped is None
+        rows.append(_row(mon.summary(), converged))
+        write_summary(rows, out_dir)
+    return rows
+
+
+def run_md(
+    atoms: Atoms,
+    calc: Calculator,
+    out_dir: str | os.PathLike,
+    *,
+    temperature_K: float = 300.0,
+    timestep_fs: float = 1.0,
+    steps: int = 1000,
+    friction: float = 0.01,
+    policies: Sequence[Threshold] = (),
+    oracle: Calculator | None = None,
+    rewind: bool = False,
+    max_retries: int = 3,
+    max_force: float | None = 50.0,
+    interval: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Langevin MD (NVT, ``friction`` in 1/fs) at ``temperature_K`` with per-step UQ and
+    policies; velocities drawn from Maxwell-Boltzmann with ``seed``. Returns the summary."""
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    atoms = atoms.copy()
+    atoms.calc = calc
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+    dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
+                   friction=friction / units.fs, rng=rng, logfile=None)
+    mon = UQMonitor(dyn, policies, out_dir=out_dir, oracle=oracle, rewind=rewind,
+                    temperature_K=temperature_K, max_retries=max_retries,
+                    max_force=max_force, seed=seed, label=str(atoms.info.get("label", "md")))
+    dyn.attach(mon, interval=interval)
+    bar = tqdm(total=steps, desc="md", disable=not progress)
+    dyn.attach(lambda: bar.update(1), interval=1)
+    try:
+        mon.run(steps=steps)
+    finally:
+        bar.close()
+    summary = mon.summary()
+    write_summary([_row(summary, None)], out_dir)
+    return summary
+
+
+def oracle_from_name(name: str | None) -> Calculator | None:
+    """'emt' -> ASE EMT; None -> None."""
+    if name is None:
+        return None
+    if name.lower() == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT()
+    raise ValueError(f"unknown oracle {name!r} (available: emt)")
+
+
+def summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table of summary rows for the terminal."""
+    head = f"{'label':>10} {'steps':>6} {'initial':>8} {'max':>8} {'mean':>8} {'final':>8}  stop"
+    lines = [head]
+    for r in rows:
+        def f(x: Any) -> str:
+            return f"{x:8.3f}" if isinstance(x, float) else f"{'-':>8}"
+        lines.append(f"{r['label']:>10} {r['n_observed']:>6} {f(r['initial'])} {f(r['max'])} "
+                     f"{f(r['mean'])} {f(r['final'])}  {r['stop_reason'] or ''}")
+    return "\n".join(lines)
