@@ -137,7 +137,7 @@ def run_md(
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
     Stationary(atoms)
     dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
-                   friction=friction / units.fs, rng=rng, logfile=None)
+                   friction=friction / units.fs, fixcm=False, rng=rng, logfile=None)
     mon = UQMonitor(dyn, policies, out_dir=out_dir, oracle=oracle, rewind=rewind,
                     temperature_K=temperature_K, max_retries=max_retries,
                     max_force=max_force, seed=seed, label=str(atoms.info.get("label", "md")))
@@ -148,9 +148,7 @@ def run_md(
         mon.run(steps=steps)
     finally:
         bar.close()
-    summary = mon.summary()
-    write_summary([_row(summary, None)], out_dir)
-    return summary
+    return mon.summary()  # also in out_dir/summary.json
 
 
 def oracle_from_name(name: str | None) -> Calculator | None:
