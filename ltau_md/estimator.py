@@ -387,7 +387,16 @@ class TrajectoryNeighbors:
         self.estimator = estimator
         self.ef_search = int(ef_search or estimator.k)
         self.refresh_every = int(refresh_every)
+        self._xb: np.ndarray | None = None
         self.reset()
+
+    def _vectors(self) -> np.ndarray:
+        """Zero-copy (N, D) view of the HNSW index's stored training vectors."""
+        if self._xb is None:
+            storage = faiss.downcast_index(self.estimator.index_.storage)
+            n, d = storage.ntotal, storage.d
+            self._xb = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
+        return self._xb
 
     def reset(self) -> None:
         """Forget the previous step (next search is cold)."""
@@ -407,8 +416,8 @@ class TrajectoryNeighbors:
         else:
             index = est.index_
             entry = np.ascontiguousarray(self._prev, dtype=np.int32)
-            vec = index.storage.reconstruct_batch(entry.ravel().astype(np.int64))
-            ed = ((vec.reshape(n, k, -1) - x[:, None, :]) ** 2).sum(-1)
+            vec = self._vectors()[entry]
+            ed = ((vec - x[:, None, :]) ** 2).sum(-1)
             ed = np.ascontiguousarray(ed, dtype=np.float32)
             d2 = np.empty((n, k), np.float32)
             idx = np.empty((n, k), np.int64)
