@@ -29,6 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ltau-md {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     # Subcommands register here (keep one block per subcommand, alphabetical).
+    # calibrate: ltau_md.calibration (import-light; the handler loads torch/nequip)
+    from .calibration import add_calibrate_arguments, calibrate_cli
+
+    cal_p = sub.add_parser("calibrate", help="fit the tolerance scale s on labelled structures",
+                           description="Fit the LTAU tolerance scale s (and per-group s) on a "
+                           "calibration split of labelled structures, minimising the "
+                           "miscalibration area; saves the calibrated estimator.")
+    add_calibrate_arguments(cal_p)
+    cal_p.set_defaults(func=calibrate_cli)
+
     # fit: ltau_md.nequip.fit (argument setup is import-light; the handler loads torch/nequip)
     from .nequip.fit import add_fit_arguments, fit_cli
 
@@ -38,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "model's descriptors.")
     add_fit_arguments(fit_p, window_type=_window)
     fit_p.set_defaults(func=fit_cli)
+
+    # demo: ltau_md.demo.run_demo
+    demo = sub.add_parser("demo", help="the whole journey on built-in EMT data (<= 10 min)",
+                          description="Generate EMT data, train a small NequIP ensemble with "
+                          "error logging, fit the estimator, relax, run MD that halts and MD "
+                          "that resamples, run a small IS2RS campaign, write report.html.")
+    demo.add_argument("--out", default="ltau_demo", help="output directory (replaced)")
+    demo.add_argument("--quick", action="store_true", help="reduced sizes (CI smoke run)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=_demo)
 
     # md: ltau_md.simulate.run_md
     md = sub.add_parser("md", help="Langevin MD with per-step uncertainty and thresholds",
@@ -103,6 +124,13 @@ def _policies(args: argparse.Namespace) -> list:
 
     return policies_from_args(args.stop_above, args.resample_above, args.warn_above,
                               args.patience, args.hysteresis)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    return 0
 
 
 def _relax(args: argparse.Namespace) -> int:
