@@ -1,0 +1,119 @@
+"""End to end: nequip-train with the callback -> error logs -> fit -> predict."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+
+from ltau_md.errorlog import ErrorLog
+from ltau_md.estimator import LTAUEstimator
+from ltau_md.exceptions import ArtifactError
+from ltau_md.nequip import NequIPFeatureModel, descriptors_for_dataset, find_error_log
+from ltau_md.nequip.fit import fit_from_runs
+
+
+def _brute_force_prediction(train_desc, query_desc, logs, atol, k):
+    """kNN by full distance matrix, p per member from the raw logs (window = all epochs)."""
+    p = []
+    for lg in logs:
+        for m in lg.members:
+            eps = np.stack([lg.read_epoch(e, m) for e in lg.epochs(m)])  # (T, N)
+            p.append((eps <= atol).mean(axis=0))
+    p = np.stack(p)  # (M, N)
+    d2 = ((query_desc[:, None, :].astype(np.float64) - train_desc[None].astype(np.float64))
+          ** 2).sum(-1)
+    nn = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    mu, sig = p.mean(0), p.std(0)
+    return mu[nn].mean(1), sig[nn].mean(1), nn
+
+
+def test_logs_have_epochs_times_atoms(tiny_run):
+    frames = ase.io.read(tiny_run.train_xyz, ":")
+    n = sum(len(a) for a in frames)
+    for member, d in enumerate(tiny_run.log_dirs):
+        lg = ErrorLog.open(d)
+        assert lg.n_atoms == n
+        assert lg.members == [member]
+        assert lg.epochs(member) == list(range(tiny_run.max_epochs))
+        for e in lg.epochs(member):
+            err = np.asarray(lg.read_epoch(e, member))
+            assert err.shape == (n,) and np.all(np.isfinite(err)) and np.all(err >= 0)
+        # species / reference force norms follow the training file's atom order
+        assert np.array_equal(lg.species, np.concatenate([a.numbers for a in frames]))
+        ref = np.concatenate([np.linalg.norm(a.get_forces(), axis=1) for a in frames])
+        np.testing.assert_allclose(lg.ref_force_norm, ref, rtol=1e-6)
+    # the two members start from different seeds: different error trajectories
+    a, b = (ErrorLog.open(d) for d in tiny_run.log_dirs)
+    assert a.fingerprint == b.fingerprint
+    assert not np.allclose(a.read_epoch(0, 0), b.read_epoch(0, 1))
+
+
+def test_fit_predict_matches_brute_force(tiny_run):
+    est = LTAUEstimator.load(tiny_run.estimator_dir)
+    logs = [ErrorLog.open(d) for d in tiny_run.log_dirs]
+    assert est.n_train_ == logs[0].n_atoms
+    assert est.fingerprint_ == logs[0].fingerprint
+    assert est.summary_.n_members == 2
+    assert est.species_ == [1, 8, 29]
+    # default atol = final-epoch force MAE, averaged over members
+    atol = np.mean([lg.read_epoch(lg.epochs(m)[-1], m).mean(dtype=np.float64)
+                    for lg in logs for m in lg.members])
+    assert est.atol_ == pytest.approx(atol, rel=1e-6)
+
+    model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
+    train_desc = descriptors_for_dataset(model, tiny_run.train_xyz, progress=False)
+    assert train_desc.shape == (logs[0].n_atoms, model.feature_dim)
+    val = ase.io.read(tiny_run.val_xyz, ":")
+    q = np.concatenate([model.evaluate(a).features for a in val])
+    pred = est.predict(q)
+    mu, sig, nn = _brute_force_prediction(train_desc, q, logs, est.atol_, est.k)
+    np.testing.assert_array_equal(np.sort(pred.indices, 1), np.sort(nn, 1))
+    np.testing.assert_allclose(pred.confidence, mu, atol=1e-6)
+    np.testing.assert_allclose(pred.confidence_std, sig, atol=1e-6)
+    np.testing.assert_allclose(pred.uncertainty, 1 - mu, atol=1e-6)
+    assert 0.0 < pred.confidence.mean() < 1.0
+    # a training structure queried against itself finds itself as nearest neighbour
+    own = est.predict(train_desc[:50])
+    assert np.all(own.distances[:, 0] < 1e-4)
+
+
+def test_fit_cli_and_explicit_data(tiny_run, tmp_path):
+    from ltau_md.cli import main
+
+    out = tmp_path / "est_cli"
+    rc = main(["fit", str(tiny_run.run_dirs[0]), str(tiny_run.run_dirs[1]),
+               "--model", str(tiny_run.checkpoint), "--out", str(out), "--k", "4",
+               "--window", "1:", "--data", str(tiny_run.train_xyz), "--quiet"])
+    assert rc == 0
+    est = LTAUEstimator.load(out)
+    assert est.k == 4 and est.summary_.n_epochs.tolist() == [tiny_run.max_epochs - 1] * 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metadata"]["model"] == str(tiny_run.checkpoint.resolve())
+    # same descriptors as the fixture's estimator (fitted from frames.traj): same index data
+    ref = LTAUEstimator.load(tiny_run.estimator_dir)
+    x = np.random.default_rng(0).normal(size=(5, est.dim_)).astype(np.float32)
+    np.testing.assert_array_equal(est.kneighbors(x)[1], ref.kneighbors(x)[1][:, :4])
+
+
+def test_fit_rejects_mismatched_runs(tiny_run, tmp_path):
+    frames = ase.io.read(tiny_run.train_xyz, ":")
+    other = tmp_path / "other_log"
+    lg = ErrorLog.create(other, species=np.concatenate([a.numbers for a in frames[:-1]]),
+                         frame_offsets=np.cumsum([0] + [len(a) for a in frames[:-1]]),
+                         ref_force_norm=np.ones(sum(len(a) for a in frames[:-1])))
+    lg.append(np.ones(lg.n_atoms))
+    with pytest.raises(ArtifactError, match="different training sets"):
+        fit_from_runs([tiny_run.run_dirs[0], other], tiny_run.checkpoint, tmp_path / "e",
+                      progress=False)
+    # structures in another order than the log's: fingerprint check refuses them
+    shuffled = tmp_path / "shuffled.xyz"
+    ase.io.write(shuffled, frames[::-1])
+    with pytest.raises(ArtifactError, match="fingerprint"):
+        fit_from_runs([tiny_run.run_dirs[0]], tiny_run.checkpoint, tmp_path / "e",
+                      data=shuffled, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="no ltau-md error log"):
+        find_error_log(tmp_path / "empty")
