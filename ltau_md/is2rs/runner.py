@@ -1,0 +1,397 @@
+"""IS2RS campaign: relax every initial structure with a model calculator, track its
+uncertainty along the relaxation, and compare the end point with the reference-relaxed one.
+
+The calculator comes from a picklable ``calc_factory`` (a zero-argument callable, e.g.
+``functools.partial(LTAUCalculator.from_files, model=..., estimator=...)``) so the campaign can
+fan out over dask.distributed: a LocalCluster by default, or an existing scheduler (e.g. one
+started by dask-jobqueue on SLURM) by address. Each worker builds the calculator once and reuses
+it. Results are identical to a serial run (each system is relaxed from scratch, with a fresh
+optimizer and a reset calculator) and are saved, one small JSON per system written atomically,
+as they finish, so an interrupted campaign resumes without recomputing finished systems.
+
+Layout of a campaign directory::
+
+    OUT/campaign.json          settings the results were computed with
+    OUT/results/<sid>.json     one per system (see :func:`relax_system` for the fields)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pickle
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from .._io import write_json_atomic
+from ..exceptions import ArtifactError, DataError
+from ..observers import UQMonitor
+from .data import System
+from .metrics import FREE_TAGS, free_atom_distances
+
+CalcFactory = Callable[[], Calculator]
+RESULT_VERSION = 1
+STAT_NAMES: tuple[str, ...] = ("initial", "final", "max", "mean")
+_OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch")
+
+
+@dataclass(frozen=True)
+class RelaxSettings:
+    """Model relaxation settings: force threshold ``fmax`` (eV/A), step limit, ASE optimizer."""
+
+    fmax: float = 0.05
+    steps: int = 300
+    optimizer: str = "BFGS"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in _OPTIMIZERS:
+            raise DataError(f"optimizer {self.optimizer!r} unknown; use one of {_OPTIMIZERS}")
+        if not self.fmax > 0 or self.steps < 1:
+            raise DataError(
+                f"need fmax > 0 and steps >= 1, got fmax={self.fmax} steps={self.steps}"
+            )
+
+
+class StepSeries:
+    """Per-step extras next to the :class:`~ltau_md.observers.UQMonitor` (which tracks the
+    max uncertainty over free atoms): the mean uncertainty over free atoms, the max predicted
+    error (eV/A) over free atoms and the max force (eV/A), read from ``atoms.calc.results``
+    after each force evaluation (no extra model call). Missing results give NaN."""
+
+    def __init__(self, atoms: Atoms, mask: np.ndarray) -> None:
+        self.atoms = atoms
+        self.mask = np.asarray(mask, dtype=bool)
+        self.uq_mean: list[float] = []
+        self.perr_max: list[float] = []
+        self.fmax: list[float] = []
+
+    def _per_atom(self, key: str) -> np.ndarray | None:
+        calc = self.atoms.calc
+        value = None if calc is None else calc.results.get(key)
+        if value is None:
+            return None
+        value = np.asarray(value, dtype=float).ravel()
+        return value if value.shape == (len(self.atoms),) else None
+
+    def __call__(self) -> None:
+        u = self._per_atom("uncertainty")
+        self.uq_mean.append(float(u[self.mask].mean()) if u is not None else math.nan)
+        e = self._per_atom("predicted_error")
+        self.perr_max.append(float(e[self.mask].max()) if e is not None else math.nan)
+        f = self.atoms.get_forces()  # cached; constrained forces, as the optimizer sees them
+        self.fmax.append(float(np.sqrt((f**2).sum(axis=1)).max()))
+
+
+def series_stats(series: Sequence[float], prefix: str) -> dict[str, float]:
+    """``{prefix}_initial/final/max/mean`` of a per-step series (NaN when it has no finite
+    value; max and mean skip NaN steps)."""
+    s = np.asarray(series, dtype=float)
+    if s.size == 0 or not np.isfinite(s).any():
+        return {f"{prefix}_{k}": math.nan for k in STAT_NAMES}
+    return {
+        f"{prefix}_initial": float(s[0]),
+        f"{prefix}_final": float(s[-1]),
+        f"{prefix}_max": float(np.nanmax(s)),
+        f"{prefix}_mean": float(np.nanmean(s)),
+    }
+
+
+def _make_optimizer(name: str, atoms: Atoms):
+    from ase import optimize
+
+    return getattr(optimize, name)(atoms, logfile=None)
+
+
+def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> dict[str, Any]:
+    """Relax ``system.initial`` with ``calc`` and compare with ``system.relaxed``.
+
+    Returns a JSON-ready dict: sid, split, input_hash, status ("ok"), settings, n_atoms, n_free,
+    converged, n_steps, rmsd (A), mean_distance (A, the OC20 ADwT input), max_distance (A)
+    (NaN when the relaxation blew up; ``stopped`` then holds the monitor's reason),
+    energy (eV, model, final), fmax_final (eV/A), uq_{initial,final,max,mean} (per-step max
+    uncertainty over free atoms), uq_atom_mean_{...} (per-step mean over free atoms),
+    perr_{...} (per-step max predicted error, eV/A), n_uq_steps, uq_series, fmax_series,
+    positions (final model positions, A), wall_s.
+    """
+    atoms = system.initial.copy()  # copies tags and constraints
+    mask = np.isin(atoms.get_tags(), FREE_TAGS)
+    calc.reset()
+    # Forget the previous system's warm-start neighbours (LTAUCalculator with an HNSW index),
+    # so a result does not depend on which system the worker relaxed before.
+    neighbors = getattr(calc, "_neighbors", None)
+    if neighbors is not None and hasattr(neighbors, "reset"):
+        neighbors.reset()
+    atoms.calc = calc
+    opt = _make_optimizer(settings.optimizer, atoms)
+    monitor = UQMonitor(opt, free_mask=mask, aggregate="max")
+    extra = StepSeries(atoms, mask)
+    opt.attach(monitor, interval=1)
+    opt.attach(extra, interval=1)
+    t0 = time.perf_counter()
+    converged = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
+    wall = time.perf_counter() - t0
+    d = free_atom_distances(atoms, system.relaxed)
+    result: dict[str, Any] = {
+        "version": RESULT_VERSION,
+        "sid": system.sid,
+        "split": system.split,
+        "input_hash": system.input_hash(),
+        "status": "ok",
+        "settings": asdict(settings),
+        "n_atoms": len(atoms),
+        "n_free": int(mask.sum()),
+        "converged": converged,
+        "n_steps": int(opt.nsteps),
+        "rmsd": float(np.sqrt(np.mean(d**2))),
+        "mean_distance": float(d.mean()),
+        "max_distance": float(d.max()),
+        "energy": float(atoms.get_potential_energy()),
+        "fmax_final": extra.fmax[-1] if extra.fmax else math.nan,
+        "n_uq_steps": len(monitor.values),
+        "uq_series": [float(v) for v in monitor.values],
+        "fmax_series": extra.fmax,
+        "positions": atoms.positions.tolist(),
+        "stopped": monitor.stopped.reason if monitor.stopped else None,
+        "wall_s": wall,
+    }
+    result.update(series_stats(monitor.values, "uq"))
+    result.update(series_stats(extra.uq_mean, "uq_atom_mean"))
+    result.update(series_stats(extra.perr_max, "perr"))
+    for key in ("adsorbate", "catalyst", "facet", "site", "elements"):
+        if key in system.info:
+            result[key] = str(system.info[key])
+    return result
+
+
+def _error_result(system: System, exc: BaseException, settings: RelaxSettings) -> dict[str, Any]:
+    return {
+        "version": RESULT_VERSION,
+        "sid": system.sid,
+        "split": system.split,
+        "input_hash": system.input_hash(),
+        "status": "error",
+        "settings": asdict(settings),
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc))[-4000:],
+    }
+
+
+# One calculator per (worker) process and factory: building a model is the expensive part.
+_CALC_CACHE: dict[str, Calculator] = {}
+
+
+def _factory_key(calc_factory: CalcFactory) -> str:
+    try:
+        return hashlib.sha256(pickle.dumps(calc_factory)).hexdigest()
+    except Exception as exc:
+        raise DataError(
+            "calc_factory must be picklable (e.g. functools.partial(LTAUCalculator.from_files, "
+            f"model=..., estimator=...)); pickling failed: {exc}"
+        ) from exc
+
+
+def _cached_calc(calc_factory: CalcFactory, key: str) -> Calculator:
+    calc = _CALC_CACHE.get(key)
+    if calc is None:
+        _CALC_CACHE.clear()
+        calc = calc_factory()
+        if not isinstance(calc, Calculator):
+            raise DataError(f"calc_factory returned {type(calc).__name__}, not an ASE Calculator")
+        _CALC_CACHE[key] = calc
+    return calc
+
+
+def _task(system: System, calc_factory: CalcFactory, key: str, settings: RelaxSettings) -> dict:
+    """Worker-side unit of work: never raises, an exception becomes an error result."""
+    try:
+        calc = _cached_calc(calc_factory, key)
+        if "torch" in sys.modules:  # one torch thread per dask worker (threads_per_worker=1)
+            sys.modules["torch"].set_num_threads(1)
+        return relax_system(system, calc, settings)
+    except Exception as exc:
+        return _error_result(system, exc, settings)
+
+
+def _safe_name(sid: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", sid)
+    if name != sid:
+        name += "-" + hashlib.sha1(sid.encode()).hexdigest()[:8]
+    return name
+
+
+def result_path(out_dir: str | Path, sid: str) -> Path:
+    """Where the result JSON of system ``sid`` lives in a campaign directory."""
+    return Path(out_dir) / "results" / f"{_safe_name(sid)}.json"
+
+
+def _to_json(obj: Any) -> Any:
+    """NaN/inf -> None (strict JSON), numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {k: _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+_NUMERIC_KEYS = re.compile(r"^(rmsd|mean_distance|max_distance|energy|fmax_final|wall_s|"
+                           r"(uq|uq_atom_mean|perr)_(initial|final|max|mean))$")
+
+
+def _from_json(obj: dict) -> dict:
+    """None -> NaN for the numeric fields written by :func:`_to_json`."""
+    out = dict(obj)
+    for k, v in out.items():
+        if v is None and _NUMERIC_KEYS.match(k):
+            out[k] = math.nan
+        elif k in ("uq_series", "fmax_series") and isinstance(v, list):
+            out[k] = [math.nan if x is None else x for x in v]
+    return out
+
+
+def save_result(out_dir: str | Path, result: dict) -> Path:
+    """Write one system's result atomically; returns its path."""
+    path = result_path(out_dir, result["sid"])
+    write_json_atomic(path, _to_json(result))
+    return path
+
+
+def load_result(out_dir: str | Path, sid: str) -> dict | None:
+    """A saved result, or None when absent or unreadable (e.g. written by another tool)."""
+    path = result_path(out_dir, sid)
+    try:
+        return _from_json(json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _check_campaign(out_dir: Path, settings: RelaxSettings, resume: bool) -> None:
+    meta_path = out_dir / "campaign.json"
+    meta = {"format": "ltau-md/is2rs-campaign", "version": RESULT_VERSION,
+            "settings": asdict(settings)}
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if resume and old.get("settings") != meta["settings"]:
+            raise ArtifactError(
+                f"{out_dir} holds results computed with {old.get('settings')}, not "
+                f"{meta['settings']}; use another output directory or resume=False (--no-resume)"
+            )
+    write_json_atomic(meta_path, meta)
+
+
+def run_campaign(
+    systems: Sequence[System],
+    calc_factory: CalcFactory,
+    out_dir: str | Path,
+    settings: RelaxSettings | None = None,
+    *,
+    n_workers: int = 2,
+    scheduler: str | Any | None = None,
+    resume: bool = True,
+    retry_errors: bool = True,
+    progress: bool = True,
+) -> list[dict]:
+    """Relax ``systems`` and return one result dict per system, in the input order.
+
+    ``n_workers=0`` and no scheduler: serial, in this process. Otherwise dask.distributed:
+    ``scheduler`` (an address such as ``"tcp://host:8786"`` or a ``distributed.Client``) uses
+    an existing cluster, e.g. one from dask-jobqueue; None starts a ``LocalCluster`` with
+    ``n_workers`` processes of one thread each. With ``resume`` a system whose result file
+    exists with the same input hash is not recomputed (error results are retried when
+    ``retry_errors``); ``resume=False`` recomputes everything. Results are written to
+    ``out_dir/results/<sid>.json`` as they finish.
+    """
+    from tqdm.auto import tqdm
+
+    settings = settings or RelaxSettings()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len({s.sid for s in systems}) != len(systems):
+        raise DataError("system ids (sid) must be unique within a campaign")
+    _check_campaign(out_dir, settings, resume)
+    results: dict[str, dict] = {}
+    todo: list[System] = []
+    for s in systems:
+        old = load_result(out_dir, s.sid) if resume else None
+        if (
+            old is not None
+            and old.get("input_hash") == s.input_hash()
+            and old.get("version") == RESULT_VERSION
+            and old.get("settings") == asdict(settings)
+            and not (retry_errors and old.get("status") != "ok")
+        ):
+            results[s.sid] = old
+        else:
+            todo.append(s)
+    key = _factory_key(calc_factory) if (todo and (scheduler or n_workers)) else ""
+    bar = tqdm(total=len(systems), initial=len(results), desc="IS2RS relaxations",
+               disable=not progress)
+
+    def finish(res: dict) -> None:
+        save_result(out_dir, res)
+        results[res["sid"]] = _from_json(_to_json(res))
+        bar.update(1)
+
+    try:
+        if not todo:
+            pass
+        elif scheduler is None and n_workers == 0:
+            calc = None
+            for s in todo:
+                try:
+                    if calc is None:
+                        calc = calc_factory()
+                    res = relax_system(s, calc, settings)
+                except Exception as exc:
+                    res = _error_result(s, exc, settings)
+                finish(res)
+        else:
+            _run_dask(todo, calc_factory, key, settings, n_workers, scheduler, finish)
+    finally:
+        bar.close()
+    return [results[s.sid] for s in systems]
+
+
+def _run_dask(
+    todo: Sequence[System],
+    calc_factory: CalcFactory,
+    key: str,
+    settings: RelaxSettings,
+    n_workers: int,
+    scheduler: str | Any | None,
+    finish: Callable[[dict], None],
+) -> None:
+    from distributed import as_completed
+
+    from ._dask import dask_client
+
+    with dask_client(n_workers, scheduler) as client:
+        [factory_future] = client.scatter([calc_factory], broadcast=True)
+        futures = {
+            client.submit(_task, s, factory_future, key, settings, pure=False): s
+            for s in todo
+        }
+        for fut in as_completed(futures):
+            s = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:  # worker died, task cancelled, ...
+                res = _error_result(s, exc, settings)
+            finish(res)
+            fut.release()

@@ -1,0 +1,262 @@
+"""IS2RS campaign with a real LTAU calculator (EMT FeatureModel + FAISS estimator): serial run
+equals a 2-worker dask LocalCluster run, interrupted campaigns resume without recomputing, and
+the analysis (Spearman, AUROC, isotonic map, figure) on hand-checked inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+from ase.io import read
+
+from ltau_md import ErrorLog, LTAUEstimator
+from ltau_md.calculator import LTAUCalculator
+from ltau_md.exceptions import ArtifactError, DataError
+from ltau_md.is2rs.analysis import UQToRMSD, analyze, isotonic_fit, plot_uq_vs_rmsd
+from ltau_md.is2rs.data import load_systems
+from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
+from ltau_md.is2rs.metrics import rmsd
+from ltau_md.is2rs.runner import RelaxSettings, result_path, run_campaign
+from ltau_md.testing import EMTFeatureModel
+
+ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
+CFG = GeneratorConfig(frames_per_system=8, val_frames_per_system=2)
+
+
+@dataclass(frozen=True)
+class EMTLTAUFactory:
+    """Picklable calc_factory: EMT FeatureModel + an estimator loaded from disk."""
+
+    estimator_dir: str
+
+    def __call__(self) -> LTAUCalculator:
+        return LTAUCalculator(EMTFeatureModel(ELEMENTS), LTAUEstimator.load(self.estimator_dir))
+
+
+@dataclass(frozen=True)
+class InterruptingFactory:
+    """EMT that raises KeyboardInterrupt at its ``after``-th force evaluation (a Ctrl-C)."""
+
+    after: int
+
+    def __call__(self):
+        after = self.after
+
+        class _EMT(EMT):
+            n = 0
+
+            def calculate(self, *args, **kwargs):
+                _EMT.n += 1
+                if _EMT.n >= after:
+                    raise KeyboardInterrupt
+                super().calculate(*args, **kwargs)
+
+        return _EMT()
+
+
+@pytest.fixture(scope="module")
+def campaign_setup(tmp_path_factory):
+    """2 training systems and one system per validation split; the estimator is fitted on
+    the frames of every split (so that it knows every element; this test is about the runner,
+    not about OOD detection) with logged errors that grow with |F_ref|."""
+    root = tmp_path_factory.mktemp("is2rs_campaign")
+    bench = root / "bench"
+    generate_benchmark(bench, seed=3, n_train=2, n_val=1, cfg=CFG, progress=False)
+    frames = [a for f in sorted(bench.glob("*/frames.extxyz")) for a in read(f, index=":")]
+    model = EMTFeatureModel(ELEMENTS)
+    x = np.concatenate([model.evaluate(a).features for a in frames])
+    fref = np.concatenate([np.linalg.norm(a.get_forces(), axis=1) for a in frames])
+    offs = np.cumsum([0] + [len(a) for a in frames])
+    log = ErrorLog.create(root / "log", species=np.concatenate([a.numbers for a in frames]),
+                          frame_offsets=offs, ref_force_norm=fref)
+    rng = np.random.default_rng(0)
+    for epoch in range(8):
+        log.append((0.02 + 0.3 * fref) * rng.lognormal(0, 0.3, len(x)) * (1 + np.exp(-epoch)))
+    LTAUEstimator(k=5).fit(x, log).save(root / "est")
+    systems = load_systems(bench, splits=["val_id", "val_ood_ads", "val_ood_cat",
+                                          "val_ood_both"])
+    return root, systems, EMTLTAUFactory(str(root / "est"))
+
+
+def _strip(results):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in results]
+
+
+def test_serial_equals_dask_localcluster(campaign_setup, tmp_path):
+    root, systems, factory = campaign_setup
+    settings = RelaxSettings(fmax=0.05, steps=200, optimizer="FIRE")
+    serial = run_campaign(systems, factory, tmp_path / "serial", settings, n_workers=0,
+                          progress=False)
+    dask = run_campaign(systems, factory, tmp_path / "dask", settings, n_workers=2,
+                        progress=False)
+    assert [r["sid"] for r in serial] == [s.sid for s in systems]
+    assert all(r["status"] == "ok" for r in serial), [r.get("error") for r in serial]
+    assert _strip(serial) == _strip(dask)
+    for s, r in zip(systems, serial, strict=True):
+        # the saved final positions reproduce the reported RMSD (independent recomputation)
+        pred = s.initial.copy()
+        pred.positions = np.array(r["positions"])
+        assert r["rmsd"] == pytest.approx(rmsd(pred, s.relaxed), abs=1e-12)
+        # the uncertainty statistics come from the LTAU calculator: finite, in [0, 1]
+        stats = [r[f"uq_{k}"] for k in ("initial", "final", "max", "mean")]
+        assert all(0.0 <= v <= 1.0 for v in stats)
+        assert r["uq_max"] == max(r["uq_series"]) and r["uq_initial"] == r["uq_series"][0]
+        assert r["n_uq_steps"] == r["n_steps"] + 1
+        assert math.isfinite(r["perr_max"])
+    # one JSON per system, plain JSON (no NaN tokens)
+    for s in systems:
+        json.loads(result_path(tmp_path / "dask", s.sid).read_text())
+
+
+def test_interrupted_campaign_resumes_without_recomputing(campaign_setup, tmp_path):
+    root, systems, _ = campaign_setup
+    out = tmp_path / "camp"
+    settings = RelaxSettings(steps=200)
+    # a Ctrl-C in the middle of the campaign: finished systems are already on disk
+    n_evals = [0]
+    for s in systems[:2]:
+        a = s.initial.copy()
+        a.calc = EMT()
+        from ase.optimize import BFGS
+
+        opt = BFGS(a, logfile=None)
+        opt.run(fmax=0.05, steps=200)
+        n_evals[0] += opt.nsteps + 1
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(systems, InterruptingFactory(after=n_evals[0] + 3), out, settings,
+                     n_workers=0, progress=False)
+    done = {s.sid: result_path(out, s.sid) for s in systems if result_path(out, s.sid).exists()}
+    assert 1 <= len(done) < len(systems)
+    before = {sid: (p.stat().st_mtime_ns, p.read_bytes()) for sid, p in done.items()}
+    time.sleep(0.01)
+    results = run_campaign(systems, EMT, out, settings, n_workers=0, progress=False)
+    assert all(r["status"] == "ok" for r in results)
+    for sid, (mtime, content) in before.items():
+        p = result_path(out, sid)
+        assert p.stat().st_mtime_ns == mtime and p.read_bytes() == content  # not recomputed
+    assert all(result_path(out, s.sid).exists() for s in systems)
+    # a third run recomputes nothing: every file keeps its mtime
+    mtimes = {s.sid: result_path(out, s.sid).stat().st_mtime_ns for s in systems}
+    again = run_campaign(systems, InterruptingFactory(after=1), out, settings, n_workers=0,
+                         progress=False)
+    assert _strip(again) == _strip(results)
+    assert mtimes == {s.sid: result_path(out, s.sid).stat().st_mtime_ns for s in systems}
+    # other settings in the same directory are refused; resume=False recomputes
+    with pytest.raises(ArtifactError, match="fmax"):
+        run_campaign(systems, EMT, out, RelaxSettings(fmax=0.1), n_workers=0, progress=False)
+
+
+def test_error_results_are_recorded_and_retried(campaign_setup, tmp_path):
+    _, systems, _ = campaign_setup
+
+    def bad_factory():
+        return LTAUCalculator(EMTFeatureModel(("Cu", "O")),
+                              LTAUEstimator.load(campaign_setup[0] / "est"))
+
+    res = run_campaign(systems[:2], bad_factory, tmp_path / "c", n_workers=0, progress=False)
+    assert all(r["status"] == "error" for r in res)
+    assert "SpeciesError" in res[0]["error"] or "unknown" in res[0]["error"]
+    res = run_campaign(systems[:2], EMT, tmp_path / "c", n_workers=0, progress=False)
+    assert all(r["status"] == "ok" for r in res)
+
+
+def test_isotonic_fit_hand_case():
+    x, y = isotonic_fit([1, 2, 3, 4, 5], [1.0, 3.0, 2.0, 4.0, 3.0])
+    # PAVA pools (3, 2) -> 2.5 and (4, 3) -> 3.5
+    np.testing.assert_allclose(x, [1, 2, 3, 4, 5])
+    np.testing.assert_allclose(y, [1.0, 2.5, 2.5, 3.5, 3.5])
+    m = UQToRMSD().fit([1, 2, 3, 4, 5], [1.0, 3.0, 2.0, 4.0, 3.0])
+    np.testing.assert_allclose(m.predict([0.0, 1.5, 6.0]), [1.0, 1.75, 3.5])
+    with pytest.raises(DataError):
+        UQToRMSD().fit([1.0], [1.0])
+
+
+def _fake(split, uq, r, i):
+    return {"sid": f"{split}-{i}", "split": split, "status": "ok", "rmsd": r,
+            "mean_distance": r, "converged": True, "uq_initial": uq, "uq_final": uq,
+            "uq_max": uq, "uq_mean": uq}
+
+
+def test_analyze_hand_case(tmp_path):
+    # val_id: uncertainty ranks RMSD perfectly; OOD: reversed
+    res = [_fake("val_id", u, r, i) for i, (u, r) in
+           enumerate([(0.1, 0.05), (0.2, 0.1), (0.3, 0.6), (0.4, 0.9)])]
+    res += [_fake("val_ood_ads", u, r, i) for i, (u, r) in
+            enumerate([(0.1, 0.9), (0.2, 0.6), (0.3, 0.1), (0.4, 0.05)])]
+    res.append({"sid": "bad", "split": "val_id", "status": "error", "error": "boom"})
+    rep = analyze(res, rmsd_threshold=0.5)
+    vid, ood = rep["splits"]["val_id"], rep["splits"]["val_ood_ads"]
+    assert rep["n_errors"] == 1 and vid["n"] == 5 and vid["n_ok"] == 4
+    assert vid["spearman"]["uq_max"] == pytest.approx(1.0)
+    assert ood["spearman"]["uq_max"] == pytest.approx(-1.0)
+    assert vid["auroc"]["uq_max"] == pytest.approx(1.0)  # failures (0.6, 0.9) score highest
+    assert ood["auroc"]["uq_max"] == pytest.approx(0.0)
+    assert vid["failure_rate"] == pytest.approx(0.5)
+    # ADwT: 0.05 < t for t in 0.051..0.499 (449), 0.1: 0.101..0.499 (399) -> 848 / (4 * 490)
+    assert vid["adwt"] == pytest.approx((449 + 399) / 1960, abs=1e-3)
+    assert vid["uq_to_rmsd"]["mae"] == pytest.approx(0.0, abs=1e-12)  # fitted on val_id
+    assert rep["splits"]["ood"]["n"] == 4
+    # no uncertainty at all (plain EMT): NaN correlations, no crash
+    nan = [dict(r, uq_max=float("nan")) for r in res if r["status"] == "ok"]
+    assert analyze(nan)["splits"]["val_id"]["spearman"]["uq_max"] is None
+    png = plot_uq_vs_rmsd(res, tmp_path / "fig.png")
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_generate(tmp_path, capsys):
+    from ltau_md.cli import main
+
+    out = tmp_path / "gen"
+    assert main(["is2rs-generate", "--out", str(out), "--n-train", "1", "--n-val", "1",
+                 "--splits", "train", "val_ood_ads", "--seed", "4", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "train": 1, "val_ood_ads": 1}
+    assert {s.split for s in load_systems(out)} == {"train", "val_ood_ads"}
+    assert main(["is2rs-generate", "--out", str(out), "--n-train", "1", "--n-val", "1"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_campaign_with_tiny_nequip_model(tiny_run, tmp_path):
+    """Real tiny NequIP (H, O, Cu) + its LTAU estimator through the dask runner."""
+    import functools
+
+    cfg = GeneratorConfig(metals=("Cu",), id_adsorbates=("H", "O", "OH"),
+                          ood_adsorbates=("H",), ood_pairs=(), facets=("fcc111", "fcc100"))
+    bench = tmp_path / "bench"
+    generate_benchmark(bench, seed=0, n_train=0, n_val=3, cfg=cfg,
+                       splits=("val_id", "val_ood_ads"), progress=False)
+    systems = load_systems(bench)
+    factory = functools.partial(LTAUCalculator.from_files, model=str(tiny_run.model_path),
+                                estimator=str(tiny_run.estimator_dir))
+    settings = RelaxSettings(steps=60)
+    serial = run_campaign(systems, factory, tmp_path / "s", settings, n_workers=0,
+                          progress=False)
+    dask = run_campaign(systems, factory, tmp_path / "d", settings, n_workers=2, progress=False)
+    assert all(r["status"] == "ok" for r in serial), [r.get("error") for r in serial]
+    for a, b in zip(serial, dask, strict=True):
+        assert a["n_steps"] == b["n_steps"]
+        assert a["rmsd"] == pytest.approx(b["rmsd"], abs=1e-5)
+        assert 0.0 <= a["uq_max"] <= 1.0
+    rep = analyze(serial)
+    assert rep["n_ok"] == len(systems)
+    assert Path(tmp_path / "s" / "campaign.json").exists()
+    # the same campaign through the CLI resumes from the serial results (no recomputation)
+    from ltau_md.cli import main
+
+    mtimes = {s.sid: result_path(tmp_path / "s", s.sid).stat().st_mtime_ns for s in systems}
+    assert main(["is2rs", "--model", str(tiny_run.model_path), "--estimator",
+                 str(tiny_run.estimator_dir), "--systems", str(bench), "--out",
+                 str(tmp_path / "s"), "--workers", "0", "--steps", "60",
+                 "--no-progress"]) == 0
+    assert mtimes == {s.sid: result_path(tmp_path / "s", s.sid).stat().st_mtime_ns
+                      for s in systems}
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert report["n_ok"] == len(systems)
+    assert (tmp_path / "s" / "uq_vs_rmsd.png").stat().st_size > 10_000

@@ -1,0 +1,128 @@
+"""IS2RS benchmark generator: determinism, OC20 tags/constraints, extxyz round trip, EMT
+reference relaxations, split definitions, and the input contract of load_systems."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+from ase.constraints import FixAtoms
+from ase.io import write
+
+from ltau_md.exceptions import DataError
+from ltau_md.is2rs.data import fixed_mask, load_systems
+from ltau_md.is2rs.generate import (
+    ID_ADSORBATES,
+    OOD_ADSORBATES,
+    OOD_PAIRS,
+    generate_benchmark,
+    generate_system,
+)
+
+SPLITS = ("train", "val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("is2rs") / "bench"
+    manifest = generate_benchmark(out, seed=11, n_train=2, n_val=1, progress=False)
+    return out, manifest
+
+
+def test_generate_system_is_deterministic():
+    a_ini, a_rel, a_traj = generate_system(5, "val_id", 3)
+    b_ini, b_rel, b_traj = generate_system(5, "val_id", 3)
+    np.testing.assert_array_equal(a_ini.positions, b_ini.positions)
+    np.testing.assert_array_equal(a_rel.positions, b_rel.positions)
+    assert a_ini.info == b_ini.info and len(a_traj) == len(b_traj)
+    c_ini, _, _ = generate_system(6, "val_id", 3)
+    assert c_ini.get_chemical_formula() != a_ini.get_chemical_formula() or not np.allclose(
+        c_ini.positions, a_ini.positions
+    )
+
+
+def test_benchmark_files_identical_for_same_seed(bench, tmp_path):
+    out, manifest = bench
+    again = generate_benchmark(tmp_path / "again", seed=11, n_train=2, n_val=1, progress=False)
+    assert again["files"] == manifest["files"]  # sha256 of every extxyz file
+    assert json.loads((out / "manifest.json").read_text())["files"] == manifest["files"]
+    with pytest.raises(FileExistsError):
+        generate_benchmark(out, seed=11, n_train=1, n_val=1, progress=False)
+
+
+def test_tags_constraints_and_reference_relaxation(bench):
+    out, _ = bench
+    systems = load_systems(out)
+    assert sorted({s.split for s in systems}) == sorted(SPLITS)
+    assert len(systems) == 2 + 4
+    for s in systems:
+        for atoms in (s.initial, s.relaxed):
+            tags = atoms.get_tags()
+            assert set(np.unique(tags)) == {0, 1, 2}
+            # extxyz round trip keeps FixAtoms, exactly on the tag-0 (subsurface) atoms
+            assert any(isinstance(c, FixAtoms) for c in atoms.constraints)
+            np.testing.assert_array_equal(fixed_mask(atoms), tags == 0)
+        # fixed atoms did not move during the reference relaxation
+        fixed = s.initial.get_tags() == 0
+        np.testing.assert_allclose(s.initial.positions[fixed], s.relaxed.positions[fixed],
+                                   atol=1e-6)
+        # the relaxed target is an EMT minimum: free-atom forces below fmax (0.05 eV/A)
+        rel = s.relaxed.copy()
+        rel.calc = EMT()
+        f = rel.get_forces()
+        assert np.linalg.norm(f[~fixed], axis=1).max() < 0.05 + 1e-6
+        assert s.info["sid"] == s.sid
+
+
+def test_split_definitions(bench):
+    out, manifest = bench
+    systems = load_systems(out)
+    ood_pairs = {"-".join(sorted(p)) for p in OOD_PAIRS}
+    for s in systems:
+        ads = s.info["adsorbate"]
+        elements = s.info["elements"]
+        if s.split in ("train", "val_id", "val_ood_cat"):
+            assert ads in ID_ADSORBATES
+        else:
+            assert ads in OOD_ADSORBATES
+        if s.split in ("val_ood_cat", "val_ood_both"):
+            assert elements in ood_pairs
+        else:
+            assert elements not in ood_pairs
+    frames = manifest["splits"]["train"]["n_frames"]
+    assert 2 <= frames <= 2 * 6
+    assert set(ID_ADSORBATES).isdisjoint(OOD_ADSORBATES)
+
+
+def test_load_single_file_with_pos_relaxed_and_restore_fixatoms(bench, tmp_path):
+    out, _ = bench
+    systems = load_systems(out, splits=["val_id"])
+    atoms = systems[0].initial.copy()
+    atoms.set_constraint()  # no FixAtoms: must be restored from tags
+    atoms.arrays["pos_relaxed"] = systems[0].relaxed.positions.copy()
+    path = tmp_path / "oc20.extxyz"
+    write(path, [atoms])
+    [loaded] = load_systems(path)
+    np.testing.assert_array_equal(fixed_mask(loaded.initial), atoms.get_tags() == 0)
+    np.testing.assert_allclose(loaded.relaxed.positions, systems[0].relaxed.positions, atol=1e-7)
+    assert loaded.sid == systems[0].sid
+
+
+def test_load_errors(bench, tmp_path):
+    out, _ = bench
+    s = load_systems(out, splits=["val_id"])[0]
+    no_tags = s.initial.copy()
+    no_tags.set_tags(0)
+    no_tags.arrays["pos_relaxed"] = s.relaxed.positions
+    write(tmp_path / "bad.extxyz", [no_tags])
+    with pytest.raises(DataError, match="tag 2"):
+        load_systems(tmp_path / "bad.extxyz")
+    write(tmp_path / "nopos.extxyz", [s.initial])
+    with pytest.raises(DataError, match="pos_relaxed"):
+        load_systems(tmp_path / "nopos.extxyz")
+    with pytest.raises(DataError, match="does not exist"):
+        load_systems(tmp_path / "missing")
+    with pytest.raises(DataError, match="not in"):
+        load_systems(out, splits=["test_ood"])
