@@ -27,7 +27,9 @@ class LTAUCalculator(Calculator):
     so an observer can stop the run instead of it crashing).
 
     ``warm_start`` reuses the previous step's neighbours (see
-    :class:`~ltau_md.estimator.TrajectoryNeighbors`), which suits relaxations and MD.
+    :class:`~ltau_md.estimator.TrajectoryNeighbors`), which suits relaxations and MD; it falls
+    back to a cold search when any atom moved more than ``jump`` A since the last call or the
+    atoms changed (a new structure), and after :meth:`reset_trajectory`.
     """
 
     implemented_properties = [
@@ -36,7 +38,7 @@ class LTAUCalculator(Calculator):
     ]
 
     def __init__(self, model: FeatureModel, estimator: LTAUEstimator, *, s: float | None = None,
-                 warm_start: bool = True, **kwargs):
+                 warm_start: bool = True, jump: float = 0.5, **kwargs):
         super().__init__(**kwargs)
         estimator._check_fitted()
         self.model = model
@@ -44,6 +46,14 @@ class LTAUCalculator(Calculator):
         self.s = s
         self._neighbors = TrajectoryNeighbors(estimator) if warm_start else None
         self._checked_numbers: np.ndarray | None = None
+        self._last_positions: np.ndarray | None = None
+        self.jump = jump
+
+    def reset_trajectory(self) -> None:
+        """Start the next calculation with a cold neighbour search (a new trajectory)."""
+        self._last_positions = None
+        if self._neighbors is not None:
+            self._neighbors.reset()
 
     @classmethod
     def from_files(cls, model: str | os.PathLike, estimator: str | os.PathLike, *,
@@ -105,6 +115,10 @@ class LTAUCalculator(Calculator):
                 self._neighbors.reset()
             return
         if self._neighbors is not None:
+            if (self._last_positions is None or self._last_positions.shape != atoms.positions.shape
+                    or np.abs(atoms.positions - self._last_positions).max() > self.jump):
+                self._neighbors.reset()  # a new structure, not the next step of a trajectory
+            self._last_positions = atoms.positions.copy()
             pred = self._neighbors.predict(out.features, s=self.s)
         else:
             pred = self.estimator.predict(out.features, s=self.s)

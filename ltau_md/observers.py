@@ -142,6 +142,7 @@ class UQMonitor:
             raise ValueError("rewind=True needs temperature_K to redraw velocities")
         self.values: list[float] = []
         self.steps: list[int] = []
+        self.records: list[dict[str, Any]] = []  # one per observed step, as in steps.jsonl
         self.events: list[Event] = []
         self.stopped: Event | None = None
         self.n_retries = 0
@@ -212,19 +213,25 @@ class UQMonitor:
         if "uncertainty" not in res:
             atoms.get_forces()
             res = atoms.calc.results
-        unc = np.asarray(res.get("uncertainty", np.full(len(atoms), np.nan)))
+        unc = np.asarray(res.get("uncertainty", np.full(len(atoms), np.nan)), dtype=float)
         sel = unc[self.free_mask] if self.free_mask.any() else unc
-        value = float(np.max(sel) if self.aggregate == "max" else np.mean(sel))
+        u_max = float(np.max(sel)) if sel.size else float("nan")
+        u_mean = float(np.mean(sel)) if sel.size else float("nan")
+        value = u_max if self.aggregate == "max" else u_mean
         step = self.step
         self.values.append(value)
         self.steps.append(step)
         forces = np.asarray(res.get("forces", np.full((len(atoms), 3), np.nan)))
         energy = res.get("energy", float("nan"))
-        fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(atoms) else 0.0
+        # max |F| (eV/A) as the optimizer sees it: constrained forces, from the cached results
+        f_seen = atoms.get_forces() if "forces" in res else forces
+        fmax = float(np.sqrt((f_seen**2).sum(axis=1)).max()) if len(atoms) else 0.0
+        perr = np.asarray(res.get("predicted_error", np.full(len(atoms), np.nan)), dtype=float)
+        perr_sel = perr[self.free_mask] if self.free_mask.any() else perr
         record: dict[str, Any] = {
             "step": step, "energy": _f(energy), "fmax": _f(fmax),
-            "max_uncertainty": _f(float(np.max(sel))), "mean_uncertainty": _f(float(np.mean(sel))),
-            "max_predicted_error": _f(float(np.max(res.get("predicted_error", [np.nan])))),
+            "max_uncertainty": _f(u_max), "mean_uncertainty": _f(u_mean),
+            "max_predicted_error": _f(float(np.max(perr_sel)) if perr_sel.size else np.nan),
         }
         if (t := self._time_fs()) is not None:
             record["time_fs"] = t
@@ -242,7 +249,7 @@ class UQMonitor:
             fired.append(Event(step, "stop", f"exploding: max |F| {fmax:.3g} eV/A > "
                                f"{self.max_force:g}", fmax, self.max_force, t))
         else:
-            per = {"max": float(np.max(sel)), "mean": float(np.mean(sel))}
+            per = {"max": u_max, "mean": u_mean}
             quiet = True
             for pol in self.policies:
                 v = per[pol.on]
@@ -257,6 +264,7 @@ class UQMonitor:
             if quiet or self._trusted is None:  # the start is the fallback snapshot
                 self._trusted = (step, atoms.positions.copy())
         record["events"] = [e.action for e in fired]
+        self.records.append(record)
         if self.out_dir is not None:
             self._write_line(record)
             if self.write_trajectory:
@@ -343,9 +351,9 @@ class UQMonitor:
         if len(v):
             finite = np.where(np.isfinite(v), v, -np.inf)
             i = int(np.argmax(finite))
+            mean = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else np.nan
             out.update(initial=_f(v[0]), max=_f(v[i]), max_step=self.steps[i],
-                       mean=_f(float(np.nanmean(v))), final=_f(v[-1]),
-                       final_step=self.steps[-1])
+                       mean=_f(mean), final=_f(v[-1]), final_step=self.steps[-1])
         out["stopped"] = asdict(self.stopped) if self.stopped else None
         out["n_events"] = {a: sum(e.action == a for e in self.events)
                            for a in ("stop", "resample", "warn")}

@@ -229,3 +229,29 @@ def test_exploding_md_and_ctrl_c_leave_valid_files(setup, tmp_path):
     assert len(frames) == 5 and "uncertainty" in frames[-1].arrays
     s = json.loads((tmp_path / "int" / "summary.json").read_text())
     assert s["n_observed"] == 5
+
+
+def test_warm_start_resets_on_new_structure(setup):
+    model, est = setup
+    x = est.index_.reconstruct_n(0, est.n_train_)
+    hnsw = LTAUEstimator(k=5, index="hnsw", ef_search=64).fit(x, est.summary_)
+    calc = LTAUCalculator(model, hnsw)
+    a = slab()
+    a.calc = calc
+    a.get_forces()
+    a.positions[-1] += 0.05  # next step of a trajectory: warm
+    a.get_forces()
+    assert calc._neighbors._since_cold == 1
+    exact = est.predict(model.evaluate(a).features)
+    np.testing.assert_allclose(a.calc.results["uncertainty"], exact.uncertainty, atol=0.05)
+    b = slab()
+    b.positions[-1, 2] += 1.0  # a different structure: cold search
+    b.calc = calc
+    b.get_forces()
+    assert calc._neighbors._since_cold == 0
+    b.positions[-1] += 0.01
+    b.get_forces()
+    calc.reset_trajectory()
+    b.positions[-1] += 0.01
+    b.get_forces()
+    assert calc._neighbors._since_cold == 0

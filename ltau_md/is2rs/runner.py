@@ -63,34 +63,9 @@ class RelaxSettings:
             )
 
 
-class StepSeries:
-    """Per-step extras next to the :class:`~ltau_md.observers.UQMonitor` (which tracks the
-    max uncertainty over free atoms): the mean uncertainty over free atoms, the max predicted
-    error (eV/A) over free atoms and the max force (eV/A), read from ``atoms.calc.results``
-    after each force evaluation (no extra model call). Missing results give NaN."""
-
-    def __init__(self, atoms: Atoms, mask: np.ndarray) -> None:
-        self.atoms = atoms
-        self.mask = np.asarray(mask, dtype=bool)
-        self.uq_mean: list[float] = []
-        self.perr_max: list[float] = []
-        self.fmax: list[float] = []
-
-    def _per_atom(self, key: str) -> np.ndarray | None:
-        calc = self.atoms.calc
-        value = None if calc is None else calc.results.get(key)
-        if value is None:
-            return None
-        value = np.asarray(value, dtype=float).ravel()
-        return value if value.shape == (len(self.atoms),) else None
-
-    def __call__(self) -> None:
-        u = self._per_atom("uncertainty")
-        self.uq_mean.append(float(u[self.mask].mean()) if u is not None else math.nan)
-        e = self._per_atom("predicted_error")
-        self.perr_max.append(float(e[self.mask].max()) if e is not None else math.nan)
-        f = self.atoms.get_forces()  # cached; constrained forces, as the optimizer sees them
-        self.fmax.append(float(np.sqrt((f**2).sum(axis=1)).max()))
+def _col(monitor: UQMonitor, key: str) -> list[float]:
+    """One per-step column of the monitor's records (None -> NaN)."""
+    return [math.nan if r[key] is None else float(r[key]) for r in monitor.records]
 
 
 def series_stats(series: Sequence[float], prefix: str) -> dict[str, float]:
@@ -127,17 +102,14 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
     atoms = system.initial.copy()  # copies tags and constraints
     mask = np.isin(atoms.get_tags(), FREE_TAGS)
     calc.reset()
-    # Forget the previous system's warm-start neighbours (LTAUCalculator with an HNSW index),
-    # so a result does not depend on which system the worker relaxed before.
-    neighbors = getattr(calc, "_neighbors", None)
-    if neighbors is not None and hasattr(neighbors, "reset"):
-        neighbors.reset()
+    # a cold neighbour search for a new system, so a result does not depend on which system
+    # the worker relaxed before (LTAUCalculator with an HNSW index)
+    if hasattr(calc, "reset_trajectory"):
+        calc.reset_trajectory()
     atoms.calc = calc
     opt = _make_optimizer(settings.optimizer, atoms)
     monitor = UQMonitor(opt, free_mask=mask, aggregate="max")
-    extra = StepSeries(atoms, mask)
     opt.attach(monitor, interval=1)
-    opt.attach(extra, interval=1)
     t0 = time.perf_counter()
     converged = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
     wall = time.perf_counter() - t0
@@ -157,17 +129,17 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
         "mean_distance": float(d.mean()),
         "max_distance": float(d.max()),
         "energy": float(atoms.get_potential_energy()),
-        "fmax_final": extra.fmax[-1] if extra.fmax else math.nan,
+        "fmax_final": _col(monitor, "fmax")[-1] if monitor.records else math.nan,
         "n_uq_steps": len(monitor.values),
         "uq_series": [float(v) for v in monitor.values],
-        "fmax_series": extra.fmax,
+        "fmax_series": _col(monitor, "fmax"),
         "positions": atoms.positions.tolist(),
         "stopped": monitor.stopped.reason if monitor.stopped else None,
         "wall_s": wall,
     }
     result.update(series_stats(monitor.values, "uq"))
-    result.update(series_stats(extra.uq_mean, "uq_atom_mean"))
-    result.update(series_stats(extra.perr_max, "perr"))
+    result.update(series_stats(_col(monitor, "mean_uncertainty"), "uq_atom_mean"))
+    result.update(series_stats(_col(monitor, "max_predicted_error"), "perr"))
     for key in ("adsorbate", "catalyst", "facet", "site", "elements"):
         if key in system.info:
             result[key] = str(system.info[key])
