@@ -10,10 +10,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .calculator import LTAUCalculator
 from .confidence import ErrorSummary
 from .errorlog import ErrorLog, dataset_fingerprint
 from .estimator import LTAUEstimator, Prediction
 from .exceptions import ArtifactError, DataError, DescriptorError, LTAUError, SpeciesError
+from .observers import Event, Threshold, UQMonitor
 
 __all__ = [
     "ArtifactError",
@@ -21,10 +23,14 @@ __all__ = [
     "DescriptorError",
     "ErrorLog",
     "ErrorSummary",
+    "Event",
+    "LTAUCalculator",
     "LTAUError",
     "LTAUEstimator",
     "Prediction",
     "SpeciesError",
+    "Threshold",
+    "UQMonitor",
     "__version__",
     "dataset_fingerprint",
 ]

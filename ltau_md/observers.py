@@ -30,7 +30,6 @@ from typing import Any, Literal
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
 
 from .calculator import PER_ATOM_KEYS
 
@@ -164,6 +163,8 @@ class UQMonitor:
 
     def _write_frame(self, name: str, atoms: Atoms) -> None:
         """Append one extxyz frame, formatted in memory and written in one call + flush."""
+        from ase.io import write
+
         buf = io.StringIO()
         write(buf, atoms, format="extxyz")
         fh = self._fh(name)
