@@ -198,8 +198,9 @@ class LTAUEstimator:
             n_train = min(n, max(256 * nlist, 10_000), 500_000)
             sample = np.sort(rng.choice(n, n_train, replace=False))
             index.train(check_descriptors(x[sample], d, "training descriptors"))
-        for a in range(0, n, 1 << 18):
-            index.add(check_descriptors(x[a:a + (1 << 18)], d, "training descriptors"))
+        # one add call: HNSW graphs built from several add() calls connect clustered data
+        # badly (recall 0.96 -> 0.83 on 4 chunks); a float32 memmap is read in place
+        index.add(check_descriptors(x, d, "training descriptors"))
         self._configure_search(index)
         return index
 
