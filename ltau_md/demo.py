@@ -38,8 +38,8 @@ def _sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {"n_train": 4, "n_val": 2, "epochs": 2, "features": 8, "members": 2,
                 "md_steps": 20, "relax_n": 1, "relax_steps": 25, "workers": 0}
-    return {"n_train": 40, "n_val": 12, "epochs": 8, "features": 16, "members": 2,
-            "md_steps": 200, "relax_n": 4, "relax_steps": 150, "workers": 2}
+    return {"n_train": 30, "n_val": 8, "epochs": 8, "features": 16, "members": 2,
+            "md_steps": 150, "relax_n": 3, "relax_steps": 120, "workers": 2}
 
 
 def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed: int = 0,
