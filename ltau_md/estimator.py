@@ -377,16 +377,17 @@ class TrajectoryNeighbors:
 
     With an HNSW index, each atom's level-0 graph search starts from its k neighbours of the
     previous step (which are close to its new neighbours when atoms move a little per step), so
-    a small search breadth ``ef_search`` (default k) reaches the recall of a cold search at a
-    much larger one. A cold search is done on the first step, when the number of atoms changes,
-    after :meth:`reset`, and every ``refresh_every`` steps. Other index kinds always search cold.
+    a small search breadth ``ef_search`` (default max(16, k)) reaches the recall of a cold
+    search at a larger one. A cold search is done on the first step, when the number of atoms
+    changes, after :meth:`reset`, and every ``refresh_every`` steps. Other index kinds always
+    search cold.
     """
 
     def __init__(self, estimator: LTAUEstimator, ef_search: int | None = None,
                  refresh_every: int = 100):
         estimator._check_fitted()
         self.estimator = estimator
-        self.ef_search = int(ef_search or estimator.k)
+        self.ef_search = int(ef_search or max(16, int(estimator.k)))
         self.refresh_every = int(refresh_every)
         self._xb: np.ndarray | None = None
         self.reset()
