@@ -73,6 +73,27 @@ def replace_dir(tmp_dir: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
+    """Read ``path/manifest.json`` of an artifact of kind ``what`` and check its format name and
+    version; raise ArtifactError naming the problem (missing, corrupt, foreign, too new)."""
+    from .exceptions import ArtifactError
+
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.exists():
+        raise ArtifactError(f"no complete {what} at {path}: manifest.json is missing")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"corrupt {what} manifest {mf}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise ArtifactError(f"{mf} is not an ltau-md {what} manifest")
+    if int(manifest.get("version", 0)) > version:
+        raise ArtifactError(f"{what} {path} has format version {manifest['version']}; this "
+                            f"ltau-md reads up to {version}: upgrade ltau-md")
+    return manifest
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     """SHA-256 hex digest of a file, read in chunks."""
     h = hashlib.sha256()

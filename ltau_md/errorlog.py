@@ -17,7 +17,6 @@ never read. Nothing holds more than one epoch in memory.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import save_npy_atomic, write_json_atomic
+from ._io import read_manifest, save_npy_atomic, write_json_atomic
 from .exceptions import ArtifactError, DataError
 
 FORMAT = "ltau-md/error-log"
@@ -130,20 +129,7 @@ class ErrorLog:
     def open(cls, path: str | os.PathLike) -> ErrorLog:
         """Open an existing log; removes leftovers of an interrupted write."""
         path = Path(path)
-        mf = path / "manifest.json"
-        if not mf.exists():
-            raise ArtifactError(f"no error log at {path} (missing manifest.json)")
-        try:
-            manifest = json.loads(mf.read_text())
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"corrupt error-log manifest {mf}: {exc}") from exc
-        if manifest.get("format") != FORMAT:
-            raise ArtifactError(f"{mf} is not an ltau-md error log")
-        if manifest.get("version", 0) > VERSION:
-            raise ArtifactError(
-                f"error log {path} has format version {manifest['version']}, "
-                f"this ltau-md reads up to {VERSION}"
-            )
+        manifest = read_manifest(path, FORMAT, VERSION, "error log")
         try:
             with np.load(path / "meta.npz") as meta:
                 species = meta["species"]

@@ -10,7 +10,6 @@ Usage follows scikit-learn: parameters in ``__init__``, fitted state in attribut
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from ._io import replace_dir, sha256_file, write_json_atomic
+from ._io import read_manifest, replace_dir, sha256_file, write_json_atomic
 from .confidence import DEFAULT_BINS, ErrorSummary
 from .errorlog import ErrorLog
 from .exceptions import ArtifactError, DescriptorError, LTAUError, SpeciesError
@@ -315,20 +314,9 @@ class LTAUEstimator:
         """Load an estimator saved by :meth:`save`; with ``verify`` every file's SHA-256 is
         checked against the manifest, so a corrupt or partial artifact raises ArtifactError."""
         path = Path(path)
-        mf = path / "manifest.json"
         if not path.is_dir():
             raise ArtifactError(f"no estimator directory at {path}")
-        if not mf.exists():
-            raise ArtifactError(f"{path} is not a complete estimator: manifest.json is missing")
-        try:
-            manifest = json.loads(mf.read_text())
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"corrupt estimator manifest {mf}: {exc}") from exc
-        if manifest.get("format") != FORMAT:
-            raise ArtifactError(f"{mf} is not an ltau-md estimator manifest")
-        if int(manifest.get("version", 0)) > VERSION:
-            raise ArtifactError(f"estimator {path} has format version {manifest['version']}; "
-                                f"this ltau-md reads up to {VERSION}: upgrade ltau-md")
+        manifest = read_manifest(path, FORMAT, VERSION, "estimator")
         for name, digest in manifest["files"].items():
             f = path / name
             if not f.exists():

@@ -70,7 +70,7 @@ def test_errorlog_roundtrip_and_validation(tmp_path, rng):
     with pytest.raises(ArtifactError, match="another dataset"):
         ErrorLog.create(tmp_path / "log", species=np.full(40, 8), frame_offsets=[0, 40],
                         ref_force_norm=np.ones(40), exist_ok=True)
-    with pytest.raises(ArtifactError, match="missing manifest"):
+    with pytest.raises(ArtifactError, match="manifest.json is missing"):
         ErrorLog.open(tmp_path / "nowhere")
 
 
