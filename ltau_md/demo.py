@@ -144,7 +144,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
 
     # 5. report -----------------------------------------------------------------------------
     _say("5/5 writing the report...", progress)
-    figures = _figures(out, est)
+    figures = _figures(out, est, {"md_stop": stop_thr, "md_resample": 0.9 * in_domain})
     timings["total_s"] = time.perf_counter() - t_start
     report = {
         "out": str(out), "quick": quick, "sizes": z, "timings": timings,
@@ -186,7 +186,7 @@ def _split_brief(e: dict) -> dict:
             "auroc_max_uq": (e.get("auroc") or {}).get("uq_max")}
 
 
-def _figures(out: Path, est: Any) -> dict[str, str]:
+def _figures(out: Path, est: Any, thresholds: dict[str, float]) -> dict[str, str]:
     """Cartography of the training atoms and the MD uncertainty traces (PNG)."""
     from matplotlib.figure import Figure
 
@@ -209,12 +209,13 @@ def _figures(out: Path, est: Any) -> dict[str, str]:
         ev = [r for r in rows if r["events"]]
         ax.scatter([r.get("time_fs", r["step"]) for r in ev],
                    [r["max_uncertainty"] for r in ev], color=style, marker="x", zorder=3)
+        ax.axhline(thresholds[name], color=style, ls="--", lw=0.8)
     ax.set_xlabel("time (fs)")
     ax.set_ylabel("max atom uncertainty (1 - p)")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
-    ax.set_title("MD: max uncertainty per step (x = event)", fontsize=10)
+    ax.set_title("MD: max uncertainty per step (x = event, dashed = threshold)", fontsize=10)
     save_figure(fig, out / "md_uncertainty.png")
     figs["md_uncertainty"] = "md_uncertainty.png"
     if (out / "is2rs" / "uq_vs_rmsd.png").exists():
