@@ -32,6 +32,7 @@ from .exceptions import ArtifactError, DataError
 
 DEFAULT_BINS = 64
 SPAN_DECADES = 2.0  # bins span atol * 10**-2 .. atol * 10**2
+_CHUNK = 1 << 16  # atoms per block when scoring every training atom
 
 
 def make_edges(atol: float, n_bins: int = DEFAULT_BINS) -> np.ndarray:
@@ -200,8 +201,14 @@ class ErrorSummary:
             raise DataError(f"scaling factor s must be positive and finite, got {s}")
         if s == 1.0:
             return self.p0 if rows is None else self.p0[:, rows]
-        hist = self.hist if rows is None else self.hist[:, rows]
-        return fraction_below(hist, self.edges, self.tolerance(s, rows), self.n_epochs)
+        if rows is None:  # all atoms, in chunks: the cumulative histogram is int64
+            out = np.empty(self.p0.shape, dtype=np.float32)
+            for a in range(0, self.n_atoms, _CHUNK):
+                r = np.arange(a, min(a + _CHUNK, self.n_atoms))
+                out[:, r] = self.member_confidence(s, r)
+            return out
+        return fraction_below(self.hist[:, rows], self.edges, self.tolerance(s, rows),
+                              self.n_epochs)
 
     def confidence(self, s: float = 1.0, rows: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
