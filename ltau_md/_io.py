@@ -101,3 +101,25 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_structures(data: str | os.PathLike | Any) -> list:
+    """A list of ase.Atoms from a list of them, or from any ASE-readable file (all frames);
+    DataError for a missing file or an item that is not an Atoms."""
+    from ase import Atoms
+
+    from .exceptions import DataError
+
+    if isinstance(data, (str, os.PathLike)):
+        import ase.io
+
+        p = Path(data)
+        if not p.exists():
+            raise DataError(f"structure file {p} does not exist")
+        out = ase.io.read(p, index=":")
+        return list(out) if isinstance(out, list) else [out]
+    out = list(data)
+    for i, a in enumerate(out):
+        if not isinstance(a, Atoms):
+            raise DataError(f"item {i} is a {type(a).__name__}, expected ase.Atoms")
+    return out

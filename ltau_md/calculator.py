@@ -9,8 +9,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from .estimator import LTAUEstimator, TrajectoryNeighbors
-from .exceptions import SpeciesError
-from .model import FeatureModel
+from .model import FeatureModel, check_species
 
 #: per-atom result keys (also written as extxyz per-atom arrays by the observers)
 PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error")
@@ -72,17 +71,8 @@ class LTAUCalculator(Calculator):
 
     def check_atoms(self, atoms: Atoms) -> None:
         """Raise SpeciesError if an element is unknown to the model or the estimator."""
-        from ase.data import chemical_symbols
-
-        present = set(atoms.numbers.tolist())
-        for owner, known in (("model", self.model.species),
-                             ("estimator", self.estimator.species_)):
-            missing = sorted(present - set(known))
-            if missing:
-                raise SpeciesError(
-                    f"element(s) {', '.join(chemical_symbols[z] for z in missing)} unknown to the "
-                    f"{owner} (knows {', '.join(chemical_symbols[z] for z in sorted(known))})"
-                )
+        check_species(atoms.numbers, self.model.species, "the model")
+        self.estimator.check_species(atoms.numbers)
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",),
                   system_changes=all_changes) -> None:

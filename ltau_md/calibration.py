@@ -626,9 +626,9 @@ def calibrate_cli(args: Any) -> int:
     import json
     from pathlib import Path
 
+    from ._io import read_structures
     from .estimator import LTAUEstimator
     from .nequip import NequIPFeatureModel
-    from .nequip._data import read_structures
 
     est = LTAUEstimator.load(args.estimator)
     model = NequIPFeatureModel.from_file(args.model, device=args.device)

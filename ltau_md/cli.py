@@ -136,8 +136,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _relax(args: argparse.Namespace) -> int:
     from functools import partial
 
+    from ._io import read_structures
     from .calculator import LTAUCalculator
-    from .simulate import read_structures, relax_many, summary_table
+    from .simulate import relax_many, summary_table
 
     frames = read_structures(args.structures)
     factory = partial(LTAUCalculator.from_files, model=args.model, estimator=args.estimator,
@@ -151,8 +152,9 @@ def _relax(args: argparse.Namespace) -> int:
 
 
 def _md(args: argparse.Namespace) -> int:
+    from ._io import read_structures
     from .calculator import LTAUCalculator
-    from .simulate import oracle_from_name, read_structures, run_md
+    from .simulate import oracle_from_name, run_md
 
     atoms = read_structures(args.start)[0]
     calc = LTAUCalculator.from_files(model=args.model, estimator=args.estimator,

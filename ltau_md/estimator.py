@@ -24,6 +24,7 @@ from ._io import read_manifest, replace_dir, sha256_file, write_json_atomic
 from .confidence import DEFAULT_BINS, ErrorSummary
 from .errorlog import ErrorLog
 from .exceptions import ArtifactError, DescriptorError, LTAUError, SpeciesError
+from .model import check_species
 
 FORMAT = "ltau-md/estimator"
 VERSION = 1
@@ -267,13 +268,7 @@ class LTAUEstimator:
 
     def check_species(self, species: np.ndarray) -> None:
         """Raise SpeciesError naming atomic numbers absent from the training set."""
-        from ase.data import chemical_symbols
-
-        unknown = sorted(set(int(z) for z in np.unique(species)) - set(self.species_))
-        if unknown:
-            names = ", ".join(chemical_symbols[z] for z in unknown)
-            known = ", ".join(chemical_symbols[z] for z in self.species_)
-            raise SpeciesError(f"element(s) {names} not in the estimator's training set ({known})")
+        check_species(species, self.species_, "the estimator's training set")
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:

@@ -6,11 +6,14 @@ implementation lives in :mod:`ltau_md.nequip`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from ase import Atoms
+
+from .exceptions import SpeciesError
 
 
 @dataclass
@@ -34,3 +37,16 @@ class FeatureModel(Protocol):
     def evaluate(self, atoms: Atoms, stress: bool = False) -> ModelOutput:
         """Energy, forces, optional stress and per-atom features of ``atoms``."""
         ...
+
+
+def check_species(numbers: Sequence[int] | np.ndarray, known: Sequence[int],
+                  where: str = "the model") -> None:
+    """Raise SpeciesError naming the atomic numbers in ``numbers`` absent from ``known``."""
+    from ase.data import chemical_symbols
+
+    unknown = sorted(set(int(z) for z in np.unique(numbers)) - set(int(k) for k in known))
+    if unknown:
+        names = ", ".join(chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z)
+                          for z in unknown)
+        known_s = ", ".join(chemical_symbols[int(z)] for z in sorted(known))
+        raise SpeciesError(f"element(s) {names} not known to {where} ({known_s})")

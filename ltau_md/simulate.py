@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
-from ase.io import read
 
 from ._io import write_json_atomic, write_text_atomic
 from .observers import Threshold, UQMonitor
@@ -22,15 +21,6 @@ from .observers import Threshold, UQMonitor
 OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")
 SUMMARY_FIELDS = ("label", "n_observed", "initial", "max", "max_step", "mean", "final",
                   "converged", "stopped_step", "stop_reason", "n_resample", "n_warn")
-
-
-def read_structures(path: str | os.PathLike) -> list[Atoms]:
-    """All frames of a structure file ASE can read (extxyz, traj, cif, POSCAR, ASE db...)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"structure file {path} does not exist")
-    frames = read(path, index=":")
-    return frames if isinstance(frames, list) else [frames]
 
 
 def policies_from_args(stop_above: float | None = None, resample_above: float | None = None,

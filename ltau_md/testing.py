@@ -16,7 +16,7 @@ from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
 
 from .exceptions import SpeciesError
-from .model import ModelOutput
+from .model import ModelOutput, check_species
 
 EMT_ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 
@@ -63,13 +63,7 @@ class EMTFeatureModel:
         self._emt = EMT()
 
     def evaluate(self, atoms: Atoms, stress: bool = False) -> ModelOutput:
-        unknown = sorted(set(atoms.numbers.tolist()) - set(self.species))
-        if unknown:
-            from ase.data import chemical_symbols
-
-            raise SpeciesError(
-                f"element(s) {', '.join(chemical_symbols[z] for z in unknown)} unknown to the model"
-            )
+        check_species(atoms.numbers, self.species, "the EMT feature model")
         a = atoms.copy()
         a.calc = self._emt
         energy = float(a.get_potential_energy())

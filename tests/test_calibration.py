@@ -276,10 +276,10 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     estimator carries the s that calibrate_structures finds in-process."""
     import json
 
+    from ltau_md._io import read_structures
     from ltau_md.calibration import calibrate_structures
     from ltau_md.cli import main
     from ltau_md.nequip import NequIPFeatureModel
-    from ltau_md.nequip._data import read_structures
 
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
     frames = read_structures(tiny_run.val_xyz)

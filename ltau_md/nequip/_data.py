@@ -22,7 +22,7 @@ from nequip.data import AtomicDataDict, register_fields
 
 from .._io import atomic_path
 from ..errorlog import dataset_fingerprint
-from ..exceptions import DataError, SpeciesError
+from ..exceptions import DataError
 
 #: per-frame field added to training batches in ``mode="train"``: index of the frame in the
 #: training dataset (a long graph field, so nequip batches it like ``total_energy``)
@@ -230,30 +230,3 @@ def write_frames(path: str | os.PathLike, frames: Iterable[Atoms]) -> Path:
     return path
 
 
-def read_structures(data: str | os.PathLike | Sequence[Atoms]) -> list[Atoms]:
-    """A list of Atoms from a list, or from any ASE-readable file (all frames)."""
-    import ase.io
-
-    if isinstance(data, (str, os.PathLike)):
-        p = Path(data)
-        if not p.exists():
-            raise DataError(f"structure file {p} does not exist")
-        out = ase.io.read(p, index=":")
-        return list(out) if isinstance(out, list) else [out]
-    out = list(data)
-    for i, a in enumerate(out):
-        if not isinstance(a, Atoms):
-            raise DataError(f"item {i} is a {type(a).__name__}, expected ase.Atoms")
-    return out
-
-
-def check_species(numbers: np.ndarray, known: Sequence[int], where: str = "the model") -> None:
-    """SpeciesError naming atomic numbers absent from ``known``."""
-    from ase.data import chemical_symbols
-
-    unknown = sorted(set(int(z) for z in np.unique(numbers)) - set(int(k) for k in known))
-    if unknown:
-        names = ", ".join(chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z)
-                          for z in unknown)
-        known_s = ", ".join(chemical_symbols[int(z)] for z in sorted(known))
-        raise SpeciesError(f"element(s) {names} not known to {where} ({known_s})")

@@ -21,9 +21,10 @@ import torch
 from ase import Atoms
 from nequip.data import AtomicDataDict, from_ase
 
+from .._io import read_structures
 from ..exceptions import ArtifactError, DataError
-from ..model import ModelOutput
-from ._data import atoms_info, check_species, frame_numbers, frame_to_atoms, read_structures
+from ..model import ModelOutput, check_species
+from ._data import atoms_info, frame_numbers, frame_to_atoms
 
 __all__ = ["NequIPFeatureModel", "descriptors_for_dataset", "READOUT_MODULE"]
 
