@@ -123,3 +123,19 @@ def read_structures(data: str | os.PathLike | Any) -> list:
         if not isinstance(a, Atoms):
             raise DataError(f"item {i} is a {type(a).__name__}, expected ase.Atoms")
     return out
+
+
+def to_json_safe(obj: Any) -> Any:
+    """Copy of nested dicts/lists with NaN/inf -> None (strict JSON) and numpy scalars ->
+    Python numbers."""
+    if isinstance(obj, dict):
+        return {k: to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

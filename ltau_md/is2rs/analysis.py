@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import metrics as _metrics
-from .._io import atomic_path, write_json_atomic
+from .._io import atomic_path, to_json_safe, write_json_atomic
 from ..exceptions import DataError
 from .metrics import adwt
 
@@ -158,16 +158,6 @@ def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict[str, list]:
     return {"edges": edges.tolist(), "count": counts, "mean_rmsd": means}
 
 
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def group_results(results: Sequence[dict]) -> dict[str, list[dict]]:
     """Results by split, plus ``"ood"`` pooling every ``val_ood_*`` split present."""
     groups: dict[str, list[dict]] = {}
@@ -256,7 +246,7 @@ def analyze(
                 "spearman": spearman(p, a),
             }
         report["splits"][name] = entry
-    return _nan_to_none(report)
+    return to_json_safe(report)
 
 
 def plot_uq_vs_rmsd(

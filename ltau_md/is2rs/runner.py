@@ -34,7 +34,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from .._io import write_json_atomic
+from .._io import to_json_safe, write_json_atomic
 from ..exceptions import ArtifactError, DataError
 from ..observers import UQMonitor
 from .data import System
@@ -207,21 +207,6 @@ def result_path(out_dir: str | Path, sid: str) -> Path:
     return Path(out_dir) / "results" / f"{_safe_name(sid)}.json"
 
 
-def _to_json(obj: Any) -> Any:
-    """NaN/inf -> None (strict JSON), numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {k: _to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_json(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
 _NUMERIC_KEYS = re.compile(r"^(rmsd|mean_distance|max_distance|energy|fmax_final|wall_s|"
                            r"(uq|uq_atom_mean|perr)_(initial|final|max|mean))$")
 
@@ -240,7 +225,7 @@ def _from_json(obj: dict) -> dict:
 def save_result(out_dir: str | Path, result: dict) -> Path:
     """Write one system's result atomically; returns its path."""
     path = result_path(out_dir, result["sid"])
-    write_json_atomic(path, _to_json(result))
+    write_json_atomic(path, to_json_safe(result))
     return path
 
 
@@ -317,7 +302,7 @@ def run_campaign(
 
     def finish(res: dict) -> None:
         save_result(out_dir, res)
-        results[res["sid"]] = _from_json(_to_json(res))
+        results[res["sid"]] = _from_json(to_json_safe(res))
         bar.update(1)
 
     try:
