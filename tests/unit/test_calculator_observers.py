@@ -1,6 +1,6 @@
 """LTAUCalculator and UQMonitor with a real (EMT + radial descriptor) FeatureModel, a real FAISS
 estimator, real ASE optimizers and MD. The NequIP-backed calculator is tested in
-test_nequip_calculator.py."""
+integration/test_calculator_nequip.py."""
 
 from __future__ import annotations
 

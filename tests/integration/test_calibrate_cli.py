@@ -1,0 +1,40 @@
+"""``ltau-md calibrate`` end to end on the tiny NequIP run (real model, real estimator)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ltau_md import LTAUEstimator
+
+
+def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
+    """``ltau-md calibrate`` with a real trained NequIP model and estimator: the saved
+    estimator carries the s that calibrate_structures finds in-process."""
+    import json
+
+    from ltau_md._io import read_structures
+    from ltau_md.calibration import calibrate_structures
+    from ltau_md.cli import main
+    from ltau_md.nequip import NequIPFeatureModel
+
+    model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
+    frames = read_structures(tiny_run.val_xyz)
+    est = LTAUEstimator.load(tiny_run.estimator_dir)
+    err = np.concatenate([np.linalg.norm(a.get_forces() - o.forces, axis=1)
+                          for a, o in zip(frames, model.evaluate_many(frames), strict=True)])
+    target = float(np.median(err))
+    fit, _ = calibrate_structures(model, est, frames, target_atol=target, n_bins=10)
+    out = tmp_path / "calibrated"
+    rc = main(["calibrate", str(tiny_run.val_xyz), "--model", str(tiny_run.checkpoint),
+               "--estimator", str(tiny_run.estimator_dir), "--out", str(out),
+               "--target-atol", str(target), "--n-bins", "10", "--plot-dir", str(tmp_path)])
+    assert rc == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["s"] == pytest.approx(fit.s) and line["area"] == pytest.approx(fit.area)
+    back = LTAUEstimator.load(out)
+    assert back.s == pytest.approx(fit.s)
+    assert back.metadata["calibration"]["target_atol"] == pytest.approx(target)
+    assert LTAUEstimator.load(tiny_run.estimator_dir).s == 1.0  # the original is untouched
+    assert (tmp_path / "calibration.png").stat().st_size > 0
+    assert (tmp_path / "scale_fit.png").stat().st_size > 0
