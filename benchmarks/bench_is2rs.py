@@ -69,11 +69,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    from ltau_md.calculator import LTAUCalculator
     from ltau_md.is2rs import analysis, load_systems
     from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
     from ltau_md.is2rs.runner import RelaxSettings, run_campaign
-    from ltau_md.nequip import fit_from_runs, toy
+    from ltau_md.nequip import fit_from_runs, load_calculator, toy
 
     out = Path(args.out).resolve()
     if args.fresh and out.exists():
@@ -120,7 +119,7 @@ def main(argv=None) -> int:
 
     # 4. campaign: serial and dask -----------------------------------------------------------
     systems = load_systems(bench, splits=list(VAL_SPLITS))
-    factory = functools.partial(LTAUCalculator.from_files, model=str(run / "last.ckpt"),
+    factory = functools.partial(load_calculator, model=str(run / "last.ckpt"),
                                 estimator=str(est_dir))
     settings = RelaxSettings(fmax=0.05, steps=args.steps)
     serial = None

@@ -40,10 +40,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
 
-    from ltau_md.calculator import LTAUCalculator
     from ltau_md.is2rs import generate_benchmark, run_is2rs
-    from ltau_md.is2rs.commands import summary_line
-    from ltau_md.nequip import fit_from_runs, toy
+    from ltau_md.is2rs.runner import summary_line
+    from ltau_md.nequip import fit_from_runs, load_calculator, toy
 
     out = Path(args.out).resolve()
     bench = out / "benchmark"
@@ -62,7 +61,7 @@ def main() -> None:
         fit_from_runs([run], run / "last.ckpt", est, k=10)
 
     # the calculator factory must be picklable: each dask worker builds its own calculator
-    factory = functools.partial(LTAUCalculator.from_files, model=str(run / "last.ckpt"),
+    factory = functools.partial(load_calculator, model=str(run / "last.ckpt"),
                                 estimator=str(est))
     report = run_is2rs(bench, factory, out / "campaign",
                        splits=["val_id", "val_ood_ads", "val_ood_cat", "val_ood_both"],

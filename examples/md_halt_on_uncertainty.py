@@ -14,7 +14,7 @@ from ase.io import read
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-from ltau_md.calculator import LTAUCalculator
+from ltau_md.nequip import load_calculator
 from ltau_md.observers import Threshold, UQMonitor
 
 ap = argparse.ArgumentParser()
@@ -28,7 +28,7 @@ ap.add_argument("--out", default="md_halt")
 args = ap.parse_args()
 
 atoms = read(args.start, index=0)
-atoms.calc = LTAUCalculator.from_files(model=args.model, estimator=args.estimator)
+atoms.calc = load_calculator(model=args.model, estimator=args.estimator)
 MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, force_temp=True)
 dyn = Langevin(atoms, 2 * units.fs, temperature_K=args.temperature, friction=0.01 / units.fs,
                fixcm=False)

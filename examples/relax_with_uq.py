@@ -13,7 +13,7 @@ import argparse
 from ase.io import read
 from ase.optimize import BFGS
 
-from ltau_md.calculator import LTAUCalculator
+from ltau_md.nequip import load_calculator
 from ltau_md.observers import UQMonitor
 
 ap = argparse.ArgumentParser()
@@ -23,7 +23,7 @@ ap.add_argument("--structures", default="ltau_demo/data/val_id/initial.extxyz")
 ap.add_argument("--out", default="relax_with_uq")
 args = ap.parse_args()
 
-calc = LTAUCalculator.from_files(model=args.model, estimator=args.estimator)
+calc = load_calculator(model=args.model, estimator=args.estimator)
 for i, atoms in enumerate(read(args.structures, index=":3")):
     atoms.calc = calc
     opt = BFGS(atoms, logfile=None)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.emt import EMT
 
-from ltau_md.nequip import fit_from_runs, toy
+from ltau_md.nequip import fit_from_runs, load_calculator, toy
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,9 +72,8 @@ def main() -> None:
 
     from ase.io import read
 
-    from ltau_md.calculator import LTAUCalculator
 
-    calc = LTAUCalculator.from_files(runs[0] / "last.ckpt", est_dir)
+    calc = load_calculator(runs[0] / "last.ckpt", est_dir)
     queries = {f"val_{i}": a for i, a in enumerate(read(val_xyz, ":")[:5])}
     queries.update(_ood_structures())
     print(f"\n{'structure':22s} {'mean unc':>9s} {'max unc':>8s} {'pred err':>9s} "

@@ -8,8 +8,7 @@ Data flow: training logs errors (:mod:`ltau_md.errorlog`) -> errors become per-a
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .calculator import LTAUCalculator
 from .confidence import ErrorSummary
 from .errorlog import ErrorLog, dataset_fingerprint

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
@@ -53,21 +51,6 @@ class LTAUCalculator(Calculator):
         self._last_positions = None
         if self._neighbors is not None:
             self._neighbors.reset()
-
-    @classmethod
-    def from_files(cls, model: str | os.PathLike, estimator: str | os.PathLike, *,
-                   device: str = "cpu", s: float | None = None, **kwargs) -> LTAUCalculator:
-        """Load a NequIP model (checkpoint or package) and a saved estimator directory."""
-        from .nequip import NequIPFeatureModel
-
-        fm = NequIPFeatureModel.from_file(model, device=device)
-        est = LTAUEstimator.load(estimator)
-        if getattr(fm, "feature_dim", None) not in (None, est.dim_):
-            from .exceptions import DescriptorError
-
-            raise DescriptorError(f"model {model} yields {fm.feature_dim}-dim features, the "
-                                  f"estimator {estimator} was fitted on {est.dim_}-dim ones")
-        return cls(fm, est, s=s, **kwargs)
 
     def check_atoms(self, atoms: Atoms) -> None:
         """Raise SpeciesError if an element is unknown to the model or the estimator."""

@@ -60,8 +60,6 @@ __all__ = [
     "CalibrationCurve",
     "Cartography",
     "ScaleFit",
-    "add_calibrate_arguments",
-    "calibrate_cli",
     "calibrate_structures",
     "calibration_curve",
     "cartography",
@@ -598,59 +596,3 @@ def calibrate_structures(
     fit = fit_scale(estimator, None, err, groups, indices=idx, target_atol=target_atol,
                     ref_force_norm=ref_norm, **fit_kwargs)
     return fit, arrays
-
-
-def add_calibrate_arguments(p: Any) -> None:
-    """Arguments of ``ltau-md calibrate`` (import-light)."""
-    p.add_argument("data", help="labelled structures with reference forces (e.g. extxyz), not "
-                   "used for training: the calibration split")
-    p.add_argument("--model", required=True, help="deployed NequIP model (.ckpt or package)")
-    p.add_argument("--estimator", required=True, help="estimator directory from `ltau-md fit`")
-    p.add_argument("--out", default=None,
-                   help="write the calibrated estimator here (default: update --estimator)")
-    p.add_argument("--group-key", default=None,
-                   help="atoms.info key giving per-group s (e.g. config_type)")
-    p.add_argument("--target-atol", type=float, default=None,
-                   help="tolerance (eV/A) the confidence refers to (default: estimator atol)")
-    p.add_argument("--s-min", type=float, default=0.02)
-    p.add_argument("--s-max", type=float, default=50.0)
-    p.add_argument("--n-bins", type=int, default=20, help="calibration bins (default 20)")
-    p.add_argument("--plot-dir", default=None,
-                   help="write calibration.png and scale_fit.png here")
-    p.add_argument("--device", default="cpu", help="torch device")
-
-
-def calibrate_cli(args: Any) -> int:
-    """Handler of ``ltau-md calibrate``: fit s on labelled structures, save the estimator,
-    print a JSON line (s, areas before/after, per-group s)."""
-    import json
-    from pathlib import Path
-
-    from ._io import read_structures
-    from .estimator import LTAUEstimator
-    from .nequip import NequIPFeatureModel
-
-    est = LTAUEstimator.load(args.estimator)
-    model = NequIPFeatureModel.from_file(args.model, device=args.device)
-    frames = read_structures(args.data)
-    fit, arrays = calibrate_structures(
-        model, est, frames, group_key=args.group_key, target_atol=args.target_atol,
-        s_bounds=(args.s_min, args.s_max), n_bins=args.n_bins)
-    out = Path(args.out or args.estimator)
-    est.save(out)
-    if args.plot_dir:
-        from .plots import plot_calibration, plot_scale_fit
-
-        plot_dir = Path(args.plot_dir)
-        kw = {"indices": arrays["indices"], "n_bins": args.n_bins}
-        curves = {"s=1": evaluate_calibration(est, None, arrays["errors"], s=1.0, **kw),
-                  "fitted": evaluate_calibration(est, None, arrays["errors"], **kw)}
-        plot_calibration(curves, plot_dir / "calibration.png",
-                         target_label=f"{fit.target_atol:.3g} eV/Å",
-                         title="calibration split (in-sample)")
-        plot_scale_fit({"all": fit}, plot_dir / "scale_fit.png")
-    print(json.dumps({"estimator": str(out.resolve()), "s": fit.s, "area": fit.area,
-                      "area_unscaled": fit.area_unscaled, "target_atol": fit.target_atol,
-                      "n_atoms": fit.n_atoms, "s_per_group": fit.s_per_group,
-                      "at_bound": fit.at_bound}))
-    return 0

@@ -17,6 +17,7 @@ never read. Nothing holds more than one epoch in memory.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,9 @@ from .exceptions import ArtifactError, DataError
 FORMAT = "ltau-md/error-log"
 VERSION = 1
 _EPOCH_RE = re.compile(r"^epoch_(\d{6})\.npy$")
+#: the copy of the training frames written next to an error log (ASE trajectory, float64), so
+#: descriptors are computed in exactly the logged atom order (fingerprint-checked)
+FRAMES_FILE = "frames.traj"
 
 
 def dataset_fingerprint(
@@ -49,6 +53,27 @@ def dataset_fingerprint(
             q = np.round(np.asarray(arr, dtype=np.float64) * 1e5).astype(np.int64)
             h.update(np.ascontiguousarray(q).tobytes())
     return h.hexdigest()[:32]
+
+
+def check_same_dataset(logs: Sequence[ErrorLog]) -> None:
+    """Raise ArtifactError unless all ``logs`` were written for the same training set (same
+    fingerprint and atom count), as ensemble members must be."""
+    ref = logs[0]
+    for lg in logs[1:]:
+        if lg.fingerprint != ref.fingerprint or lg.n_atoms != ref.n_atoms:
+            raise ArtifactError(
+                f"error logs {ref.path} and {lg.path} were written for different training sets "
+                f"(fingerprints {ref.fingerprint} vs {lg.fingerprint}): ensemble members must be "
+                "trained on the same data in the same order")
+
+
+def is_error_log(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds an ltau-md error log (its manifest names the format)."""
+    mf = Path(path) / "manifest.json"
+    try:
+        return json.loads(mf.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class ErrorLog:

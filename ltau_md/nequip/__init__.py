@@ -13,7 +13,7 @@ from typing import Any
 
 _EXPORTS = {
     "FRAME_INDEX_KEY": "._data",
-    "FRAMES_FILE": "._data",
+    "load_calculator": ".loader",
     "IndexedDataset": "._data",
     "LTAUErrorLogger": ".callback",
     "NequIPFeatureModel": ".model",

@@ -29,9 +29,6 @@ from ..exceptions import DataError
 FRAME_INDEX_KEY = "ltau_frame_index"
 register_fields(graph_fields=[FRAME_INDEX_KEY], long_fields=[FRAME_INDEX_KEY])
 
-#: name of the copy of the training frames written next to the error log (ASE trajectory,
-#: float64, so descriptor extraction reproduces the logged order and fingerprint exactly)
-FRAMES_FILE = "frames.traj"
 
 
 @dataclass

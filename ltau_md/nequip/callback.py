@@ -54,11 +54,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from nequip.data import AtomicDataDict
 
-from ..errorlog import ErrorLog
+from ..errorlog import FRAMES_FILE, ErrorLog
 from ..exceptions import LTAUError
 from ._data import (
     FRAME_INDEX_KEY,
-    FRAMES_FILE,
     IndexedDataset,
     TrainingSetInfo,
     frame_to_atoms,

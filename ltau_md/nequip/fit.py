@@ -7,34 +7,19 @@ set fingerprint. The descriptors of the *deployed* model index the estimator.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._io import sha256_file
-from ..errorlog import ErrorLog
+from ..errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
 from ..exceptions import ArtifactError, DataError
 
 if TYPE_CHECKING:
     from ..estimator import LTAUEstimator
 
-#: same as ``ltau_md.nequip._data.FRAMES_FILE`` (repeated to keep this module import-light)
-FRAMES_FILE = "frames.traj"
-
-__all__ = ["find_error_log", "fit_from_runs", "fit_cli"]
-
-
-def _is_log(p: Path) -> bool:
-    mf = p / "manifest.json"
-    if not mf.is_file():
-        return False
-    try:
-        return json.loads(mf.read_text()).get("format") == "ltau-md/error-log"
-    except (OSError, json.JSONDecodeError):
-        return False
+__all__ = ["find_error_log", "fit_from_runs"]
 
 
 def find_error_log(run_dir: str | os.PathLike) -> Path:
@@ -44,9 +29,9 @@ def find_error_log(run_dir: str | os.PathLike) -> Path:
     if not run_dir.is_dir():
         raise ArtifactError(f"run directory {run_dir} does not exist")
     for cand in (run_dir, run_dir / "ltau_log"):
-        if _is_log(cand):
+        if is_error_log(cand):
             return cand
-    found = sorted(p.parent for p in run_dir.rglob("manifest.json") if _is_log(p.parent))
+    found = sorted(p.parent for p in run_dir.rglob("manifest.json") if is_error_log(p.parent))
     if not found:
         raise ArtifactError(f"no ltau-md error log under {run_dir}")
     if len(found) > 1:
@@ -95,14 +80,8 @@ def fit_from_runs(
         if d not in log_dirs:
             log_dirs.append(d)
     logs = [ErrorLog.open(d) for d in log_dirs]
+    check_same_dataset(logs)
     fp = logs[0].fingerprint
-    for lg in logs[1:]:
-        if lg.fingerprint != fp or lg.n_atoms != logs[0].n_atoms:
-            raise ArtifactError(
-                f"error logs {logs[0].path} and {lg.path} were written for different training "
-                f"sets (fingerprints {fp} vs {lg.fingerprint}): ensemble members must be "
-                "trained on the same data in the same order"
-            )
     for lg in logs:
         if not lg.members:
             raise ArtifactError(f"error log {lg.path} holds no logged epochs")
@@ -134,40 +113,3 @@ def fit_from_runs(
     est.fit(desc, logs, species=logs[0].species)
     est.save(out_dir)
     return est
-
-
-def fit_cli(args: argparse.Namespace) -> int:
-    """Handler of ``ltau-md fit`` (arguments as built by :func:`add_fit_arguments`)."""
-    est = fit_from_runs(
-        args.run_dirs, args.model, args.out, k=args.k, index=args.index, atol=args.atol,
-        rtol=args.rtol, window=args.window, data=args.data, s=args.s,
-        batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-    )
-    print(json.dumps({
-        "estimator": str(Path(args.out).resolve()), "n_train": est.n_train_, "dim": est.dim_,
-        "members": est.summary_.n_members, "atol": est.atol_, "k": est.k,
-        "index": est.index,
-    }))
-    return 0
-
-
-def add_fit_arguments(p: argparse.ArgumentParser, window_type: Any = None) -> None:
-    """Arguments of ``ltau-md fit`` (kept import-light: no torch/nequip here)."""
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="nequip-train run dirs (or error-log dirs), one per ensemble member")
-    p.add_argument("--model", required=True, help="deployed model (.ckpt or .nequip.zip)")
-    p.add_argument("--out", required=True, help="estimator output directory")
-    p.add_argument("--k", type=int, default=10, help="neighbours per query atom (default 10)")
-    p.add_argument("--index", choices=["flat", "hnsw", "ivfpq"], default="flat")
-    p.add_argument("--atol", type=float, default=None,
-                   help="tolerance in eV/A (default: final training force MAE)")
-    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance x |F_ref|")
-    p.add_argument("--s", type=float, default=1.0, help="tolerance scaling factor")
-    p.add_argument("--window", type=window_type or str, default=(None, None),
-                   metavar="START:STOP",
-                   help="slice over logged epochs, e.g. --window=-50: (default: all)")
-    p.add_argument("--data", default=None,
-                   help="training structures in logged order (default: the log's frames.traj)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -11,13 +11,12 @@ from ase.calculators.emt import EMT
 from ase.io import read, write
 
 from ltau_md import LTAUEstimator, SpeciesError
-from ltau_md.calculator import LTAUCalculator
 from ltau_md.cli import main
-from ltau_md.nequip import NequIPFeatureModel
+from ltau_md.nequip import NequIPFeatureModel, load_calculator
 
 
 def test_one_forward_pass_and_uncertainty_equals_estimator(tiny_run):
-    calc = LTAUCalculator.from_files(model=tiny_run.checkpoint, estimator=tiny_run.estimator_dir)
+    calc = load_calculator(model=tiny_run.checkpoint, estimator=tiny_run.estimator_dir)
     calls = []
     calc.model.model.register_forward_hook(lambda *a: calls.append(1))
     frames = read(tiny_run.val_xyz, index=":")
@@ -42,7 +41,7 @@ def test_one_forward_pass_and_uncertainty_equals_estimator(tiny_run):
 
 
 def test_unknown_element_is_named_before_the_first_step(tiny_run):
-    calc = LTAUCalculator.from_files(model=tiny_run.checkpoint, estimator=tiny_run.estimator_dir)
+    calc = load_calculator(model=tiny_run.checkpoint, estimator=tiny_run.estimator_dir)
     atoms = bulk("Au", cubic=True)
     atoms.calc = calc
     with pytest.raises(SpeciesError, match="Au"):

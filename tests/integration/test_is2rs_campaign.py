@@ -23,6 +23,7 @@ from ltau_md.is2rs.data import load_systems
 from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
 from ltau_md.is2rs.metrics import rmsd
 from ltau_md.is2rs.runner import RelaxSettings, result_path, run_campaign
+from ltau_md.nequip import load_calculator
 from ltau_md.testing import EMTFeatureModel
 
 ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
@@ -233,7 +234,7 @@ def test_campaign_with_tiny_nequip_model(tiny_run, tmp_path):
     generate_benchmark(bench, seed=0, n_train=0, n_val=3, cfg=cfg,
                        splits=("val_id", "val_ood_ads"), progress=False)
     systems = load_systems(bench)
-    factory = functools.partial(LTAUCalculator.from_files, model=str(tiny_run.model_path),
+    factory = functools.partial(load_calculator, model=str(tiny_run.model_path),
                                 estimator=str(tiny_run.estimator_dir))
     settings = RelaxSettings(steps=60)
     serial = run_campaign(systems, factory, tmp_path / "s", settings, n_workers=0,

@@ -1,0 +1,149 @@
+"""The layer picture of the README holds: the core never imports nequip (or torch), the core
+and the adapters never import the commands, and no module imports one that imports it back."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "ltau_md"
+CORE = ("_io", "_version", "exceptions", "errorlog", "confidence", "estimator", "model",
+        "calculator", "observers", "metrics", "calibration", "plots", "simulate", "testing")
+ADAPTERS = ("nequip", "is2rs", "demo")
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """ltau_md modules imported by ``path`` anywhere (also lazily inside functions), except
+    under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text())
+    mod = _module_name(path)
+    pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    out: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("ltau_md"):
+                for alias in node.names:  # "from . import x": a submodule or a name
+                    sub = f"{target}.{alias.name}"
+                    out.add(sub if sub in modules else target)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("ltau_md"))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = {_module_name(p): p for p in PKG.rglob("*.py")}
+    return {m: {t for t in _imports(p, set(mods)) if t in mods and t != m}
+            for m, p in mods.items()}
+
+
+def test_core_never_imports_adapters_or_commands():
+    g = _graph()
+    bad = {}
+    for name in CORE:
+        mod = f"ltau_md.{name}"
+        # the package itself counts: its __init__ re-exports the core (a cycle)
+        forbidden = {t for t in g[mod]
+                     if t == "ltau_md" or t.split(".")[1] in (*ADAPTERS, "commands", "cli")}
+        if forbidden:
+            bad[mod] = sorted(forbidden)
+    assert not bad, f"core modules import adapters/commands: {bad}"
+
+
+def test_only_cli_imports_commands():
+    g = _graph()
+    users = sorted(m for m, ts in g.items() if any(t.startswith("ltau_md.commands") for t in ts)
+                   and not m.startswith(("ltau_md.commands", "ltau_md.cli")))
+    assert not users, f"modules outside cli/commands import ltau_md.commands: {users}"
+
+
+def test_no_import_cycles():
+    g = _graph()
+    # the package __init__ re-exports the core; ignore edges *into* package inits
+    # (importing ltau_md.x runs ltau_md/__init__ first by Python's rules, not by design)
+    edges = {m: {t for t in ts if not (PKG / Path(*t.split(".")[1:]) / "__init__.py").exists()}
+             for m, ts in g.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(edges.get(m, ())):
+            if state.get(t) == 1:
+                return stack[stack.index(t):] + [t]
+            if t not in state and (cyc := dfs(t)):
+                return cyc
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(edges):
+        if m not in state and (cyc := dfs(m)):
+            pytest.fail(f"import cycle: {' -> '.join(cyc)}")
+
+
+def test_core_imports_with_nequip_unimportable():
+    """Every core module imports, and the package's public names resolve, in a process where
+    ``import nequip`` (and torch) raise ImportError."""
+    code = f"""
+import importlib, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("nequip", "torch", "lightning"):
+            raise ImportError(f"blocked: {{name}}")
+        return None
+sys.meta_path.insert(0, Block())
+for name in {CORE!r}:
+    importlib.import_module("ltau_md." + name)
+import ltau_md
+for name in ltau_md.__all__:
+    getattr(ltau_md, name)
+import ltau_md.cli
+ltau_md.cli.build_parser()
+assert not any(m.split(".")[0] in ("nequip", "torch") for m in sys.modules), sorted(
+    m for m in sys.modules if m.split(".")[0] in ("nequip", "torch"))
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
+def test_block_really_blocks():
+    """The blocker of the test above does make nequip unimportable (the test could fail)."""
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "nequip":
+            raise ImportError("blocked")
+sys.meta_path.insert(0, Block())
+import ltau_md.nequip.model
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "blocked" in proc.stderr
