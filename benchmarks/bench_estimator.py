@@ -1,17 +1,32 @@
-"""Estimator benchmark: fit time, peak RSS, artifact size, 200-atom query time and recall.
+"""Estimator benchmark: fit and index build time, peak RSS, artifact size, per-step query time of
+cold HNSW, warm-started HNSW and flat (exact) search, recall and its worst cases.
 
 Synthetic clustered descriptors (D=32) and a synthetic E-epoch error log whose per-atom error
 level follows the cluster, for N training atoms. Each N runs in fresh processes: one writes the
 data to disk, one fits, saves and queries (so its peak RSS is the fit's own, index included).
 
-    python benchmarks/bench_estimator.py --sizes 1e4,1e5,4e5,2e6 --epochs 100 --out bench_out
+    python benchmarks/bench_estimator.py --sizes 2e3,1e4,3e4,1e5 --epochs 50
 
-Prints one JSON line per N and a final summary line with the targets checked.
+Timing is like for like: at every step of a 200-atom query 'trajectory' the three searches
+(cold HNSW at the estimator's efSearch, ``TrajectoryNeighbors`` warm start, flat) run on the
+same step's queries, one after the other in an order that cycles through all permutations, and
+each is summarised by the same statistics (median and p90 over steps). This is repeated at
+every FAISS thread count of ``--threads`` (default 1 and 2); ratios come from the same run.
+With other jobs on the cores, multi-thread timings are quantised to the scheduler tick
+(about 4 ms) and say more about contention than about the search; ``loadavg_1min`` is recorded.
+
+Accuracy is scored against the flat search of the same step, per atom: recall@k (mean, min,
+fraction of atoms below 0.5), confidence error (mean, max) and, for atoms with recall < 0.5,
+how much farther the nearest found neighbour is than the true nearest one.
+
+Prints one JSON line per N and a final JSON line with the crossover N at which a cold HNSW
+query becomes faster than flat (per thread count) and the targets checked. JSON only on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -26,6 +41,7 @@ import numpy as np
 CENTERS = 400
 N_QUERY = 200
 K = 10
+EF_SWEEP = (16, 32, 64)
 
 
 def _centers(dim: int) -> np.ndarray:
@@ -55,43 +71,132 @@ def generate(n: int, dim: int, epochs: int, out: Path) -> None:
         log.append(level * decay * noise)
 
 
-def queries(dim: int, n_train: int) -> list[np.ndarray]:
-    """A 200-atom 'trajectory' of 20 steps drifting slowly near the training clusters."""
+def queries(dim: int, n_train: int, n_steps: int = 20) -> list[np.ndarray]:
+    """A 200-atom 'trajectory' of ``n_steps`` steps drifting slowly near the training clusters
+    (the first 20 steps do not depend on ``n_steps``)."""
     rng = np.random.default_rng(99)
     c = _centers(dim)
     q0 = c[rng.integers(0, CENTERS, N_QUERY)] + rng.normal(size=(N_QUERY, dim)) * 0.35
     drift = rng.normal(size=(N_QUERY, dim)) * 0.01
-    return [(q0 + t * drift).astype(np.float32) for t in range(20)]
+    return [(q0 + t * drift).astype(np.float32) for t in range(n_steps)]
 
 
-def _best_ms(fn, repeats: int = 5) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
+# ---------------------------------------------------------------------------- accuracy
+def _atom_recall(exact: np.ndarray, approx: np.ndarray) -> np.ndarray:
+    """Per query atom: fraction of its k exact neighbours found by the approximate search."""
+    return (approx[:, :, None] == exact[:, None, :]).any(-1).sum(-1) / exact.shape[1]
 
 
-def fit_and_query(n: int, dim: int, out: Path, threads: int) -> dict:
+def _accuracy(flat, exact: list[tuple], approx: list[tuple]) -> dict:
+    """Worst cases beside means, over all (step, atom) pairs; ``exact``/``approx`` hold one
+    (distances, indices) pair per step."""
+    rec, cerr, far, low_atoms, step_rec = [], [], [], set(), []
+    for (de, ie), (da, ia) in zip(exact, approx, strict=True):
+        r = _atom_recall(ie, ia)
+        rec.append(r)
+        step_rec.append(float(r.mean()))
+        ce, _ = flat.confidence_from_neighbors(ie)
+        ca, _ = flat.confidence_from_neighbors(ia)
+        cerr.append(np.abs(ca - ce))
+        low = np.flatnonzero(r < 0.5)
+        low_atoms.update(low.tolist())
+        far.append(da[low, 0] / np.maximum(de[low, 0], 1e-12))
+    rec, cerr, far = np.concatenate(rec), np.concatenate(cerr), np.concatenate(far)
+    res = {
+        "recall_mean": float(rec.mean()),
+        "recall_min_atom": float(rec.min()),
+        "recall_min_step_mean": float(min(step_rec)),
+        "frac_atoms_recall_lt_0.5": float(np.mean(rec < 0.5)),
+        "n_atom_steps_recall_lt_0.5": int(np.sum(rec < 0.5)),
+        "n_distinct_atoms_recall_lt_0.5": len(low_atoms),
+        "conf_err_mean": float(cerr.mean()),
+        "conf_err_p99": float(np.quantile(cerr, 0.99)),
+        "conf_err_max": float(cerr.max()),
+        # nearest found / true nearest distance, for atoms with recall < 0.5
+        "low_recall_nn_dist_ratio_median": float(np.median(far)) if far.size else None,
+        "low_recall_nn_dist_ratio_max": float(far.max()) if far.size else None,
+    }
+    if far.size:
+        res["low_recall_conf_err_max"] = float(cerr[rec < 0.5].max())
+    return res
+
+
+# ---------------------------------------------------------------------------- timing
+def _stats(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1e3
+    return {"median": float(np.median(ms)), "p90": float(np.quantile(ms, 0.9)),
+            "mean": float(ms.mean()), "min": float(ms.min()), "max": float(ms.max())}
+
+
+def _per_step(flat, hnsw, steps: list[np.ndarray], threads: int) -> tuple[dict, dict]:
+    """Cold HNSW, warm-started HNSW and flat search on each step's queries, interleaved (the
+    order cycles through all 6 permutations), at ``threads`` FAISS threads. Returns the timing
+    figures and each method's (distances, indices) per step (steps 1..T-1)."""
     import faiss
 
-    from ltau_md import ErrorLog, LTAUEstimator
     from ltau_md.estimator import TrajectoryNeighbors
 
     faiss.omp_set_num_threads(threads)
+    tracker = TrajectoryNeighbors(hnsw)
+    search = {"cold": hnsw.kneighbors, "warm": tracker.kneighbors, "flat": flat.kneighbors}
+    # step 0 is the warm start's cold first step; it also warms caches for the other two
+    for fn in search.values():
+        fn(steps[0])
+    orders = list(itertools.permutations(search))
+    times: dict[str, list[float]] = {m: [] for m in search}
+    found: dict[str, list[tuple]] = {m: [] for m in search}
+    for t, q in enumerate(steps[1:], 1):
+        for m in orders[t % len(orders)]:
+            t0 = time.perf_counter()
+            r = search[m](q)
+            times[m].append(time.perf_counter() - t0)
+            found[m].append(r)
+    res: dict = {"threads": threads, "steps_timed": len(steps) - 1,
+                 "warm_ef_search": tracker.ef_search}
+    for m in search:
+        res[f"{m}_ms"] = _stats(times[m])
+    med = {m: float(np.median(times[m])) for m in search}
+    paired = {m: np.asarray(times[m]) for m in search}
+    res["ratio"] = {
+        # > 1: the second method is faster; medians of each, and the median of the per-step ratio
+        "cold_over_warm": med["cold"] / med["warm"],
+        "cold_over_warm_paired": float(np.median(paired["cold"] / paired["warm"])),
+        "flat_over_cold": med["flat"] / med["cold"],
+        "flat_over_cold_paired": float(np.median(paired["flat"] / paired["cold"])),
+        "flat_over_warm": med["flat"] / med["warm"],
+        "flat_over_warm_paired": float(np.median(paired["flat"] / paired["warm"])),
+    }
+    return res, found
+
+
+def fit_and_query(n: int, dim: int, out: Path, threads: list[int], build_threads: int,
+                  n_steps: int) -> dict:
+    import faiss
+
+    from ltau_md import ErrorLog, ErrorSummary, LTAUEstimator
+
+    load0 = os.getloadavg()[0]
+    faiss.omp_set_num_threads(build_threads)
     x = np.load(out / "descriptors.npy", mmap_mode="r")
     log = ErrorLog.open(out / "log")
-    res: dict = {"n_train": n, "dim": dim, "epochs": log.n_epochs(0)}
+    res: dict = {"n_train": n, "dim": dim, "epochs": log.n_epochs(0), "k": K,
+                 "n_query": N_QUERY, "build_threads": build_threads}
     t = time.perf_counter()
-    flat = LTAUEstimator(k=K, index="flat").fit(x, log)
-    res["fit_flat_s"] = time.perf_counter() - t
+    summary = ErrorSummary.from_logs(log)
+    res["summary_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    flat = LTAUEstimator(k=K, index="flat").fit(x, summary)
+    res["build_flat_s"] = time.perf_counter() - t
+    res["fit_flat_s"] = res["summary_s"] + res["build_flat_s"]
     rss_flat = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    summary = flat.summary_
+    hnsw = LTAUEstimator(k=K, index="hnsw")  # defaults: M 32, efConstruction 40, efSearch 32
+    res["hnsw"] = {"m": hnsw.hnsw_m, "ef_construction": hnsw.ef_construction,
+                   "ef_search": hnsw.ef_search}
     t = time.perf_counter()
-    hnsw = LTAUEstimator(k=K, index="hnsw", hnsw_m=32, ef_construction=40, ef_search=32)
     hnsw.fit(x, summary)
-    res["fit_hnsw_index_s"] = time.perf_counter() - t
+    res["build_hnsw_s"] = time.perf_counter() - t
+    res["fit_hnsw_index_s"] = res["build_hnsw_s"]
+    res["build_hnsw_over_flat"] = res["build_hnsw_s"] / res["build_flat_s"]
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["peak_rss_flat_fit_mb"] = rss_flat
     res["summary_bytes_per_atom"] = summary.nbytes_per_atom
@@ -99,73 +204,100 @@ def fit_and_query(n: int, dim: int, out: Path, threads: int) -> dict:
         d = out / f"est_{name}"
         est.save(d)
         res[f"artifact_{name}_mb"] = sum(f.stat().st_size for f in d.iterdir()) / 2**20
-    steps = queries(dim, n)
-    q = steps[0]
-    exact = flat.predict(q)
-    res["query_flat_ms"] = _best_ms(lambda: flat.predict(q))
-    for ef in (16, 32, 64):
-        hnsw.ef_search = ef
-        res[f"query_hnsw_ef{ef}_ms"] = _best_ms(lambda: hnsw.predict(q))
-        p = hnsw.predict(q)
-        res[f"recall_hnsw_ef{ef}"] = _recall(exact.indices, p.indices)
-        res[f"conf_maxdiff_hnsw_ef{ef}"] = float(np.max(np.abs(p.confidence - exact.confidence)))
-        res[f"conf_meandiff_hnsw_ef{ef}"] = float(np.mean(np.abs(p.confidence - exact.confidence)))
-    hnsw.ef_search = 32
-    # along a trajectory: warm-started from the previous step's neighbours
-    tracker = TrajectoryNeighbors(hnsw)
-    tracker.predict(steps[0])
-    times, recalls, diffs, mdiffs = [], [], [], []
-    for qs in steps[1:]:
-        t = time.perf_counter()
-        p = tracker.predict(qs)
-        times.append(time.perf_counter() - t)
-        ex = flat.predict(qs)
-        recalls.append(_recall(ex.indices, p.indices))
-        diffs.append(float(np.max(np.abs(p.confidence - ex.confidence))))
-        mdiffs.append(float(np.mean(np.abs(p.confidence - ex.confidence))))
-    res["query_traj_ms_median"] = float(np.median(times) * 1e3)
-    res["recall_traj_min"] = float(np.min(recalls))
-    res["conf_maxdiff_traj"] = float(np.max(diffs))
-    res["conf_meandiff_traj"] = float(np.mean(mdiffs))
+
+    steps = queries(dim, n, n_steps)
+    res["query"], found = {}, None
+    for nt in threads:
+        r, f = _per_step(flat, hnsw, steps, nt)
+        res["query"][f"t{nt}"] = r
+        found = found or f  # the searches are deterministic: score the first pass
+    exact = found["flat"]
+    acc = {"warm": _accuracy(flat, exact, found["warm"])}
+    faiss.omp_set_num_threads(threads[0])
+    for ef in EF_SWEEP:  # cold searches at other breadths: accuracy only, not timed
+        if ef == hnsw.ef_search:
+            approx = found["cold"]
+        else:
+            hnsw.ef_search = ef
+            approx = [hnsw.kneighbors(q) for q in steps[1:]]
+        acc[f"cold_ef{ef}"] = _accuracy(flat, exact, approx)
+    hnsw.ef_search = res["hnsw"]["ef_search"]
+    res["accuracy"] = acc
+    # how many 200-atom queries repay the HNSW build, at the first thread count
+    q1 = res["query"][f"t{threads[0]}"]
+    gain = (q1["flat_ms"]["median"] - q1["cold_ms"]["median"]) / 1e3
+    extra = res["build_hnsw_s"] - res["build_flat_s"]
+    res["hnsw_build_breakeven_queries"] = extra / gain if gain > 0 else None
+    res["loadavg_1min"] = [load0, os.getloadavg()[0]]
     return res
 
 
-def _recall(exact: np.ndarray, approx: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / exact.shape[1]
-                          for a, b in zip(exact, approx, strict=True)]))
+# ---------------------------------------------------------------------------- summary
+def _crossover(rows: list[dict], key: str, method: str) -> dict:
+    """Smallest N from which ``method`` is faster than flat at every larger size measured, with
+    a log-log interpolation of the flat/method ratio between the bracketing sizes."""
+    pts = sorted((r["n_train"], r["query"][key]["flat_ms"]["median"]
+                  / r["query"][key][f"{method}_ms"]["median"]) for r in rows
+                 if key in r["query"])
+    if not pts:
+        return {}
+    ns = [p[0] for p in pts]
+    faster = [p[1] > 1.0 for p in pts]
+    first = next((i for i in range(len(pts)) if all(faster[i:])), None)
+    res: dict = {"ratio_flat_over_" + method: {str(n): r for n, r in pts}}
+    if first is None:
+        res.update(crossover_n=None, note=f"{method} never faster than flat up to N={ns[-1]}")
+    elif first == 0:
+        res.update(crossover_n=None, note=f"{method} already faster than flat at N={ns[0]}",
+                   crossover_n_upper=ns[0])
+    else:
+        (n0, r0), (n1, r1) = pts[first - 1], pts[first]
+        f = (0.0 - np.log(r0)) / (np.log(r1) - np.log(r0))
+        est = float(np.exp(np.log(n0) + f * (np.log(n1) - np.log(n0))))
+        res.update(crossover_n=round(est), crossover_bracket=[n0, n1])
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1e4,1e5,4e5,2e6")
+    ap.add_argument("--sizes", default="2e3,5e3,1e4,3e4,1e5")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--dim", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="1,2",
+                    help="FAISS thread counts for the per-step query comparison, e.g. 1,2")
+    ap.add_argument("--build-threads", type=int, default=1,
+                    help="FAISS threads for fitting/building the indexes")
+    ap.add_argument("--steps", type=int, default=40,
+                    help="trajectory steps (the first is the warm start's cold step)")
     ap.add_argument("--out", default="bench_out/estimator")
     ap.add_argument("--keep", action="store_true", help="keep generated data")
     ap.add_argument("--_child", choices=["generate", "fit"], help=argparse.SUPPRESS)
     ap.add_argument("--_n", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    threads = [int(t) for t in str(args.threads).split(",")]
     out = Path(args.out)
     if args._child:
         d = out / f"n{args._n}"
         if args._child == "generate":
             generate(args._n, args.dim, args.epochs, d)
         else:
-            print(json.dumps(fit_and_query(args._n, args.dim, d, args.threads)))
+            print(json.dumps(fit_and_query(args._n, args.dim, d, threads, args.build_threads,
+                                           args.steps)))
         return
     rows = []
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for n in (int(float(s)) for s in args.sizes.split(",")):
         d = out / f"n{n}"
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         base = [sys.executable, __file__, "--out", str(out), "--_n", str(n), "--dim",
-                str(args.dim), "--epochs", str(args.epochs), "--threads", str(args.threads)]
+                str(args.dim), "--epochs", str(args.epochs), "--threads", args.threads,
+                "--build-threads", str(args.build_threads), "--steps", str(args.steps)]
         t = time.perf_counter()
-        subprocess.run(base + ["--_child", "generate"], check=True)
+        subprocess.run(base + ["--_child", "generate"], check=True, stdout=sys.stderr, env=env)
         gen_s = time.perf_counter() - t
         r = subprocess.run(base + ["--_child", "fit"], check=True, capture_output=True,
-                           text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                           text=True, env=env)
         row = json.loads(r.stdout.strip().splitlines()[-1])
         row["generate_s"] = gen_s
         print(json.dumps(row), flush=True)
@@ -173,22 +305,29 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(d, ignore_errors=True)
     by_n = {r["n_train"]: r for r in rows}
-    summary: dict = {"benchmark": "estimator", "sizes": sorted(by_n)}
+    summary: dict = {"benchmark": "estimator", "sizes": sorted(by_n), "threads": threads,
+                     "crossover": {}}
+    for nt in threads:
+        for method in ("cold", "warm"):
+            summary["crossover"][f"{method}_t{nt}"] = _crossover(rows, f"t{nt}", method)
+    tkey = f"t{max(threads)}"
     if 400000 in by_n:
         r = by_n[400000]
+        q, acc = r["query"][tkey], r["accuracy"]
         summary.update({
-            "n4e5_query_hnsw_ef32_ms": r["query_hnsw_ef32_ms"],
-            "n4e5_recall_hnsw_ef32": r["recall_hnsw_ef32"],
-            "n4e5_query_traj_ms": r["query_traj_ms_median"],
-            "n4e5_recall_traj_min": r["recall_traj_min"],
-            "n4e5_conf_maxdiff_traj": r["conf_maxdiff_traj"],
-            "n4e5_conf_meandiff_traj": r["conf_meandiff_traj"],
-            "n4e5_conf_meandiff_hnsw_ef32": r["conf_meandiff_hnsw_ef32"],
+            "n4e5_threads": max(threads),
+            "n4e5_query_cold_ef32_ms_median": q["cold_ms"]["median"],
+            "n4e5_query_warm_ms_median": q["warm_ms"]["median"],
+            "n4e5_speedup_warm_vs_cold": q["ratio"]["cold_over_warm"],
+            "n4e5_recall_cold_ef32": acc["cold_ef32"]["recall_mean"],
+            "n4e5_recall_warm_min_step": acc["warm"]["recall_min_step_mean"],
+            "n4e5_conf_err_mean_warm": acc["warm"]["conf_err_mean"],
+            "n4e5_conf_err_max_warm": acc["warm"]["conf_err_max"],
             "target_query_le_10ms_met": bool(
-                min(r["query_hnsw_ef32_ms"] if r["recall_hnsw_ef32"] >= 0.95 else np.inf,
-                    r["query_traj_ms_median"] if r["recall_traj_min"] >= 0.95 else np.inf)
-                <= 10.0),
-            "speedup_traj_vs_hnsw_ef32": r["query_hnsw_ef32_ms"] / r["query_traj_ms_median"],
+                min(q["cold_ms"]["median"] if acc["cold_ef32"]["recall_mean"] >= 0.95
+                    else np.inf,
+                    q["warm_ms"]["median"] if acc["warm"]["recall_min_step_mean"] >= 0.95
+                    else np.inf) <= 10.0),
         })
     if 2000000 in by_n:
         r = by_n[2000000]
