@@ -195,11 +195,20 @@ class ErrorLog:
         return self.path / f"member_{int(member):03d}"
 
     def epochs(self, member: int = 0) -> list[int]:
-        """Sorted epoch numbers logged for ``member``."""
+        """Sorted epoch numbers logged for ``member``: consecutive, so position i of the list
+        is epoch ``epochs[0] + i``. ArtifactError names the missing epochs of a log with a hole
+        (a deleted file), which would otherwise silently shift every epoch window."""
         d = self._member_dir(member)
         if not d.is_dir():
             return []
-        return sorted(int(m.group(1)) for f in d.iterdir() if (m := _EPOCH_RE.match(f.name)))
+        out = sorted(int(m.group(1)) for f in d.iterdir() if (m := _EPOCH_RE.match(f.name)))
+        if out and out[-1] - out[0] + 1 != len(out):
+            missing = sorted(set(range(out[0], out[-1] + 1)) - set(out))
+            raise ArtifactError(
+                f"error log {self.path}, member {member}: epoch(s) {missing[:10]} are missing "
+                f"between {out[0]} and {out[-1]}; the log is incomplete (re-run training or "
+                "remove the later epochs)")
+        return out
 
     def n_epochs(self, member: int = 0) -> int:
         return len(self.epochs(member))
@@ -218,7 +227,8 @@ class ErrorLog:
         ``epoch`` defaults to one past the last logged epoch. An ``epoch`` at or before the
         last logged one (training resumed from an earlier checkpoint) first deletes the logged
         epochs from ``epoch`` on, so the log never holds duplicates; an ``epoch`` beyond the
-        next one raises (a gap would lose data). Returns the epoch number written.
+        next one raises (a gap would lose data; a log starts at epoch 0). Returns the epoch
+        number written.
         """
         errors = np.asarray(errors, dtype=np.float32)
         if errors.shape != (self.n_atoms,):
@@ -259,8 +269,8 @@ class ErrorLog:
             raise ArtifactError(f"member {member} has no epoch {epoch} in {self.path}")
         try:
             arr = np.load(f, mmap_mode="r" if mmap else None)
-        except (ValueError, OSError) as exc:
-            raise ArtifactError(f"corrupt epoch file {f}: {exc}") from exc
+        except (ValueError, OSError, EOFError) as exc:  # EOFError: a zero-byte file
+            raise ArtifactError(f"corrupt epoch file {f}: {type(exc).__name__}: {exc}") from exc
         if arr.shape != (self.n_atoms,) or arr.dtype != np.float32:
             raise ArtifactError(f"epoch file {f} has shape {arr.shape} dtype {arr.dtype}, "
                                 f"expected ({self.n_atoms},) float32")

@@ -22,7 +22,7 @@ from ase import Atoms
 from nequip.data import AtomicDataDict, from_ase
 
 from .._io import read_structures
-from ..exceptions import ArtifactError, DataError
+from ..exceptions import ArtifactError, DataError, InvalidParameterError
 from ..model import ModelOutput, check_species
 from ._data import atoms_info, frame_numbers, frame_to_atoms
 
@@ -37,6 +37,24 @@ def _readout_module(model: torch.nn.Module) -> torch.nn.Module | None:
         if name.split(".")[-1] == READOUT_MODULE:
             return mod
     return None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; InvalidParameterError for an unknown name or a CUDA
+    device this torch build or machine does not have."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidParameterError(f"unknown torch device {device!r} (use cpu or cuda)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidParameterError(
+                f"device {device!r}: this torch build or machine has no CUDA "
+                f"(torch {torch.__version__}, torch.cuda.is_available() is False); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidParameterError(f"device {device!r}: only {torch.cuda.device_count()} "
+                                        "CUDA device(s) visible")
+    return dev
 
 
 class NequIPFeatureModel:
@@ -62,7 +80,7 @@ class NequIPFeatureModel:
         from nequip.integrations.utils import basic_transforms
         from nequip.nn import graph_model
 
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.source = source
         metadata = dict(getattr(model, "metadata", {}) or {})
@@ -111,12 +129,19 @@ class NequIPFeatureModel:
         path = Path(path)
         if not path.exists():
             raise ArtifactError(f"model file {path} does not exist")
+        if path.is_dir():
+            raise ArtifactError(f"model path {path} is a directory; pass the checkpoint "
+                                "(.ckpt) or package (.nequip.zip) file")
+        resolve_device(device)  # before the (slow) load
         set_global_state(allow_tf32=False)
         try:
             model = load_saved_model(str(path), compile_mode="eager",
                                      model_key=model_key or _SOLE_MODEL_KEY)
-        except (KeyError, RuntimeError, ValueError, OSError, EOFError) as exc:
-            raise ArtifactError(f"cannot load a NequIP model from {path}: {exc}") from exc
+        except Exception as exc:  # torch.load / zipfile / pickle raise many types
+            raise ArtifactError(
+                f"cannot load a NequIP model from {path} (expected a nequip-train checkpoint "
+                f".ckpt or a nequip-package .nequip.zip): {type(exc).__name__}: {exc}"
+            ) from exc
         return cls(model, device=device,
                    chemical_species_to_atom_type_map=chemical_species_to_atom_type_map,
                    source=str(path))
