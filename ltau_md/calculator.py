@@ -23,6 +23,13 @@ class LTAUCalculator(Calculator):
     positions or the model's output hold NaN/inf: then forces are NaN and the uncertainty is 1,
     so an observer can stop the run instead of it crashing).
 
+    Scale of the tolerance (atol*s): ``s`` if given (an override, as ``predict(s=)``), else the
+    estimator's :meth:`~ltau_md.estimator.LTAUEstimator.effective_s` for the structure's
+    group: ``group`` if given, else ``atoms.info[key]`` where ``key`` is the ``group_key`` the
+    calibration was fitted with (e.g. "config_type", as in extxyz files), so a structure of a
+    calibrated group gets that group's s and any other structure the global calibrated s.
+    A change of the group alone (same positions) triggers a new calculation.
+
     ``warm_start`` reuses the previous step's neighbours (see
     :class:`~ltau_md.estimator.TrajectoryNeighbors`), which suits relaxations and MD; it falls
     back to a cold search when any atom moved more than ``jump`` A since the last call or the
@@ -35,12 +42,14 @@ class LTAUCalculator(Calculator):
     ]
 
     def __init__(self, model: FeatureModel, estimator: LTAUEstimator, *, s: float | None = None,
-                 warm_start: bool = True, jump: float = 0.5, **kwargs):
+                 group: str | None = None, warm_start: bool = True, jump: float = 0.5,
+                 **kwargs):
         super().__init__(**kwargs)
         estimator._check_fitted()
         self.model = model
         self.estimator = estimator
         self.s = s
+        self.group = group
         self._neighbors = TrajectoryNeighbors(estimator) if warm_start else None
         self._checked_numbers: np.ndarray | None = None
         self._last_positions: np.ndarray | None = None
@@ -51,6 +60,24 @@ class LTAUCalculator(Calculator):
         self._last_positions = None
         if self._neighbors is not None:
             self._neighbors.reset()
+
+    def group_of(self, atoms: Atoms) -> str | None:
+        """The calibration group of ``atoms``: ``group`` if set, else
+        ``atoms.info[calibration_.group_key]`` if present, else None (global scale)."""
+        if self.group is not None:
+            return self.group
+        cal = self.estimator.calibration_
+        if cal is None or cal.group_key is None or cal.group_key not in atoms.info:
+            return None
+        return str(atoms.info[cal.group_key])
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes since the last calculation, plus "info" when the group changed."""
+        changes = super().check_state(atoms, tol)
+        if (not changes and self.atoms is not None
+                and self.group_of(atoms) != self.group_of(self.atoms)):
+            changes.append("info")
+        return changes
 
     def check_atoms(self, atoms: Atoms) -> None:
         """Raise SpeciesError if an element is unknown to the model or the estimator."""
@@ -92,9 +119,9 @@ class LTAUCalculator(Calculator):
                     or np.abs(atoms.positions - self._last_positions).max() > self.jump):
                 self._neighbors.reset()  # a new structure, not the next step of a trajectory
             self._last_positions = atoms.positions.copy()
-            pred = self._neighbors.predict(out.features, s=self.s)
+            pred = self._neighbors.predict(out.features, s=self.s, group=self.group_of(atoms))
         else:
-            pred = self.estimator.predict(out.features, s=self.s)
+            pred = self.estimator.predict(out.features, s=self.s, group=self.group_of(atoms))
         unc = pred.uncertainty.astype(np.float64)
         self.results = {
             "energy": float(out.energy), "free_energy": float(out.energy),

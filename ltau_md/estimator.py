@@ -2,18 +2,28 @@
 
 A test atom j gets the mean over its k nearest training atoms (FAISS, L2 in descriptor space) of
 mu_M(p_i) (its confidence), sigma_M(p_i) and the atoms' mean logged error (predicted error,
-eV/A); the uncertainty is 1 - confidence. ``s`` scales the tolerance to atol*s.
+eV/A); the uncertainty is 1 - confidence. The confidence is read at the tolerance atol*s.
 
-Usage follows scikit-learn: parameters in ``__init__``, fitted state in attributes ending in
-``_``, ``fit`` / ``predict``, ``save`` / ``load`` with a versioned manifest.
+Usage follows scikit-learn: parameters in ``__init__``, stored unchanged; fitted state in
+attributes ending in ``_`` (``index_``, ``index_kind_``, ``summary_``, ``calibration_``);
+``fit`` / ``predict``; ``save`` / ``load`` with a versioned, checksummed manifest.
+
+The scale s actually used (:meth:`LTAUEstimator.effective_s`, ``scale_``) is, in this order:
+the ``s`` passed to a call, the ``s`` parameter if not None (a user override), the fitted
+calibration's scale for the query's group, its global scale, else 1. The calibration
+(:class:`Calibration`) is fitted by :func:`ltau_md.calibration.fit_scale`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import numbers
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,21 +31,40 @@ import faiss
 import numpy as np
 
 from ._io import read_manifest, replace_dir, sha256_file, write_json_atomic
-from .confidence import DEFAULT_BINS, ErrorSummary
+from ._version import __version__
+from .confidence import DEFAULT_BINS, ErrorSummary, make_edges
 from .errorlog import ErrorLog
-from .exceptions import ArtifactError, DescriptorError, LTAUError, SpeciesError
+from .exceptions import (
+    ArtifactError,
+    DescriptorError,
+    InvalidParameterError,
+    LTAUError,
+    NotFittedError,
+    SpeciesError,
+)
 from .model import check_species
 
 FORMAT = "ltau-md/estimator"
-VERSION = 1
-IndexKind = Literal["flat", "hnsw", "ivfpq"]
+#: format version of saved estimators; 2: calibration section, checksummed manifest, index_kind
+VERSION = 2
+IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
+INDEX_KINDS = ("flat", "hnsw", "ivfpq")
+#: ``index="auto"`` builds an exact flat index below this many training atoms, HNSW from it on
+AUTO_HNSW_MIN_ATOMS = 20_000
+#: manifest key holding the SHA-256 of the canonical JSON of the rest of the manifest
+MANIFEST_DIGEST_KEY = "manifest_sha256"
+_ARRAYS = ("hist", "p0", "mean", "n_epochs", "edges", "ref_force_norm", "species")
+_FILES = frozenset({"index.faiss", *(f"{a}.npy" for a in _ARRAYS)})
+_PARAMS = ("k", "index", "s", "atol", "rtol", "window", "n_bins", "hnsw_m", "ef_construction",
+           "ef_search", "ivf_nlist", "pq_m", "pq_nbits", "nprobe", "n_threads", "metadata")
 _CHUNK = 1 << 16
 
 
 @dataclass
 class Prediction:
     """Per query atom: confidence p (at atol*s), its spread over members, uncertainty 1 - p,
-    predicted error (eV/A), and the k nearest training atoms (distances in descriptor units)."""
+    predicted error (eV/A), and the k nearest training atoms (distances in descriptor units);
+    ``s`` is the scale the confidences were read at."""
 
     confidence: np.ndarray
     confidence_std: np.ndarray
@@ -43,6 +72,97 @@ class Prediction:
     predicted_error: np.ndarray
     distances: np.ndarray
     indices: np.ndarray
+    s: float | None = None
+
+
+@dataclass
+class Calibration:
+    """The fitted calibration of an estimator (``estimator.calibration_``), set by
+    :func:`ltau_md.calibration.fit_scale` and saved in the manifest's ``"calibration"`` section.
+
+    Attributes
+    ----------
+    s : float
+        Scale of the training tolerance (confidences are read at atol*s).
+    target_atol : float
+        Target tolerance T in eV/A: a calibrated confidence p is P(|F_ref - F_model| <= T).
+    s_per_group : dict[str, float]
+        Scale per group label (e.g. per ``config_type``), used instead of ``s`` when a query's
+        group is known (``predict(..., group=)``, the calculator).
+    group_key : str or None
+        ``atoms.info`` key holding the group label (read by the calculator), if fitted from
+        structures.
+    area, area_unscaled : float or None
+        Miscalibration area on the calibration atoms at ``s`` and at s = 1.
+    n_atoms, n_bins, binning : calibration atoms, bins and binning of the fit.
+    area_per_group, n_per_group : per-group areas (at the group's s) and atom counts.
+    thresholds : dict
+        In-domain statistics and alarm thresholds (reserved; empty for now).
+    """
+
+    s: float
+    target_atol: float
+    s_per_group: dict[str, float] = field(default_factory=dict)
+    group_key: str | None = None
+    area: float | None = None
+    area_unscaled: float | None = None
+    n_atoms: int = 0
+    n_bins: int = 20
+    binning: str = "uniform"
+    area_per_group: dict[str, float] = field(default_factory=dict)
+    n_per_group: dict[str, int] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_scale("calibration s", self.s)
+        _check_scale("target_atol (eV/A)", self.target_atol)
+        self.s, self.target_atol = float(self.s), float(self.target_atol)
+        self.s_per_group = {str(g): _check_scale(f"s of group {g!r}", v)
+                            for g, v in dict(self.s_per_group).items()}
+        if self.group_key is not None and not isinstance(self.group_key, str):
+            raise InvalidParameterError(f"group_key must be a string, got {self.group_key!r}")
+        if not isinstance(self.thresholds, Mapping):
+            raise InvalidParameterError("thresholds must be a dict")
+
+    def scale(self, group: Any = None) -> float:
+        """The scale for ``group`` (its own if fitted, else the global one)."""
+        if group is None:
+            return self.s
+        return self.s_per_group.get(str(group), self.s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (the manifest's ``"calibration"`` section)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
+        """Inverse of :meth:`to_dict`; InvalidParameterError names missing or unknown keys."""
+        if not isinstance(d, Mapping):
+            raise InvalidParameterError(f"a calibration must be a dict, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        missing = sorted({"s", "target_atol"} - set(d))
+        if unknown or missing:
+            raise InvalidParameterError(f"calibration has unknown keys {unknown} / lacks {missing}")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"invalid calibration: {exc}") from exc
+
+
+def _check_scale(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(f"{name} must be a number, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise InvalidParameterError(f"{name} must be positive and finite, got {value}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def check_descriptors(x: Any, dim: int | None = None, what: str = "descriptors") -> np.ndarray:
@@ -63,30 +183,60 @@ def check_descriptors(x: Any, dim: int | None = None, what: str = "descriptors")
     return x
 
 
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no whitespace) of ``manifest`` without its
+    :data:`MANIFEST_DIGEST_KEY`."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class LTAUEstimator:
     """LTAU uncertainty from k nearest training atoms.
 
     Parameters
     ----------
-    k: neighbours averaged per query atom.
-    index: "flat" (exact), "hnsw" (graph, fast approximate), "ivfpq" (compressed, > 1e7 atoms).
-    s: tolerance scaling factor (tolerance = atol * s); fitted by :mod:`ltau_md.calibration`.
-    atol: absolute tolerance in eV/A; None = final training force MAE from the log.
-    rtol: relative tolerance (times |F_i,ref|).
-    window: (start, stop) slice over the logged epochs.
-    n_bins: histogram bins per atom (see :mod:`ltau_md.confidence`).
-    hnsw_m, ef_construction, ef_search: HNSW graph degree and search breadth.
-    ivf_nlist, pq_m, pq_nbits, nprobe: IVF-PQ lists (None = 4*sqrt(N)), PQ sub-quantizers and
-        bits per code, probed lists.
-    n_threads: FAISS threads (None = FAISS default).
-    metadata: free-form JSON-able dict stored in the manifest.
+    k : int
+        Neighbours averaged per query atom.
+    index : {"auto", "flat", "hnsw", "ivfpq"}
+        FAISS index: "flat" (exact), "hnsw" (graph, fast approximate), "ivfpq" (compressed,
+        > 1e7 atoms); "auto" = flat below :data:`AUTO_HNSW_MIN_ATOMS` training atoms, hnsw
+        from there on. The kind built is ``index_kind_``.
+    s : float or None
+        Tolerance scale override (tolerance = atol * s). None: the fitted calibration's scale
+        (``calibration_``, per group where known), else 1.
+    atol : float or None
+        Absolute tolerance in eV/A; None = final training force MAE from the log.
+    rtol : float
+        Relative tolerance (times |F_i,ref|).
+    window : (int or None, int or None)
+        (start, stop) slice over the logged epochs.
+    n_bins : int
+        Histogram bins per atom (see :mod:`ltau_md.confidence`).
+    hnsw_m, ef_construction, ef_search : int
+        HNSW graph degree and search breadths.
+    ivf_nlist, pq_m, pq_nbits, nprobe : int
+        IVF-PQ lists (None = 4*sqrt(N)), PQ sub-quantizers, bits per code, probed lists.
+    n_threads : int or None
+        FAISS threads (None = FAISS default).
+    metadata : dict or None
+        Free-form JSON-able provenance (model path, data), stored in the manifest.
+
+    Attributes (after ``fit`` or ``load``)
+    --------------------------------------
+    index_, index_kind_, summary_ (:class:`~ltau_md.confidence.ErrorSummary`), dim_, n_train_,
+    atol_ (eV/A), species_, fingerprint_, train_error_ (eV/A per training atom),
+    calibration_ (:class:`Calibration` or None), scale_ (the scale used by default).
+
+    Bad parameters raise :class:`~ltau_md.exceptions.InvalidParameterError` (a ValueError);
+    using an unfitted estimator raises :class:`~ltau_md.exceptions.NotFittedError`.
     """
 
     def __init__(
         self,
         k: int = 10,
-        index: IndexKind = "flat",
-        s: float = 1.0,
+        index: IndexKind = "auto",
+        s: float | None = None,
         atol: float | None = None,
         rtol: float = 0.0,
         window: tuple[int | None, int | None] = (None, None),
@@ -121,17 +271,42 @@ class LTAUEstimator:
 
     # ------------------------------------------------------------------ parameters
     def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "k", "index", "s", "atol", "rtol", "window", "n_bins", "hnsw_m", "ef_construction",
-            "ef_search", "ivf_nlist", "pq_m", "pq_nbits", "nprobe", "n_threads")}
+        """The ``__init__`` parameters, as stored."""
+        return {k: getattr(self, k) for k in _PARAMS}
 
     def _validate_params(self) -> None:
-        if self.index not in ("flat", "hnsw", "ivfpq"):
-            raise ValueError(f"index must be 'flat', 'hnsw' or 'ivfpq', got {self.index!r}")
-        if int(self.k) < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        if not (np.isfinite(self.s) and self.s > 0):
-            raise ValueError(f"s must be positive and finite, got {self.s}")
+        """Raise InvalidParameterError naming the first bad parameter."""
+        if self.index not in ("auto", *INDEX_KINDS):
+            raise InvalidParameterError(
+                f"index must be 'auto', 'flat', 'hnsw' or 'ivfpq', got {self.index!r}")
+        _check_int("k", self.k, 1)
+        if self.s is not None:
+            _check_scale("s", self.s)
+        if self.atol is not None:
+            _check_scale("atol (eV/A)", self.atol)
+        if (isinstance(self.rtol, bool) or not isinstance(self.rtol, numbers.Real)
+                or not (np.isfinite(self.rtol) and self.rtol >= 0)):
+            raise InvalidParameterError(f"rtol must be >= 0 and finite, got {self.rtol!r}")
+        w = self.window
+        if (not isinstance(w, (tuple, list)) or len(w) != 2 or any(
+                v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral))
+                for v in w)):
+            raise InvalidParameterError(f"window must be (start, stop) of ints or None, got {w!r}")
+        _check_int("n_bins", self.n_bins, 4)
+        if self.n_bins % 2:
+            raise InvalidParameterError(f"n_bins must be even, got {self.n_bins}")
+        _check_int("hnsw_m", self.hnsw_m, 2)
+        _check_int("ef_construction", self.ef_construction, 1)
+        _check_int("ef_search", self.ef_search, 1)
+        _check_int("ivf_nlist", self.ivf_nlist, 1, optional=True)
+        _check_int("pq_m", self.pq_m, 1)
+        _check_int("pq_nbits", self.pq_nbits, 1)
+        if self.pq_nbits > 16:
+            raise InvalidParameterError(f"pq_nbits must be <= 16, got {self.pq_nbits}")
+        _check_int("nprobe", self.nprobe, 1)
+        _check_int("n_threads", self.n_threads, 1, optional=True)
+        if not isinstance(self.metadata, dict):
+            raise InvalidParameterError(f"metadata must be a dict, got {type(self.metadata)}")
 
     @property
     def is_fitted(self) -> bool:
@@ -139,14 +314,34 @@ class LTAUEstimator:
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise LTAUError("this LTAUEstimator is not fitted: call fit() or load() first")
+            raise NotFittedError("this LTAUEstimator is not fitted: call fit() or load() first")
+
+    def effective_s(self, group: Any = None) -> float:
+        """The scale used when a call passes no ``s``: the ``s`` parameter if set, else the
+        fitted calibration's scale for ``group`` (its global scale for None or an unknown
+        group), else 1."""
+        self._check_fitted()
+        if self.s is not None:
+            return float(self.s)
+        if self.calibration_ is not None:
+            return self.calibration_.scale(group)
+        return 1.0
+
+    @property
+    def scale_(self) -> float:
+        """:meth:`effective_s` without a group."""
+        return self.effective_s()
+
+    def _scale(self, s: float | None, group: Any) -> float:
+        return self.effective_s(group) if s is None else _check_scale("s", s)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, descriptors: np.ndarray, errors: ErrorLog | list[ErrorLog] | ErrorSummary,
             *, species: np.ndarray | None = None) -> LTAUEstimator:
         """Index ``descriptors`` (N, D) of the training atoms, in the log's atom order, and
         summarise ``errors`` (an ErrorLog, a list of them = ensemble members, or an
-        ErrorSummary). ``species`` (N,), if given, must match the log's."""
+        ErrorSummary). ``species`` (N,), if given, must match the log's. A previous
+        calibration is discarded."""
         self._validate_params()
         if isinstance(errors, ErrorSummary):
             summary = errors
@@ -165,9 +360,12 @@ class LTAUEstimator:
         if species is not None and not np.array_equal(np.asarray(species), summary.species):
             raise SpeciesError("species of the descriptors differ from the error log's atom order")
         if int(self.k) > n:
-            raise ValueError(f"k={self.k} exceeds the {n} training atoms")
+            raise InvalidParameterError(f"k={self.k} exceeds the {n} training atoms")
+        kind = self.index if self.index != "auto" else (
+            "hnsw" if n >= AUTO_HNSW_MIN_ATOMS else "flat")
         self._set_threads()
-        self.index_ = self._build_index(x)
+        self.index_ = self._build_index(x, kind)
+        self.index_kind_ = kind
         self.summary_ = summary
         self.dim_ = int(x.shape[1])
         self.n_train_ = int(n)
@@ -175,6 +373,7 @@ class LTAUEstimator:
         self.species_ = sorted(int(z) for z in np.unique(summary.species))
         self.fingerprint_ = summary.fingerprint
         self.train_error_ = summary.predicted_error()
+        self.calibration_: Calibration | None = None
         self._cache = {}
         return self
 
@@ -182,17 +381,18 @@ class LTAUEstimator:
         if self.n_threads:
             faiss.omp_set_num_threads(int(self.n_threads))
 
-    def _build_index(self, x: np.ndarray) -> faiss.Index:
+    def _build_index(self, x: np.ndarray, kind: str) -> faiss.Index:
         n, d = x.shape
-        if self.index == "flat":
+        if kind == "flat":
             index = faiss.IndexFlatL2(d)
-        elif self.index == "hnsw":
+        elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, int(self.hnsw_m))
             index.hnsw.efConstruction = int(self.ef_construction)
         else:
             nlist = int(self.ivf_nlist or max(1, min(n // 39, int(4 * np.sqrt(n)))))
             if d % int(self.pq_m):
-                raise ValueError(f"pq_m={self.pq_m} must divide the descriptor dimension {d}")
+                raise InvalidParameterError(
+                    f"pq_m={self.pq_m} must divide the descriptor dimension {d}")
             index = faiss.index_factory(d, f"IVF{nlist},PQ{int(self.pq_m)}x{int(self.pq_nbits)}")
             rng = np.random.default_rng(0)
             n_train = min(n, max(256 * nlist, 10_000), 500_000)
@@ -201,13 +401,13 @@ class LTAUEstimator:
         # one add call: HNSW graphs built from several add() calls connect clustered data
         # badly (recall 0.96 -> 0.83 on 4 chunks); a float32 memmap is read in place
         index.add(check_descriptors(x, d, "training descriptors"))
-        self._configure_search(index)
+        self._configure_search(index, kind)
         return index
 
-    def _configure_search(self, index: faiss.Index) -> None:
-        if self.index == "hnsw":
+    def _configure_search(self, index: faiss.Index, kind: str) -> None:
+        if kind == "hnsw":
             index.hnsw.efSearch = max(int(self.ef_search), int(self.k))
-        elif self.index == "ivfpq":
+        elif kind == "ivfpq":
             faiss.extract_index_ivf(index).nprobe = int(self.nprobe)
 
     # ------------------------------------------------------------------ prediction
@@ -216,31 +416,31 @@ class LTAUEstimator:
         Euclidean in descriptor units."""
         self._check_fitted()
         x = check_descriptors(descriptors, self.dim_)
-        self._configure_search(self.index_)
+        self._configure_search(self.index_, self.index_kind_)
         d2, idx = self.index_.search(x, int(self.k))
         if np.any(idx < 0):
             raise LTAUError("FAISS returned fewer than k neighbours; raise nprobe or ef_search")
         return np.sqrt(np.maximum(d2, 0.0)), idx
 
-    def training_confidence(self, s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(mu_M(p_i), sigma_M(p_i)) of all training atoms at tolerance atol*s (cached)."""
-        self._check_fitted()
-        s = float(self.s if s is None else s)
+    def training_confidence(self, s: float | None = None, group: Any = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """(mu_M(p_i), sigma_M(p_i)) of all training atoms at tolerance atol*s (default
+        :meth:`effective_s` of ``group``); cached per s."""
+        s = self._scale(s, group)
         if s not in self._cache:
             if len(self._cache) > 4:
                 self._cache.clear()
             self._cache[s] = self.summary_.confidence(s)
         return self._cache[s]
 
-    def confidence_from_neighbors(self, indices: np.ndarray, s: float | None = None
-                                  ) -> tuple[np.ndarray, np.ndarray]:
+    def confidence_from_neighbors(self, indices: np.ndarray, s: float | None = None,
+                                  group: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(confidence, confidence_std) of query atoms with neighbours ``indices`` (n, k) at
-        tolerance atol*s, without a new search. Only the neighbours' histograms are read, so
-        re-scoring at many s is cheap."""
-        self._check_fitted()
-        s = float(self.s if s is None else s)
+        tolerance atol*s (default :meth:`effective_s` of ``group``), without a new search.
+        Only the neighbours' histograms are read, so re-scoring at many s is cheap."""
+        s = self._scale(s, group)
         indices = np.asarray(indices)
-        if s in self._cache or s == float(self.s):
+        if s in self._cache or s == self.scale_:
             mu, sig = self.training_confidence(s)
             return mu[indices].mean(axis=1), sig[indices].mean(axis=1)
         uniq, inv = np.unique(indices, return_inverse=True)
@@ -248,35 +448,54 @@ class LTAUEstimator:
         inv = inv.reshape(indices.shape)
         return mu[inv].mean(axis=1), sig[inv].mean(axis=1)
 
-    def predict(self, descriptors: np.ndarray, *, s: float | None = None,
+    def predict(self, descriptors: np.ndarray, *, s: float | None = None, group: Any = None,
                 species: np.ndarray | None = None) -> Prediction:
-        """LTAU prediction for query atoms' descriptors (n, D); ``species`` (n,) atomic numbers,
-        if given, are checked against the training species."""
+        """LTAU prediction for query atoms' descriptors (n, D).
+
+        Parameters
+        ----------
+        s : float, optional
+            Scale of the tolerance (atol*s); default :meth:`effective_s` of ``group``.
+        group : str, optional
+            Group label of all query atoms (e.g. the structure's ``config_type``): its fitted
+            per-group scale is used (the global calibrated scale for an unknown group). Ignored
+            when ``s`` or the ``s`` parameter is set.
+        species : (n,) int array, optional
+            Atomic numbers, checked against the training species (SpeciesError).
+        """
         self._check_fitted()
         if species is not None:
             self.check_species(species)
         dist, idx = self.kneighbors(descriptors)
-        return self.predict_from_neighbors(dist, idx, s=s)
+        return self.predict_from_neighbors(dist, idx, s=s, group=group)
 
     def predict_from_neighbors(self, distances: np.ndarray, indices: np.ndarray, *,
-                               s: float | None = None) -> Prediction:
-        """Prediction from an already computed neighbour search."""
+                               s: float | None = None, group: Any = None) -> Prediction:
+        """Prediction from an already computed neighbour search (``s``, ``group`` as in
+        :meth:`predict`)."""
+        s = self._scale(s, group)
         conf, std = self.confidence_from_neighbors(indices, s)
         err = self.train_error_[indices].mean(axis=1)
         return Prediction(confidence=conf, confidence_std=std, uncertainty=1.0 - conf,
-                          predicted_error=err, distances=distances, indices=indices)
+                          predicted_error=err, distances=distances, indices=indices, s=s)
 
     def check_species(self, species: np.ndarray) -> None:
         """Raise SpeciesError naming atomic numbers absent from the training set."""
+        self._check_fitted()
         check_species(species, self.species_, "the estimator's training set")
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the estimator to directory ``path`` (index.faiss, summary arrays, manifest.json).
+        """Write the estimator to directory ``path``: ``index.faiss``, the summary arrays
+        (``*.npy``) and ``manifest.json`` (format, version, parameters, index kind, shapes,
+        species, the summary's atol/rtol/fingerprint, SHA-256 of every file, the
+        ``"calibration"`` section if calibrated, and ``manifest_sha256``, the digest of the
+        manifest's own canonical JSON).
 
         The directory is written under a temporary name and renamed into place, so an existing
         estimator at ``path`` is replaced only by a complete one."""
         self._check_fitted()
+        self._validate_params()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -284,18 +503,20 @@ class LTAUEstimator:
             faiss.write_index(self.index_, str(tmp / "index.faiss"))
             for name, arr in self.summary_.arrays().items():
                 np.save(tmp / f"{name}.npy", arr)
-            files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
             params = self.get_params()
             params["window"] = list(params["window"])
-            manifest = {
-                "format": FORMAT, "version": VERSION, "ltau_md_version": _version(),
-                "params": params, "dim": self.dim_, "n_train": self.n_train_,
-                "atol": self.atol_, "rtol": self.summary_.rtol, "s": float(self.s),
-                "species": self.species_, "fingerprint": self.fingerprint_,
+            manifest: dict[str, Any] = {
+                "format": FORMAT, "version": VERSION, "ltau_md_version": __version__,
+                "params": params, "index_kind": self.index_kind_, "dim": self.dim_,
+                "n_train": self.n_train_, "species": self.species_,
                 "n_members": self.summary_.n_members,
                 "n_epochs": self.summary_.n_epochs.tolist(),
-                "summary": self.summary_.scalars(), "files": files, "metadata": self.metadata,
+                "summary": self.summary_.scalars(),
+                "files": {f.name: sha256_file(f) for f in sorted(tmp.iterdir())},
             }
+            if self.calibration_ is not None:
+                manifest["calibration"] = self.calibration_.to_dict()
+            manifest[MANIFEST_DIGEST_KEY] = manifest_digest(manifest)
             write_json_atomic(tmp / "manifest.json", manifest)
             replace_dir(tmp, path)
         except BaseException:
@@ -306,53 +527,113 @@ class LTAUEstimator:
     @classmethod
     def load(cls, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False
              ) -> LTAUEstimator:
-        """Load an estimator saved by :meth:`save`; with ``verify`` every file's SHA-256 is
-        checked against the manifest, so a corrupt or partial artifact raises ArtifactError."""
+        """Load an estimator saved by :meth:`save`.
+
+        The manifest's own digest, its parameters (the validation of ``fit``), and the
+        consistency of its counts, dimension, species, index kind and calibration with the
+        stored arrays and index are always checked; with ``verify`` every file's SHA-256 is
+        checked too (reads every byte once). ``mmap`` memory-maps the summary arrays. Any
+        problem raises ArtifactError with the reason; artifacts of format version 1 must be
+        re-fitted."""
         path = Path(path)
         if not path.is_dir():
             raise ArtifactError(f"no estimator directory at {path}")
-        manifest = read_manifest(path, FORMAT, VERSION, "estimator")
-        for name, digest in manifest["files"].items():
+        m = read_manifest(path, FORMAT, VERSION, "estimator")
+        mf = path / "manifest.json"
+        if m.get("version") != VERSION:
+            raise ArtifactError(
+                f"estimator {path} has format version {m.get('version')}, from before the "
+                f"checksummed manifest and fitted calibration (version {VERSION}): re-fit it "
+                "(`ltau-md fit`) and calibrate it again (`ltau-md calibrate`)")
+        if m.get(MANIFEST_DIGEST_KEY) != manifest_digest(m):
+            raise ArtifactError(f"estimator manifest {mf} was edited or is corrupt (its "
+                                f"{MANIFEST_DIGEST_KEY} does not match its content)")
+        need = {"params": dict, "index_kind": str, "dim": int, "n_train": int, "species": list,
+                "n_members": int, "n_epochs": list, "summary": dict, "files": dict}
+        for key, typ in need.items():
+            if not isinstance(m.get(key), typ):
+                raise ArtifactError(f"estimator manifest {mf} lacks {key!r} or it is not a "
+                                    f"{typ.__name__}")
+        files = m["files"]
+        if set(files) != _FILES:
+            raise ArtifactError(f"estimator manifest {mf} lists files {sorted(files)}, "
+                                f"expected {sorted(_FILES)}")
+        for name, digest in files.items():
             f = path / name
             if not f.exists():
                 raise ArtifactError(f"estimator {path} is incomplete: {name} is missing")
             if verify and sha256_file(f) != digest:
                 raise ArtifactError(f"estimator file {f} is corrupt (checksum mismatch)")
-        params = dict(manifest["params"])
-        params["window"] = tuple(params["window"])
-        est = cls(**params, metadata=manifest.get("metadata"))
-        est.s = float(manifest["s"])
+        params = dict(m["params"])
+        if set(params) != set(_PARAMS):
+            raise ArtifactError(f"estimator manifest {mf}: parameters "
+                                f"{sorted(set(params) ^ set(_PARAMS))} are unknown or missing")
+        if isinstance(params["window"], list):
+            params["window"] = tuple(params["window"])
+        est = cls(**params)
+        try:
+            est._validate_params()
+            calibration = (Calibration.from_dict(m["calibration"]) if "calibration" in m
+                           else None)
+        except InvalidParameterError as exc:
+            raise ArtifactError(f"estimator {path}: {exc}") from exc
+        kind = m["index_kind"]
         try:
             index = faiss.read_index(str(path / "index.faiss"))
         except RuntimeError as exc:
             raise ArtifactError(f"cannot read FAISS index {path / 'index.faiss'}: {exc}") from exc
-        arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r" if mmap else None)
-                  for n in ("hist", "p0", "mean", "n_epochs", "edges", "ref_force_norm",
-                            "species")}
-        summary = ErrorSummary.from_arrays(arrays, manifest["summary"])
-        if index.ntotal != summary.n_atoms or index.d != int(manifest["dim"]):
-            raise ArtifactError(f"estimator {path}: index holds {index.ntotal} vectors of dim "
-                                f"{index.d}, manifest says {summary.n_atoms} x {manifest['dim']}")
+        expected = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSW, "ivfpq": faiss.IndexIVFPQ}
+        if kind not in expected or not isinstance(index, expected[kind]):
+            raise ArtifactError(f"estimator {path}: index_kind {kind!r} does not match the "
+                                f"stored {type(index).__name__}")
+        try:
+            arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r" if mmap else None)
+                      for n in _ARRAYS}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ArtifactError(f"estimator {path}: cannot read the summary arrays: {exc}"
+                                ) from exc
+        summary = ErrorSummary.from_arrays(arrays, m["summary"])
+        problems = []
+        if not (index.ntotal == summary.n_atoms == m["n_train"]):
+            problems.append(f"n_train {m['n_train']}, index holds {index.ntotal} vectors, "
+                            f"arrays {summary.n_atoms} atoms")
+        if index.d != m["dim"]:
+            problems.append(f"dim {m['dim']}, index dimension {index.d}")
+        if summary.n_members != m["n_members"] or summary.n_epochs.tolist() != m["n_epochs"]:
+            problems.append(f"members/epochs {m['n_members']}/{m['n_epochs']}, arrays "
+                            f"{summary.n_members}/{summary.n_epochs.tolist()}")
+        species = sorted(int(z) for z in np.unique(summary.species))
+        if species != m["species"]:
+            problems.append(f"species {m['species']}, species.npy holds {species}")
+        try:
+            edges_ok = np.allclose(summary.edges, make_edges(summary.atol, summary.hist.shape[-1]),
+                                   rtol=1e-12, atol=0.0)
+        except LTAUError:
+            edges_ok = False
+        if not edges_ok:
+            problems.append(f"atol {summary.atol} does not match the histogram edges")
+        if int(params["k"]) > summary.n_atoms:
+            problems.append(f"k={params['k']} exceeds the {summary.n_atoms} training atoms")
+        if problems:
+            raise ArtifactError(f"estimator {path} is inconsistent: " + "; ".join(problems))
         est._set_threads()
-        est._configure_search(index)
-        est.index_, est.summary_ = index, summary
-        est.dim_, est.n_train_ = int(manifest["dim"]), int(manifest["n_train"])
-        est.atol_, est.species_ = float(manifest["atol"]), list(manifest["species"])
-        est.fingerprint_ = manifest["fingerprint"]
+        est._configure_search(index, kind)
+        est.index_, est.index_kind_, est.summary_ = index, kind, summary
+        est.dim_, est.n_train_ = int(m["dim"]), int(m["n_train"])
+        est.atol_, est.species_ = float(summary.atol), species
+        est.fingerprint_ = summary.fingerprint
         est.train_error_ = summary.predicted_error()
+        est.calibration_ = calibration
         return est
 
     def __repr__(self) -> str:
-        state = (f", fitted on {self.n_train_} atoms x {self.summary_.n_members} member(s), "
-                 f"atol={self.atol_:.4g} eV/A" if self.is_fitted else "")
+        state = ""
+        if self.is_fitted:
+            cal = "" if self.calibration_ is None else ", calibrated"
+            state = (f", fitted on {self.n_train_} atoms x {self.summary_.n_members} member(s) "
+                     f"({self.index_kind_}), atol={self.atol_:.4g} eV/A, "
+                     f"scale_={self.scale_:.4g}{cal}")
         return f"LTAUEstimator(k={self.k}, index={self.index!r}, s={self.s}{state})"
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
 
 
 class TrajectoryNeighbors:
@@ -393,7 +674,7 @@ class TrajectoryNeighbors:
         est = self.estimator
         x = check_descriptors(descriptors, est.dim_)
         n, k = x.shape[0], int(est.k)
-        warm = (est.index == "hnsw" and self._prev is not None and self._prev.shape == (n, k)
+        warm = (est.index_kind_ == "hnsw" and self._prev is not None and self._prev.shape == (n, k)
                 and self._since_cold < self.refresh_every)
         if not warm:
             dist, idx = est.kneighbors(x)
@@ -423,7 +704,8 @@ class TrajectoryNeighbors:
         self._prev = idx
         return dist, idx
 
-    def predict(self, descriptors: np.ndarray, *, s: float | None = None) -> Prediction:
+    def predict(self, descriptors: np.ndarray, *, s: float | None = None, group: Any = None
+                ) -> Prediction:
         """As :meth:`LTAUEstimator.predict`, warm-started."""
         dist, idx = self.kneighbors(descriptors)
-        return self.estimator.predict_from_neighbors(dist, idx, s=s)
+        return self.estimator.predict_from_neighbors(dist, idx, s=s, group=group)

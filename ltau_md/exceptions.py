@@ -22,3 +22,13 @@ class SpeciesError(LTAUError, ValueError):
 
 class DataError(LTAUError, ValueError):
     """Training data lack a required field (e.g. forces) or are inconsistent."""
+
+
+class InvalidParameterError(LTAUError, ValueError):
+    """A parameter (of an estimator, a fit or a metric) is out of its allowed range or of the
+    wrong kind; the message names the parameter and the value."""
+
+
+class NotFittedError(LTAUError, ValueError, AttributeError):
+    """An estimator is used before ``fit`` or ``load`` (a ValueError and an AttributeError, as
+    in scikit-learn, so ``hasattr`` on a fitted-only property is False)."""

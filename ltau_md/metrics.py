@@ -4,28 +4,47 @@
 * :func:`auroc` - area under the ROC curve as the Mann-Whitney U statistic (ties count 1/2),
   e.g. structure uncertainty as a detector of out-of-domain structures.
 * :func:`miscalibration_area` - area between a calibration curve and the diagonal.
+* :func:`calibration_curve` (-> :class:`CalibrationCurve`) - confidences binned against
+  within-tolerance outcomes; :func:`within_tolerance` and :func:`force_error_norm` give the
+  outcomes from force errors in eV/A.
 * :func:`binned_error_calibration` - error-based calibration of a predicted error in eV/A
   (bins by predicted error, RMSE of the observed error per bin, ENCE summary).
 * :func:`aggregate_by_frame` - per-structure max/mean of per-atom values.
+
+Miscalibration area (the number reported everywhere in ltau-md, and minimised by
+:func:`ltau_md.calibration.fit_scale`): the area between the calibration curve and the diagonal,
+*weighted by bin population*, i.e. sum_b n_b |observed_b - mean_confidence_b| / n (the expected
+calibration error; it tends to int |P(ok | p) - p| dF(p) as bins shrink). Population weighting
+measures the area along the distribution of the predictions, so it cannot be lowered by
+squeezing all confidences into a narrow band, which an unweighted integral over the populated
+range allows. The uncertainty-toolbox style integrated area, int |observed(x) - x| dx over the
+populated span, is reported alongside as ``integrated_area``. Both are 0 for a perfectly
+calibrated predictor, up to sampling noise (about 0.8 * sqrt(p(1-p)/n_b) per bin).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-from .exceptions import DataError
+from .exceptions import DataError, InvalidParameterError
 
 __all__ = [
     "BinnedErrorCalibration",
+    "CalibrationCurve",
     "aggregate_by_frame",
     "auroc",
     "binned_error_calibration",
+    "calibration_curve",
+    "force_error_norm",
     "miscalibration_area",
     "spearman",
+    "within_tolerance",
 ]
+
+Binning = Literal["uniform", "quantile"]
 
 
 def _as_1d(x: np.ndarray, name: str, n: int | None = None) -> np.ndarray:
@@ -160,10 +179,11 @@ def binned_error_calibration(
         err = np.linalg.norm(err, axis=1)
     err = _as_1d(err, "errors", p.shape[0])
     if statistic not in ("rmse", "mae"):
-        raise DataError(f"statistic must be 'rmse' or 'mae', got {statistic!r}")
+        raise InvalidParameterError(f"statistic must be 'rmse' or 'mae', got {statistic!r}")
     n_bins = int(n_bins)
     if n_bins < 1 or p.size < n_bins:
-        raise DataError(f"need 1 <= n_bins <= n_points, got n_bins={n_bins}, n={p.size}")
+        raise InvalidParameterError(
+            f"need 1 <= n_bins <= n_points, got n_bins={n_bins}, n={p.size}")
     order = np.argsort(p, kind="stable")
     chunks = np.array_split(order, n_bins)
     edges = np.array([p[c[0]] for c in chunks] + [p[order[-1]]])
@@ -193,4 +213,142 @@ def aggregate_by_frame(values: np.ndarray, frame_offsets: np.ndarray,
         return np.maximum.reduceat(v, off[:-1])
     if how == "mean":
         return np.add.reduceat(v, off[:-1]) / np.diff(off)
-    raise DataError(f"how must be 'max' or 'mean', got {how!r}")
+    raise InvalidParameterError(f"how must be 'max' or 'mean', got {how!r}")
+
+
+# ---------------------------------------------------------------------------- calibration curves
+@dataclass
+class CalibrationCurve:
+    """Binned calibration of confidences against within-tolerance outcomes.
+
+    Per bin b (``bin_edges`` (B+1,) in confidence): ``counts`` (B,), ``mean_confidence`` (B,)
+    and ``observed`` fraction within tolerance (B,), NaN for empty bins.
+    ``miscalibration_area``: population-weighted |observed - confidence| (module docstring);
+    ``integrated_area``: int |observed(x) - x| dx over the populated span;
+    ``sharpness``: sqrt(mean p(1-p)), the RMS Bernoulli spread of the forecasts (0 = every
+    forecast is 0 or 1); ``dispersion``: std of p over atoms (how much the confidences
+    discriminate); ``brier``: mean (p - outcome)^2; ``accuracy``: overall fraction within
+    tolerance; ``mean_confidence_all``: mean p. ``s`` is the scale the confidences were
+    computed at, if known.
+    """
+
+    bin_edges: np.ndarray
+    counts: np.ndarray
+    mean_confidence: np.ndarray
+    observed: np.ndarray
+    miscalibration_area: float
+    integrated_area: float
+    sharpness: float
+    dispersion: float
+    brier: float
+    accuracy: float
+    mean_confidence_all: float
+    n: int
+    s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (arrays as lists, NaN as None)."""
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            if isinstance(v, np.ndarray):
+                out[k] = [None if not np.isfinite(x) else float(x) for x in v.astype(float)]
+            else:
+                out[k] = v
+        return out
+
+
+def force_error_norm(force_errors: np.ndarray) -> np.ndarray:
+    """|error| per atom in eV/A from (n, 3) error vectors, or (n,) magnitudes as given."""
+    e = np.asarray(force_errors, dtype=np.float64)
+    if e.ndim == 2 and e.shape[1] == 3:
+        e = np.linalg.norm(e, axis=1)
+    elif e.ndim != 1:
+        raise DataError(f"force errors must be (n,) magnitudes or (n, 3) vectors, got {e.shape}")
+    if not np.all(np.isfinite(e)):
+        bad = np.flatnonzero(~np.isfinite(e))[:10].tolist()
+        raise DataError(f"force errors contain NaN/inf at atoms {bad}")
+    if np.any(e < 0):
+        raise DataError("force error magnitudes must be >= 0")
+    return e
+
+
+def within_tolerance(abs_error: np.ndarray, atol: float, s: float = 1.0, rtol: float = 0.0,
+                     ref_force_norm: np.ndarray | None = None) -> np.ndarray:
+    """Boolean (n,): |error_j| <= atol*s + rtol*|F_j,ref| (all in eV/A)."""
+    err = force_error_norm(abs_error)
+    if not (np.isfinite(atol) and atol > 0):
+        raise InvalidParameterError(f"atol must be positive and finite (eV/A), got {atol}")
+    if not (np.isfinite(s) and s > 0):
+        raise InvalidParameterError(f"scaling factor s must be positive and finite, got {s}")
+    tol = np.full(err.shape, float(atol) * float(s))
+    if rtol:
+        if ref_force_norm is None:
+            raise DataError("rtol > 0 needs the reference force norms |F_j| of the test atoms")
+        ref = np.asarray(ref_force_norm, dtype=np.float64)
+        if ref.shape != err.shape:
+            raise DataError(f"ref_force_norm has shape {ref.shape}, expected {err.shape}")
+        tol = tol + float(rtol) * ref
+    return err <= tol
+
+
+def _bin_ids(p: np.ndarray, n_bins: int, binning: Binning) -> tuple[np.ndarray, np.ndarray]:
+    if binning == "uniform":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        ids = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+        return ids, edges
+    if binning == "quantile":
+        order = np.argsort(p, kind="stable")
+        ids = np.empty(p.size, dtype=np.int64)
+        for b, chunk in enumerate(np.array_split(order, n_bins)):
+            ids[chunk] = b
+        edges = np.concatenate([[0.0], [p[c[-1]] for c in np.array_split(order, n_bins)
+                                        if c.size][:-1], [1.0]])
+        if edges.size != n_bins + 1:  # fewer points than bins
+            edges = np.linspace(0.0, 1.0, n_bins + 1)
+        return ids, edges
+    raise InvalidParameterError(f"binning must be 'uniform' or 'quantile', got {binning!r}")
+
+
+def calibration_curve(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 20,
+                      binning: Binning = "uniform", s: float | None = None
+                      ) -> CalibrationCurve:
+    """Calibration curve of ``confidence`` (n,) in [0, 1] against boolean outcomes ``correct``
+    (n,) (|error| within tolerance, see :func:`within_tolerance`).
+
+    ``binning``: "uniform" = ``n_bins`` equal-width bins over [0, 1]; "quantile" = equal-count
+    bins. A bin's x is the mean confidence of its atoms (not its centre).
+    """
+    p = np.asarray(confidence, dtype=np.float64)
+    y = np.asarray(correct)
+    if p.ndim != 1 or p.size == 0:
+        raise DataError(f"confidence must be a non-empty 1-D array, got shape {p.shape}")
+    if y.shape != p.shape:
+        raise DataError(f"correct has shape {y.shape}, confidence {p.shape}")
+    if not np.all(np.isfinite(p)) or np.any(p < -1e-6) or np.any(p > 1 + 1e-6):
+        raise DataError("confidence must be finite and within [0, 1]")
+    if y.dtype != bool:
+        if not np.all(np.isin(y, (0, 1))):
+            raise DataError("correct must be boolean or 0/1")
+        y = y.astype(bool)
+    n_bins = int(n_bins)
+    if n_bins < 1:
+        raise InvalidParameterError(f"n_bins must be >= 1, got {n_bins}")
+    p = np.clip(p, 0.0, 1.0)
+    ids, edges = _bin_ids(p, n_bins, binning)
+    counts = np.bincount(ids, minlength=n_bins)
+    sum_p = np.bincount(ids, weights=p, minlength=n_bins)
+    sum_y = np.bincount(ids, weights=y.astype(np.float64), minlength=n_bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_p = np.where(counts > 0, sum_p / counts, np.nan)
+        obs = np.where(counts > 0, sum_y / counts, np.nan)
+    area = miscalibration_area(np.nan_to_num(mean_p), np.nan_to_num(obs), weights=counts)
+    integ = miscalibration_area(mean_p, obs)
+    yf = y.astype(np.float64)
+    return CalibrationCurve(
+        bin_edges=edges, counts=counts, mean_confidence=mean_p, observed=obs,
+        miscalibration_area=area, integrated_area=integ,
+        sharpness=float(np.sqrt(np.mean(p * (1.0 - p)))), dispersion=float(np.std(p)),
+        brier=float(np.mean((p - yf) ** 2)), accuracy=float(yf.mean()),
+        mean_confidence_all=float(p.mean()), n=int(p.size),
+        s=None if s is None else float(s),
+    )

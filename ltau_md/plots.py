@@ -15,14 +15,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from ._io import atomic_path
-from .calibration import CARTOGRAPHY_LABELS, CalibrationCurve, Cartography, ScaleFit
 from .exceptions import DataError
 from .metrics import auroc, spearman
+
+if TYPE_CHECKING:
+    from .calibration import ScaleFit
+    from .confidence import Cartography
+    from .metrics import CalibrationCurve
 
 __all__ = [
     "plot_calibration",
@@ -147,7 +152,7 @@ def plot_cartography(cart: Cartography, path: str | os.PathLike, *, title: str |
     sel = rng.choice(n, max_points, replace=False) if n > max_points else np.arange(n)
     colors = {"easy": "C2", "ambiguous": "C1", "hard": "C3"}
     frac = cart.fractions()
-    for code, name in enumerate(CARTOGRAPHY_LABELS):
+    for code, name in enumerate(frac):  # label names in code order
         m = sel[cart.labels[sel] == code]
         ax.scatter(cart.sigma[m], cart.mu[m], s=7, alpha=0.3, lw=0, color=colors[name],
                    label=f"{name} ({100 * frac[name]:.1f}%)", rasterized=True)

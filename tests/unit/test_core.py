@@ -1,8 +1,8 @@
-"""Core LTAU: error log, per-atom confidence and the FAISS estimator against brute-force numpy."""
+"""Core LTAU: error log, per-atom confidence, cartography and the FAISS estimator against
+brute-force numpy. Saving and loading: test_estimator_artifact.py."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -17,6 +17,9 @@ from ltau_md import (
     LTAUEstimator,
     SpeciesError,
 )
+from ltau_md import estimator as estimator_module
+from ltau_md.confidence import cartography, cartography_from
+from ltau_md.exceptions import InvalidParameterError, LTAUError, NotFittedError
 
 
 def make_log(path, errors, species=None, ref=None, member=0, log=None):
@@ -226,43 +229,6 @@ def test_ivfpq_runs_close_to_exact(rng):
     assert np.mean(np.abs(exact.predict(q).confidence - ivf.predict(q).confidence)) < 0.1
 
 
-def test_save_load_bit_identical_and_corruption(fitted, tmp_path):
-    x, log, _ = fitted
-    est = LTAUEstimator(k=5, index="hnsw", s=1.3, metadata={"note": "x"}).fit(x, log)
-    q = x[:40] + 0.05
-    before = est.predict(q)
-    est.save(tmp_path / "est")
-    loaded = LTAUEstimator.load(tmp_path / "est")
-    after = loaded.predict(q)
-    for f in ("confidence", "confidence_std", "uncertainty", "predicted_error", "distances",
-              "indices"):
-        np.testing.assert_array_equal(getattr(before, f), getattr(after, f))
-    assert loaded.metadata == {"note": "x"} and loaded.s == 1.3 and loaded.k == 5
-    # overwrite keeps a complete artifact
-    est.save(tmp_path / "est")
-    assert sorted(p.name for p in (tmp_path).iterdir() if p.name.startswith(".")) == []
-    # corruption: flip a byte in the summary
-    f = tmp_path / "est" / "p0.npy"
-    b = bytearray(f.read_bytes())
-    b[-1] ^= 0xFF
-    f.write_bytes(bytes(b))
-    with pytest.raises(ArtifactError, match="p0.npy is corrupt"):
-        LTAUEstimator.load(tmp_path / "est")
-    (tmp_path / "est" / "index.faiss").unlink()
-    with pytest.raises(ArtifactError, match="index.faiss is missing"):
-        LTAUEstimator.load(tmp_path / "est")
-    (tmp_path / "est" / "manifest.json").write_text("{not json")
-    with pytest.raises(ArtifactError, match="corrupt estimator manifest"):
-        LTAUEstimator.load(tmp_path / "est")
-    m = tmp_path / "est2"
-    est.save(m)
-    man = json.loads((m / "manifest.json").read_text())
-    man["version"] = 99
-    (m / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ArtifactError, match="version 99"):
-        LTAUEstimator.load(m)
-
-
 def test_bad_input_errors(fitted):
     x, log, _ = fitted
     with pytest.raises(DescriptorError, match="599 training descriptors"):
@@ -282,8 +248,68 @@ def test_bad_input_errors(fitted):
         est.predict(x[:2], species=np.array([29, 8]))
     with pytest.raises(DescriptorError, match="N > 0"):
         LTAUEstimator().fit(np.zeros((0, 8), np.float32), log)
-    with pytest.raises(ValueError, match="index must be"):
+    with pytest.raises(InvalidParameterError, match="index must be"):
         LTAUEstimator(index="bogus").fit(x, log)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"k": 0}, "k must be"), ({"k": 2.5}, "k must be"), ({"s": -1.0}, "s must be"),
+    ({"s": float("nan")}, "s must be"), ({"atol": 0.0}, "atol"), ({"rtol": -0.1}, "rtol"),
+    ({"window": (1,)}, "window"), ({"n_bins": 7}, "n_bins"), ({"ef_search": 0}, "ef_search"),
+    ({"pq_nbits": 20}, "pq_nbits"), ({"n_threads": 0}, "n_threads"),
+])
+def test_invalid_parameters_are_value_errors(fitted, params, match):
+    x, log, _ = fitted
+    with pytest.raises(InvalidParameterError, match=match) as info:
+        LTAUEstimator(**params).fit(x, log)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, LTAUError)
+    with pytest.raises(ValueError, match="exceeds the 600"):  # caught the usual way
+        LTAUEstimator(k=601).fit(x, log)
+
+
+def test_not_fitted_error(fitted):
+    est = LTAUEstimator()
+    for call in (lambda: est.predict(np.zeros((2, 8))), lambda: est.kneighbors(np.zeros((1, 8))),
+                 lambda: est.save("nowhere"), lambda: est.effective_s(),
+                 lambda: cartography_from(est)):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call()
+    with pytest.raises(ValueError):
+        est.predict(np.zeros((2, 8)))
+    assert not hasattr(est, "scale_")  # NotFittedError is an AttributeError, as in sklearn
+    assert not est.is_fitted
+
+
+def test_index_auto_flat_below_threshold_hnsw_above(fitted, monkeypatch):
+    x, log, _ = fitted
+    est = LTAUEstimator(k=5).fit(x, log)
+    assert est.index == "auto" and est.index_kind_ == "flat"
+    monkeypatch.setattr(estimator_module, "AUTO_HNSW_MIN_ATOMS", 600)
+    est = LTAUEstimator(k=5).fit(x, log)
+    assert est.index == "auto" and est.index_kind_ == "hnsw"
+    assert est.index_.hnsw.efSearch == 32
+    monkeypatch.setattr(estimator_module, "AUTO_HNSW_MIN_ATOMS", 601)
+    assert LTAUEstimator(k=5).fit(x, log).index_kind_ == "flat"
+
+
+def test_scale_resolution_order(fitted):
+    """call s > the s parameter > the calibration's group s > its global s > 1."""
+    from ltau_md.estimator import Calibration
+
+    x, log, _ = fitted
+    est = LTAUEstimator(k=5).fit(x, log)
+    assert est.scale_ == 1.0 and est.calibration_ is None
+    est.calibration_ = Calibration(s=0.7, target_atol=0.05, s_per_group={"hot": 2.0})
+    assert est.scale_ == 0.7 and est.effective_s("hot") == 2.0 and est.effective_s("x") == 0.7
+    q = x[:20] + 0.01
+    assert est.predict(q).s == 0.7 and est.predict(q, group="hot").s == 2.0
+    assert est.predict(q, s=1.5, group="hot").s == 1.5
+    est.s = 1.2
+    assert est.scale_ == 1.2 and est.effective_s("hot") == 1.2
+    with pytest.raises(InvalidParameterError, match="s must be"):
+        est.predict(q, s=0.0)
+    with pytest.raises(InvalidParameterError, match="group 'a'"):
+        Calibration(s=1.0, target_atol=0.05, s_per_group={"a": -1.0})
 
 
 def test_trajectory_warm_start_matches_exact(rng):
@@ -314,3 +340,60 @@ def test_trajectory_warm_start_matches_exact(rng):
     assert traj._since_cold == 9  # warm after the first step
     traj.predict(q0[:50])  # atom count changed: cold search
     assert traj._since_cold == 0
+
+
+def test_histogram_counts_beyond_255_epochs(tmp_path, rng):
+    """>= 256 epochs: uint16 histogram counts; p from the histogram at a bin-edge tolerance
+    equals the numpy fraction, also where one bin holds all 300 epochs of an atom."""
+    n, epochs, atol = 60, 300, 0.05
+    errs = rng.lognormal(np.log(atol), 0.8, size=(epochs, n)).astype(np.float32)
+    errs[:, ::2] = 0.03  # every epoch of these atoms in one bin: 300 counts (uint8 would wrap)
+    log = make_log(tmp_path / "log", errs)
+    summ = ErrorSummary.from_logs(log, atol=atol)
+    assert summ.hist.dtype == np.uint16 and summ.hist.max() == epochs
+    edges = summ.edges
+    b = int(np.searchsorted(edges, 0.03))  # first edge above 0.03
+    for edge in (edges[b], edges[b + 3], edges[b - 2]):
+        exact = (errs.astype(np.float64) <= edge).mean(0)
+        np.testing.assert_allclose(summ.confidence(edge / atol)[0], exact, atol=1e-6)
+    x = clustered(rng, n)
+    est = LTAUEstimator(k=4).fit(x, summ)
+    q = clustered(np.random.default_rng(9), 30)
+    s = edges[b] / atol
+    p_train = (errs.astype(np.float64) <= edges[b]).mean(0)
+    conf, _, _ = brute_predict(x.astype(np.float64), q.astype(np.float64), 4, p_train,
+                               p_train)
+    np.testing.assert_allclose(est.predict(q, s=s).confidence, conf, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- cartography
+def test_cartography_labels_hand_case():
+    mu = np.array([0.95, 0.9, 0.2, 0.1, 0.5, 0.6])
+    sig = np.array([0.01, 0.02, 0.01, 0.0, 0.3, 0.25])
+    cart = cartography(mu, sig, ambiguous_quantile=0.6, min_ambiguous_sigma=0.05)
+    assert cart.label_names().tolist() == ["easy", "easy", "hard", "hard", "ambiguous",
+                                           "ambiguous"]
+    assert cart.fractions() == pytest.approx({"easy": 1 / 3, "ambiguous": 1 / 3, "hard": 1 / 3})
+    assert cart.weights.mean() == pytest.approx(1.0)
+    np.testing.assert_allclose(cart.weights, ((1 - mu) + sig) / ((1 - mu) + sig).mean())
+    # with an agreeing ensemble (sigma tiny everywhere) nothing is ambiguous
+    assert (cartography(mu, np.full(6, 1e-3)).labels != 1).all()
+    with pytest.raises(InvalidParameterError, match="ambiguous_quantile"):
+        cartography(mu, sig, ambiguous_quantile=2.0)
+
+
+def test_cartography_from_estimator_equals_numpy(fitted):
+    x, log, errs = fitted
+    est = LTAUEstimator(k=5).fit(x, log)
+    edge = est.summary_.edges[40]  # a bin edge: the histogram p is exact there
+    for s, kw in ((1.0, {}), (edge / est.atol_, {"s": edge / est.atol_})):
+        p = np.stack([(e.astype(np.float64) <= est.atol_ * s).mean(0) for e in errs])
+        c = cartography_from(est, **kw) if kw else cartography_from(est)
+        np.testing.assert_allclose(c.mu, p.mean(0), atol=1e-6)
+        np.testing.assert_allclose(c.sigma, p.std(0), atol=1e-6)
+    # default s: the estimator's scale
+    est.s = edge / est.atol_
+    p = np.stack([(e.astype(np.float64) <= edge).mean(0) for e in errs])
+    np.testing.assert_allclose(cartography_from(est).mu, p.mean(0), atol=1e-6)
+    np.testing.assert_allclose(cartography_from(est.summary_).mu,
+                               cartography_from(est, s=1.0).mu)

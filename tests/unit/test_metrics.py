@@ -1,4 +1,4 @@
-"""UQ metrics against hand-computed cases, brute force and scipy."""
+"""UQ metrics and calibration curves against hand-computed cases, brute force and scipy."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import pytest
 from scipy.stats import mannwhitneyu, spearmanr
 
 from ltau_md import DataError
+from ltau_md.exceptions import InvalidParameterError
 from ltau_md.metrics import (
+    CalibrationCurve,
     aggregate_by_frame,
     auroc,
     binned_error_calibration,
+    calibration_curve,
     miscalibration_area,
     spearman,
+    within_tolerance,
 )
 
 
@@ -98,3 +102,62 @@ def test_aggregate_by_frame_matches_loop():
         np.testing.assert_allclose(aggregate_by_frame(v, off, how), expect)
     with pytest.raises(DataError, match="frame_offsets"):
         aggregate_by_frame(v, [0, 3, 8])
+
+
+# ---------------------------------------------------------------------------- curves
+def test_curve_hand_computed_case():
+    conf = np.array([0.1] * 4 + [0.9] * 6)
+    ok = np.array([1, 1, 0, 0] + [1, 1, 1, 0, 0, 0], dtype=bool)
+    c = calibration_curve(conf, ok, n_bins=10)
+    assert isinstance(c, CalibrationCurve)
+    assert c.counts.tolist() == [0, 4, 0, 0, 0, 0, 0, 0, 0, 6]
+    np.testing.assert_allclose(c.observed[[1, 9]], [0.5, 0.5])
+    np.testing.assert_allclose(c.mean_confidence[[1, 9]], [0.1, 0.9])
+    assert np.isnan(c.observed[0]) and np.isnan(c.mean_confidence[5])
+    assert c.miscalibration_area == pytest.approx((4 * 0.4 + 6 * 0.4) / 10)
+    assert c.integrated_area == pytest.approx(0.16)  # two triangles 0.4 x 0.4 / 2
+    assert c.brier == pytest.approx((2 * 0.81 + 2 * 0.01 + 3 * 0.01 + 3 * 0.81) / 10)
+    assert c.sharpness == pytest.approx(0.3)  # sqrt(mean p(1-p)) = sqrt(0.09)
+    assert c.dispersion == pytest.approx(np.std(conf))
+    assert c.accuracy == pytest.approx(0.5) and c.n == 10
+    d = c.to_dict()
+    assert d["observed"][0] is None and d["counts"][1] == 4
+
+
+def test_curve_perfectly_calibrated_and_known_miscalibration():
+    rng = np.random.default_rng(0)
+    p = rng.random(200_000)
+    ok = rng.random(p.size) < p  # P(ok | p) = p: calibrated
+    c = calibration_curve(p, ok, n_bins=20)
+    assert c.miscalibration_area < 0.008
+    assert c.integrated_area < 0.008
+    # P(ok | p) = p^2: area = int_0^1 (p - p^2) dp = 1/6 for any binning (sign is constant)
+    ok2 = rng.random(p.size) < p ** 2
+    for binning in ("uniform", "quantile"):
+        c2 = calibration_curve(p, ok2, n_bins=20, binning=binning)
+        assert c2.miscalibration_area == pytest.approx(1 / 6, abs=0.006)
+    assert calibration_curve(p, ok2, n_bins=20).integrated_area == pytest.approx(1 / 6, abs=0.01)
+    q = calibration_curve(p, ok2, n_bins=8, binning="quantile")
+    assert q.counts.tolist() == [25_000] * 8
+
+
+def test_curve_and_tolerance_bad_input():
+    with pytest.raises(DataError, match="within \\[0, 1\\]"):
+        calibration_curve([0.5, 1.5], [True, False])
+    with pytest.raises(DataError, match="shape"):
+        calibration_curve([0.5, 0.5], [True])
+    with pytest.raises(InvalidParameterError, match="binning"):
+        calibration_curve([0.5], [True], binning="log")
+    with pytest.raises(InvalidParameterError, match="n_bins"):
+        calibration_curve([0.5], [True], n_bins=0)
+    with pytest.raises(InvalidParameterError, match="scaling factor"):
+        within_tolerance([0.1], 0.1, s=-1.0)
+    with pytest.raises(DataError, match="rtol > 0"):
+        within_tolerance([0.1], 0.1, rtol=0.1)
+    with pytest.raises(DataError, match="NaN"):
+        within_tolerance([np.nan], 0.1)
+    # (n, 3) vectors are reduced to norms; rtol adds rtol * |F_ref|
+    err = np.array([[0.3, 0.4, 0.0], [0.0, 0.0, 0.05]])
+    np.testing.assert_array_equal(within_tolerance(err, 0.1, s=2.0), [False, True])
+    np.testing.assert_array_equal(
+        within_tolerance(err, 0.1, rtol=0.1, ref_force_norm=[4.0, 0.0]), [True, True])

@@ -1,4 +1,5 @@
-"""Figures are written as complete PNGs, atomically, with the plotted data in them."""
+"""Figures: the plotted data read back from the matplotlib figure equal the inputs (curves,
+bars, scatter points, legends, scales); files are complete PNGs written atomically."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from matplotlib.figure import Figure
 
 from ltau_md import DataError
 from ltau_md import plots as P
-from ltau_md.calibration import ScaleFit, calibration_curve, cartography
-from ltau_md.metrics import auroc
+from ltau_md.calibration import ScaleFit
+from ltau_md.confidence import cartography
+from ltau_md.metrics import auroc, calibration_curve, spearman
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -24,6 +26,20 @@ def assert_png(path):
 
 
 @pytest.fixture
+def figures(monkeypatch):
+    """Record every figure the plot functions save (they still write the PNG)."""
+    saved: list[Figure] = []
+    real = P.save_figure
+
+    def record(fig, path, **kw):
+        saved.append(fig)
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(P, "save_figure", record)
+    return saved
+
+
+@pytest.fixture
 def data():
     rng = np.random.default_rng(0)
     p = rng.random(3000)
@@ -32,25 +48,82 @@ def data():
     return p, ok, err
 
 
-def test_all_plots_write_pngs(tmp_path, data):
-    p, ok, err = data
-    curves = {"300K, s=1": calibration_curve(p, ok, s=1.0),
-              "300K, fitted": calibration_curve(p ** 0.8, ok, s=0.7)}
-    assert_png(P.plot_calibration(curves, tmp_path / "cal.png", title="calibration"))
-    assert_png(P.plot_error_vs_uncertainty(
-        {"LTAU": (1 - p, err), "ensemble std": (err * 0.5 + 0.01, err)},
-        tmp_path / "err.png", xlabels={"LTAU": "1 - p", "ensemble std": "eV/Å"}))
-    cart = cartography(p, rng_sigma(p.size))
-    assert_png(P.plot_cartography(cart, tmp_path / "cart.png"))
+def legend_texts(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_calibration_figure_shows_the_curves(tmp_path, data, figures):
+    p, ok, _ = data
+    curves = {"s=1": calibration_curve(p, ok, s=1.0),
+              "fitted": calibration_curve(p ** 0.5, ok, n_bins=10, s=0.7)}
+    assert_png(P.plot_calibration(curves, tmp_path / "cal.png", target_label="0.05 eV/Å"))
+    ax, axh = figures[-1].axes
+    lines = ax.get_lines()
+    np.testing.assert_array_equal(lines[0].get_xydata(), [[0, 0], [1, 1]])  # the diagonal
+    for line, c in zip(lines[1:], curves.values(), strict=True):
+        filled = c.counts > 0
+        np.testing.assert_allclose(line.get_xdata(), c.mean_confidence[filled])
+        np.testing.assert_allclose(line.get_ydata(), c.observed[filled])
+    assert legend_texts(ax) == [
+        "ideal", f"s=1 (area {curves['s=1'].miscalibration_area:.3f}, s=1)",
+        f"fitted (area {curves['fitted'].miscalibration_area:.3f}, s=0.7)"]
+    assert "0.05 eV/Å" in ax.get_ylabel() and ax.get_xlim() == (0, 1)
+    heights = [b.get_height() for b in axh.patches]
+    np.testing.assert_allclose(heights[:20], curves["s=1"].counts / p.size)
+    np.testing.assert_allclose(heights[20:], curves["fitted"].counts / p.size)
+    assert sum(heights[:20]) == pytest.approx(1.0)
+
+
+def test_scale_fit_figure(tmp_path, figures):
     grid = np.geomspace(0.1, 10, 30)
     fit = ScaleFit(s=1.3, area=0.02, area_unscaled=0.1, target_atol=0.05, s_grid=grid,
                    area_grid=np.abs(np.log(grid / 1.3)) / 10 + 0.02, n_atoms=100)
     assert_png(P.plot_scale_fit({"300K": fit}, tmp_path / "fit.png"))
-    assert_png(P.plot_roc({"LTAU max": (err, err > np.median(err))}, tmp_path / "roc.png"))
+    ax = figures[-1].axes[0]
+    curve, fitted_s, unit_s = ax.get_lines()
+    np.testing.assert_allclose(curve.get_xdata(), grid)
+    np.testing.assert_allclose(curve.get_ydata(), fit.area_grid)
+    assert list(fitted_s.get_xdata()) == [1.3, 1.3] and list(unit_s.get_xdata()) == [1.0, 1.0]
+    assert ax.get_xscale() == "log" and legend_texts(ax) == ["300K: s=1.3, area 0.020"]
 
 
-def rng_sigma(n):
-    return np.random.default_rng(1).random(n) * 0.3
+def test_cartography_figure_points_per_label(tmp_path, data, figures):
+    p, _, _ = data
+    sigma = np.random.default_rng(1).random(p.size) * 0.3
+    cart = cartography(p, sigma)
+    assert_png(P.plot_cartography(cart, tmp_path / "cart.png"))
+    ax = figures[-1].axes[0]
+    names = cart.label_names()
+    for coll, name in zip(ax.collections, ("easy", "ambiguous", "hard"), strict=True):
+        pts = coll.get_offsets()
+        m = names == name
+        np.testing.assert_allclose(np.sort(pts[:, 0]), np.sort(sigma[m]))  # x: sigma
+        np.testing.assert_allclose(np.sort(pts[:, 1]), np.sort(p[m]))  # y: mu
+    assert legend_texts(ax) == [f"{k} ({100 * v:.1f}%)" for k, v in cart.fractions().items()]
+
+
+def test_error_vs_uncertainty_and_roc_figures(tmp_path, data, figures):
+    p, _, err = data
+    unc = 1 - p
+    assert_png(P.plot_error_vs_uncertainty({"LTAU": (unc, err)}, tmp_path / "err.png",
+                                           n_bins=5, max_points=1000))
+    ax = figures[-1].axes[0]
+    assert ax.get_title() == f"LTAU: Spearman ρ = {spearman(unc, err):.3f}"
+    assert len(ax.collections[0].get_offsets()) == 1000  # subsampled scatter
+    order = np.argsort(unc, kind="stable")
+    bx = [unc[c].mean() for c in np.array_split(order, 5)]
+    by = [err[c].mean() for c in np.array_split(order, 5)]
+    trend = ax.get_lines()[0]
+    np.testing.assert_allclose(trend.get_xdata(), bx)
+    np.testing.assert_allclose(trend.get_ydata(), by)
+    labels = err > np.median(err)
+    assert_png(P.plot_roc({"LTAU max": (err, labels)}, tmp_path / "roc.png"))
+    ax = figures[-1].axes[0]
+    roc = ax.get_lines()[1]
+    fpr, tpr = roc.get_xdata(), roc.get_ydata()
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+    assert np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2) == pytest.approx(1.0)  # perfect
+    assert legend_texts(ax) == [f"LTAU max (AUROC {auroc(err, labels):.3f})"]
 
 
 def test_roc_points_match_bruteforce_thresholds():
