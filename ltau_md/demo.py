@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import write_json_atomic, write_text_atomic
+from ._io import prepare_output_dir, write_json_atomic, write_text_atomic
 
 TYPE_NAMES = ("H", "C", "O", "Cu", "Pt")
 
@@ -37,27 +37,26 @@ def _say(msg: str, progress: bool) -> None:
 def _sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {"n_train": 4, "n_val": 2, "epochs": 2, "features": 8, "members": 2,
-                "md_steps": 20, "relax_n": 1, "relax_steps": 25, "workers": 0}
+                "md_steps": 40, "relax_n": 1, "relax_steps": 25, "workers": 0}
     return {"n_train": 60, "n_val": 10, "epochs": 30, "features": 16, "members": 2,
             "md_steps": 200, "relax_n": 3, "relax_steps": 150, "workers": 2}
 
 
 def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed: int = 0,
-             progress: bool = True, overwrite: bool = True) -> dict[str, Any]:
-    """Run the demo into ``out`` and return the report dict (also ``out/report.json``)."""
+             progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Run the demo into ``out`` and return the report dict (also ``out/report.json``).
+
+    ``out`` must be new or empty; ``overwrite=True`` replaces an earlier demo output there (a
+    foreign non-empty directory is always refused: OutputExistsError)."""
     from ase.io import read
 
-    from .calculator import LTAUCalculator
-    from .is2rs.commands import run_is2rs
     from .is2rs.generate import GeneratorConfig, generate_benchmark
-    from .nequip import fit_from_runs, toy
+    from .is2rs.runner import run_is2rs
+    from .nequip import fit_from_runs, load_calculator, toy
     from .simulate import policies_from_args, relax_many, run_md
 
     t_start = time.perf_counter()
-    out = Path(out).resolve()
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(Path(out).resolve(), "demo", overwrite)
     z = _sizes(quick)
     timings: dict[str, float] = {}
 
@@ -100,7 +99,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     est = fit_from_runs(runs, model, est_dir, k=10, window=(z["epochs"] // 2, None),
                         progress=progress)
     timings["fit_s"] = time.perf_counter() - t
-    factory = functools.partial(LTAUCalculator.from_files, model=str(model),
+    factory = functools.partial(load_calculator, model=str(model),
                                 estimator=str(est_dir))
 
     # 4a. relax -----------------------------------------------------------------------------
@@ -116,9 +115,13 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     _say("4/5 (b) MD halted on high uncertainty, and MD resampling with the EMT oracle...",
          progress)
     start = read(data / "val_id" / "relaxed.extxyz", index=0)
-    # threshold: the highest uncertainty seen while relaxing in-domain structures
-    in_domain = float(max(r["max"] for r in relax_rows if r["max"] is not None))
-    stop_thr = in_domain
+    # in-domain level: the highest uncertainty of the relaxed (end-point) in-domain structures;
+    # the start of a relaxation is far from the data and often sits at 1. The stop threshold
+    # lies between two values of the grid of possible values (multiples of 1/k, k=10 here).
+    finals = [r["final"] for r in relax_rows if r["final"] is not None]
+    in_domain = float(max(finals)) if finals else 0.5
+    stop_thr = min(in_domain + 0.05, 0.95)
+    resample_thr = max(0.9 * in_domain, 0.05)
     md_stop = run_md(start, factory(), out / "md_stop", temperature_K=2500.0,
                      timestep_fs=2.0, steps=z["md_steps"],
                      policies=policies_from_args(stop_above=stop_thr, patience=2),
@@ -127,7 +130,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
 
     md_rs = run_md(start, factory(), out / "md_resample", temperature_K=800.0,
                    timestep_fs=2.0, steps=z["md_steps"],
-                   policies=policies_from_args(resample_above=0.9 * in_domain,
+                   policies=policies_from_args(resample_above=resample_thr,
                                                hysteresis=0.05),
                    oracle=EMT(), progress=progress, seed=seed + 1)
     timings["md_s"] = time.perf_counter() - t
@@ -144,7 +147,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
 
     # 5. report -----------------------------------------------------------------------------
     _say("5/5 writing the report...", progress)
-    figures = _figures(out, est, {"md_stop": stop_thr, "md_resample": 0.9 * in_domain})
+    figures = _figures(out, est, {"md_stop": stop_thr, "md_resample": resample_thr})
     timings["total_s"] = time.perf_counter() - t_start
     report = {
         "out": str(out), "quick": quick, "sizes": z, "timings": timings,
@@ -152,7 +155,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
                       "atol_eV_per_A": est.atol_, "k": est.k, "descriptor_dim": est.dim_},
         "relax": relax_rows,
         "md_stop": {"threshold": stop_thr, **_md_brief(md_stop)},
-        "md_resample": {"threshold": 0.9 * in_domain, **_md_brief(md_rs),
+        "md_resample": {"threshold": resample_thr, **_md_brief(md_rs),
                         "n_labelled": _count_frames(out / "md_resample" / "labelled.extxyz")},
         "is2rs": {name: _split_brief(e) for name, e in is2rs["splits"].items()},
         "figures": figures,

@@ -24,6 +24,11 @@ class DataError(LTAUError, ValueError):
     """Training data lack a required field (e.g. forces) or are inconsistent."""
 
 
+class OutputExistsError(LTAUError, FileExistsError):
+    """An output directory is not empty and is not an earlier ltau-md output of the same kind
+    (or overwriting was not asked for); it is left untouched."""
+
+
 class InvalidParameterError(LTAUError, ValueError):
     """A parameter (of an estimator, a fit or a metric) is out of its allowed range or of the
     wrong kind; the message names the parameter and the value."""

@@ -1,9 +1,10 @@
 """Observers that judge LTAU uncertainty along ASE relaxations and MD, and act on it.
 
     opt = BFGS(atoms)                      # atoms.calc is an LTAUCalculator
-    mon = UQMonitor(opt, policies=[Threshold("stop", above=0.6, patience=3)], out_dir="run")
-    opt.attach(mon, interval=1)
-    mon.run(steps=200)                     # or opt.run(); mon.close()
+    with UQMonitor(opt, policies=[Threshold("stop", above=0.6, patience=3)],
+                   out_dir="run") as mon:
+        opt.attach(mon, interval=1)
+        opt.run(steps=200)                 # or mon.run(steps=200)
     mon.summary()                          # initial / max (+ step) / mean / final uncertainty
 
 Per step the monitor reads the calculator's results (no extra model call), appends a JSON line
@@ -14,7 +15,10 @@ at that step (its ``max_steps`` is set to the current step, so ``run`` returns n
 calculator, its labelled copy to ``labelled.extxyz``), and for MD can rewind to the last trusted
 snapshot with fresh Maxwell-Boltzmann velocities; **warn** only records. Non-finite positions,
 forces or energy, and forces above ``max_force`` (an exploding run) always stop.
-Each frame and line is written whole and flushed, so an interrupted run leaves valid files.
+Each frame and line is written whole and flushed, and ``summary.json`` (every observed step)
+and ``events.json`` (first step, then whenever an event fires) are rewritten atomically, so the
+files are complete however the run is driven (``opt.run()``, ``mon.run()``, a ``with`` block)
+or interrupted; ``close()`` (or leaving the ``with`` block) closes the open files.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from ._io import write_json_atomic
 from .calculator import PER_ATOM_KEYS
+from .exceptions import OutputExistsError
+
+MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "labelled.extxyz",
+                 "events.json", "summary.json")
+"""The files a :class:`UQMonitor` writes into its ``out_dir``."""
 
 Action = Literal["stop", "resample", "warn"]
 
@@ -92,7 +102,10 @@ class UQMonitor:
 
     dyn: an ASE Optimizer or MolecularDynamics whose atoms use an LTAUCalculator.
     policies: :class:`Threshold` list. out_dir: where steps.jsonl, trajectory.extxyz,
-    candidates.extxyz, labelled.extxyz and events.json go (None = keep in memory only).
+    candidates.extxyz, labelled.extxyz, events.json and summary.json go (None = keep in memory
+    only); other files there are left alone. overwrite: an out_dir that already holds any of
+    those files (an earlier run) raises OutputExistsError unless overwrite=True, which removes
+    them first, so two runs never share a file.
     write_trajectory: also write frames (every observed step). aggregate: "max" or "mean"
     over atoms for the tracked statistics. oracle: ASE calculator labelling resampled frames.
     rewind: for MD, a resample restores the last trusted snapshot (all policies quiet) and
@@ -117,6 +130,7 @@ class UQMonitor:
         free_mask: np.ndarray | None = None,
         label: str = "",
         seed: int = 0,
+        overwrite: bool = False,
     ):
         self.dyn = dyn
         self.atoms: Atoms = getattr(dyn.atoms, "atoms", dyn.atoms)
@@ -152,7 +166,19 @@ class UQMonitor:
         self._files: dict[str, io.TextIOBase] = {}
         self.write_trajectory = write_trajectory and self.out_dir is not None
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._claim_out_dir(overwrite)
+
+    def _claim_out_dir(self, overwrite: bool) -> None:
+        """Create out_dir; refuse (or, with ``overwrite``, remove) an earlier run's files."""
+        assert self.out_dir is not None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        old = [self.out_dir / n for n in MONITOR_FILES if (self.out_dir / n).exists()]
+        if old and not overwrite:
+            raise OutputExistsError(
+                f"{self.out_dir} already holds a monitored run ({', '.join(p.name for p in old)}"
+                "); pass overwrite=True to replace those files, or choose another out_dir")
+        for p in old:
+            p.unlink()
 
     # ------------------------------------------------------------------ files
     def _fh(self, name: str) -> io.TextIOBase:
@@ -176,16 +202,23 @@ class UQMonitor:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
 
+    def _write_events(self) -> None:
+        if self.out_dir is not None:
+            write_json_atomic(self.out_dir / "events.json", [asdict(e) for e in self.events])
+
+    def _write_summary(self) -> None:
+        if self.out_dir is not None:
+            write_json_atomic(self.out_dir / "summary.json", self.summary())
+
     def close(self) -> None:
-        """Flush and close the files, and write events.json and summary.json."""
+        """Close the open files and rewrite events.json and summary.json (both are already
+        current after every observed step; calling close is optional, and safe twice)."""
         for fh in self._files.values():
             fh.close()
         self._files = {}
         if self.out_dir is not None:
-            from ._io import write_json_atomic
-
-            write_json_atomic(self.out_dir / "events.json", [asdict(e) for e in self.events])
-            write_json_atomic(self.out_dir / "summary.json", self.summary())
+            self._write_events()
+            self._write_summary()
 
     def __enter__(self) -> UQMonitor:
         return self
@@ -270,6 +303,7 @@ class UQMonitor:
             self._write_line(record)
             if self.write_trajectory:
                 self._write_frame("trajectory.extxyz", self._frame(atoms, res, step))
+            self._write_summary()  # again below once this step's events are processed
         for cb, ev in callbacks:  # after the step is on disk, so a raising callback loses nothing
             cb(ev, self)
         for ev in fired:
@@ -280,6 +314,10 @@ class UQMonitor:
                 self._stop(ev)
             if self.stopped:
                 break
+        if fired or len(self.records) == 1:  # events.json exists from the first step on
+            self._write_events()
+        if fired:
+            self._write_summary()
 
     def _frame(self, atoms: Atoms, res: dict, step: int) -> Atoms:
         """Copy of ``atoms`` with energy/forces and per-atom LTAU arrays attached."""

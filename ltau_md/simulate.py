@@ -1,6 +1,8 @@
 """Relaxations and MD with per-step LTAU uncertainty: the work behind ``ltau-md relax`` and
 ``ltau-md md``. Each run gets a :class:`~ltau_md.observers.UQMonitor` writing into its own
-folder; summaries go to ``summary.csv`` and ``summary.json``."""
+folder; summaries go to ``summary.csv`` and ``summary.json``. The output directory must be new
+or empty, or (with ``overwrite=True``) an earlier output of the same command, which is then
+replaced as a whole (see :func:`ltau_md._io.prepare_output_dir`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
-from ._io import write_json_atomic, write_text_atomic
+from ._io import prepare_output_dir, write_json_atomic, write_text_atomic
 from .observers import Threshold, UQMonitor
 
 OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")
@@ -68,19 +70,21 @@ def relax_many(
     optimizer: str = "BFGS",
     policies: Callable[[], list[Threshold]] = list,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Relax each structure (forces below ``fmax`` eV/A or ``steps``) with per-step UQ.
 
     Each structure's files go to ``out_dir/NNNN/``; returns the summary rows (also written to
     summary.csv / summary.json). ``policies`` makes fresh policies per structure.
+    ``out_dir`` must be new or empty; ``overwrite=True`` replaces an earlier ``relax`` output
+    there (a foreign non-empty directory is always refused: OutputExistsError).
     """
     import ase.optimize
     from tqdm.auto import tqdm
 
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output_dir(out_dir, "relax", overwrite)
     calc = calc_factory()
     rows = []
     for i, atoms in enumerate(tqdm(structures, desc="relax", disable=not progress)):
@@ -113,14 +117,18 @@ def run_md(
     interval: int = 1,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Langevin MD (NVT, ``friction`` in 1/fs) at ``temperature_K`` with per-step UQ and
-    policies; velocities drawn from Maxwell-Boltzmann with ``seed``. Returns the summary."""
+    policies; velocities drawn from Maxwell-Boltzmann with ``seed``. Returns the summary.
+
+    ``out_dir`` must be new or empty; ``overwrite=True`` replaces an earlier ``md`` output there
+    (a foreign non-empty directory is always refused: OutputExistsError)."""
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
+    out_dir = prepare_output_dir(out_dir, "md", overwrite)
     atoms = atoms.copy()
     atoms.calc = calc
     rng = np.random.default_rng(seed)

@@ -29,8 +29,6 @@ import dataclasses
 import functools
 import itertools
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +42,7 @@ from ase.constraints import FixAtoms
 from ase.geometry import get_distances
 from ase.io import write
 
-from .._io import replace_dir, sha256_file
+from .._io import atomic_dir, sha256_file
 from ..exceptions import DataError
 
 FORMAT = "ltau-md/is2rs-benchmark"
@@ -408,6 +406,8 @@ def generate_benchmark(
 
     ``n_train`` systems for ``train`` and ``n_val`` for each validation split. The directory
     is written next to ``out`` and renamed into place, so ``out`` is complete or absent.
+    ``out`` must be missing or empty; ``overwrite=True`` replaces an earlier benchmark there
+    (anything else is refused with OutputExistsError and left untouched).
     ``n_workers > 0`` (or a dask ``scheduler`` address) runs the reference relaxations on
     dask workers; the output is the same as a serial run's.
     """
@@ -415,16 +415,12 @@ def generate_benchmark(
 
     cfg = cfg or GeneratorConfig()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise DataError(f"unknown splits {unknown}; known: {SPLITS}")
     if n_train < 0 or n_val < 0:
         raise DataError(f"n_train={n_train} and n_val={n_val} must be >= 0")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, FORMAT, overwrite=overwrite) as tmp:
         manifest: dict = {
             "format": FORMAT,
             "version": VERSION,
@@ -467,8 +463,4 @@ def generate_benchmark(
         for f in sorted(tmp.rglob("*.extxyz")):
             manifest["files"][str(f.relative_to(tmp))] = sha256_file(f)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

@@ -11,8 +11,12 @@ as they finish, so an interrupted campaign resumes without recomputing finished 
 
 Layout of a campaign directory::
 
+    OUT/.ltau-md-output.json   marks OUT as an ltau-md "is2rs" campaign (resumable)
     OUT/campaign.json          settings the results were computed with
     OUT/results/<sid>.json     one per system (see :func:`relax_system` for the fields)
+
+A campaign directory must be new or empty, or an earlier campaign (resumed, or started over
+with ``resume=False``); any other non-empty directory is refused and left untouched.
 """
 
 from __future__ import annotations
@@ -34,7 +38,14 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from .._io import to_json_safe, write_json_atomic
+from .._io import (
+    MARKER,
+    mark_output_dir,
+    output_kind,
+    prepare_output_dir,
+    to_json_safe,
+    write_json_atomic,
+)
 from ..exceptions import ArtifactError, DataError
 from ..observers import UQMonitor
 from .data import System
@@ -44,6 +55,8 @@ CalcFactory = Callable[[], Calculator]
 RESULT_VERSION = 1
 STAT_NAMES: tuple[str, ...] = ("initial", "final", "max", "mean")
 _OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch")
+CAMPAIGN_KIND = "is2rs"
+CAMPAIGN_FORMAT = "ltau-md/is2rs-campaign"
 
 
 @dataclass(frozen=True)
@@ -238,9 +251,34 @@ def load_result(out_dir: str | Path, sid: str) -> dict | None:
         return None
 
 
+def _is_unmarked_campaign(out_dir: Path) -> bool:
+    """A campaign directory written before output markers existed (campaign.json only)."""
+    if (out_dir / MARKER).exists():
+        return False
+    try:
+        meta = json.loads((out_dir / "campaign.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == CAMPAIGN_FORMAT
+
+
+def prepare_campaign_dir(out_dir: str | Path, resume: bool = True) -> Path:
+    """The campaign directory, ready for results.
+
+    Missing or empty: created and marked. An earlier campaign: kept as it is with ``resume``,
+    replaced by a fresh one (old results removed) without. Anything else non-empty (a foreign
+    directory, another ltau-md output): OutputExistsError, left untouched."""
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and _is_unmarked_campaign(out_dir):
+        mark_output_dir(out_dir, CAMPAIGN_KIND)
+    if resume and out_dir.is_dir() and output_kind(out_dir) == CAMPAIGN_KIND:
+        return out_dir
+    return prepare_output_dir(out_dir, CAMPAIGN_KIND, overwrite=not resume)
+
+
 def _check_campaign(out_dir: Path, settings: RelaxSettings, resume: bool) -> None:
     meta_path = out_dir / "campaign.json"
-    meta = {"format": "ltau-md/is2rs-campaign", "version": RESULT_VERSION,
+    meta = {"format": CAMPAIGN_FORMAT, "version": RESULT_VERSION,
             "settings": asdict(settings)}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
@@ -271,16 +309,17 @@ def run_campaign(
     an existing cluster, e.g. one from dask-jobqueue; None starts a ``LocalCluster`` with
     ``n_workers`` processes of one thread each. With ``resume`` a system whose result file
     exists with the same input hash is not recomputed (error results are retried when
-    ``retry_errors``); ``resume=False`` recomputes everything. Results are written to
-    ``out_dir/results/<sid>.json`` as they finish.
+    ``retry_errors``); ``resume=False`` starts over: an earlier campaign in ``out_dir`` is
+    replaced by a fresh directory, so no stale result remains. Results are written to
+    ``out_dir/results/<sid>.json`` as they finish. ``out_dir`` must be new, empty or an
+    earlier campaign; any other non-empty directory raises OutputExistsError untouched.
     """
     from tqdm.auto import tqdm
 
     settings = settings or RelaxSettings()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if len({s.sid for s in systems}) != len(systems):
         raise DataError("system ids (sid) must be unique within a campaign")
+    out_dir = prepare_campaign_dir(out_dir, resume)
     _check_campaign(out_dir, settings, resume)
     results: dict[str, dict] = {}
     todo: list[System] = []

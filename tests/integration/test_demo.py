@@ -1,13 +1,21 @@
-"""`ltau-md demo --quick` end to end: the report's files and numbers exist and are finite."""
+"""`ltau-md demo --quick` end to end: the report's files and numbers exist and are finite, the
+halting MD stops and the resampling MD resamples exactly where their policies say, and the
+output directory is neither reused nor mixed."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
+import pytest
+from ase.calculators.emt import EMT
 from ase.io import read
 
 from ltau_md.cli import main
+from ltau_md.demo import run_demo
+from ltau_md.exceptions import OutputExistsError
 
 
 def _finite(x):
@@ -32,19 +40,49 @@ def test_demo_quick(tmp_path):
         assert _finite(m["max"]) and _finite(m["threshold"]) and m["n_steps_observed"] >= 1
         steps = (out / run / "steps.jsonl").read_text().splitlines()
         assert len(steps) == m["n_steps_observed"]
-    # the halting run stops exactly when its threshold was crossed for 2 steps, or never crossed
+    # the halting run stops, exactly when its threshold was first crossed for 2 steps
     vals = [json.loads(x)["max_uncertainty"] for x in (out / "md_stop" / "steps.jsonl")
             .read_text().splitlines()]
     thr = r["md_stop"]["threshold"]
     over = [v > thr for v in vals]
     expect = next((i for i in range(1, len(vals)) if over[i] and over[i - 1]), None)
-    assert r["md_stop"]["stopped_step"] == expect
-    # every resampled frame was labelled by the EMT oracle
-    if r["md_resample"]["n_resample"]:
-        assert r["md_resample"]["n_labelled"] == r["md_resample"]["n_resample"]
-        lab = read(out / "md_resample" / "labelled.extxyz", index=":")
-        assert all(_finite(float(a.get_potential_energy())) for a in lab)
+    assert expect is not None, f"the quick demo's halting MD never crossed {thr}: {vals}"
+    assert r["md_stop"]["stopped_step"] == expect and len(vals) == expect + 1
+    assert "uncertainty" in r["md_stop"]["stop_reason"]
+    # the resampling run resamples at the start of each excursion above its threshold, re-armed
+    # below threshold - 0.05 (its hysteresis)
+    rows = [json.loads(x) for x in (out / "md_resample" / "steps.jsonl").read_text()
+            .splitlines()]
+    thr, fired, armed = r["md_resample"]["threshold"], [], True
+    for row in rows:
+        v = row["max_uncertainty"]
+        armed = armed or v < thr - 0.05
+        if armed and v > thr:
+            fired.append(row["step"])
+            armed = False
+    assert fired, f"the quick demo's resampling MD never crossed {thr}"
+    assert [row["step"] for row in rows if "resample" in row["events"]] == fired
+    assert r["md_resample"]["n_resample"] == len(fired) == r["md_resample"]["n_labelled"]
+    # every resampled frame was labelled by the EMT oracle: compare with EMT itself
+    cands = read(out / "md_resample" / "candidates.extxyz", index=":")
+    lab = read(out / "md_resample" / "labelled.extxyz", index=":")
+    assert [c.info["step"] for c in cands] == [a.info["step"] for a in lab] == fired
+    for c, a in zip(cands, lab, strict=True):
+        ref = c.copy()
+        ref.calc = EMT()
+        assert a.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-6)
     assert set(r["is2rs"]) >= {"val_id", "val_ood_ads", "val_ood_cat"}
     for split in ("val_id", "val_ood_ads", "val_ood_cat"):
         s = r["is2rs"][split]
         assert s["n"] >= 1 and _finite(s["rmsd_mean"]) and _finite(s["adwt"])
+    # readable by others under the usual umask (022 in this test run)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for f in ("report.html", "report.json", "md_stop/summary.json"):
+        assert stat.S_IMODE((out / f).stat().st_mode) == 0o666 & ~mask
+    # a second run into the same directory is refused without overwrite; nothing is touched
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        run_demo(out, quick=True, progress=False)
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 2
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}

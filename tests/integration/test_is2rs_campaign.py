@@ -16,12 +16,13 @@ from ase.calculators.emt import EMT
 from ase.io import read
 
 from ltau_md import ErrorLog, LTAUEstimator
+from ltau_md._io import MARKER
 from ltau_md.calculator import LTAUCalculator
-from ltau_md.exceptions import ArtifactError, DataError
+from ltau_md.exceptions import ArtifactError, DataError, OutputExistsError
 from ltau_md.is2rs.analysis import UQToRMSD, analyze, isotonic_fit, plot_uq_vs_rmsd
 from ltau_md.is2rs.data import load_systems
 from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
-from ltau_md.is2rs.metrics import rmsd
+from ltau_md.is2rs.metrics import FREE_TAGS, rmsd
 from ltau_md.is2rs.runner import RelaxSettings, result_path, run_campaign
 from ltau_md.nequip import load_calculator
 from ltau_md.testing import EMTFeatureModel
@@ -104,11 +105,19 @@ def test_serial_equals_dask_localcluster(campaign_setup, tmp_path):
         pred = s.initial.copy()
         pred.positions = np.array(r["positions"])
         assert r["rmsd"] == pytest.approx(rmsd(pred, s.relaxed), abs=1e-12)
-        # the uncertainty statistics come from the LTAU calculator: finite, in [0, 1]
-        stats = [r[f"uq_{k}"] for k in ("initial", "final", "max", "mean")]
-        assert all(0.0 <= v <= 1.0 for v in stats)
-        assert r["uq_max"] == max(r["uq_series"]) and r["uq_initial"] == r["uq_series"][0]
-        assert r["n_uq_steps"] == r["n_steps"] + 1
+        # independent recomputation: a fresh calculator (cold, exact search) on the initial
+        # structure and on the saved final positions gives uq_initial and uq_final
+        free = np.isin(s.initial.get_tags(), FREE_TAGS)
+        for key, atoms in (("uq_initial", s.initial.copy()), ("uq_final", pred)):
+            atoms.calc = factory()
+            atoms.get_forces()
+            u = atoms.calc.results["uncertainty"][free]
+            assert r[key] == pytest.approx(float(u.max()), abs=1e-6), key
+            assert r[key.replace("uq_", "uq_atom_mean_")] == pytest.approx(float(u.mean()),
+                                                                            abs=1e-6)
+        assert max(r["uq_initial"], r["uq_final"]) <= r["uq_max"] <= 1.0
+        assert min(r["uq_series"]) <= r["uq_mean"] <= r["uq_max"]
+        assert r["n_uq_steps"] == r["n_steps"] + 1 == len(r["uq_series"])
         assert math.isfinite(r["perr_max"])
     # one JSON per system, plain JSON (no NaN tokens)
     for s in systems:
@@ -151,6 +160,52 @@ def test_interrupted_campaign_resumes_without_recomputing(campaign_setup, tmp_pa
     # other settings in the same directory are refused; resume=False recomputes
     with pytest.raises(ArtifactError, match="fmax"):
         run_campaign(systems, EMT, out, RelaxSettings(fmax=0.1), n_workers=0, progress=False)
+    assert mtimes == {s.sid: result_path(out, s.sid).stat().st_mtime_ns for s in systems}
+
+
+def test_resume_false_starts_over_and_foreign_dirs_are_refused(campaign_setup, tmp_path):
+    _, systems, _ = campaign_setup
+    out = tmp_path / "camp"
+    first = run_campaign(systems, EMT, out, RelaxSettings(steps=200), n_workers=0,
+                         progress=False)
+    (out / "results" / "stale-extra.json").write_text("{}")
+    time.sleep(0.01)
+    t0 = time.time_ns()
+    # resume=False with other settings and fewer systems: a fresh campaign, nothing kept
+    settings = RelaxSettings(fmax=0.1, steps=200)
+    again = run_campaign(systems[:2], EMT, out, settings, resume=False, n_workers=0,
+                         progress=False)
+    assert sorted(p.name for p in (out / "results").iterdir()) == sorted(
+        result_path(out, s.sid).name for s in systems[:2])
+    assert json.loads((out / "campaign.json").read_text())["settings"]["fmax"] == 0.1
+    for s, r in zip(systems[:2], again, strict=True):
+        assert result_path(out, s.sid).stat().st_mtime_ns >= t0  # recomputed
+        assert r["settings"]["fmax"] == 0.1 and r["status"] == "ok"
+        # an independent EMT relaxation with the new settings gives the same end point
+        a = s.initial.copy()
+        a.calc = EMT()
+        from ase.optimize import BFGS
+
+        BFGS(a, logfile=None).run(fmax=0.1, steps=200)
+        np.testing.assert_allclose(r["positions"], a.positions, atol=1e-8)
+    assert first[0]["settings"]["fmax"] == 0.05
+    # a foreign non-empty directory is refused (resume or not) and left untouched
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    for resume in (True, False):
+        with pytest.raises(OutputExistsError, match="not written by ltau-md"):
+            run_campaign(systems[:1], EMT, foreign, n_workers=0, resume=resume,
+                         progress=False)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    # a campaign written before output markers (campaign.json only) still resumes
+    old = tmp_path / "old"
+    run_campaign(systems[:1], EMT, old, settings, n_workers=0, progress=False)
+    (old / MARKER).unlink()
+    mtime = result_path(old, systems[0].sid).stat().st_mtime_ns
+    run_campaign(systems[:1], EMT, old, settings, n_workers=0, progress=False)
+    assert result_path(old, systems[0].sid).stat().st_mtime_ns == mtime
 
 
 def test_error_results_are_recorded_and_retried(campaign_setup, tmp_path):

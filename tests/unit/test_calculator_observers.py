@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ase import units
 from ase.build import add_adsorbate, fcc111
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 from ase.io import read
@@ -18,6 +19,7 @@ from ase.optimize import BFGS
 
 from ltau_md import ErrorLog, LTAUEstimator, SpeciesError
 from ltau_md.calculator import LTAUCalculator
+from ltau_md.exceptions import OutputExistsError
 from ltau_md.observers import Threshold, UQMonitor
 from ltau_md.testing import EMTFeatureModel
 
@@ -214,10 +216,39 @@ def test_nan_forces_end_in_stop_event(setup, tmp_path):
     assert s["stopped"]["step"] == 4 and s["final"] == 1.0
 
 
-def test_exploding_md_and_ctrl_c_leave_valid_files(setup, tmp_path):
+def _constrained_fmax(frame):
+    """max |F| (eV/A) over the atoms not fixed by FixAtoms, from EMT (the model's reference)."""
+    ref = frame.copy()
+    ref.set_constraint()
+    ref.calc = EMT()
+    f = ref.get_forces()
+    fixed = [i for c in frame.constraints if isinstance(c, FixAtoms) for i in c.index]
+    f[fixed] = 0.0
+    return float(np.linalg.norm(f, axis=1).max())
+
+
+def test_exploding_md_stops_at_the_first_step_above_max_force(setup, tmp_path):
     model, est = setup
-    dyn, mon = _md(model, est, tmp_path / "boom", max_force=0.5)
+    _md(model, est, tmp_path / "free")
+    free = read(tmp_path / "free" / "trajectory.extxyz", index=":")
+    fmax = np.array([_constrained_fmax(f) for f in free])  # independent of the monitor
+    thr = 0.5 * (fmax[0] + fmax.max())
+    assert np.abs(fmax - thr).min() > 1e-3  # no tie with the threshold
+    expect = int(np.argmax(fmax > thr))
+    assert expect > 0
+    dyn, mon = _md(model, est, tmp_path / "boom", max_force=thr)
     assert mon.stopped is not None and "exploding" in mon.stopped.reason
+    assert mon.stopped.step == expect and dyn.nsteps == expect
+    assert mon.stopped.value == pytest.approx(fmax[expect], rel=1e-6)
+    lines = [json.loads(x) for x in (tmp_path / "boom" / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(expect + 1))
+    assert [r["events"] for r in lines] == [[]] * expect + [["stop"]]
+    s = json.loads((tmp_path / "boom" / "summary.json").read_text())
+    assert s["stopped"]["step"] == expect and s["n_observed"] == expect + 1
+
+
+def test_ctrl_c_leaves_valid_files(setup, tmp_path):
+    model, est = setup
 
     def interrupt(ev, m):
         raise KeyboardInterrupt
@@ -229,6 +260,201 @@ def test_exploding_md_and_ctrl_c_leave_valid_files(setup, tmp_path):
     assert len(frames) == 5 and "uncertainty" in frames[-1].arrays
     s = json.loads((tmp_path / "int" / "summary.json").read_text())
     assert s["n_observed"] == 5
+
+
+def _crossing_starts(values, above, patience=1, hysteresis=0.0):
+    """Reference for Threshold: steps where it fires, written out from its definition."""
+    fired, count, armed = [], 0, True
+    for i, v in enumerate(values):
+        if not armed:
+            if v < above - hysteresis:
+                armed = True
+            else:
+                continue
+        count = count + 1 if v > above else 0
+        if count >= patience:
+            fired.append(i)
+            count, armed = 0, False
+    return fired
+
+
+def test_plain_opt_run_writes_complete_events_and_summary(setup, tmp_path):
+    """No mon.run() and no close(): the files are complete after a plain opt.run()."""
+    model, est = setup
+    a = slab()
+    a.positions += np.random.default_rng(2).normal(size=a.positions.shape) * 0.15
+    a.calc = LTAUCalculator(model, est, warm_start=False)
+    free = ~np.isin(np.arange(len(a)), a.constraints[0].index)
+    # the reference values: the estimator on the structures BFGS visits (a dry run)
+    dry = a.copy()
+    dry.calc = LTAUCalculator(model, est, warm_start=False)
+    seen = []
+    opt0 = BFGS(dry, logfile=None)
+    opt0.attach(lambda: seen.append(dry.positions.copy()), interval=1)
+    opt0.run(fmax=0.05, steps=30)
+    vals = []
+    for pos in seen:
+        f = a.copy()
+        f.positions = pos
+        vals.append(float(est.predict(model.evaluate(f).features).uncertainty[free].max()))
+    thr = _mid_threshold(vals, 0.5)
+    expect = _crossing_starts(vals, thr)
+    assert expect
+    opt = BFGS(a, logfile=None)
+    mon = UQMonitor(opt, policies=[Threshold("warn", above=thr)], out_dir=tmp_path)
+    opt.attach(mon, interval=1)
+    opt.run(fmax=0.05, steps=30)
+    ev = json.loads((tmp_path / "events.json").read_text())
+    assert [e["step"] for e in ev] == expect and {e["action"] for e in ev} == {"warn"}
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["n_observed"] == len(vals) == opt.nsteps + 1
+    assert s["initial"] == pytest.approx(vals[0], abs=1e-6)
+    assert s["final"] == pytest.approx(vals[-1], abs=1e-6)
+    assert s["max"] == pytest.approx(max(vals), abs=1e-6)
+    assert s["mean"] == pytest.approx(np.mean(vals), abs=1e-6)
+    assert s["n_events"] == {"stop": 0, "resample": 0, "warn": len(expect)}
+    assert s["stopped"] is None
+    assert len(read(tmp_path / "trajectory.extxyz", index=":")) == len(vals)  # flushed
+
+
+def test_monitor_as_context_manager_and_refusing_an_earlier_run(setup, tmp_path):
+    model, est = setup
+    a = slab()
+    a.positions += np.random.default_rng(6).normal(size=a.positions.shape) * 0.1
+    a.calc = LTAUCalculator(model, est)
+    (tmp_path / "notes.txt").write_text("keep me")  # other files in out_dir are fine
+    opt = BFGS(a, logfile=None)
+    with UQMonitor(opt, out_dir=tmp_path) as mon:
+        opt.attach(mon, interval=1)
+        opt.run(fmax=0.05, steps=5)
+        assert json.loads((tmp_path / "events.json").read_text()) == []  # before closing
+    assert mon._files == {}  # closed
+    n = len((tmp_path / "steps.jsonl").read_text().splitlines())
+    assert n == opt.nsteps + 1 == json.loads((tmp_path / "summary.json").read_text())[
+        "n_observed"]
+    before = (tmp_path / "steps.jsonl").read_bytes()
+    opt2 = BFGS(a, logfile=None)
+    with pytest.raises(OutputExistsError, match="steps.jsonl"):
+        UQMonitor(opt2, out_dir=tmp_path)
+    assert (tmp_path / "steps.jsonl").read_bytes() == before
+    with UQMonitor(opt2, out_dir=tmp_path, overwrite=True) as mon2:
+        opt2.attach(mon2, interval=1)
+        opt2.run(fmax=0.05, steps=2)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert steps == list(range(opt2.nsteps + 1))  # no line of the first run left
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(("kw", "values", "expect"), [
+    # hysteresis: re-arm only below above - hysteresis (0.3); 0.4 does not re-arm
+    ({"above": 0.5, "hysteresis": 0.2}, [0.6, 0.6, 0.4, 0.6, 0.25, 0.6, 0.7], [0, 5]),
+    ({"above": 0.5, "hysteresis": 0.0}, [0.6, 0.6, 0.4, 0.6, 0.25, 0.6, 0.7], [0, 3, 5]),
+    # patience 2 with hysteresis: the count restarts after re-arming
+    ({"above": 0.5, "hysteresis": 0.2, "patience": 2},
+     [0.6, 0.6, 0.6, 0.35, 0.6, 0.2, 0.6, 0.6], [1, 7]),
+    # a value equal to `above` is not above it
+    ({"above": 0.5}, [0.5, 0.51, 0.5, 0.49, 0.5], [1]),
+])
+def test_threshold_hand_sequences(kw, values, expect):
+    pol = Threshold("warn", **kw)
+    assert [i for i, v in enumerate(values) if pol.update(v)] == expect
+
+
+class Scripted(Calculator):
+    """Zero forces and a scripted per-atom uncertainty, one row per calculation."""
+
+    implemented_properties = ["energy", "forces", "uncertainty", "predicted_error"]
+
+    def __init__(self, rows):
+        super().__init__()
+        self.rows, self.n = np.asarray(rows, dtype=float), 0
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        u = self.rows[min(self.n, len(self.rows) - 1)]
+        self.n += 1
+        self.results = {"energy": 0.0, "forces": np.zeros((len(atoms), 3)),
+                        "uncertainty": u, "predicted_error": u * 0.1}
+
+
+# per step: the max and the mean over 4 atoms disagree on purpose
+ROWS = [[0.1, 0.1, 0.1, 0.1],   # max .1 mean .1
+        [0.9, 0.1, 0.1, 0.1],   # max .9 mean .3
+        [0.9, 0.1, 0.1, 0.1],   # max .9 mean .3
+        [0.6, 0.6, 0.6, 0.6],   # max .6 mean .6
+        [0.6, 0.6, 0.6, 0.24],  # max .6 mean .51
+        [0.7, 0.7, 0.7, 0.7],   # max .7 mean .7
+        [0.1, 0.1, 0.1, 0.1],   # max .1 mean .1
+        [0.8, 0.8, 0.8, 0.8]]   # max .8 mean .8
+
+
+def _scripted_md(rows, policies, tmp, steps, poison_at=None, **kw):
+    from ase import Atoms
+
+    a = Atoms("Cu4", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5]],
+              cell=[10, 10, 10], pbc=True)
+    a.set_momenta(np.full((4, 3), 0.01))
+    a.calc = Scripted(rows)
+    dyn = VelocityVerlet(a, timestep=1 * units.fs, logfile=None)
+
+    def poison():  # NaN momenta at step poison_at - 1 -> NaN positions at step poison_at
+        if poison_at is not None and dyn.nsteps == poison_at - 1:
+            p = a.get_momenta()
+            p[2, 1] = np.nan
+            a.set_momenta(p)
+
+    dyn.attach(poison, interval=1)
+    mon = UQMonitor(dyn, policies, out_dir=tmp, **kw)
+    dyn.attach(mon, interval=1)
+    dyn.run(steps=steps)
+    return dyn, mon
+
+
+def test_mean_aggregate_and_on_mean_policies_hand_computed(tmp_path):
+    fired: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: []}
+
+    def rec(i):
+        return lambda ev, m: fired[i].append(ev.step)
+
+    pols = [Threshold("warn", above=0.5, on="mean", callback=rec(0)),
+            Threshold("warn", above=0.5, on="max", callback=rec(1)),
+            Threshold("warn", above=0.55, on="mean", callback=rec(2)),
+            Threshold("warn", above=0.55, on="mean", hysteresis=0.1, callback=rec(3))]
+    dyn, mon = _scripted_md(ROWS, pols, tmp_path, steps=7, aggregate="mean")
+    means = [float(np.mean(r)) for r in ROWS]
+    lines = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    # the script is aligned with the steps: one calculation per MD step
+    assert [r["max_uncertainty"] for r in lines] == pytest.approx([max(r) for r in ROWS])
+    assert [r["mean_uncertainty"] for r in lines] == pytest.approx(means)
+    assert mon.values == pytest.approx(means)  # aggregate="mean"
+    # hand-computed from the table above
+    assert fired == {0: [3, 7], 1: [1, 7], 2: [3, 5, 7], 3: [3, 7]}
+    on_mean = [e for e in mon.events if e.reason.startswith("mean")]
+    assert all(e.value == pytest.approx(means[e.step]) for e in on_mean)
+    assert [ev["step"] for ev in json.loads((tmp_path / "events.json").read_text())] == \
+        [e.step for e in mon.events] == [1, 3, 3, 3, 5, 7, 7, 7, 7]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["aggregate"] == "mean" and s["initial"] == pytest.approx(0.1)
+    assert s["max"] == pytest.approx(0.8) and s["max_step"] == 7
+    assert s["mean"] == pytest.approx(np.mean(means))
+    assert s["n_events"]["warn"] == 9
+
+
+def test_nan_positions_reaching_the_monitor_stop_the_run(tmp_path):
+    rows = [[0.1, 0.2, 0.3, 0.4]] * 3 + [[0.5, 0.5, 0.5, 0.9]] * 10
+    dyn, mon = _scripted_md(rows, [Threshold("warn", above=2.0)], tmp_path, steps=10,
+                            poison_at=4)
+    assert mon.stopped is not None
+    assert mon.stopped.reason == "non-finite positions, forces or energy"
+    assert mon.stopped.step == 4 and dyn.nsteps == 4
+    assert mon.stopped.value == pytest.approx(0.9)  # that step's max uncertainty
+    lines = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [0, 1, 2, 3, 4]
+    assert [r["events"] for r in lines] == [[], [], [], [], ["stop"]]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["stopped"]["step"] == 4 and s["n_observed"] == 5
+    assert s["stopped"]["reason"] == mon.stopped.reason
+    assert [e["action"] for e in json.loads((tmp_path / "events.json").read_text())] == ["stop"]
 
 
 def test_warm_start_resets_on_new_structure(setup):
