@@ -494,7 +494,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(line))
     # LTAUEstimator is imported for the estimator directory round trip check
-    assert LTAUEstimator.load(est_dir).s == est.s
+    assert LTAUEstimator.load(est_dir).scale_ == est.scale_
     return 0
 
 

@@ -12,20 +12,33 @@ from ._version import __version__
 from .calculator import LTAUCalculator
 from .confidence import ErrorSummary
 from .errorlog import ErrorLog, dataset_fingerprint
-from .estimator import LTAUEstimator, Prediction
-from .exceptions import ArtifactError, DataError, DescriptorError, LTAUError, SpeciesError
+from .estimator import Calibration, LTAUEstimator, Prediction
+from .exceptions import (
+    ArtifactError,
+    DataError,
+    DescriptorError,
+    InvalidParameterError,
+    LTAUError,
+    NotFittedError,
+    OutputExistsError,
+    SpeciesError,
+)
 from .observers import Event, Threshold, UQMonitor
 
 __all__ = [
     "ArtifactError",
+    "Calibration",
     "DataError",
     "DescriptorError",
     "ErrorLog",
     "ErrorSummary",
     "Event",
+    "InvalidParameterError",
     "LTAUCalculator",
     "LTAUError",
     "LTAUEstimator",
+    "NotFittedError",
+    "OutputExistsError",
     "Prediction",
     "SpeciesError",
     "Threshold",

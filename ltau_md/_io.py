@@ -133,6 +133,14 @@ def _refuse(path: Path, kind: str, found: str | None, overwrite: bool) -> None:
             "(--overwrite) to replace it, or choose another output directory")
 
 
+def check_output_dir(path: str | os.PathLike, kind: str, overwrite: bool = False) -> None:
+    """Raise OutputExistsError unless ``path`` is missing, empty, or (with ``overwrite``) an
+    earlier ltau-md output of ``kind`` (output marker kind or manifest format). Call it before
+    long work whose result will be written to ``path``."""
+    path = Path(path)
+    _refuse(path, kind, output_kind(path), overwrite)
+
+
 def mark_output_dir(path: str | os.PathLike, kind: str) -> None:
     """Stamp the existing directory ``path`` as ltau-md output of ``kind`` (:data:`MARKER`)."""
     write_json_atomic(Path(path) / MARKER, {"format": MARKER_FORMAT, "kind": kind})

@@ -42,11 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..nequip.fit import fit_from_runs
 
-    kw = {} if args.s is None else {"s": args.s}
     est = fit_from_runs(
         args.run_dirs, args.model, args.out, k=args.k, index=args.index, atol=args.atol,
         rtol=args.rtol, window=args.window, data=args.data, batch_size=args.batch_size,
-        device=args.device, progress=not args.no_progress, overwrite=args.overwrite, **kw,
+        device=args.device, progress=not args.no_progress, overwrite=args.overwrite, s=args.s,
     )
     print(json.dumps({
         "estimator": str(Path(args.out).resolve()), "n_train": est.n_train_, "dim": est.dim_,

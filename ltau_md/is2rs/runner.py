@@ -2,7 +2,7 @@
 uncertainty along the relaxation, and compare the end point with the reference-relaxed one.
 
 The calculator comes from a picklable ``calc_factory`` (a zero-argument callable, e.g.
-``functools.partial(LTAUCalculator.from_files, model=..., estimator=...)``) so the campaign can
+``functools.partial(ltau_md.nequip.load_calculator, model=..., estimator=...)``) so the campaign can
 fan out over dask.distributed: a LocalCluster by default, or an existing scheduler (e.g. one
 started by dask-jobqueue on SLURM) by address. Each worker builds the calculator once and reuses
 it. Results are identical to a serial run (each system is relaxed from scratch, with a fresh
@@ -46,15 +46,15 @@ from .._io import (
     to_json_safe,
     write_json_atomic,
 )
-from ..exceptions import ArtifactError, DataError
+from ..exceptions import ArtifactError, DataError, LTAUError
 from ..observers import UQMonitor
+from ..simulate import OPTIMIZERS as _OPTIMIZERS
 from .data import System
 from .metrics import FREE_TAGS, free_atom_distances
 
 CalcFactory = Callable[[], Calculator]
 RESULT_VERSION = 1
 STAT_NAMES: tuple[str, ...] = ("initial", "final", "max", "mean")
-_OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch")
 CAMPAIGN_KIND = "is2rs"
 CAMPAIGN_FORMAT = "ltau-md/is2rs-campaign"
 
@@ -181,8 +181,9 @@ def _factory_key(calc_factory: CalcFactory) -> str:
         return hashlib.sha256(pickle.dumps(calc_factory)).hexdigest()
     except Exception as exc:
         raise DataError(
-            "calc_factory must be picklable (e.g. functools.partial(LTAUCalculator.from_files, "
-            f"model=..., estimator=...)); pickling failed: {exc}"
+            "calc_factory must be picklable (e.g. functools.partial("
+            "ltau_md.nequip.load_calculator, model=..., estimator=...)); pickling failed: "
+            f"{exc}"
         ) from exc
 
 
@@ -391,3 +392,60 @@ def _run_dask(
                 res = _error_result(s, exc, settings)
             finish(res)
             fut.release()
+
+
+def run_is2rs(
+    systems: str | Path,
+    calc_factory: Any,
+    out: str | Path,
+    *,
+    splits: Sequence[str] | None = None,
+    limit: int | None = None,
+    fmax: float = 0.05,
+    steps: int = 300,
+    optimizer: str = "BFGS",
+    n_workers: int = 2,
+    scheduler: str | None = None,
+    resume: bool = True,
+    rmsd_threshold: float = 0.5,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Load systems, run the campaign, write ``out/report.json`` + ``out/uq_vs_rmsd.png``.
+
+    ``limit`` keeps the first ``limit`` systems of each split. Returns the report.
+    """
+    from .analysis import write_report
+    from .data import load_systems
+
+    loaded = load_systems(systems, list(splits) if splits else None)
+    if limit is not None:
+        seen: dict[str, int] = {}
+        kept = []
+        for s in loaded:
+            seen[s.split] = seen.get(s.split, 0) + 1
+            if seen[s.split] <= limit:
+                kept.append(s)
+        loaded = kept
+    results = run_campaign(
+        loaded, calc_factory, out, RelaxSettings(fmax=fmax, steps=steps, optimizer=optimizer),
+        n_workers=n_workers, scheduler=scheduler, resume=resume, progress=progress,
+    )
+    if results and all(r.get("status") != "ok" for r in results):
+        raise LTAUError(
+            f"all {len(results)} relaxations failed; first error: {results[0].get('error')}"
+        )
+    return write_report(out, results, rmsd_threshold=rmsd_threshold)
+
+
+def summary_line(report: dict[str, Any], stat: str = "uq_max") -> dict[str, Any]:
+    """Compact per-split summary (n, ADwT, mean RMSD, Spearman and AUROC of ``stat``)."""
+    out: dict[str, Any] = {}
+    for name, e in report["splits"].items():
+        out[name] = {
+            "n": e.get("n"),
+            "adwt": e.get("adwt"),
+            "rmsd_mean": e.get("rmsd_mean"),
+            f"spearman_{stat}": (e.get("spearman") or {}).get(stat),
+            f"auroc_{stat}": (e.get("auroc") or {}).get(stat),
+        }
+    return out

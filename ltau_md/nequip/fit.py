@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._io import sha256_file
+from .._io import check_output_dir, sha256_file
 from ..errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
 from ..exceptions import ArtifactError, DataError
 
@@ -45,13 +45,14 @@ def fit_from_runs(
     model_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     k: int = 10,
-    index: str = "flat",
+    index: str = "auto",
     atol: float | None = None,
     rtol: float = 0.0,
     window: tuple[int | None, int | None] = (None, None),
     data: str | os.PathLike | Sequence[Any] | None = None,
     *,
-    s: float = 1.0,
+    s: float | None = None,
+    overwrite: bool = False,
     batch_size: int = 16,
     device: str = "cpu",
     progress: bool = True,
@@ -65,15 +66,18 @@ def fit_from_runs(
         estimator.
     k, index, atol (eV/A, None = final training force MAE), rtol, window (slice over logged
         epochs), s and ``estimator_kwargs``: passed to LTAUEstimator.
+    overwrite: ``out_dir`` must be missing or empty, or (with ``overwrite``) an estimator saved
+        earlier; anything else is refused (OutputExistsError) before any work is done.
     data: the training structures in the logged order (a file or a list of Atoms); default is
         the ``frames.traj`` the callback wrote next to the first log. Their fingerprint is
         checked against the logs'.
     """
-    from ..estimator import LTAUEstimator
+    from ..estimator import FORMAT, LTAUEstimator
     from .model import NequIPFeatureModel, descriptors_for_dataset
 
     if not run_dirs:
         raise DataError("no run directories given")
+    check_output_dir(out_dir, FORMAT, overwrite)
     log_dirs: list[Path] = []
     for rd in run_dirs:
         d = find_error_log(rd).resolve()

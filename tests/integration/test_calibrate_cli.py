@@ -33,8 +33,8 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["s"] == pytest.approx(fit.s) and line["area"] == pytest.approx(fit.area)
     back = LTAUEstimator.load(out)
-    assert back.s == pytest.approx(fit.s)
-    assert back.metadata["calibration"]["target_atol"] == pytest.approx(target)
-    assert LTAUEstimator.load(tiny_run.estimator_dir).s == 1.0  # the original is untouched
+    assert back.scale_ == pytest.approx(fit.s)
+    assert back.calibration_.target_atol == pytest.approx(target)
+    assert LTAUEstimator.load(tiny_run.estimator_dir).calibration_ is None  # original untouched
     assert (tmp_path / "calibration.png").stat().st_size > 0
     assert (tmp_path / "scale_fit.png").stat().st_size > 0

@@ -1,0 +1,91 @@
+"""The ``ltau-md`` command line: exit codes and one-line errors (no model needed here; the
+commands with a real NequIP model are tested in tests/integration)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ltau_md._version import __version__
+from ltau_md.cli import EXIT_BAD_INPUT, main
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "nothing on stderr"
+    return err[-1]
+
+
+def test_bare_command_exits_2_with_usage(capsys):
+    assert main([]) == EXIT_BAD_INPUT == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ltau-md") and "a command is required" in err
+
+
+def test_version_and_help_are_fast_and_light():
+    """``ltau-md --version`` works in a fresh process without importing torch or nequip."""
+    code = ("import sys, ltau_md.cli as c\n"
+            "try:\n    c.main(['--version'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'torch' not in sys.modules and 'nequip' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"ltau-md {__version__}"
+
+
+def test_missing_structure_file_is_one_line_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nope.xyz"
+    rc = main(["relax", str(missing), "--model", "m.ckpt", "--estimator", "est",
+               "--out", str(tmp_path / "out")])
+    assert rc == 2
+    line = _err_line(capsys)
+    assert line.startswith("ltau-md relax: error:") and str(missing) in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_run_dir_and_estimator(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "run0"), "--model", "m.ckpt",
+                 "--out", str(tmp_path / "est")]) == 2
+    assert "run0" in _err_line(capsys) and "does not exist" in _err_line_safe(capsys, tmp_path)
+    (tmp_path / "cal.xyz").write_text("")
+    assert main(["calibrate", str(tmp_path / "cal.xyz"), "--model", "m.ckpt",
+                 "--estimator", str(tmp_path / "noest")]) == 2
+    assert "noest" in _err_line(capsys)
+
+
+def _err_line_safe(capsys, tmp_path) -> str:
+    # the fit error above was already consumed; rerun it to read the message once more
+    main(["fit", str(tmp_path / "run0"), "--model", "m.ckpt", "--out", str(tmp_path / "est")])
+    return _err_line(capsys)
+
+
+def test_every_ltau_error_becomes_exit_2(monkeypatch, capsys):
+    """Parameter errors (InvalidParameterError is a ValueError), species and artifact errors
+    from a command all end as one line and status 2; other exceptions are not swallowed."""
+    import ltau_md.demo
+    from ltau_md.exceptions import ArtifactError, InvalidParameterError, SpeciesError
+
+    for exc in (InvalidParameterError("k must be >= 1, got 0"),
+                SpeciesError("element(s) Xe not known to the model (H, O)"),
+                ArtifactError("estimator file x is corrupt (checksum mismatch)")):
+        def boom(*a, _exc=exc, **k):
+            raise _exc
+        monkeypatch.setattr(ltau_md.demo, "run_demo", boom)
+        assert main(["demo", "--out", "x"]) == 2
+        assert _err_line(capsys) == f"ltau-md demo: error: {exc}"
+    monkeypatch.setattr(ltau_md.demo, "run_demo",
+                        lambda *a, **k: (_ for _ in ()).throw(ZeroDivisionError("bug")))
+    with pytest.raises(ZeroDivisionError):
+        main(["demo", "--out", "x"])
+
+
+def test_demo_refuses_a_foreign_directory(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["demo", "--out", str(out), "--quick", "--overwrite"]) == 2
+    assert "left untouched" in _err_line(capsys)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "keep me"
