@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .exceptions import ArtifactError, DataError, OutputExistsError
+
 MARKER = ".ltau-md-output.json"
 """File stamped into every output directory ltau-md creates; holds ``{"kind": ...}``."""
 MARKER_FORMAT = "ltau-md/output-dir"
@@ -113,7 +115,6 @@ def output_kind(path: str | os.PathLike) -> str | None:
 
 def _refuse(path: Path, kind: str, found: str | None, overwrite: bool) -> None:
     """Raise OutputExistsError unless ``path`` may be replaced by a new ``kind`` output."""
-    from .exceptions import OutputExistsError
 
     if not path.exists() or _is_empty_dir(path):
         return
@@ -204,7 +205,6 @@ def replace_dir(tmp_dir: str | os.PathLike, final: str | os.PathLike) -> None:
     tmp_dir, final = Path(tmp_dir), Path(final)
     kind = output_kind(tmp_dir)
     if kind is None and final.exists() and not _is_empty_dir(final):
-        from .exceptions import OutputExistsError
 
         raise OutputExistsError(f"refusing to replace {final}: the new directory {tmp_dir} "
                                 "carries no manifest.json or output marker")
@@ -232,7 +232,6 @@ def atomic_dir(final: str | os.PathLike, kind: str | None = None, *,
     output marker. On an exception the temporary directory is removed and ``final`` is left
     untouched. The directory gets mode ``0o777 & ~umask``.
     """
-    from .exceptions import OutputExistsError
 
     final = Path(final)
     if final.exists() and not _is_empty_dir(final):
@@ -257,7 +256,6 @@ def atomic_dir(final: str | os.PathLike, kind: str | None = None, *,
 def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
     """Read ``path/manifest.json`` of an artifact of kind ``what`` and check its format name and
     version; raise ArtifactError naming the problem (missing, corrupt, foreign, too new)."""
-    from .exceptions import ArtifactError
 
     path = Path(path)
     mf = path / "manifest.json"
@@ -289,7 +287,6 @@ def read_structures(data: str | os.PathLike | Any) -> list:
     DataError for a missing file or an item that is not an Atoms."""
     from ase import Atoms
 
-    from .exceptions import DataError
 
     if isinstance(data, (str, os.PathLike)):
         import ase.io
@@ -306,13 +303,27 @@ def read_structures(data: str | os.PathLike | Any) -> list:
     return out
 
 
+def reference_forces(atoms: Any, index: int = 0, purpose: str = "this") -> np.ndarray:
+    """Reference forces (n, 3) eV/A of a labelled structure: its calculator's results (e.g.
+    extxyz ``forces`` read back into a SinglePointCalculator), else ``arrays["forces"]``;
+    DataError naming structure ``index`` and the ``purpose`` if it has none."""
+    res = getattr(getattr(atoms, "calc", None), "results", None) or {}
+    if "forces" in res:
+        return np.asarray(res["forces"], dtype=np.float64)
+    if "forces" in getattr(atoms, "arrays", {}):
+        return np.asarray(atoms.arrays["forces"], dtype=np.float64)
+    raise DataError(f"structure {index} has no reference forces (needed for {purpose})")
+
+
 def to_json_safe(obj: Any) -> Any:
-    """Copy of nested dicts/lists with NaN/inf -> None (strict JSON) and numpy scalars ->
-    Python numbers."""
+    """Copy of nested dicts/lists/arrays with NaN/inf -> None (strict JSON), numpy arrays ->
+    lists and numpy scalars -> Python numbers."""
     if isinstance(obj, dict):
         return {k: to_json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_json_safe(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         return float(obj) if np.isfinite(obj) else None
     if isinstance(obj, np.integer):

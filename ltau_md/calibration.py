@@ -38,6 +38,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ._io import reference_forces
+from ._validate import check_frame_offsets
+
 # Cartography moved to ltau_md.confidence; re-exported here for existing imports.
 from .confidence import CARTOGRAPHY_LABELS as CARTOGRAPHY_LABELS
 from .confidence import Cartography as Cartography
@@ -350,9 +353,7 @@ def split_frames(frame_offsets: np.ndarray, fraction: float = 0.5, seed: int = 0
 
     ``fraction`` of the frames (rounded, at least one each side) go to calibration, chosen
     with ``seed``; splitting by frame keeps correlated atoms of one structure together."""
-    off = np.asarray(frame_offsets, dtype=np.int64)
-    if off.ndim != 1 or off.size < 3 or off[0] != 0 or np.any(np.diff(off) <= 0):
-        raise DataError("frame_offsets must start at 0, increase strictly and hold >= 2 frames")
+    off = check_frame_offsets(frame_offsets, min_frames=2)
     if not 0 < fraction < 1:
         raise InvalidParameterError(f"fraction must be in (0, 1), got {fraction}")
     n_frames = off.size - 1
@@ -365,18 +366,6 @@ def split_frames(frame_offsets: np.ndarray, fraction: float = 0.5, seed: int = 0
 
 
 # ---------------------------------------------------------------------------- structures
-def reference_forces(atoms: Any, index: int = 0) -> np.ndarray:
-    """Reference forces (n, 3) eV/A of a labelled structure: its calculator's results (e.g.
-    extxyz ``forces`` read back into a SinglePointCalculator) or an ``arrays["forces"]``."""
-    calc = getattr(atoms, "calc", None)
-    res = getattr(calc, "results", None) or {}
-    if "forces" in res:
-        return np.asarray(res["forces"], dtype=np.float64)
-    if "forces" in getattr(atoms, "arrays", {}):
-        return np.asarray(atoms.arrays["forces"], dtype=np.float64)
-    raise DataError(f"structure {index} has no reference forces (needed for calibration)")
-
-
 def calibrate_structures(
     model: Any,
     estimator: LTAUEstimator,
@@ -398,7 +387,7 @@ def calibrate_structures(
     frames = list(frames)
     if not frames:
         raise DataError("no calibration structures given")
-    refs = [reference_forces(a, i) for i, a in enumerate(frames)]
+    refs = [reference_forces(a, i, "calibration") for i, a in enumerate(frames)]
     outs: list[Any] = []
     many = getattr(model, "evaluate_many", None)
     for i in range(0, len(frames), max(int(batch_size), 1)):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errorlog import ErrorLog
+from .errorlog import ErrorLog, check_same_dataset
 from .exceptions import ArtifactError, DataError, InvalidParameterError
 
 if TYPE_CHECKING:
@@ -150,13 +150,8 @@ class ErrorSummary:
         logs = [logs] if isinstance(logs, ErrorLog) else list(logs)
         if not logs:
             raise DataError("no error logs given")
+        check_same_dataset(logs)
         ref = logs[0]
-        for lg in logs[1:]:
-            if lg.fingerprint != ref.fingerprint or lg.n_atoms != ref.n_atoms:
-                raise ArtifactError(
-                    f"error logs {ref.path} and {lg.path} belong to different datasets "
-                    f"(fingerprints {ref.fingerprint} vs {lg.fingerprint})"
-                )
         sources = [(lg, m) for lg in logs for m in lg.members]
         if not sources:
             raise ArtifactError(f"error log(s) {[str(lg.path) for lg in logs]} hold no epochs")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import read_manifest, save_npy_atomic, write_json_atomic
+from ._validate import check_frame_offsets
 from .exceptions import ArtifactError, DataError
 
 FORMAT = "ltau-md/error-log"
@@ -120,9 +121,7 @@ class ErrorLog:
         if not np.all(np.isfinite(ref)):
             bad = np.flatnonzero(~np.isfinite(ref))[:10].tolist()
             raise DataError(f"ref_force_norm has NaN/inf at atoms {bad}")
-        if (frame_offsets.ndim != 1 or frame_offsets[0] != 0 or frame_offsets[-1] != n
-                or np.any(np.diff(frame_offsets) <= 0)):
-            raise DataError("frame_offsets must start at 0, increase strictly and end at n_atoms")
+        frame_offsets = check_frame_offsets(frame_offsets, n)
         if fingerprint is None:
             fingerprint = dataset_fingerprint(species, frame_offsets)
         if (path / "manifest.json").exists():

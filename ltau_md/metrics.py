@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._io import to_json_safe
+from ._validate import check_frame_offsets
 from .exceptions import DataError, InvalidParameterError
 
 __all__ = [
@@ -205,10 +207,7 @@ def aggregate_by_frame(values: np.ndarray, frame_offsets: np.ndarray,
     """Per-structure aggregate of per-atom ``values`` (n_atoms,); ``frame_offsets`` (F+1,)
     start of each frame, last = n_atoms. Returns (F,)."""
     v = _as_1d(values, "values")
-    off = np.asarray(frame_offsets, dtype=np.int64)
-    if (off.ndim != 1 or off.size < 2 or off[0] != 0 or off[-1] != v.size
-            or np.any(np.diff(off) <= 0)):
-        raise DataError("frame_offsets must start at 0, increase strictly and end at n_atoms")
+    off = check_frame_offsets(frame_offsets, v.size)
     if how == "max":
         return np.maximum.reduceat(v, off[:-1])
     if how == "mean":
@@ -248,13 +247,7 @@ class CalibrationCurve:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (arrays as lists, NaN as None)."""
-        out: dict[str, Any] = {}
-        for k, v in asdict(self).items():
-            if isinstance(v, np.ndarray):
-                out[k] = [None if not np.isfinite(x) else float(x) for x in v.astype(float)]
-            else:
-                out[k] = v
-        return out
+        return to_json_safe(asdict(self))
 
 
 def force_error_norm(force_errors: np.ndarray) -> np.ndarray:

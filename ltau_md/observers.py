@@ -35,7 +35,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ._io import write_json_atomic
+from ._io import to_json_safe, write_json_atomic
 from .calculator import PER_ATOM_KEYS
 from .exceptions import OutputExistsError
 
@@ -402,5 +402,4 @@ class UQMonitor:
 
 def _f(x: float) -> float | None:
     """JSON-safe float (None for NaN/inf)."""
-    x = float(x)
-    return x if np.isfinite(x) else None
+    return to_json_safe(float(x))

@@ -1,10 +1,10 @@
-"""A dask.distributed client for the IS2RS fan-outs: a LocalCluster of single-threaded worker
-processes, or an existing scheduler by address (e.g. one started by dask-jobqueue)."""
+"""dask.distributed for the IS2RS fan-outs (reference generation, campaigns): a LocalCluster
+of single-threaded worker processes, or an existing scheduler by address (e.g. dask-jobqueue)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..exceptions import DataError
@@ -47,3 +47,21 @@ def dask_client(n_workers: int, scheduler: str | Any | None = None) -> Iterator[
             client.close()
     finally:
         cluster.close()
+
+
+def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, n_workers: int,
+                  scheduler: str | Any | None = None
+                  ) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """Run ``fn(item, *args)`` for every item on a dask cluster (see :func:`dask_client`) and
+    yield ``(item, result, None)`` or ``(item, None, exception)`` as the tasks finish."""
+    from distributed import as_completed
+
+    with dask_client(n_workers, scheduler) as client:
+        futures = {client.submit(fn, item, *args, pure=False): item for item in items}
+        for fut in as_completed(futures):
+            try:
+                out: tuple[Any, Any, BaseException | None] = (futures[fut], fut.result(), None)
+            except Exception as exc:  # the task raised, its worker died, it was cancelled
+                out = (futures[fut], None, exc)
+            fut.release()
+            yield out

@@ -374,20 +374,21 @@ def _run_jobs(
             done[(split, i)] = generate_system(seed, split, i, cfg)
             bar.update(1)
         return done
-    from distributed import as_completed
+    from ._dask import map_unordered
 
-    from ._dask import dask_client
-
-    with dask_client(n_workers, scheduler) as client:
-        futures = {
-            client.submit(generate_system, seed, split, i, cfg, pure=False): (split, i)
-            for split, i in jobs
-        }
-        for fut in as_completed(futures):
-            done[futures[fut]] = fut.result()
-            fut.release()
-            bar.update(1)
+    for job, res, exc in map_unordered(_generate_job, jobs, seed, cfg, n_workers=n_workers,
+                                       scheduler=scheduler):
+        if exc is not None:
+            raise exc
+        done[job] = res
+        bar.update(1)
     return done
+
+
+def _generate_job(job: tuple[str, int], seed: int, cfg: GeneratorConfig
+                  ) -> tuple[Atoms, Atoms, list[Atoms]]:
+    """:func:`generate_system` of one (split, index) job (a dask task)."""
+    return generate_system(seed, job[0], job[1], cfg)
 
 
 def generate_benchmark(

@@ -374,24 +374,11 @@ def _run_dask(
     scheduler: str | Any | None,
     finish: Callable[[dict], None],
 ) -> None:
-    from distributed import as_completed
+    from ._dask import map_unordered
 
-    from ._dask import dask_client
-
-    with dask_client(n_workers, scheduler) as client:
-        [factory_future] = client.scatter([calc_factory], broadcast=True)
-        futures = {
-            client.submit(_task, s, factory_future, key, settings, pure=False): s
-            for s in todo
-        }
-        for fut in as_completed(futures):
-            s = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as exc:  # worker died, task cancelled, ...
-                res = _error_result(s, exc, settings)
-            finish(res)
-            fut.release()
+    for s, res, exc in map_unordered(_task, todo, calc_factory, key, settings,
+                                     n_workers=n_workers, scheduler=scheduler):
+        finish(res if exc is None else _error_result(s, exc, settings))
 
 
 def run_is2rs(

@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from nequip.data import AtomicDataDict, register_fields
 
-from .._io import atomic_path
+from .._io import atomic_path, reference_forces
 from ..errorlog import dataset_fingerprint
 from ..exceptions import DataError
 
@@ -167,16 +167,6 @@ def frames_info(frames: Iterable[AtomicDataDict.Type],
     return TrainingSetInfo(np.concatenate(zs), offsets, np.concatenate(ps), np.concatenate(fs))
 
 
-def atoms_forces(atoms: Atoms, index: int) -> np.ndarray:
-    """Reference forces of ``atoms`` (calculator results, else ``arrays['forces']``)."""
-    if atoms.calc is not None and "forces" in getattr(atoms.calc, "results", {}):
-        return np.asarray(atoms.calc.results["forces"], dtype=np.float64)
-    if "forces" in atoms.arrays:
-        return np.asarray(atoms.arrays["forces"], dtype=np.float64)
-    raise DataError(f"structure {index} has no reference 'forces' (needed to check the "
-                    "dataset fingerprint against the error log)")
-
-
 def atoms_info(atoms_list: Sequence[Atoms]) -> TrainingSetInfo:
     """TrainingSetInfo of ASE structures (same order convention as :func:`frames_info`)."""
     if len(atoms_list) == 0:
@@ -185,7 +175,8 @@ def atoms_info(atoms_list: Sequence[Atoms]) -> TrainingSetInfo:
     sizes = [len(a) for a in atoms_list]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     pos = np.concatenate([a.positions for a in atoms_list]).astype(np.float64)
-    forces = np.concatenate([atoms_forces(a, i) for i, a in enumerate(atoms_list)])
+    forces = np.concatenate([reference_forces(a, i, "the dataset fingerprint")
+                             for i, a in enumerate(atoms_list)])
     return TrainingSetInfo(species, offsets, pos, forces)
 
 

@@ -86,12 +86,12 @@ def test_fit_cli_and_explicit_data(tiny_run, tmp_path):
     out = tmp_path / "est_cli"
     rc = main(["fit", str(tiny_run.run_dirs[0]), str(tiny_run.run_dirs[1]),
                "--model", str(tiny_run.checkpoint), "--out", str(out), "--k", "4",
-               "--window", "1:", "--data", str(tiny_run.train_xyz), "--quiet"])
+               "--window", "1:", "--data", str(tiny_run.train_xyz), "--no-progress"])
     assert rc == 0
     est = LTAUEstimator.load(out)
     assert est.k == 4 and est.summary_.n_epochs.tolist() == [tiny_run.max_epochs - 1] * 2
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["metadata"]["model"] == str(tiny_run.checkpoint.resolve())
+    assert manifest["params"]["metadata"]["model"] == str(tiny_run.checkpoint.resolve())
     # same descriptors as the fixture's estimator (fitted from frames.traj): same index data
     ref = LTAUEstimator.load(tiny_run.estimator_dir)
     x = np.random.default_rng(0).normal(size=(5, est.dim_)).astype(np.float32)
