@@ -10,18 +10,21 @@ from .estimator import LTAUEstimator, TrajectoryNeighbors
 from .model import FeatureModel, check_species
 
 #: per-atom result keys (also written as extxyz per-atom arrays by the observers)
-PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error")
+PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error", "novelty", "novelty_pvalue")
 
 
 class LTAUCalculator(Calculator):
     """Wrap a :class:`~ltau_md.model.FeatureModel` and a fitted :class:`LTAUEstimator`.
 
     Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/A), ``stress`` (eV/A^3, periodic
-    cells only), per-atom ``uncertainty`` (1 - p), ``confidence`` (p at tolerance atol*s) and
-    ``predicted_error`` (eV/A), structure aggregates ``max_uncertainty``,
-    ``mean_uncertainty``, ``max_predicted_error`` (eV/A), and ``finite`` (False when the
-    positions or the model's output hold NaN/inf: then forces are NaN and the uncertainty is 1,
-    so an observer can stop the run instead of it crashing).
+    cells only), per-atom ``uncertainty`` (1 - p), ``confidence`` (p at tolerance atol*s),
+    ``predicted_error`` (eV/A), ``novelty`` (latent distance to the training atoms relative to
+    the in-domain scale of the element: about 1 or less in domain) and ``novelty_pvalue`` (its
+    in-domain p-value; see :class:`~ltau_md.estimator.Prediction`), structure aggregates
+    ``max_uncertainty``, ``mean_uncertainty``, ``max_predicted_error`` (eV/A),
+    ``max_novelty``, and ``finite`` (False when the positions or the model's output hold
+    NaN/inf: then forces are NaN, the uncertainty is 1 and the novelty infinite, so an observer
+    can stop the run instead of it crashing).
 
     Scale of the tolerance (atol*s): ``s`` if given (an override, as ``predict(s=)``), else the
     estimator's :meth:`~ltau_md.estimator.LTAUEstimator.effective_s` for the structure's
@@ -38,7 +41,7 @@ class LTAUCalculator(Calculator):
 
     implemented_properties = [
         "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS,
-        "max_uncertainty", "mean_uncertainty", "max_predicted_error",
+        "max_uncertainty", "mean_uncertainty", "max_predicted_error", "max_novelty",
     ]
 
     def __init__(self, model: FeatureModel, estimator: LTAUEstimator, *, s: float | None = None,
@@ -106,8 +109,10 @@ class LTAUCalculator(Calculator):
             self.results = {
                 "energy": nan, "free_energy": nan, "forces": np.full((n, 3), nan),
                 "uncertainty": np.ones(n), "confidence": np.zeros(n),
-                "predicted_error": np.full(n, np.inf), "max_uncertainty": 1.0,
-                "mean_uncertainty": 1.0, "max_predicted_error": float("inf"), "finite": False,
+                "predicted_error": np.full(n, np.inf), "novelty": np.full(n, np.inf),
+                "novelty_pvalue": np.zeros(n), "max_uncertainty": 1.0, "mean_uncertainty": 1.0,
+                "max_predicted_error": float("inf"), "max_novelty": float("inf"),
+                "finite": False,
             }
             if periodic:
                 self.results["stress"] = np.full(6, nan)
@@ -119,9 +124,11 @@ class LTAUCalculator(Calculator):
                     or np.abs(atoms.positions - self._last_positions).max() > self.jump):
                 self._neighbors.reset()  # a new structure, not the next step of a trajectory
             self._last_positions = atoms.positions.copy()
-            pred = self._neighbors.predict(out.features, s=self.s, group=self.group_of(atoms))
+            pred = self._neighbors.predict(out.features, s=self.s, group=self.group_of(atoms),
+                                           species=atoms.numbers)
         else:
-            pred = self.estimator.predict(out.features, s=self.s, group=self.group_of(atoms))
+            pred = self.estimator.predict(out.features, s=self.s, group=self.group_of(atoms),
+                                          species=atoms.numbers)
         unc = pred.uncertainty.astype(np.float64)
         self.results = {
             "energy": float(out.energy), "free_energy": float(out.energy),
@@ -129,7 +136,10 @@ class LTAUCalculator(Calculator):
             "uncertainty": unc, "confidence": pred.confidence.astype(np.float64),
             "predicted_error": pred.predicted_error.astype(np.float64),
             "max_uncertainty": float(unc.max()), "mean_uncertainty": float(unc.mean()),
-            "max_predicted_error": float(pred.predicted_error.max()), "finite": True,
+            "max_predicted_error": float(pred.predicted_error.max()),
+            "novelty": pred.novelty.astype(np.float64),
+            "novelty_pvalue": pred.novelty_pvalue.astype(np.float64),
+            "max_novelty": float(pred.novelty.max()), "finite": True,
             "neighbor_distance": pred.distances[:, 0].astype(np.float64),
         }
         if periodic and out.stress is not None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._io import atomic_dir, read_manifest, sha256_file, write_json_atomic
 from ._version import __version__
-from .confidence import DEFAULT_BINS, ErrorSummary, make_edges
+from .confidence import DEFAULT_BINS, ErrorSummary, check_atol, make_edges
 from .errorlog import ErrorLog
 from .exceptions import (
     ArtifactError,
@@ -54,17 +54,24 @@ AUTO_HNSW_MIN_ATOMS = 10_000
 #: manifest key holding the SHA-256 of the canonical JSON of the rest of the manifest
 MANIFEST_DIGEST_KEY = "manifest_sha256"
 _ARRAYS = ("hist", "p0", "mean", "n_epochs", "edges", "ref_force_norm", "species")
-_FILES = frozenset({"index.faiss", *(f"{a}.npy" for a in _ARRAYS)})
+#: per-training-atom novelty references written beside the summary arrays
+_NOVELTY_ARRAYS = ("knn_distance", "train_novelty")
+_FILES = frozenset({"index.faiss", *(f"{a}.npy" for a in (*_ARRAYS, *_NOVELTY_ARRAYS))})
 _PARAMS = ("k", "index", "s", "atol", "rtol", "window", "n_bins", "hnsw_m", "ef_construction",
-           "ef_search", "ivf_nlist", "pq_m", "pq_nbits", "nprobe", "n_threads", "metadata")
+           "ef_search", "ivf_nlist", "pq_m", "pq_nbits", "nprobe", "n_threads", "novelty",
+           "confirm_pvalue", "metadata")
+NOVELTY_KINDS = ("element", "local")
 _CHUNK = 1 << 16
 
 
 @dataclass
 class Prediction:
     """Per query atom: confidence p (at atol*s), its spread over members, uncertainty 1 - p,
-    predicted error (eV/A), and the k nearest training atoms (distances in descriptor units);
-    ``s`` is the scale the confidences were read at."""
+    predicted error (eV/A), the k nearest training atoms (distances in descriptor units),
+    ``novelty`` (latent distance to the training set relative to the in-domain scale: about 1
+    or less in domain, larger for atoms unlike the training atoms) and ``novelty_pvalue`` (the
+    fraction of training atoms of the same element whose own leave-one-out novelty is at
+    least as large: small = unusual); ``s`` is the scale the confidences were read at."""
 
     confidence: np.ndarray
     confidence_std: np.ndarray
@@ -72,6 +79,8 @@ class Prediction:
     predicted_error: np.ndarray
     distances: np.ndarray
     indices: np.ndarray
+    novelty: np.ndarray
+    novelty_pvalue: np.ndarray
     s: float | None = None
 
 
@@ -219,6 +228,15 @@ class LTAUEstimator:
         IVF-PQ lists (None = 4*sqrt(N)), PQ sub-quantizers, bits per code, probed lists.
     n_threads : int or None
         FAISS threads (None = FAISS default).
+    novelty : {"element", "local"}
+        How a query atom's mean distance d to its k nearest training atoms is made scale-free:
+        "element" divides by the median leave-one-out k-NN distance of the training atoms of
+        its element; "local" by the mean leave-one-out k-NN distance of its k neighbours
+        themselves. Both are about 1 for typical in-domain atoms.
+    confirm_pvalue : float
+        Atoms whose novelty p-value falls below this are searched again with a much broader
+        search (approximate indexes), so an approximate-search miss does not read as novelty;
+        0 disables.
     metadata : dict or None
         Free-form JSON-able provenance (model path, data), stored in the manifest.
 
@@ -226,6 +244,8 @@ class LTAUEstimator:
     --------------------------------------
     index_, index_kind_, summary_ (:class:`~ltau_md.confidence.ErrorSummary`), dim_, n_train_,
     atol_ (eV/A), species_, fingerprint_, train_error_ (eV/A per training atom),
+    knn_distance_ (each training atom's mean distance to its k nearest other training atoms),
+    train_novelty_ (its leave-one-out novelty), novelty_scale_ ({Z: median knn_distance_}),
     calibration_ (:class:`Calibration` or None), scale_ (the scale used by default).
 
     Bad parameters raise :class:`~ltau_md.exceptions.InvalidParameterError` (a ValueError);
@@ -249,6 +269,8 @@ class LTAUEstimator:
         pq_nbits: int = 8,
         nprobe: int = 16,
         n_threads: int | None = None,
+        novelty: str = "element",
+        confirm_pvalue: float = 0.01,
         metadata: dict | None = None,
     ):
         self.k = k
@@ -266,6 +288,8 @@ class LTAUEstimator:
         self.pq_nbits = pq_nbits
         self.nprobe = nprobe
         self.n_threads = n_threads
+        self.novelty = novelty
+        self.confirm_pvalue = confirm_pvalue
         self.metadata: dict = dict(metadata or {})
         self._cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -282,8 +306,7 @@ class LTAUEstimator:
         _check_int("k", self.k, 1)
         if self.s is not None:
             _check_scale("s", self.s)
-        if self.atol is not None:
-            _check_scale("atol (eV/A)", self.atol)
+        self.atol = check_atol(self.atol)  # None, eV/A, "per_species" or {Z: eV/A} (str keys)
         if (isinstance(self.rtol, bool) or not isinstance(self.rtol, numbers.Real)
                 or not (np.isfinite(self.rtol) and self.rtol >= 0)):
             raise InvalidParameterError(f"rtol must be >= 0 and finite, got {self.rtol!r}")
@@ -305,6 +328,13 @@ class LTAUEstimator:
             raise InvalidParameterError(f"pq_nbits must be <= 16, got {self.pq_nbits}")
         _check_int("nprobe", self.nprobe, 1)
         _check_int("n_threads", self.n_threads, 1, optional=True)
+        if self.novelty not in NOVELTY_KINDS:
+            raise InvalidParameterError(
+                f"novelty must be one of {NOVELTY_KINDS}, got {self.novelty!r}")
+        c = self.confirm_pvalue
+        if (isinstance(c, bool) or not isinstance(c, numbers.Real)
+                or not (np.isfinite(c) and 0 <= c < 1)):
+            raise InvalidParameterError(f"confirm_pvalue must be in [0, 1), got {c!r}")
         if not isinstance(self.metadata, dict):
             raise InvalidParameterError(f"metadata must be a dict, got {type(self.metadata)}")
 
@@ -375,7 +405,87 @@ class LTAUEstimator:
         self.train_error_ = summary.predicted_error()
         self.calibration_: Calibration | None = None
         self._cache = {}
+        self._fit_novelty(x)
         return self
+
+    def _fit_novelty(self, x: np.ndarray) -> None:
+        """Leave-one-out k-NN distances of the training atoms (one search of k+1 neighbours,
+        the atom itself dropped) and their own novelty, the in-domain reference of
+        :meth:`novelty_of`."""
+        k, n = int(self.k), self.n_train_
+        dist = np.empty(n, np.float32)
+        nbrs = np.empty((n, k), np.int64)
+        kk = min(k + 1, n)
+        for a in range(0, n, _CHUNK):
+            xa = check_descriptors(x[a:a + _CHUNK], self.dim_, "training descriptors")
+            d2, idx = self.index_.search(xa, kk)
+            rows = np.arange(a, a + xa.shape[0])
+            d = np.sqrt(np.maximum(d2, 0.0))
+            is_self = idx == rows[:, None]
+            if kk == k + 1:
+                keep = ~is_self  # drop the atom itself or, if a duplicate hid it, the farthest
+                keep[~is_self.any(axis=1), -1] = False
+                dist[rows] = d[keep].reshape(-1, k).mean(axis=1)
+                nbrs[rows] = idx[keep].reshape(-1, k)
+            else:  # k = N: every other training atom is a neighbour
+                others = np.where(is_self, 0.0, d).sum(axis=1)
+                dist[rows] = others / max(k - 1, 1)
+                nbrs[rows] = idx
+        if np.any(nbrs < 0):
+            raise LTAUError("FAISS returned fewer than k+1 neighbours for training atoms; "
+                            "raise nprobe or ef_search")
+        self.knn_distance_ = dist
+        self._set_novelty_scales()
+        self.train_novelty_ = self._relative(dist, nbrs, self.summary_.species)
+        self._set_novelty_reference()
+
+    def _set_novelty_scales(self) -> None:
+        sp = self.summary_.species
+        floor = max(float(np.median(self.knn_distance_)) * 1e-6, 1e-12)
+        self.novelty_scale_ = {int(z): max(float(np.median(self.knn_distance_[sp == z])), floor)
+                               for z in np.unique(sp)}
+        self._dist_floor = floor
+
+    def _set_novelty_reference(self) -> None:
+        sp = self.summary_.species
+        self._novelty_ref = {int(z): np.sort(self.train_novelty_[sp == z]) for z in np.unique(sp)}
+
+    def _relative(self, mean_dist: np.ndarray, indices: np.ndarray, species: np.ndarray
+                  ) -> np.ndarray:
+        """Novelty of atoms with mean k-NN distance ``mean_dist`` (n,), neighbours ``indices``
+        (n, k) and atomic numbers ``species`` (n,)."""
+        if self.novelty == "local":
+            denom = self.knn_distance_[indices].mean(axis=1)
+        else:
+            table = np.zeros(max(self.novelty_scale_) + 1)
+            for z, v in self.novelty_scale_.items():
+                table[z] = v
+            denom = table[np.asarray(species, dtype=np.int64)]
+        return (np.asarray(mean_dist, np.float64)
+                / np.maximum(denom, self._dist_floor)).astype(np.float64)
+
+    def novelty_of(self, distances: np.ndarray, indices: np.ndarray,
+                   species: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(novelty (n,), p-value (n,)) of query atoms from their k-NN ``distances`` and
+        ``indices`` (n, k). ``species`` (n,) defaults to the element of each atom's nearest
+        training atom. The p-value is (1 + #training atoms of the element with leave-one-out
+        novelty >= the atom's) / (1 + #training atoms of the element)."""
+        self._check_fitted()
+        indices = np.asarray(indices)
+        if species is None:
+            species = self.summary_.species[indices[:, 0]]
+        species = np.asarray(species, dtype=np.int64)
+        nov = self._relative(np.asarray(distances).mean(axis=1), indices, species)
+        pval = np.ones_like(nov)
+        for z in np.unique(species):
+            ref = self._novelty_ref.get(int(z))
+            if ref is None:  # an element outside the training set: as novel as can be
+                pval[species == z] = 0.0
+                continue
+            m = species == z
+            n_ge = ref.size - np.searchsorted(ref, nov[m], side="left")
+            pval[m] = (1.0 + n_ge) / (1.0 + ref.size)
+        return nov, pval
 
     def _set_threads(self) -> None:
         if self.n_threads:
@@ -411,16 +521,58 @@ class LTAUEstimator:
             faiss.extract_index_ivf(index).nprobe = int(self.nprobe)
 
     # ------------------------------------------------------------------ prediction
-    def kneighbors(self, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def kneighbors(self, descriptors: np.ndarray, species: np.ndarray | None = None, *,
+                   confirm: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(distances (n,k), indices (n,k)) of the k nearest training atoms; distances are
-        Euclidean in descriptor units."""
+        Euclidean in descriptor units. With ``confirm`` (and ``confirm_pvalue`` > 0), atoms
+        that look novel are searched again broadly (:meth:`confirm_novel`)."""
         self._check_fitted()
         x = check_descriptors(descriptors, self.dim_)
         self._configure_search(self.index_, self.index_kind_)
         d2, idx = self.index_.search(x, int(self.k))
         if np.any(idx < 0):
             raise LTAUError("FAISS returned fewer than k neighbours; raise nprobe or ef_search")
-        return np.sqrt(np.maximum(d2, 0.0)), idx
+        dist = np.sqrt(np.maximum(d2, 0.0))
+        if confirm:
+            dist, idx = self.confirm_novel(x, dist, idx, species)
+        return dist, idx
+
+    def confirm_novel(self, descriptors: np.ndarray, distances: np.ndarray, indices: np.ndarray,
+                      species: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Search again, broadly, the atoms whose novelty p-value is below ``confirm_pvalue``
+        and keep whichever neighbour set is closer. An approximate index (HNSW, IVF-PQ) now
+        and then lands an atom in the wrong region of descriptor space; its neighbours are
+        then far away and it looks novel. HNSW: efSearch max(256, 8k); IVF-PQ: 8x nprobe (at
+        most all lists). An exact (flat) index needs no confirmation."""
+        if self.index_kind_ == "flat" or not self.confirm_pvalue:
+            return distances, indices
+        _, pval = self.novelty_of(distances, indices, species)
+        rows = np.flatnonzero(pval < self.confirm_pvalue)
+        if rows.size == 0:
+            return distances, indices
+        x = check_descriptors(descriptors, self.dim_)[rows]
+        k = int(self.k)
+        if self.index_kind_ == "hnsw":
+            old = self.index_.hnsw.efSearch
+            self.index_.hnsw.efSearch = max(256, 8 * k, old)
+            try:
+                d2, idx = self.index_.search(x, k)
+            finally:
+                self.index_.hnsw.efSearch = old
+        else:
+            ivf = faiss.extract_index_ivf(self.index_)
+            old = ivf.nprobe
+            ivf.nprobe = min(int(ivf.nlist), 8 * int(old))
+            try:
+                d2, idx = self.index_.search(x, k)
+            finally:
+                ivf.nprobe = old
+        d = np.sqrt(np.maximum(d2, 0.0))
+        better = (idx >= 0).all(axis=1) & (d.mean(axis=1) < distances[rows].mean(axis=1))
+        if better.any():
+            distances, indices = distances.copy(), indices.copy()
+            distances[rows[better]], indices[rows[better]] = d[better], idx[better]
+        return distances, indices
 
     def training_confidence(self, s: float | None = None, group: Any = None
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -461,23 +613,31 @@ class LTAUEstimator:
             per-group scale is used (the global calibrated scale for an unknown group). Ignored
             when ``s`` or the ``s`` parameter is set.
         species : (n,) int array, optional
-            Atomic numbers, checked against the training species (SpeciesError).
+            Atomic numbers, checked against the training species (SpeciesError); they select
+            each atom's novelty reference (default: the element of its nearest training atom).
         """
         self._check_fitted()
         if species is not None:
+            species = np.asarray(species)
             self.check_species(species)
-        dist, idx = self.kneighbors(descriptors)
-        return self.predict_from_neighbors(dist, idx, s=s, group=group)
+            if species.shape != (np.shape(descriptors)[0],):
+                raise DescriptorError(f"species has shape {species.shape}, expected "
+                                      f"({np.shape(descriptors)[0]},) (one per descriptor row)")
+        dist, idx = self.kneighbors(descriptors, species)
+        return self.predict_from_neighbors(dist, idx, s=s, group=group, species=species)
 
     def predict_from_neighbors(self, distances: np.ndarray, indices: np.ndarray, *,
-                               s: float | None = None, group: Any = None) -> Prediction:
-        """Prediction from an already computed neighbour search (``s``, ``group`` as in
-        :meth:`predict`)."""
+                               s: float | None = None, group: Any = None,
+                               species: np.ndarray | None = None) -> Prediction:
+        """Prediction from an already computed neighbour search (``s``, ``group``,
+        ``species`` as in :meth:`predict`)."""
         s = self._scale(s, group)
         conf, std = self.confidence_from_neighbors(indices, s)
         err = self.train_error_[indices].mean(axis=1)
+        nov, pval = self.novelty_of(distances, indices, species)
         return Prediction(confidence=conf, confidence_std=std, uncertainty=1.0 - conf,
-                          predicted_error=err, distances=distances, indices=indices, s=s)
+                          predicted_error=err, distances=distances, indices=indices,
+                          novelty=nov, novelty_pvalue=pval, s=s)
 
     def check_species(self, species: np.ndarray) -> None:
         """Raise SpeciesError naming atomic numbers absent from the training set."""
@@ -501,6 +661,8 @@ class LTAUEstimator:
             faiss.write_index(self.index_, str(tmp / "index.faiss"))
             for name, arr in self.summary_.arrays().items():
                 np.save(tmp / f"{name}.npy", arr)
+            np.save(tmp / "knn_distance.npy", self.knn_distance_.astype(np.float32))
+            np.save(tmp / "train_novelty.npy", self.train_novelty_.astype(np.float32))
             params = self.get_params()
             params["window"] = list(params["window"])
             manifest: dict[str, Any] = {
@@ -583,6 +745,7 @@ class LTAUEstimator:
         try:
             arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r" if mmap else None)
                       for n in _ARRAYS}
+            novelty = {n: np.load(path / f"{n}.npy") for n in _NOVELTY_ARRAYS}
         except (OSError, ValueError, EOFError) as exc:
             raise ArtifactError(f"estimator {path}: cannot read the summary arrays: {exc}"
                                 ) from exc
@@ -608,6 +771,9 @@ class LTAUEstimator:
             problems.append(f"atol {summary.atol} does not match the histogram edges")
         if int(params["k"]) > summary.n_atoms:
             problems.append(f"k={params['k']} exceeds the {summary.n_atoms} training atoms")
+        for name, arr in novelty.items():
+            if arr.shape != (summary.n_atoms,) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                problems.append(f"{name}.npy must hold {summary.n_atoms} finite values >= 0")
         if problems:
             raise ArtifactError(f"estimator {path} is inconsistent: " + "; ".join(problems))
         est._set_threads()
@@ -618,6 +784,10 @@ class LTAUEstimator:
         est.fingerprint_ = summary.fingerprint
         est.train_error_ = summary.predicted_error()
         est.calibration_ = calibration
+        est.knn_distance_ = novelty["knn_distance"].astype(np.float32)
+        est.train_novelty_ = novelty["train_novelty"].astype(np.float64)
+        est._set_novelty_scales()
+        est._set_novelty_reference()
         return est
 
     def __repr__(self) -> str:
@@ -663,15 +833,17 @@ class TrajectoryNeighbors:
         self._prev: np.ndarray | None = None
         self._since_cold = 0
 
-    def kneighbors(self, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(distances (n,k), indices (n,k)) as :meth:`LTAUEstimator.kneighbors`."""
+    def kneighbors(self, descriptors: np.ndarray, species: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (n,k), indices (n,k)) as :meth:`LTAUEstimator.kneighbors`, including
+        the broad re-search of atoms that look novel (so a miss is not carried forward)."""
         est = self.estimator
         x = check_descriptors(descriptors, est.dim_)
         n, k = x.shape[0], int(est.k)
         warm = (est.index_kind_ == "hnsw" and self._prev is not None and self._prev.shape == (n, k)
                 and self._since_cold < self.refresh_every)
         if not warm:
-            dist, idx = est.kneighbors(x)
+            dist, idx = est.kneighbors(x, species)
             self._since_cold = 0
         else:
             index = est.index_
@@ -690,16 +862,17 @@ class TrajectoryNeighbors:
             finally:
                 index.hnsw.efSearch = ef_cold
             if np.any(idx < 0):
-                dist, idx = est.kneighbors(x)
+                dist, idx = est.kneighbors(x, species)
                 self._since_cold = 0
             else:
-                dist = np.sqrt(np.maximum(d2, 0.0))
+                dist, idx = est.confirm_novel(x, np.sqrt(np.maximum(d2, 0.0)), idx, species)
                 self._since_cold += 1
         self._prev = idx
         return dist, idx
 
-    def predict(self, descriptors: np.ndarray, *, s: float | None = None, group: Any = None
-                ) -> Prediction:
+    def predict(self, descriptors: np.ndarray, *, s: float | None = None, group: Any = None,
+                species: np.ndarray | None = None) -> Prediction:
         """As :meth:`LTAUEstimator.predict`, warm-started."""
-        dist, idx = self.kneighbors(descriptors)
-        return self.estimator.predict_from_neighbors(dist, idx, s=s, group=group)
+        dist, idx = self.kneighbors(descriptors, species)
+        return self.estimator.predict_from_neighbors(dist, idx, s=s, group=group,
+                                                     species=species)

@@ -1,0 +1,164 @@
+"""Latent novelty of the estimator against brute-force numpy: leave-one-out k-NN distances of
+the training atoms, per-element and local novelty, p-values, a planted out-of-domain cluster,
+the broad re-search of atoms that look novel, persistence and the calculator's results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ltau_md import ArtifactError, ErrorLog, LTAUEstimator
+
+
+def _data(rng, n_per=120, dim=6):
+    """Two elements (H: tight cluster, O: wide cluster) in dim-D descriptor space."""
+    xh = rng.normal(0.0, 0.2, size=(n_per, dim))
+    xo = rng.normal(3.0, 1.0, size=(n_per, dim))
+    x = np.concatenate([xh, xo]).astype(np.float32)
+    z = np.repeat([1, 8], n_per)
+    return x, z
+
+
+def _fit(tmp_path, x, z, k=5, **kw):
+    n = len(x)
+    log = ErrorLog.create(tmp_path / "log", species=z, frame_offsets=[0, n],
+                          ref_force_norm=np.ones(n))
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        log.append(rng.gamma(2.0, 0.05, n))
+    return LTAUEstimator(k=k, **kw).fit(x, log)
+
+
+def _brute_loo(x, k):
+    d = np.sqrt(((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, idx, 1).mean(1), idx
+
+
+def _brute_query(xtr, xq, k):
+    d = np.sqrt(((xq[:, None, :].astype(np.float64) - xtr[None, :, :]) ** 2).sum(-1))
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, idx, 1).mean(1), idx
+
+
+@pytest.mark.parametrize("mode", ["element", "local"])
+def test_novelty_equals_numpy_bruteforce(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    x, z = _data(rng)
+    k = 5
+    est = _fit(tmp_path, x, z, k=k, novelty=mode, index="flat")
+    loo, loo_idx = _brute_loo(x, k)
+    np.testing.assert_allclose(est.knn_distance_, loo, rtol=1e-4)
+    scale = {zz: np.median(loo[z == zz]) for zz in (1, 8)}
+    if mode == "element":
+        train_nov = loo / np.array([scale[zz] for zz in z])
+    else:
+        train_nov = loo / loo[loo_idx].mean(1)
+    np.testing.assert_allclose(est.train_novelty_, train_nov, rtol=1e-4)
+    xq = np.concatenate([rng.normal(0.0, 0.2, (10, 6)), rng.normal(3.0, 1.0, (10, 6))])
+    zq = np.repeat([1, 8], 10)
+    dq, iq = _brute_query(x, xq, k)
+    pred = est.predict(xq.astype(np.float32), species=zq)
+    want = dq / (np.array([scale[zz] for zz in zq]) if mode == "element" else loo[iq].mean(1))
+    np.testing.assert_allclose(pred.novelty, want, rtol=1e-4)
+    # p-value: (1 + #same-element training atoms with novelty >= it) / (1 + #element atoms)
+    pv = np.array([(1 + np.sum(train_nov[z == zz] >= v - 1e-9)) / (1 + np.sum(z == zz))
+                   for v, zz in zip(want, zq, strict=True)])
+    np.testing.assert_allclose(pred.novelty_pvalue, pv, atol=1.5 / 121)
+
+
+def test_duplicates_keep_their_twin_as_neighbour(tmp_path):
+    rng = np.random.default_rng(2)
+    x, z = _data(rng, n_per=30)
+    x[5] = x[4]  # an exact duplicate pair
+    est = _fit(tmp_path, x, z, k=3, index="flat")
+    loo, _ = _brute_loo(x, 3)
+    np.testing.assert_allclose(est.knn_distance_, loo, rtol=1e-4, atol=1e-6)
+    assert est.knn_distance_[4] == pytest.approx(est.knn_distance_[5], rel=1e-5)
+
+
+def test_planted_out_of_domain_cluster_is_flagged(tmp_path):
+    rng = np.random.default_rng(3)
+    x, z = _data(rng, n_per=300)
+    est = _fit(tmp_path, x, z, k=10, index="flat")
+    held_in = np.concatenate([rng.normal(0.0, 0.2, (200, 6)), rng.normal(3.0, 1.0, (200, 6))])
+    z_in = np.repeat([1, 8], 200)
+    far = rng.normal(0.0, 0.2, (50, 6)) + np.array([2.5, -2.5, 0, 0, 0, 0])  # H, elsewhere
+    p_in = est.predict(held_in.astype(np.float32), species=z_in)
+    p_out = est.predict(far.astype(np.float32), species=np.ones(50, int))
+    assert 0.8 < np.median(p_in.novelty) < 1.3
+    # in-domain p-values are about uniform: ~1 % below 0.01, ~10 % below 0.1
+    assert np.mean(p_in.novelty_pvalue < 0.1) < 0.2
+    assert p_out.novelty.min() > 5 * np.quantile(p_in.novelty, 0.99)
+    assert np.all(p_out.novelty_pvalue == pytest.approx(1 / 301))
+    # an element the estimator never saw cannot come through predict (SpeciesError), but a
+    # species without a reference is maximally novel in novelty_of
+    nov, pv = est.novelty_of(p_in.distances[:3], p_in.indices[:3], np.array([6, 6, 6]))
+    assert np.all(pv == 0.0)
+
+
+def test_confirm_replaces_misses_with_the_true_neighbours(tmp_path):
+    rng = np.random.default_rng(4)
+    x, z = _data(rng, n_per=200)
+    est = _fit(tmp_path, x, z, k=5, index="hnsw", confirm_pvalue=0.05)
+    q = x[:40] + rng.normal(0, 0.01, (40, 6)).astype(np.float32)
+    zq = z[:40]
+    dist, idx = est.kneighbors(q, zq, confirm=False)
+    bad_idx = idx.copy()
+    bad_idx[:5] = np.arange(300, 305)  # plant misses: far-away O atoms for 5 H queries
+    bad_dist = np.sqrt(((q[:, None, :] - x[bad_idx]) ** 2).sum(-1))
+    d2, i2 = est.confirm_novel(q, bad_dist, bad_idx, zq)
+    true_d, true_i = _brute_query(x, q, 5)
+    np.testing.assert_array_equal(np.sort(i2[:5], 1), np.sort(true_i[:5], 1))
+    np.testing.assert_array_equal(i2[5:], bad_idx[5:])  # atoms that did not look novel
+    off = LTAUEstimator(**{**est.get_params(), "confirm_pvalue": 0.0}).fit(
+        x, est.summary_)
+    d3, i3 = off.confirm_novel(q, bad_dist, bad_idx, zq)
+    np.testing.assert_array_equal(i3, bad_idx)
+
+
+def test_novelty_survives_save_load_and_damage_is_caught(tmp_path):
+    rng = np.random.default_rng(5)
+    x, z = _data(rng, n_per=40)
+    est = _fit(tmp_path, x, z, k=4, index="flat")
+    est.save(tmp_path / "est")
+    back = LTAUEstimator.load(tmp_path / "est")
+    q = x[:7] + 0.05
+    a, b = est.predict(q, species=z[:7]), back.predict(q, species=z[:7])
+    np.testing.assert_allclose(a.novelty, b.novelty, rtol=1e-6)
+    np.testing.assert_array_equal(a.novelty_pvalue, b.novelty_pvalue)
+    np.save(tmp_path / "est" / "knn_distance.npy", -np.ones(80, np.float32))
+    with pytest.raises(ArtifactError, match="corrupt"):
+        LTAUEstimator.load(tmp_path / "est")
+    with pytest.raises(ArtifactError, match="knn_distance.npy must hold 80 finite values"):
+        LTAUEstimator.load(tmp_path / "est", verify=False)
+
+
+def test_calculator_reports_novelty_of_its_atoms(tmp_path):
+    from ase.build import bulk
+
+    from ltau_md.calculator import LTAUCalculator
+    from ltau_md.testing import EMTFeatureModel
+
+    model = EMTFeatureModel(elements=("Cu",))
+    frames = []
+    for i in range(12):
+        a = bulk("Cu", cubic=True).repeat(2)
+        a.rattle(0.03, seed=i)
+        frames.append(a)
+    x = np.concatenate([model.evaluate(a).features for a in frames])
+    log = ErrorLog.create(tmp_path / "log", species=np.full(len(x), 29),
+                          frame_offsets=np.arange(13) * 32, ref_force_norm=np.ones(len(x)))
+    for _ in range(3):
+        log.append(np.random.default_rng(0).gamma(2.0, 0.05, len(x)))
+    est = LTAUEstimator(k=5).fit(x, log)
+    a = bulk("Cu", cubic=True).repeat(2)
+    a.rattle(0.3, seed=99)  # hotter than any training frame
+    a.calc = LTAUCalculator(model, est, warm_start=False)
+    a.get_potential_energy()
+    ref = est.predict(model.evaluate(a).features, species=a.numbers)
+    np.testing.assert_allclose(a.calc.results["novelty"], ref.novelty)
+    np.testing.assert_allclose(a.calc.results["novelty_pvalue"], ref.novelty_pvalue)
+    assert a.calc.results["max_novelty"] == pytest.approx(ref.novelty.max())
+    assert a.calc.results["max_novelty"] > 1.5
