@@ -45,6 +45,14 @@ MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "label
 
 Action = Literal["stop", "resample", "warn"]
 
+NON_FINITE = "non-finite positions, forces or energy"
+"""Reason of the stop event for NaN/inf positions, forces or energy."""
+INTERRUPTED = "interrupted"
+"""Reason of the stop event recorded when :meth:`UQMonitor.run` is interrupted (Ctrl-C)."""
+STATUSES = ("completed", "halted", "non_finite", "interrupted")
+"""Values of ``summary()["status"]``: ran to the end (or converged); halted by a stop policy,
+``max_force`` or exhausted rewinds; stopped for non-finite values; interrupted."""
+
 
 @dataclass
 class Event:
@@ -277,8 +285,7 @@ class UQMonitor:
         finite = (res.get("finite", True) and np.isfinite(atoms.positions).all()
                   and np.isfinite(forces).all() and np.isfinite(energy))
         if not finite:
-            fired.append(Event(step, "stop", "non-finite positions, forces or energy", value,
-                               None, t))
+            fired.append(Event(step, "stop", NON_FINITE, value, None, t))
         elif self.max_force is not None and fmax > self.max_force:
             fired.append(Event(step, "stop", f"exploding: max |F| {fmax:.3g} eV/A > "
                                f"{self.max_force:g}", fmax, self.max_force, t))
@@ -376,11 +383,21 @@ class UQMonitor:
         try:
             return bool(self.dyn.run(steps=steps, **kwargs))
         except KeyboardInterrupt:
-            self.events.append(Event(self.step, "stop", "interrupted (KeyboardInterrupt)",
-                                     self.values[-1] if self.values else float("nan")))
+            ev = Event(self.step, "stop", INTERRUPTED,
+                       self.values[-1] if self.values else float("nan"))
+            self.events.append(ev)
+            self.stopped = self.stopped or ev
             raise
         finally:
             self.close()
+
+    @property
+    def status(self) -> str:
+        """One of :data:`STATUSES`, from the stop event (if any)."""
+        if self.stopped is None:
+            return "completed"
+        return {NON_FINITE: "non_finite", INTERRUPTED: "interrupted"}.get(
+            self.stopped.reason, "halted")
 
     def summary(self) -> dict[str, Any]:
         """Initial, max (with its step), mean and final aggregate uncertainty, and events."""
@@ -394,6 +411,7 @@ class UQMonitor:
             out.update(initial=_f(v[0]), max=_f(v[i]), max_step=self.steps[i],
                        mean=_f(mean), final=_f(v[-1]), final_step=self.steps[-1])
         out["stopped"] = asdict(self.stopped) if self.stopped else None
+        out["status"] = self.status
         out["n_events"] = {a: sum(e.action == a for e in self.events)
                            for a in ("stop", "resample", "warn")}
         out["n_retries"] = self.n_retries

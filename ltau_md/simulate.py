@@ -22,7 +22,7 @@ from .observers import Threshold, UQMonitor
 
 OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")
 SUMMARY_FIELDS = ("label", "n_observed", "initial", "max", "max_step", "mean", "final",
-                  "converged", "stopped_step", "stop_reason", "n_resample", "n_warn")
+                  "converged", "status", "stopped_step", "stop_reason", "n_resample", "n_warn")
 
 
 def policies_from_args(stop_above: float | None = None, resample_above: float | None = None,
@@ -44,7 +44,7 @@ def _row(summary: dict, converged: bool | None) -> dict:
         "label": summary["label"], "n_observed": summary["n_observed"],
         "initial": summary.get("initial"), "max": summary.get("max"),
         "max_step": summary.get("max_step"), "mean": summary.get("mean"),
-        "final": summary.get("final"), "converged": converged,
+        "final": summary.get("final"), "converged": converged, "status": summary["status"],
         "stopped_step": stopped.get("step"), "stop_reason": stopped.get("reason"),
         "n_resample": summary["n_events"]["resample"], "n_warn": summary["n_events"]["warn"],
     }
@@ -94,7 +94,12 @@ def relax_many(
         opt = getattr(ase.optimize, optimizer)(atoms, logfile=None)
         mon = UQMonitor(opt, policies(), out_dir=out_dir / f"{i:04d}", label=label)
         opt.attach(mon, interval=1)
-        converged = mon.run(steps=steps, fmax=fmax) and mon.stopped is None
+        try:
+            converged = mon.run(steps=steps, fmax=fmax) and mon.stopped is None
+        except KeyboardInterrupt:  # the interrupted structure's row, then stop
+            rows.append(_row(mon.summary(), False))
+            write_summary(rows, out_dir)
+            raise
         rows.append(_row(mon.summary(), converged))
         write_summary(rows, out_dir)
     return rows
