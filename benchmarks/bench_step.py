@@ -2,12 +2,16 @@
 
 A NequIP model (trained for 1 epoch on EMT Cu data: the weights do not change the cost) runs
 VelocityVerlet MD of a ~200-atom Cu cell with the LTAUCalculator against a 4e5-atom HNSW index
-(descriptors of the model on rattled cells, jittered to 4e5 rows). Per step we time the model's
+(descriptors of the model on rattled cells, jittered to 4e5 rows). ``--system molecule`` runs a
+15-atom non-periodic cluster (13 Cu + 2 H, molecule-sized) against a 6750-atom index (the size
+of the acetylacetone training set, 450 frames x 15 atoms; ``index="auto"`` builds a flat one),
+where the fixed per-step overhead weighs most. Per step we time the model's
 forward pass (energy, forces, stress, descriptors) and the rest of the step (descriptor copy,
 warm-started k-NN, confidence/predicted-error gather, bookkeeping). The same is done for a cold
 HNSW search, and a 4-member ensemble step (4 forward passes + force std) is timed for comparison.
 
     python benchmarks/bench_step.py --features 32 --lmax 2 --layers 4 --out bench_out/step
+    python benchmarks/bench_step.py --system molecule --features 8 --lmax 1 --layers 2
 """
 
 from __future__ import annotations
@@ -49,7 +53,10 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=32)
     ap.add_argument("--lmax", type=int, default=2)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--n-index", type=float, default=4e5)
+    ap.add_argument("--system", choices=["bulk", "molecule"], default="bulk",
+                    help="bulk: periodic Cu cell (--repeat); molecule: 15-atom cluster")
+    ap.add_argument("--n-index", type=float, default=None,
+                    help="training atoms in the index (default 4e5 bulk, 6750 molecule)")
     ap.add_argument("--repeat", type=int, default=3, help="Cu cell repeat (4*r^3 atoms)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
@@ -76,18 +83,31 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     fm = NequIPFeatureModel.from_file(ckpt)
     rng = np.random.default_rng(0)
-    base = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(args.repeat)
+    if args.system == "molecule":
+        from ase import Atoms
+        from ase.cluster import Icosahedron
+
+        base = Icosahedron("Cu", 2)
+        tip = base.positions[np.argmax(base.positions[:, 2])]
+        base += Atoms("H2", positions=[tip + [0, 0, 1.6], tip + [0, 1.5, 2.2]])
+        base.center(vacuum=6.0)
+        base.pbc = False
+    else:
+        base = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(args.repeat)
     n_atoms = len(base)
+    periodic = bool(base.pbc.all())
     feats = []
     for _ in range(8):
         a = base.copy()
         a.rattle(0.1, seed=int(rng.integers(2**31)))
         feats.append(fm.evaluate(a).features)
     f = np.concatenate(feats)
-    n_idx = int(args.n_index)
+    z_f = np.tile(base.numbers, 8)
+    n_idx = int(args.n_index or (6750 if args.system == "molecule" else 4e5))
     scale = f.std(axis=0).mean() * 0.05
-    x = (f[rng.integers(0, len(f), n_idx)]
-         + rng.normal(size=(n_idx, f.shape[1])).astype(np.float32) * scale).astype(np.float32)
+    rows = rng.integers(0, len(f), n_idx)
+    x = (f[rows] + rng.normal(size=(n_idx, f.shape[1])).astype(np.float32) * scale
+         ).astype(np.float32)
     # a synthetic 50-epoch summary for n_idx atoms (the values do not change the cost)
     atol = 0.05
     edges = make_edges(atol)
@@ -96,10 +116,10 @@ def main() -> None:
                         mean=rng.random((1, n_idx), dtype=np.float32) * 0.1,
                         n_epochs=np.array([50]), edges=edges,
                         ref_force_norm=np.ones(n_idx, np.float32),
-                        species=np.full(n_idx, 29, np.int32), atol=atol, rtol=0.0,
+                        species=z_f[rows].astype(np.int32), atol=atol, rtol=0.0,
                         fingerprint="bench")
     t0 = time.perf_counter()
-    est = LTAUEstimator(k=10, index="hnsw", ef_search=32).fit(x, summ)
+    est = LTAUEstimator(k=10, index="auto", ef_search=32).fit(x, summ)
     index_s = time.perf_counter() - t0
 
     def md_run(calc, timed):
@@ -121,7 +141,8 @@ def main() -> None:
         model = np.array(timed.times[2:len(steps) + 2])
         return steps, model
 
-    res = {"benchmark": "step", "n_atoms": n_atoms, "n_index": n_idx,
+    res = {"benchmark": "step", "system": args.system, "n_atoms": n_atoms, "n_index": n_idx,
+           "index_kind": est.index_kind_,
            "feature_dim": int(f.shape[1]), "model": {"num_features": args.features,
                                                      "l_max": args.lmax,
                                                      "num_layers": args.layers},
@@ -146,8 +167,10 @@ def main() -> None:
 
         def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
             super().calculate(atoms, properties, system_changes)
-            o = self.m.evaluate(self.atoms, stress=True)
-            self.results = {"energy": o.energy, "forces": o.forces, "stress": o.stress}
+            o = self.m.evaluate(self.atoms, stress=periodic)
+            self.results = {"energy": o.energy, "forces": o.forces}
+            if periodic:
+                self.results["stress"] = o.stress
 
     timed = Timed(fm)
     steps, model = md_run(Bare(timed), timed)
@@ -161,7 +184,7 @@ def main() -> None:
     ens = []
     for _ in range(7):
         t = time.perf_counter()
-        fs = np.stack([fm.evaluate(a, stress=True).forces for _ in range(4)])
+        fs = np.stack([fm.evaluate(a, stress=periodic).forces for _ in range(4)])
         fs.std(axis=0)
         ens.append(time.perf_counter() - t)
     res["ensemble4_step_ms"] = float(np.median(ens[2:]) * 1e3)
