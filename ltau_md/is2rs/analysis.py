@@ -1,10 +1,16 @@
 """Analysis of an IS2RS campaign: does the uncertainty along a model relaxation predict how far
-the model-relaxed structure lands from the reference-relaxed one?
+the model-relaxed structure lands from the reference-relaxed one, and how good it is?
 
-Per split (and pooled over the OOD splits): ADwT, RMSD summary, Spearman rank correlation
-between each uncertainty statistic (initial / final / max / mean over the relaxation) and the
-RMSD, RMSD binned by uncertainty, AUROC for flagging failed relaxations (RMSD > threshold), and
-a monotone map uncertainty -> expected RMSD fitted on ``val_id`` and scored on the other splits.
+Per split, pooled over the OOD splits (``ood``) and over all validation splits (``all``):
+done / failed / not-done counts, ADwT, RMSD summary, the reference-based targets (energy of
+the model end point above the lowest reference minimum, FbT / AFbT from the reference forces at
+the end point, basin outcome of the reference re-relaxation, RMSD to the lowest minimum), the
+true force MAE along the model trajectories; for every statistic (uncertainty initial / final /
+max / mean, the true force error ``ferr_*`` as the ceiling of any force-error UQ, trivial
+baselines ``n_ads`` and ``ml_fmax_initial``, novelty when present) the Spearman rank
+correlation with each continuous target and the AUROC for each failure label, all with
+bootstrap 95 % intervals; binned target means by statistic (the LTAU paper's Fig. 4); and a
+monotone map uncertainty -> expected RMSD fitted on ``val_id`` and scored on the other splits.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 from .. import metrics as _metrics
 from .._io import atomic_path, to_json_safe, write_json_atomic
 from ..exceptions import DataError
-from .metrics import adwt
+from .metrics import BASIN_OUTCOMES, adwt, afbt, fbt
 
 STATS: tuple[str, ...] = ("uq_initial", "uq_final", "uq_max", "uq_mean")
 """Structure uncertainty = max over free atoms of 1 - p; initial / final / max / mean over
@@ -36,6 +42,23 @@ STAT_LABELS: dict[str, str] = {
     "uq_mean": "mean uncertainty along relaxation",
 }
 OOD_SPLITS: tuple[str, ...] = ("val_ood_ads", "val_ood_cat", "val_ood_both")
+REPORT_STATS: tuple[str, ...] = (
+    *STATS, "uq_atom_mean_mean", "perr_max", "perr_final",
+    *(f"uq_ads_{k}" for k in ("initial", "final", "max", "mean")),
+    *(f"novelty_{k}" for k in ("initial", "final", "max", "mean")),
+    *(f"novelty_ads_{k}" for k in ("initial", "final", "max", "mean")),
+    *(f"ferr_{k}" for k in ("initial", "final", "max", "mean")),
+    "n_ads", "ml_fmax_initial",
+)
+"""Statistics scored in the report: uncertainty, novelty (when the calculator returns it), the
+true force error ``ferr_*`` (reference row: the ceiling for a force-error UQ) and two trivial
+baselines (number of adsorbate atoms; the model's initial max force)."""
+TARGETS: tuple[str, ...] = ("rmsd", "energy_above_min", "ref_fmax_at_end", "rmsd_min_sym")
+"""Continuous targets (Spearman): RMSD to the given reference (A), energy above the lowest
+reference minimum (eV), reference max force at the model end point (eV/A), RMSD to the lowest
+minimum modulo substrate symmetry (A)."""
+ENERGY_FAIL = 0.1
+"""eV above the lowest reference minimum beyond which a model end point counts as failed."""
 
 
 def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -158,14 +181,97 @@ def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict[str, list]:
     return {"edges": edges.tolist(), "count": counts, "mean_rmsd": means}
 
 
+def _rank_rows(a: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(a, axis=1)
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman per row of (B, n) arrays (average ranks for ties); NaN for a constant row."""
+    rx, ry = _rank_rows(x), _rank_rows(y)
+    rx = rx - rx.mean(axis=1, keepdims=True)
+    ry = ry - ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
+
+
+def _auroc_rows(s: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """AUROC per row (Mann-Whitney with average ranks); NaN for a row with one class."""
+    r = _rank_rows(s)
+    n_pos = lab.sum(axis=1)
+    n_neg = lab.shape[1] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((r * lab).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def bootstrap_ci(metric: str, x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric`` ("spearman" of x with y, or "auroc" of
+    scores x for boolean labels y) over the finite pairs, resampling systems with
+    replacement; (NaN, NaN) with < 3 pairs or when no resample is defined."""
+    if metric not in ("spearman", "auroc"):
+        raise DataError(f"metric must be 'spearman' or 'auroc', got {metric!r}")
+    xa = np.asarray(x, dtype=float)
+    ya = np.asarray(y, dtype=float)
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[ok], ya[ok]
+    if xa.size < 3:
+        return math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, xa.size, size=(n_boot, xa.size))
+    if metric == "spearman":
+        vals = _spearman_rows(xa[idx], ya[idx])
+    else:
+        vals = _auroc_rows(xa[idx], ya[idx].astype(bool))
+    vals = vals[np.isfinite(vals)]
+    if vals.size < n_boot // 2:
+        return math.nan, math.nan
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def _with_ci(metric: str, x: np.ndarray, y: np.ndarray, n_boot: int) -> dict[str, float]:
+    if metric == "spearman":
+        value = spearman(x, y)
+    else:
+        value = auroc(x, y.astype(bool))
+    lo, hi = bootstrap_ci(metric, x, y, n_boot=n_boot) if math.isfinite(value) else (
+        math.nan, math.nan)
+    return {"value": value, "lo": lo, "hi": hi}
+
+
+def failure_labels(rows: Sequence[dict], rmsd_threshold: float) -> dict[str, np.ndarray]:
+    """Boolean failure labels per result: RMSD > threshold (or blown up), energy above the
+    lowest minimum > :data:`ENERGY_FAIL` eV, reference max force at the end point >= 0.05 eV/A
+    (not FbT), and basin not "same". Labels that need the reference are NaN-free only when
+    the reference targets exist; rows without them count as failed."""
+    rmsd = _column(rows, "rmsd")
+    e = _column(rows, "energy_above_min")
+    f = _column(rows, "ref_fmax_at_end")
+    basin = [r.get("basin") for r in rows]
+    return {
+        "rmsd": ~np.isfinite(rmsd) | (rmsd > rmsd_threshold),
+        "energy": ~np.isfinite(e) | (e > ENERGY_FAIL),
+        "not_fbt": ~np.isfinite(f) | (f >= 0.05),
+        "basin": np.array([b != "same" for b in basin], dtype=bool),
+    }
+
+
 def group_results(results: Sequence[dict]) -> dict[str, list[dict]]:
-    """Results by split, plus ``"ood"`` pooling every ``val_ood_*`` split present."""
+    """Results by split, plus ``"ood"`` pooling every ``val_ood_*`` split present and
+    ``"all"`` pooling ``val_id`` with them (when both are present)."""
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(str(r["split"]), []).append(r)
     ood = [r for r in results if str(r["split"]) in OOD_SPLITS]
     if ood:
         groups["ood"] = ood
+        if any(str(r["split"]) == "val_id" for r in results):
+            groups["all"] = [r for r in results
+                             if str(r["split"]) in ("val_id", *OOD_SPLITS)]
     return groups
 
 
@@ -177,22 +283,38 @@ def analyze(
     map_stat: str = "uq_max",
     map_method: str = "isotonic",
     n_bins: int = 5,
-    stats: Sequence[str] = ALL_STATS,
+    stats: Sequence[str] = REPORT_STATS,
+    n_boot: int = 1000,
+    not_done: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Campaign report (JSON-ready; NaN -> None). See the module docstring for the content.
 
-    ``rmsd_threshold`` (A) defines a failed relaxation for the AUROC; the uncertainty -> RMSD
-    map is fitted on ``fit_split`` with statistic ``map_stat`` and scored on every split.
+    ``rmsd_threshold`` (A) defines a failed relaxation for the RMSD label; the uncertainty ->
+    RMSD map is fitted on ``fit_split`` with statistic ``map_stat`` and scored on every split.
+    Statistics absent from every result (e.g. novelty from a calculator without it) are
+    left out (the uncertainty statistics :data:`STATS` are always reported). ``not_done``
+    (sid -> reason) are systems the campaign could not finish.
+    Spearman / AUROC entries are ``{"value", "lo", "hi"}`` with a bootstrap 95 % interval
+    over ``n_boot`` resamples of the systems.
     """
     if not results:
         raise DataError("no campaign results to analyze")
+    not_done = dict(not_done or {})
     ok = [r for r in results if r.get("status") == "ok"]
+    # optional statistics (novelty, true force error) only where some result has them
+    stats = [st for st in stats if st in STATS or np.isfinite(_column(ok, st)).any()]
     report: dict[str, Any] = {
-        "n_systems": len(results),
+        "n_systems": len(results) + len(not_done),
         "n_ok": len(ok),
         "n_errors": len(results) - len(ok),
+        "counts": {"done": len(ok), "failed": len(results) - len(ok),
+                   "not_done": len(not_done), "total": len(results) + len(not_done)},
+        "not_done": not_done,
         "rmsd_threshold": rmsd_threshold,
+        "energy_fail_eV": ENERGY_FAIL,
         "errors": {r["sid"]: r.get("error", "") for r in results if r.get("status") != "ok"},
+        "stats": list(stats),
+        "targets": list(TARGETS),
         "splits": {},
     }
     all_uq = {st: _column(ok, st) for st in stats}
@@ -214,6 +336,7 @@ def analyze(
         "fit_split": fit_split, "stat": map_stat,
         "map": uq_map.to_dict() if uq_map is not None else None,
     }
+    have_ref = any(np.isfinite(_column(ok, "energy_above_min")))
     for name, rows_all in group_results(results).items():
         rows = [r for r in rows_all if r.get("status") == "ok"]
         entry: dict[str, Any] = {"n": len(rows_all), "n_ok": len(rows)}
@@ -223,20 +346,57 @@ def analyze(
         rmsd = _column(rows, "rmsd")
         # a relaxation that blew up (NaN RMSD) is a failure and ranks above every finite RMSD
         finite = np.isfinite(rmsd)
-        big = 10.0 * (np.max(rmsd[finite]) + 1.0) if finite.any() else 1.0
-        rmsd_rank = np.where(finite, rmsd, big)
-        failed = ~finite | (rmsd > rmsd_threshold)
+        labels = failure_labels(rows, rmsd_threshold)
+        if not have_ref:
+            labels = {"rmsd": labels["rmsd"]}
+        target_cols = {}
+        for t in TARGETS if have_ref else ("rmsd",):
+            col = _column(rows, t)
+            fin = np.isfinite(col)
+            big = 10.0 * (np.max(np.abs(col[fin])) + 1.0) if fin.any() else 1.0
+            target_cols[t] = np.where(fin, col, big)
         entry.update({
             "n_converged": int(sum(bool(r.get("converged")) for r in rows)),
             "n_blown_up": int((~finite).sum()),
             "adwt": adwt(_column(rows, "mean_distance")),
             "rmsd_mean": float(np.mean(rmsd[finite])) if finite.any() else math.nan,
             "rmsd_median": float(np.median(rmsd[finite])) if finite.any() else math.nan,
-            "failure_rate": float(failed.mean()),
-            "spearman": {st: spearman(_column(rows, st), rmsd_rank) for st in stats},
-            "auroc": {st: auroc(_column(rows, st), failed) for st in stats},
+            "ref_travel_median": float(np.nanmedian(_column(rows, "ref_travel")))
+            if np.isfinite(_column(rows, "ref_travel")).any() else math.nan,
+            "failure_rate": float(labels["rmsd"].mean()),
+            "failure_rates": {k: float(v.mean()) for k, v in labels.items()},
+            "spearman": {st: spearman(_column(rows, st), target_cols["rmsd"]) for st in stats},
+            "auroc": {st: auroc(_column(rows, st), labels["rmsd"]) for st in stats},
+            "spearman_ci": {
+                t: {st: _with_ci("spearman", _column(rows, st), col, n_boot) for st in stats}
+                for t, col in target_cols.items()
+            },
+            "auroc_ci": {
+                lab: {st: _with_ci("auroc", _column(rows, st), v.astype(float), n_boot)
+                      for st in stats}
+                for lab, v in labels.items()
+            },
             "binned": {st: _binned(_column(rows, st), rmsd, edges[st]) for st in stats},
         })
+        fmae = _column(rows, "force_mae")
+        if np.isfinite(fmae).any():
+            entry["force_mae"] = float(np.nanmean(fmae))
+        if have_ref:
+            e = _column(rows, "energy_above_min")
+            f = _column(rows, "ref_fmax_at_end")
+            basins = [str(r.get("basin")) for r in rows]
+            entry.update({
+                "energy_above_min_median": float(np.nanmedian(e)),
+                "energy_above_min_mean": float(np.nanmean(e)),
+                "fbt": fbt(f),
+                "afbt": afbt(f),
+                "basin": {b: basins.count(b) for b in (*BASIN_OUTCOMES, "blown_up")},
+                "reference_lower_found": int(sum(
+                    r.get("reference_source") == "ml_rerelaxed" for r in rows)),
+                "adwt_ads_min_sym": adwt(_column(rows, "ads_displacement_min_sym")),
+                "binned_energy": {st: _binned(_column(rows, st), e, edges[st])
+                                  for st in stats},
+            })
         if uq_map is not None:
             pred = uq_map.predict(_column(rows, map_stat))
             p, a = _finite_pairs(pred, rmsd)

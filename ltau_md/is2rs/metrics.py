@@ -108,3 +108,148 @@ def adwt(
     md = np.where(np.isfinite(md), md, np.inf)
     t = np.asarray(thresholds, dtype=float).ravel()
     return float((md[:, None] < t[None, :]).mean())
+
+
+ADSORBATE_TAG = 2
+"""OC20 tag of adsorbate atoms."""
+
+
+def substrate_translations(ref: Atoms, tol: float = 0.2) -> np.ndarray:
+    """In-plane translations (k, 3) in A that map the fixed (tag 0) substrate onto itself.
+
+    Candidates are the vectors from one fixed atom to every fixed atom of the same element in
+    its layer (|dz| < ``tol``); a candidate is kept when every fixed atom, shifted by it, lands
+    within ``tol`` (minimum image) on a fixed atom of the same element. The zero translation
+    is always first. A pure-metal 2x2 slab gives its 4 surface-cell translations, a random
+    alloy usually only zero, so alloy sites are never called equivalent by mistake. Without
+    tag-0 atoms only zero is returned.
+    """
+    tags = ref.get_tags()
+    fixed = np.flatnonzero(tags == 0)
+    zero = np.zeros((1, 3))
+    if fixed.size == 0 or not np.asarray(ref.pbc)[:2].any():
+        return zero
+    pos = ref.positions[fixed]
+    nums = ref.numbers[fixed]
+    cell, pbc = ref.cell.array, ref.pbc
+    cands = pos[nums == nums[0]] - pos[0]
+    cands = cands[np.abs(cands[:, 2]) < tol]
+    cands[:, 2] = 0.0
+    keep = [np.zeros(3)]
+    same = nums[:, None] == nums[None, :]
+    for t in cands:
+        if np.linalg.norm(t) < tol:
+            continue
+        diff = (pos[:, None, :] + t - pos[None, :, :]).reshape(-1, 3)
+        _, dist = find_mic(diff, cell, pbc)
+        dist = np.where(same, dist.reshape(len(pos), len(pos)), np.inf)
+        if (dist.min(axis=1) < tol).all():
+            keep.append(t)
+    return np.array(keep)
+
+
+def _matched_distances(pred: np.ndarray, ref: np.ndarray, numbers: np.ndarray,
+                       cell: np.ndarray, pbc) -> np.ndarray:
+    """Minimum-image distances after pairing each ``ref`` atom with a ``pred`` atom of the same
+    element (optimal assignment): identical atoms may swap places."""
+    from scipy.optimize import linear_sum_assignment
+
+    out = np.empty(len(ref))
+    for z in np.unique(numbers):
+        idx = np.flatnonzero(numbers == z)
+        if idx.size == 1:
+            d = min_image_displacements(pred[idx], ref[idx], cell, pbc)
+            out[idx] = np.linalg.norm(d, axis=1)
+            continue
+        diff = (pred[idx][None, :, :] - ref[idx][:, None, :]).reshape(-1, 3)
+        _, dist = find_mic(diff, cell, pbc)
+        dist = dist.reshape(idx.size, idx.size)
+        rows, cols = linear_sum_assignment(dist**2)
+        out[idx[rows]] = dist[rows, cols]
+    return out
+
+
+def symmetric_free_atom_distances(
+    pred: Atoms, ref: Atoms, tol: float = 0.2, free_tags: Sequence[int] = FREE_TAGS
+) -> np.ndarray:
+    """Free-atom distances (A, in ``ref``'s order) modulo the symmetry of the substrate.
+
+    For each in-plane translation that maps the fixed substrate onto itself
+    (:func:`substrate_translations`), the whole predicted structure is shifted by it and every
+    free atom is paired with a predicted atom of the same element and tag (optimal
+    assignment, minimum image); the translation with the smallest sum of squared distances
+    wins. Equals :func:`free_atom_distances` up to same-element swaps on a substrate without
+    symmetry, and is 0 for a copy translated by a surface-cell vector of a pure-metal slab.
+    Rotations and mirror images are not tried.
+    """
+    _check_pair(pred, ref)
+    if not (np.isfinite(pred.positions).all() and np.isfinite(ref.positions).all()):
+        return np.full(int(free_mask(ref, free_tags).sum()), np.nan)
+    mask = free_mask(ref, free_tags)
+    tags = ref.get_tags()
+    cell, pbc = ref.cell.array, ref.pbc
+    best: np.ndarray | None = None
+    for t in substrate_translations(ref, tol):
+        shifted = pred.positions + t
+        d = np.empty(len(ref))
+        for tag in free_tags:
+            sel = np.flatnonzero(tags == tag)
+            if sel.size:
+                d[sel] = _matched_distances(shifted[sel], ref.positions[sel], ref.numbers[sel],
+                                            cell, pbc)
+        d = d[mask]
+        if best is None or np.sum(d**2) < np.sum(best**2):
+            best = d
+    assert best is not None
+    return best
+
+
+BASIN_OUTCOMES: tuple[str, ...] = ("same", "lower", "higher", "degenerate")
+"""Where the reference re-relaxation of a model end point lands, relative to the reference
+minimum: the same minimum (same structure modulo substrate symmetry), a lower or a higher
+energy minimum, or a different structure within the energy tolerance."""
+
+
+def classify_basin(
+    rerelaxed: Atoms, e_rerelaxed: float, ref: Atoms, e_ref: float,
+    *, dist_tol: float = 0.25, energy_tol: float = 0.02,
+) -> str:
+    """Basin outcome (one of :data:`BASIN_OUTCOMES`) of a structure re-relaxed with the
+    reference calculator (energy ``e_rerelaxed``, eV) against the reference minimum ``ref``
+    (energy ``e_ref``, eV): "same" when every free atom is within ``dist_tol`` A of the
+    reference (modulo substrate symmetry, :func:`symmetric_free_atom_distances`), else
+    "lower" / "higher" when the energy differs by more than ``energy_tol`` eV, else
+    "degenerate"."""
+    d = symmetric_free_atom_distances(rerelaxed, ref)
+    if np.isfinite(d).all() and d.max() < dist_tol:
+        return "same"
+    if not (np.isfinite(e_rerelaxed) and np.isfinite(e_ref)):
+        return "higher"
+    if e_rerelaxed < e_ref - energy_tol:
+        return "lower"
+    if e_rerelaxed > e_ref + energy_tol:
+        return "higher"
+    return "degenerate"
+
+
+OC20_FBT_THRESHOLDS: np.ndarray = np.arange(0.01, 0.4, 0.001)
+"""Force thresholds (eV/A) of an AFbT-style average: 0.01, 0.011, ..., 0.399."""
+
+
+def fbt(ref_fmax: Sequence[float] | np.ndarray, threshold: float = 0.05) -> float:
+    """Forces below threshold (OC20 FbT): share of model end points whose reference max
+    force over free atoms (eV/A) is below ``threshold``; non-finite values fail."""
+    f = np.asarray(ref_fmax, dtype=float).ravel()
+    if f.size == 0:
+        return float("nan")
+    return float((np.where(np.isfinite(f), f, np.inf) < threshold).mean())
+
+
+def afbt(ref_fmax: Sequence[float] | np.ndarray,
+         thresholds: np.ndarray = OC20_FBT_THRESHOLDS) -> float:
+    """FbT averaged over ``thresholds`` (eV/A), in [0, 1] (as ADwT averages DwT)."""
+    f = np.asarray(ref_fmax, dtype=float).ravel()
+    if f.size == 0:
+        return float("nan")
+    f = np.where(np.isfinite(f), f, np.inf)
+    return float((f[:, None] < np.asarray(thresholds, dtype=float)[None, :]).mean())
