@@ -411,14 +411,21 @@ class LTAUEstimator:
     def _fit_novelty(self, x: np.ndarray) -> None:
         """Leave-one-out k-NN distances of the training atoms (one search of k+1 neighbours,
         the atom itself dropped) and their own novelty, the in-domain reference of
-        :meth:`novelty_of`."""
+        :meth:`novelty_of`. An exact index searches exactly up to :data:`AUTO_HNSW_MIN_ATOMS`
+        atoms; above that (an O(N^2) search) a temporary HNSW graph is used."""
         k, n = int(self.k), self.n_train_
+        index = self.index_
+        if self.index_kind_ == "flat" and n > AUTO_HNSW_MIN_ATOMS:
+            index = self._build_index(x, "hnsw")
+        if isinstance(index, faiss.IndexHNSW):
+            ef_before = index.hnsw.efSearch
+            index.hnsw.efSearch = max(ef_before, k + 1)
         dist = np.empty(n, np.float32)
         nbrs = np.empty((n, k), np.int64)
         kk = min(k + 1, n)
         for a in range(0, n, _CHUNK):
             xa = check_descriptors(x[a:a + _CHUNK], self.dim_, "training descriptors")
-            d2, idx = self.index_.search(xa, kk)
+            d2, idx = index.search(xa, kk)
             rows = np.arange(a, a + xa.shape[0])
             d = np.sqrt(np.maximum(d2, 0.0))
             is_self = idx == rows[:, None]
@@ -431,6 +438,8 @@ class LTAUEstimator:
                 others = np.where(is_self, 0.0, d).sum(axis=1)
                 dist[rows] = others / max(k - 1, 1)
                 nbrs[rows] = idx
+        if isinstance(index, faiss.IndexHNSW):
+            index.hnsw.efSearch = ef_before
         if np.any(nbrs < 0):
             raise LTAUError("FAISS returned fewer than k+1 neighbours for training atoms; "
                             "raise nprobe or ef_search")

@@ -162,3 +162,19 @@ def test_calculator_reports_novelty_of_its_atoms(tmp_path):
     np.testing.assert_allclose(a.calc.results["novelty_pvalue"], ref.novelty_pvalue)
     assert a.calc.results["max_novelty"] == pytest.approx(ref.novelty.max())
     assert a.calc.results["max_novelty"] > 1.5
+
+
+def test_hnsw_and_large_flat_leave_one_out_match_exact(tmp_path, monkeypatch):
+    """k above the default efSearch (HNSW must still return k+1 neighbours), and a flat index
+    above the auto threshold (a temporary HNSW graph) give the exact LOO distances here."""
+    from ltau_md import estimator as estimator_module
+
+    rng = np.random.default_rng(6)
+    x, z = _data(rng, n_per=150)
+    loo, _ = _brute_loo(x, 40)
+    est = _fit(tmp_path, x, z, k=40, index="hnsw", ef_search=8)
+    np.testing.assert_allclose(est.knn_distance_, loo, rtol=1e-3)
+    monkeypatch.setattr(estimator_module, "AUTO_HNSW_MIN_ATOMS", 100)
+    flat = LTAUEstimator(k=40, index="flat").fit(x, est.summary_)
+    assert flat.index_kind_ == "flat"
+    np.testing.assert_allclose(flat.knn_distance_, loo, rtol=1e-3)
