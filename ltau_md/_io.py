@@ -283,23 +283,45 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def read_structures(data: str | os.PathLike | Any) -> list:
-    """A list of ase.Atoms from a list of them, or from any ASE-readable file (all frames);
-    DataError for a missing file or an item that is not an Atoms."""
-    from ase import Atoms
+    """A list of ase.Atoms from a list of them, or from any ASE-readable file (all frames).
 
+    DataError, naming the file (or item) and the problem, for: a missing file, a directory that
+    is not an ASE BundleTrajectory, a file ASE cannot read or that holds no structures (e.g. a
+    text file), an item that is not an Atoms, and a structure without atoms."""
+    from ase import Atoms
 
     if isinstance(data, (str, os.PathLike)):
         import ase.io
+        from ase.io.bundletrajectory import BundleTrajectory
 
         p = Path(data)
         if not p.exists():
             raise DataError(f"structure file {p} does not exist")
-        out = ase.io.read(p, index=":")
-        return list(out) if isinstance(out, list) else [out]
-    out = list(data)
+        if p.is_dir() and not BundleTrajectory.is_bundle(str(p)):
+            raise DataError(f"structure file {p} is a directory; pass a structure file "
+                            "(e.g. extxyz, traj)")
+        if p.is_file() and p.stat().st_size == 0:
+            raise DataError(f"structure file {p} is empty")
+        try:
+            out = ase.io.read(p, index=":")
+        except PermissionError:
+            raise
+        except Exception as exc:  # ASE raises many kinds for an unreadable or empty file
+            raise DataError(f"cannot read structures from {p}: "
+                            f"{str(exc) or type(exc).__name__}") from exc
+        out = list(out) if isinstance(out, list) else [out]
+        if not out:
+            raise DataError(f"{p} holds no structures (is it an ASE-readable structure file, "
+                            "e.g. extxyz or traj?)")
+        where = f" of {p}"
+    else:
+        out = list(data)
+        where = ""
     for i, a in enumerate(out):
         if not isinstance(a, Atoms):
             raise DataError(f"item {i} is a {type(a).__name__}, expected ase.Atoms")
+        if len(a) == 0:
+            raise DataError(f"structure {i}{where} has no atoms")
     return out
 
 

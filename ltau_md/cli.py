@@ -3,7 +3,10 @@
 Each subcommand is a module of :mod:`ltau_md.commands` (``register`` adds its parser, ``run``
 does the work, importing torch/nequip/FAISS lazily so ``ltau-md --help`` is fast). Every ltau-md
 error, a missing file or a refused output directory ends with one line on stderr and exit
-status 2; Ctrl-C with 130.
+status 2 (an option value out of range: argparse's usage line and error, also status 2); Ctrl-C
+with 130. ``md`` and ``relax`` exit 3 when the monitor halted the run and 4 when it stopped for
+non-finite values (``ltau_md.commands._common.EXIT_STATUS``). Every command takes ``--threads N``
+(torch and FAISS threads of this process, set before the command runs).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from ._version import __version__
+from .commands._common import positive_int
 
 #: exit status of a run ended by bad input (ltau-md error, missing file, refused output)
 EXIT_BAD_INPUT = 2
@@ -31,7 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in MODULES:
         importlib.import_module(f".commands.{name}", __package__).register(sub)
+    for cmd in sub.choices.values():
+        cmd.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                         help="torch and FAISS (OpenMP) threads of this process, >= 1 "
+                         "(default: leave as is, i.e. torch's default or OMP_NUM_THREADS)")
     return p
+
+
+def set_threads(n: int | None) -> None:
+    """torch.set_num_threads(n) and faiss.omp_set_num_threads(n); None leaves both as is."""
+    if n is None:
+        return
+    import faiss
+    import torch
+
+    torch.set_num_threads(int(n))
+    faiss.omp_set_num_threads(int(n))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .exceptions import LTAUError
 
     try:
+        set_threads(args.threads)
         return int(args.func(args) or 0)
     except (LTAUError, FileNotFoundError, FileExistsError, NotADirectoryError,
             IsADirectoryError, PermissionError) as exc:

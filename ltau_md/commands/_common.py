@@ -1,9 +1,65 @@
-"""Options shared by several subcommands, and the calculator they build."""
+"""Options shared by several subcommands, their value checks (argparse ``type=`` helpers), the
+calculator they build and the exit status of a monitored run.
+
+A value outside its range is refused by argparse before anything runs: usage line, then
+``ltau-md CMD: error: argument --X: ...``, exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
+
+#: exit status of ``md`` / ``relax`` per run status (summary.json "status"); a command that
+#: ran several structures exits with the highest code among them
+EXIT_STATUS = {"completed": 0, "halted": 3, "non_finite": 4, "interrupted": 130}
+
+#: epilog of the commands that run monitored dynamics (``md``, ``relax``)
+STATUS_EPILOG = (
+    "Exit status and summary.json \"status\": 0 completed (all steps run, or converged); "
+    "3 halted by the monitor (a --stop-above policy; in md also max |F| above --max-force "
+    "or --max-retries rewinds used up); 4 stopped for non-finite positions, forces or energy; "
+    "2 bad input (nothing written); 130 interrupted (Ctrl-C; the files written so far are "
+    "complete and summary.json says \"interrupted\")."
+)
+
+
+def exit_code(statuses: Iterable[str]) -> int:
+    """The command's exit status for the run statuses (see :data:`EXIT_STATUS`)."""
+    return max((EXIT_STATUS[s] for s in statuses), default=0)
+
+
+def _number(kind: Callable[[str], Any], ok: Callable[[Any], bool], what: str, why: str = ""
+            ) -> Callable[[str], Any]:
+    """An argparse ``type=`` converting with ``kind`` and refusing values failing ``ok`` (or
+    not finite) with "must be WHAT, got 'TEXT'WHY"."""
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or (isinstance(value, float) and not math.isfinite(value)) \
+                or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}{why}")
+        return value
+    convert.__name__ = what  # argparse names the type in some messages
+    return convert
+
+
+#: argparse types: an integer >= 1, an integer >= 0, a finite float > 0, a finite float >= 0
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+#: a fraction in [0, 1] (e.g. a hysteresis on the uncertainty scale)
+unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+#: an uncertainty threshold: the uncertainty lies in [0, 1] and a policy fires when it is
+#: *above* the threshold, so a threshold of 1 or more could never fire
+threshold = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)",
+                    " (the uncertainty runs from 0 to 1; a policy fires above its threshold, "
+                    "so 1 or more never fires)")
 
 
 def window(text: str) -> tuple[int | None, int | None]:
@@ -20,11 +76,13 @@ def window(text: str) -> tuple[int | None, int | None]:
 def add_model_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
     """--model, --estimator, --device, --s (and --out, --overwrite)."""
     p.add_argument("--model", required=True,
-                   help="deployed NequIP model: checkpoint (.ckpt) or package (.nequip.zip)")
-    p.add_argument("--estimator", required=True, help="estimator directory from `ltau-md fit`")
+                   help="deployed NequIP model: checkpoint (.ckpt) or package (.nequip.zip) "
+                   "(required)")
+    p.add_argument("--estimator", required=True,
+                   help="estimator directory from `ltau-md fit` (required)")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
-    p.add_argument("--s", type=float, default=None,
-                   help="tolerance scaling factor (default: the fitted calibration, else 1)")
+    p.add_argument("--s", type=positive_float, default=None,
+                   help="tolerance scaling factor > 0 (default: the fitted calibration, else 1)")
     if out:
         add_out_args(p)
 
@@ -32,13 +90,14 @@ def add_model_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
 def add_out_args(p: argparse.ArgumentParser, help: str = "output directory") -> None:
     """--out and --overwrite (a non-empty --out is refused unless it is an earlier output of
     the same command and --overwrite is given)."""
-    p.add_argument("--out", required=True, help=f"{help} (must be new or empty)")
+    p.add_argument("--out", required=True, help=f"{help}, must be new or empty (required)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier output of this command in --out")
+                   help="replace an earlier output of this command in --out (default: refuse)")
 
 
 def add_progress_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide progress bars (default: shown)")
 
 
 def calculator_factory(args: argparse.Namespace) -> Any:
@@ -51,18 +110,44 @@ def calculator_factory(args: argparse.Namespace) -> Any:
                    device=args.device, s=args.s)
 
 
+def load_inputs(args: argparse.Namespace, structures: str, kind: str,
+                first_only: bool = False) -> tuple[list, Any]:
+    """Everything a monitored run needs, checked before any output is written: ``--out``
+    (refused like the run itself would refuse it), the structures (all frames, or the first),
+    the calculator (model and estimator) and every structure's elements against both.
+    Returns ``(structures, calculator)``; raises the ltau-md error naming the problem."""
+    from .._io import check_output_dir, read_structures
+    from ..exceptions import LTAUError
+
+    check_output_dir(args.out, kind, args.overwrite)
+    frames = read_structures(structures)
+    if first_only:
+        frames = frames[:1]
+    calc = calculator_factory(args)()
+    for i, atoms in enumerate(frames):
+        try:
+            calc.check_atoms(atoms)
+        except LTAUError as exc:
+            raise type(exc)(f"structure {i} of {structures}: {exc}") from exc
+    return frames, calc
+
+
 def add_policy_args(p: argparse.ArgumentParser) -> None:
     """Threshold options on the max atom uncertainty (which runs from 0 to 1)."""
-    p.add_argument("--stop-above", type=float,
-                   help="stop when the max atom uncertainty (0..1) exceeds this")
-    p.add_argument("--resample-above", type=float,
-                   help="save frames whose max uncertainty (0..1) exceeds this for relabelling")
-    p.add_argument("--warn-above", type=float,
-                   help="record a warning when the max uncertainty (0..1) exceeds this")
-    p.add_argument("--patience", type=int, default=1,
-                   help="consecutive steps above a threshold before it fires (default 1)")
-    p.add_argument("--hysteresis", type=float, default=0.0,
-                   help="re-arm once the value is this far below the threshold (default 0)")
+    p.add_argument("--stop-above", type=threshold, metavar="U",
+                   help="stop when the max atom uncertainty exceeds U, 0 <= U < 1 "
+                   "(default: never)")
+    p.add_argument("--resample-above", type=threshold, metavar="U",
+                   help="save frames whose max atom uncertainty exceeds U for relabelling, "
+                   "0 <= U < 1 (default: never)")
+    p.add_argument("--warn-above", type=threshold, metavar="U",
+                   help="record a warning when the max atom uncertainty exceeds U, 0 <= U < 1 "
+                   "(default: never)")
+    p.add_argument("--patience", type=positive_int, default=1,
+                   help="consecutive steps above a threshold before it fires, >= 1 (default 1)")
+    p.add_argument("--hysteresis", type=unit_float, default=0.0,
+                   help="re-arm once the value is this far below the threshold, in [0, 1] "
+                   "(default 0)")
 
 
 def policies(args: argparse.Namespace) -> list:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ._common import positive_float, positive_int
+
 NAME = "calibrate"
 
 
@@ -16,21 +18,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "miscalibration area; saves the calibrated estimator.")
     p.add_argument("data", help="labelled structures with reference forces (e.g. extxyz), not "
                    "used for training: the calibration split")
-    p.add_argument("--model", required=True, help="deployed NequIP model (.ckpt or package)")
-    p.add_argument("--estimator", required=True, help="estimator directory from `ltau-md fit`")
+    p.add_argument("--model", required=True,
+                   help="deployed NequIP model (.ckpt or package) (required)")
+    p.add_argument("--estimator", required=True,
+                   help="estimator directory from `ltau-md fit` (required)")
     p.add_argument("--out", default=None,
                    help="write the calibrated estimator here (default: update --estimator)")
     p.add_argument("--group-key", default=None,
-                   help="atoms.info key giving per-group s (e.g. config_type)")
-    p.add_argument("--target-atol", type=float, default=None,
-                   help="tolerance (eV/A) the confidence refers to (default: estimator atol)")
-    p.add_argument("--s-min", type=float, default=0.02,
-                   help="lower end of the searched s range (default 0.02)")
-    p.add_argument("--s-max", type=float, default=50.0,
-                   help="upper end of the searched s range (default 50)")
-    p.add_argument("--n-bins", type=int, default=20, help="calibration bins (default 20)")
+                   help="atoms.info key giving per-group s, e.g. config_type (default: one s "
+                   "for all)")
+    p.add_argument("--target-atol", type=positive_float, default=None,
+                   help="tolerance (eV/A, > 0) the confidence refers to (default: estimator "
+                   "atol)")
+    p.add_argument("--s-min", type=positive_float, default=0.02,
+                   help="lower end of the searched s range, > 0 (default 0.02)")
+    p.add_argument("--s-max", type=positive_float, default=50.0,
+                   help="upper end of the searched s range, > --s-min (default 50)")
+    p.add_argument("--n-bins", type=positive_int, default=20,
+                   help="calibration bins, >= 1 (default 20)")
     p.add_argument("--plot-dir", default=None,
-                   help="write calibration.png and scale_fit.png here")
+                   help="write calibration.png and scale_fit.png here (default: no plots)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=run)
 
@@ -40,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from .._io import read_structures
     from ..calibration import calibrate_structures, evaluate_calibration
     from ..estimator import LTAUEstimator
+    from ..exceptions import InvalidParameterError
     from ..nequip import NequIPFeatureModel
 
+    if args.s_min >= args.s_max:
+        raise InvalidParameterError(f"--s-min {args.s_min:g} must be below --s-max "
+                                    f"{args.s_max:g}")
     est = LTAUEstimator.load(args.estimator)
     model = NequIPFeatureModel.from_file(args.model, device=args.device)
     frames = read_structures(args.data)

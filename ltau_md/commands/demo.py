@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_progress_arg
+from ._common import add_progress_arg, non_negative_int
 
 NAME = "demo"
 
@@ -17,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="ltau_demo",
                    help="output directory, must be new or empty (default ltau_demo)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier demo output in --out")
-    p.add_argument("--quick", action="store_true", help="reduced sizes (CI smoke run)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+                   help="replace an earlier demo output in --out (default: refuse)")
+    p.add_argument("--quick", action="store_true",
+                   help="reduced sizes, a CI smoke run (default: full sizes)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="random seed, >= 0 (default 0)")
     add_progress_arg(p)
     p.set_defaults(func=run)
 

@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_out_args, window
+from ._common import (
+    add_out_args,
+    add_progress_arg,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    window,
+)
 
 NAME = "fit"
 
@@ -17,31 +24,50 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "runs (one per ensemble member) and the deployed model's descriptors.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="nequip-train run dirs (or error-log dirs), one per ensemble member")
-    p.add_argument("--model", required=True, help="deployed model (.ckpt or .nequip.zip)")
+    p.add_argument("--model", required=True,
+                   help="deployed model (.ckpt or .nequip.zip) (required)")
     add_out_args(p, "estimator output directory")
-    p.add_argument("--k", type=int, default=10, help="neighbours per query atom (default 10)")
+    p.add_argument("--k", type=positive_int, default=10,
+                   help="neighbours per query atom, >= 1 and at most the number of training "
+                   "atoms (default 10)")
     p.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto",
                    help="FAISS index (default auto: exact below a size, HNSW above)")
-    p.add_argument("--atol", type=float, default=None,
-                   help="tolerance in eV/A (default: final training force MAE)")
-    p.add_argument("--rtol", type=float, default=0.0,
-                   help="relative tolerance, times |F_ref| (default 0)")
-    p.add_argument("--s", type=float, default=None,
-                   help="tolerance scaling factor (default: 1 until calibrated)")
+    p.add_argument("--atol", type=positive_float, default=None,
+                   help="tolerance in eV/A, > 0 (default: final training force MAE)")
+    p.add_argument("--rtol", type=non_negative_float, default=0.0,
+                   help="relative tolerance, times |F_ref|, >= 0 (default 0)")
+    p.add_argument("--s", type=positive_float, default=None,
+                   help="tolerance scaling factor, > 0 (default: 1 until calibrated)")
     p.add_argument("--window", type=window, default=(None, None), metavar="START:STOP",
                    help="slice over logged epochs, e.g. --window=-50: (default: all)")
     p.add_argument("--data", default=None,
                    help="training structures in logged order (default: the log's frames.traj)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="structures per descriptor forward pass (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="structures per descriptor forward pass, >= 1 (default 16)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_arg(p)
     p.set_defaults(func=run)
+
+
+def check_k(args: argparse.Namespace) -> None:
+    """InvalidParameterError if --k exceeds the logged training atoms (read from the error
+    logs' metadata, before the model is loaded or any descriptor computed)."""
+    from ..errorlog import ErrorLog
+    from ..exceptions import InvalidParameterError
+    from ..nequip.fit import find_error_log
+
+    for rd in args.run_dirs:
+        n = ErrorLog.open(find_error_log(rd)).n_atoms
+        if args.k > n:
+            raise InvalidParameterError(
+                f"--k {args.k} exceeds the {n} training atoms logged in {rd}: choose "
+                f"--k <= {n}")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..nequip.fit import fit_from_runs
 
+    check_k(args)
     est = fit_from_runs(
         args.run_dirs, args.model, args.out, k=args.k, index=args.index, atol=args.atol,
         rtol=args.rtol, window=args.window, data=args.data, batch_size=args.batch_size,

@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_model_args, add_progress_arg, calculator_factory
+from ._common import (
+    add_model_args,
+    add_progress_arg,
+    calculator_factory,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 NAME = "is2rs"
 
@@ -23,24 +30,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p, out=False)
     p.add_argument("--systems", required=True,
                    help="directory with initial.*/relaxed.* (or split subdirectories), or an "
-                   "extxyz file with per-atom 'pos_relaxed'")
+                   "extxyz file with per-atom 'pos_relaxed' (required)")
     p.add_argument("--out", required=True,
-                   help="campaign directory (new, empty, or an earlier campaign to resume)")
+                   help="campaign directory: new, empty, or an earlier campaign to resume "
+                   "(required)")
     p.add_argument("--splits", nargs="+", default=None, help="only these splits (default all)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="first N systems of each split (default all)")
     p.add_argument("--scheduler", default=None,
-                   help="dask scheduler address (e.g. tcp://host:8786 from dask-jobqueue)")
-    p.add_argument("--workers", type=int, default=2,
+                   help="dask scheduler address, e.g. tcp://host:8786 from dask-jobqueue "
+                   "(default: a LocalCluster of --workers)")
+    p.add_argument("--workers", type=non_negative_int, default=2,
                    help="LocalCluster worker processes when no --scheduler (0 = serial; "
                    "default 2)")
-    p.add_argument("--fmax", type=float, default=0.05, help="force threshold, eV/A (default 0.05)")
-    p.add_argument("--steps", type=int, default=300, help="maximum optimizer steps (default 300)")
+    p.add_argument("--fmax", type=positive_float, default=0.05,
+                   help="force threshold, eV/A, > 0 (default 0.05)")
+    p.add_argument("--steps", type=positive_int, default=300,
+                   help="maximum optimizer steps, >= 1 (default 300)")
     p.add_argument("--optimizer", default="BFGS", choices=OPTIMIZERS,
                    help="ASE optimizer (default BFGS)")
-    p.add_argument("--rmsd-threshold", type=float, default=0.5,
-                   help="RMSD (A) above which a relaxation counts as failed (AUROC; default 0.5)")
-    p.add_argument("--no-resume", action="store_true", help="recompute finished systems")
+    p.add_argument("--rmsd-threshold", type=positive_float, default=0.5,
+                   help="RMSD (A, > 0) above which a relaxation counts as failed (AUROC; "
+                   "default 0.5)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="recompute finished systems (default: resume, skipping them)")
     add_progress_arg(p)
     p.set_defaults(func=run)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_out_args, add_progress_arg
+from ._common import add_out_args, add_progress_arg, non_negative_int
 
 NAME = "is2rs-generate"
 
@@ -17,14 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "110), reference EMT relaxations, splits train/val_id/val_ood_ads/val_ood_cat/"
         "val_ood_both. Deterministic from --seed.")
     add_out_args(g)
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--n-train", type=int, default=200, help="training systems (default 200)")
-    g.add_argument("--n-val", type=int, default=50,
-                   help="systems per validation split (default 50)")
+    g.add_argument("--seed", type=non_negative_int, default=0,
+                   help="random seed, >= 0 (default 0)")
+    g.add_argument("--n-train", type=non_negative_int, default=200,
+                   help="training systems, >= 0 (default 200)")
+    g.add_argument("--n-val", type=non_negative_int, default=50,
+                   help="systems per validation split, >= 0 (default 50)")
     g.add_argument("--splits", nargs="+", default=None, help="only these splits (default all)")
-    g.add_argument("--workers", type=int, default=0,
-                   help="dask LocalCluster workers for the reference relaxations (0 = serial)")
-    g.add_argument("--scheduler", default=None, help="dask scheduler address")
+    g.add_argument("--workers", type=non_negative_int, default=0,
+                   help="dask LocalCluster workers for the reference relaxations (default 0 = "
+                   "serial)")
+    g.add_argument("--scheduler", default=None,
+                   help="dask scheduler address (default: --workers decides)")
     add_progress_arg(g)
     g.set_defaults(func=run)
 

@@ -89,3 +89,42 @@ def test_demo_refuses_a_foreign_directory(tmp_path, capsys):
     assert "left untouched" in _err_line(capsys)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def _subparsers():
+    import argparse
+
+    from ltau_md.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_option_of_every_command_states_its_default():
+    """``ltau-md CMD --help``: each option says its default (or that it is required), and
+    every command takes --threads."""
+    import argparse
+
+    cmds = _subparsers()
+    assert set(cmds) == {"demo", "fit", "calibrate", "relax", "md", "is2rs", "is2rs-generate"}
+    for name, p in cmds.items():
+        opts = [a for a in p._actions
+                if a.option_strings and not isinstance(a, argparse._HelpAction)]
+        assert "--threads" in {s for a in opts for s in a.option_strings}, name
+        for a in opts:
+            text = a.help or ""
+            if a.required:
+                assert "(required)" in text, (name, a.option_strings)
+            else:
+                assert "default" in text, (name, a.option_strings, text)
+
+
+def test_md_and_relax_help_document_the_exit_statuses(capsys):
+    for cmd in ("md", "relax"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for part in ("0 completed", "3 halted by the monitor", "4 stopped for non-finite",
+                     "2 bad input", "130 interrupted", '"status"'):
+            assert part in text, (cmd, part)
