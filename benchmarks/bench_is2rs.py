@@ -51,6 +51,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="threads per process (torch, BLAS, FAISS) for training and the serial "
                    "campaign; dask workers always use 1")
     p.add_argument("--fresh", action="store_true", help="delete OUT first")
+    p.add_argument("--stop-after", choices=["generate", "train", "fit"], default=None,
+                   help="stop after this stage (e.g. prepare data and model, campaign later)")
+    p.add_argument("--reuse", default=None,
+                   help="directory of an earlier run whose benchmark/, nequip_run/ and "
+                   "estimator/ are used (nothing is generated, trained or fitted)")
+    p.add_argument("--reference", default="ase.calculators.emt:EMT",
+                   help="reference calculator import path (default EMT)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="systems per dask task (default: ~4 tasks per worker, <= 8)")
+    p.add_argument("--worker-threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     args = p.parse_args(argv)
     q = args.quick
     args.n_train = args.n_train if args.n_train is not None else (20 if q else 150)
@@ -81,7 +92,8 @@ def main(argv=None) -> int:
     times: dict[str, float] = {}
 
     # 1. data ------------------------------------------------------------------------------
-    bench = out / "benchmark"
+    src = Path(args.reuse).resolve() if args.reuse else out
+    bench = src / "benchmark"
     t0 = time.perf_counter()
     if not (bench / "manifest.json").exists():
         cfg = GeneratorConfig(frames_per_system=args.frames, val_frames_per_system=2)
@@ -94,8 +106,10 @@ def main(argv=None) -> int:
     print(f"[is2rs] benchmark: {json.dumps(counts)}, {n_frames} training frames "
           f"({times['generate_s']:.0f} s)", flush=True)
 
+    if args.stop_after == "generate":
+        return 0
     # 2. NequIP with LTAU error logging ------------------------------------------------------
-    run = out / "nequip_run"
+    run = src / "nequip_run"
     t0 = time.perf_counter()
     if not (run / "last.ckpt").exists():
         cfg = toy.tiny_config(
@@ -110,18 +124,22 @@ def main(argv=None) -> int:
     times["train_s"] = time.perf_counter() - t0
     print(f"[is2rs] NequIP trained ({times['train_s']:.0f} s)", flush=True)
 
+    if args.stop_after == "train":
+        return 0
     # 3. LTAU estimator --------------------------------------------------------------------
-    est_dir = out / "estimator"
+    est_dir = (out / "estimator") if not args.reuse else (out / "estimator_refit")
     t0 = time.perf_counter()
     if not (est_dir / "manifest.json").exists():
         fit_from_runs([run], run / "last.ckpt", est_dir, k=10, progress=False)
     times["fit_s"] = time.perf_counter() - t0
+    if args.stop_after == "fit":
+        return 0
 
-    # 4. campaign: serial and dask -----------------------------------------------------------
+    # 4. campaign: serial and dask, timed alike (model build, campaign, cluster start/close) --
     systems = load_systems(bench, splits=list(VAL_SPLITS))
     factory = functools.partial(load_calculator, model=str(run / "last.ckpt"),
                                 estimator=str(est_dir))
-    settings = RelaxSettings(fmax=0.05, steps=args.steps)
+    settings = RelaxSettings(fmax=0.05, steps=args.steps, reference=args.reference)
     serial = None
     if not args.skip_serial:
         t0 = time.perf_counter()
@@ -131,21 +149,30 @@ def main(argv=None) -> int:
         print(f"[is2rs] serial campaign ({times['campaign_serial_s']:.0f} s)", flush=True)
     t0 = time.perf_counter()
     dask = run_campaign(systems, factory, out / "campaign_dask", settings,
-                        n_workers=args.workers, resume=False, progress=False)
+                        n_workers=args.workers, resume=False, progress=False,
+                        batch_size=args.batch_size, worker_threads=args.worker_threads)
     times[f"campaign_dask{args.workers}_s"] = time.perf_counter() - t0
-    print(f"[is2rs] dask campaign ({times[f'campaign_dask{args.workers}_s']:.0f} s)", flush=True)
+    print(f"[is2rs] dask campaign ({times[f'campaign_dask{args.workers}_s']:.0f} s) "
+          f"{dask.counts}", flush=True)
+    if serial is not None:
+        times["speedup"] = times["campaign_serial_s"] / times[f"campaign_dask{args.workers}_s"]
     agree = None
     if serial is not None:
-        d_rmsd = [abs(a["rmsd"] - b["rmsd"]) for a, b in zip(serial, dask, strict=True)
+        by_sid = {r["sid"]: r for r in dask}
+        pairs = [(a, by_sid[a["sid"]]) for a in serial if a["sid"] in by_sid]
+        d_rmsd = [abs(a["rmsd"] - b["rmsd"]) for a, b in pairs
                   if a["status"] == b["status"] == "ok"]
         agree = {
-            "same_n_steps": all(a.get("n_steps") == b.get("n_steps")
-                                for a, b in zip(serial, dask, strict=True)),
+            "same_n_steps": all(a.get("n_steps") == b.get("n_steps") for a, b in pairs),
             "max_abs_rmsd_diff": max(d_rmsd) if d_rmsd else None,
         }
+    step_s = [r["wall_s"] / max(r["n_steps"] + 1, 1) for r in (serial or dask)
+              if r.get("status") == "ok"]
+    ref_s = [r["ref_wall_s"] for r in (serial or dask) if r.get("ref_wall_s") is not None]
 
     # 5. analysis --------------------------------------------------------------------------
-    report = analysis.write_report(out, dask, rmsd_threshold=0.5)
+    report = analysis.write_report(out, dask, rmsd_threshold=0.5, not_done=dask.not_done,
+                                   n_boot=args.n_boot)
     line = {
         "bench": "is2rs",
         "quick": args.quick,
@@ -155,27 +182,51 @@ def main(argv=None) -> int:
         "epochs": args.epochs,
         "threads_serial": args.threads,
         "dask_workers": args.workers,
-        "n_errors": report["n_errors"],
+        "counts": report["counts"],
+        "median_model_step_s": _r(sorted(step_s)[len(step_s) // 2]) if step_s else None,
+        "median_reference_scoring_s": _r(sorted(ref_s)[len(ref_s) // 2]) if ref_s else None,
         "splits": {},
         "serial_vs_dask": agree,
         **{k: round(v, 1) for k, v in times.items()},
     }
     for name, e in report["splits"].items():
-        line["splits"][name] = {
-            "n": e.get("n_ok"),
-            "spearman_uq_max_rmsd": _r(e.get("spearman", {}).get("uq_max")),
-            "spearman_uq_final_rmsd": _r(e.get("spearman", {}).get("uq_final")),
-            "spearman_uq_mean_rmsd": _r(e.get("spearman", {}).get("uq_mean")),
-            "auroc_uq_max_rmsd>0.5": _r(e.get("auroc", {}).get("uq_max")),
-            "auroc_uq_final_rmsd>0.5": _r(e.get("auroc", {}).get("uq_final")),
-            "adwt": _r(e.get("adwt")),
-            "rmsd_mean": _r(e.get("rmsd_mean")),
-            "failure_rate": _r(e.get("failure_rate")),
-            "uq_to_rmsd_mae": _r((e.get("uq_to_rmsd") or {}).get("mae")),
-            "baseline_mae": _r((e.get("uq_to_rmsd") or {}).get("baseline_mae")),
-        }
+        line["splits"][name] = split_line(e)
     print(json.dumps(line))
     return 0
+
+
+def _ci(entry, stat):
+    """"value [lo, hi]" of a {"value", "lo", "hi"} report entry."""
+    if not entry or stat not in entry or entry[stat].get("value") is None:
+        return None
+    e = entry[stat]
+    return f"{_r(e['value'])} [{_r(e['lo'])}, {_r(e['hi'])}]"
+
+
+def split_line(e: dict) -> dict:
+    """The figures of one report split entry."""
+    sp, au = e.get("spearman_ci", {}), e.get("auroc_ci", {})
+    out = {
+        "n": e.get("n_ok"),
+        "adwt": _r(e.get("adwt")),
+        "rmsd_mean": _r(e.get("rmsd_mean")),
+        "failure_rates": {k: _r(v) for k, v in (e.get("failure_rates") or {}).items()},
+        "energy_above_min_median": _r(e.get("energy_above_min_median")),
+        "fbt": _r(e.get("fbt")),
+        "afbt": _r(e.get("afbt")),
+        "basin": e.get("basin"),
+        "force_mae": _r(e.get("force_mae")),
+    }
+    for target in ("rmsd", "energy_above_min"):
+        for st in ("uq_max", "uq_final", "uq_mean", "ferr_max", "ferr_final", "n_ads",
+                   "ml_fmax_initial", "novelty_max", "novelty_final"):
+            if (v := _ci(sp.get(target), st)) is not None:
+                out[f"spearman_{st}_vs_{target}"] = v
+    for label in ("rmsd", "energy", "not_fbt"):
+        for st in ("uq_max", "uq_final", "ferr_max", "n_ads", "novelty_max"):
+            if (v := _ci(au.get(label), st)) is not None:
+                out[f"auroc_{st}_{label}_fail"] = v
+    return out
 
 
 def _r(x):
