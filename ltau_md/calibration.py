@@ -53,6 +53,10 @@ from .metrics import (
     CalibrationCurve,
     calibration_curve,
     force_error_norm,
+    frame_statistics,
+    parse_stat_key,
+    selection_mask,
+    stat_key,
     within_tolerance,
 )
 
@@ -60,12 +64,16 @@ if TYPE_CHECKING:
     from .estimator import LTAUEstimator
 
 __all__ = [
+    "DEFAULT_ALARM_STATS",
     "Calibration",
     "CalibrationCurve",
     "ScaleFit",
+    "alarm_statistics_from_structures",
+    "alarm_statistics_from_training",
     "calibrate_structures",
     "calibration_curve",
     "evaluate_calibration",
+    "fit_alarm_thresholds",
     "fit_scale",
     "force_error_norm",
     "reference_forces",
@@ -338,13 +346,31 @@ def fit_scale(
             fit.s_per_group[str(g)] = sg
             fit.area_per_group[str(g)] = ag
     if store:
+        old = estimator.calibration_
         estimator.calibration_ = fit.to_calibration(group_key=group_key, n_bins=n_bins,
                                                     binning=binning)
+        if old is not None and old.thresholds:
+            _carry_thresholds(old.thresholds, estimator.calibration_.thresholds)
         if estimator.s is not None:
             warnings.warn(f"the estimator's s parameter ({estimator.s}) overrides the fitted "
                           "calibration at inference; set estimator.s = None to use it",
                           UserWarning, stacklevel=2)
     return fit
+
+
+def _carry_thresholds(old: dict, new: dict) -> None:
+    """Copy the in-domain statistics that do not depend on s into a new calibration; warn
+    about the dropped ones (uncertainty, confidence), which must be fitted again."""
+    dropped = []
+    for key, entry in old.items():
+        if parse_stat_key(key)[0] in SCALE_DEPENDENT_SIGNALS:
+            dropped.append(key)
+        else:
+            new.setdefault(key, entry)
+    if dropped:
+        warnings.warn(f"in-domain statistics {sorted(dropped)} depend on s and were dropped "
+                      "with the new s: fit them again (fit_alarm_thresholds, "
+                      "calibrate_structures)", UserWarning, stacklevel=3)
 
 
 def split_frames(frame_offsets: np.ndarray, fraction: float = 0.5, seed: int = 0
@@ -374,6 +400,7 @@ def calibrate_structures(
     group_key: str | None = None,
     target_atol: float | None = None,
     batch_size: int = 16,
+    alarm_stats: bool = True,
     **fit_kwargs: Any,
 ) -> tuple[ScaleFit, dict[str, np.ndarray]]:
     """Fit s on labelled structures (ASE Atoms with reference forces, eV/A) evaluated with a
@@ -383,22 +410,24 @@ def calibrate_structures(
     of a structure for per-group s (stored in the calibration, so the calculator reads it).
     Returns the :class:`ScaleFit` (stored as ``estimator.calibration_`` unless ``store=False``
     is passed) and the arrays used: ``errors`` (n,) eV/A,
-    ``indices`` (n, k), ``groups`` (n,) or absent, ``frame_offsets`` (F+1,)."""
+    ``indices`` (n, k), ``groups`` (n,) or absent, ``frame_offsets`` (F+1,), ``novelty`` (n,).
+
+    With ``alarm_stats`` (and ``store``) the in-domain frame statistics of the same structures
+    (:data:`DEFAULT_ALARM_STATS`, uncertainty at the fitted s) are stored too, source
+    "calibration" (:func:`fit_alarm_thresholds`), so Threshold(alarm_rate=...) works."""
     frames = list(frames)
     if not frames:
         raise DataError("no calibration structures given")
     refs = [reference_forces(a, i, "calibration") for i, a in enumerate(frames)]
-    outs: list[Any] = []
-    many = getattr(model, "evaluate_many", None)
-    for i in range(0, len(frames), max(int(batch_size), 1)):
-        part = frames[i:i + max(int(batch_size), 1)]
-        outs.extend(many(part) if many is not None else [model.evaluate(a) for a in part])
+    outs = _evaluate(model, frames, batch_size)
     feats = np.concatenate([np.asarray(o.features) for o in outs])
     err = np.linalg.norm(np.concatenate(refs) - np.concatenate([o.forces for o in outs]), axis=1)
-    idx = estimator.kneighbors(feats)[1]
+    species = np.concatenate([a.numbers for a in frames])
+    dist, idx = estimator.kneighbors(feats, species)
     arrays: dict[str, np.ndarray] = {
         "errors": err, "indices": idx,
         "frame_offsets": np.concatenate([[0], np.cumsum([len(a) for a in frames])]),
+        "novelty": estimator.novelty_of(dist, idx, species)[0],
     }
     groups = None
     if group_key is not None:
@@ -410,6 +439,201 @@ def calibrate_structures(
     ref_norm = None
     if float(estimator.summary_.rtol) > 0:
         ref_norm = np.linalg.norm(np.concatenate(refs), axis=1)
-    fit = fit_scale(estimator, None, err, groups, indices=idx, target_atol=target_atol,
-                    ref_force_norm=ref_norm, group_key=group_key, **fit_kwargs)
+    with warnings.catch_warnings():
+        if alarm_stats:  # refitted below
+            warnings.filterwarnings("ignore", message="in-domain statistics")
+        fit = fit_scale(estimator, None, err, groups, indices=idx, target_atol=target_atol,
+                        ref_force_norm=ref_norm, group_key=group_key, **fit_kwargs)
+    if alarm_stats and fit_kwargs.get("store", True):
+        per_atom = {"novelty": arrays["novelty"],
+                    "uncertainty": _uncertainty(estimator, idx, frames)}
+        fit_alarm_thresholds(estimator, per_atom, arrays["frame_offsets"],
+                             **_tags_and_free(frames), source="calibration")
     return fit, arrays
+
+
+# ---------------------------------------------------------------------------- alarm statistics
+DEFAULT_ALARM_STATS = ("novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean")
+"""In-domain frame statistics fitted by default (plus their "@tags=2" variants, OC20 adsorbate
+atoms, when the structures carry tag 2)."""
+
+SCALE_DEPENDENT_SIGNALS = ("uncertainty", "confidence")
+"""Signals whose values change with the tolerance scale s: their in-domain statistics are
+dropped when a new s is fitted."""
+
+
+def _evaluate(model: Any, frames: Sequence[Any], batch_size: int) -> list[Any]:
+    """Model outputs of ``frames`` (``evaluate_many`` in batches where the model has it)."""
+    outs: list[Any] = []
+    many = getattr(model, "evaluate_many", None)
+    b = max(int(batch_size), 1)
+    for i in range(0, len(frames), b):
+        part = frames[i:i + b]
+        outs.extend(many(part) if many is not None else [model.evaluate(a) for a in part])
+    return outs
+
+
+def _uncertainty(estimator: LTAUEstimator, indices: np.ndarray, frames: Sequence[Any]
+                 ) -> np.ndarray:
+    """Per-atom uncertainty 1 - p at the scale the calculator would use for each structure
+    (its calibration group's s where the calibration has a group key)."""
+    cal = estimator.calibration_
+    key = cal.group_key if cal is not None else None
+    groups = np.concatenate([[str(a.info[key]) if key and key in a.info else ""] * len(a)
+                             for a in frames])
+    unc = np.empty(indices.shape[0])
+    for g in np.unique(groups):
+        m = groups == g
+        unc[m] = 1.0 - estimator.confidence_from_neighbors(indices[m], group=g or None)[0]
+    return unc
+
+
+def _tags_and_free(frames: Sequence[Any]) -> dict[str, np.ndarray | None]:
+    """{"tags": concatenated tags (None if all 0), "free": atoms not fixed by FixAtoms}."""
+    from ase.constraints import FixAtoms
+
+    tags = np.concatenate([a.get_tags() for a in frames])
+    free = []
+    for a in frames:
+        f = np.ones(len(a), dtype=bool)
+        for c in a.constraints:
+            if isinstance(c, FixAtoms):
+                f[c.index] = False
+        free.append(f if f.any() else np.ones(len(a), dtype=bool))
+    return {"tags": tags if tags.any() else None, "free": np.concatenate(free)}
+
+
+def fit_alarm_thresholds(
+    estimator: LTAUEstimator,
+    per_atom: dict[str, np.ndarray],
+    frame_offsets: np.ndarray,
+    *,
+    tags: np.ndarray | None = None,
+    stats: Sequence[str] = DEFAULT_ALARM_STATS,
+    source: str = "held-out",
+    free: np.ndarray | None = None,
+    store: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Store the in-domain values of frame statistics, from which
+    :class:`~ltau_md.observers.Threshold` (``alarm_rate=``) sets its threshold.
+
+    Parameters
+    ----------
+    estimator : a fitted LTAUEstimator.
+    per_atom : dict
+        signal -> (n_atoms,) per-atom values of in-domain structures, e.g.
+        ``{"novelty": ..., "uncertainty": ...}`` as the calculator returns them.
+    frame_offsets : (F+1,) first atom of each structure, then n_atoms.
+    tags : (n_atoms,) int, optional
+        OC20 tags for "@tags=..." statistics.
+    stats : keys "SIGNAL:ON[@tags=T]" (:func:`~ltau_md.metrics.stat_key`).
+        The default, :data:`DEFAULT_ALARM_STATS`, keeps the signals present in ``per_atom``
+        and adds the "@tags=2" variants when ``tags`` hold a 2; explicit keys must all be
+        computable.
+    source : where the values come from ("held-out", "validation", "calibration",
+        "training-loo").
+    free : (n_atoms,) bool, optional
+        Atoms a statistic without "@" is taken over (the monitor uses the atoms not fixed by
+        FixAtoms); default all atoms.
+    store : put the entries into ``estimator.calibration_.thresholds`` (creating the
+        calibration, s = the estimator's current scale, area None, if there is none);
+        ``estimator.save`` persists them.
+
+    Returns
+    -------
+    {key: {"values": sorted in-domain frame values, "n_frames": F used, "source": source}}.
+    Frames without a selected atom (e.g. no adsorbate) are left out; frames with an infinite
+    value too, with a warning.
+    """
+    estimator._check_fitted()
+    off = check_frame_offsets(frame_offsets)
+    n = int(off[-1])
+    sig = {}
+    for name, v in per_atom.items():
+        a = np.asarray(v, dtype=np.float64)
+        if a.shape != (n,):
+            raise DataError(f"per_atom[{name!r}] has shape {a.shape}, expected ({n},) (the "
+                            "atoms of frame_offsets)")
+        sig[name] = a
+    t = None if tags is None else np.asarray(tags)
+    default = tuple(stats) == DEFAULT_ALARM_STATS
+    keys = [k for k in stats if not default or parse_stat_key(k)[0] in sig]
+    if default and t is not None and np.any(t == 2):
+        keys += [stat_key(*parse_stat_key(k)[:2], "tags=2") for k in keys]
+    if free is not None:
+        free = selection_mask(np.asarray(free, dtype=bool), n)
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        signal, on, select = parse_stat_key(key)
+        if signal not in sig:
+            raise DataError(f"statistic {key!r} needs per_atom[{signal!r}]")
+        mask = free if select is None else selection_mask(select, n, t)
+        vals = frame_statistics(sig[signal], off, on, mask)
+        vals = vals[~np.isnan(vals)]
+        if np.isinf(vals).any():
+            warnings.warn(f"{key}: {int(np.isinf(vals).sum())} in-domain frames with an "
+                          "infinite value left out", UserWarning, stacklevel=2)
+            vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            warnings.warn(f"{key}: no frame has a value (no selected atom); not stored",
+                          UserWarning, stacklevel=2)
+            continue
+        out[stat_key(signal, on, select)] = {"values": np.sort(vals).tolist(),
+                                             "n_frames": int(vals.size), "source": str(source)}
+    if store and out:
+        if estimator.calibration_ is None:
+            estimator.calibration_ = Calibration(s=estimator.scale_, target_atol=estimator.atol_)
+        estimator.calibration_.thresholds.update(out)
+    return out
+
+
+def alarm_statistics_from_structures(
+    model: Any,
+    estimator: LTAUEstimator,
+    frames: Sequence[Any],
+    *,
+    stats: Sequence[str] = DEFAULT_ALARM_STATS,
+    source: str = "held-out",
+    batch_size: int = 16,
+    store: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """In-domain frame statistics of ASE structures (no labels needed) evaluated with a
+    :class:`~ltau_md.model.FeatureModel`, stored by :func:`fit_alarm_thresholds` (novelty and
+    uncertainty as the calculator computes them; tags and FixAtoms from the structures).
+
+    Use structures from the training distribution the model never saw, e.g. the training
+    run's validation set; the alarm rate holds for new structures exchangeable with them."""
+    frames = list(frames)
+    if not frames:
+        raise DataError("no in-domain structures given")
+    outs = _evaluate(model, frames, batch_size)
+    feats = np.concatenate([np.asarray(o.features) for o in outs])
+    species = np.concatenate([a.numbers for a in frames])
+    dist, idx = estimator.kneighbors(feats, species)
+    per_atom = {"novelty": estimator.novelty_of(dist, idx, species)[0],
+                "uncertainty": _uncertainty(estimator, idx, frames)}
+    off = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
+    return fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
+                                store=store, **_tags_and_free(frames))
+
+
+def alarm_statistics_from_training(
+    estimator: LTAUEstimator,
+    frame_offsets: np.ndarray,
+    *,
+    tags: np.ndarray | None = None,
+    stats: Sequence[str] = DEFAULT_ALARM_STATS,
+    store: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Fallback without held-out structures: novelty statistics of the training frames from
+    each training atom's leave-one-out novelty (``estimator.train_novelty_``), source
+    "training-loo". ``frame_offsets`` (F+1,): the training frames (``ErrorLog.frame_offsets``).
+
+    Approximate: leaving one atom out keeps its frame-mates and the neighbouring frames of the
+    same trajectory in the index, so training atoms look more familiar than new in-domain
+    structures do; thresholds come out low and alarms fire more often than the nominal rate.
+    Prefer held-out structures (:func:`alarm_statistics_from_structures`)."""
+    estimator._check_fitted()
+    return fit_alarm_thresholds(estimator, {"novelty": estimator.train_novelty_},
+                                frame_offsets, tags=tags, stats=stats, source="training-loo",
+                                store=store)

@@ -102,7 +102,9 @@ class Calibration:
         ``atoms.info`` key holding the group label (read by the calculator), if fitted from
         structures.
     area, area_unscaled : float or None
-        Miscalibration area on the calibration atoms at ``s`` and at s = 1.
+        Miscalibration area on the calibration atoms at ``s`` and at s = 1. None means the
+        scale was not fitted (e.g. a calibration created only to hold in-domain alarm
+        statistics, with ``s`` the estimator's scale at that time).
     n_atoms, n_bins, binning : calibration atoms, bins and binning of the fit.
     area_per_group, n_per_group : per-group areas (at the group's s) and atom counts.
     thresholds : dict

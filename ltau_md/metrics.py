@@ -10,6 +10,10 @@
 * :func:`binned_error_calibration` - error-based calibration of a predicted error in eV/A
   (bins by predicted error, RMSE of the observed error per bin, ENCE summary).
 * :func:`aggregate_by_frame` - per-structure max/mean of per-atom values.
+* :func:`frame_statistic` / :func:`frame_statistics` - a structure's max, mean or quantile of a
+  per-atom signal over selected atoms (:func:`selection_mask`: mask, indices or OC20 tags),
+  named by :func:`stat_key` (e.g. "novelty:max@tags=2"); :func:`alarm_threshold` - the
+  conformal threshold that in-domain frames exceed at a chosen alarm rate.
 
 Miscalibration area (the number reported everywhere in ltau-md, and minimised by
 :func:`ltau_md.calibration.fit_scale`): the area between the calibration curve and the diagonal,
@@ -34,15 +38,23 @@ from ._validate import check_frame_offsets
 from .exceptions import DataError, InvalidParameterError
 
 __all__ = [
+    "FRAME_STATISTICS",
     "BinnedErrorCalibration",
     "CalibrationCurve",
     "aggregate_by_frame",
+    "alarm_threshold",
     "auroc",
     "binned_error_calibration",
     "calibration_curve",
     "force_error_norm",
+    "frame_statistic",
+    "frame_statistics",
     "miscalibration_area",
+    "parse_selection",
+    "parse_stat_key",
+    "selection_mask",
     "spearman",
+    "stat_key",
     "within_tolerance",
 ]
 
@@ -345,3 +357,200 @@ def calibration_curve(confidence: np.ndarray, correct: np.ndarray, n_bins: int =
         mean_confidence_all=float(p.mean()), n=int(p.size),
         s=None if s is None else float(s),
     )
+
+
+# ---------------------------------------------------------------------------- frame statistics
+#: per-structure statistics of a per-atom signal: max, mean, or a quantile "qNN" (0 < NN <= 100)
+FRAME_STATISTICS = ("max", "mean", "q90", "q99")
+
+
+def _quantile_of(on: str) -> float | None:
+    """None for "max"/"mean"; q/100 for "qNN" (e.g. "q90" -> 0.9, "q99.5" -> 0.995)."""
+    if on in ("max", "mean"):
+        return None
+    if isinstance(on, str) and on.startswith("q"):
+        try:
+            q = float(on[1:])
+        except ValueError:
+            q = float("nan")
+        if 0 < q <= 100:
+            return q / 100.0
+    raise InvalidParameterError(f"on must be 'max', 'mean' or a quantile 'qNN' with "
+                                f"0 < NN <= 100 (e.g. 'q90', 'q99'), got {on!r}")
+
+
+def _quantile(v: np.ndarray, q: float) -> float:
+    """np.quantile (linear interpolation), +inf (not NaN) when the upper bracketing value is
+    +inf."""
+    lo, hi = np.quantile(v, q, method="lower"), np.quantile(v, q, method="higher")
+    if lo == hi or np.isinf(hi):
+        return float(hi)
+    return float(np.quantile(v, q))
+
+
+def parse_selection(select: str) -> tuple[str, tuple[int, ...]]:
+    """``"tags=2"`` or ``"tags=1,2"`` -> ("tags", (1, 2)) (sorted, unique): OC20 tags, 0 fixed
+    subsurface, 1 surface, 2 adsorbate. InvalidParameterError for anything else."""
+    name, sep, rest = str(select).partition("=")
+    try:
+        vals = tuple(sorted({int(t) for t in rest.split(",")})) if sep else ()
+    except ValueError:
+        vals = ()
+    if name.strip() != "tags" or not vals:
+        raise InvalidParameterError(
+            f"select must be a boolean mask, an index array or 'tags=T[,T...]' (e.g. 'tags=2' "
+            f"for OC20 adsorbate atoms), got {select!r}")
+    return "tags", vals
+
+
+def selection_mask(select: Any, n_atoms: int, tags: Any = None) -> np.ndarray | None:
+    """The atoms a statistic is taken over, as a boolean mask (n_atoms,), or None for all.
+
+    ``select``: None (all atoms), a boolean mask (n_atoms,), an integer index array, or a
+    string ``"tags=2"`` / ``"tags=1,2"`` resolved with ``tags`` (n_atoms,) integer tags (e.g.
+    ``atoms.get_tags()``; resolved again at every call, so it follows the structure). One rule
+    for the observers (per step) and for fitting in-domain alarm statistics."""
+    if select is None:
+        return None
+    if isinstance(select, str):
+        _, vals = parse_selection(select)
+        if tags is None:
+            raise DataError(f"select={select!r} needs the atoms' tags")
+        t = np.asarray(tags)
+        if t.shape != (n_atoms,):
+            raise DataError(f"tags have shape {t.shape}, expected ({n_atoms},)")
+        return np.isin(t, vals)
+    sel = np.asarray(select)
+    if sel.dtype == bool:
+        if sel.shape != (n_atoms,):
+            raise DataError(f"a boolean select mask must have shape ({n_atoms},), got "
+                            f"{sel.shape}")
+        return sel
+    if sel.ndim != 1 or (sel.size and not np.issubdtype(sel.dtype, np.integer)):
+        raise DataError(f"select must be a boolean mask, integer indices or 'tags=...', got "
+                        f"an array of shape {sel.shape} dtype {sel.dtype}")
+    sel = sel.astype(np.int64)
+    if sel.size and (sel.min() < -n_atoms or sel.max() >= n_atoms):
+        raise DataError(f"select indices out of range for {n_atoms} atoms")
+    mask = np.zeros(n_atoms, dtype=bool)
+    mask[sel] = True
+    return mask
+
+
+def frame_statistic(values: np.ndarray, on: str = "max", select: Any = None, *,
+                    tags: Any = None) -> float:
+    """One structure's statistic of per-atom ``values`` (n_atoms,), e.g. the max novelty.
+
+    on: "max", "mean" or a quantile "qNN" (``np.quantile``, linear interpolation; "q90",
+    "q99"). select: atoms to use (see :func:`selection_mask`; ``tags`` for "tags=..." strings).
+
+    Non-finite values, explicitly: +inf is a value (the statistic may be inf, e.g. the novelty
+    of a structure whose positions are NaN); a NaN among the selected atoms makes the result
+    NaN; an empty selection (e.g. "tags=2" on a bare slab) gives NaN, "no value"."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise DataError(f"values must be 1-D (one per atom), got shape {v.shape}")
+    q = _quantile_of(on)
+    mask = selection_mask(select, v.size, tags)
+    if mask is not None:
+        v = v[mask]
+    if v.size == 0 or np.isnan(v).any():
+        return float("nan")
+    if q is not None:
+        return _quantile(v, q)
+    return float(v.max()) if on == "max" else float(v.mean())
+
+
+def frame_statistics(values: np.ndarray, frame_offsets: np.ndarray, on: str = "max",
+                     select: np.ndarray | None = None) -> np.ndarray:
+    """:func:`frame_statistic` of every structure: ``values`` (n_atoms,) per atom of F frames,
+    ``frame_offsets`` (F+1,) the first atom of each frame then n_atoms, ``select`` None or a
+    boolean mask (n_atoms,) over all atoms. Returns (F,); NaN for a frame with no selected atom
+    or a NaN among its selected atoms, inf handled as in :func:`frame_statistic`."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise DataError(f"values must be 1-D (one per atom), got shape {v.shape}")
+    off = check_frame_offsets(frame_offsets, v.size)
+    q = _quantile_of(on)
+    mask = np.ones(v.size, dtype=bool) if select is None else selection_mask(select, v.size)
+    n_sel = np.add.reduceat(mask.astype(np.int64), off[:-1])
+    has_nan = np.add.reduceat((np.isnan(v) & mask).astype(np.int64), off[:-1]) > 0
+    if q is None:
+        if on == "max":
+            out = np.maximum.reduceat(np.where(mask, v, -np.inf), off[:-1])
+        else:
+            out = np.add.reduceat(np.where(mask & ~np.isnan(v), v, 0.0), off[:-1])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = out / n_sel
+    else:
+        out = np.array([_quantile(v[a:b][mask[a:b]], q) if n else np.nan
+                        for a, b, n in zip(off[:-1], off[1:], n_sel, strict=True)])
+    out = out.astype(np.float64)
+    out[(n_sel == 0) | has_nan] = np.nan
+    return out
+
+
+def stat_key(signal: str, on: str = "max", select: str | None = None) -> str:
+    """The name of a frame statistic, e.g. ``"novelty:max"``, ``"novelty:q99"``,
+    ``"novelty:max@tags=2"``: the key of its in-domain values in
+    ``estimator.calibration_.thresholds``. ``select`` must be None or a "tags=..." string (a
+    mask or index array names no reusable statistic). Inverse: :func:`parse_stat_key`."""
+    if not isinstance(signal, str) or not signal or any(c in signal for c in ":@"):
+        raise InvalidParameterError(f"signal must be a per-atom result name, got {signal!r}")
+    _quantile_of(on)
+    key = f"{signal}:{on}"
+    if select is None:
+        return key
+    if not isinstance(select, str):
+        raise InvalidParameterError(
+            "an in-domain statistic needs select=None or a 'tags=...' string, not a mask or "
+            "index array (their atoms are not the same from one structure to the next)")
+    _, vals = parse_selection(select)
+    return f"{key}@tags={','.join(map(str, vals))}"
+
+
+def parse_stat_key(key: str) -> tuple[str, str, str | None]:
+    """``"novelty:max@tags=2"`` -> ("novelty", "max", "tags=2"); inverse of :func:`stat_key`
+    (which normalises the selection, e.g. "tags=2,1" -> "tags=1,2")."""
+    head, _, select = str(key).partition("@")
+    signal, sep, on = head.partition(":")
+    if not sep:
+        raise InvalidParameterError(f"a statistic key reads 'SIGNAL:ON[@tags=T]', got {key!r}")
+    sel = select or None
+    stat_key(signal, on, sel)  # validates
+    if sel is not None:
+        sel = "tags=" + ",".join(map(str, parse_selection(sel)[1]))
+    return signal, on, sel
+
+
+def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float) -> float:
+    """Threshold that a new in-domain frame statistic exceeds with probability <= alarm_rate.
+
+    The conformal (split-conformal, one-sided) quantile of the n in-domain values: the
+    k-th smallest with k = ceil((n + 1)(1 - alarm_rate)). If the new frame and the n
+    in-domain frames are exchangeable, P(new > threshold) <= (n + 1 - k)/(n + 1) <= alarm_rate
+    (and >= alarm_rate - 1/(n + 1) for continuous values). With too few values for the rate
+    (k > n, i.e. alarm_rate < 1/(n + 1)) no finite threshold guarantees it: returns inf (the
+    alarm never fires) with a warning naming the smallest attainable rate, 1/(n + 1).
+
+    in_domain_values: (n,) finite or +inf statistics of in-domain frames (NaN raises)."""
+    import warnings
+
+    v = np.asarray(in_domain_values, dtype=np.float64).ravel()
+    if not (isinstance(alarm_rate, (int, float, np.floating)) and not isinstance(alarm_rate, bool)
+            and 0 < alarm_rate < 1):
+        raise InvalidParameterError(f"alarm_rate must be a number in (0, 1), got {alarm_rate!r}")
+    if v.size == 0:
+        raise DataError("no in-domain values to set an alarm threshold from")
+    if np.isnan(v).any():
+        raise DataError(f"in-domain values contain NaN at positions "
+                        f"{np.flatnonzero(np.isnan(v))[:10].tolist()}")
+    n = v.size
+    k = int(np.ceil((n + 1) * (1.0 - float(alarm_rate)) - 1e-9))
+    if k > n:
+        warnings.warn(f"alarm_rate {alarm_rate:g} is below the smallest rate {n} in-domain "
+                      f"frames can guarantee, 1/(n+1) = {1.0 / (n + 1):.3g}: the threshold is "
+                      "inf and the alarm never fires; use more in-domain frames or a larger "
+                      "alarm_rate", UserWarning, stacklevel=2)
+        return float("inf")
+    return float(np.sort(v)[max(k, 1) - 1])

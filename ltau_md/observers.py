@@ -8,9 +8,13 @@
     mon.summary()                          # initial / max (+ step) / mean / final uncertainty
 
 Per step the monitor reads the calculator's results (no extra model call), appends a JSON line
-to ``steps.jsonl`` and a frame with per-atom ``uncertainty``/``confidence``/``predicted_error``
-arrays to ``trajectory.extxyz``, and applies its policies. A **stop** ends the optimizer or MD
-at that step (its ``max_steps`` is set to the current step, so ``run`` returns normally);
+to ``steps.jsonl`` (with the frame statistics its policies watch, e.g. ``"novelty:max"``) and a
+frame with the per-atom arrays of :data:`ltau_md.calculator.PER_ATOM_KEYS` (``uncertainty``,
+``confidence``, ``predicted_error``, ``novelty``, ``novelty_pvalue``) to ``trajectory.extxyz``,
+and applies its policies (:class:`Threshold`: a fixed threshold ``above=``, or one chosen as an
+in-domain alarm rate, ``alarm_rate=``, from the estimator's in-domain statistics). A
+**stop** ends the optimizer or MD at that step (its ``max_steps`` is set to the current step,
+so ``run`` returns normally);
 **resample** writes the configuration to ``candidates.extxyz`` (and, with an ``oracle`` ASE
 calculator, its labelled copy to ``labelled.extxyz``), and for MD can rewind to the last trusted
 snapshot with fresh Maxwell-Boltzmann velocities; **warn** only records. Non-finite positions,
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,7 +42,15 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ._io import to_json_safe, write_json_atomic
 from .calculator import PER_ATOM_KEYS
-from .exceptions import OutputExistsError
+from .exceptions import InvalidParameterError, LTAUError, OutputExistsError
+from .metrics import (
+    alarm_threshold,
+    frame_statistic,
+    parse_selection,
+    parse_stat_key,
+    selection_mask,
+    stat_key,
+)
 
 MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "labelled.extxyz",
                  "events.json", "summary.json")
@@ -66,43 +79,159 @@ class Event:
     time_fs: float | None = None
 
 
+#: signals whose values lie in [0, 1]; an ``above`` threshold on them must lie there too
+UNIT_SIGNALS = ("uncertainty", "confidence", "novelty_pvalue")
+
+
 @dataclass
 class Threshold:
-    """Fire ``action`` when the structure's ``on`` uncertainty (max or mean over atoms) has
-    been above ``above`` for ``patience`` consecutive observed steps. After firing, the policy
-    re-arms once the value drops below ``above - hysteresis``. ``callback(event, monitor)`` is
-    called on every firing."""
+    """Fire ``action`` when a structure's statistic of a per-atom signal has been above the
+    threshold for ``patience`` consecutive observed steps.
+
+    Parameters
+    ----------
+    action : "stop", "resample" or "warn"
+    above : float, optional
+        The threshold itself, in the units of the signal (uncertainty and confidence: [0, 1]).
+    signal : str
+        Any per-atom result of the calculator: "uncertainty" (default), "novelty",
+        "predicted_error" (eV/A), "confidence", "novelty_pvalue", ...
+    on : "max", "mean" or a quantile "qNN" (e.g. "q90") over the selected atoms.
+    select : None, boolean mask, index array or "tags=T[,T...]"
+        Atoms the statistic is taken over (see :func:`ltau_md.metrics.selection_mask`; tags are
+        read from the atoms at every step; "tags=2" = OC20 adsorbate atoms). None: the
+        monitor's free atoms (not fixed by FixAtoms).
+    alarm_rate : float, optional
+        Instead of ``above``: the threshold that in-domain structures exceed with probability
+        <= alarm_rate, resolved on first use from the calculator's estimator
+        (``estimator.calibration_.thresholds[stat_key(signal, on, select)]``, the sorted
+        in-domain values fitted by ``ltau-md fit``/``calibrate`` or
+        :func:`ltau_md.calibration.fit_alarm_thresholds`) by
+        :func:`ltau_md.metrics.alarm_threshold`. Exactly one of ``above``/``alarm_rate``.
+    patience : int >= 1
+    hysteresis : float >= 0
+        After firing, the policy re-arms once the value drops below ``threshold - hysteresis``.
+    callback : callable, optional
+        ``callback(event, monitor)`` on every firing.
+
+    A NaN statistic (no selected atom, e.g. "tags=2" on a bare slab) is "no value": it never
+    fires and resets the patience count. ``threshold`` is the numeric threshold in use (None
+    until an ``alarm_rate`` is resolved); ``resolved_from`` names the in-domain statistic.
+    """
 
     action: Action
-    above: float
-    on: Literal["max", "mean"] = "max"
-    patience: int = 1
-    hysteresis: float = 0.0
-    callback: Callable[[Event, UQMonitor], None] | None = None
-    _count: int = field(default=0, repr=False)
-    _armed: bool = field(default=True, repr=False)
+    above: float | None = None
+    signal: str = field(default="uncertainty", kw_only=True)
+    on: str = field(default="max", kw_only=True)
+    select: Any = field(default=None, kw_only=True)
+    alarm_rate: float | None = field(default=None, kw_only=True)
+    patience: int = field(default=1, kw_only=True)
+    hysteresis: float = field(default=0.0, kw_only=True)
+    callback: Callable[[Event, UQMonitor], None] | None = field(default=None, kw_only=True)
+    _count: int = field(default=0, init=False, repr=False)
+    _armed: bool = field(default=True, init=False, repr=False)
+    _resolved: float | None = field(default=None, init=False, repr=False)
+    resolved_from: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.action not in ("stop", "resample", "warn"):
-            raise ValueError(f"action must be stop, resample or warn, got {self.action!r}")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
-        if self.on not in ("max", "mean"):
-            raise ValueError(f"on must be 'max' or 'mean', got {self.on!r}")
+            raise InvalidParameterError(
+                f"action must be stop, resample or warn, got {self.action!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral) \
+                or self.patience < 1:
+            raise InvalidParameterError(f"patience must be an integer >= 1, got {self.patience!r}")
+        if not isinstance(self.signal, str) or not self.signal:
+            raise InvalidParameterError(f"signal must be a per-atom result name, got "
+                                        f"{self.signal!r}")
+        stat_key(self.signal, self.on)  # validates both
+        if isinstance(self.select, str):
+            parse_selection(self.select)
+        if (self.above is None) == (self.alarm_rate is None):
+            raise InvalidParameterError(
+                "give exactly one of above= (a threshold on the signal) and alarm_rate= (the "
+                "in-domain alarm rate the threshold is chosen for), got "
+                f"above={self.above!r}, alarm_rate={self.alarm_rate!r}")
+        if self.above is not None:
+            self.above = _real("above", self.above)
+            if self.signal in UNIT_SIGNALS and not 0.0 <= self.above <= 1.0:
+                raise InvalidParameterError(
+                    f"above must lie in [0, 1] for the {self.signal} (which runs from 0 to 1), "
+                    f"got {self.above}")
+        else:
+            a = _real("alarm_rate", self.alarm_rate)
+            if not 0.0 < a < 1.0:
+                raise InvalidParameterError(f"alarm_rate must lie in (0, 1), got {a}")
+            self.alarm_rate = a
+            stat_key(self.signal, self.on, self.select)  # a mask/indices names no statistic
+        h = _real("hysteresis", self.hysteresis)
+        if h < 0:
+            raise InvalidParameterError(f"hysteresis must be >= 0, got {h}")
+        self.hysteresis = h
+
+    @property
+    def key(self) -> str:
+        """Name of the watched statistic, e.g. "novelty:max@tags=2" ("...@custom" for a mask
+        or index selection)."""
+        if self.select is None or isinstance(self.select, str):
+            return stat_key(self.signal, self.on, self.select)
+        return f"{self.signal}:{self.on}@custom"
+
+    @property
+    def threshold(self) -> float | None:
+        """The numeric threshold: ``above``, or the resolved ``alarm_rate`` threshold."""
+        return self.above if self.above is not None else self._resolved
+
+    def resolve(self, calc: Any) -> float:
+        """The numeric threshold; for ``alarm_rate`` looked up (once) in ``calc.estimator``'s
+        in-domain statistics. LTAUError when the estimator holds no such statistic."""
+        if self.threshold is not None:
+            return float(self.threshold)
+        key = stat_key(self.signal, self.on, self.select)
+        est = getattr(calc, "estimator", None)
+        cal = getattr(est, "calibration_", None)
+        entry = (cal.thresholds if cal is not None else {}).get(key)
+        if entry is None:
+            have = sorted(cal.thresholds) if cal is not None else []
+            raise LTAUError(
+                f"alarm_rate={self.alarm_rate:g} needs the in-domain statistic {key!r}, which "
+                f"the calculator's estimator does not hold (it has {have or 'none'}): fit them "
+                "with `ltau-md calibrate` / ltau_md.calibration.fit_alarm_thresholds (or "
+                "`ltau-md fit --validation`), or pass above=")
+        self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate))
+        self.resolved_from = {"key": key, "alarm_rate": self.alarm_rate,
+                              "n_frames": entry.get("n_frames", len(entry["values"])),
+                              "source": entry.get("source")}
+        return self._resolved
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description (action, statistic, numeric threshold and its origin)."""
+        return {"action": self.action, "statistic": self.key, "threshold": self.threshold,
+                "above": self.above, "alarm_rate": self.alarm_rate,
+                "patience": self.patience, "hysteresis": self.hysteresis,
+                "resolved_from": self.resolved_from}
 
     def update(self, value: float) -> bool:
         """Feed one step's value; True when the policy fires at this step."""
+        thr = self.threshold
+        if thr is None:
+            raise LTAUError("the alarm_rate threshold is not resolved yet: call resolve(calc)")
         if not self._armed:
-            if value < self.above - self.hysteresis:
+            if value < thr - self.hysteresis:
                 self._armed = True
             else:
                 return False
-        self._count = self._count + 1 if value > self.above else 0
+        self._count = self._count + 1 if value > thr else 0
         if self._count >= self.patience:
             self._count = 0
             self._armed = False
             return True
         return False
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 class UQMonitor:
@@ -119,7 +248,14 @@ class UQMonitor:
     rewind: for MD, a resample restores the last trusted snapshot (all policies quiet) and
     redraws velocities at ``temperature_K``; after ``max_retries`` rewinds the run stops.
     max_force: stop when any |F| exceeds it (eV/A). free_mask: atoms counted in aggregates
-    (default: atoms not fixed by FixAtoms).
+    and in statistics without a ``select`` (default: atoms not fixed by FixAtoms).
+    watch: extra statistics to track, as keys "SIGNAL:ON[@tags=T]" (e.g. "novelty:max"),
+    beside those of the policies; every watched statistic goes into each steps.jsonl line
+    (under its key) and into ``summary()["signals"]`` (initial, max and its step, mean, final).
+    Policies with an ``alarm_rate`` are resolved against ``atoms.calc.estimator`` here when the
+    atoms already have their calculator (so a missing in-domain statistic fails before any file
+    is written), else at the first observed step; ``summary()["policies"]`` records the numeric
+    thresholds.
     """
 
     def __init__(
@@ -139,6 +275,7 @@ class UQMonitor:
         label: str = "",
         seed: int = 0,
         overwrite: bool = False,
+        watch: Sequence[str] = (),
     ):
         self.dyn = dyn
         self.atoms: Atoms = getattr(dyn.atoms, "atoms", dyn.atoms)
@@ -161,6 +298,16 @@ class UQMonitor:
         self.free_mask = np.asarray(free_mask, dtype=bool)
         if self.rewind and self.temperature_K is None:
             raise ValueError("rewind=True needs temperature_K to redraw velocities")
+        # watched statistics: key -> (signal, on, select); the policies' first, then `watch`
+        self._watched: dict[str, tuple[str, str, Any]] = {}
+        for pol in self.policies:
+            self._watched.setdefault(pol.key, (pol.signal, pol.on, pol.select))
+        for key in watch:
+            self._watched.setdefault(stat_key(*parse_stat_key(key)), parse_stat_key(key))
+        self.signal_values: dict[str, list[float]] = {k: [] for k in self._watched}
+        if self.atoms.calc is not None:
+            for pol in self.policies:
+                pol.resolve(self.atoms.calc)
         self.values: list[float] = []
         self.steps: list[int] = []
         self.records: list[dict[str, Any]] = []  # one per observed step, as in steps.jsonl
@@ -247,6 +394,25 @@ class UQMonitor:
 
         return float(self.step * dt / units.fs)
 
+    def _statistics(self, atoms: Atoms, res: dict) -> dict[str, float]:
+        """This step's value of every watched statistic (NaN where the calculator does not
+        return a watched, policy-free signal)."""
+        out = {}
+        needed = {p.signal for p in self.policies}
+        for key, (signal, on, select) in self._watched.items():
+            if signal not in res:
+                if signal in needed:
+                    raise LTAUError(f"a policy watches the per-atom {signal!r}, which the "
+                                    f"calculator does not return (it has {sorted(res)})")
+                out[key] = float("nan")
+                continue
+            if select is None:
+                mask = self.free_mask if self.free_mask.any() else None
+            else:
+                mask = selection_mask(select, len(atoms), atoms.get_tags())
+            out[key] = frame_statistic(np.asarray(res[signal], dtype=float), on, mask)
+        return out
+
     def __call__(self) -> None:
         """Observe the current step (ASE calls this after each step it is attached for)."""
         atoms = self.atoms
@@ -255,6 +421,9 @@ class UQMonitor:
         if "uncertainty" not in res:
             atoms.get_forces()
             res = atoms.calc.results
+        for pol in self.policies:
+            pol.resolve(atoms.calc)
+        stats = self._statistics(atoms, res)
         unc = np.asarray(res.get("uncertainty", np.full(len(atoms), np.nan)), dtype=float)
         sel = unc[self.free_mask] if self.free_mask.any() else unc
         u_max = float(np.max(sel)) if sel.size else float("nan")
@@ -278,6 +447,9 @@ class UQMonitor:
         if (t := self._time_fs()) is not None:
             record["time_fs"] = t
             record["temperature_K"] = _f(float(atoms.get_temperature()))
+        for key, v in stats.items():
+            record[key] = _f(v)
+            self.signal_values[key].append(v)
         if self.label:
             record["label"] = self.label
         fired: list[Event] = []
@@ -290,15 +462,16 @@ class UQMonitor:
             fired.append(Event(step, "stop", f"exploding: max |F| {fmax:.3g} eV/A > "
                                f"{self.max_force:g}", fmax, self.max_force, t))
         else:
-            per = {"max": u_max, "mean": u_mean}
             quiet = True
             for pol in self.policies:
-                v = per[pol.on]
-                if v > pol.above:
+                v, thr = stats[pol.key], float(pol.threshold)
+                if v > thr:
                     quiet = False
                 if pol.update(v):
-                    ev = Event(step, pol.action, f"{pol.on} uncertainty {v:.4g} > {pol.above:g} "
-                               f"for {pol.patience} step(s)", v, pol.above, t)
+                    sel = "" if pol.select is None else f" ({pol.key.partition('@')[2]})"
+                    rate = "" if pol.alarm_rate is None else f" (alarm rate {pol.alarm_rate:g})"
+                    ev = Event(step, pol.action, f"{pol.on} {pol.signal}{sel} {v:.4g} > "
+                               f"{thr:.4g}{rate} for {pol.patience} step(s)", v, thr, t)
                     fired.append(ev)
                     if pol.callback is not None:
                         callbacks.append((pol.callback, ev))
@@ -410,6 +583,19 @@ class UQMonitor:
             mean = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else np.nan
             out.update(initial=_f(v[0]), max=_f(v[i]), max_step=self.steps[i],
                        mean=_f(mean), final=_f(v[-1]), final_step=self.steps[-1])
+        out["signals"] = {}
+        for key, vals in self.signal_values.items():
+            sv = np.asarray(vals, dtype=float)
+            if not len(sv):
+                continue
+            ok = ~np.isnan(sv)
+            j = int(np.argmax(np.where(ok, sv, -np.inf))) if ok.any() else 0
+            out["signals"][key] = {
+                "initial": _f(sv[0]), "max": _f(sv[j]) if ok.any() else None,
+                "max_step": self.steps[j] if ok.any() else None,
+                "mean": _f(float(np.mean(sv[ok]))) if ok.any() else None,
+                "final": _f(sv[-1])}
+        out["policies"] = [to_json_safe(p.describe()) for p in self.policies]
         out["stopped"] = asdict(self.stopped) if self.stopped else None
         out["status"] = self.status
         out["n_events"] = {a: sum(e.action == a for e in self.events)

@@ -255,7 +255,8 @@ def test_ctrl_c_leaves_valid_files(setup, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         _md(model, est, tmp_path / "int",
-            policies=[Threshold("warn", above=-1.0, patience=5, callback=interrupt)])
+            policies=[Threshold("warn", above=0.0, signal="predicted_error", patience=5,
+                                callback=interrupt)])
     frames = read(tmp_path / "int" / "trajectory.extxyz", index=":")
     assert len(frames) == 5 and "uncertainty" in frames[-1].arrays
     s = json.loads((tmp_path / "int" / "summary.json").read_text())
@@ -442,7 +443,7 @@ def test_mean_aggregate_and_on_mean_policies_hand_computed(tmp_path):
 
 def test_nan_positions_reaching_the_monitor_stop_the_run(tmp_path):
     rows = [[0.1, 0.2, 0.3, 0.4]] * 3 + [[0.5, 0.5, 0.5, 0.9]] * 10
-    dyn, mon = _scripted_md(rows, [Threshold("warn", above=2.0)], tmp_path, steps=10,
+    dyn, mon = _scripted_md(rows, [Threshold("warn", above=1.0)], tmp_path, steps=10,
                             poison_at=4)
     assert mon.stopped is not None
     assert mon.stopped.reason == "non-finite positions, forces or energy"
