@@ -1,0 +1,170 @@
+"""Faults never pass silently: with a real dask LocalCluster, a worker killed mid-campaign and a
+cluster closed mid-campaign leave the lost systems *not done* (no result file, never an error
+record), ``run_is2rs`` exits with "N of M systems not done - rerun to resume", and a rerun
+resumes to completion; a script without a ``__main__`` guard gets a clear error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import distributed  # noqa: F401  (loads its config defaults before dask.config.set)
+import pytest
+from ase.calculators.emt import EMT
+
+from ltau_md.is2rs.data import load_systems
+from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
+from ltau_md.is2rs.runner import (
+    CampaignIncompleteError,
+    RelaxSettings,
+    result_path,
+    run_campaign,
+    run_is2rs,
+)
+
+SETTINGS = RelaxSettings(steps=200, reference=None)
+
+
+@dataclass(frozen=True)
+class KillingEMT:
+    """EMT whose worker process SIGKILLs itself while relaxing system ``sid`` as long as the
+    file ``flag`` exists (a worker lost mid-campaign: OOM killer, node failure)."""
+
+    sid: str
+    flag: str
+
+    def __call__(self):
+        sid, flag = self.sid, self.flag
+
+        class _EMT(EMT):
+            def calculate(self, atoms=None, *args, **kwargs):
+                if atoms is not None and atoms.info.get("sid") == sid and Path(flag).exists():
+                    os.kill(os.getpid(), signal.SIGKILL)
+                super().calculate(atoms, *args, **kwargs)
+
+        return _EMT()
+
+
+@dataclass(frozen=True)
+class SlowEMT:
+    """EMT that sleeps ``delay`` s per evaluation, so a campaign is still running when the
+    test closes the cluster."""
+
+    delay: float
+
+    def __call__(self):
+        delay = self.delay
+
+        class _EMT(EMT):
+            def calculate(self, *args, **kwargs):
+                time.sleep(delay)
+                super().calculate(*args, **kwargs)
+
+        return _EMT()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "bench"
+    generate_benchmark(out, seed=5, n_train=0, n_val=3, splits=("val_id", "val_ood_ads"),
+                       cfg=GeneratorConfig(val_frames_per_system=1), progress=False)
+    return out
+
+
+def _files(out, systems):
+    return {s.sid for s in systems if result_path(out, s.sid).exists()}
+
+
+def test_killed_worker_leaves_system_not_done_and_rerun_resumes(bench, tmp_path):
+    systems = load_systems(bench)
+    target = systems[1].sid
+    flag = tmp_path / "kill"
+    flag.write_text("")
+    out = tmp_path / "camp"
+    factory = KillingEMT(target, str(flag))
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        res = run_campaign(systems, factory, out, SETTINGS, n_workers=2, batch_size=1,
+                           progress=False)
+    assert target in res.not_done and "KilledWorker" in res.not_done[target]
+    assert all(r["status"] == "ok" for r in res)  # never an error record for a lost task
+    assert target not in _files(out, systems)
+    assert _files(out, systems) == {r["sid"] for r in res}
+    c = res.counts
+    assert c["done"] + c["failed"] + c["not_done"] == c["total"] == len(systems)
+    assert c["failed"] == 0 and c["not_done"] >= 1
+    # the command-level API reports it and fails, after writing the report of what is done
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), pytest.raises(
+            CampaignIncompleteError, match=r"^\d+ of 6 systems not done - rerun to resume"):
+        run_is2rs(bench, factory, out, reference=None, steps=200, n_workers=2, batch_size=1,
+                  progress=False)
+    assert (out / "report.json").exists()
+    flag.unlink()
+    done_before = {sid: result_path(out, sid).stat().st_mtime_ns for sid in _files(out, systems)}
+    again = run_campaign(systems, factory, out, SETTINGS, n_workers=2, progress=False)
+    assert again.counts == {"done": 6, "failed": 0, "not_done": 0, "total": 6}
+    for sid, mtime in done_before.items():  # finished systems were not recomputed
+        assert result_path(out, sid).stat().st_mtime_ns == mtime
+
+
+def test_cluster_closed_mid_campaign_leaves_rest_not_done(bench, tmp_path):
+    from distributed import Client, LocalCluster
+
+    systems = load_systems(bench)
+    out = tmp_path / "camp"
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=50)
+    client = Client(cluster)
+
+    def close_after_first_result():
+        deadline = time.time() + 120
+        while time.time() < deadline and not _files(out, systems):
+            time.sleep(0.05)
+        cluster.close()
+
+    closer = threading.Thread(target=close_after_first_result, daemon=True)
+    closer.start()
+    try:
+        t0 = time.perf_counter()
+        res = run_campaign(systems, SlowEMT(0.03), out, SETTINGS, scheduler=client,
+                           batch_size=1, progress=False)
+        assert time.perf_counter() - t0 < 120  # the campaign ends, it does not hang
+    finally:
+        closer.join(timeout=60)
+        client.close()
+    assert res.counts["not_done"] >= 1 and res.counts["failed"] == 0
+    assert all(r["status"] == "ok" for r in res)
+    assert not any("Cancelled" in r.get("error", "") for r in res)
+    assert _files(out, systems) == {r["sid"] for r in res}
+    again = run_campaign(systems, EMT, out, SETTINGS, n_workers=2, progress=False)
+    assert again.counts == {"done": 6, "failed": 0, "not_done": 0, "total": 6}
+
+
+def test_script_without_main_guard_gets_a_clear_error(tmp_path):
+    script = tmp_path / "campaign_script.py"
+    script.write_text(textwrap.dedent(f"""
+        from ase.build import add_adsorbate, fcc111
+        from ase.calculators.emt import EMT
+        from ltau_md.is2rs.data import System, prepare_structure
+        from ltau_md.is2rs.runner import RelaxSettings, run_campaign
+
+        slab = fcc111("Cu", (2, 2, 3), vacuum=6.0)
+        layer = slab.get_tags()
+        add_adsorbate(slab, "O", 1.5, "fcc")
+        slab.set_tags([*[1 if t <= 2 else 0 for t in layer], 2])
+        ini = prepare_structure(slab.copy(), "x")
+        run_campaign([System("a", "val_id", ini, ini.copy())], EMT, {str(tmp_path / "o")!r},
+                     RelaxSettings(reference=None), n_workers=2, progress=False)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=240, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "ClusterStartError" in proc.stderr
+    assert 'if __name__ == "__main__":' in proc.stderr
