@@ -1,0 +1,275 @@
+"""In-domain alarms end to end with a real FeatureModel (EMT + radial descriptors), a real FAISS
+estimator and real ASE MD: thresholds fitted from held-out in-domain MD frames, a planted
+out-of-domain structure fires Threshold(alarm_rate=...) at the step computed here with numpy,
+in-domain MD does not; tags selection; thresholds survive save/load and a new fit of s."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import add_adsorbate, fcc111
+from ase.calculators.emt import EMT
+from ase.constraints import FixAtoms
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from ltau_md import ErrorLog, LTAUEstimator
+from ltau_md.calculator import PER_ATOM_KEYS, LTAUCalculator
+from ltau_md.calibration import (
+    alarm_statistics_from_structures,
+    alarm_statistics_from_training,
+    fit_alarm_thresholds,
+    fit_scale,
+)
+from ltau_md.estimator import Calibration
+from ltau_md.exceptions import InvalidParameterError, LTAUError
+from ltau_md.observers import Threshold, UQMonitor
+from ltau_md.testing import EMTFeatureModel
+
+
+def slab():
+    """O on Cu(111), OC20 tags: 2 adsorbate, 1 top layer, 0 fixed subsurface."""
+    a = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
+    add_adsorbate(a, "O", 1.8, "fcc")
+    layer = a.get_tags()                      # ase: 1 = top layer .. 3; adsorbate 0
+    tags = np.where(layer == 0, 2, np.where(layer == 1, 1, 0))
+    a.set_tags(tags)
+    a.set_constraint(FixAtoms(mask=tags == 0))
+    return a
+
+
+def md_frames(seed, n, every=5, temperature_K=300.0):
+    a = slab()
+    a.calc = EMT()
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(a, temperature_K=temperature_K, rng=rng)
+    dyn = Langevin(a, 2 * units.fs, temperature_K=temperature_K, friction=0.02 / units.fs,
+                   fixcm=False, rng=rng, logfile=None)
+    out = []
+    for _ in range(n):
+        dyn.run(every)
+        f = a.copy()
+        f.calc = None
+        out.append(f)
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("alarm")
+    model = EMTFeatureModel(elements=("O", "Cu"))
+    train = md_frames(1, 60) + md_frames(2, 60)
+    x = np.concatenate([model.evaluate(a).features for a in train])
+    offs = np.cumsum([0] + [len(a) for a in train])
+    n = len(x)
+    rng = np.random.default_rng(0)
+    log = ErrorLog.create(tmp / "log", species=np.concatenate([a.numbers for a in train]),
+                          frame_offsets=offs, ref_force_norm=np.ones(n))
+    for e in range(6):
+        log.append(0.05 * rng.lognormal(0, 0.5, n) * (1 + np.exp(-e)))
+    est = LTAUEstimator(k=5).fit(x, log)
+    held_out = md_frames(3, 100) + md_frames(4, 100) + md_frames(5, 100)
+    return SimpleNamespace(model=model, est=est, train=train, offs=offs, held_out=held_out,
+                           tmp=tmp, log=log)
+
+
+def frame_novelty(setup, atoms, mask=None):
+    """max novelty over ``mask`` (default: the free atoms), straight from estimator.predict."""
+    f = setup.model.evaluate(atoms).features
+    nov = setup.est.predict(f, species=atoms.numbers).novelty
+    return float(np.max(nov[atoms.get_tags() != 0 if mask is None else mask]))
+
+
+def conformal(values, rate):
+    v = np.sort(values)
+    return v[int(np.ceil((len(v) + 1) * (1 - rate))) - 1]
+
+
+@pytest.fixture(scope="module")
+def fitted(setup):
+    est = setup.est
+    est.calibration_ = None
+    entries = alarm_statistics_from_structures(setup.model, est, setup.held_out)
+    return entries
+
+
+def test_held_out_statistics_equal_numpy_and_create_an_unfitted_calibration(setup, fitted):
+    est = setup.est
+    assert est.calibration_.area is None and est.calibration_.s == 1.0
+    assert set(fitted) == {"novelty:max", "novelty:mean", "uncertainty:max",
+                           "uncertainty:mean", "novelty:max@tags=2", "novelty:mean@tags=2",
+                           "uncertainty:max@tags=2", "uncertainty:mean@tags=2"}
+    ref = sorted(frame_novelty(setup, a) for a in setup.held_out)
+    np.testing.assert_allclose(fitted["novelty:max"]["values"], ref, rtol=1e-6)
+    ads = sorted(frame_novelty(setup, a, a.get_tags() == 2) for a in setup.held_out)
+    np.testing.assert_allclose(fitted["novelty:max@tags=2"]["values"], ads, rtol=1e-6)
+    assert fitted["novelty:max"]["n_frames"] == 300
+    assert fitted["novelty:max"]["source"] == "held-out"
+
+
+def test_planted_out_of_domain_structure_fires_at_the_step_numpy_predicts(setup, fitted,
+                                                                         tmp_path):
+    frames = md_frames(6, 30)
+    for i in (15, 16, 17):                    # O pushed into the surface: out of domain
+        o = frames[i].get_tags() == 2
+        frames[i].positions[o, 2] -= 1.0
+    thr = conformal(fitted["novelty:max"]["values"], 0.01)
+    stat = np.array([frame_novelty(setup, a) for a in frames])
+    above = stat > thr
+    fire = next(i for i in range(1, 30) if above[i] and above[i - 1])  # patience 2
+    assert fire == 16 and not above[:15].any()
+
+    atoms = frames[0].copy()
+    atoms.calc = LTAUCalculator(setup.model, setup.est, warm_start=False)
+    dyn = SimpleNamespace(atoms=atoms, nsteps=0, max_steps=10**9)
+    pol = Threshold("stop", alarm_rate=0.01, signal="novelty", patience=2)
+    mon = UQMonitor(dyn, [pol], out_dir=tmp_path)
+    assert pol.threshold == pytest.approx(thr)
+    for i, f in enumerate(frames):
+        if i > dyn.max_steps:
+            break
+        dyn.nsteps = i
+        atoms.positions = f.positions
+        atoms.get_forces()                    # as an optimizer or MD step leaves it
+        mon()
+    mon.close()
+    assert mon.stopped is not None and mon.stopped.step == 16
+    assert mon.stopped.threshold == pytest.approx(thr)
+    assert mon.stopped.value == pytest.approx(stat[16], rel=1e-6)
+    assert "max novelty" in mon.stopped.reason and "alarm rate 0.01" in mon.stopped.reason
+    rows = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["novelty:max"] for r in rows], stat[:17], rtol=1e-6)
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["policies"][0]["threshold"] == pytest.approx(thr)
+    assert s["policies"][0]["resolved_from"] == {"key": "novelty:max", "alarm_rate": 0.01,
+                                                 "n_frames": 300, "source": "held-out"}
+    sig = s["signals"]["novelty:max"]
+    assert sig["max"] == pytest.approx(stat[:17].max(), rel=1e-6)
+    assert sig["max_step"] == int(np.argmax(stat[:17]))
+    assert sig["initial"] == pytest.approx(stat[0], rel=1e-6)
+    from ase.io import read
+
+    traj = read(tmp_path / "trajectory.extxyz", index=":")
+    assert all(k in traj[-1].arrays for k in PER_ATOM_KEYS)
+
+
+def test_in_domain_md_raises_no_alarm(setup, fitted, tmp_path):
+    from ltau_md.simulate import run_md
+
+    pols = [Threshold("stop", alarm_rate=0.01, signal="novelty", patience=2),
+            Threshold("warn", alarm_rate=0.05, signal="novelty", on="max", select="tags=2")]
+    s = run_md(slab(), LTAUCalculator(setup.model, setup.est), tmp_path / "md",
+               temperature_K=300.0, timestep_fs=2.0, steps=80, friction=0.02, policies=pols,
+               seed=11, progress=False)
+    assert s["status"] == "completed" and s["stopped"] is None
+    # independently: every observed frame is below the 1 % threshold or alone above it
+    from ase.io import read
+
+    thr = conformal(fitted["novelty:max"]["values"], 0.01)
+    stat = np.array([frame_novelty(setup, a) for a in
+                     read(tmp_path / "md" / "trajectory.extxyz", index=":")])
+    assert len(stat) == 81
+    assert not np.any((stat[1:] > thr) & (stat[:-1] > thr))
+    assert s["signals"]["novelty:max@tags=2"]["max"] is not None
+
+
+def test_tags_selection_follows_the_atoms(tmp_path):
+    """A scripted novelty: the slab atoms are very novel, the adsorbate only from step 3 on;
+    a policy on tags=2 fires at step 3, one on all atoms at step 0."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class Scripted(Calculator):
+        implemented_properties = ["energy", "forces", "uncertainty", "novelty"]
+
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+            self.estimator = SimpleNamespace(calibration_=Calibration(
+                s=1.0, target_atol=0.1,
+                thresholds={"novelty:max@tags=2": {"values": [0.5, 1.0, 1.5], "n_frames": 3,
+                                                   "source": "test"}}))
+
+        def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            nov = np.where(atoms.get_tags() == 2, 1.0 + (self.n >= 3) * 5.0, 9.0)
+            self.n += 1
+            self.results = {"energy": 0.0, "forces": np.zeros((len(atoms), 3)),
+                            "uncertainty": np.zeros(len(atoms)), "novelty": nov}
+
+    a = slab()
+    a.calc = Scripted()
+    dyn = SimpleNamespace(atoms=a, nsteps=0, max_steps=10**9)
+    ads = Threshold("warn", alarm_rate=0.3, signal="novelty", select="tags=2")
+    every = Threshold("warn", above=3.0, signal="novelty")
+    mon = UQMonitor(dyn, [ads, every])
+    assert ads.threshold == 1.5              # n = 3: k = ceil(4 * 0.7) = 3
+    for i in range(6):
+        dyn.nsteps = i
+        a.positions[0, 0] += 0.01
+        a.get_forces()
+        mon()
+    steps = {(e.action, e.reason.split()[1], e.step) for e in mon.events}
+    assert ("warn", "novelty", 0) in steps
+    ads_events = [e.step for e in mon.events if "tags=2" in e.reason]
+    assert ads_events == [3]
+    with pytest.raises(LTAUError, match="fit them with `ltau-md calibrate`"):
+        UQMonitor(dyn, [Threshold("warn", alarm_rate=0.3, signal="novelty")])
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({}, "exactly one"), ({"above": 0.5, "alarm_rate": 0.01}, "exactly one"),
+    ({"above": 1.5}, r"\[0, 1\]"), ({"above": -0.1}, r"\[0, 1\]"),
+    ({"alarm_rate": 0.0}, r"\(0, 1\)"), ({"alarm_rate": 1.0}, r"\(0, 1\)"),
+    ({"above": 0.5, "patience": 0}, "patience"), ({"above": 0.5, "on": "median"}, "on must"),
+    ({"above": 0.5, "select": "species=8"}, "select must"),
+    ({"alarm_rate": 0.1, "select": np.ones(3, bool)}, "mask"),
+    ({"above": 0.5, "hysteresis": -1.0}, "hysteresis"),
+])
+def test_threshold_parameters_are_checked(kw, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        Threshold("stop", **kw)
+    Threshold("stop", above=4.0, signal="novelty")   # novelty is not bounded by 1
+
+
+def test_thresholds_round_trip_through_save_load_and_survive_a_new_s(setup, fitted, tmp_path):
+    est = setup.est
+    est.save(tmp_path / "est")
+    back = LTAUEstimator.load(tmp_path / "est")
+    assert back.calibration_.thresholds == est.calibration_.thresholds
+    assert back.calibration_.area is None
+    # a new fit of s keeps the novelty statistics and drops the s-dependent uncertainty ones
+    x = np.concatenate([setup.model.evaluate(a).features for a in setup.held_out[:40]])
+    err = 0.08 * np.random.default_rng(3).lognormal(0, 0.6, len(x))
+    with pytest.warns(UserWarning, match="depend on s"):
+        fit_scale(back, x, err)
+    kept = back.calibration_.thresholds
+    assert back.calibration_.area is not None
+    assert {k for k in kept if k.startswith("novelty")} == \
+        {k for k in fitted if k.startswith("novelty")}
+    assert not any(k.startswith("uncertainty") for k in kept)
+    assert kept["novelty:max"] == fitted["novelty:max"]
+
+
+def test_training_leave_one_out_fallback_equals_numpy(setup):
+    est = setup.est
+    tags = np.concatenate([a.get_tags() for a in setup.train])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = alarm_statistics_from_training(est, setup.log.frame_offsets, tags=tags,
+                                             store=False)
+    assert set(got) == {"novelty:max", "novelty:mean", "novelty:max@tags=2",
+                        "novelty:mean@tags=2"}
+    off = setup.offs
+    nov = est.train_novelty_
+    ref = sorted(nov[a:b].max() for a, b in zip(off[:-1], off[1:], strict=True))
+    np.testing.assert_allclose(got["novelty:max"]["values"], ref, rtol=1e-6)
+    ref2 = sorted(nov[a:b][tags[a:b] == 2].mean() for a, b in zip(off[:-1], off[1:], strict=True))
+    np.testing.assert_allclose(got["novelty:mean@tags=2"]["values"], ref2, rtol=1e-6)
+    assert got["novelty:max"]["source"] == "training-loo"
+    with pytest.raises(LTAUError, match="needs per_atom"):
+        fit_alarm_thresholds(est, {"novelty": nov}, off, stats=("uncertainty:max",))
