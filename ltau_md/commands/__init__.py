@@ -9,4 +9,4 @@ sits above everything else: it may import the core and the adapters (``ltau_md.n
 from __future__ import annotations
 
 #: subcommand modules, in the order ``ltau-md --help`` lists them
-MODULES = ("demo", "fit", "calibrate", "relax", "md", "is2rs", "is2rs_generate")
+MODULES = ("demo", "fit", "calibrate", "evaluate", "relax", "md", "is2rs", "is2rs_generate")

@@ -12,7 +12,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "ltau_md"
 CORE = ("_io", "_version", "exceptions", "errorlog", "confidence", "estimator", "model",
-        "calculator", "observers", "metrics", "calibration", "plots", "simulate", "testing")
+        "calculator", "observers", "metrics", "calibration", "plots", "simulate", "testing",
+        "baselines", "evaluation")
 ADAPTERS = ("nequip", "is2rs", "demo")
 
 

@@ -1,0 +1,162 @@
+"""``evaluate`` on a tiny EMT case whose out-of-domain sets are known (much hotter frames, another
+lattice): the reported novelty AUROC is high and equals an independent numpy/scipy computation
+from the same per-frame values; the report is strict JSON; ``ltau-md evaluate`` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.singlepoint import SinglePointCalculator
+from scipy.stats import mannwhitneyu, spearmanr
+
+from ltau_md import ErrorLog, LTAUEstimator
+from ltau_md.calibration import split_frames
+from ltau_md.evaluation import evaluate
+from ltau_md.testing import EMTFeatureModel
+
+CU = ("Cu",)
+
+
+class PerturbedEMT(EMTFeatureModel):
+    """EMT with forces scaled and shifted by a smooth field: an ensemble member that
+    disagrees with EMT by a known amount."""
+
+    def __init__(self, scale, shift, **kw):
+        super().__init__(**kw)
+        self.scale, self.shift = scale, shift
+
+    def evaluate(self, atoms, stress=False):
+        out = super().evaluate(atoms, stress)
+        out.forces = out.forces * self.scale + self.shift * np.sin(atoms.positions)
+        return out
+
+
+def _fcc(rattle, seed, a=3.6):
+    at = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 2, 2))
+    at.rattle(rattle, seed=seed)
+    return at
+
+
+def _bcc(seed):
+    at = bulk("Cu", "bcc", a=2.87, cubic=True).repeat((2, 2, 2))
+    at.rattle(0.05, seed=seed)
+    return at
+
+
+def _label(frames, model, noise, seed):
+    """Reference forces = EMT + Gaussian noise (sigma eV/A per component)."""
+    rng = np.random.default_rng(seed)
+    for a in frames:
+        out = model.evaluate(a)
+        f = out.forces + rng.normal(0.0, noise, out.forces.shape)
+        a.calc = SinglePointCalculator(a, energy=out.energy, forces=f)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    model = EMTFeatureModel(elements=CU)
+    train = [_fcc(0.05, 100 + i) for i in range(12)]
+    feats = np.concatenate([model.evaluate(a).features for a in train])
+    n = feats.shape[0]
+    log = ErrorLog.create(tmp / "log", species=np.full(n, 29),
+                          frame_offsets=np.arange(0, n + 1, 32), ref_force_norm=np.ones(n))
+    rng = np.random.default_rng(0)
+    base = rng.gamma(2.0, 0.03, n)
+    for _ in range(6):
+        log.append(base * rng.gamma(8.0, 1 / 8.0, n))
+    est = LTAUEstimator(k=5, index="flat").fit(feats, log)
+    in_domain = _label([_fcc(0.05, i) for i in range(24)], model, 0.04, 1)
+    hot = [_fcc(0.3, 200 + i) for i in range(8)]  # energies only: no labels needed
+    for a in hot:
+        a.calc = SinglePointCalculator(a, energy=model.evaluate(a).energy)
+    ood = {"hot": hot, "bcc": [_bcc(300 + i) for i in range(8)]}
+    members = [PerturbedEMT(1.08, 0.03, elements=CU), PerturbedEMT(0.95, -0.02, elements=CU)]
+    return tmp, model, est, in_domain, ood, members
+
+
+def _novelty_max(model, est, frames):
+    out = []
+    for a in frames:
+        pred = est.predict(model.evaluate(a).features, species=a.numbers)
+        out.append(pred.novelty.max())
+    return np.array(out)
+
+
+def test_evaluate_novelty_auroc_matches_independent_computation(case):
+    tmp, model, est, in_domain, ood, members = case
+    before = est.calibration_
+    rep = evaluate(model, est, in_domain, ood, members, fraction=0.5, seed=3, n_boot=50,
+                   alarm_rate=0.1,
+                   n_splits=20, timing=(1, 2))
+    assert est.calibration_ is before  # the caller's estimator is untouched
+    off = np.concatenate([[0], np.cumsum([len(a) for a in in_domain])])
+    evl = split_frames(off, 0.5, seed=3)[1][off[:-1]]
+    neg = _novelty_max(model, est, in_domain)[evl]
+    for name, frames in ood.items():
+        pos = _novelty_max(model, est, frames)
+        want = mannwhitneyu(pos, neg).statistic / (pos.size * neg.size)
+        got = rep["detection"][name]["novelty:max"]
+        assert got["value"] == pytest.approx(want, abs=1e-12)
+        assert got["value"] >= 0.95
+        lo, hi = got["ci95"]
+        assert lo <= got["value"] + 1e-12 and hi >= got["value"] - 1e-12
+        assert rep["summary"]["ood_auroc"][name]["novelty:max"]["value"] == got["value"]
+        np.testing.assert_allclose(rep["frame_values"][name]["novelty:max"], pos, rtol=1e-6)
+    # per-atom Spearman of the element baseline (constant: undefined -> null) and of novelty
+    assert rep["per_atom"]["element_error"]["spearman"]["value"] is None
+    err = np.concatenate([np.linalg.norm(a.get_forces() - model.evaluate(a).forces, axis=1)
+                          for a in in_domain])
+    atoms_evl = np.repeat(evl, np.diff(off))
+    nov = np.concatenate([est.predict(model.evaluate(a).features, species=a.numbers).novelty
+                          for a in in_domain])
+    assert rep["per_atom"]["novelty"]["spearman"]["value"] == pytest.approx(
+        spearmanr(nov[atoms_evl], err[atoms_evl]).statistic, abs=1e-9)
+    assert set(rep["signals"]) == {"uncertainty", "predicted_error", "novelty",
+                                   "latent_distance", "element_error", "force_std"}
+    al = rep["alarms"]["novelty:max"]
+    assert al["ood_rate"]["hot"] == 1.0 and 0 <= al["in_domain_rate"] <= 1
+    assert al["in_domain_rate_splits"]["n_splits"] == 20
+    assert rep["calibration"]["area_fitted"] >= 0 and rep["calibration"]["s"] > 0
+    assert rep["cost_per_step"]["ensemble_step_s"] > 0
+    json.dumps(rep, allow_nan=False)  # strict JSON
+
+
+def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
+    from ase.io import write
+
+    from ltau_md.cli import main
+    from ltau_md.commands import evaluate as cmd
+
+    _, model, est, in_domain, ood, members = case
+    est_dir = est.save(tmp_path / "est")
+    write(tmp_path / "in.xyz", in_domain, format="extxyz")
+    write(tmp_path / "hot.xyz", ood["hot"], format="extxyz")
+    write(tmp_path / "bcc.xyz", ood["bcc"], format="extxyz")
+    models = {"m0": model, "m1": members[0]}
+    monkeypatch.setattr(cmd, "load_model", lambda path, device: models[path])
+    out = tmp_path / "report"
+    argv = ["evaluate", "--model", "m0", "--estimator", str(est_dir), "--members", "m1",
+            "--in-domain", str(tmp_path / "in.xyz"), "--ood", f"hot={tmp_path / 'hot.xyz'}",
+            "--ood", f"bcc={tmp_path / 'bcc.xyz'}", "--out", str(out), "--n-boot", "20",
+            "--seed", "1", "--timing-rounds", "1"]
+    assert main(argv) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    text = (out / "evaluation.json").read_text()
+    rep = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert line["ood_auroc"]["bcc"]["novelty:max"]["value"] == pytest.approx(
+        rep["detection"]["bcc"]["novelty:max"]["value"])
+    assert "force_std" in rep["signals"]
+    for f in ("calibration.png", "error_vs_uncertainty.png", "roc_hot.png", "roc_bcc.png"):
+        assert (out / f).stat().st_size > 0
+    assert main(argv) == 2  # an earlier report is not replaced without --overwrite
+    assert "overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    with pytest.raises(SystemExit) as exc:  # --ood without NAME=: argparse refuses it
+        main(["evaluate", "--model", "m0", "--estimator", str(est_dir), "--in-domain",
+              str(tmp_path / "in.xyz"), "--ood", "nameless", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and not (tmp_path / "x").exists()
