@@ -30,6 +30,21 @@ Atom order of the log: training-dataset order, frames concatenated, atoms in sto
 training frames are also written to ``OUT_DIR/frames.traj`` (float64 ASE trajectory) so that
 descriptor extraction reproduces that order and the log's fingerprint exactly.
 
+Frames without forces
+---------------------
+Every training frame needs reference forces. The callback checks all of them in ``setup``,
+Lightning's first hook with the data (before any training step), and raises ``DataError``
+naming the frame. ``nequip-train`` however computes the dataset statistics that configs use
+(``${training_data_stats:forces_rms}``) *before* it starts Lightning, i.e. before any callback
+hook can run, so with energies-only frames nequip fails first with ``KeyError: 'forces'``.
+Put :class:`RequireForces` first in ``data.transforms`` (the example configs do) to get a
+``DataError`` there instead::
+
+    data:
+      transforms:
+        - _target_: ltau_md.nequip.callback.RequireForces
+        - ...
+
 Multi-process DDP: each rank evaluates (``eval``) or collects (``train``) its share; per-atom
 sums and visit counts are all-reduced, and rank 0 writes the epoch. Resuming ``nequip-train`` from
 a checkpoint continues the log at the trainer's epoch number (later epochs of an abandoned
@@ -55,7 +70,7 @@ from lightning.pytorch.callbacks import Callback
 from nequip.data import AtomicDataDict
 
 from ..errorlog import FRAMES_FILE, ErrorLog
-from ..exceptions import LTAUError
+from ..exceptions import DataError, LTAUError
 from ._data import (
     FRAME_INDEX_KEY,
     IndexedDataset,
@@ -79,6 +94,41 @@ def _default_out_dir(trainer: lightning.Trainer) -> Path:
         if HydraConfig.initialized():
             return Path(HydraConfig.get().runtime.output_dir) / "ltau_log"
     return Path(trainer.default_root_dir) / "ltau_log"
+
+
+class RequireForces:
+    """A nequip data transform that raises ``DataError`` for a frame without reference forces.
+
+    Put it first in ``data.transforms`` of a ``nequip-train`` config: nequip applies transforms
+    to every frame it loads, including the pass computing the dataset statistics that
+    ``nequip-train`` runs before training (and before any callback), so an energies-only frame
+    is reported with its size and formula instead of nequip's ``KeyError: 'forces'``.
+    Frames with forces pass unchanged."""
+
+    def __call__(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        if AtomicDataDict.FORCE_KEY not in data:
+            n = int(data[AtomicDataDict.POSITIONS_KEY].shape[0])
+            what = f"{n} atoms"
+            z = data.get(AtomicDataDict.ATOMIC_NUMBERS_KEY)
+            if z is not None:
+                from ase.formula import Formula
+
+                what += ", " + Formula.from_list(
+                    [_symbol(int(i)) for i in z.reshape(-1).tolist()]).format("hill")
+            raise DataError(
+                f"a frame of the data ({what}) has no reference '{AtomicDataDict.FORCE_KEY}' "
+                "field: LTAU logs per-atom force errors, so every frame needs forces (check the "
+                "data file and the dataset's key_mapping / include_keys)")
+        return data
+
+    def __repr__(self) -> str:
+        return "RequireForces()"
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else "X"
 
 
 def _graph_models(pl_module: lightning.LightningModule) -> list[torch.nn.Module]:

@@ -24,7 +24,14 @@ __all__ = [
     "tiny_config",
     "write_config",
     "nequip_train",
+    "nequip_train_command",
 ]
+
+#: ModelCheckpoint arguments that rewrite ``last.ckpt`` (atomically) after every epoch, so a
+#: killed run can be resumed from it (``save_last`` with ``save_top_k=0`` writes it only when
+#: training ends)
+CHECKPOINT_EVERY_EPOCH: dict[str, Any] = {"filename": "last", "save_top_k": 1,
+                                          "every_n_epochs": 1}
 
 #: adsorption heights (A) near the EMT minimum above the fcc hollow site
 _ADS_HEIGHT = {"O": 1.5, "H": 1.75}
@@ -108,13 +115,15 @@ def tiny_config(
 
     ``loggers``: keyword arguments of one :class:`~ltau_md.nequip.LTAUErrorLogger` each
     (default: one in ``eval`` mode writing to ``${hydra:runtime.output_dir}/ltau_log``).
-    Checkpoints: ``last.ckpt`` in the hydra run dir. ``trainer`` entries override the
-    ``lightning.Trainer`` arguments.
+    Checkpoints: ``last.ckpt`` in the hydra run dir, rewritten after every epoch
+    (:data:`CHECKPOINT_EVERY_EPOCH`). Frames without forces are refused by
+    :class:`~ltau_md.nequip.callback.RequireForces`, the first data transform.
+    ``trainer`` entries override the ``lightning.Trainer`` arguments.
     """
     type_names = list(type_names)
     callbacks: list[dict[str, Any]] = [
         {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "dirpath": "${hydra:runtime.output_dir}", "save_last": True, "save_top_k": 0},
+         "dirpath": "${hydra:runtime.output_dir}", **CHECKPOINT_EVERY_EPOCH},
     ]
     for kw in loggers or ():
         callbacks.append({"_target_": "ltau_md.nequip.LTAUErrorLogger", **kw})
@@ -166,6 +175,7 @@ def tiny_config(
             "train_file_path": str(Path(train_file).resolve()),
             "val_file_path": str(Path(val_file).resolve()),
             "transforms": [
+                {"_target_": "ltau_md.nequip.callback.RequireForces"},
                 {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper",
                  "model_type_names": type_names},
                 {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": r_max},
@@ -192,15 +202,11 @@ def write_config(config: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def nequip_train(config_path: str | os.PathLike, run_dir: str | os.PathLike,
-                 overrides: Sequence[str] = (), *, threads: int | None = None,
-                 timeout: float | None = 600, check: bool = True,
-                 ) -> subprocess.CompletedProcess:
-    """Run ``nequip-train`` on ``config_path`` with hydra run dir ``run_dir``.
-
-    The repository holding this ``ltau_md`` is put on ``PYTHONPATH`` so the callback's
-    ``_target_`` resolves in the child process. ``threads`` sets ``OMP_NUM_THREADS``. Raises
-    RuntimeError with the output tail if the run fails and ``check`` is set."""
+def nequip_train_command(config_path: str | os.PathLike, run_dir: str | os.PathLike,
+                         overrides: Sequence[str] = (), *, threads: int | None = None,
+                         ) -> tuple[list[str], dict[str, str]]:
+    """``(argv, env)`` of a ``nequip-train`` run of ``config_path`` with hydra run dir
+    ``run_dir`` (see :func:`nequip_train`; for callers that start the process themselves)."""
     config_path = Path(config_path).resolve()
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
@@ -211,6 +217,19 @@ def nequip_train(config_path: str | os.PathLike, run_dir: str | os.PathLike,
     exe = Path(sys.executable).with_name("nequip-train")
     cmd = [str(exe) if exe.exists() else "nequip-train", "-cp", str(config_path.parent),
            "-cn", config_path.stem, f"hydra.run.dir={Path(run_dir).resolve()}", *overrides]
+    return cmd, env
+
+
+def nequip_train(config_path: str | os.PathLike, run_dir: str | os.PathLike,
+                 overrides: Sequence[str] = (), *, threads: int | None = None,
+                 timeout: float | None = 600, check: bool = True,
+                 ) -> subprocess.CompletedProcess:
+    """Run ``nequip-train`` on ``config_path`` with hydra run dir ``run_dir``.
+
+    The repository holding this ``ltau_md`` is put on ``PYTHONPATH`` so the callback's
+    ``_target_`` resolves in the child process. ``threads`` sets ``OMP_NUM_THREADS``. Raises
+    RuntimeError with the output tail if the run fails and ``check`` is set."""
+    cmd, env = nequip_train_command(config_path, run_dir, overrides, threads=threads)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-6000:]
@@ -239,7 +258,8 @@ def fit_inprocess(
     """Train a tiny NequIP in this process with nequip's ``ASEDataModule`` and
     ``EMALightningModule`` and a plain ``lightning.Trainer`` (what ``nequip-train`` builds from
     YAML, without hydra; data statistics are fixed numbers). ``last.ckpt`` goes to ``root``
-    when ``checkpoint``. ``threads`` limits torch threads during the fit (restored after).
+    after every epoch when ``checkpoint``. ``threads`` limits torch threads during the fit
+    (restored after).
     Returns ``(trainer, module)``."""
     import lightning
     import torch
@@ -282,7 +302,7 @@ def fit_inprocess(
     cbs = list(callbacks)
     if checkpoint:
         cbs.append(lightning.pytorch.callbacks.ModelCheckpoint(
-            dirpath=root, save_last=True, save_top_k=0))
+            dirpath=root, **CHECKPOINT_EVERY_EPOCH))
     trainer = lightning.Trainer(
         accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

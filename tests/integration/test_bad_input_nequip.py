@@ -1,0 +1,112 @@
+"""Bad input with a real NequIP model and real ``nequip-train``: a clear error naming the
+problem, exit status 2 from the CLI, no output left behind; and the run status of ``md`` with
+a real model (exit 3 when the monitor halts it)."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ltau_md.cli import main
+from ltau_md.nequip import toy
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "nothing on stderr"
+    return err[-1]
+
+
+def _energies_only(src, dst, drop_forces_of=None):
+    out = []
+    for i, a in enumerate(ase.io.read(src, ":")):
+        b = Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)
+        res = {"energy": a.get_potential_energy()}
+        if drop_forces_of is not None and i not in drop_forces_of:
+            res["forces"] = a.get_forces()
+        b.calc = SinglePointCalculator(b, **res)
+        out.append(b)
+    ase.io.write(dst, out)
+    return dst
+
+
+# ---------------------------------------------------------------------- nequip-train
+def test_energies_only_frames_in_nequip_train_raise_data_error(tiny_run, tmp_path):
+    """nequip-train computes force statistics before Lightning starts (before any callback
+    hook); the RequireForces transform of tiny_config reports the frame there."""
+    bad = _energies_only(tiny_run.train_xyz, tmp_path / "eonly.xyz")
+    cfg = toy.write_config(toy.tiny_config(bad, tiny_run.val_xyz, max_epochs=1),
+                           tmp_path / "cfg.yaml")
+    proc = toy.nequip_train(cfg, tmp_path / "run", threads=1, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ltau_md.exceptions.DataError: a frame of the data (" in out
+    assert "has no reference 'forces' field" in out
+    assert "KeyError" not in out
+    assert not (tmp_path / "run" / "ltau_log").exists()
+
+
+def test_callback_setup_refuses_frames_without_forces_before_training(tiny_run, tmp_path):
+    """Without force statistics (fixed model scales, no stats manager) and without the
+    transform, the callback's ``setup`` (Lightning's first hook with the data) names the frame
+    before any training step, where nequip's loss would fail with a KeyError."""
+    bad = _energies_only(tiny_run.train_xyz, tmp_path / "one.xyz", drop_forces_of={3})
+    cfg = toy.tiny_config(bad, tiny_run.val_xyz, max_epochs=1)
+    data = cfg["data"]
+    data["transforms"] = [t for t in data["transforms"] if "RequireForces" not in t["_target_"]]
+    del data["stats_manager"]
+    cfg["training_module"]["model"].update(avg_num_neighbors=28.0, per_type_energy_shifts=0.2,
+                                           per_type_energy_scales=0.8)
+    proc = toy.nequip_train(toy.write_config(cfg, tmp_path / "cfg.yaml"), tmp_path / "run",
+                            threads=1, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ltau_md.exceptions.DataError: training frame 3 has no reference 'forces'" in out
+    assert "KeyError" not in out
+    assert not list((tmp_path / "run").glob("*.ckpt"))
+
+
+# ---------------------------------------------------------------------- CLI, real model
+def test_fit_k_larger_than_the_training_set(tiny_run, tmp_path, capsys):
+    n = sum(len(a) for a in ase.io.read(tiny_run.train_xyz, ":"))
+    rc = main(["fit", str(tiny_run.run_dir), "--model", str(tiny_run.checkpoint), "--k",
+               str(n + 1), "--out", str(tmp_path / "est"), "--no-progress"])
+    assert rc == 2
+    assert _err_line(capsys).startswith(f"ltau-md fit: error: --k {n + 1} exceeds the {n} "
+                                        "training atoms")
+    assert not (tmp_path / "est").exists()
+
+
+@pytest.mark.parametrize("cmd", ["relax", "md"])
+def test_structure_without_atoms_with_a_real_model(tiny_run, tmp_path, capsys, cmd):
+    """Once nequip's ``RuntimeError: min(): Expected reduction dim``, exit 1, --out left."""
+    ase.io.write(tmp_path / "none.xyz", Atoms())
+    rc = main([cmd, str(tmp_path / "none.xyz"), "--model", str(tiny_run.checkpoint),
+               "--estimator", str(tiny_run.estimator_dir), "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    assert rc == 2
+    assert "has no atoms" in _err_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_md_status_with_a_real_model(tiny_run, tmp_path, capsys):
+    """Thresholds at 0 (the lowest allowed) fire on the first step whose max uncertainty is
+    above 0: a resample with the EMT oracle fires once and the run completes (exit 0); a stop
+    halts the run (exit 3, status "halted")."""
+    ase.io.write(tmp_path / "start.xyz", ase.io.read(tiny_run.val_xyz, index=0))
+    common = [str(tmp_path / "start.xyz"), "--model", str(tiny_run.checkpoint),
+              "--estimator", str(tiny_run.estimator_dir), "--no-progress"]
+    assert main(["md", *common, "--steps", "4", "--resample-above", "0", "--oracle", "emt",
+                 "--out", str(tmp_path / "md")]) == 0
+    s = json.loads((tmp_path / "md" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["n_events"]["resample"] == 1
+    assert len(ase.io.read(tmp_path / "md" / "labelled.extxyz", index=":")) == 1
+    assert main(["md", *common, "--steps", "10", "--stop-above", "0", "--patience", "2",
+                 "--out", str(tmp_path / "stop")]) == 3
+    s = json.loads((tmp_path / "stop" / "summary.json").read_text())
+    assert s["status"] == "halted" and s["stopped"]["step"] == 1 and s["n_observed"] == 2
+    assert "MD halted" in capsys.readouterr().out
