@@ -609,6 +609,7 @@ def alarm_statistics_from_structures(
     outs = _evaluate(model, frames, batch_size)
     feats = np.concatenate([np.asarray(o.features) for o in outs])
     species = np.concatenate([a.numbers for a in frames])
+    estimator.check_species(species)
     dist, idx = estimator.kneighbors(feats, species)
     per_atom = {"novelty": estimator.novelty_of(dist, idx, species)[0],
                 "uncertainty": _uncertainty(estimator, idx, frames)}

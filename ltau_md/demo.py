@@ -96,8 +96,10 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     est_dir = out / "estimator"
     # the second half of the logged epochs: the early, far-from-converged epochs would make
     # every atom look uncertain in so short a training
+    # the in-domain alarm statistics (Threshold(alarm_rate=...), md --stop-rate) come from the
+    # training runs' validation set
     est = fit_from_runs(runs, model, est_dir, k=10, window=(z["epochs"] // 2, None),
-                        progress=progress)
+                        validation=data / "val_id" / "frames.extxyz", progress=progress)
     timings["fit_s"] = time.perf_counter() - t
     factory = functools.partial(load_calculator, model=str(model),
                                 estimator=str(est_dir))

@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="slice over logged epochs, e.g. --window=-50: (default: all)")
     p.add_argument("--data", default=None,
                    help="training structures in logged order (default: the log's frames.traj)")
+    p.add_argument("--validation", default=None, metavar="XYZ",
+                   help="held-out in-domain structures (no labels needed), e.g. the training "
+                   "run's validation set: the in-domain statistics behind --stop-rate/"
+                   "--warn-rate of md/relax are fitted on them (default: novelty statistics "
+                   "from the training atoms' leave-one-out novelty, approximate)")
     p.add_argument("--batch-size", type=positive_int, default=16,
                    help="structures per descriptor forward pass, >= 1 (default 16)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -70,12 +75,16 @@ def run(args: argparse.Namespace) -> int:
     check_k(args)
     est = fit_from_runs(
         args.run_dirs, args.model, args.out, k=args.k, index=args.index, atol=args.atol,
-        rtol=args.rtol, window=args.window, data=args.data, batch_size=args.batch_size,
+        rtol=args.rtol, window=args.window, data=args.data, validation=args.validation,
+        batch_size=args.batch_size,
         device=args.device, progress=not args.no_progress, overwrite=args.overwrite, s=args.s,
     )
     print(json.dumps({
         "estimator": str(Path(args.out).resolve()), "n_train": est.n_train_, "dim": est.dim_,
         "members": est.summary_.n_members, "atol": est.atol_, "k": est.k,
         "index": getattr(est, "index_kind_", est.index),
+        "alarm_statistics": {k: {"n_frames": v["n_frames"], "source": v["source"]}
+                             for k, v in est.calibration_.thresholds.items()}
+        if est.calibration_ is not None else {},
     }))
     return 0

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._io import check_output_dir, sha256_file
 from ..errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
 from ..exceptions import ArtifactError, DataError
@@ -51,6 +53,7 @@ def fit_from_runs(
     window: tuple[int | None, int | None] = (None, None),
     data: str | os.PathLike | Sequence[Any] | None = None,
     *,
+    validation: str | os.PathLike | Sequence[Any] | None = None,
     s: float | None = None,
     overwrite: bool = False,
     batch_size: int = 16,
@@ -71,9 +74,17 @@ def fit_from_runs(
     data: the training structures in the logged order (a file or a list of Atoms); default is
         the ``frames.traj`` the callback wrote next to the first log. Their fingerprint is
         checked against the logs'.
+    validation: held-out in-domain structures (a file or a list of Atoms; no labels needed),
+        e.g. the training run's validation set: the in-domain frame statistics behind
+        ``Threshold(alarm_rate=...)`` are fitted on them
+        (:func:`~ltau_md.calibration.alarm_statistics_from_structures`, source "validation").
+        Without them, novelty statistics come from the training atoms' leave-one-out novelty
+        (:func:`~ltau_md.calibration.alarm_statistics_from_training`, source "training-loo",
+        approximate: alarms fire more often than the nominal rate).
     """
+    from ..calibration import alarm_statistics_from_structures, alarm_statistics_from_training
     from ..estimator import FORMAT, LTAUEstimator
-    from .model import NequIPFeatureModel, descriptors_for_dataset
+    from .model import NequIPFeatureModel, _as_atoms_list, descriptors_for_dataset
 
     if not run_dirs:
         raise DataError("no run directories given")
@@ -98,8 +109,10 @@ def fit_from_runs(
     model = NequIPFeatureModel.from_file(
         model_path, device=device,
         chemical_species_to_atom_type_map=chemical_species_to_atom_type_map)
-    desc = descriptors_for_dataset(model, data, batch_size=batch_size, progress=progress,
-                                   fingerprint=fp)
+    train_frames = _as_atoms_list(data, model.type_names)
+    val_frames = None if validation is None else _as_atoms_list(validation, model.type_names)
+    desc = descriptors_for_dataset(model, train_frames, batch_size=batch_size,
+                                   progress=progress, fingerprint=fp)
     meta = {
         "model": str(Path(model_path).resolve()),
         "model_sha256": sha256_file(model_path),
@@ -111,9 +124,18 @@ def fit_from_runs(
     }
     if not isinstance(data, (list, tuple)):
         meta["data"] = str(Path(data).resolve())
+    if isinstance(validation, (str, os.PathLike)):
+        meta["validation"] = str(Path(validation).resolve())
     meta.update(estimator_kwargs.pop("metadata", None) or {})
     est = LTAUEstimator(k=k, index=index, s=s, atol=atol, rtol=rtol, window=window,
                         metadata=meta, **estimator_kwargs)
     est.fit(desc, logs, species=logs[0].species)
+    if val_frames is not None:
+        alarm_statistics_from_structures(model, est, val_frames, source="validation",
+                                         batch_size=batch_size)
+    else:
+        tags = np.concatenate([a.get_tags() for a in train_frames])
+        alarm_statistics_from_training(est, logs[0].frame_offsets,
+                                       tags=tags if tags.any() else None)
     est.save(out_dir)
     return est

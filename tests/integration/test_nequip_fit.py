@@ -117,3 +117,36 @@ def test_fit_rejects_mismatched_runs(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ArtifactError, match="no ltau-md error log"):
         find_error_log(tmp_path / "empty")
+
+
+def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, tmp_path):
+    from ltau_md.cli import main
+
+    # without --validation (the fixture's estimator): novelty from the training LOO novelty
+    ref = LTAUEstimator.load(tiny_run.estimator_dir)
+    loo = ref.calibration_.thresholds
+    assert set(loo) == {"novelty:max", "novelty:mean"}
+    assert loo["novelty:max"]["source"] == "training-loo"
+    off = ErrorLog.open(tiny_run.log_dir).frame_offsets
+    want = sorted(ref.train_novelty_[a:b].max() for a, b in zip(off[:-1], off[1:], strict=True))
+    np.testing.assert_allclose(loo["novelty:max"]["values"], want, rtol=1e-6)
+    assert ref.calibration_.area is None
+
+    out = tmp_path / "est_val"
+    assert main(["fit", str(tiny_run.run_dirs[0]), str(tiny_run.run_dirs[1]), "--model",
+                 str(tiny_run.checkpoint), "--out", str(out), "--validation",
+                 str(tiny_run.val_xyz), "--no-progress"]) == 0
+    est = LTAUEstimator.load(out)
+    th = est.calibration_.thresholds
+    assert set(th) == {"novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean"}
+    assert {v["source"] for v in th.values()} == {"validation"}
+    model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
+    val = ase.io.read(tiny_run.val_xyz, ":")
+    nov_max, unc_mean = [], []
+    for a in val:
+        p = est.predict(model.evaluate(a).features, species=a.numbers)
+        nov_max.append(p.novelty.max())
+        unc_mean.append(p.uncertainty.mean())
+    np.testing.assert_allclose(th["novelty:max"]["values"], sorted(nov_max), rtol=1e-5)
+    np.testing.assert_allclose(th["uncertainty:mean"]["values"], sorted(unc_mean), rtol=1e-5)
+    assert th["novelty:max"]["n_frames"] == len(val)
