@@ -57,6 +57,12 @@ TARGETS: tuple[str, ...] = ("rmsd", "energy_above_min", "ref_fmax_at_end", "rmsd
 """Continuous targets (Spearman): RMSD to the given reference (A), energy above the lowest
 reference minimum (eV), reference max force at the model end point (eV/A), RMSD to the lowest
 minimum modulo substrate symmetry (A)."""
+TARGET_LABELS: dict[str, str] = {
+    "rmsd": "RMSD to reference relaxed (A)",
+    "energy_above_min": "reference energy above lowest minimum (eV)",
+    "ref_fmax_at_end": "reference max force at model end point (eV/A)",
+    "rmsd_min_sym": "RMSD to lowest minimum, modulo symmetry (A)",
+}
 ENERGY_FAIL = 0.1
 """eV above the lowest reference minimum beyond which a model end point counts as failed."""
 
@@ -416,6 +422,7 @@ def plot_uq_vs_rmsd(
     rmsd_threshold: float = 0.5,
     n_bins: int = 5,
     stats: Sequence[str] = STATS,
+    target: str = "rmsd",
 ) -> Path:
     """Four-panel figure (as the LTAU paper's Fig. 4): RMSD to the reference-relaxed structure
     against the initial / final / max / mean uncertainty along the model relaxation, ID
@@ -445,7 +452,7 @@ def plot_uq_vs_rmsd(
         for (label, rows), color in zip(groups.items(), colors, strict=False):
             if not rows:
                 continue
-            x, y = _finite_pairs(_column(rows, st), _column(rows, "rmsd"))
+            x, y = _finite_pairs(_column(rows, st), _column(rows, target))
             if not x.size:
                 continue
             ax.scatter(x, np.maximum(y, 1e-4), s=12, alpha=0.5, color=color,
@@ -456,10 +463,11 @@ def plot_uq_vs_rmsd(
                 m = np.array([np.nan if v is None else v for v in b["mean_rmsd"]], dtype=float)
                 ax.plot(centers, np.maximum(m, 1e-4), "o-", color=color, lw=2)
             titles.append(f"rho_{label.split()[0]}={spearman(x, y):.2f}")
-        ax.axhline(rmsd_threshold, color="gray", ls="--", lw=1)
+        ax.axhline(rmsd_threshold if target == "rmsd" else ENERGY_FAIL, color="gray", ls="--",
+                   lw=1)
         ax.set_yscale("log")
         ax.set_xlabel(STAT_LABELS.get(st, st) + " (1 - p)")
-        ax.set_ylabel("RMSD to reference relaxed (A)")
+        ax.set_ylabel(TARGET_LABELS.get(target, target))
         ax.set_title(f"{st}: " + ", ".join(titles) if titles else f"{st}: no uncertainty")
         if titles:
             ax.legend(fontsize=8, loc="upper left")
@@ -474,12 +482,16 @@ def plot_uq_vs_rmsd(
 
 
 def write_report(out_dir: str | Path, results: Sequence[dict], **kwargs: Any) -> dict[str, Any]:
-    """Analyze ``results`` and write ``out_dir/report.json`` and ``out_dir/uq_vs_rmsd.png``."""
+    """Analyze ``results`` and write ``out_dir/report.json``, ``out_dir/uq_vs_rmsd.png`` and,
+    when the reference targets exist, ``out_dir/uq_vs_energy.png`` (energy above the lowest
+    minimum against the same statistics)."""
     out_dir = Path(out_dir)
     report = analyze(results, **kwargs)
     write_json_atomic(out_dir / "report.json", report)
-    plot_uq_vs_rmsd(
-        results, out_dir / "uq_vs_rmsd.png",
-        rmsd_threshold=kwargs.get("rmsd_threshold", 0.5), n_bins=kwargs.get("n_bins", 5),
-    )
+    figure_kw = {"rmsd_threshold": kwargs.get("rmsd_threshold", 0.5),
+                 "n_bins": kwargs.get("n_bins", 5)}
+    plot_uq_vs_rmsd(results, out_dir / "uq_vs_rmsd.png", **figure_kw)
+    if any(np.isfinite(_column(results, "energy_above_min"))):
+        plot_uq_vs_rmsd(results, out_dir / "uq_vs_energy.png", target="energy_above_min",
+                        stats=("uq_max", "uq_final", "ferr_max", "n_ads"), **figure_kw)
     return report
