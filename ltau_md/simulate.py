@@ -11,6 +11,7 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,17 +26,64 @@ SUMMARY_FIELDS = ("label", "n_observed", "initial", "max", "max_step", "mean", "
                   "converged", "status", "stopped_step", "stop_reason", "n_resample", "n_warn")
 
 
+#: default policy per command when no threshold option is given: (action, alarm rate,
+#: patience), on novelty:max, applied only when the estimator holds that in-domain statistic
+DEFAULT_POLICIES = {"md": ("stop", 0.01, 2), "relax": ("warn", 0.01, 1)}
+
+
 def policies_from_args(stop_above: float | None = None, resample_above: float | None = None,
-                       warn_above: float | None = None, patience: int = 1,
-                       hysteresis: float = 0.0) -> list[Threshold]:
-    """Threshold policies on the max atom uncertainty from CLI-style options."""
+                       warn_above: float | None = None, patience: int | None = 1,
+                       hysteresis: float = 0.0, *, signal: str | None = None, on: str = "max",
+                       select: str | None = None, stop_rate: float | None = None,
+                       resample_rate: float | None = None, warn_rate: float | None = None
+                       ) -> list[Threshold]:
+    """Threshold policies from CLI-style options: a fixed threshold (``*_above``) or an
+    in-domain alarm rate (``*_rate``) per action, on the ``on`` statistic ("max", "mean",
+    "qNN") of ``signal`` over ``select`` (None: the free atoms; "tags=2": adsorbate atoms).
+    ``signal`` None means "uncertainty" for the ``*_above`` thresholds (as before) and
+    "novelty" for the ``*_rate`` ones. ``patience`` None means 1."""
     out = []
-    for action, thr in (("stop", stop_above), ("resample", resample_above),
-                        ("warn", warn_above)):
+    common = {"on": on, "select": select, "patience": 1 if patience is None else patience,
+              "hysteresis": hysteresis}
+    for action, thr, rate in (("stop", stop_above, stop_rate),
+                              ("resample", resample_above, resample_rate),
+                              ("warn", warn_above, warn_rate)):
         if thr is not None:
-            out.append(Threshold(action, above=float(thr), patience=patience,
-                                 hysteresis=hysteresis))
+            out.append(Threshold(action, above=float(thr), signal=signal or "uncertainty",
+                                 **common))
+        if rate is not None:
+            out.append(Threshold(action, alarm_rate=float(rate), signal=signal or "novelty",
+                                 **common))
     return out
+
+
+def default_policies(command: str, estimator: Any, *, signal: str | None = None,
+                     on: str = "max", select: str | None = None, patience: int | None = None,
+                     hysteresis: float = 0.0) -> tuple[Callable[[], list[Threshold]], str]:
+    """The default policy of ``command`` (:data:`DEFAULT_POLICIES`) as a factory of fresh
+    policies, and a one-line note saying what it is, or why there is none (the estimator
+    holds no in-domain statistic for it: then the factory makes no policy)."""
+    from .metrics import stat_key
+
+    action, rate, default_patience = DEFAULT_POLICIES[command]
+    signal = signal or "novelty"
+    key = stat_key(signal, on, select)
+    cal = getattr(estimator, "calibration_", None)
+    entry = None if cal is None else cal.thresholds.get(key)
+    if entry is None:
+        return list, (f"no default {action} policy: the estimator holds no in-domain statistic "
+                      f"{key} (fit it with `ltau-md fit --validation` or `ltau-md calibrate`, "
+                      "or pass --stop-above/--stop-rate, ...)")
+    p = default_patience if patience is None else patience
+
+    def make() -> list[Threshold]:
+        return [Threshold(action, alarm_rate=rate, signal=signal, on=on, select=select,
+                          patience=p, hysteresis=hysteresis)]
+
+    thr = make()[0].resolve(SimpleNamespace(estimator=estimator))
+    return make, (f"default policy: {action} when {key} exceeds {thr:.4g} (in-domain alarm "
+                  f"rate {rate:g}, from {entry['n_frames']} {entry['source']} frames) for "
+                  f"{p} step(s)")
 
 
 def _row(summary: dict, converged: bool | None) -> dict:

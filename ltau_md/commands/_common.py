@@ -19,8 +19,9 @@ EXIT_STATUS = {"completed": 0, "halted": 3, "non_finite": 4, "interrupted": 130}
 #: epilog of the commands that run monitored dynamics (``md``, ``relax``)
 STATUS_EPILOG = (
     "Exit status and summary.json \"status\": 0 completed (all steps run, or converged); "
-    "3 halted by the monitor (a --stop-above policy; in md also max |F| above --max-force "
-    "or --max-retries rewinds used up); 4 stopped for non-finite positions, forces or energy; "
+    "3 halted by the monitor (a --stop-above/--stop-rate policy or md's default policy; in md "
+    "also max |F| above --max-force or --max-retries rewinds used up); 4 stopped for "
+    "non-finite positions, forces or energy; "
     "2 bad input (nothing written); 130 interrupted (Ctrl-C; the files written so far are "
     "complete and summary.json says \"interrupted\")."
 )
@@ -60,6 +61,30 @@ unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 threshold = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)",
                     " (the uncertainty runs from 0 to 1; a policy fires above its threshold, "
                     "so 1 or more never fires)")
+#: an in-domain alarm rate: the fraction of in-domain structures allowed to raise the alarm
+alarm_rate = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)",
+                     " (the fraction of in-domain structures that may raise the alarm)")
+
+
+def statistic(text: str) -> str:
+    """argparse type of --on: "max", "mean" or a quantile "qNN"."""
+    from ..metrics import stat_key
+
+    try:
+        stat_key("x", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def selection(text: str) -> str:
+    """argparse type of --select: "tags=T[,T...]" (OC20 tags; 2 = adsorbate atoms)."""
+    from ..metrics import parse_selection
+
+    try:
+        return "tags=" + ",".join(map(str, parse_selection(text)[1]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def window(text: str) -> tuple[int | None, int | None]:
@@ -132,27 +157,84 @@ def load_inputs(args: argparse.Namespace, structures: str, kind: str,
     return frames, calc
 
 
-def add_policy_args(p: argparse.ArgumentParser) -> None:
-    """Threshold options on the max atom uncertainty (which runs from 0 to 1)."""
-    p.add_argument("--stop-above", type=threshold, metavar="U",
-                   help="stop when the max atom uncertainty exceeds U, 0 <= U < 1 "
-                   "(default: never)")
-    p.add_argument("--resample-above", type=threshold, metavar="U",
-                   help="save frames whose max atom uncertainty exceeds U for relabelling, "
-                   "0 <= U < 1 (default: never)")
-    p.add_argument("--warn-above", type=threshold, metavar="U",
-                   help="record a warning when the max atom uncertainty exceeds U, 0 <= U < 1 "
-                   "(default: never)")
-    p.add_argument("--patience", type=positive_int, default=1,
-                   help="consecutive steps above a threshold before it fires, >= 1 (default 1)")
-    p.add_argument("--hysteresis", type=unit_float, default=0.0,
-                   help="re-arm once the value is this far below the threshold, in [0, 1] "
-                   "(default 0)")
+def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
+    """Threshold options: fixed thresholds (--*-above) or in-domain alarm rates (--*-rate) on a
+    frame statistic (--signal, --on, --select) of a per-atom signal; ``command`` ("md" or
+    "relax") names the default policy in the help."""
+    from ..simulate import DEFAULT_POLICIES
+
+    action, rate, patience = DEFAULT_POLICIES[command]
+    g = p.add_argument_group(
+        "uncertainty policies",
+        "Each --X-above / --X-rate adds a policy with action X. Without any, the default is: "
+        f"{action} at alarm rate {rate:g} on novelty:max with patience {patience}, when the "
+        "estimator holds that in-domain statistic (`ltau-md fit --validation`, `ltau-md "
+        "calibrate`); otherwise no policy (a note says so).")
+    g.add_argument("--signal", default=None, metavar="KEY",
+                   help="per-atom signal the policies watch: novelty, uncertainty, "
+                   "predicted_error (eV/A), confidence, novelty_pvalue (default: novelty for "
+                   "--X-rate and the default policy, uncertainty for --X-above)")
+    g.add_argument("--on", type=statistic, default="max", metavar="STAT",
+                   help="structure statistic over the atoms: max, mean or a quantile qNN, e.g. "
+                   "q90 (default max)")
+    g.add_argument("--select", type=selection, default=None, metavar="tags=T",
+                   help="take the statistic over these atoms only, e.g. tags=2 (OC20 adsorbate "
+                   "atoms) or tags=1,2 (default: the atoms not fixed by FixAtoms)")
+    for act, what in (("stop", "stop"), ("resample", "save the frame for relabelling"),
+                      ("warn", "record a warning")):
+        g.add_argument(f"--{act}-above", type=non_negative_float, metavar="V",
+                       help=f"{what} when the statistic exceeds V, >= 0 (uncertainty, "
+                       "confidence, novelty_pvalue: < 1) (default: never)")
+        g.add_argument(f"--{act}-rate", type=alarm_rate, metavar="A",
+                       help=f"{what} when the statistic exceeds the threshold that in-domain "
+                       "structures exceed with probability A (from the estimator's in-domain "
+                       "statistics), 0 < A < 1 (default: never)")
+    g.add_argument("--patience", type=positive_int, default=None,
+                   help="consecutive steps above a threshold before it fires, >= 1 (default 1; "
+                   f"{patience} for the default policy)")
+    g.add_argument("--hysteresis", type=non_negative_float, default=0.0,
+                   help="re-arm once the value is this far below the threshold, >= 0, in the "
+                   "signal's units (default 0)")
 
 
-def policies(args: argparse.Namespace) -> list:
-    """The Threshold policies of :func:`add_policy_args`' options."""
-    from ..simulate import policies_from_args
+def policy_factory(args: argparse.Namespace, estimator: Any, command: str
+                   ) -> Callable[[], list]:
+    """A function making fresh Threshold policies from :func:`add_policy_args`' options (the
+    default policy of ``command`` when none is given). Refuses a signal the calculator does not
+    return, and a fixed threshold >= 1 on a signal that runs from 0 to 1 (InvalidParameterError);
+    prints one line about the default policy to stderr."""
+    import sys
 
-    return policies_from_args(args.stop_above, args.resample_above, args.warn_above,
-                              args.patience, args.hysteresis)
+    from ..calculator import PER_ATOM_KEYS
+    from ..exceptions import InvalidParameterError
+    from ..observers import UNIT_SIGNALS
+    from ..simulate import default_policies, policies_from_args
+
+    if args.signal is not None and args.signal not in PER_ATOM_KEYS:
+        raise InvalidParameterError(f"--signal must be one of {', '.join(PER_ATOM_KEYS)}, got "
+                                    f"{args.signal!r}")
+    above_signal = args.signal or "uncertainty"
+    for act in ("stop", "resample", "warn"):
+        v = getattr(args, f"{act}_above")
+        if v is not None and above_signal in UNIT_SIGNALS and v >= 1:
+            raise InvalidParameterError(
+                f"--{act}-above {v:g}: the {above_signal} runs from 0 to 1 and a policy fires "
+                "above its threshold, so 1 or more never fires")
+    kw = {"patience": args.patience, "hysteresis": args.hysteresis, "signal": args.signal,
+          "on": args.on, "select": args.select}
+    given = any(getattr(args, f"{a}_{k}") is not None
+                for a in ("stop", "resample", "warn") for k in ("above", "rate"))
+    if given:
+        def make() -> list:
+            return policies_from_args(args.stop_above, args.resample_above, args.warn_above,
+                                      stop_rate=args.stop_rate,
+                                      resample_rate=args.resample_rate,
+                                      warn_rate=args.warn_rate, **kw)
+        from types import SimpleNamespace
+
+        for pol in make():  # parameter errors and missing in-domain statistics, before any run
+            pol.resolve(SimpleNamespace(estimator=estimator))
+        return make
+    make, note = default_policies(command, estimator, **kw)
+    print(f"ltau-md {command}: {note}", file=sys.stderr)
+    return make

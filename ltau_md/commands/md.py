@@ -14,7 +14,7 @@ from ._common import (
     load_inputs,
     non_negative_float,
     non_negative_int,
-    policies,
+    policy_factory,
     positive_float,
     positive_int,
 )
@@ -39,13 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MD steps, >= 1 (default 1000)")
     p.add_argument("--friction", type=non_negative_float, default=0.01,
                    help="Langevin friction, 1/fs, >= 0 (default 0.01)")
-    add_policy_args(p)
+    add_policy_args(p, NAME)
     p.add_argument("--oracle", choices=["emt"],
-                   help="label resampled frames on the spot; needs --resample-above "
-                   "(default: none)")
+                   help="label resampled frames on the spot; needs --resample-above or "
+                   "--resample-rate (default: none)")
     p.add_argument("--rewind", action="store_true",
                    help="on resample, go back to the last trusted snapshot with new "
-                   "velocities; needs --resample-above (default: off)")
+                   "velocities; needs --resample-above or --resample-rate (default: off)")
     p.add_argument("--max-retries", type=non_negative_int, default=3,
                    help="rewinds allowed before the run stops, >= 0 (default 3)")
     p.add_argument("--max-force", type=positive_float, default=50.0,
@@ -58,12 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """InvalidParameterError for options that would silently do nothing."""
-    if args.resample_above is None:
+    if args.resample_above is None and args.resample_rate is None:
         for flag, given in (("--rewind", args.rewind), ("--oracle", args.oracle)):
             if given:
                 raise InvalidParameterError(
                     f"{flag} acts on resampled frames but no --resample-above threshold is "
-                    "given, so it would never act: add --resample-above U")
+                    "given, so it would never act: add --resample-above U (or "
+                    "--resample-rate A)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     (atoms,), calc = load_inputs(args, args.start, "md", first_only=True)
     s = run_md(atoms, calc, args.out, temperature_K=args.temperature,
                timestep_fs=args.timestep, steps=args.steps, friction=args.friction,
-               policies=policies(args), oracle=oracle_from_name(args.oracle),
+               policies=policy_factory(args, calc.estimator, NAME)(),
+               oracle=oracle_from_name(args.oracle),
                rewind=args.rewind, max_retries=args.max_retries, max_force=args.max_force,
                seed=args.seed, progress=not args.no_progress, overwrite=args.overwrite)
     stop = s["stopped"]

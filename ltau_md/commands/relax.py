@@ -11,7 +11,7 @@ from ._common import (
     add_progress_arg,
     exit_code,
     load_inputs,
-    policies,
+    policy_factory,
     positive_float,
     positive_int,
 )
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="maximum optimizer steps per structure, >= 1 (default 200)")
     p.add_argument("--optimizer", default="BFGS", choices=OPTIMIZERS,
                    help="ASE optimizer (default BFGS)")
-    add_policy_args(p)
+    add_policy_args(p, NAME)
     add_progress_arg(p)
     p.set_defaults(func=run)
 
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     frames, calc = load_inputs(args, args.structures, "relax")
     rows = relax_many(frames, lambda: calc, args.out, fmax=args.fmax,
                       steps=args.steps, optimizer=args.optimizer,
-                      policies=lambda: policies(args), progress=not args.no_progress,
+                      policies=policy_factory(args, calc.estimator, NAME),
+                      progress=not args.no_progress,
                       overwrite=args.overwrite)
     print(summary_table(rows))
     print(f"wrote {args.out}/summary.csv, summary.json and one folder per structure "

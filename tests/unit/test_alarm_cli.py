@@ -1,0 +1,83 @@
+"""md/relax policy options: --signal/--on/--select, --X-above/--X-rate, the default policy."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from ltau_md.cli import build_parser
+from ltau_md.commands._common import policy_factory
+from ltau_md.estimator import Calibration
+from ltau_md.exceptions import InvalidParameterError, LTAUError
+
+VALUES = {"values": [float(v) for v in range(1, 200)], "n_frames": 199, "source": "held-out"}
+
+
+def estimator(*keys):
+    return SimpleNamespace(calibration_=Calibration(s=1.0, target_atol=0.1,
+                                                    thresholds={k: VALUES for k in keys}))
+
+
+def parse(cmd, *opts):
+    return build_parser().parse_args([cmd, "s.xyz", "--model", "m", "--estimator", "e",
+                                      "--out", "o", *opts])
+
+
+def described(pols):
+    return [(p.action, p.signal, p.on, p.select, p.above, p.alarm_rate, p.patience)
+            for p in pols]
+
+
+def test_rates_and_fixed_thresholds_give_the_right_policies():
+    args = parse("md", "--stop-rate", "0.05", "--warn-above", "0.4", "--on", "q90",
+                 "--select", "tags=2,1", "--patience", "3")
+    est = estimator("novelty:q90@tags=1,2")
+    pols = policy_factory(args, est, "md")()
+    assert described(pols) == [("stop", "novelty", "q90", "tags=1,2", None, 0.05, 3),
+                               ("warn", "uncertainty", "q90", "tags=1,2", 0.4, None, 3)]
+    # k = ceil(200 * 0.95) = 190th smallest
+    assert pols[0].resolve(SimpleNamespace(estimator=est)) == 190.0
+    args = parse("relax", "--signal", "novelty", "--resample-above", "3.5",
+                 "--resample-rate", "0.1", "--hysteresis", "0.5")
+    pols = policy_factory(args, estimator("novelty:max"), "relax")()
+    assert described(pols) == [("resample", "novelty", "max", None, 3.5, None, 1),
+                               ("resample", "novelty", "max", None, None, 0.1, 1)]
+    assert pols[0].hysteresis == 0.5
+
+
+@pytest.mark.parametrize("cmd,action,patience", [("md", "stop", 2), ("relax", "warn", 1)])
+def test_default_policy_only_with_the_in_domain_statistic(cmd, action, patience, capsys):
+    make = policy_factory(parse(cmd), estimator("novelty:max"), cmd)
+    assert described(make()) == [(action, "novelty", "max", None, None, 0.01, patience)]
+    assert make() is not make() and make()[0] is not make()[0]   # fresh per structure
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"default policy: {action} when novelty:max exceeds " \
+        "198 (in-domain alarm rate 0.01, from 199 held-out frames)" in err
+    make = policy_factory(parse(cmd, "--select", "tags=2"), estimator("novelty:max"), cmd)
+    assert make() == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no default" in err and "novelty:max@tags=2" in err
+    assert policy_factory(parse(cmd), SimpleNamespace(calibration_=None), cmd)() == []
+    pols = policy_factory(parse(cmd, "--patience", "5"), estimator("novelty:max"), cmd)()
+    assert pols[0].patience == 5
+
+
+@pytest.mark.parametrize("opts,err", [
+    (["--stop-above", "1.5"], InvalidParameterError),            # uncertainty runs 0..1
+    (["--signal", "bogus", "--stop-above", "1"], InvalidParameterError),
+    (["--stop-rate", "0.01", "--on", "mean"], LTAUError),         # no novelty:mean stored
+])
+def test_bad_policy_options_fail_before_any_run(opts, err):
+    with pytest.raises(err):
+        policy_factory(parse("md", *opts), estimator("novelty:max"), "md")
+
+
+@pytest.mark.parametrize("opts", [["--stop-rate", "0"], ["--warn-rate", "1"],
+                                  ["--on", "median"], ["--select", "adsorbate"],
+                                  ["--stop-above", "-1"], ["--patience", "0"]])
+def test_out_of_range_options_are_refused_by_argparse(opts, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse("md", *opts)
+    assert exc.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
