@@ -62,7 +62,7 @@ def test_cli_relax_and_md(tiny_run, tmp_path):
         assert r["max"] == s["max"] and r["n_observed"] == s["n_observed"] <= 6
     # md that resamples every excursion above 0 with the EMT oracle, then one that stops
     assert main(["md", str(tmp_path / "start.xyz"), *common, "--steps", "4",
-                 "--resample-above", "-1", "--oracle", "emt",
+                 "--resample-above", "0", "--oracle", "emt",
                  "--out", str(tmp_path / "md")]) == 0
     lab = read(tmp_path / "md" / "labelled.extxyz", index=":")
     cand = read(tmp_path / "md" / "candidates.extxyz", index=":")
@@ -71,7 +71,7 @@ def test_cli_relax_and_md(tiny_run, tmp_path):
     ref.calc = EMT()
     np.testing.assert_allclose(lab[0].get_forces(), ref.get_forces(), atol=1e-5)
     assert main(["md", str(tmp_path / "start.xyz"), *common, "--steps", "10",
-                 "--stop-above", "-1", "--patience", "2", "--out", str(tmp_path / "stop")]) == 0
+                 "--stop-above", "0", "--patience", "2", "--out", str(tmp_path / "stop")]) == 3
     s = json.loads((tmp_path / "stop" / "summary.json").read_text())
     assert s["stopped"]["step"] == 1 and s["n_observed"] == 2
     # bad input: a missing file is a clear error, not a traceback
