@@ -119,6 +119,20 @@ def test_serial_equals_dask_localcluster(campaign_setup, tmp_path):
         assert min(r["uq_series"]) <= r["uq_mean"] <= r["uq_max"]
         assert r["n_uq_steps"] == r["n_steps"] + 1 == len(r["uq_series"])
         assert math.isfinite(r["perr_max"])
+        # latent novelty from the calculator, over all atoms and over the adsorbate atoms
+        assert math.isfinite(r["novelty_max"]) and r["novelty_ads_max"] <= r["novelty_max"]
+        assert r["novelty_ads_max"] >= r["novelty_ads_mean"] > 0
+        assert r["uq_ads_max"] <= r["uq_max"]
+        # the reference (EMT) scored the end point; the EMT FeatureModel is EMT, so the true
+        # force error along the trajectory is zero and the end point is a reference minimum
+        # (FIRE may find another minimum than the generator's BFGS: any basin outcome)
+        assert r["ferr_max"] == pytest.approx(0.0, abs=1e-9)
+        assert r["ref_fmax_at_end"] < 0.05 + 1e-9
+        assert r["energy_above_min"] == pytest.approx(
+            r["ref_energy_at_end"] - min(r["ref_energy_given"], r["rerelax_energy"])
+            if r["basin"] == "lower" else r["ref_energy_at_end"] - r["ref_energy_given"])
+        if r["basin"] == "higher":
+            assert r["rerelax_energy"] > r["ref_energy_given"] + 0.02
     # one JSON per system, plain JSON (no NaN tokens)
     for s in systems:
         json.loads(result_path(tmp_path / "dask", s.sid).read_text())
