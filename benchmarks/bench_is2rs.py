@@ -56,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reuse", default=None,
                    help="directory of an earlier run whose benchmark/, nequip_run/ and "
                    "estimator/ are used (nothing is generated, trained or fitted)")
+    p.add_argument("--reuse-benchmark", default=None,
+                   help="directory of an earlier run whose benchmark/ is used (the model is "
+                   "trained and fitted here)")
     p.add_argument("--reference", default="ase.calculators.emt:EMT",
                    help="reference calculator import path (default EMT)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
 
     # 1. data ------------------------------------------------------------------------------
     src = Path(args.reuse).resolve() if args.reuse else out
-    bench = src / "benchmark"
+    bench = (Path(args.reuse_benchmark).resolve() if args.reuse_benchmark else src) / "benchmark"
     t0 = time.perf_counter()
     if not (bench / "manifest.json").exists():
         cfg = GeneratorConfig(frames_per_system=args.frames, val_frames_per_system=2)
@@ -209,6 +212,7 @@ def split_line(e: dict) -> dict:
     out = {
         "n": e.get("n_ok"),
         "adwt": _r(e.get("adwt")),
+        "adwt_min_sym": _r(e.get("adwt_min_sym")),
         "rmsd_mean": _r(e.get("rmsd_mean")),
         "failure_rates": {k: _r(v) for k, v in (e.get("failure_rates") or {}).items()},
         "energy_above_min_median": _r(e.get("energy_above_min_median")),

@@ -399,6 +399,7 @@ def analyze(
                 "basin": {b: basins.count(b) for b in (*BASIN_OUTCOMES, "blown_up")},
                 "reference_lower_found": int(sum(
                     r.get("reference_source") == "ml_rerelaxed" for r in rows)),
+                "adwt_min_sym": adwt(_column(rows, "mean_distance_min_sym")),
                 "adwt_ads_min_sym": adwt(_column(rows, "ads_displacement_min_sym")),
                 "binned_energy": {st: _binned(_column(rows, st), e, edges[st])
                                   for st in stats},

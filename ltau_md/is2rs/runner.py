@@ -214,7 +214,8 @@ def _reference_targets(system: System, end: Atoms, reference: Calculator,
         "ref_energy_given": math.nan, "rerelax_energy": math.nan, "rerelax_steps": 0,
         "rerelax_converged": False, "basin": "blown_up", "reference_source": "given",
         "ref_energy_min": math.nan, "energy_above_min": math.nan,
-        "rmsd_min": math.nan, "rmsd_min_sym": math.nan, "ads_displacement_min_sym": math.nan,
+        "rmsd_min": math.nan, "rmsd_min_sym": math.nan, "mean_distance_min_sym": math.nan,
+        "ads_displacement_min_sym": math.nan,
     }
     if not np.isfinite(end.positions).all():
         return nan_out
@@ -248,6 +249,7 @@ def _reference_targets(system: System, end: Atoms, reference: Calculator,
         "energy_above_min": e_end - e_min,
         "rmsd_min": float(np.sqrt(np.mean(d**2))),
         "rmsd_min_sym": float(np.sqrt(np.mean(d_sym**2))),
+        "mean_distance_min_sym": float(d_sym.mean()),
         "ads_displacement_min_sym": float(d_sym[ads_sel].mean()),
         "rerelaxed_positions": work.positions.tolist(),
     }
@@ -280,7 +282,8 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
     lands relative to the given minimum), reference_source ("given" or "ml_rerelaxed": the
     lowest minimum found), ref_energy_min, energy_above_min (eV, model end point above the
     lowest minimum), rmsd_min / rmsd_min_sym (A, RMSD to the lowest minimum; the second
-    modulo substrate symmetry), ads_displacement_min_sym (A, mean adsorbate-atom distance to
+    modulo substrate symmetry), mean_distance_min_sym (A, the ADwT input against the lowest
+    minimum modulo substrate symmetry), ads_displacement_min_sym (A, mean adsorbate-atom distance to
     the lowest minimum modulo substrate symmetry), ref_wall_s.
     """
     atoms = system.initial.copy()  # copies tags and constraints
@@ -429,7 +432,7 @@ _NUMERIC_KEYS = re.compile(
     r"^(rmsd|mean_distance|max_distance|ads_displacement|ref_travel|energy|fmax_final|"
     r"ml_fmax_initial|wall_s|force_mae|ref_energy_at_end|ref_fmax_at_end|ref_energy_given|"
     r"rerelax_energy|ref_energy_min|energy_above_min|rmsd_min|rmsd_min_sym|"
-    r"ads_displacement_min_sym|ref_wall_s|"
+    r"mean_distance_min_sym|ads_displacement_min_sym|ref_wall_s|"
     r"(uq|uq_atom_mean|perr|uq_ads|novelty|novelty_ads|ferr|ferr_ads)_(initial|final|max|mean))$"
 )
 

@@ -111,6 +111,7 @@ def test_relax_system_scores_end_point_with_the_reference(sites):
     assert r["ref_energy_min"] == pytest.approx(e_fcc, abs=5e-3)
     assert r["energy_above_min"] == pytest.approx(0.0, abs=5e-3)
     assert r["rmsd_min_sym"] < 0.05 and r["ads_displacement_min_sym"] < 0.05
+    assert r["mean_distance_min_sym"] <= r["rmsd_min_sym"] + 1e-12
     assert r["ads_displacement"] > 1.4  # O is a whole fcc-top distance from the given site
 
 
