@@ -15,7 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(NAME, help="fit the tolerance scale s on labelled structures",
                        description="Fit the LTAU tolerance scale s (and per-group s) on a "
                        "calibration split of labelled structures, minimising the "
-                       "miscalibration area; saves the calibrated estimator.")
+                       "miscalibration area; stores the in-domain frame statistics of the same "
+                       "structures (novelty, uncertainty: max, mean, and over tags=2 atoms where "
+                       "tagged) behind md/relax --stop-rate/--warn-rate; saves the calibrated "
+                       "estimator.")
     p.add_argument("data", help="labelled structures with reference forces (e.g. extxyz), not "
                    "used for training: the calibration split")
     p.add_argument("--model", required=True,
@@ -75,5 +78,6 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"estimator": str(out.resolve()), "s": fit.s, "area": fit.area,
                       "area_unscaled": fit.area_unscaled, "target_atol": fit.target_atol,
                       "n_atoms": fit.n_atoms, "s_per_group": fit.s_per_group,
-                      "at_bound": fit.at_bound}))
+                      "at_bound": fit.at_bound,
+                      "alarm_statistics": sorted(est.calibration_.thresholds)}))
     return 0

@@ -35,6 +35,15 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     back = LTAUEstimator.load(out)
     assert back.scale_ == pytest.approx(fit.s)
     assert back.calibration_.target_atol == pytest.approx(target)
-    assert LTAUEstimator.load(tiny_run.estimator_dir).calibration_ is None  # original untouched
+    # original untouched: its calibration only holds the training-LOO alarm statistics of fit
+    assert LTAUEstimator.load(tiny_run.estimator_dir).calibration_.area is None
+    # the in-domain alarm statistics of the calibration structures, uncertainty at the new s
+    th = back.calibration_.thresholds
+    assert line["alarm_statistics"] == sorted(th) == ["novelty:max", "novelty:mean",
+                                                      "uncertainty:max", "uncertainty:mean"]
+    assert {v["source"] for v in th.values()} == {"calibration"}
+    unc = [back.predict(o.features, species=a.numbers).uncertainty.max()
+           for a, o in zip(frames, model.evaluate_many(frames), strict=True)]
+    np.testing.assert_allclose(th["uncertainty:max"]["values"], sorted(unc), atol=1e-6)
     assert (tmp_path / "calibration.png").stat().st_size > 0
     assert (tmp_path / "scale_fit.png").stat().st_size > 0

@@ -273,3 +273,40 @@ def test_training_leave_one_out_fallback_equals_numpy(setup):
     assert got["novelty:max"]["source"] == "training-loo"
     with pytest.raises(LTAUError, match="needs per_atom"):
         fit_alarm_thresholds(est, {"novelty": nov}, off, stats=("uncertainty:max",))
+
+
+def test_calibrate_structures_fits_alarm_statistics_at_the_new_s(setup, tmp_path):
+    """A model whose forces carry noise, labelled EMT structures: calibrate_structures fits s
+    and stores the statistics of the same structures, uncertainty at the fitted s."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ltau_md.calibration import calibrate_structures
+
+    class Noisy(EMTFeatureModel):
+        def evaluate(self, atoms, stress=False):
+            out = super().evaluate(atoms, stress)
+            rng = np.random.default_rng(int(1e6 * abs(atoms.positions[0, 0])) % 2**32)
+            out.forces = out.forces + rng.normal(0, 0.05, out.forces.shape)
+            return out
+
+    frames = []
+    for a in setup.held_out[:60]:
+        b = a.copy()
+        c = a.copy()
+        c.calc = EMT()
+        b.calc = SinglePointCalculator(b, energy=c.get_potential_energy(),
+                                       forces=c.get_forces())
+        frames.append(b)
+    setup.est.save(tmp_path / "est")                  # a copy: the fixture's stays as it is
+    est = LTAUEstimator.load(tmp_path / "est")
+    model = Noisy(elements=("O", "Cu"))
+    fit, arrays = calibrate_structures(model, est, frames, n_grid=15, n_refine=4)
+    th = est.calibration_.thresholds
+    assert est.calibration_.s == fit.s
+    assert {v["source"] for v in th.values()} == {"calibration"}
+    unc_max = []
+    for a in frames:
+        p = est.predict(model.evaluate(a).features, species=a.numbers)   # at the fitted s
+        unc_max.append(p.uncertainty[a.get_tags() != 0].max())
+    np.testing.assert_allclose(th["uncertainty:max"]["values"], sorted(unc_max), atol=1e-9)
+    assert th["novelty:max@tags=2"]["n_frames"] == 60
