@@ -622,6 +622,7 @@ def alarm_statistics_from_training(
     estimator: LTAUEstimator,
     frame_offsets: np.ndarray,
     *,
+    frames: Sequence[Any] | None = None,
     tags: np.ndarray | None = None,
     stats: Sequence[str] = DEFAULT_ALARM_STATS,
     store: bool = True,
@@ -629,12 +630,22 @@ def alarm_statistics_from_training(
     """Fallback without held-out structures: novelty statistics of the training frames from
     each training atom's leave-one-out novelty (``estimator.train_novelty_``), source
     "training-loo". ``frame_offsets`` (F+1,): the training frames (``ErrorLog.frame_offsets``).
+    ``frames``: the training structures in the logged order, if at hand: their tags and
+    FixAtoms constraints are used as :func:`alarm_statistics_from_structures` uses them (else
+    ``tags`` (n_atoms,), and all atoms for statistics without a selection).
 
     Approximate: leaving one atom out keeps its frame-mates and the neighbouring frames of the
     same trajectory in the index, so training atoms look more familiar than new in-domain
     structures do; thresholds come out low and alarms fire more often than the nominal rate.
     Prefer held-out structures (:func:`alarm_statistics_from_structures`)."""
     estimator._check_fitted()
+    extra: dict[str, Any] = {"tags": tags}
+    if frames is not None:
+        frames = list(frames)
+        if sum(len(a) for a in frames) != estimator.n_train_:
+            raise DataError(f"the frames hold {sum(len(a) for a in frames)} atoms, the "
+                            f"estimator {estimator.n_train_} training atoms")
+        extra = _tags_and_free(frames)
     return fit_alarm_thresholds(estimator, {"novelty": estimator.train_novelty_},
-                                frame_offsets, tags=tags, stats=stats, source="training-loo",
-                                store=store)
+                                frame_offsets, stats=stats, source="training-loo",
+                                store=store, **extra)

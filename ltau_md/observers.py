@@ -197,6 +197,9 @@ class Threshold:
                 f"the calculator's estimator does not hold (it has {have or 'none'}): fit them "
                 "with `ltau-md calibrate` / ltau_md.calibration.fit_alarm_thresholds (or "
                 "`ltau-md fit --validation`), or pass above=")
+        if not isinstance(entry, dict) or not isinstance(entry.get("values"), list):
+            raise LTAUError(f"the estimator's in-domain statistic {key!r} is malformed (no "
+                            "'values' list): fit it again")
         self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate))
         self.resolved_from = {"key": key, "alarm_rate": self.alarm_rate,
                               "n_frames": entry.get("n_frames", len(entry["values"])),

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .._io import check_output_dir, sha256_file
 from ..errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
 from ..exceptions import ArtifactError, DataError
@@ -134,8 +132,6 @@ def fit_from_runs(
         alarm_statistics_from_structures(model, est, val_frames, source="validation",
                                          batch_size=batch_size)
     else:
-        tags = np.concatenate([a.get_tags() for a in train_frames])
-        alarm_statistics_from_training(est, logs[0].frame_offsets,
-                                       tags=tags if tags.any() else None)
+        alarm_statistics_from_training(est, logs[0].frame_offsets, frames=train_frames)
     est.save(out_dir)
     return est

@@ -271,6 +271,13 @@ def test_training_leave_one_out_fallback_equals_numpy(setup):
     ref2 = sorted(nov[a:b][tags[a:b] == 2].mean() for a, b in zip(off[:-1], off[1:], strict=True))
     np.testing.assert_allclose(got["novelty:mean@tags=2"]["values"], ref2, rtol=1e-6)
     assert got["novelty:max"]["source"] == "training-loo"
+    # with the training frames: their tags, and FixAtoms as in the monitor (free atoms only)
+    got = alarm_statistics_from_training(est, setup.log.frame_offsets, frames=setup.train,
+                                         store=False)
+    free = tags != 0
+    ref = sorted(nov[a:b][free[a:b]].max() for a, b in zip(off[:-1], off[1:], strict=True))
+    np.testing.assert_allclose(got["novelty:max"]["values"], ref, rtol=1e-6)
+    assert "novelty:mean@tags=2" in got
     with pytest.raises(LTAUError, match="needs per_atom"):
         fit_alarm_thresholds(est, {"novelty": nov}, off, stats=("uncertainty:max",))
 
