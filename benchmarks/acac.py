@@ -9,33 +9,28 @@ Protocol
 --------
 1. ``train_300K.xyz`` (500 structures) is split into training (``--n-train``) and validation
    frames. ``--members`` small NequIP models (different seeds) are trained with
-   ``nequip-train`` and the LTAU error-logging callback (eval mode) of :mod:`ltau_md.nequip`.
+   ``nequip-train`` and the LTAU error-logging callback (eval mode) of :mod:`ltau_md.nequip`
+   (``--reuse`` keeps finished runs).
 2. An LTAU estimator is fitted from all members' logs, indexed by member 0's descriptors
    (member 0 is the deployed model); atol = final training force MAE. The epoch window start
-   (``--window-start``, default 0, E/6, E/3, E/2) and k (``--k``, default 10, 30) are chosen
-   by the smallest fitted miscalibration area on the 300 K *calibration* half only.
-3. Calibration: ``test_MD_300K`` is split by structure into a calibration and an evaluation
-   half; s is fitted on the first (:func:`ltau_md.calibration.fit_scale`) and the
-   miscalibration area reported on the second. ``test_MD_600K`` likewise, with its own s
-   (and, for reference, with the 300 K s).
-4. Ranking: Spearman(uncertainty, |F_ref - F_deployed|) of LTAU (1 - p), of the ensemble
-   force spread (sqrt of the summed per-component variances over members) and of the latent
-   distance (mean distance to the k nearest training atoms), on the 300 K evaluation half.
-5. Out-of-domain detection: ``test_H_transfer`` (proton-transfer NEB path, energies only, so
-   only uncertainties are used) against the 300 K evaluation structures; structure score =
-   max or mean atom uncertainty; AUROC. ``test_dihedral`` is reported the same way.
-6. Cost per MD step of one 15-atom structure: the deployed model alone, the LTAU query
-   (FAISS search + aggregation), the full :class:`ltau_md.calculator.LTAUCalculator` step,
-   and the M-model ensemble.
+   (``--window-start``) and k (``--k``) are chosen by the smallest fitted miscalibration area
+   on the *calibration* half of ``test_MD_300K`` only (the same seeded frame split that the
+   evaluation uses, so the evaluation half stays unseen).
+3. Everything else is one call, :func:`ltau_md.evaluation.evaluate` (as ``ltau-md evaluate``):
+   in-domain ``test_MD_300K`` split into calibration/evaluation halves; out-of-domain sets
+   ``test_MD_600K``, ``test_H_transfer`` (energies only) and ``test_dihedral``; signals LTAU
+   uncertainty, predicted error, novelty, latent distance, element baseline and the ensemble
+   force std of the M members; calibration, Spearman, high-error AUROC, frame OOD AUROC,
+   alarm rates, bootstrap intervals, cost per step.
 
 Usage::
 
     python benchmarks/acac.py --data ../shared/data/acac --out /tmp/acac_bench
     python benchmarks/acac.py --data ../shared/data/acac --out /tmp/acac_quick --quick
 
-Writes ``OUT/results.json``, PNG figures in ``OUT``, the estimator in ``OUT/estimator`` and the
-training runs in ``OUT/work``; prints one JSON line (key figures and targets). ``--reuse``
-keeps finished training runs.
+Writes the report in ``OUT/evaluation`` (``evaluation.json``, figures, calibrated estimator),
+the fitted estimator in ``OUT/estimator`` and the training runs in ``OUT/work``; prints one
+JSON line with the issue's targets.
 """
 
 from __future__ import annotations
@@ -86,7 +81,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "calibration half is used")
     p.add_argument("--jobs", type=int, default=None,
                    help="members trained concurrently (default: CPU count, at most M)")
-    p.add_argument("--seed", type=int, default=0, help="data split seed")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the training/validation and calibration/evaluation splits")
+    p.add_argument("--fraction", type=float, default=0.5,
+                   help="calibration fraction of the test_MD_300K frames (default 0.5)")
+    p.add_argument("--alarm-rate", type=float, default=0.01,
+                   help="nominal in-domain alarm rate (default 0.01)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--reuse", action="store_true", help="keep finished training runs")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 2 members, 3 epochs, 60 training frames, 8 features")
@@ -111,10 +112,6 @@ def read(path: Path) -> list:
 
 def offsets(frames) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([len(a) for a in frames])]).astype(np.int64)
-
-
-def ref_forces(frames) -> np.ndarray:
-    return np.concatenate([a.get_forces() for a in frames]).astype(np.float64)
 
 
 # ---------------------------------------------------------------------------- training
@@ -167,104 +164,85 @@ def train_members(args, work: Path, train: Path, val: Path) -> tuple[list[Path],
     return runs, time.perf_counter() - t0
 
 
-# ---------------------------------------------------------------------------- evaluation
-def evaluate(model, frames, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(forces (n, 3) eV/A, features (n, D)) of all atoms of ``frames``."""
-    forces, feats = [], []
+# ---------------------------------------------------------------------------- estimator
+def features_and_errors(model, frames, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, D), |F_ref - F_model| (n,) eV/A) of all atoms of ``frames``."""
+    feats, err = [], []
     for i in range(0, len(frames), batch):
-        for o in model.evaluate_many(frames[i:i + batch]):
-            forces.append(o.forces)
+        part = frames[i:i + batch]
+        for a, o in zip(part, model.evaluate_many(part), strict=True):
             feats.append(o.features)
-    return np.concatenate(forces), np.concatenate(feats)
+            err.append(np.linalg.norm(a.get_forces() - o.forces, axis=1))
+    return np.concatenate(feats), np.concatenate(err)
 
 
-def ensemble_spread(forces: list[np.ndarray]) -> np.ndarray:
-    """Per-atom ensemble force spread in eV/A: sqrt(sum_xyz var_members(F))."""
-    f = np.stack(forces)  # (M, n, 3)
-    return np.sqrt(f.var(axis=0).sum(axis=1))
+def select_estimator(args, runs, logs, model, frames, est_dir: Path):
+    """Fit the estimator, choosing (window start, k) by the smallest fitted miscalibration
+    area on the calibration half of ``frames`` (the split :func:`evaluate` uses)."""
+    from ltau_md import ErrorSummary
+    from ltau_md.calibration import fit_scale, split_frames
+    from ltau_md.estimator import LTAUEstimator
+    from ltau_md.nequip import fit_from_runs
+
+    def fit(k, start):
+        return fit_from_runs(runs, runs[0] / "last.ckpt", est_dir, k=k, index="flat",
+                             window=(start or None, None), progress=False, overwrite=True)
+
+    est = fit(args.k[0], args.window_start[0])
+    x_train = est.index_.reconstruct_n(0, est.n_train_)
+    feats, err = features_and_errors(model, frames)
+    cal = split_frames(offsets(frames), args.fraction, seed=args.seed)[0]
+    candidates = []
+    for start in args.window_start:
+        summary = ErrorSummary.from_logs(logs, start=start or None)
+        for k in args.k:
+            cand = LTAUEstimator(k=k, window=(start or None, None)).fit(x_train, summary)
+            idx = cand.kneighbors(feats[cal])[1]
+            f = fit_scale(cand, None, err[cal], indices=idx, store=False)
+            candidates.append({"window_start": start, "k": k, "s": f.s,
+                               "calibration_half_area": f.area})
+    best = min(candidates, key=lambda r: r["calibration_half_area"])
+    if (best["window_start"], best["k"]) != (args.window_start[0], args.k[0]):
+        est = fit(best["k"], best["window_start"])
+    return est, {"candidates": candidates, "chosen": best}
 
 
-def time_per_call(fn, n: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t0) / n
-
-
-def cost_per_step(model, members_models, est, atoms, rounds: int = 10, n: int = 20) -> dict:
-    """Seconds per MD step for one structure (positions jittered every call): the deployed
-    model alone, the LTAU query, a full LTAUCalculator step and the M-model ensemble. The
-    four are timed in interleaved rounds and medians are reported, so load changes on a
-    shared machine affect them alike."""
-    import torch
-
-    from ltau_md.calculator import LTAUCalculator
-
-    # one intra-op thread: a 15-atom molecule gains nothing from more, and oversubscribed
-    # threads on a shared machine make timings erratic
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    base = atoms.positions.copy()
-    a = atoms.copy()
-    b = atoms.copy()
-
-    def jitter(x):
-        x.positions = base + rng.normal(scale=0.01, size=base.shape)
-
-    feats = model.evaluate(a).features
-    b.calc = LTAUCalculator(model, est)
-
-    def calc_step():
-        jitter(b)
-        b.get_forces()
-        b.calc.get_property("uncertainty", b)
-
-    fns = {
-        "model_s": lambda: (jitter(a), model.evaluate(a)),
-        "ltau_query_s": lambda: est.predict(feats),
-        "ltau_calculator_step_s": calc_step,
-        "ensemble_step_s": lambda: (jitter(a), [m.evaluate(a) for m in members_models]),
-    }
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            times[k].append(time_per_call(fn, n, warmup=2))
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    ens = np.array(times["ensemble_step_s"])
-    return {
-        **med, "members": len(members_models), "rounds": rounds, "calls_per_round": n,
-        "query_over_ensemble": float(np.median(np.array(times["ltau_query_s"]) / ens)),
-        "calculator_step_over_ensemble": float(np.median(
-            np.array(times["ltau_calculator_step_s"]) / ens)),
-        "model_over_ensemble": float(np.median(np.array(times["model_s"]) / ens)),
-    }
+# ---------------------------------------------------------------------------- targets
+def targets(rep: dict, alarm_rate: float) -> dict:
+    """The issue's targets from the evaluation report: (value, met)."""
+    det, pa = rep["detection"], rep["per_atom"]
+    al = rep["alarms"]["novelty:max"]
+    out = {}
+    for name in ("H_transfer", "dihedral"):
+        v = det[name]["novelty:max"]["value"]
+        out[f"ood_auroc_novelty_max_{name}_ge_0.9"] = (v, v >= 0.9)
+    for name in det:
+        nov, ens = det[name]["novelty:max"], det[name]["force_std:max"]
+        low = ens["ci95"][0] if ens["ci95"][0] is not None else ens["value"]
+        out[f"ood_auroc_novelty_max_{name}_ge_ensemble_within_ci"] = (
+            nov["value"] - ens["value"], nov["value"] >= min(ens["value"], low))
+    sp_u = pa["uncertainty"]["spearman"]["value"]
+    sp_e = pa["element_error"]["spearman"]["value"]
+    out["spearman_uncertainty_ge_0.62"] = (sp_u, sp_u >= 0.62)
+    out["spearman_uncertainty_gt_element_baseline"] = (sp_u - sp_e, sp_u > sp_e)
+    area = rep["calibration"]["area_fitted"]
+    out["miscalibration_area_le_0.05"] = (area, area <= 0.05)
+    for label, rate in (("split", al["in_domain_rate"]),
+                        ("mean_200_splits", al["in_domain_rate_splits"]["mean"])):
+        ratio = rate / alarm_rate
+        out[f"alarm_rate_in_domain_{label}_within_1.5x"] = (ratio, 1 / 1.5 <= ratio <= 1.5)
+    return {k: {"value": float(v), "met": bool(ok)} for k, (v, ok) in out.items()}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     import ase.io
+    import torch
 
-    from ltau_md import ErrorLog, ErrorSummary
+    from ltau_md import ErrorLog
     from ltau_md._io import write_json_atomic
-    from ltau_md.calibration import (
-        cartography_from,
-        evaluate_calibration,
-        fit_scale,
-        force_error_norm,
-        split_frames,
-    )
-    from ltau_md.estimator import LTAUEstimator
-    from ltau_md.metrics import aggregate_by_frame, auroc, binned_error_calibration, spearman
-    from ltau_md.nequip import NequIPFeatureModel, find_error_log, fit_from_runs
-    from ltau_md.plots import (
-        plot_calibration,
-        plot_cartography,
-        plot_error_vs_uncertainty,
-        plot_roc,
-        plot_scale_fit,
-    )
+    from ltau_md.evaluation import evaluate
+    from ltau_md.nequip import NequIPFeatureModel, find_error_log
 
     data, out = Path(args.data).resolve(), Path(args.out).resolve()
     work = out / "work"
@@ -285,216 +263,61 @@ def main(argv=None) -> int:
     if args.quick:
         tests["300K"], tests["600K"] = tests["300K"][:120], tests["600K"][:120]
 
-    # -- ensemble training with error logging --------------------------------------------
+    # -- ensemble training with error logging, estimator ------------------------------------
     runs, t_train = train_members(args, work, train_xyz, val_xyz)
+    # one intra-op thread: a 15-atom molecule gains nothing from more, and oversubscribed
+    # threads on a shared machine make the timings erratic
+    torch.set_num_threads(1)
     logs = [ErrorLog.open(find_error_log(r)) for r in runs]
-    est_dir = out / "estimator"
-    model = NequIPFeatureModel.from_file(runs[0] / "last.ckpt")
-    members_models = [model] + [NequIPFeatureModel.from_file(r / "last.ckpt") for r in runs[1:]]
+    models = [NequIPFeatureModel.from_file(r / "last.ckpt") for r in runs]
+    est, selection = select_estimator(args, runs, logs, models[0], tests["300K"],
+                                      out / "estimator")
 
-    # -- evaluate every test set with every member ------------------------------------------
-    ev: dict[str, dict] = {}
-    for name, frames in tests.items():
-        per_member = [evaluate(m, frames) for m in members_models]
-        forces0, feats0 = per_member[0]
-        rec = {"frames": frames, "offsets": offsets(frames), "feats": feats0,
-               "ens_std": ensemble_spread([f for f, _ in per_member])}
-        if name in ("300K", "600K"):
-            ref = ref_forces(frames)
-            rec["err"] = force_error_norm(ref - forces0)
-            rec["err_ens_mean"] = force_error_norm(
-                ref - np.mean([f for f, _ in per_member], axis=0))
-            rec["split"] = split_frames(rec["offsets"], 0.5, seed=args.seed)
-        ev[name] = rec
-
-    # -- LTAU estimator: (window start, k) chosen on the 300 K calibration half ---------------
-    # fit_from_runs extracts the deployed model's descriptors of the logged training atoms;
-    # the candidates re-use them (exact copies from the flat index).
-    est = fit_from_runs(runs, runs[0] / "last.ckpt", est_dir, k=args.k[0], index="flat",
-                        window=(args.window_start[0] or None, None), progress=False)
-    x_train = est.index_.reconstruct_n(0, est.n_train_)
-    cal300 = ev["300K"]["split"][0]
-    selection = []
-    for start in args.window_start:
-        summary = ErrorSummary.from_logs(logs, start=start or None)
-        for k in args.k:
-            cand = LTAUEstimator(k=k, window=(start or None, None)).fit(x_train, summary)
-            idx = cand.kneighbors(ev["300K"]["feats"][cal300])[1]
-            f = fit_scale(cand, None, ev["300K"]["err"][cal300], indices=idx, store=False)
-            selection.append({"window_start": start, "k": k, "s": f.s,
-                              "calibration_half_area": f.area})
-    best = min(selection, key=lambda r: r["calibration_half_area"])
-    if (best["window_start"], best["k"]) != (args.window_start[0], args.k[0]):
-        est = fit_from_runs(runs, runs[0] / "last.ckpt", est_dir, k=best["k"], index="flat",
-                            window=(best["window_start"] or None, None), progress=False)
-    atol = est.atol_
-    for rec in ev.values():
-        pred = est.predict(rec["feats"])
-        rec.update(indices=pred.indices, distance=pred.distances.mean(axis=1),
-                   predicted_error=pred.predicted_error)
-
-    # -- calibration --------------------------------------------------------------------------
-    res: dict = {"atol_eV_per_A": atol, "members": args.members, "epochs": args.epochs,
-                 "n_train_frames": args.n_train, "n_train_atoms": est.n_train_,
-                 "descriptor_dim": est.dim_, "k": est.k, "window": list(est.window),
-                 "train_seconds": t_train}
-    res["selection"] = {"candidates": selection, "chosen": best}
-    splits, fits, curves = {}, {}, {}
-    for name in ("300K", "600K"):
-        r = ev[name]
-        cal, evl = r["split"]
-        splits[name] = (cal, evl)
-        fits[name] = fit_scale(est, None, r["err"][cal], indices=r["indices"][cal],
-                               store=(name == "300K"))
-        res[f"test_force_mae_{name}"] = float(r["err"].mean())
-        res[f"fraction_within_atol_{name}"] = float((r["err"] <= atol).mean())
-    s300, s600 = fits["300K"].s, fits["600K"].s
-    for name, s_list in (("300K", [("s=1", 1.0), ("fitted on 300K", s300)]),
-                         ("600K", [("s=1", 1.0), ("300K s", s300), ("own s", s600)])):
-        r = ev[name]
-        evl = splits[name][1]
-        for label, s in s_list:
-            curves[f"{name} {label}"] = evaluate_calibration(
-                est, None, r["err"][evl], indices=r["indices"][evl], s=s)
-    res["calibration"] = {
-        "s_300K": s300, "s_600K": s600,
-        "fit_area_300K": fits["300K"].area, "fit_area_600K": fits["600K"].area,
-        "curves": {k: {kk: v.to_dict()[kk] for kk in (
-            "miscalibration_area", "integrated_area", "sharpness", "dispersion", "brier",
-            "accuracy", "mean_confidence_all", "n", "s")} for k, v in curves.items()},
-    }
-    area300 = curves["300K fitted on 300K"].miscalibration_area
-    area600 = curves["600K own s"].miscalibration_area
-
-    # -- ranking ------------------------------------------------------------------------------
-    ranking = {}
-    for name in ("300K", "600K"):
-        r = ev[name]
-        evl = splits[name][1]
-        conf, _ = est.confidence_from_neighbors(r["indices"][evl], s300)
-        unc = 1.0 - conf
-        e = r["err"][evl]
-        r["ltau_unc_eval"] = unc
-        ranking[name] = {
-            "ltau_uncertainty": spearman(unc, e),
-            "ltau_predicted_error": spearman(r["predicted_error"][evl], e),
-            "ensemble_std": spearman(r["ens_std"][evl], e),
-            "ensemble_std_vs_ensemble_mean_error": spearman(r["ens_std"][evl],
-                                                            r["err_ens_mean"][evl]),
-            "latent_distance": spearman(r["distance"][evl], e),
-        }
-    res["spearman"] = ranking
-    bec = binned_error_calibration(ev["300K"]["predicted_error"][splits["300K"][1]],
-                                   ev["300K"]["err"][splits["300K"][1]], n_bins=10)
-    res["predicted_error_ence_300K"] = bec.ence
-
-    # -- out-of-domain detection --------------------------------------------------------------
-    def frame_scores(name: str, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        r = ev[name]
-        conf, _ = est.confidence_from_neighbors(r["indices"], s300)
-        off = r["offsets"]
-        sc = {}
-        for how in ("max", "mean"):
-            sc[f"ltau_{how}"] = aggregate_by_frame(1.0 - conf, off, how)
-            sc[f"ensemble_{how}"] = aggregate_by_frame(r["ens_std"], off, how)
-            sc[f"latent_distance_{how}"] = aggregate_by_frame(r["distance"], off, how)
-        if mask is not None:
-            frame_mask = mask[off[:-1]]
-            sc = {k: v[frame_mask] for k, v in sc.items()}
-        return sc
-
-    neg = frame_scores("300K", splits["300K"][1])
-    ood = {}
-    roc_series = {}
-    for name in ("H_transfer", "dihedral"):
-        pos = frame_scores(name)
-        ood[name] = {}
-        for key in pos:
-            sc = np.concatenate([pos[key], neg[key]])
-            lab = np.r_[np.ones(pos[key].size, bool), np.zeros(neg[key].size, bool)]
-            ood[name][key] = auroc(sc, lab)
-            if name == "H_transfer" and key.endswith("max"):
-                roc_series[key.replace("_", " ")] = (sc, lab)
-        ood[name]["n_structures"] = int(len(tests[name]))
-    ood["n_negative_300K_structures"] = int(next(iter(neg.values())).size)
-    # per frame along the proton-transfer path: the fraction of 300 K structures scoring lower
-    pos = frame_scores("H_transfer")
-    ood["H_transfer_path_percentile_vs_300K"] = {
-        key: [float(np.mean(neg[key] < v)) for v in pos[key]]
-        for key in ("ltau_max", "ensemble_max", "latent_distance_max")}
-    res["auroc"] = ood
-
-    # -- cost -----------------------------------------------------------------------------------
-    cost = cost_per_step(model, members_models, est, tests["300K"][0],
-                         rounds=3 if args.quick else 10, n=5 if args.quick else 20)
-    res["cost_per_step"] = cost
-
-    # -- cartography and figures ------------------------------------------------------------------
-    cart = cartography_from(est, s=s300)
-    res["cartography_fractions"] = cart.fractions()
-    figs = {
-        **{f"calibration_{t}": plot_calibration(
-            {k: v for k, v in curves.items() if k.startswith(t)}, out / f"calibration_{t}.png",
-            target_label=f"atol = {atol:.3f} eV/Å",
-            title=f"acac {t} evaluation half, LTAU (M={args.members}, k={est.k})")
-           for t in ("300K", "600K")},
-        "scale_fit": plot_scale_fit({"300K": fits["300K"], "600K": fits["600K"]},
-                                    out / "scale_fit.png", title="fit of s on calibration halves"),
-        "error_vs_uncertainty": plot_error_vs_uncertainty(
-            {"LTAU 1-p": (ev["300K"]["ltau_unc_eval"], ev["300K"]["err"][splits["300K"][1]]),
-             "ensemble std": (ev["300K"]["ens_std"][splits["300K"][1]],
-                              ev["300K"]["err"][splits["300K"][1]]),
-             "latent distance": (ev["300K"]["distance"][splits["300K"][1]],
-                                 ev["300K"]["err"][splits["300K"][1]])},
-            out / "error_vs_uncertainty.png",
-            xlabels={"LTAU 1-p": "1 - p", "ensemble std": "force spread (eV/Å)",
-                     "latent distance": "mean k-NN distance"},
-            title="300 K evaluation half: |ΔF| of the deployed model"),
-        "cartography": plot_cartography(cart, out / "cartography.png"),
-        "roc_h_transfer": plot_roc(roc_series, out / "roc_h_transfer.png",
-                                   title="H-transfer vs 300 K structures (max over atoms)"),
-    }
-    res["figures"] = {k: str(v) for k, v in figs.items()}
-    est.save(est_dir)  # persists the fitted s
-
-    # -- targets --------------------------------------------------------------------------------
-    sp = ranking["300K"]
-    best_auroc = max(ood["H_transfer"]["ltau_max"], ood["H_transfer"]["ltau_mean"])
-    targets = {
-        "miscal_area_300K_le_0.05": (area300, area300 <= 0.05),
-        "miscal_area_600K_own_s_le_0.10": (area600, area600 <= 0.10),
-        "spearman_ltau_ge_ensemble_minus_0.05": (
-            sp["ltau_uncertainty"] - sp["ensemble_std"],
-            sp["ltau_uncertainty"] >= sp["ensemble_std"] - 0.05),
-        "auroc_h_transfer_ge_0.9": (best_auroc, best_auroc >= 0.9),
-        "ltau_query_le_ensemble_over_M": (
-            cost["query_over_ensemble"], cost["query_over_ensemble"] <= 1.0 / args.members),
-        "ltau_step_le_ensemble_over_M": (
-            cost["calculator_step_over_ensemble"],
-            cost["calculator_step_over_ensemble"] <= 1.0 / args.members),
-    }
-    res["targets"] = {k: {"value": float(v), "met": bool(ok)} for k, (v, ok) in targets.items()}
-    res["wall_seconds"] = time.perf_counter() - t_start
-    res["quick"] = bool(args.quick)
+    # -- the evaluation: one call ----------------------------------------------------------
+    rep = evaluate(models[0], est, tests["300K"],
+                   {n: tests[n] for n in ("600K", "H_transfer", "dihedral")}, models[1:],
+                   fraction=args.fraction, seed=args.seed, alarm_rate=args.alarm_rate,
+                   n_boot=args.n_boot, timing=(3, 5) if args.quick else (10, 20),
+                   out=out / "evaluation", overwrite=True)
+    tg = targets(rep, args.alarm_rate)
+    res = {"benchmark": "acac", "quick": bool(args.quick), "members": args.members,
+           "epochs": args.epochs, "atol": est.atol_, "k": int(est.k),
+           "window": list(est.window), "selection": selection, "train_seconds": t_train,
+           "targets": tg, "wall_seconds": time.perf_counter() - t_start,
+           "evaluation": str(out / "evaluation" / "evaluation.json")}
     write_json_atomic(out / "results.json", res)
+
+    def r(x):
+        return None if x is None else round(float(x), 4)
+
+    def m(d):
+        return [r(d["value"]), [r(c) for c in d["ci95"]]]
+
+    det, pa, cost = rep["detection"], rep["per_atom"], rep["cost_per_step"]
     line = {
         "benchmark": "acac", "quick": bool(args.quick), "members": args.members,
-        "epochs": args.epochs, "atol": round(atol, 4),
-        "s_300K": round(s300, 4), "s_600K": round(s600, 4),
-        "area_300K_eval": round(area300, 4), "area_600K_eval_own_s": round(area600, 4),
-        "area_600K_eval_300K_s": round(curves["600K 300K s"].miscalibration_area, 4),
-        "area_300K_eval_s1": round(curves["300K s=1"].miscalibration_area, 4),
-        "spearman_300K": {k: round(v, 4) for k, v in sp.items()},
-        "auroc_H_transfer": {k: round(v, 4) for k, v in ood["H_transfer"].items()
-                             if k != "n_structures"},
-        "cost_ratio_query": round(cost["query_over_ensemble"], 4),
-        "cost_ratio_step": round(cost["calculator_step_over_ensemble"], 4),
-        "targets_met": {k: bool(ok) for k, (_, ok) in targets.items()},
+        "epochs": args.epochs, "k": int(est.k), "window_start": selection["chosen"][
+            "window_start"], "atol": r(est.atol_), "s": r(rep["calibration"]["s"]),
+        "area_s1": r(rep["calibration"]["area_s1"]),
+        "area_fitted": r(rep["calibration"]["area_fitted"]),
+        "spearman": {n: m(v["spearman"]) for n, v in pa.items()},
+        "high_error_auroc": {n: m(v["high_error_auroc"]) for n, v in pa.items()},
+        "ood_auroc_max": {s: {n.split(":")[0]: m(v) for n, v in d.items()
+                              if n.endswith(":max")} for s, d in det.items()},
+        "ood_auroc_novelty_mean": {s: m(d["novelty:mean"]) for s, d in det.items()},
+        "alarm": {k: r(v) for k, v in (
+            ("threshold", rep["alarms"]["novelty:max"]["threshold"]),
+            ("in_domain_rate", rep["alarms"]["novelty:max"]["in_domain_rate"]),
+            ("in_domain_rate_mean_200", rep["alarms"]["novelty:max"]["in_domain_rate_splits"][
+                "mean"]),
+            ("in_domain_rate_worst_200", rep["alarms"]["novelty:max"][
+                "in_domain_rate_splits"]["worst"]))},
+        "alarm_ood_rate": {k: r(v) for k, v in rep["alarms"]["novelty:max"]["ood_rate"].items()},
+        "cost_per_step_ms": {k[:-2]: r(1e3 * v) for k, v in cost.items() if k.endswith("_s")},
+        "targets_met": {k: v["met"] for k, v in tg.items()},
         "results": str(out / "results.json"),
     }
     print(json.dumps(line))
-    # LTAUEstimator is imported for the estimator directory round trip check
-    assert LTAUEstimator.load(est_dir).scale_ == est.scale_
     return 0
 
 

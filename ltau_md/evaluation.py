@@ -11,6 +11,8 @@ labels), optionally extra ensemble members, and reports, for every signal of :da
 * **ranking** (evaluation half, per atom) - Spearman(signal, |dF|) and the AUROC of the signal
   for high-error atoms (|dF| above the evaluation half's 90th percentile), each with a 95 %
   bootstrap interval over frames and its worst element beside it;
+* **labelled out-of-domain sets** (all structures with reference forces) - the same ranking,
+  high-error meaning above the in-domain threshold, and the miscalibration area at the fitted s;
 * **detection** (per out-of-domain set) - AUROC of the frame statistic (max and mean over
   atoms, :func:`~ltau_md.metrics.frame_statistics`) separating the set's frames from the
   in-domain evaluation frames, with a stratified bootstrap interval over frames; mean and
@@ -109,7 +111,9 @@ def _run(model: FeatureModel, frames: Sequence[Atoms], batch_size: int
 
 def _set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
               members: Sequence[FeatureModel], estimator: LTAUEstimator, batch_size: int,
-              labelled: bool) -> dict[str, Any]:
+              labelled: bool | None) -> dict[str, Any]:
+    """Model passes and neighbours of one set; ``labelled``: True requires reference forces,
+    None uses them where every structure has them."""
     frames = read_structures(frames)
     off = _offsets(frames)
     numbers = np.concatenate([a.numbers for a in frames])
@@ -123,11 +127,18 @@ def _set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
                          "energy": energy, "forces": forces, "dist": dist, "idx": idx}
     if members:
         d["member_forces"] = [forces] + [_run(m, frames, batch_size)[1] for m in members]
+    if labelled is None:
+        labelled = all(_has_forces(a) for a in frames)
     if labelled:
         ref = np.concatenate([reference_forces(a, i, f"the error of set {name!r}")
                               for i, a in enumerate(frames)])
         d["err"] = np.linalg.norm(ref - forces, axis=1)
     return d
+
+
+def _has_forces(atoms: Atoms) -> bool:
+    res = getattr(getattr(atoms, "calc", None), "results", None) or {}
+    return "forces" in res or "forces" in atoms.arrays
 
 
 def _signals(d: dict[str, Any], estimator: LTAUEstimator, s: float) -> dict[str, np.ndarray]:
@@ -188,13 +199,12 @@ def _metric(value: float, boot: Sequence[float]) -> dict[str, Any]:
 
 
 def _per_atom(sig: dict[str, np.ndarray], err: np.ndarray, numbers: np.ndarray,
-              off: np.ndarray, n_boot: int, rng: np.random.Generator
-              ) -> tuple[dict[str, Any], float]:
-    """Spearman(signal, |dF|) and high-error AUROC on the evaluation atoms (``off``: their
-    frame offsets), with frame-bootstrap intervals and per-element values."""
+              off: np.ndarray, n_boot: int, rng: np.random.Generator, thr: float
+              ) -> dict[str, Any]:
+    """Spearman(signal, |dF|) and AUROC for high-error atoms (|dF| > ``thr`` eV/A) of the
+    atoms of frames ``off``, with frame-bootstrap intervals and per-element values."""
     from ase.data import chemical_symbols
 
-    thr = float(np.quantile(err, HIGH_ERROR_QUANTILE))
     high = err > thr
     res: dict[str, Any] = {}
     for name, v in sig.items():
@@ -226,7 +236,7 @@ def _per_atom(sig: dict[str, np.ndarray], err: np.ndarray, numbers: np.ndarray,
     for name in sig:
         res[name]["spearman"] = _metric(res[name]["spearman"], boot[name]["sp"])
         res[name]["high_error_auroc"] = _metric(res[name]["high_error_auroc"], boot[name]["au"])
-    return res, thr
+    return res
 
 
 def _detection(neg: np.ndarray, pos: np.ndarray, n_boot: int, rng: np.random.Generator
@@ -342,7 +352,9 @@ def evaluate(
         Labelled in-domain structures (reference forces, eV/A), split by frame into
         calibration (``fraction``) and evaluation halves with ``seed``.
     ood : dict name -> list of Atoms or path
-        Out-of-domain sets; labels are not needed (energies-only is fine).
+        Out-of-domain sets; labels are not needed (energies-only is fine). A set whose
+        structures all carry reference forces is also scored per atom (``"per_atom_ood"``:
+        Spearman, high-error AUROC, miscalibration area at the fitted s, force MAE).
     members : list of FeatureModel, optional
         Further ensemble members; the ensemble is ``[model, *members]`` and its per-atom force
         spread (:func:`~ltau_md.baselines.force_std`, eV/A) is scored as ``"force_std"``.
@@ -358,8 +370,9 @@ def evaluate(
     timing : (rounds, calls) or None
         Cost-per-step timing (None skips it).
     out : path, optional
-        Write ``evaluation.json``, the figures and the calibrated estimator here (kind "evaluate"; a non-empty
-        directory is refused unless it is an earlier evaluation and ``overwrite``).
+        Write ``evaluation.json``, the figures and the calibrated estimator here (kind
+        "evaluate"; a non-empty directory is refused unless it is an earlier evaluation and
+        ``overwrite``).
 
     Returns
     -------
@@ -387,7 +400,7 @@ def evaluate(
 
     # -- model passes and one neighbour search per set --------------------------------------
     ind = _set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
-    sets = {name: _set_data(name, frames, model, members, est, batch_size, labelled=False)
+    sets = {name: _set_data(name, frames, model, members, est, batch_size, labelled=None)
             for name, frames in ood.items()}
     off = ind["offsets"]
     n_frames = off.size - 1
@@ -418,8 +431,19 @@ def evaluate(
     sig_ood = {name: _signals(d, est, fit.s) for name, d in sets.items()}
     names = list(sig_in)
     rng = np.random.default_rng(seed)
-    per_atom, high_thr = _per_atom({k: v[evl] for k, v in sig_in.items()}, err[evl],
-                                   ind["numbers"][evl], off_evl, n_boot, rng)
+    high_thr = float(np.quantile(err[evl], HIGH_ERROR_QUANTILE))
+    per_atom = _per_atom({k: v[evl] for k, v in sig_in.items()}, err[evl],
+                         ind["numbers"][evl], off_evl, n_boot, rng, high_thr)
+    # labelled out-of-domain sets: the same ranking (high error: above the in-domain
+    # threshold) and the calibration at the fitted s
+    per_atom_ood: dict[str, Any] = {}
+    for name, d in sets.items():
+        if "err" in d:
+            per_atom_ood[name] = _per_atom(sig_ood[name], d["err"], d["numbers"], d["offsets"],
+                                           n_boot, rng, high_thr)
+            per_atom_ood[name]["miscalibration_area_fitted"] = evaluate_calibration(
+                est, None, d["err"], indices=d["idx"], s=fit.s).miscalibration_area
+            per_atom_ood[name]["force_mae"] = float(d["err"].mean())
 
     # -- frame statistics, detection and alarms -----------------------------------------------
     stats_in = {stat_key(n, on): frame_statistics(sig_in[n], off, on)
@@ -497,6 +521,7 @@ def evaluate(
         "in_domain_force_mae": float(err[evl].mean()),
         "high_error_threshold": high_thr,
         "per_atom": per_atom,
+        "per_atom_ood": per_atom_ood,
         "detection": detection,
         "detection_summary": detection_summary,
         "alarms": alarms,

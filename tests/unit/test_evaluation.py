@@ -74,7 +74,8 @@ def case(tmp_path_factory):
     hot = [_fcc(0.3, 200 + i) for i in range(8)]  # energies only: no labels needed
     for a in hot:
         a.calc = SinglePointCalculator(a, energy=model.evaluate(a).energy)
-    ood = {"hot": hot, "bcc": [_bcc(300 + i) for i in range(8)]}
+    ood = {"hot": hot, "bcc": [_bcc(300 + i) for i in range(8)],
+           "warm": _label([_fcc(0.12, 400 + i) for i in range(6)], model, 0.04, 2)}
     members = [PerturbedEMT(1.08, 0.03, elements=CU), PerturbedEMT(0.95, -0.02, elements=CU)]
     return tmp, model, est, in_domain, ood, members
 
@@ -116,6 +117,14 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
                           for a in in_domain])
     assert rep["per_atom"]["novelty"]["spearman"]["value"] == pytest.approx(
         spearmanr(nov[atoms_evl], err[atoms_evl]).statistic, abs=1e-9)
+    assert set(rep["per_atom_ood"]) == {"warm"}  # the only labelled out-of-domain set
+    warm = ood["warm"]
+    err_w = np.concatenate([np.linalg.norm(a.get_forces() - model.evaluate(a).forces, axis=1)
+                            for a in warm])
+    fstd = np.concatenate([np.sqrt(np.var([m.evaluate(a).forces for m in [model, *members]],
+                                          axis=0).sum(1)) for a in warm])
+    assert rep["per_atom_ood"]["warm"]["force_std"]["spearman"]["value"] == pytest.approx(
+        spearmanr(fstd, err_w).statistic, abs=1e-9)
     assert set(rep["signals"]) == {"uncertainty", "predicted_error", "novelty",
                                    "latent_distance", "element_error", "force_std"}
     al = rep["alarms"]["novelty:max"]
