@@ -64,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None,
                    help="systems per dask task (default: ~4 tasks per worker, <= 8)")
     p.add_argument("--worker-threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--limit", type=int, default=None,
+                   help="campaign on the first N systems of each validation split")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     args = p.parse_args(argv)
     q = args.quick
@@ -133,13 +135,19 @@ def main(argv=None) -> int:
     est_dir = (out / "estimator") if not args.reuse else (out / "estimator_refit")
     t0 = time.perf_counter()
     if not (est_dir / "manifest.json").exists():
-        fit_from_runs([run], run / "last.ckpt", est_dir, k=10, progress=False)
+        if args.reuse and (src / "estimator_refit" / "manifest.json").exists():
+            est_dir = src / "estimator_refit"
+        else:
+            fit_from_runs([run], run / "last.ckpt", est_dir, k=10, progress=False)
     times["fit_s"] = time.perf_counter() - t0
     if args.stop_after == "fit":
         return 0
 
     # 4. campaign: serial and dask, timed alike (model build, campaign, cluster start/close) --
     systems = load_systems(bench, splits=list(VAL_SPLITS))
+    if args.limit is not None:
+        systems = [s for sp in VAL_SPLITS for s in [x for x in systems if x.split == sp][
+            :args.limit]]
     factory = functools.partial(load_calculator, model=str(run / "last.ckpt"),
                                 estimator=str(est_dir))
     settings = RelaxSettings(fmax=0.05, steps=args.steps, reference=args.reference)
