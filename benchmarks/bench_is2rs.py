@@ -228,6 +228,7 @@ def split_line(e: dict) -> dict:
         "afbt": _r(e.get("afbt")),
         "basin": e.get("basin"),
         "force_mae": _r(e.get("force_mae")),
+        "force_mae_median": _r(e.get("force_mae_median")),
     }
     for target in ("rmsd", "energy_above_min"):
         for st in ("uq_max", "uq_final", "uq_mean", "ferr_max", "ferr_final", "n_ads",

@@ -385,8 +385,9 @@ def analyze(
             "binned": {st: _binned(_column(rows, st), rmsd, edges[st]) for st in stats},
         })
         fmae = _column(rows, "force_mae")
-        if np.isfinite(fmae).any():
+        if np.isfinite(fmae).any():  # eV/A; the mean per system, and its median over systems
             entry["force_mae"] = float(np.nanmean(fmae))
+            entry["force_mae_median"] = float(np.nanmedian(fmae))
         if have_ref:
             e = _column(rows, "energy_above_min")
             f = _column(rows, "ref_fmax_at_end")
