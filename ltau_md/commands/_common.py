@@ -61,6 +61,30 @@ unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 threshold = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)",
                     " (the uncertainty runs from 0 to 1; a policy fires above its threshold, "
                     "so 1 or more never fires)")
+#: why a fixed threshold on a signal that runs from 0 to 1 must lie in [0, 1)
+THRESHOLD_WHY = (" (the uncertainty runs from 0 to 1; a policy fires above its threshold, so 1 "
+                 "or more never fires)")
+
+
+class Given(float):
+    """A float that remembers how it was written (``text``), for error messages of checks that
+    can only run once all options are parsed."""
+
+    text: str
+
+
+def given_number(text: str) -> Given:
+    """argparse type: any finite number, range-checked later (:func:`check_policy_args`)."""
+    try:
+        value = Given(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    value.text = text
+    return value
+
+
 #: an in-domain alarm rate: the fraction of in-domain structures allowed to raise the alarm
 alarm_rate = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)",
                      " (the fraction of in-domain structures that may raise the alarm)")
@@ -182,9 +206,9 @@ def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
                    "atoms) or tags=1,2 (default: the atoms not fixed by FixAtoms)")
     for act, what in (("stop", "stop"), ("resample", "save the frame for relabelling"),
                       ("warn", "record a warning")):
-        g.add_argument(f"--{act}-above", type=non_negative_float, metavar="V",
-                       help=f"{what} when the statistic exceeds V, >= 0 (uncertainty, "
-                       "confidence, novelty_pvalue: < 1) (default: never)")
+        g.add_argument(f"--{act}-above", type=given_number, metavar="V",
+                       help=f"{what} when the statistic exceeds V: 0 <= V < 1 for uncertainty, "
+                       "confidence, novelty_pvalue, V >= 0 otherwise (default: never)")
         g.add_argument(f"--{act}-rate", type=alarm_rate, metavar="A",
                        help=f"{what} when the statistic exceeds the threshold that in-domain "
                        "structures exceed with probability A (from the estimator's in-domain "
@@ -192,34 +216,55 @@ def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--patience", type=positive_int, default=None,
                    help="consecutive steps above a threshold before it fires, >= 1 (default 1; "
                    f"{patience} for the default policy)")
-    g.add_argument("--hysteresis", type=non_negative_float, default=0.0,
-                   help="re-arm once the value is this far below the threshold, >= 0, in the "
-                   "signal's units (default 0)")
+    g.add_argument("--hysteresis", type=given_number, default=0.0,
+                   help="re-arm once the value is this far below the threshold, in the units "
+                   "of --signal: in [0, 1] for uncertainty (also when --signal is not given), "
+                   "confidence, novelty_pvalue, >= 0 otherwise (default 0)")
+    p.set_defaults(policy_parser=p)
+
+
+def check_policy_args(args: argparse.Namespace) -> None:
+    """Range checks of --X-above and --hysteresis, which depend on --signal (given in any
+    order): refused as argparse refuses a value (usage, ``error: argument --X: must be ...``,
+    exit status 2) before anything is read or written. The --X-above thresholds and the
+    hysteresis are on the scale of ``--signal``, or of the uncertainty when it is not given."""
+    from ..calculator import PER_ATOM_KEYS
+    from ..observers import UNIT_SIGNALS
+
+    if args.signal is not None and args.signal not in PER_ATOM_KEYS:
+        args.policy_parser.error(f"argument --signal: must be one of {', '.join(PER_ATOM_KEYS)}"
+                                 f", got {args.signal!r}")
+    unit = (args.signal or "uncertainty") in UNIT_SIGNALS
+    checks = [(f"--{a}-above", getattr(args, f"{a}_above")) for a in ("stop", "resample", "warn")]
+    for flag, v in checks:
+        if v is None:
+            continue
+        if unit and not 0 <= v < 1:
+            _refuse(args, flag, "a number in [0, 1)", v, THRESHOLD_WHY)
+        if not unit and v < 0:
+            _refuse(args, flag, "a number >= 0", v)
+    h = args.hysteresis
+    if (unit and not 0 <= h <= 1) or h < 0:
+        _refuse(args, "--hysteresis", "a number in [0, 1]" if unit else "a number >= 0", h)
+
+
+def _refuse(args: argparse.Namespace, flag: str, what: str, value: float, why: str = ""
+            ) -> None:
+    text = getattr(value, "text", repr(value))
+    args.policy_parser.error(f"argument {flag}: must be {what}, got {text!r}{why}")
 
 
 def policy_factory(args: argparse.Namespace, estimator: Any, command: str
                    ) -> Callable[[], list]:
     """A function making fresh Threshold policies from :func:`add_policy_args`' options (the
-    default policy of ``command`` when none is given). Refuses a signal the calculator does not
-    return, and a fixed threshold >= 1 on a signal that runs from 0 to 1 (InvalidParameterError);
-    prints one line about the default policy to stderr."""
+    default policy of ``command`` when none is given), after :func:`check_policy_args`; an
+    alarm rate whose in-domain statistic the estimator lacks raises LTAUError here, before any
+    run. Prints one line about the default policy to stderr."""
     import sys
 
-    from ..calculator import PER_ATOM_KEYS
-    from ..exceptions import InvalidParameterError
-    from ..observers import UNIT_SIGNALS
     from ..simulate import default_policies, policies_from_args
 
-    if args.signal is not None and args.signal not in PER_ATOM_KEYS:
-        raise InvalidParameterError(f"--signal must be one of {', '.join(PER_ATOM_KEYS)}, got "
-                                    f"{args.signal!r}")
-    above_signal = args.signal or "uncertainty"
-    for act in ("stop", "resample", "warn"):
-        v = getattr(args, f"{act}_above")
-        if v is not None and above_signal in UNIT_SIGNALS and v >= 1:
-            raise InvalidParameterError(
-                f"--{act}-above {v:g}: the {above_signal} runs from 0 to 1 and a policy fires "
-                "above its threshold, so 1 or more never fires")
+    check_policy_args(args)
     kw = {"patience": args.patience, "hysteresis": args.hysteresis, "signal": args.signal,
           "on": args.on, "select": args.select}
     given = any(getattr(args, f"{a}_{k}") is not None

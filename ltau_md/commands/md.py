@@ -10,6 +10,7 @@ from ._common import (
     add_model_args,
     add_policy_args,
     add_progress_arg,
+    check_policy_args,
     exit_code,
     load_inputs,
     non_negative_float,
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     """Run MD, print one line; exit status from the run status (see STATUS_EPILOG)."""
     from ..simulate import oracle_from_name, run_md
 
+    check_policy_args(args)
     check_options(args)
     (atoms,), calc = load_inputs(args, args.start, "md", first_only=True)
     s = run_md(atoms, calc, args.out, temperature_K=args.temperature,

@@ -9,6 +9,7 @@ from ._common import (
     add_model_args,
     add_policy_args,
     add_progress_arg,
+    check_policy_args,
     exit_code,
     load_inputs,
     policy_factory,
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     """Relax, print the summary table; exit status from the structures' run statuses."""
     from ..simulate import relax_many, summary_table
 
+    check_policy_args(args)
     frames, calc = load_inputs(args, args.structures, "relax")
     rows = relax_many(frames, lambda: calc, args.out, fmax=args.fmax,
                       steps=args.steps, optimizer=args.optimizer,

@@ -9,7 +9,7 @@ import pytest
 from ltau_md.cli import build_parser
 from ltau_md.commands._common import policy_factory
 from ltau_md.estimator import Calibration
-from ltau_md.exceptions import InvalidParameterError, LTAUError
+from ltau_md.exceptions import LTAUError
 
 VALUES = {"values": [float(v) for v in range(1, 200)], "n_frames": 199, "source": "held-out"}
 
@@ -63,21 +63,41 @@ def test_default_policy_only_with_the_in_domain_statistic(cmd, action, patience,
     assert pols[0].patience == 5
 
 
-@pytest.mark.parametrize("opts,err", [
-    (["--stop-above", "1.5"], InvalidParameterError),            # uncertainty runs 0..1
-    (["--signal", "bogus", "--stop-above", "1"], InvalidParameterError),
-    (["--stop-rate", "0.01", "--on", "mean"], LTAUError),         # no novelty:mean stored
-])
-def test_bad_policy_options_fail_before_any_run(opts, err):
-    with pytest.raises(err):
-        policy_factory(parse("md", *opts), estimator("novelty:max"), "md")
+def test_missing_in_domain_statistic_fails_before_any_run():
+    with pytest.raises(LTAUError, match="novelty:mean"):
+        policy_factory(parse("md", "--stop-rate", "0.01", "--on", "mean"),
+                       estimator("novelty:max"), "md")
 
 
 @pytest.mark.parametrize("opts", [["--stop-rate", "0"], ["--warn-rate", "1"],
                                   ["--on", "median"], ["--select", "adsorbate"],
-                                  ["--stop-above", "-1"], ["--patience", "0"]])
+                                  ["--patience", "0"], ["--stop-above", "nan"]])
 def test_out_of_range_options_are_refused_by_argparse(opts, capsys):
     with pytest.raises(SystemExit) as exc:
         parse("md", *opts)
     assert exc.value.code == 2
     assert "error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opts,msg", [
+    (["--stop-above", "1.5"], "argument --stop-above: must be a number in [0, 1), got '1.5'"),
+    (["--stop-above", "3", "--signal", "confidence"], "--stop-above: must be a number in [0, 1)"),
+    (["--warn-above", "-1", "--signal", "novelty"], "--warn-above: must be a number >= 0"),
+    (["--signal", "bogus"], "argument --signal: must be one of uncertainty, confidence"),
+    (["--hysteresis", "2"], "argument --hysteresis: must be a number in [0, 1], got '2'"),
+])
+def test_signal_dependent_ranges_are_refused_like_argparse(opts, msg, capsys):
+    """--X-above and --hysteresis are on the scale of --signal (uncertainty when not given),
+    whatever the order of the options; refused with argparse's usage and exit status 2."""
+    with pytest.raises(SystemExit) as exc:
+        policy_factory(parse("md", *opts), estimator("novelty:max"), "md")
+    assert exc.value.code == 2
+    assert msg in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_thresholds_on_unbounded_signals_may_exceed_one():
+    for opts in (["--stop-above", "5", "--signal", "novelty"],
+                 ["--signal", "predicted_error", "--stop-above", "0.3", "--hysteresis", "2"]):
+        args = parse("md", *opts)
+        pols = policy_factory(args, estimator(), "md")()
+        assert [p.above for p in pols] == [float(opts[opts.index("--stop-above") + 1])]
