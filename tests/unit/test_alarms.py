@@ -206,7 +206,7 @@ def test_tags_selection_follows_the_atoms(tmp_path):
     dyn = SimpleNamespace(atoms=a, nsteps=0, max_steps=10**9)
     ads = Threshold("warn", alarm_rate=0.3, signal="novelty", select="tags=2")
     every = Threshold("warn", above=3.0, signal="novelty")
-    mon = UQMonitor(dyn, [ads, every])
+    mon = UQMonitor(dyn, [ads, every], watch=["novelty:mean@tags=2", "uncertainty:q90"])
     assert ads.threshold == 1.5              # n = 3: k = ceil(4 * 0.7) = 3
     for i in range(6):
         dyn.nsteps = i
@@ -217,6 +217,13 @@ def test_tags_selection_follows_the_atoms(tmp_path):
     assert ("warn", "novelty", 0) in steps
     ads_events = [e.step for e in mon.events if "tags=2" in e.reason]
     assert ads_events == [3]
+    sig = mon.summary()["signals"]
+    assert set(sig) == {"novelty:max@tags=2", "novelty:max", "novelty:mean@tags=2",
+                        "uncertainty:q90"}
+    assert sig["novelty:mean@tags=2"] == {"initial": 1.0, "max": 6.0, "max_step": 3,
+                                          "mean": 3.5, "final": 6.0}
+    assert sig["novelty:max"]["initial"] == 9.0    # the free atoms: slab top layer and O
+    assert [r["novelty:max@tags=2"] for r in mon.records] == [1.0] * 3 + [6.0] * 3
     with pytest.raises(LTAUError, match="fit them with `ltau-md calibrate`"):
         UQMonitor(dyn, [Threshold("warn", alarm_rate=0.3, signal="novelty")])
 
