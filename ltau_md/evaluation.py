@@ -317,7 +317,8 @@ def _cost_per_step(model: FeatureModel, members: Sequence[FeatureModel],
     if members:
         ens = np.array(times["ensemble_step_s"])
         for k in ("model_s", "ltau_query_s", "ltau_calculator_step_s"):
-            out[k.replace("_s", "_over_ensemble")] = float(np.median(np.array(times[k]) / ens))
+            ratio = float(np.median(np.array(times[k]) / ens))
+            out[k.removesuffix("_s") + "_over_ensemble"] = ratio
     return out
 
 

@@ -122,6 +122,29 @@ def window(text: str) -> tuple[int | None, int | None]:
         raise argparse.ArgumentTypeError(f"window must hold integers, got {text!r}") from exc
 
 
+def type_map(text: str) -> dict[str, str]:
+    """Parse 'H=Htype,C=Ctype' (element symbol = model type name) into a dict."""
+    from ase.data import atomic_numbers
+
+    out: dict[str, str] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        sym, sep, name = item.partition("=")
+        if not sep or not name or sym not in atomic_numbers:
+            raise argparse.ArgumentTypeError(
+                f"type map entries look like SYMBOL=TYPE (e.g. H=H,C=C_sp2), got {item!r}")
+        out[sym] = name
+    if not out:
+        raise argparse.ArgumentTypeError("the type map is empty")
+    return out
+
+
+def add_type_map_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type-map", type=type_map, default=None, metavar="SYMBOL=TYPE,...",
+                   help="element symbol -> model type name, for models whose type names are "
+                   "not element symbols (nequip's chemical_species_to_atom_type_map; "
+                   "default: the type names are the symbols)")
+
+
 def add_model_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
     """--model, --estimator, --device, --s (and --out, --overwrite)."""
     p.add_argument("--model", required=True,
@@ -130,6 +153,7 @@ def add_model_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
     p.add_argument("--estimator", required=True,
                    help="estimator directory from `ltau-md fit` (required)")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
+    add_type_map_arg(p)
     p.add_argument("--s", type=positive_float, default=None,
                    help="tolerance scaling factor > 0 (default: the fitted calibration, else 1)")
     if out:
@@ -156,7 +180,8 @@ def calculator_factory(args: argparse.Namespace) -> Any:
     from ..nequip.loader import load_calculator
 
     return partial(load_calculator, model=args.model, estimator=args.estimator,
-                   device=args.device, s=args.s)
+                   device=args.device, s=args.s,
+                   chemical_species_to_atom_type_map=getattr(args, "type_map", None))
 
 
 def load_inputs(args: argparse.Namespace, structures: str, kind: str,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import positive_float, positive_int
+from ._common import add_type_map_arg, positive_float, positive_int
 
 NAME = "calibrate"
 
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot-dir", default=None,
                    help="write calibration.png and scale_fit.png here (default: no plots)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_type_map_arg(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--s-min {args.s_min:g} must be below --s-max "
                                     f"{args.s_max:g}")
     est = LTAUEstimator.load(args.estimator)
-    model = NequIPFeatureModel.from_file(args.model, device=args.device)
+    model = NequIPFeatureModel.from_file(args.model, device=args.device,
+                                         chemical_species_to_atom_type_map=args.type_map)
     frames = read_structures(args.data)
     fit, arrays = calibrate_structures(
         model, est, frames, group_key=args.group_key, target_atol=args.target_atol,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_out_args, positive_int, unit_float
+from ._common import add_out_args, add_type_map_arg, positive_int, unit_float
 
 NAME = "evaluate"
 
@@ -64,14 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="interleaved timing rounds of 10 steps each for the cost per step; "
                    "0 skips the timing (default 5)")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
+    add_type_map_arg(p)
     p.set_defaults(func=run)
 
 
-def load_model(path: str, device: str):
+def load_model(path: str, device: str, type_map: dict[str, str] | None = None):
     """The FeatureModel of a model file (NequIP checkpoint or package)."""
     from ..nequip import NequIPFeatureModel
 
-    return NequIPFeatureModel.from_file(path, device=device)
+    return NequIPFeatureModel.from_file(path, device=device,
+                                        chemical_species_to_atom_type_map=type_map)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     est = LTAUEstimator.load(args.estimator)
     in_domain = read_structures(args.in_domain)
     ood = {n: read_structures(p) for n, p in args.ood}
-    model = load_model(args.model, args.device)
-    members = [load_model(m, args.device) for m in args.members]
+    model = load_model(args.model, args.device, args.type_map)
+    members = [load_model(m, args.device, args.type_map) for m in args.members]
     report = evaluate(model, est, in_domain, ood, members or None, fraction=args.fraction,
                       seed=args.seed, alarm_rate=args.alarm_rate, n_boot=args.n_boot,
                       timing=(args.timing_rounds, 10) if args.timing_rounds > 0 else None,

@@ -9,6 +9,7 @@ from pathlib import Path
 from ._common import (
     add_out_args,
     add_progress_arg,
+    add_type_map_arg,
     non_negative_float,
     positive_float,
     positive_int,
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=16,
                    help="structures per descriptor forward pass, >= 1 (default 16)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_type_map_arg(p)
     add_progress_arg(p)
     p.set_defaults(func=run)
 
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         rtol=args.rtol, window=args.window, data=args.data, validation=args.validation,
         batch_size=args.batch_size,
         device=args.device, progress=not args.no_progress, overwrite=args.overwrite, s=args.s,
+        chemical_species_to_atom_type_map=args.type_map,
     )
     print(json.dumps({
         "estimator": str(Path(args.out).resolve()), "n_train": est.n_train_, "dim": est.dim_,

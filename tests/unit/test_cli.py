@@ -129,3 +129,24 @@ def test_md_and_relax_help_document_the_exit_statuses(capsys):
         for part in ("0 completed", "3 halted by the monitor", "4 stopped for non-finite",
                      "2 bad input", "130 interrupted", '"status"'):
             assert part in text, (cmd, part)
+
+
+def test_type_map_option_reaches_the_model_loader():
+    import argparse
+
+    from ltau_md.cli import build_parser
+    from ltau_md.commands._common import calculator_factory, type_map
+
+    assert type_map("H=Hx, C=C_sp2") == {"H": "Hx", "C": "C_sp2"}
+    for bad in ("H", "Xx=H", "H=", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            type_map(bad)
+    args = build_parser().parse_args(["relax", "s.xyz", "--model", "m.ckpt", "--estimator", "e",
+                                      "--out", "o", "--type-map", "H=Hx,O=Ox"])
+    factory = calculator_factory(args)
+    assert factory.keywords["chemical_species_to_atom_type_map"] == {"H": "Hx", "O": "Ox"}
+    for cmd in (["fit", "r", "--model", "m", "--out", "o"],
+                ["calibrate", "d.xyz", "--model", "m", "--estimator", "e"],
+                ["evaluate", "--model", "m", "--estimator", "e", "--in-domain", "i.xyz",
+                 "--out", "o"]):
+        assert build_parser().parse_args([*cmd, "--type-map", "H=Hx"]).type_map == {"H": "Hx"}
