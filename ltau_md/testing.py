@@ -71,3 +71,32 @@ class EMTFeatureModel:
         st = a.get_stress(voigt=True) if stress else None
         feats = radial_descriptors(atoms, self.species, self.cutoff, self.n_gauss)
         return ModelOutput(energy=energy, forces=forces, stress=st, features=feats)
+
+
+def rattled_cu_estimator(log_dir, n_frames: int = 12, k: int = 4, n_epochs: int = 4,
+                         seed: int = 0):
+    """(EMTFeatureModel of Cu, LTAUEstimator) fitted on ``n_frames`` rattled 32-atom Cu cells
+    (rattle amplitudes 0.02, 0.07, 0.12 A in turn) with synthetic logged errors proportional
+    to the amplitude (eV/A); the error log is written to ``log_dir``. A small, real in-domain
+    set-up for tests of the calculator, monitors and commands."""
+    from ase.build import bulk
+
+    from .errorlog import ErrorLog
+    from .estimator import LTAUEstimator
+
+    model = EMTFeatureModel(elements=("Cu",))
+    rng = np.random.default_rng(seed)
+    amps = [0.02 + 0.05 * (i % 3) for i in range(n_frames)]
+    frames = []
+    for amp in amps:
+        a = bulk("Cu", cubic=True).repeat(2)
+        a.positions += rng.normal(size=a.positions.shape) * amp
+        frames.append(a)
+    x = np.concatenate([model.evaluate(a).features for a in frames])
+    log = ErrorLog.create(log_dir, species=np.full(len(x), 29),
+                          frame_offsets=np.arange(n_frames + 1) * 32,
+                          ref_force_norm=np.ones(len(x)))
+    scale = np.repeat(amps, 32)
+    for _ in range(n_epochs):
+        log.append(scale * rng.lognormal(0, 0.3, len(x)))
+    return model, LTAUEstimator(k=k).fit(x, log)

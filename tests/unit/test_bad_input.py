@@ -19,11 +19,11 @@ from ase import Atoms
 from ase.build import bulk
 from ase.io import write
 
-from ltau_md import ErrorLog, LTAUEstimator
+from ltau_md import ErrorLog
 from ltau_md.calculator import LTAUCalculator
 from ltau_md.cli import main
 from ltau_md.commands import _common
-from ltau_md.testing import EMTFeatureModel
+from ltau_md.testing import rattled_cu_estimator
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = ["--model", "model.ckpt", "--estimator", "estimator", "--no-progress"]
@@ -32,21 +32,7 @@ COMMON = ["--model", "model.ckpt", "--estimator", "estimator", "--no-progress"]
 @pytest.fixture(scope="module")
 def emt_estimator(tmp_path_factory):
     """An EMT feature model of Cu and an estimator fitted on rattled Cu bulk."""
-    tmp = tmp_path_factory.mktemp("bad_input")
-    model = EMTFeatureModel(elements=("Cu",))
-    rng = np.random.default_rng(0)
-    frames = []
-    for i in range(12):
-        a = bulk("Cu", cubic=True).repeat(2)
-        a.positions += rng.normal(size=a.positions.shape) * (0.02 + 0.05 * (i % 3))
-        frames.append(a)
-    x = np.concatenate([model.evaluate(a).features for a in frames])
-    amp = np.repeat([0.02 + 0.05 * (i % 3) for i in range(12)], 32)
-    log = ErrorLog.create(tmp / "log", species=np.full(len(x), 29),
-                          frame_offsets=np.arange(13) * 32, ref_force_norm=np.ones(len(x)))
-    for _ in range(4):
-        log.append(amp * rng.lognormal(0, 0.3, len(x)))
-    return model, LTAUEstimator(k=4).fit(x, log)
+    return rattled_cu_estimator(tmp_path_factory.mktemp("bad_input") / "log")
 
 
 class Hooked:

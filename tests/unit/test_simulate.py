@@ -12,30 +12,16 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import read
 
-from ltau_md import ErrorLog, LTAUEstimator
 from ltau_md.calculator import LTAUCalculator
 from ltau_md.exceptions import OutputExistsError
 from ltau_md.simulate import policies_from_args, relax_many, run_md
-from ltau_md.testing import EMTFeatureModel
+from ltau_md.testing import rattled_cu_estimator
 
 
 @pytest.fixture(scope="module")
 def calc_factory(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sim")
-    model = EMTFeatureModel(elements=("Cu",))
-    rng = np.random.default_rng(0)
-    frames = []
-    for i in range(30):
-        a = bulk("Cu", cubic=True).repeat(2)
-        a.positions += rng.normal(size=a.positions.shape) * (0.02 + 0.05 * (i % 3))
-        frames.append(a)
-    x = np.concatenate([model.evaluate(a).features for a in frames])
-    amp = np.repeat([0.02 + 0.05 * (i % 3) for i in range(30)], 32)
-    log = ErrorLog.create(tmp / "log", species=np.full(len(x), 29),
-                          frame_offsets=np.arange(31) * 32, ref_force_norm=np.ones(len(x)))
-    for _ in range(6):
-        log.append(amp * rng.lognormal(0, 0.3, len(x)))
-    est = LTAUEstimator(k=4).fit(x, log)
+    model, est = rattled_cu_estimator(tmp_path_factory.mktemp("sim") / "log", n_frames=30,
+                                      n_epochs=6)
     return lambda: LTAUCalculator(model, est)
 
 
