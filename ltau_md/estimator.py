@@ -108,7 +108,11 @@ class Calibration:
     n_atoms, n_bins, binning : calibration atoms, bins and binning of the fit.
     area_per_group, n_per_group : per-group areas (at the group's s) and atom counts.
     thresholds : dict
-        In-domain statistics and alarm thresholds (reserved; empty for now).
+        In-domain frame statistics for alarm-rate thresholds, keyed by
+        :func:`ltau_md.metrics.stat_key` (e.g. "novelty:max", "uncertainty:max@tags=2"):
+        ``{"values": sorted in-domain frame values, "n_frames": F, "source": "held-out" |
+        "training-loo"}``; set by :func:`ltau_md.calibration.fit_alarm_thresholds` and read by
+        ``Threshold(alarm_rate=...)``.
     """
 
     s: float
