@@ -40,6 +40,9 @@ STAT_LABELS: dict[str, str] = {
     "uq_final": "final uncertainty",
     "uq_max": "max uncertainty along relaxation",
     "uq_mean": "mean uncertainty along relaxation",
+    "ferr_max": "true max force error along relaxation (eV/A)",
+    "ferr_final": "true max force error at end point (eV/A)",
+    "n_ads": "adsorbate atoms (trivial baseline)",
 }
 OOD_SPLITS: tuple[str, ...] = ("val_ood_ads", "val_ood_cat", "val_ood_both")
 REPORT_STATS: tuple[str, ...] = (
@@ -468,7 +471,9 @@ def plot_uq_vs_rmsd(
         ax.axhline(rmsd_threshold if target == "rmsd" else ENERGY_FAIL, color="gray", ls="--",
                    lw=1)
         ax.set_yscale("log")
-        ax.set_xlabel(STAT_LABELS.get(st, st) + " (1 - p)")
+        if st.startswith(("ferr", "perr", "novelty")):
+            ax.set_xscale("log")
+        ax.set_xlabel(STAT_LABELS.get(st, st) + (" (1 - p)" if st.startswith("uq") else ""))
         ax.set_ylabel(TARGET_LABELS.get(target, target))
         ax.set_title(f"{st}: " + ", ".join(titles) if titles else f"{st}: no uncertainty")
         if titles:
@@ -495,5 +500,5 @@ def write_report(out_dir: str | Path, results: Sequence[dict], **kwargs: Any) ->
     plot_uq_vs_rmsd(results, out_dir / "uq_vs_rmsd.png", **figure_kw)
     if any(np.isfinite(_column(results, "energy_above_min"))):
         plot_uq_vs_rmsd(results, out_dir / "uq_vs_energy.png", target="energy_above_min",
-                        stats=("uq_max", "uq_final", "ferr_max", "n_ads"), **figure_kw)
+                        stats=("uq_max", "uq_final", "ferr_final", "n_ads"), **figure_kw)
     return report
