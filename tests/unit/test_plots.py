@@ -161,3 +161,71 @@ def test_bad_input(tmp_path):
     with pytest.raises(DataError, match="differ"):
         P.plot_error_vs_uncertainty({"a": (np.ones(3), np.ones(4))}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cartography_density_counts_every_atom(tmp_path, figures):
+    # 4,000 atoms on a coarse lattice of (sigma, mu), as the discrete p gives
+    rng = np.random.default_rng(2)
+    mu = rng.choice(np.linspace(0.0, 1.0, 11), 4000, p=np.r_[[0.02] * 5, [0.05] * 5, 0.65])
+    sigma = rng.choice(np.linspace(0.0, 0.3, 7), 4000, p=[0.7, 0.1, 0.08, 0.06, 0.03, 0.02,
+                                                         0.01])
+    cart = cartography(mu, sigma)
+    assert_png(P.plot_cartography_density(cart, tmp_path / "cart.png"))
+    ax = figures[-1].axes[0]
+    hb = ax.collections[0]
+    assert hb.get_array().sum() == 4000  # every atom in some cell: a count, not a scatter
+    texts = legend_texts(ax)
+    n = {k: int(np.sum(cart.label_names() == k)) for k in ("easy", "ambiguous", "hard")}
+    for k, c in n.items():
+        assert any(t.startswith(k) and f"{c:,} atoms ({100 * c / 4000:.1f} %)" in t
+                   for t in texts)
+    assert any("μ threshold" in t for t in texts) and any("σ threshold" in t for t in texts)
+    # axes fitted to the data, not the full [0, 1] box
+    assert ax.get_xlim()[1] < 0.4 and ax.get_xlim()[0] >= -0.01
+
+
+def test_md_traces_lines_in_legend_and_fitted_axes(tmp_path, figures):
+    t = np.arange(50) * 2.0
+    u = 0.7 + 0.3 * np.linspace(0, 1, 50)
+    nov = np.linspace(1.0, 5.0, 50)
+    runs = {"hot": {"time_fs": t, "uncertainty": u, "novelty": nov,
+                    "thresholds": [("novelty", 3.0, "stop threshold 3 (1 % alarm rate)")],
+                    "events": [(t[30], nov[30], "stop")]},
+            "warm": {"time_fs": t, "uncertainty": u - 0.05, "novelty": nov / 2,
+                     "thresholds": [("novelty", 2.0, "resample threshold 2")],
+                     "events": [(t[10], nov[10] / 2, "resample"),
+                                (t[20], nov[20] / 2, "resample")]}}
+    assert_png(P.plot_md_traces(runs, tmp_path / "md.png"))
+    axu, axn = figures[-1].axes
+    lo, hi = axu.get_ylim()
+    assert 0.6 < lo < 0.66 and hi <= 1.02  # fitted to 0.65-1.0, not 0-1
+    assert legend_texts(axu) == ["hot: max atom uncertainty", "warm: max atom uncertainty"]
+    assert legend_texts(axn) == ["hot: max atom novelty", "stop threshold 3 (1 % alarm rate)",
+                                 "hot: stop", "warm: max atom novelty",
+                                 "resample threshold 2", "warm: resample"]
+    np.testing.assert_allclose(axn.get_lines()[0].get_ydata(), nov)
+    assert axn.get_yscale() == "linear"
+
+
+def test_uq_vs_rmsd_bootstrap_intervals(tmp_path, figures):
+    rng = np.random.default_rng(3)
+    x = rng.random(30)
+    y = 0.2 + x + 0.2 * rng.random(30)
+    assert_png(P.plot_uq_vs_rmsd({"in-domain": (x[:20], y[:20]), "new": (x[20:], y[20:])},
+                                 tmp_path / "uq.png", n_bins=3))
+    ax, axb = figures[-1].axes
+    texts = legend_texts(ax)
+    assert texts[0].startswith("in-domain (n = 20): ρ = ") and "[" in texts[0]
+    assert texts[-1] == "0.5 Å: a failed relaxation lies above"
+    assert any("bootstrap 95 %" in t for t in legend_texts(axb))
+    # binned means: 3 equal-count bins of the pooled points, each with an interval around it
+    order = np.argsort(x, kind="stable")
+    trend = axb.get_lines()[0]
+    np.testing.assert_allclose(trend.get_ydata(),
+                               [y[c].mean() for c in np.array_split(order, 3)])
+    segs = [s for c in axb.collections for s in c.get_segments()]
+    assert len(segs) == 3 and all(s[0][1] < m < s[1][1]
+                                  for s, m in zip(segs, trend.get_ydata(), strict=True))
+    assert ax.get_xlim()[0] > -0.1 and ax.get_xlim()[1] < 1.1
+    with pytest.raises(DataError):
+        P.plot_uq_vs_rmsd({"a": ([0.1, 0.2], [1.0])}, tmp_path / "bad.png")
