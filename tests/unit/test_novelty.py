@@ -106,7 +106,7 @@ def test_confirm_replaces_misses_with_the_true_neighbours(tmp_path):
     zq = z[:40]
     dist, idx = est.kneighbors(q, zq, confirm=False)
     bad_idx = idx.copy()
-    bad_idx[:5] = np.arange(300, 305)  # plant misses: far-away O atoms for 5 H queries
+    bad_idx[:5] = np.arange(300, 305)[:, None]  # plant misses: far-away O atoms, 5 H queries
     bad_dist = np.sqrt(((q[:, None, :] - x[bad_idx]) ** 2).sum(-1))
     d2, i2 = est.confirm_novel(q, bad_dist, bad_idx, zq)
     true_d, true_i = _brute_query(x, q, 5)
@@ -178,3 +178,21 @@ def test_hnsw_and_large_flat_leave_one_out_match_exact(tmp_path, monkeypatch):
     flat = LTAUEstimator(k=40, index="flat").fit(x, est.summary_)
     assert flat.index_kind_ == "flat"
     np.testing.assert_allclose(flat.knn_distance_, loo, rtol=1e-3)
+
+
+def test_confirm_is_capped_to_the_most_novel_atoms(tmp_path, monkeypatch):
+    from ltau_md import estimator as estimator_module
+
+    rng = np.random.default_rng(7)
+    x, z = _data(rng, n_per=200)
+    est = _fit(tmp_path, x, z, k=5, index="hnsw", confirm_pvalue=0.05)
+    monkeypatch.setattr(estimator_module, "CONFIRM_MAX_ATOMS", 3)
+    q = x[:10] + rng.normal(0, 0.01, (10, 6)).astype(np.float32)
+    dist, idx = est.kneighbors(q, z[:10], confirm=False)
+    bad_idx = idx.copy()
+    bad_idx[:6] = np.arange(300, 306)[:, None]  # six planted misses, farther and farther
+    bad_dist = np.sqrt(((q[:, None, :] - x[bad_idx]) ** 2).sum(-1)) * np.arange(1, 11)[:, None]
+    _, i2 = est.confirm_novel(q, bad_dist, bad_idx, z[:10])
+    _, true_i = _brute_query(x, q, 5)
+    fixed = [r for r in range(6) if set(i2[r]) == set(true_i[r])]
+    assert fixed == [3, 4, 5]  # the three most novel-looking rows were re-searched
