@@ -369,7 +369,7 @@ def plot_uq_vs_rmsd(splits: Mapping[str, tuple[Sequence[float], Sequence[float]]
     (uncertainty, rmsd) per structure). Left: the structures with, per split, Spearman's rho
     and its bootstrap 95 % interval in the legend, and the ``rmsd_threshold`` line (failed
     relaxations lie above it). Right: the mean RMSD in equal-count bins of the uncertainty over
-    all splits, with bootstrap 95 % intervals of each bin's mean. Axes span the data."""
+    all sets, with bootstrap 95 % intervals of each bin's mean. Axes span the data."""
     from .is2rs.analysis import bootstrap_ci
 
     _need(splits, "splits")
@@ -423,7 +423,7 @@ def plot_uq_vs_rmsd(splits: Mapping[str, tuple[Sequence[float], Sequence[float]]
         a.legend(fontsize=7, frameon=True, framealpha=0.85, loc="upper left")
     ax.set_ylabel("RMSD to the reference relaxed structure (Å)")
     ax.set_title("each point: one relaxed structure", fontsize=9)
-    axb.set_title("all splits pooled", fontsize=9)
+    axb.set_title("all sets pooled", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
