@@ -367,7 +367,7 @@ def _nan(x: Any) -> float:
 def _figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
     """The report's PNGs: cartography (2-D histogram), MD traces, IS2RS uncertainty vs RMSD."""
     from .calibration import cartography_from
-    from .plots import plot_cartography_density, plot_md_traces, plot_uq_vs_rmsd
+    from .plots import plot_cartography_density, plot_md_traces, plot_rmsd_vs_uncertainty
 
     figs = {}
     plot_cartography_density(cartography_from(est), out / "cartography.png")
@@ -403,7 +403,7 @@ def _figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
         xs.append(_nan(r.get("uq_max")))
         ys.append(_nan(r.get("rmsd")))
     if by_split:
-        plot_uq_vs_rmsd(by_split, out / "is2rs_uq_vs_rmsd.png",
+        plot_rmsd_vs_uncertainty(by_split, out / "is2rs_uq_vs_rmsd.png",
                         xlabel="max atom uncertainty over the relaxation (1 − p)")
         figs["is2rs_uq_vs_rmsd"] = "is2rs_uq_vs_rmsd.png"
     return figs

@@ -12,7 +12,7 @@ is written atomically as PNG (temporary file + rename) and the path is returned.
   colour) with the atom count of each label: many atoms share the same (sigma, mu) point.
 * :func:`plot_md_traces` - per-step maximum atom uncertainty and novelty of MD runs, with the
   policies' thresholds and events.
-* :func:`plot_uq_vs_rmsd` - relaxation RMSD vs a structure's uncertainty per split, binned
+* :func:`plot_rmsd_vs_uncertainty` - relaxation RMSD vs a structure's uncertainty per split, binned
   means with bootstrap 95 % intervals and Spearman's rho with its bootstrap interval.
 """
 
@@ -40,7 +40,7 @@ __all__ = [
     "plot_cartography",
     "plot_cartography_density",
     "plot_md_traces",
-    "plot_uq_vs_rmsd",
+    "plot_rmsd_vs_uncertainty",
     "plot_error_vs_uncertainty",
     "plot_roc",
     "plot_scale_fit",
@@ -360,7 +360,7 @@ def _bootstrap_mean_ci(y: np.ndarray, rng: np.random.Generator, n_boot: int,
     return float(lo), float(hi)
 
 
-def plot_uq_vs_rmsd(splits: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+def plot_rmsd_vs_uncertainty(splits: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                     path: str | os.PathLike, *, rmsd_threshold: float | None = 0.5,
                     xlabel: str = "max atom uncertainty over the relaxation",
                     n_bins: int = 5, n_boot: int = 1000, seed: int = 0,

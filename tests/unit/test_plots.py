@@ -211,7 +211,7 @@ def test_uq_vs_rmsd_bootstrap_intervals(tmp_path, figures):
     rng = np.random.default_rng(3)
     x = rng.random(30)
     y = 0.2 + x + 0.2 * rng.random(30)
-    assert_png(P.plot_uq_vs_rmsd({"in-domain": (x[:20], y[:20]), "new": (x[20:], y[20:])},
+    assert_png(P.plot_rmsd_vs_uncertainty({"in-domain": (x[:20], y[:20]), "new": (x[20:], y[20:])},
                                  tmp_path / "uq.png", n_bins=3))
     ax, axb = figures[-1].axes
     texts = legend_texts(ax)
@@ -228,4 +228,4 @@ def test_uq_vs_rmsd_bootstrap_intervals(tmp_path, figures):
                                   for s, m in zip(segs, trend.get_ydata(), strict=True))
     assert ax.get_xlim()[0] > -0.1 and ax.get_xlim()[1] < 1.1
     with pytest.raises(DataError):
-        P.plot_uq_vs_rmsd({"a": ([0.1, 0.2], [1.0])}, tmp_path / "bad.png")
+        P.plot_rmsd_vs_uncertainty({"a": ([0.1, 0.2], [1.0])}, tmp_path / "bad.png")
