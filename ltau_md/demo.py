@@ -103,16 +103,19 @@ def _train_ensemble(configs: list[Path], runs: list[Path], epochs: int, logs: Pa
             fh = open(logs / f"member{m}.log", "w")  # noqa: SIM115 - closed below
             procs.append((subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL), fh, logs / f"member{m}.log"))
-        total = epochs * len(runs)
-        shown = 0
+        shown, t_first = 0, 0.0
         while True:
             finished = all(p.poll() is not None for p, _, _ in procs)
             counts = [min(_epochs_logged(r), epochs) for r in runs]
             while min(counts) > shown:  # one line per epoch, also when several finished
                 shown += 1
                 el = time.perf_counter() - t0
-                left = el / max(sum(counts), 1) * (total - sum(counts))
-                eta = f", about {_hms(left)} left" if sum(counts) < total else ""
+                if shown == 1:  # the first epoch includes nequip-train's start-up
+                    t_first = el
+                # time left from the epochs after the first (all members run in parallel)
+                eta = "" if shown == epochs else (
+                    f", about {_hms((el - t_first) / (shown - 1) * (epochs - shown))} left"
+                    if shown > 1 else ", estimating the time left")
                 say(f"    training: epoch {shown}/{epochs} done by all {len(runs)} members "
                     f"({_hms(el)} in training{eta})")
             if finished:
