@@ -516,7 +516,12 @@ def _html(r: dict) -> str:
     for k, v in sorted(r["is2rs"].items(),
                        key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         if v.get("auroc_max_uq") is not None and v["auroc_max_uq"] < 0.5:
-            flagged.append(SPLIT_NAMES.get(k, k))
+            ci = v.get("auroc_ci")
+            below = bool(ci) and ci[1] is not None and ci[1] < 0.5
+            flagged.append(f"{SPLIT_NAMES.get(k, k)} (" + (
+                "its 95 % interval lies wholly below 0.5" if below else
+                "its 95 % interval includes 0.5: with so few systems it is not "
+                "distinguishable from chance") + ")")
         is_rows.append([f"<b>{html.escape(SPLIT_NAMES.get(k, k))}</b><br><small>"
                         f"{html.escape(SPLIT_WORDS.get(k, k))}</small>",
                         _num(v.get("n")), _num(v.get("adwt"), ".2f"),
@@ -531,9 +536,8 @@ def _html(r: dict) -> str:
     flag_p = ""
     if flagged:
         flag_p = ('<p class="flag">&#9888; AUROC below 0.5 (worse than chance) for: '
-                  f"{html.escape(', '.join(flagged))}. There the maximum uncertainty does not "
-                  "separate failed from successful relaxations; with so few systems the "
-                  "interval is wide.</p>")
+                  f"{html.escape('; '.join(flagged))}. There the maximum uncertainty does not "
+                  "separate failed from successful relaxations.</p>")
     captions = {
         "cartography": (
             "Dataset cartography of the training atoms: each atom's mean confidence p over the "

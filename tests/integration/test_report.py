@@ -180,7 +180,10 @@ def test_auroc_below_chance_is_flagged(demo):
     assert report_problems(text, out) == []
     cell = [c for t in parse(text).tables for row in t for c in row if c.startswith("0.42")]
     assert cell and "worse than chance" in cell[0]
-    assert "AUROC below 0.5 (worse than chance) for: in-domain" in parse(text).all_text
+    assert ("AUROC below 0.5 (worse than chance) for: in-domain (its 95 % interval includes "
+            "0.5") in parse(text).all_text
+    bad["is2rs"]["val_id"].update(auroc_ci=[0.2, 0.45])
+    assert "in-domain (its 95 % interval lies wholly below 0.5)" in parse(_html(bad)).all_text
     # the checker itself catches an unflagged one, a raw key, a NaN and a machine time
     assert any("not flagged" in b for b in report_problems(
         text.replace("worse than chance", ""), out))
