@@ -24,3 +24,32 @@ def check_frame_offsets(frame_offsets: Any, n_atoms: int | None = None, *,
     if n_atoms is not None and off[-1] != n_atoms:
         raise DataError(f"frame_offsets end at {off[-1]}, expected n_atoms = {n_atoms}")
     return off
+
+
+#: atoms closer than this (A) are treated as overlapping: no force model is defined there
+MIN_DISTANCE = 0.1
+
+
+def overlapping_atoms(atoms: Any, cutoff: float = MIN_DISTANCE) -> tuple[int, int, float] | None:
+    """The closest pair (i, j, distance in A) of atoms of ``atoms`` closer than ``cutoff`` A
+    (periodic images included), or None."""
+    from ase.neighborlist import neighbor_list
+
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return None
+    if not np.isfinite(atoms.positions).all():
+        return None
+    i, j, d = neighbor_list("ijd", atoms, float(cutoff), self_interaction=False)
+    if d.size == 0:
+        return None
+    k = int(np.argmin(d))
+    return int(i[k]), int(j[k]), float(d[k])
+
+
+def check_no_overlap(atoms: Any, where: str = "the structure") -> None:
+    """DataError naming two atoms of ``atoms`` that (nearly) coincide."""
+    pair = overlapping_atoms(atoms)
+    if pair is not None:
+        i, j, d = pair
+        raise DataError(f"{where}: atoms {i} and {j} are {d:.3g} A apart (closer than "
+                        f"{MIN_DISTANCE} A: overlapping atoms); fix the structure")

@@ -6,6 +6,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from ._validate import overlapping_atoms
 from .estimator import LTAUEstimator, TrajectoryNeighbors
 from .model import FeatureModel, check_species
 
@@ -106,13 +107,17 @@ class LTAUCalculator(Calculator):
                           and np.isfinite(out.features).all())
         if not finite:
             nan = float("nan")
+            pair = overlapping_atoms(atoms)
             self.results = {
                 "energy": nan, "free_energy": nan, "forces": np.full((n, 3), nan),
                 "uncertainty": np.ones(n), "confidence": np.zeros(n),
                 "predicted_error": np.full(n, np.inf), "novelty": np.full(n, np.inf),
                 "novelty_pvalue": np.zeros(n), "max_uncertainty": 1.0, "mean_uncertainty": 1.0,
                 "max_predicted_error": float("inf"), "max_novelty": float("inf"),
-                "finite": False,
+                "finite": False, "nonfinite_cause": (
+                    f"atoms {pair[0]} and {pair[1]} are {pair[2]:.3g} A apart (overlapping)"
+                    if pair is not None else "non-finite positions or cell"
+                    if not np.isfinite(atoms.positions).all() else "non-finite model output"),
             }
             if periodic:
                 self.results["stress"] = np.full(6, nan)

@@ -460,7 +460,9 @@ class UQMonitor:
         finite = (res.get("finite", True) and np.isfinite(atoms.positions).all()
                   and np.isfinite(forces).all() and np.isfinite(energy))
         if not finite:
-            fired.append(Event(step, "stop", NON_FINITE, value, None, t))
+            cause = res.get("nonfinite_cause")
+            fired.append(Event(step, "stop", f"{NON_FINITE}: {cause}" if cause else NON_FINITE,
+                               value, None, t))
         elif self.max_force is not None and fmax > self.max_force:
             fired.append(Event(step, "stop", f"exploding: max |F| {fmax:.3g} eV/A > "
                                f"{self.max_force:g}", fmax, self.max_force, t))
@@ -572,8 +574,10 @@ class UQMonitor:
         """One of :data:`STATUSES`, from the stop event (if any)."""
         if self.stopped is None:
             return "completed"
-        return {NON_FINITE: "non_finite", INTERRUPTED: "interrupted"}.get(
-            self.stopped.reason, "halted")
+        reason = self.stopped.reason
+        if reason.startswith(NON_FINITE):
+            return "non_finite"
+        return "interrupted" if reason == INTERRUPTED else "halted"
 
     def summary(self) -> dict[str, Any]:
         """Initial, max (with its step), mean and final aggregate uncertainty, and events."""

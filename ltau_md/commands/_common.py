@@ -191,6 +191,7 @@ def load_inputs(args: argparse.Namespace, structures: str, kind: str,
     the calculator (model and estimator) and every structure's elements against both.
     Returns ``(structures, calculator)``; raises the ltau-md error naming the problem."""
     from .._io import check_output_dir, read_structures
+    from .._validate import check_no_overlap
     from ..exceptions import LTAUError
 
     check_output_dir(args.out, kind, args.overwrite)
@@ -203,6 +204,7 @@ def load_inputs(args: argparse.Namespace, structures: str, kind: str,
             calc.check_atoms(atoms)
         except LTAUError as exc:
             raise type(exc)(f"structure {i} of {structures}: {exc}") from exc
+        check_no_overlap(atoms, f"structure {i} of {structures}")
     return frames, calc
 
 

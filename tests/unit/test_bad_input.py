@@ -308,3 +308,52 @@ def test_threads_sets_torch_and_faiss_threads(tmp_path, capsys):
     finally:
         torch.set_num_threads(before[0])
         faiss.omp_set_num_threads(before[1])
+
+
+# ---------------------------------------------------------------------- overlapping atoms
+def _overlapping():
+    a = bulk("Cu", cubic=True).repeat(2)
+    a.positions[7] = a.positions[3] + [0.0, 0.0, 0.02]
+    return a
+
+
+@pytest.mark.parametrize("cmd", ["relax", "md"])
+def test_overlapping_atoms_are_named_before_the_run(emt_cli, tmp_path, capsys, cmd):
+    """relax checks every structure (here the second), md its start structure."""
+    frames = [bulk("Cu", cubic=True).repeat(2), _overlapping()]
+    write(tmp_path / "overlap.xyz", frames if cmd == "relax" else frames[1])
+    assert _run(cmd, tmp_path / "overlap.xyz", tmp_path / "out") == 2
+    line = _err_line(capsys)
+    assert f"structure {1 if cmd == 'relax' else 0} of" in line
+    assert "atoms 3 and 7 are 0.02 A apart" in line and "overlapping" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_overlap_reached_during_a_run_names_the_cause(emt_estimator, tmp_path):
+    """A model that returns NaN when atoms overlap: the calculator reports the pair and the
+    monitor stops with a reason naming it (status non_finite), not just 'non-finite'."""
+    from ase.optimize import BFGS
+
+    from ltau_md.observers import UQMonitor
+
+    model, est = emt_estimator
+
+    class NaNOnOverlap:
+        species = model.species
+
+        def evaluate(self, atoms, stress=False):
+            out = model.evaluate(atoms, stress)
+            d = atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)]
+            if d.min() < 0.1:
+                out.forces = out.forces * np.nan
+            return out
+
+    a = _overlapping()
+    a.calc = LTAUCalculator(NaNOnOverlap(), est)
+    opt = BFGS(a, logfile=None)
+    with UQMonitor(opt, [], out_dir=tmp_path / "run") as mon:
+        opt.attach(mon, interval=1)
+        opt.run(fmax=0.05, steps=5)
+    assert a.calc.results["nonfinite_cause"] == "atoms 3 and 7 are 0.02 A apart (overlapping)"
+    assert mon.stopped.reason.endswith("atoms 3 and 7 are 0.02 A apart (overlapping)")
+    assert mon.status == "non_finite"
