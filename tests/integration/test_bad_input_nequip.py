@@ -110,3 +110,28 @@ def test_md_status_with_a_real_model(tiny_run, tmp_path, capsys):
     s = json.loads((tmp_path / "stop" / "summary.json").read_text())
     assert s["status"] == "halted" and s["stopped"]["step"] == 1 and s["n_observed"] == 2
     assert "MD halted" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- model files, devices
+def test_structure_file_as_model_and_cuda_without_cuda(tiny_run, tmp_path, capsys):
+    """An .xyz passed as --model is named as not a NequIP model (no UnpicklingError); --device
+    cuda on a torch without CUDA is refused with the reason; nothing is written."""
+    import torch
+
+    from ltau_md.exceptions import ArtifactError, InvalidParameterError
+    from ltau_md.nequip import NequIPFeatureModel
+
+    with pytest.raises(ArtifactError, match=r"cannot load a NequIP model from .*val.*expected a "
+                       r"nequip-train checkpoint \.ckpt or a nequip-package"):
+        NequIPFeatureModel.from_file(tiny_run.val_xyz)
+    common = ["--estimator", str(tiny_run.estimator_dir), "--no-progress"]
+    rc = main(["relax", str(tiny_run.val_xyz), "--model", str(tiny_run.val_xyz), *common,
+               "--out", str(tmp_path / "a")])
+    assert rc == 2 and "cannot load a NequIP model" in _err_line(capsys)
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidParameterError, match="has no CUDA"):
+            NequIPFeatureModel.from_file(tiny_run.checkpoint, device="cuda")
+        rc = main(["relax", str(tiny_run.val_xyz), "--model", str(tiny_run.checkpoint),
+                   *common, "--device", "cuda", "--out", str(tmp_path / "b")])
+        assert rc == 2 and "has no CUDA" in _err_line(capsys)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
