@@ -370,7 +370,7 @@ def plot_rmsd_vs_uncertainty(splits: Mapping[str, tuple[Sequence[float], Sequenc
     and its bootstrap 95 % interval in the legend, and the ``rmsd_threshold`` line (failed
     relaxations lie above it). Right: the mean RMSD in equal-count bins of the uncertainty over
     all sets, with bootstrap 95 % intervals of each bin's mean. Axes span the data."""
-    from .is2rs.analysis import bootstrap_ci
+    from .metrics import bootstrap_ci
 
     _need(splits, "splits")
     fig = Figure(figsize=(9.6, 4.0))

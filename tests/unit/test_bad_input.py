@@ -271,8 +271,17 @@ def test_relax_exit_status_is_the_worst_structure(emt_cli, emt_estimator, start,
     assert [r["status"] for r in _summary(tmp_path / "nan")] == ["completed", "non_finite"]
 
 
+@pytest.fixture
+def ctrl_c():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test, even where the test
+    process was started with SIGINT ignored (e.g. as a background job without job control)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def test_sigint_during_md_records_interrupted(emt_cli, emt_estimator, start, tmp_path,
-                                              capsys):
+                                              capsys, ctrl_c):
     emt_cli["model"] = Hooked(emt_estimator[0], 4, "sigint")
     assert _run("md", start, tmp_path / "md", "--steps", "50") == 130
     assert _err_line(capsys) == "ltau-md md: interrupted"
@@ -285,7 +294,7 @@ def test_sigint_during_md_records_interrupted(emt_cli, emt_estimator, start, tmp
 
 
 def test_sigint_during_relax_writes_the_interrupted_row(emt_cli, emt_estimator, start,
-                                                        tmp_path, capsys):
+                                                        tmp_path, capsys, ctrl_c):
     emt_cli["model"] = Hooked(emt_estimator[0], 6, "sigint")
     assert _run("relax", start, tmp_path / "r", "--steps", "3") == 130
     rows = _summary(tmp_path / "r")

@@ -147,7 +147,7 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     write(tmp_path / "hot.xyz", ood["hot"], format="extxyz")
     write(tmp_path / "bcc.xyz", ood["bcc"], format="extxyz")
     models = {"m0": model, "m1": members[0]}
-    monkeypatch.setattr(cmd, "load_model", lambda path, device: models[path])
+    monkeypatch.setattr(cmd, "load_model", lambda path, device, type_map=None: models[path])
     out = tmp_path / "report"
     argv = ["evaluate", "--model", "m0", "--estimator", str(est_dir), "--members", "m1",
             "--in-domain", str(tmp_path / "in.xyz"), "--ood", f"hot={tmp_path / 'hot.xyz'}",
