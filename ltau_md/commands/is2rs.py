@@ -52,25 +52,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rmsd-threshold", type=positive_float, default=0.5,
                    help="RMSD (A, > 0) above which a relaxation counts as failed (AUROC; "
                    "default 0.5)")
+    p.add_argument("--reference", default="ase.calculators.emt:EMT", metavar="MODULE:CLASS",
+                   help="import path of the reference ASE calculator that scores the end "
+                   "points (energy above the lowest minimum, FbT, basin; default "
+                   "ase.calculators.emt:EMT)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="systems per dask task (default: chosen from the campaign size)")
+    p.add_argument("--worker-threads", type=positive_int, default=1,
+                   help="torch/FAISS threads per dask worker (default 1)")
     p.add_argument("--no-resume", action="store_true",
                    help="recompute finished systems (default: resume, skipping them)")
     add_progress_arg(p)
     p.set_defaults(func=run)
 
 
+#: exit status when some systems are not done (lost or failed); a rerun resumes them
+EXIT_INCOMPLETE = 3
+
+
 def run(args: argparse.Namespace) -> int:
+    """Run the campaign; exit 0 when every system is done, 3 (with "N of M systems not done -
+    rerun to resume" on stderr) when some were lost or failed."""
+    import sys
+
     from ..exceptions import ArtifactError
-    from ..is2rs.runner import run_is2rs, summary_line
+    from ..is2rs.runner import CampaignIncompleteError, run_is2rs
 
     for what, path in (("model", args.model), ("estimator", args.estimator)):
         if not Path(path).exists():
             raise ArtifactError(f"{what} {path} does not exist")
-    report = run_is2rs(
-        args.systems, calculator_factory(args), args.out, splits=args.splits, limit=args.limit,
-        fmax=args.fmax, steps=args.steps, optimizer=args.optimizer, n_workers=args.workers,
-        scheduler=args.scheduler, resume=not args.no_resume,
-        rmsd_threshold=args.rmsd_threshold, progress=not args.no_progress,
-    )
-    print(json.dumps(summary_line(report)))
-    print(f"report: {Path(args.out) / 'report.json'}, figure: {Path(args.out) / 'uq_vs_rmsd.png'}")
+    out = Path(args.out)
+    try:
+        run_is2rs(
+            args.systems, calculator_factory(args), out, splits=args.splits, limit=args.limit,
+            fmax=args.fmax, steps=args.steps, optimizer=args.optimizer, reference=args.reference,
+            n_workers=args.workers, scheduler=args.scheduler, resume=not args.no_resume,
+            rmsd_threshold=args.rmsd_threshold, progress=not args.no_progress,
+            batch_size=args.batch_size, worker_threads=args.worker_threads,
+        )
+    except CampaignIncompleteError as exc:
+        _print_report(out)
+        print(f"ltau-md is2rs: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    _print_report(out)
     return 0
+
+
+def _print_report(out: Path) -> None:
+    from ..is2rs.runner import summary_line
+
+    report = json.loads((out / "report.json").read_text())
+    print(json.dumps(summary_line(report)))
+    print(f"report: {out / 'report.json'}, figure: {out / 'uq_vs_rmsd.png'}")

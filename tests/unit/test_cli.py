@@ -150,3 +150,35 @@ def test_type_map_option_reaches_the_model_loader():
                 ["evaluate", "--model", "m", "--estimator", "e", "--in-domain", "i.xyz",
                  "--out", "o"]):
         assert build_parser().parse_args([*cmd, "--type-map", "H=Hx"]).type_map == {"H": "Hx"}
+
+
+def test_is2rs_incomplete_campaign_exits_3_with_the_rerun_message(tmp_path, monkeypatch,
+                                                                  capsys):
+    """Lost or failed systems: the report of what is done is printed, the message says how
+    many are not done, and the exit status is 3 (not 0, not the bad-input 2)."""
+    import json
+
+    import ltau_md.is2rs.runner as runner
+    from ltau_md.commands.is2rs import EXIT_INCOMPLETE
+
+    for f in ("m.ckpt", "est"):
+        (tmp_path / f).mkdir()
+    seen = {}
+
+    def fake_run_is2rs(systems, factory, out, **kw):
+        seen.update(kw)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(
+            {"splits": {"val_id": {"n": 3, "adwt": 0.5, "rmsd_mean": 0.2}}}))
+        raise runner.CampaignIncompleteError("2 of 5 systems not done - rerun to resume")
+
+    monkeypatch.setattr(runner, "run_is2rs", fake_run_is2rs)
+    rc = main(["is2rs", "--model", str(tmp_path / "m.ckpt"), "--estimator", str(tmp_path / "est"),
+               "--systems", "s", "--out", str(tmp_path / "c"), "--reference",
+               "ase.calculators.lj:LennardJones", "--worker-threads", "2", "--no-progress"])
+    assert rc == EXIT_INCOMPLETE == 3
+    captured = capsys.readouterr()
+    assert captured.err.strip().endswith("2 of 5 systems not done - rerun to resume")
+    assert json.loads(captured.out.splitlines()[0])["val_id"]["n"] == 3
+    assert seen["reference"] == "ase.calculators.lj:LennardJones"
+    assert seen["worker_threads"] == 2 and seen["batch_size"] is None
