@@ -56,7 +56,15 @@ from ._io import (
 from .baselines import element_error, force_std, latent_distance
 from .calibration import evaluate_calibration, fit_scale, split_frames
 from .exceptions import DataError, InvalidParameterError, LTAUError
-from .metrics import alarm_threshold, auroc, frame_statistics, spearman, stat_key
+from .metrics import (
+    alarm_threshold,
+    auroc,
+    auroc_rows,
+    frame_statistics,
+    spearman,
+    spearman_rows,
+    stat_key,
+)
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -157,27 +165,6 @@ def _signals(d: dict[str, Any], estimator: LTAUEstimator, s: float) -> dict[str,
 
 
 # ---------------------------------------------------------------------------- statistics
-def _ranks(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(x)
-
-
-def _spearman_from_ranks(rx: np.ndarray, ry: np.ndarray) -> float:
-    rx = rx - rx.mean()
-    ry = ry - ry.mean()
-    den = np.sqrt((rx * rx).sum() * (ry * ry).sum())
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
-
-
-def _auroc_from_ranks(r: np.ndarray, lab: np.ndarray) -> float:
-    n_pos = int(lab.sum())
-    n_neg = lab.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((r[lab].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def _ci(values: Sequence[float]) -> list[float | None]:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -226,13 +213,12 @@ def _per_atom(sig: dict[str, np.ndarray], err: np.ndarray, numbers: np.ndarray,
     n_frames = off.size - 1
     for _ in range(n_boot):
         atoms = _frame_atoms(off, rng.integers(0, n_frames, n_frames))
-        e = err[atoms]
-        re = _ranks(e)
+        e = err[atoms][None, :]
         lab = e > thr
         for name, v in sig.items():
-            rv = _ranks(v[atoms])
-            boot[name]["sp"].append(_spearman_from_ranks(rv, re))
-            boot[name]["au"].append(_auroc_from_ranks(rv, lab))
+            va = v[atoms][None, :]
+            boot[name]["sp"].append(float(spearman_rows(va, e)[0]))
+            boot[name]["au"].append(float(auroc_rows(va, lab)[0]))
     for name in sig:
         res[name]["spearman"] = _metric(res[name]["spearman"], boot[name]["sp"])
         res[name]["high_error_auroc"] = _metric(res[name]["high_error_auroc"], boot[name]["au"])
@@ -252,7 +238,7 @@ def _detection(neg: np.ndarray, pos: np.ndarray, n_boot: int, rng: np.random.Gen
         p = pos[rng.integers(0, pos.size, pos.size)]
         n = neg[rng.integers(0, neg.size, neg.size)]
         s = np.nan_to_num(np.concatenate([p, n]), posinf=np.finfo(float).max)
-        boot.append(_auroc_from_ranks(_ranks(s), lab))
+        boot.append(float(auroc_rows(s[None, :], lab[None, :])[0]))
     return _metric(value, boot)
 
 

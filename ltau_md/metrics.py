@@ -559,15 +559,16 @@ def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float) -> float:
 
 
 # ---------------------------------------------------------------------------- bootstrap
-def _rank_rows(a: np.ndarray) -> np.ndarray:
+def rank_rows(a: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties averaged) along the last axis."""
     from scipy.stats import rankdata
 
     return rankdata(a, axis=1)
 
 
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman per row of (B, n) arrays (average ranks for ties); NaN for a constant row."""
-    rx, ry = _rank_rows(x), _rank_rows(y)
+    rx, ry = rank_rows(x), rank_rows(y)
     rx = rx - rx.mean(axis=1, keepdims=True)
     ry = ry - ry.mean(axis=1, keepdims=True)
     den = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
@@ -575,9 +576,9 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
 
 
-def _auroc_rows(s: np.ndarray, lab: np.ndarray) -> np.ndarray:
+def auroc_rows(s: np.ndarray, lab: np.ndarray) -> np.ndarray:
     """AUROC per row (Mann-Whitney with average ranks); NaN for a row with one class."""
-    r = _rank_rows(s)
+    r = rank_rows(s)
     n_pos = lab.sum(axis=1)
     n_neg = lab.shape[1] - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -600,9 +601,9 @@ def bootstrap_ci(metric: str, x: Sequence[float], y: Sequence[float], *, n_boot:
         return math.nan, math.nan
     idx = np.random.default_rng(seed).integers(0, xa.size, size=(n_boot, xa.size))
     if metric == "spearman":
-        vals = _spearman_rows(xa[idx], ya[idx])
+        vals = spearman_rows(xa[idx], ya[idx])
     else:
-        vals = _auroc_rows(xa[idx], ya[idx].astype(bool))
+        vals = auroc_rows(xa[idx], ya[idx].astype(bool))
     vals = vals[np.isfinite(vals)]
     if vals.size < n_boot // 2:
         return math.nan, math.nan
