@@ -10,7 +10,7 @@ NAME = "demo"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(NAME, help="the whole journey on built-in EMT data (~4 min, 2 quiet cores)",
+    p = sub.add_parser(NAME, help="the whole journey on built-in EMT data (~3 min, 2 quiet cores)",
                        description="Generate EMT data, train a small NequIP ensemble with "
                        "error logging, fit the estimator, relax, run MD that halts and MD "
                        "that resamples, run a small IS2RS campaign, write report.html.")
