@@ -465,6 +465,9 @@ class LTAUEstimator:
         self.novelty_scale_ = {int(z): max(float(np.median(self.knn_distance_[sp == z])), floor)
                                for z in np.unique(sp)}
         self._dist_floor = floor
+        self._scale_table = np.zeros(max(self.novelty_scale_) + 1)  # atomic number -> d_Z
+        for z, v in self.novelty_scale_.items():
+            self._scale_table[z] = v
 
     def _set_novelty_reference(self) -> None:
         sp = self.summary_.species
@@ -477,10 +480,9 @@ class LTAUEstimator:
         if self.novelty == "local":
             denom = self.knn_distance_[indices].mean(axis=1)
         else:
-            table = np.zeros(max(self.novelty_scale_) + 1)
-            for z, v in self.novelty_scale_.items():
-                table[z] = v
-            denom = table[np.asarray(species, dtype=np.int64)]
+            species = np.asarray(species, dtype=np.int64)
+            known = (species >= 0) & (species < self._scale_table.size)
+            denom = np.where(known, self._scale_table[np.where(known, species, 0)], 0.0)
         return (np.asarray(mean_dist, np.float64)
                 / np.maximum(denom, self._dist_floor)).astype(np.float64)
 
