@@ -110,10 +110,6 @@ def read(path: Path) -> list:
     return ase.io.read(path, ":")
 
 
-def offsets(frames) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum([len(a) for a in frames])]).astype(np.int64)
-
-
 # ---------------------------------------------------------------------------- training
 def member_config(args, train: Path, val: Path, member: int) -> dict:
     from ltau_md.nequip import toy
@@ -167,13 +163,13 @@ def train_members(args, work: Path, train: Path, val: Path) -> tuple[list[Path],
 # ---------------------------------------------------------------------------- estimator
 def features_and_errors(model, frames, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, D), |F_ref - F_model| (n,) eV/A) of all atoms of ``frames``."""
-    feats, err = [], []
-    for i in range(0, len(frames), batch):
-        part = frames[i:i + batch]
-        for a, o in zip(part, model.evaluate_many(part), strict=True):
-            feats.append(o.features)
-            err.append(np.linalg.norm(a.get_forces() - o.forces, axis=1))
-    return np.concatenate(feats), np.concatenate(err)
+    from ltau_md.model import evaluate_structures
+
+    outs = evaluate_structures(model, frames, batch)
+    feats = np.concatenate([o.features for o in outs])
+    err = np.concatenate([np.linalg.norm(a.get_forces() - o.forces, axis=1)
+                          for a, o in zip(frames, outs, strict=True)])
+    return feats, err
 
 
 def select_estimator(args, runs, logs, model, frames, est_dir: Path):
@@ -182,6 +178,7 @@ def select_estimator(args, runs, logs, model, frames, est_dir: Path):
     from ltau_md import ErrorSummary
     from ltau_md.calibration import fit_scale, split_frames
     from ltau_md.estimator import LTAUEstimator
+    from ltau_md.model import structure_offsets
     from ltau_md.nequip import fit_from_runs
 
     def fit(k, start):
@@ -191,7 +188,7 @@ def select_estimator(args, runs, logs, model, frames, est_dir: Path):
     est = fit(args.k[0], args.window_start[0])
     x_train = est.index_.reconstruct_n(0, est.n_train_)
     feats, err = features_and_errors(model, frames)
-    cal = split_frames(offsets(frames), args.fraction, seed=args.seed)[0]
+    cal = split_frames(structure_offsets(frames), args.fraction, seed=args.seed)[0]
     candidates = []
     for start in args.window_start:
         summary = ErrorSummary.from_logs(logs, start=start or None)

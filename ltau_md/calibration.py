@@ -59,6 +59,7 @@ from .metrics import (
     stat_key,
     within_tolerance,
 )
+from .model import evaluate_structures, structure_offsets
 
 if TYPE_CHECKING:
     from .estimator import LTAUEstimator
@@ -419,14 +420,14 @@ def calibrate_structures(
     if not frames:
         raise DataError("no calibration structures given")
     refs = [reference_forces(a, i, "calibration") for i, a in enumerate(frames)]
-    outs = _evaluate(model, frames, batch_size)
+    outs = evaluate_structures(model, frames, batch_size)
     feats = np.concatenate([np.asarray(o.features) for o in outs])
     err = np.linalg.norm(np.concatenate(refs) - np.concatenate([o.forces for o in outs]), axis=1)
     species = np.concatenate([a.numbers for a in frames])
     dist, idx = estimator.kneighbors(feats, species)
     arrays: dict[str, np.ndarray] = {
         "errors": err, "indices": idx,
-        "frame_offsets": np.concatenate([[0], np.cumsum([len(a) for a in frames])]),
+        "frame_offsets": structure_offsets(frames),
         "novelty": estimator.novelty_of(dist, idx, species)[0],
     }
     groups = None
@@ -460,17 +461,6 @@ atoms, when the structures carry tag 2)."""
 SCALE_DEPENDENT_SIGNALS = ("uncertainty", "confidence")
 """Signals whose values change with the tolerance scale s: their in-domain statistics are
 dropped when a new s is fitted."""
-
-
-def _evaluate(model: Any, frames: Sequence[Any], batch_size: int) -> list[Any]:
-    """Model outputs of ``frames`` (``evaluate_many`` in batches where the model has it)."""
-    outs: list[Any] = []
-    many = getattr(model, "evaluate_many", None)
-    b = max(int(batch_size), 1)
-    for i in range(0, len(frames), b):
-        part = frames[i:i + b]
-        outs.extend(many(part) if many is not None else [model.evaluate(a) for a in part])
-    return outs
 
 
 def _uncertainty(estimator: LTAUEstimator, indices: np.ndarray, frames: Sequence[Any]
@@ -606,14 +596,14 @@ def alarm_statistics_from_structures(
     frames = list(frames)
     if not frames:
         raise DataError("no in-domain structures given")
-    outs = _evaluate(model, frames, batch_size)
+    outs = evaluate_structures(model, frames, batch_size)
     feats = np.concatenate([np.asarray(o.features) for o in outs])
     species = np.concatenate([a.numbers for a in frames])
     estimator.check_species(species)
     dist, idx = estimator.kneighbors(feats, species)
     per_atom = {"novelty": estimator.novelty_of(dist, idx, species)[0],
                 "uncertainty": _uncertainty(estimator, idx, frames)}
-    off = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
+    off = structure_offsets(frames)
     return fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
                                 store=store, **_tags_and_free(frames))
 

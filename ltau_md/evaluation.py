@@ -65,6 +65,7 @@ from .metrics import (
     spearman_rows,
     stat_key,
 )
+from .model import evaluate_structures, structure_offsets
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -99,18 +100,10 @@ N_ALARM_SPLITS = 200
 
 
 # ---------------------------------------------------------------------------- model passes
-def _offsets(frames: Sequence[Atoms]) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum([len(a) for a in frames])]).astype(np.int64)
-
-
 def _run(model: FeatureModel, frames: Sequence[Atoms], batch_size: int
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(energies (F,) eV, forces (n, 3) eV/A, features (n, D)) of all ``frames``."""
-    many = getattr(model, "evaluate_many", None)
-    outs: list[Any] = []
-    for i in range(0, len(frames), batch_size):
-        part = list(frames[i:i + batch_size])
-        outs.extend(many(part) if many is not None else [model.evaluate(a) for a in part])
+    outs = evaluate_structures(model, frames, batch_size)
     energy = np.array([float(o.energy) for o in outs])
     forces = np.concatenate([np.asarray(o.forces, dtype=np.float64) for o in outs])
     feats = np.concatenate([np.asarray(o.features, dtype=np.float32) for o in outs])
@@ -123,7 +116,7 @@ def _set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
     """Model passes and neighbours of one set; ``labelled``: True requires reference forces,
     None uses them where every structure has them."""
     frames = read_structures(frames)
-    off = _offsets(frames)
+    off = structure_offsets(frames)
     numbers = np.concatenate([a.numbers for a in frames])
     try:
         estimator.check_species(numbers)

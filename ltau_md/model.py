@@ -50,3 +50,21 @@ def check_species(numbers: Sequence[int] | np.ndarray, known: Sequence[int],
                           for z in unknown)
         known_s = ", ".join(chemical_symbols[int(z)] for z in sorted(known))
         raise SpeciesError(f"element(s) {names} not known to {where} ({known_s})")
+
+
+def evaluate_structures(model: FeatureModel, frames: Sequence[Atoms], batch_size: int = 16
+                        ) -> list[ModelOutput]:
+    """``model``'s outputs of every structure, in batches through ``evaluate_many`` where the
+    model has it (NequIP), else one ``evaluate`` per structure."""
+    many = getattr(model, "evaluate_many", None)
+    b = max(int(batch_size), 1)
+    outs: list[ModelOutput] = []
+    for i in range(0, len(frames), b):
+        part = list(frames[i:i + b])
+        outs.extend(many(part) if many is not None else [model.evaluate(a) for a in part])
+    return outs
+
+
+def structure_offsets(frames: Sequence[Atoms]) -> np.ndarray:
+    """(F+1,) int64 frame offsets of ``frames``: the first atom of each, then the total."""
+    return np.concatenate([[0], np.cumsum([len(a) for a in frames])]).astype(np.int64)
