@@ -42,6 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=4, help="training frames per system")
     p.add_argument("--epochs", type=int, default=None, help="NequIP epochs (default 15)")
     p.add_argument("--features", type=int, default=16, help="NequIP features")
+    p.add_argument("--layers", type=int, default=2, help="NequIP message-passing layers")
+    p.add_argument("--lmax", type=int, default=1, help="NequIP l_max")
+    p.add_argument("--r-max", type=float, default=4.5, help="NequIP cutoff (A)")
+    p.add_argument("--lr-min", type=float, default=None,
+                   help="cosine-decay the learning rate 0.01 -> LR_MIN over the epochs "
+                   "(default: constant)")
     p.add_argument("--log-mode", default="eval", choices=["eval", "train"],
                    help="LTAU error logging mode of the callback")
     p.add_argument("--steps", type=int, default=None, help="max relaxation steps (default 200)")
@@ -120,8 +126,9 @@ def main(argv=None) -> int:
         cfg = toy.tiny_config(
             bench / "train" / "frames.extxyz", bench / "val_id" / "frames.extxyz",
             type_names=ELEMENTS, seed=args.seed + 1, max_epochs=args.epochs,
-            num_features=args.features, num_layers=2, l_max=1, r_max=4.5, batch_size=8,
-            lr=0.01, loggers=[{"mode": args.log_mode}],
+            num_features=args.features, num_layers=args.layers, l_max=args.lmax,
+            r_max=args.r_max, batch_size=8, lr=0.01, lr_min=args.lr_min,
+            loggers=[{"mode": args.log_mode}],
         )
         conf = toy.write_config(cfg, out / "nequip.yaml")
         shutil.rmtree(run, ignore_errors=True)
@@ -269,7 +276,7 @@ def split_line(e: dict) -> dict:
                    "ml_fmax_initial", "novelty_max", "novelty_final"):
             if (v := _ci(sp.get(target), st)) is not None:
                 out[f"spearman_{st}_vs_{target}"] = v
-    for label in ("rmsd", "energy", "not_fbt"):
+    for label in ("rmsd", "energy", "not_fbt", "higher_or_fmax"):
         for st in ("uq_max", "uq_final", "ferr_max", "n_ads", "novelty_max"):
             if (v := _ci(au.get(label), st)) is not None:
                 out[f"auroc_{st}_{label}_fail"] = v

@@ -69,6 +69,9 @@ TARGET_LABELS: dict[str, str] = {
 }
 ENERGY_FAIL = 0.1
 """eV above the lowest reference minimum beyond which a model end point counts as failed."""
+FMAX_FAIL = 0.4
+"""eV/A: reference max force at the model end point above which it is not near any minimum
+(the top of OC20's AFbT threshold range, so the end point fails FbT at every AFbT level)."""
 
 
 def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -204,8 +207,10 @@ def _with_ci(metric: str, x: np.ndarray, y: np.ndarray, n_boot: int) -> dict[str
 def failure_labels(rows: Sequence[dict], rmsd_threshold: float) -> dict[str, np.ndarray]:
     """Boolean failure labels per result: RMSD > threshold (or blown up), energy above the
     lowest minimum > :data:`ENERGY_FAIL` eV, reference max force at the end point >= 0.05 eV/A
-    (not FbT), and basin not "same". Labels that need the reference are NaN-free only when
-    the reference targets exist; rows without them count as failed."""
+    (not FbT), basin not "same", and ``higher_or_fmax``: the reference re-relaxation of the end
+    point lands in a higher basin, or the reference max force there exceeds
+    :data:`FMAX_FAIL` eV/A. Labels that need the reference are NaN-free only when the
+    reference targets exist; rows without them count as failed."""
     rmsd = _column(rows, "rmsd")
     e = _column(rows, "energy_above_min")
     f = _column(rows, "ref_fmax_at_end")
@@ -215,6 +220,8 @@ def failure_labels(rows: Sequence[dict], rmsd_threshold: float) -> dict[str, np.
         "energy": ~np.isfinite(e) | (e > ENERGY_FAIL),
         "not_fbt": ~np.isfinite(f) | (f >= 0.05),
         "basin": np.array([b != "same" for b in basin], dtype=bool),
+        "higher_or_fmax": np.array([b == "higher" for b in basin], dtype=bool)
+        | ~np.isfinite(f) | (f > FMAX_FAIL),
     }
 
 

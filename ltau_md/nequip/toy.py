@@ -106,6 +106,7 @@ def tiny_config(
     l_max: int = 1,
     batch_size: int = 4,
     lr: float = 0.01,
+    lr_min: float | None = None,
     ema: bool = True,
     loggers: Sequence[dict[str, Any]] | None = ({"mode": "eval"},),
     extra_callbacks: Sequence[dict[str, Any]] = (),
@@ -118,7 +119,8 @@ def tiny_config(
     Checkpoints: ``last.ckpt`` in the hydra run dir, rewritten after every epoch
     (:data:`CHECKPOINT_EVERY_EPOCH`). Frames without forces are refused by
     :class:`~ltau_md.nequip.callback.RequireForces`, the first data transform.
-    ``trainer`` entries override the ``lightning.Trainer`` arguments.
+    ``trainer`` entries override the ``lightning.Trainer`` arguments. ``lr_min``: cosine
+    decay of the learning rate from ``lr`` to ``lr_min`` over ``max_epochs`` (None: constant).
     """
     type_names = list(type_names)
     callbacks: list[dict[str, Any]] = [
@@ -164,6 +166,11 @@ def tiny_config(
             "per_type_energy_scales": "${training_data_stats:forces_rms}",
         },
     }
+    if lr_min is not None:
+        module["lr_scheduler"] = {
+            "scheduler": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                          "T_max": max_epochs, "eta_min": lr_min},
+            "interval": "epoch", "frequency": 1}
     if ema:
         module["ema_decay"] = 0.9
     return {

@@ -19,7 +19,13 @@ from ltau_md import ErrorLog, LTAUEstimator
 from ltau_md._io import MARKER
 from ltau_md.calculator import LTAUCalculator
 from ltau_md.exceptions import ArtifactError, DataError, OutputExistsError
-from ltau_md.is2rs.analysis import UQToRMSD, analyze, isotonic_fit, plot_uq_vs_rmsd
+from ltau_md.is2rs.analysis import (
+    UQToRMSD,
+    analyze,
+    failure_labels,
+    isotonic_fit,
+    plot_uq_vs_rmsd,
+)
 from ltau_md.is2rs.data import load_systems
 from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
 from ltau_md.is2rs.metrics import FREE_TAGS, rmsd
@@ -279,6 +285,22 @@ def test_analyze_hand_case(tmp_path):
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_failure_labels_hand_case():
+    rows = [
+        {"rmsd": 0.2, "energy_above_min": 0.0, "ref_fmax_at_end": 0.03, "basin": "same"},
+        {"rmsd": 0.7, "energy_above_min": 0.3, "ref_fmax_at_end": 0.2, "basin": "higher"},
+        {"rmsd": 0.3, "energy_above_min": 0.05, "ref_fmax_at_end": 0.5, "basin": "lower"},
+        {"rmsd": float("nan"), "energy_above_min": float("nan"),
+         "ref_fmax_at_end": float("nan"), "basin": "blown_up"},
+    ]
+    lab = failure_labels(rows, rmsd_threshold=0.5)
+    assert lab["rmsd"].tolist() == [False, True, False, True]
+    assert lab["energy"].tolist() == [False, True, False, True]
+    assert lab["not_fbt"].tolist() == [False, True, True, True]
+    assert lab["basin"].tolist() == [False, True, True, True]
+    assert lab["higher_or_fmax"].tolist() == [False, True, True, True]
+
+
 def test_cli_generate(tmp_path, capsys):
     from ltau_md.cli import main
 
@@ -298,7 +320,8 @@ def test_campaign_with_tiny_nequip_model(tiny_run, tmp_path):
     import functools
 
     cfg = GeneratorConfig(metals=("Cu",), id_adsorbates=("H", "O", "OH"),
-                          ood_adsorbates=("H",), ood_pairs=(), facets=("fcc111", "fcc100"))
+                          ood_adsorbates=("H",), ood_pairs=(), facets=("fcc111", "fcc100"),
+                          ood_facets=())
     bench = tmp_path / "bench"
     generate_benchmark(bench, seed=0, n_train=0, n_val=3, cfg=cfg,
                        splits=("val_id", "val_ood_ads"), progress=False)

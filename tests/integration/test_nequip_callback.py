@@ -184,3 +184,33 @@ def test_ddp_two_cpu_processes_log_every_atom_once(tiny_run, tmp_path):
         assert lg.epochs(0) == [0, 1], name
         for e in (0, 1):
             np.testing.assert_allclose(lg.read_epoch(e), ref, atol=2e-5, rtol=1e-5)
+
+
+def test_tiny_config_cosine_schedule_reaches_lr_min_through_nequip(tmp_path):
+    """``lr_min`` becomes a scheduler that nequip's own ``configure_optimizers`` builds: the
+    learning rate decays from ``lr`` to ``lr_min`` over ``max_epochs`` (cosine)."""
+    from types import SimpleNamespace
+
+    import torch
+    from nequip.train import NequIPLightningModule
+
+    epochs, lr, lr_min = 6, 0.01, 1e-4
+    cfg = toy.tiny_config(tmp_path / "t.xyz", tmp_path / "v.xyz", max_epochs=epochs, lr=lr,
+                          lr_min=lr_min)
+    mod = cfg["training_module"]
+    fake = SimpleNamespace(optimizer_config=mod["optimizer"],
+                           lr_scheduler_config=mod["lr_scheduler"], model=torch.nn.Linear(2, 2))
+    built = NequIPLightningModule.configure_optimizers(fake)
+    opt, sched = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    assert built["lr_scheduler"]["interval"] == "epoch"
+    seen = []
+    for _ in range(epochs):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [lr_min + (lr - lr_min) * (1 + np.cos(np.pi * t / epochs)) / 2
+                for t in range(epochs)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr_min)
+    assert "lr_scheduler" not in toy.tiny_config(tmp_path / "t.xyz", tmp_path / "v.xyz")[
+        "training_module"]

@@ -17,6 +17,7 @@ from ltau_md.is2rs.generate import (
     ID_ADSORBATES,
     OOD_ADSORBATES,
     OOD_PAIRS,
+    GeneratorConfig,
     generate_benchmark,
     generate_system,
 )
@@ -89,11 +90,22 @@ def test_split_definitions(bench):
             assert ads in OOD_ADSORBATES
         if s.split in ("val_ood_cat", "val_ood_both"):
             assert elements in ood_pairs
+            assert s.info["facet"] == "fcc110"  # the held-out facet
         else:
             assert elements not in ood_pairs
+            assert s.info["facet"] in ("fcc111", "fcc100")
+    assert manifest["ood_facets"] == ["fcc110"]
     frames = manifest["splits"]["train"]["n_frames"]
     assert 2 <= frames <= 2 * 6
     assert set(ID_ADSORBATES).isdisjoint(OOD_ADSORBATES)
+
+
+def test_ood_facets_must_be_facets_and_leave_one_for_training():
+    with pytest.raises(DataError, match="ood facet 'fcc211'"):
+        GeneratorConfig(ood_facets=("fcc211",))
+    with pytest.raises(DataError, match="every facet"):
+        GeneratorConfig(facets=("fcc110",), ood_facets=("fcc110",))
+    assert GeneratorConfig(ood_facets=()).id_facets == ("fcc111", "fcc100", "fcc110")
 
 
 def test_load_single_file_with_pos_relaxed_and_restore_fixatoms(bench, tmp_path):

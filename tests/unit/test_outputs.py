@@ -205,8 +205,8 @@ def test_atomic_dir_all_or_nothing(tmp_path):
 def test_generate_benchmark_refuses_foreign_dir_even_with_overwrite(tmp_path):
     from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
 
-    cfg = GeneratorConfig(metals=("Cu",), facets=("fcc100",), id_adsorbates=("H",),
-                          ood_pairs=(), frames_per_system=2)
+    cfg = GeneratorConfig(metals=("Cu",), facets=("fcc100",), ood_facets=(),
+                          id_adsorbates=("H",), ood_pairs=(), frames_per_system=2)
     d = tmp_path / "bench"
     note = _plant(d)
     with pytest.raises(OutputExistsError):
