@@ -25,6 +25,14 @@ MAIN_GUARD_HELP = (
 )
 
 
+WORKER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+}
+"""dask config of the LocalCluster workers started here: no statistical profiler (it samples
+every task thread's stack every 10 ms, for a dashboard we do not start) and no GIL monitor."""
+
+
 class ClusterStartError(LTAUError):
     """A dask LocalCluster could not start its workers (the message says why and what to do)."""
 
@@ -69,9 +77,10 @@ def dask_client(n_workers: int, scheduler: str | Any | None = None,
     ``scheduler`` may be an address (``"tcp://host:8786"``) or a ready ``Client`` (left open);
     otherwise a ``LocalCluster(n_workers, threads_per_worker)`` of processes is started. Its
     workers get OMP/MKL/OpenBLAS threads = 1 (dask's ``distributed.nanny.pre-spawn-environ``
-    default). Raises :class:`ClusterStartError` with the fix when the workers cannot start,
-    e.g. "Nanny failed to start" from a script without an ``if __name__ == "__main__":``
-    guard (detected in the worker that re-imports the script, explained in the parent).
+    default) and :data:`WORKER_CONFIG`. Raises :class:`ClusterStartError` with the fix when
+    the workers cannot start, e.g. "Nanny failed to start" from a script without an
+    ``if __name__ == "__main__":`` guard (detected in the worker that re-imports the
+    script, explained in the parent).
     """
     from distributed import Client, LocalCluster
 
@@ -92,14 +101,17 @@ def dask_client(n_workers: int, scheduler: str | Any | None = None,
             "a LocalCluster was started while a worker process was importing the main "
             f"script: {MAIN_GUARD_HELP}"
         )
+    import dask
+
     try:
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        )
+        with dask.config.set(WORKER_CONFIG):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=40,
+            )
     except Exception as exc:
         raise ClusterStartError(
             f"dask LocalCluster workers failed to start ({type(exc).__name__}: {exc}). If this "

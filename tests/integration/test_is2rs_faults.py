@@ -168,3 +168,23 @@ def test_script_without_main_guard_gets_a_clear_error(tmp_path):
     assert proc.returncode != 0
     assert "ClusterStartError" in proc.stderr
     assert 'if __name__ == "__main__":' in proc.stderr
+
+
+def _busy(seconds: float) -> int:
+    end, n = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        n += sum(range(200))
+    return n
+
+
+def test_localcluster_workers_run_without_the_statistical_profiler():
+    """Our LocalCluster workers do not sample task stacks (dask's profiler, every 10 ms by
+    default): a 0.5 s task leaves an empty profile, and the worker config says so."""
+    from ltau_md.is2rs._dask import WORKER_CONFIG, dask_client
+
+    with dask_client(1) as client:
+        assert client.submit(_busy, 0.5, pure=False).result() > 0
+        conf = client.run(lambda: {k: dask.config.get(k) for k in WORKER_CONFIG})
+        prof = client.profile()
+    assert all(c == WORKER_CONFIG for c in conf.values())
+    assert prof.get("count", 0) == 0
