@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--n-val", type=non_negative_int, default=50,
                    help="systems per validation split, >= 0 (default 50)")
     g.add_argument("--splits", nargs="+", default=None, help="only these splits (default all)")
+    g.add_argument("--oc20-adsorbates", default=None, metavar="WHEEL_OR_PKL",
+                   help="use OC20's 86 adsorbates from the fairchem-data-oc wheel (`pip "
+                   "download fairchem-data-oc --no-deps`) or its adsorbates.pkl: C1/N/O/H "
+                   "in domain, C2 out of domain (default: the built-in 16)")
     g.add_argument("--workers", type=non_negative_int, default=0,
                    help="dask LocalCluster workers for the reference relaxations (default 0 = "
                    "serial)")
@@ -34,10 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..is2rs.generate import SPLITS, generate_benchmark
+    from ..is2rs.generate import SPLITS, GeneratorConfig, generate_benchmark
 
+    cfg = None
+    if args.oc20_adsorbates:
+        from ..is2rs.adsorbates import oc20_adsorbates, oc20_split
+
+        table = oc20_adsorbates(args.oc20_adsorbates)
+        id_ads, ood_ads = oc20_split(table)
+        cfg = GeneratorConfig(extra_adsorbates=table, id_adsorbates=id_ads,
+                              ood_adsorbates=ood_ads)
     manifest = generate_benchmark(
-        args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
+        args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val, cfg=cfg,
         splits=tuple(args.splits) if args.splits else SPLITS,
         overwrite=args.overwrite, progress=not args.no_progress, n_workers=args.workers,
         scheduler=args.scheduler,

@@ -129,6 +129,11 @@ class GeneratorConfig:
     ood_adsorbates: tuple[str, ...] = OOD_ADSORBATES
     ood_pairs: tuple[tuple[str, str], ...] = OOD_PAIRS
     """Alloy pairs held out of training (val_ood_cat / val_ood_both catalysts)."""
+    extra_adsorbates: dict[str, tuple[str, list[tuple[float, float, float]]]] = field(
+        default_factory=dict)
+    """More adsorbate geometries by name (symbols, positions in A; binding atom(s) first at
+    the origin, fragment towards +z), e.g. OC20's from
+    :func:`ltau_md.is2rs.adsorbates.oc20_adsorbates`."""
 
     def __post_init__(self) -> None:
         from ase.data import atomic_numbers
@@ -136,9 +141,10 @@ class GeneratorConfig:
         for m in self.metals:
             if m not in METALS:
                 raise DataError(f"metal {m!r} not supported by EMT here; choose from {METALS}")
+        table = self.adsorbate_table
         for a in (*self.id_adsorbates, *self.ood_adsorbates):
-            if a not in ADSORBATES:
-                raise DataError(f"adsorbate {a!r} unknown; choose from {sorted(ADSORBATES)}")
+            if a not in table:
+                raise DataError(f"adsorbate {a!r} unknown; choose from {sorted(table)}")
         for pair in self.ood_pairs:
             if len(pair) != 2 or not set(pair) <= set(self.metals) or pair[0] == pair[1]:
                 raise DataError(f"ood pair {pair} must be two different metals of {self.metals}")
@@ -153,6 +159,11 @@ class GeneratorConfig:
                             "training needs at least one")
         self.metals = tuple(sorted(self.metals, key=lambda m: atomic_numbers[m]))
         self.ood_pairs = tuple(tuple(sorted(p)) for p in self.ood_pairs)  # type: ignore[misc]
+
+    @property
+    def adsorbate_table(self) -> dict[str, tuple[str, list[tuple[float, float, float]]]]:
+        """Adsorbate geometries by name: :data:`ADSORBATES` and ``extra_adsorbates``."""
+        return {**ADSORBATES, **self.extra_adsorbates}
 
     @property
     def id_facets(self) -> tuple[str, ...]:
@@ -256,7 +267,7 @@ def _rotation(rng: np.random.Generator, max_tilt: float) -> np.ndarray:
 def _place_adsorbate(
     slab: Atoms, name: str, rng: np.random.Generator, cfg: GeneratorConfig
 ) -> tuple[Atoms, str]:
-    symbols, geom = ADSORBATES[name]
+    symbols, geom = cfg.adsorbate_table[name]
     info = slab.info["adsorbate_info"]
     site = str(rng.choice(sorted(info["sites"])))
     spos = np.asarray(info["sites"][site], float) + rng.integers(0, cfg.size)
