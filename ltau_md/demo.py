@@ -181,6 +181,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     t = time.perf_counter()
     say("1/5 generating EMT adsorbate/slab data (reference relaxations)...")
     cfg = GeneratorConfig(metals=("Cu", "Pt"), facets=("fcc111", "fcc100"), ood_facets=(),
+                          reject_dissociated=False,
                           id_adsorbates=("H", "O", "C", "OH", "CO"),
                           ood_adsorbates=("COH", "CHO"), ood_pairs=(("Cu", "Pt"),),
                           val_frames_per_system=VAL_FRAMES_PER_SYSTEM)

@@ -49,7 +49,8 @@ from ..exceptions import DataError
 
 FORMAT = "ltau-md/is2rs-benchmark"
 VERSION = 2
-"""2: ``ood_facets`` (fcc110 held out of train / val_id by default)."""
+"""2: ``ood_facets`` (fcc110 held out of train / val_id by default); systems whose adsorbate
+dissociates in the reference relaxation are resampled (``reject_dissociated``)."""
 
 SPLITS: tuple[str, ...] = ("train", "val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
 METALS: tuple[str, ...] = ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Al")
@@ -121,7 +122,13 @@ class GeneratorConfig:
     ref_steps: int = 500
     desorption_distance: float = 3.0
     """Reject a system whose adsorbate ends farther than this from every slab atom."""
-    max_attempts: int = 25
+    reject_dissociated: bool = True
+    """Reject a system whose adsorbate falls apart in the reference relaxation (OC20's
+    "dissociation" anomaly; desorption is the other one rejected)."""
+    bond_scale: float = 1.25
+    """Two adsorbate atoms are bonded when closer than ``bond_scale`` x the sum of their
+    covalent radii (ase.data.covalent_radii)."""
+    max_attempts: int = 100
     frames_per_system: int = 6
     val_frames_per_system: int = 3
     metals: tuple[str, ...] = METALS
@@ -291,9 +298,16 @@ def _place_adsorbate(
     return system, site
 
 
-def _relax_reference(atoms: Atoms, cfg: GeneratorConfig) -> tuple[bool, int, list[Atoms]]:
+class _Abort(Exception):
+    """Stop a reference relaxation that can no longer give an accepted system."""
+
+
+def _relax_reference(atoms: Atoms, cfg: GeneratorConfig,
+                     abort: Callable[[Atoms], bool] | None = None,
+                     ) -> tuple[bool, int, list[Atoms]]:
     """EMT + BFGS relaxation in place; returns (converged, n_steps, trajectory snapshots with
-    SinglePointCalculator energy/forces)."""
+    SinglePointCalculator energy/forces). ``abort(atoms)``, checked every 10 steps, ends the
+    relaxation early as not converged (e.g. the adsorbate already fell apart)."""
     from ase.optimize import BFGS
 
     atoms.calc = EMT()
@@ -305,10 +319,15 @@ def _relax_reference(atoms: Atoms, cfg: GeneratorConfig) -> tuple[bool, int, lis
             a, energy=atoms.get_potential_energy(), forces=atoms.get_forces(apply_constraint=False)
         )
         traj.append(a)
+        if abort is not None and len(traj) % 10 == 0 and abort(atoms):
+            raise _Abort
 
     opt = BFGS(atoms, logfile=None)
     opt.attach(snap, interval=1)
-    converged = bool(opt.run(fmax=cfg.fmax, steps=cfg.ref_steps))
+    try:
+        converged = bool(opt.run(fmax=cfg.fmax, steps=cfg.ref_steps))
+    except _Abort:
+        converged = False
     return converged, int(opt.nsteps), traj
 
 
@@ -320,13 +339,33 @@ def _desorbed(atoms: Atoms, cfg: GeneratorConfig) -> bool:
     return bool((d.min(axis=1) > cfg.desorption_distance).any())
 
 
+def adsorbate_fragments(atoms: Atoms, bond_scale: float = 1.25) -> int:
+    """Number of connected fragments of the adsorbate (tag-2 atoms), two atoms bonded when
+    closer than ``bond_scale`` x the sum of their covalent radii (A)."""
+    from ase.data import covalent_radii
+    from scipy.sparse.csgraph import connected_components
+
+    ads = atoms[atoms.get_tags() == 2]
+    if len(ads) <= 1:
+        return len(ads)
+    r = covalent_radii[ads.numbers]
+    d = ads.get_all_distances(mic=True)
+    n, _ = connected_components(d < bond_scale * (r[:, None] + r[None, :]), directed=False)
+    return int(n)
+
+
+def _dissociated(initial: Atoms, relaxed: Atoms, *, cfg: GeneratorConfig) -> bool:
+    return adsorbate_fragments(relaxed, cfg.bond_scale) > adsorbate_fragments(
+        initial, cfg.bond_scale)
+
+
 def generate_system(
     seed: int, split: str, index: int, cfg: GeneratorConfig | None = None
 ) -> tuple[Atoms, Atoms, list[Atoms]]:
     """One benchmark system: (initial, reference-relaxed, reference trajectory).
 
     Deterministic in (seed, split, index). Resamples (same stream) until the reference
-    relaxation converges and the adsorbate stays bound.
+    relaxation converges and the adsorbate stays bound and in one piece (OC20 anomalies).
     """
     cfg = cfg or GeneratorConfig()
     if split not in SPLITS:
@@ -343,8 +382,12 @@ def generate_system(
         slab = _build_slab(cat, rng, cfg)
         initial, site = _place_adsorbate(slab, ads_name, rng, cfg)
         work = initial.copy()
-        converged, n_steps, traj = _relax_reference(work, cfg)
+        abort = functools.partial(_dissociated, initial, cfg=cfg) if cfg.reject_dissociated \
+            else None
+        converged, n_steps, traj = _relax_reference(work, cfg, abort)
         if not converged or _desorbed(work, cfg):
+            continue
+        if cfg.reject_dissociated and _dissociated(initial, work, cfg=cfg):
             continue
         info = {
             "sid": f"{split}-{index:05d}",
@@ -366,7 +409,9 @@ def generate_system(
             fr.info = dict(info, frame=j)
         return initial, relaxed, traj
     raise DataError(
-        f"no converged, bound system for {split}-{index:05d} after {cfg.max_attempts} attempts"
+        f"no converged, bound, intact system for {split}-{index:05d} after {cfg.max_attempts} "
+        f"attempts (adsorbates {list(ads_pool)}; EMT lets many polyatomic adsorbates fall "
+        "apart: choose others, or GeneratorConfig(reject_dissociated=False))"
     )
 
 

@@ -18,6 +18,7 @@ from ltau_md.is2rs.generate import (
     OOD_ADSORBATES,
     OOD_PAIRS,
     GeneratorConfig,
+    adsorbate_fragments,
     generate_benchmark,
     generate_system,
 )
@@ -98,6 +99,35 @@ def test_split_definitions(bench):
     frames = manifest["splits"]["train"]["n_frames"]
     assert 2 <= frames <= 2 * 6
     assert set(ID_ADSORBATES).isdisjoint(OOD_ADSORBATES)
+
+
+def test_adsorbate_fragments_hand_case():
+    from ase import Atoms
+
+    def co(d):  # CO above a Cu atom, C-O distance d (A); covalent radii C 0.76, O 0.66
+        a = Atoms("CuCO", positions=[[0, 0, 0], [0, 0, 2.0], [0, 0, 2.0 + d]], tags=[1, 2, 2],
+                  cell=[10, 10, 20], pbc=[True, True, False])
+        return a
+    assert adsorbate_fragments(co(1.15)) == 1
+    assert adsorbate_fragments(co(1.25 * 1.42 - 0.01)) == 1
+    assert adsorbate_fragments(co(1.25 * 1.42 + 0.01)) == 2
+    assert adsorbate_fragments(co(1.8), bond_scale=1.3) == 1
+    assert adsorbate_fragments(co(1.15)[:1]) == 0  # no adsorbate
+
+
+def test_generated_adsorbates_stay_in_one_piece(bench):
+    out, _ = bench
+    for s in load_systems(out):
+        assert adsorbate_fragments(s.relaxed) == adsorbate_fragments(s.initial) == 1
+    # without the rejection EMT lets this system's CH2 fall apart (measured): the filter works
+    cfg = GeneratorConfig(reject_dissociated=False, id_adsorbates=("CH2", "O"))
+    kept = GeneratorConfig(id_adsorbates=("CH2", "O"))
+    broken = [i for i in range(6)
+              if adsorbate_fragments(generate_system(3, "val_id", i, cfg)[1]) > 1]
+    assert broken
+    for i in broken[:2]:
+        ini, rel, _ = generate_system(3, "val_id", i, kept)
+        assert ini.info["attempt"] > 0 and adsorbate_fragments(rel) == 1
 
 
 def test_ood_facets_must_be_facets_and_leave_one_for_training():
