@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reference", default="ase.calculators.emt:EMT",
                    help="reference calculator import path (default EMT)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="systems per dask task (default: ~4 tasks per worker, <= 8)")
+                   help="systems per dask task (default: ~16 tasks per worker, <= 8)")
     p.add_argument("--worker-threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--limit", type=int, default=None,
                    help="campaign on the first N systems of each validation split")
@@ -213,6 +213,10 @@ def main(argv=None) -> int:
     }
     for name, e in report["splits"].items():
         line["splits"][name] = split_line(e)
+    line["ood_detection_auroc"] = {
+        st: _ci(report.get("ood_detection"), st)
+        for st in ("novelty_initial", "novelty_ads_initial", "uq_initial", "uq_ads_initial")
+        if _ci(report.get("ood_detection"), st) is not None}
     print(json.dumps(line))
     return 0
 

@@ -10,7 +10,9 @@ max / mean, the true force error ``ferr_*`` as the ceiling of any force-error UQ
 baselines ``n_ads`` and ``ml_fmax_initial``, novelty when present) the Spearman rank
 correlation with each continuous target and the AUROC for each failure label, all with
 bootstrap 95 % intervals; binned target means by statistic (the LTAU paper's Fig. 4); and a
-monotone map uncertainty -> expected RMSD fitted on ``val_id`` and scored on the other splits.
+monotone map uncertainty -> expected RMSD fitted on ``val_id`` and scored on the other splits;
+``ood_detection``: the AUROC of each statistic for telling the out-of-domain systems from the
+``val_id`` ones (e.g. novelty at step 0: is the system out of domain before relaxing?).
 """
 
 from __future__ import annotations
@@ -301,6 +303,13 @@ def analyze(
         "fit_split": fit_split, "stat": map_stat,
         "map": uq_map.to_dict() if uq_map is not None else None,
     }
+    # out-of-domain detection before relaxing: does a statistic tell every val_ood_* system
+    # from the val_id ones? (AUROC, OOD = positive)
+    det = [r for r in ok if str(r["split"]) in ("val_id", *OOD_SPLITS)]
+    is_ood = np.array([str(r["split"]) != "val_id" for r in det], dtype=float)
+    report["ood_detection"] = (
+        {st: _with_ci("auroc", _column(det, st), is_ood, n_boot) for st in stats}
+        if 0 < is_ood.sum() < len(det) else {})
     have_ref = any(np.isfinite(_column(ok, "energy_above_min")))
     for name, rows_all in group_results(results).items():
         rows = [r for r in rows_all if r.get("status") == "ok"]

@@ -524,10 +524,11 @@ def run_campaign(
     ``scheduler`` (an address such as ``"tcp://host:8786"`` or a ``distributed.Client``) uses
     an existing cluster, e.g. one from dask-jobqueue; None starts a ``LocalCluster`` with
     ``n_workers`` processes of one task at a time and ``worker_threads`` torch threads. Each
-    task relaxes ``batch_size`` systems (default: about 4 tasks per worker, at most 8
-    systems per task); workers build the calculator before the first task. From a script,
-    start a LocalCluster campaign under ``if __name__ == "__main__":`` (dask's 'spawn'
-    re-imports the script; :class:`~ltau_md.is2rs._dask.ClusterStartError` says so).
+    task relaxes ``batch_size`` systems (default: about 16 tasks per worker, at most 8
+    systems per task, so the last tasks leave little idle time); workers build the calculator
+    before the first task. From a script, start a LocalCluster campaign under
+    ``if __name__ == "__main__":`` (dask's 'spawn' re-imports the script;
+    :class:`~ltau_md.is2rs._dask.ClusterStartError` says so).
 
     Faults never pass silently: a system whose relaxation raised is an error record (saved,
     retried on resume when ``retry_errors``); a system whose task the cluster lost (killed
@@ -589,7 +590,7 @@ def run_campaign(
                 finish(res)
         else:
             n_slots = max(n_workers, 1)
-            size = batch_size or max(1, min(8, math.ceil(len(todo) / (4 * n_slots))))
+            size = batch_size or max(1, min(8, math.ceil(len(todo) / (16 * n_slots))))
             batches = [todo[i:i + size] for i in range(0, len(todo), size)]
             _run_dask(batches, calc_factory, key, settings, n_workers, scheduler,
                       worker_threads, finish, lost)

@@ -278,6 +278,12 @@ def test_analyze_hand_case(tmp_path):
     assert vid["adwt"] == pytest.approx((449 + 399) / 1960, abs=1e-3)
     assert vid["uq_to_rmsd"]["mae"] == pytest.approx(0.0, abs=1e-12)  # fitted on val_id
     assert rep["splits"]["ood"]["n"] == 4
+    # OOD detection: uncertainty 0.1..0.4 in both splits -> ties everywhere, AUROC 0.5; a
+    # statistic that is larger on every OOD system separates them perfectly
+    assert rep["ood_detection"]["uq_max"]["value"] == pytest.approx(0.5)
+    sep = [dict(r, uq_initial=(1.0 if r["split"] != "val_id" else 0.0)) for r in res
+           if r["status"] == "ok"]
+    assert analyze(sep)["ood_detection"]["uq_initial"]["value"] == pytest.approx(1.0)
     # no uncertainty at all (plain EMT): NaN correlations, no crash
     nan = [dict(r, uq_max=float("nan")) for r in res if r["status"] == "ok"]
     assert analyze(nan)["splits"]["val_id"]["spearman"]["uq_max"] is None
