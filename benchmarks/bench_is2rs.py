@@ -218,6 +218,7 @@ def main(argv=None) -> int:
         for st in ("novelty_initial", "novelty_ads_initial", "uq_initial", "uq_ads_initial")
         if _ci(report.get("ood_detection"), st) is not None}
     print(json.dumps(line))
+    (out / "bench_line.json").write_text(json.dumps(line) + "\n")
     return 0
 
 
