@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="use OC20's 86 adsorbates from the fairchem-data-oc wheel (`pip "
                    "download fairchem-data-oc --no-deps`) or its adsorbates.pkl: C1/N/O/H "
                    "in domain, C2 out of domain (default: the built-in 16)")
+    g.add_argument("--keep-dissociated", action="store_true",
+                   help="keep systems whose adsorbate falls apart in the EMT reference "
+                   "relaxation (default: resample them, OC20's dissociation anomaly; EMT breaks "
+                   "most OC20 adsorbates, so --oc20-adsorbates needs this)")
     g.add_argument("--workers", type=non_negative_int, default=0,
                    help="dask LocalCluster workers for the reference relaxations (default 0 = "
                    "serial)")
@@ -40,14 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..is2rs.generate import SPLITS, GeneratorConfig, generate_benchmark
 
-    cfg = None
+    kw: dict = {"reject_dissociated": not args.keep_dissociated}
     if args.oc20_adsorbates:
         from ..is2rs.adsorbates import oc20_adsorbates, oc20_split
 
         table = oc20_adsorbates(args.oc20_adsorbates)
         id_ads, ood_ads = oc20_split(table)
-        cfg = GeneratorConfig(extra_adsorbates=table, id_adsorbates=id_ads,
-                              ood_adsorbates=ood_ads)
+        kw.update(extra_adsorbates=table, id_adsorbates=id_ads, ood_adsorbates=ood_ads)
+    cfg = GeneratorConfig(**kw)
     manifest = generate_benchmark(
         args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val, cfg=cfg,
         splits=tuple(args.splits) if args.splits else SPLITS,

@@ -89,6 +89,7 @@ def test_bad_sources_name_the_problem(tmp_path):
 def test_generator_places_oc20_adsorbate_rigidly(pkl):
     table = oc20_adsorbates(pkl)
     cfg = GeneratorConfig(metals=("Cu",), ood_pairs=(), extra_adsorbates=table,
+                          reject_dissociated=False,
                           id_adsorbates=("*CH2OH",),
                           ood_adsorbates=("*CH2*CH2",))
     initial, _, _ = generate_system(0, "val_id", 0, cfg)
@@ -105,11 +106,12 @@ def test_cli_generate_with_oc20_adsorbates(pkl, tmp_path, capsys):
     out = tmp_path / "bench"
     rc = main(["is2rs-generate", "--out", str(out), "--n-train", "1", "--n-val", "1",
                "--splits", "train", "val_ood_ads", "--oc20-adsorbates", str(pkl),
-               "--no-progress"])
+               "--keep-dissociated", "--no-progress"])
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["id_adsorbates"] == ["*CH2OH", "*O"]
     assert manifest["splits"]["val_ood_ads"]["adsorbates"] == ["*CH2*CH2"]
+    assert manifest["config"]["reject_dissociated"] is False
     assert main(["is2rs-generate", "--out", str(tmp_path / "b2"), "--oc20-adsorbates",
                  str(tmp_path / "nope.pkl")]) == 2
     assert "nope.pkl: no such file" in capsys.readouterr().err
