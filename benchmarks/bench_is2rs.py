@@ -1,14 +1,15 @@
-"""IS2RS benchmark: does LTAU uncertainty along a NequIP relaxation predict the RMSD to the
-reference (EMT) relaxed structure?
+"""IS2RS benchmark: does LTAU uncertainty along a NequIP relaxation predict how good the
+relaxed structure is (energy above the lowest reference minimum, basin, FbT, RMSD)?
 
-Pipeline: generate the OC20-style EMT benchmark -> train a small NequIP on the training frames
+Pipeline: generate the OC20-style EMT benchmark -> train a NequIP on the training frames
 with LTAU error logging -> fit the LTAU estimator -> relax every validation system with the
-NequIP + LTAU calculator, serially and on a 2-worker dask LocalCluster (wall times; the results
-must agree) -> analysis (Spearman(max UQ, RMSD), AUROC for RMSD > 0.5 A, ADwT per split).
+NequIP + LTAU calculator on a 2-worker dask LocalCluster (and serially unless --skip-serial:
+wall times; the results must agree) -> analysis with bootstrap intervals (see
+ltau_md.is2rs.analysis). One seed per run; benchmarks/is2rs_summary.py pools seeds.
 
-Prints one JSON line at the end and writes OUT/report.json, OUT/uq_vs_rmsd.png.
+Prints one JSON line at the end and writes OUT/bench_line.json, OUT/report.json and figures.
 
-    python benchmarks/bench_is2rs.py --out bench_out/is2rs            # ~20-40 min on 2 cores
+    python benchmarks/bench_is2rs.py --out bench_out/is2rs_s0 --seed 0 --skip-serial
     python benchmarks/bench_is2rs.py --out bench_out/is2rs_q --quick  # ~3-5 min
 """
 
@@ -37,17 +38,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="bench_out/is2rs", help="work directory")
     p.add_argument("--quick", action="store_true", help="small everything (smoke run)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=None, help="training systems (default 150)")
-    p.add_argument("--n-val", type=int, default=None, help="systems per val split (default 50)")
+    p.add_argument("--n-train", type=int, default=None, help="training systems (default 600)")
+    p.add_argument("--n-val", type=int, default=None, help="systems per val split (default 200)")
     p.add_argument("--frames", type=int, default=4, help="training frames per system")
-    p.add_argument("--epochs", type=int, default=None, help="NequIP epochs (default 15)")
-    p.add_argument("--features", type=int, default=16, help="NequIP features")
-    p.add_argument("--layers", type=int, default=2, help="NequIP message-passing layers")
+    p.add_argument("--epochs", type=int, default=None, help="NequIP epochs (default 50)")
+    p.add_argument("--features", type=int, default=None, help="NequIP features (default 32)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="NequIP message-passing layers (default 3)")
     p.add_argument("--lmax", type=int, default=1, help="NequIP l_max")
     p.add_argument("--r-max", type=float, default=4.5, help="NequIP cutoff (A)")
-    p.add_argument("--lr-min", type=float, default=None,
+    p.add_argument("--lr-min", type=float, default=1e-4,
                    help="cosine-decay the learning rate 0.01 -> LR_MIN over the epochs "
-                   "(default: constant)")
+                   "(default 1e-4; 0 or less: constant)")
     p.add_argument("--log-mode", default="eval", choices=["eval", "train"],
                    help="LTAU error logging mode of the callback")
     p.add_argument("--steps", type=int, default=None, help="max relaxation steps (default 200)")
@@ -75,9 +77,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     args = p.parse_args(argv)
     q = args.quick
-    args.n_train = args.n_train if args.n_train is not None else (20 if q else 150)
-    args.n_val = args.n_val if args.n_val is not None else (5 if q else 50)
-    args.epochs = args.epochs if args.epochs is not None else (3 if q else 15)
+    args.n_train = args.n_train if args.n_train is not None else (20 if q else 600)
+    args.n_val = args.n_val if args.n_val is not None else (5 if q else 200)
+    args.epochs = args.epochs if args.epochs is not None else (3 if q else 50)
+    args.features = args.features if args.features is not None else (8 if q else 32)
+    args.layers = args.layers if args.layers is not None else (2 if q else 3)
+    args.lr_min = args.lr_min if args.lr_min > 0 else None
     args.steps = args.steps if args.steps is not None else (80 if q else 200)
     return args
 
