@@ -83,6 +83,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="bench_is2rs.py output directories (one per seed)")
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--figures", default=None,
+                   help="directory for the pooled Fig. 4-style figures (energy above the "
+                   "minimum and RMSD against the statistics, ID vs OOD, binned means)")
     args = p.parse_args(argv)
     line: dict = {"bench": "is2rs_summary", "runs": args.runs, "seeds": {}}
     pooled: list[dict] = []
@@ -100,6 +103,16 @@ def main(argv=None) -> int:
         line["seeds"][tag] = seed
     if len(args.runs) > 1:
         line["pooled"] = figures(pooled, args.n_boot)
+    if args.figures:
+        from ltau_md.is2rs.analysis import plot_uq_vs_rmsd
+
+        fig_dir = Path(args.figures)
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        stats = ("uq_final", "perr_final", "ferr_final", "n_ads")
+        line["figures"] = [
+            str(plot_uq_vs_rmsd(pooled, fig_dir / "pooled_energy.png", target="energy_above_min",
+                                stats=stats)),
+            str(plot_uq_vs_rmsd(pooled, fig_dir / "pooled_rmsd.png", stats=stats))]
     print(json.dumps(line))
     return 0
 

@@ -46,6 +46,10 @@ STAT_LABELS: dict[str, str] = {
     "ferr_max": "true max force error along relaxation (eV/A)",
     "ferr_final": "true max force error at end point (eV/A)",
     "n_ads": "adsorbate atoms (trivial baseline)",
+    "perr_final": "LTAU predicted max force error at end point (eV/A)",
+    "perr_max": "LTAU predicted max force error along relaxation (eV/A)",
+    "novelty_initial": "novelty at step 0 (latent distance / training scale)",
+    "novelty_final": "novelty at end point (latent distance / training scale)",
 }
 OOD_SPLITS: tuple[str, ...] = ("val_ood_ads", "val_ood_cat", "val_ood_both")
 REPORT_STATS: tuple[str, ...] = (
