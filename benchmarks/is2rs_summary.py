@@ -24,7 +24,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 UQ = ("uq_final", "uq_mean", "uq_max", "uq_initial", "uq_ads_final", "perr_final",
-      "novelty_final", "novelty_max")
+      "novelty_final", "novelty_max", "novelty_mean", "novelty_ads_final", "novelty_ads_max",
+      "novelty_ads_mean")
 CEILING = ("ferr_final", "ferr_max")
 BASELINE = ("n_ads", "ml_fmax_initial")
 DETECT = ("novelty_initial", "novelty_ads_initial", "uq_initial", "uq_ads_initial")
@@ -70,7 +71,8 @@ def figures(rows: list[dict], n_boot: int) -> dict:
         e = sp.get(name, {})
         out[f"{name}_spearman_vs_energy_above_min"] = {
             st: _ci(((e.get("spearman_ci") or {}).get("energy_above_min") or {}).get(st))
-            for st in ("uq_final", "uq_mean", "ferr_final", "n_ads")}
+            for st in ("uq_final", "uq_mean", "perr_final", "novelty_final",
+                       "novelty_ads_final", "ferr_final", "n_ads")}
         out[f"{name}_spearman_vs_rmsd"] = {
             st: _ci(((e.get("spearman_ci") or {}).get("rmsd") or {}).get(st))
             for st in ("uq_final", "uq_max", "ferr_max", "n_ads")}
