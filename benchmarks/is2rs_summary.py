@@ -52,8 +52,7 @@ def figures(rows: list[dict], n_boot: int) -> dict:
     out: dict = {"n": {k: v.get("n_ok") for k, v in sp.items()},
                  "failure_rates": {k: {lab: round(x, 3) for lab, x in
                                        (v.get("failure_rates") or {}).items()}
-                                   for k, v in sp.items()},
-                 "adsorbates_failure_note": "val_id failure rates are the in-domain ones"}
+                                   for k, v in sp.items()}}
     ood = sp.get("ood", {})
     spear = (ood.get("spearman_ci") or {}).get("energy_above_min", {})
     auc = (ood.get("auroc_ci") or {}).get("higher_or_fmax", {})
