@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import DataError
+from .generate import axis_rotation
 
 PKL_IN_WHEEL = "fairchem/data/oc/databases/pkls/adsorbates.pkl"
 ELEMENTS = frozenset({"C", "H", "N", "O"})
@@ -37,10 +38,8 @@ def _rotation_to_z(v: np.ndarray) -> np.ndarray:
     if c < -1 + 1e-12:
         return np.diag([1.0, -1.0, -1.0])
     axis = np.cross(v, z)
-    s = np.linalg.norm(axis)
-    k = axis / s
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + s * kx + (1 - c) * kx @ kx
+    s = float(np.linalg.norm(axis))
+    return axis_rotation(axis / s, s, c)
 
 
 def orient(symbols: list[str], positions: np.ndarray, binding: list[int]) -> Geometry:

@@ -259,6 +259,13 @@ def _build_slab(cat: _Catalyst, rng: np.random.Generator, cfg: GeneratorConfig) 
     return slab
 
 
+def axis_rotation(u: np.ndarray, sin: float, cos: float) -> np.ndarray:
+    """Rotation matrix about the unit vector ``u`` by the angle with this sine and cosine
+    (Rodrigues' formula)."""
+    k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
+    return np.eye(3) + sin * k + (1 - cos) * k @ k
+
+
 def _rotation(rng: np.random.Generator, max_tilt: float) -> np.ndarray:
     """Random rotation about z followed by a tilt of at most ``max_tilt`` rad."""
     phi = rng.uniform(0, 2 * np.pi)
@@ -266,9 +273,7 @@ def _rotation(rng: np.random.Generator, max_tilt: float) -> np.ndarray:
     tilt = rng.uniform(0, max_tilt)
     ax = rng.uniform(0, 2 * np.pi)
     u = np.array([np.cos(ax), np.sin(ax), 0.0])
-    k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
-    rt = np.eye(3) + np.sin(tilt) * k + (1 - np.cos(tilt)) * k @ k
-    return rt @ rz
+    return axis_rotation(u, np.sin(tilt), np.cos(tilt)) @ rz
 
 
 def _place_adsorbate(
@@ -354,11 +359,6 @@ def adsorbate_fragments(atoms: Atoms, bond_scale: float = 1.25) -> int:
     return int(n)
 
 
-def _dissociated(initial: Atoms, relaxed: Atoms, *, cfg: GeneratorConfig) -> bool:
-    return adsorbate_fragments(relaxed, cfg.bond_scale) > adsorbate_fragments(
-        initial, cfg.bond_scale)
-
-
 def generate_system(
     seed: int, split: str, index: int, cfg: GeneratorConfig | None = None
 ) -> tuple[Atoms, Atoms, list[Atoms]]:
@@ -382,12 +382,16 @@ def generate_system(
         slab = _build_slab(cat, rng, cfg)
         initial, site = _place_adsorbate(slab, ads_name, rng, cfg)
         work = initial.copy()
-        abort = functools.partial(_dissociated, initial, cfg=cfg) if cfg.reject_dissociated \
-            else None
-        converged, n_steps, traj = _relax_reference(work, cfg, abort)
+        n_fragments = adsorbate_fragments(initial, cfg.bond_scale)
+
+        def dissociated(atoms: Atoms, n0: int = n_fragments) -> bool:
+            return adsorbate_fragments(atoms, cfg.bond_scale) > n0
+
+        converged, n_steps, traj = _relax_reference(
+            work, cfg, dissociated if cfg.reject_dissociated else None)
         if not converged or _desorbed(work, cfg):
             continue
-        if cfg.reject_dissociated and _dissociated(initial, work, cfg=cfg):
+        if cfg.reject_dissociated and dissociated(work):
             continue
         info = {
             "sid": f"{split}-{index:05d}",
