@@ -194,7 +194,7 @@ def test_auroc_below_chance_is_flagged(demo):
             re.sub(r"<td>(\d)", rf"<td>{junk} \1", text, count=1), out)), junk
     t = r["timings"]["total_s"]
     assert any("not human" in b for b in report_problems(
-        text.replace(f"<td>total</td><td>{_hms_of(r)}", f"<td>total</td><td>{t:.3g} s"), out))
+        text.replace(f"<td>total</td><td>{_hms_of(r)}", f"<td>total</td><td>{t:.3f} s"), out))
 
 
 def _hms_of(r):
