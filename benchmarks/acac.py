@@ -9,14 +9,16 @@ Protocol
 --------
 1. ``train_300K.xyz`` (500 structures) is split into training (``--n-train``) and validation
    frames. ``--members`` small NequIP models (different seeds) are trained with
-   ``nequip-train`` and the LTAU error-logging callback (eval mode) of :mod:`ltau_md.nequip`
+   ``nequip-train`` and the LTAU error-logging callback (eval mode) of
+   :mod:`ltau_md.integrations.nequip`
    (``--reuse`` keeps finished runs).
 2. An LTAU estimator is fitted from all members' logs, indexed by member 0's descriptors
    (member 0 is the deployed model); atol = final training force MAE. The epoch window start
    (``--window-start``) and k (``--k``) are chosen by the smallest fitted miscalibration area
    on the *calibration* half of ``test_MD_300K`` only (the same seeded frame split that the
    evaluation uses, so the evaluation half stays unseen).
-3. Everything else is one call, :func:`ltau_md.evaluation.evaluate` (as ``ltau-md evaluate``):
+3. Everything else is one call, :func:`ltau_md.workflows.evaluation.evaluate` (as ``ltau-md
+evaluate``):
    in-domain ``test_MD_300K`` split into calibration/evaluation halves; out-of-domain sets
    ``test_MD_600K``, ``test_H_transfer`` (energies only) and ``test_dihedral``; signals LTAU
    uncertainty, predicted error, novelty, latent distance, element baseline and the ensemble
@@ -112,7 +114,7 @@ def read(path: Path) -> list:
 
 # ---------------------------------------------------------------------------- training
 def member_config(args, train: Path, val: Path, member: int) -> dict:
-    from ltau_md.nequip import toy
+    from ltau_md.integrations.nequip import toy
 
     cfg = toy.tiny_config(train, val, type_names=TYPE_NAMES, seed=member + 1,
                           max_epochs=args.epochs, r_max=args.r_max, num_features=args.features,
@@ -127,7 +129,7 @@ def member_config(args, train: Path, val: Path, member: int) -> dict:
 
 
 def run_complete(run: Path, epochs: int) -> bool:
-    from ltau_md import ErrorLog
+    from ltau_md.core.errorlog import ErrorLog
 
     try:
         log = ErrorLog.open(run / "ltau_log")
@@ -137,7 +139,7 @@ def run_complete(run: Path, epochs: int) -> bool:
 
 
 def train_members(args, work: Path, train: Path, val: Path) -> tuple[list[Path], float]:
-    from ltau_md.nequip import toy
+    from ltau_md.integrations.nequip import toy
 
     runs = [work / f"member{m}" for m in range(args.members)]
     todo = [m for m, r in enumerate(runs) if not (args.reuse and run_complete(r, args.epochs))]
@@ -163,7 +165,7 @@ def train_members(args, work: Path, train: Path, val: Path) -> tuple[list[Path],
 # ---------------------------------------------------------------------------- estimator
 def features_and_errors(model, frames, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, D), |F_ref - F_model| (n,) eV/A) of all atoms of ``frames``."""
-    from ltau_md.model import evaluate_structures
+    from ltau_md.core.model import evaluate_structures
 
     outs = evaluate_structures(model, frames, batch)
     feats = np.concatenate([o.features for o in outs])
@@ -175,11 +177,11 @@ def features_and_errors(model, frames, batch: int = 32) -> tuple[np.ndarray, np.
 def select_estimator(args, runs, logs, model, frames, est_dir: Path):
     """Fit the estimator, choosing (window start, k) by the smallest fitted miscalibration
     area on the calibration half of ``frames`` (the split :func:`evaluate` uses)."""
-    from ltau_md import ErrorSummary
-    from ltau_md.calibration import fit_scale, split_frames
-    from ltau_md.estimator import LTAUEstimator
-    from ltau_md.model import structure_offsets
-    from ltau_md.nequip import fit_from_runs
+    from ltau_md.core.calibration import fit_scale, split_frames
+    from ltau_md.core.confidence import ErrorSummary
+    from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.core.model import structure_offsets
+    from ltau_md.integrations.nequip import fit_from_runs
 
     def fit(k, start):
         return fit_from_runs(runs, runs[0] / "last.ckpt", est_dir, k=k, index="flat",
@@ -236,10 +238,10 @@ def main(argv=None) -> int:
     import ase.io
     import torch
 
-    from ltau_md import ErrorLog
-    from ltau_md._io import write_json_atomic
-    from ltau_md.evaluation import evaluate
-    from ltau_md.nequip import NequIPFeatureModel, find_error_log
+    from ltau_md.core._io import write_json_atomic
+    from ltau_md.core.errorlog import ErrorLog
+    from ltau_md.integrations.nequip import NequIPFeatureModel, find_error_log
+    from ltau_md.workflows.evaluation import evaluate
 
     data, out = Path(args.data).resolve(), Path(args.out).resolve()
     work = out / "work"

@@ -50,7 +50,7 @@ def _centers(dim: int) -> np.ndarray:
 
 def generate(n: int, dim: int, epochs: int, out: Path) -> None:
     """Write descriptors.npy (memory-mappable) and an ErrorLog with ``epochs`` epochs."""
-    from ltau_md import ErrorLog
+    from ltau_md.core.errorlog import ErrorLog
 
     rng = np.random.default_rng(n)
     c = _centers(dim)
@@ -134,7 +134,7 @@ def _per_step(flat, hnsw, steps: list[np.ndarray], threads: int) -> tuple[dict, 
     figures and each method's (distances, indices) per step (steps 1..T-1)."""
     import faiss
 
-    from ltau_md.estimator import TrajectoryNeighbors
+    from ltau_md.core.estimator import TrajectoryNeighbors
 
     faiss.omp_set_num_threads(threads)
     tracker = TrajectoryNeighbors(hnsw)
@@ -173,7 +173,9 @@ def fit_and_query(n: int, dim: int, out: Path, threads: list[int], build_threads
                   n_steps: int) -> dict:
     import faiss
 
-    from ltau_md import ErrorLog, ErrorSummary, LTAUEstimator
+    from ltau_md.core.confidence import ErrorSummary
+    from ltau_md.core.errorlog import ErrorLog
+    from ltau_md.core.estimator import LTAUEstimator
 
     load0 = os.getloadavg()[0]
     faiss.omp_set_num_threads(build_threads)

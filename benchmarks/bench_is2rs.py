@@ -5,7 +5,7 @@ Pipeline: generate the OC20-style EMT benchmark -> train a NequIP on the trainin
 with LTAU error logging -> fit the LTAU estimator -> relax every validation system with the
 NequIP + LTAU calculator on a 2-worker dask LocalCluster (and serially unless --skip-serial:
 wall times; the results must agree) -> analysis with bootstrap intervals (see
-ltau_md.is2rs.analysis). One seed per run; benchmarks/is2rs_summary.py pools seeds.
+ltau_md.workflows.is2rs.analysis). One seed per run; benchmarks/is2rs_summary.py pools seeds.
 
 Prints one JSON line at the end and writes OUT/bench_line.json, OUT/report.json and figures.
 
@@ -96,10 +96,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    from ltau_md.is2rs import analysis, load_systems
-    from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
-    from ltau_md.is2rs.runner import RelaxSettings, run_campaign
-    from ltau_md.nequip import fit_from_runs, load_calculator, toy
+    from ltau_md.integrations.nequip import fit_from_runs, load_calculator, toy
+    from ltau_md.workflows.is2rs import analysis, load_systems
+    from ltau_md.workflows.is2rs.generate import GeneratorConfig, generate_benchmark
+    from ltau_md.workflows.is2rs.runner import RelaxSettings, run_campaign
 
     out = Path(args.out).resolve()
     if args.fresh and out.exists():

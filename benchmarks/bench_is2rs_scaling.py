@@ -5,7 +5,7 @@ includes building the model (and for dask starting, warming and closing the clus
 ``pair`` is the machine's ceiling for any 2-process scheme: two independent serial processes
 started together, each relaxing half of the systems (``systems[i::2]``), timed until both
 exit. ``daskprof`` is dask with its statistical profiler and GIL monitor switched back on
-(dask's defaults), to measure what :data:`ltau_md.is2rs._dask.WORKER_CONFIG` saves.
+(dask's defaults), to measure what :data:`ltau_md.workflows.is2rs._dask.WORKER_CONFIG` saves.
 Prints one JSON line: wall times, the work done inside the relaxations (sum of per-system wall
 times), and speed-ups against the serial mean.
 
@@ -29,9 +29,9 @@ MODES = ("serial", "dask", "daskprof", "pair")
 
 
 def _campaign(args, out: Path, n_workers: int, part: tuple[int, int] | None = None):
-    from ltau_md.is2rs import load_systems
-    from ltau_md.is2rs.runner import RelaxSettings, run_campaign
-    from ltau_md.nequip import load_calculator
+    from ltau_md.integrations.nequip import load_calculator
+    from ltau_md.workflows.is2rs import load_systems
+    from ltau_md.workflows.is2rs.runner import RelaxSettings, run_campaign
 
     loaded = load_systems(args.systems, splits=list(SPLITS))
     systems = [s for sp in SPLITS for s in [x for x in loaded if x.split == sp][:args.limit]]
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     order = args.order.split(",")
     if unknown := [m for m in order if m not in MODES]:
         p.error(f"unknown modes {unknown}; choose from {MODES}")
-    from ltau_md.is2rs import _dask
+    from ltau_md.workflows.is2rs import _dask
 
     out: dict = {m: [] for m in dict.fromkeys(order)}
     for k, mode in enumerate(order):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ltau_md.nequip import LTAUErrorLogger, toy
+from ltau_md.integrations.nequip import LTAUErrorLogger, toy
 
 
 class _EpochStart(Callback):

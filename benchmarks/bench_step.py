@@ -26,7 +26,7 @@ import numpy as np
 
 
 def train_model(out: Path, features: int, lmax: int, layers: int) -> Path:
-    from ltau_md.nequip import toy
+    from ltau_md.integrations.nequip import toy
 
     train, val = toy.write_emt_dataset(out / "data", n_train=16, n_val=4, seed=0)
     cfg = toy.tiny_config(train, val, max_epochs=1, num_features=features, l_max=lmax,
@@ -69,10 +69,10 @@ def main() -> None:
     from ase.build import bulk
     from ase.md.verlet import VelocityVerlet
 
-    from ltau_md import ErrorSummary, LTAUEstimator
-    from ltau_md.calculator import LTAUCalculator
-    from ltau_md.confidence import make_edges
-    from ltau_md.nequip import NequIPFeatureModel
+    from ltau_md.core.calculator import LTAUCalculator
+    from ltau_md.core.confidence import ErrorSummary, make_edges
+    from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.integrations.nequip import NequIPFeatureModel
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)

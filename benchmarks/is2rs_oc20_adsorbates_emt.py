@@ -9,8 +9,8 @@ import json
 import sys
 import time
 
-from ltau_md.is2rs.adsorbates import oc20_adsorbates
-from ltau_md.is2rs.generate import GeneratorConfig, adsorbate_fragments, generate_system
+from ltau_md.workflows.is2rs.adsorbates import oc20_adsorbates
+from ltau_md.workflows.is2rs.generate import GeneratorConfig, adsorbate_fragments, generate_system
 
 table = oc20_adsorbates(sys.argv[1])
 res = {}

@@ -45,7 +45,7 @@ def _ci(e: dict | None) -> list | None:
 
 
 def figures(rows: list[dict], n_boot: int) -> dict:
-    from ltau_md.is2rs.analysis import analyze
+    from ltau_md.workflows.is2rs.analysis import analyze
 
     rep = analyze(rows, n_boot=n_boot)
     sp = rep["splits"]
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     if len(args.runs) > 1:
         line["pooled"] = figures(pooled, args.n_boot)
     if args.figures:
-        from ltau_md.is2rs.analysis import plot_uq_vs_rmsd
+        from ltau_md.workflows.is2rs.analysis import plot_uq_vs_rmsd
 
         fig_dir = Path(args.figures)
         fig_dir.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@ final training force MAE over all atoms) or ``"per_species"`` (each element's fi
 force MAE). Protocol (as benchmarks/acac.py):
 
 * the 300 K test set is split by structure into calibration / evaluation halves
-  (:func:`ltau_md.calibration.split_frames`, seed 0); s is fitted on the calibration half with
-  :func:`ltau_md.calibration.fit_scale` (target T = the reference atol, the same for both);
+  (:func:`ltau_md.core.calibration.split_frames`, seed 0); s is fitted on the calibration half with
+  :func:`ltau_md.core.calibration.fit_scale` (target T = the reference atol, the same for both);
 * on the evaluation half: Spearman(uncertainty 1 - p, |F_ref - F_member0|) and the
   miscalibration area of p against |error| <= T, each with a 95 % bootstrap interval over
   structures (``--n-boot`` resamples, the same ones for both, so the paired difference
@@ -40,9 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ltau_md import ErrorLog, LTAUEstimator
-from ltau_md.calibration import evaluate_calibration, fit_scale, split_frames
-from ltau_md.metrics import aggregate_by_frame, auroc, calibration_curve, spearman
+from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.metrics import aggregate_by_frame, auroc, calibration_curve, spearman
 
 OOD_SETS = ("600K", "H_transfer", "dihedral")
 

@@ -40,9 +40,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
 
-    from ltau_md.is2rs import generate_benchmark, run_is2rs
-    from ltau_md.is2rs.runner import summary_line
-    from ltau_md.nequip import fit_from_runs, load_calculator, toy
+    from ltau_md.integrations.nequip import fit_from_runs, load_calculator, toy
+    from ltau_md.workflows.is2rs import generate_benchmark, run_is2rs
+    from ltau_md.workflows.is2rs.runner import summary_line
 
     out = Path(args.out).resolve()
     bench = out / "benchmark"

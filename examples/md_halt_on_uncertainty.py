@@ -14,8 +14,8 @@ from ase.io import read
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-from ltau_md.nequip import load_calculator
-from ltau_md.observers import Threshold, UQMonitor
+from ltau_md.core.observers import Threshold, UQMonitor
+from ltau_md.integrations.nequip import load_calculator
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="ltau_demo/runs/member0/last.ckpt")

@@ -13,8 +13,8 @@ import argparse
 from ase.io import read
 from ase.optimize import BFGS
 
-from ltau_md.nequip import load_calculator
-from ltau_md.observers import UQMonitor
+from ltau_md.core.observers import UQMonitor
+from ltau_md.integrations.nequip import load_calculator
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="ltau_demo/runs/member0/last.ckpt")

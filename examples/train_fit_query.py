@@ -3,7 +3,7 @@
 1. make EMT data (Cu bulk, Cu(111) + O/H adsorbate; energy, forces, stress),
 2. train an ensemble of NequIP models with ``nequip-train`` and ``examples/nequip_emt.yaml``
    (the LTAU error-logging callback is enabled there), one seed per member,
-3. fit the LTAU estimator (``ltau_md.nequip.fit_from_runs``, same as ``ltau-md fit``),
+3. fit the LTAU estimator (``ltau_md.integrations.nequip.fit_from_runs``, same as ``ltau-md fit``),
 4. query it through the ASE calculator on validation structures and on out-of-distribution
    ones, comparing the predicted per-atom uncertainty with the true (EMT) force error.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.emt import EMT
 
-from ltau_md.nequip import fit_from_runs, load_calculator, toy
+from ltau_md.integrations.nequip import fit_from_runs, load_calculator, toy
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,48 +1,20 @@
 """ltau-md: per-atom LTAU uncertainty for machine-learned molecular simulations.
 
-Data flow: training logs errors (:mod:`ltau_md.errorlog`) -> errors become per-atom confidence
-(:mod:`ltau_md.confidence`) -> confidence plus descriptors become a fitted estimator
-(:mod:`ltau_md.estimator`) -> the ASE calculator asks the estimator (:mod:`ltau_md.calculator`)
--> observers judge the answers (:mod:`ltau_md.observers`).
+The package is layered; each layer imports only the layers below it (:mod:`ltau_md._layers`
+is the one place that lists them, read by the layering test and the docs):
+
+* :mod:`ltau_md.core` - error log -> confidence -> estimator -> calculator -> observers, plus
+  metrics, calibration and plots; works with any model that yields per-atom features.
+* :mod:`ltau_md.integrations` - model-specific adapters (:mod:`ltau_md.integrations.nequip`).
+* :mod:`ltau_md.workflows` - relax/MD runs, evaluation, the IS2RS benchmark, the demo.
+* :mod:`ltau_md.cli` - the ``ltau-md`` command line.
+
+Every public name has one import path: the module that defines it (or, for a package of
+private modules, the package).
 """
 
 from __future__ import annotations
 
-from ._version import __version__
-from .calculator import LTAUCalculator
-from .confidence import ErrorSummary
-from .errorlog import ErrorLog, dataset_fingerprint
-from .estimator import Calibration, LTAUEstimator, Prediction
-from .exceptions import (
-    ArtifactError,
-    DataError,
-    DescriptorError,
-    InvalidParameterError,
-    LTAUError,
-    NotFittedError,
-    OutputExistsError,
-    SpeciesError,
-)
-from .observers import Event, Threshold, UQMonitor
+from ltau_md._version import __version__
 
-__all__ = [
-    "ArtifactError",
-    "Calibration",
-    "DataError",
-    "DescriptorError",
-    "ErrorLog",
-    "ErrorSummary",
-    "Event",
-    "InvalidParameterError",
-    "LTAUCalculator",
-    "LTAUError",
-    "LTAUEstimator",
-    "NotFittedError",
-    "OutputExistsError",
-    "Prediction",
-    "SpeciesError",
-    "Threshold",
-    "UQMonitor",
-    "__version__",
-    "dataset_fingerprint",
-]
+__all__ = ["__version__"]

@@ -8,6 +8,7 @@ that yields per-atom features, and it lets tests use EMT as exact ground truth.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -15,8 +16,8 @@ from ase.calculators.emt import EMT
 from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
 
-from .exceptions import SpeciesError
-from .model import ModelOutput, check_species
+from ltau_md.core.exceptions import SpeciesError
+from ltau_md.core.model import ModelOutput, check_species
 
 EMT_ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 
@@ -81,8 +82,8 @@ def rattled_cu_estimator(log_dir, n_frames: int = 12, k: int = 4, n_epochs: int 
     set-up for tests of the calculator, monitors and commands."""
     from ase.build import bulk
 
-    from .errorlog import ErrorLog
-    from .estimator import LTAUEstimator
+    from ltau_md.core.errorlog import ErrorLog
+    from ltau_md.core.estimator import LTAUEstimator
 
     model = EMTFeatureModel(elements=("Cu",))
     rng = np.random.default_rng(seed)
@@ -100,3 +101,192 @@ def rattled_cu_estimator(log_dir, n_frames: int = 12, k: int = 4, n_epochs: int 
     for _ in range(n_epochs):
         log.append(scale * rng.lognormal(0, 0.3, len(x)))
     return model, LTAUEstimator(k=k).fit(x, log)
+
+
+# --------------------------------------------------------------------------------------------
+# API check batteries: run them on a model or estimator you bring (scikit-learn's
+# ``utils/estimator_checks.py`` and nequip's ``utils/unittests/model_tests_basic.py`` are the
+# models). Each raises AssertionError naming the broken property.
+
+
+def _probe_structure(species: Sequence[int]) -> Atoms:
+    """A small periodic structure of (up to three of) ``species``, rattled off symmetry."""
+    from ase.build import bulk
+
+    zs = list(species)[:3] or [29]
+    a = bulk("Cu", "fcc", a=3.8, cubic=True).repeat((2, 1, 1))
+    a.numbers = np.array([zs[i % len(zs)] for i in range(len(a))])
+    a.rattle(0.05, seed=7)
+    return a
+
+
+def check_feature_model(model: Any, atoms: Atoms | None = None, *, rtol: float = 1e-5,
+                        atol: float = 1e-6) -> None:
+    """Check that ``model`` is a :class:`~ltau_md.core.model.FeatureModel` the core can use.
+
+    One forward pass and a few more: ``species`` is a sorted list of known atomic numbers;
+    ``evaluate`` returns a finite float energy (eV), (n, 3) finite forces (eV/A), a (6,)
+    Voigt stress (eV/A^3) when asked and None otherwise, and (n, D) float32 finite features
+    with D the same for every structure; two calls give identical results (determinism);
+    permuting the atoms permutes forces and features and leaves the energy unchanged; a
+    rigid translation changes none of them; an unknown element raises
+    :class:`~ltau_md.core.exceptions.SpeciesError`.
+
+    Parameters
+    ----------
+    model
+        The model to check.
+    atoms
+        The structure to evaluate (default: a small rattled periodic cell of up to three of
+        ``model.species``).
+    rtol, atol
+        Tolerances of the invariance comparisons (relative; absolute in the outputs' units).
+
+    Raises
+    ------
+    AssertionError
+        Naming the first property that does not hold.
+    """
+    from ase.data import chemical_symbols
+
+    species = getattr(model, "species", None)
+    assert species is not None and len(species) > 0, "model.species must list atomic numbers"
+    zs = [int(z) for z in species]
+    assert zs == sorted(set(zs)) and all(0 < z < len(chemical_symbols) for z in zs), (
+        f"model.species must be sorted, unique atomic numbers; got {species}")
+    atoms = _probe_structure(zs) if atoms is None else atoms
+    n = len(atoms)
+    out = model.evaluate(atoms.copy())
+    assert isinstance(out, ModelOutput), f"evaluate must return ModelOutput, got {type(out)}"
+    assert isinstance(out.energy, float) and np.isfinite(out.energy), (
+        f"energy must be a finite float (eV), got {out.energy!r}")
+    f = np.asarray(out.forces)
+    assert f.shape == (n, 3) and np.isfinite(f).all(), (
+        f"forces must be finite with shape ({n}, 3), got {f.shape}")
+    x = out.features
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32, (
+        f"features must be a float32 numpy array, got {type(x).__name__} "
+        f"{getattr(x, 'dtype', None)}")
+    assert x.ndim == 2 and x.shape[0] == n and x.shape[1] > 0 and np.isfinite(x).all(), (
+        f"features must be finite with shape ({n}, D), got {x.shape}")
+    assert out.stress is None, "stress must be None unless evaluate(stress=True) asks for it"
+    if atoms.pbc.all():
+        st = model.evaluate(atoms.copy(), stress=True).stress
+        assert st is not None and np.shape(st) == (6,) and np.isfinite(st).all(), (
+            f"evaluate(stress=True) must give a finite (6,) Voigt stress, got {np.shape(st)}")
+
+    again = model.evaluate(atoms.copy())
+    assert again.energy == out.energy and np.array_equal(again.forces, out.forces) and (
+        np.array_equal(again.features, out.features)), "two calls differ: not deterministic"
+
+    perm = np.random.default_rng(0).permutation(n)
+    p = model.evaluate(atoms[perm])
+    np.testing.assert_allclose(p.energy, out.energy, rtol=rtol, atol=atol,
+                               err_msg="energy changes when the atoms are permuted")
+    np.testing.assert_allclose(p.forces, f[perm], rtol=rtol, atol=atol,
+                               err_msg="forces are not permuted with the atoms")
+    np.testing.assert_allclose(p.features, x[perm], rtol=rtol, atol=atol,
+                               err_msg="features are not permuted with the atoms")
+
+    shifted = atoms.copy()
+    shifted.translate([0.37, -0.21, 0.13])
+    s = model.evaluate(shifted)
+    np.testing.assert_allclose(s.energy, out.energy, rtol=rtol, atol=atol,
+                               err_msg="energy changes under a rigid translation")
+    np.testing.assert_allclose(s.features, x, rtol=rtol, atol=atol,
+                               err_msg="features change under a rigid translation")
+
+    other = next((z for z in range(1, len(chemical_symbols)) if z not in set(zs)), None)
+    if other is not None:
+        bad = atoms.copy()
+        bad.numbers[0] = other
+        try:
+            model.evaluate(bad)
+        except SpeciesError:
+            pass
+        else:
+            raise AssertionError(
+                f"an atom of unknown element {chemical_symbols[other]} must raise SpeciesError")
+
+
+def check_estimator_api(estimator: Any, descriptors: np.ndarray, errors: Any,
+                        species: np.ndarray, tmp_dir: str | Any) -> None:
+    """Check an unfitted LTAU-style estimator against the fitted-state contract.
+
+    Parameters stay exactly as given through ``fit`` (``get_params`` equal, deep, before and
+    after); ``type(est)(**est.get_params())`` rebuilds an equal estimator; before ``fit``
+    every public fitted method raises :class:`~ltau_md.core.exceptions.NotFittedError`; no
+    attribute ending in ``_`` exists before ``fit``; after ``fit`` + ``save`` + ``load`` the
+    predictions are identical.
+
+    Parameters
+    ----------
+    estimator
+        An unfitted estimator (e.g. ``LTAUEstimator(k=3)``); it is fitted here.
+    descriptors
+        (N, D) float32 training descriptors.
+    errors
+        What ``fit`` takes besides the descriptors (error logs or an ErrorSummary).
+    species
+        (N,) atomic numbers of the training atoms; the query uses these atoms.
+    tmp_dir
+        An empty or missing directory for the save/load round trip.
+
+    Raises
+    ------
+    AssertionError
+        Naming the first property that does not hold.
+    """
+    import copy
+    import json
+    from pathlib import Path
+
+    from ltau_md.core.exceptions import NotFittedError
+
+    before = copy.deepcopy(estimator.get_params())
+    rebuilt = type(estimator)(**estimator.get_params())
+    assert _params_equal(rebuilt.get_params(), before), "get_params round trip changes values"
+    fitted_attrs = sorted(a for a in vars(estimator) if a.endswith("_") and not a.startswith("_"))
+    assert not fitted_attrs, f"fitted-looking attributes set in __init__: {fitted_attrs}"
+    query = np.asarray(descriptors[: min(len(descriptors), 7)])
+    for name, call in (("predict", lambda e: e.predict(query, species=species[: len(query)])),
+                       ("kneighbors", lambda e: e.kneighbors(query)),
+                       ("save", lambda e: e.save(Path(tmp_dir) / "never"))):
+        try:
+            call(estimator)
+        except NotFittedError:
+            pass
+        else:
+            raise AssertionError(f"{name} before fit must raise NotFittedError")
+    fitted = estimator.fit(descriptors, errors)
+    assert fitted is estimator, "fit must return the estimator itself"
+    after = estimator.get_params()
+    assert _params_equal(after, before), (
+        f"fit changed parameters: before {before}, after {after}")
+    pred = estimator.predict(query, species=species[: len(query)])
+    path = estimator.save(Path(tmp_dir) / "estimator")
+    loaded = type(estimator).load(path)
+    as_json = lambda params: json.dumps(params, sort_keys=True, default=str)  # noqa: E731
+    assert as_json(loaded.get_params()) == as_json(before), (
+        "load does not restore the parameters (as saved in JSON)")
+    pred2 = loaded.predict(query, species=species[: len(query)])
+    for field_name in ("confidence", "uncertainty", "predicted_error", "novelty"):
+        a, b = getattr(pred, field_name, None), getattr(pred2, field_name, None)
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b)), (
+            f"prediction field {field_name} differs after save/load")
+
+
+def _params_equal(a: Any, b: Any) -> bool:
+    """Deep equality of parameter values, types included (so {1: 0.5} != {'1': 0.5})."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        keys = {(type(k), k) for k in a}
+        return keys == {(type(k), k) for k in b} and all(_params_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_params_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, float) and np.isnan(a):
+        return np.isnan(b)
+    return a == b

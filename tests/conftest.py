@@ -71,7 +71,7 @@ class TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    from ltau_md.nequip import fit_from_runs, toy
+    from ltau_md.integrations.nequip import fit_from_runs, toy
 
     root = tmp_path_factory.mktemp("tiny_run")
     train, val = toy.write_emt_dataset(root / "data", n_train=32, n_val=8, seed=0)

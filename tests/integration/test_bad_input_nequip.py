@@ -12,7 +12,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from ltau_md.cli import main
-from ltau_md.nequip import toy
+from ltau_md.integrations.nequip import toy
 
 
 def _err_line(capsys) -> str:
@@ -44,7 +44,7 @@ def test_energies_only_frames_in_nequip_train_raise_data_error(tiny_run, tmp_pat
     proc = toy.nequip_train(cfg, tmp_path / "run", threads=1, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "ltau_md.exceptions.DataError: a frame of the data (" in out
+    assert "ltau_md.core.exceptions.DataError: a frame of the data (" in out
     assert "has no reference 'forces' field" in out
     assert "KeyError" not in out
     assert not (tmp_path / "run" / "ltau_log").exists()
@@ -65,7 +65,7 @@ def test_callback_setup_refuses_frames_without_forces_before_training(tiny_run, 
                             threads=1, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "ltau_md.exceptions.DataError: training frame 3 has no reference 'forces'" in out
+    assert "ltau_md.core.exceptions.DataError: training frame 3 has no reference 'forces'" in out
     assert "KeyError" not in out
     assert not list((tmp_path / "run").glob("*.ckpt"))
 
@@ -118,8 +118,8 @@ def test_structure_file_as_model_and_cuda_without_cuda(tiny_run, tmp_path, capsy
     cuda on a torch without CUDA is refused with the reason; nothing is written."""
     import torch
 
-    from ltau_md.exceptions import ArtifactError, InvalidParameterError
-    from ltau_md.nequip import NequIPFeatureModel
+    from ltau_md.core.exceptions import ArtifactError, InvalidParameterError
+    from ltau_md.integrations.nequip import NequIPFeatureModel
 
     with pytest.raises(ArtifactError, match=r"cannot load a NequIP model from .*val.*expected a "
                        r"nequip-train checkpoint \.ckpt or a nequip-package"):

@@ -10,9 +10,10 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import read, write
 
-from ltau_md import LTAUEstimator, SpeciesError
 from ltau_md.cli import main
-from ltau_md.nequip import NequIPFeatureModel, load_calculator
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import SpeciesError
+from ltau_md.integrations.nequip import NequIPFeatureModel, load_calculator
 
 
 def test_one_forward_pass_and_uncertainty_equals_estimator(tiny_run):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltau_md import LTAUEstimator
+from ltau_md.core.estimator import LTAUEstimator
 
 
 def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
@@ -13,10 +13,10 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     estimator carries the s that calibrate_structures finds in-process."""
     import json
 
-    from ltau_md._io import read_structures
-    from ltau_md.calibration import calibrate_structures
     from ltau_md.cli import main
-    from ltau_md.nequip import NequIPFeatureModel
+    from ltau_md.core._io import read_structures
+    from ltau_md.core.calibration import calibrate_structures
+    from ltau_md.integrations.nequip import NequIPFeatureModel
 
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
     frames = read_structures(tiny_run.val_xyz)

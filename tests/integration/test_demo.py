@@ -16,9 +16,9 @@ from ase.calculators.emt import EMT
 from ase.io import read
 
 from ltau_md.cli import main
-from ltau_md.demo import run_demo
-from ltau_md.estimator import LTAUEstimator
-from ltau_md.exceptions import OutputExistsError
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import OutputExistsError
+from ltau_md.workflows.demo import run_demo
 
 
 def _finite(x):

@@ -11,13 +11,13 @@ import pytest
 from ase.io import read, write
 from scipy.stats import mannwhitneyu
 
-from ltau_md import LTAUEstimator
-from ltau_md.calibration import split_frames
+from ltau_md.core.calibration import split_frames
+from ltau_md.core.estimator import LTAUEstimator
 
 
 def test_evaluate_cli_with_nequip_ensemble(tiny_run, tmp_path, capsys):
     from ltau_md.cli import main
-    from ltau_md.nequip import NequIPFeatureModel
+    from ltau_md.integrations.nequip import NequIPFeatureModel
 
     in_domain = read(tiny_run.val_xyz, ":")
     hot = []

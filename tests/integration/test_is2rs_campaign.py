@@ -15,23 +15,24 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.io import read
 
-from ltau_md import ErrorLog, LTAUEstimator
-from ltau_md._io import MARKER
-from ltau_md.calculator import LTAUCalculator
-from ltau_md.exceptions import ArtifactError, DataError, OutputExistsError
-from ltau_md.is2rs.analysis import (
+from ltau_md.core._io import MARKER
+from ltau_md.core.calculator import LTAUCalculator
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import ArtifactError, DataError, OutputExistsError
+from ltau_md.integrations.nequip import load_calculator
+from ltau_md.testing import EMTFeatureModel
+from ltau_md.workflows.is2rs.analysis import (
     UQToRMSD,
     analyze,
     failure_labels,
     isotonic_fit,
     plot_uq_vs_rmsd,
 )
-from ltau_md.is2rs.data import load_systems
-from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
-from ltau_md.is2rs.metrics import FREE_TAGS, rmsd
-from ltau_md.is2rs.runner import RelaxSettings, result_path, run_campaign
-from ltau_md.nequip import load_calculator
-from ltau_md.testing import EMTFeatureModel
+from ltau_md.workflows.is2rs.data import load_systems
+from ltau_md.workflows.is2rs.generate import GeneratorConfig, generate_benchmark
+from ltau_md.workflows.is2rs.metrics import FREE_TAGS, rmsd
+from ltau_md.workflows.is2rs.runner import RelaxSettings, result_path, run_campaign
 
 ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 CFG = GeneratorConfig(frames_per_system=8, val_frames_per_system=2)

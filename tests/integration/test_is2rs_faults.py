@@ -20,9 +20,9 @@ import distributed  # noqa: F401  (loads its config defaults before dask.config.
 import pytest
 from ase.calculators.emt import EMT
 
-from ltau_md.is2rs.data import load_systems
-from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
-from ltau_md.is2rs.runner import (
+from ltau_md.workflows.is2rs.data import load_systems
+from ltau_md.workflows.is2rs.generate import GeneratorConfig, generate_benchmark
+from ltau_md.workflows.is2rs.runner import (
     CampaignIncompleteError,
     RelaxSettings,
     result_path,
@@ -152,8 +152,8 @@ def test_script_without_main_guard_gets_a_clear_error(tmp_path):
     script.write_text(textwrap.dedent(f"""
         from ase.build import add_adsorbate, fcc111
         from ase.calculators.emt import EMT
-        from ltau_md.is2rs.data import System, prepare_structure
-        from ltau_md.is2rs.runner import RelaxSettings, run_campaign
+        from ltau_md.workflows.is2rs.data import System, prepare_structure
+        from ltau_md.workflows.is2rs.runner import RelaxSettings, run_campaign
 
         slab = fcc111("Cu", (2, 2, 3), vacuum=6.0)
         layer = slab.get_tags()
@@ -180,7 +180,7 @@ def _busy(seconds: float) -> int:
 def test_localcluster_workers_run_without_the_statistical_profiler():
     """Our LocalCluster workers do not sample task stacks (dask's profiler, every 10 ms by
     default): a 0.5 s task leaves an empty profile, and the worker config says so."""
-    from ltau_md.is2rs._dask import WORKER_CONFIG, dask_client
+    from ltau_md.workflows.is2rs._dask import WORKER_CONFIG, dask_client
 
     with dask_client(1) as client:
         assert client.submit(_busy, 0.5, pure=False).result() > 0

@@ -17,9 +17,9 @@ import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ltau_md.errorlog import ErrorLog
-from ltau_md.exceptions import ArtifactError, DataError, LTAUError
-from ltau_md.nequip import LTAUErrorLogger, toy
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.exceptions import ArtifactError, DataError, LTAUError
+from ltau_md.integrations.nequip import LTAUErrorLogger, toy
 
 TYPE_NAMES = ["H", "O", "Cu"]
 

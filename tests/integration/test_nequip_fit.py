@@ -8,11 +8,11 @@ import ase.io
 import numpy as np
 import pytest
 
-from ltau_md.errorlog import ErrorLog
-from ltau_md.estimator import LTAUEstimator
-from ltau_md.exceptions import ArtifactError
-from ltau_md.nequip import NequIPFeatureModel, descriptors_for_dataset, find_error_log
-from ltau_md.nequip.fit import fit_from_runs
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import ArtifactError
+from ltau_md.integrations.nequip import NequIPFeatureModel, descriptors_for_dataset, find_error_log
+from ltau_md.integrations.nequip.fit import fit_from_runs
 
 
 def _brute_force_prediction(train_desc, query_desc, logs, atol, k):

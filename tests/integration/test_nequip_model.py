@@ -8,9 +8,9 @@ import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ltau_md.exceptions import ArtifactError, DataError, SpeciesError
-from ltau_md.model import FeatureModel
-from ltau_md.nequip import NequIPFeatureModel, descriptors_for_dataset
+from ltau_md.core.exceptions import ArtifactError, DataError, SpeciesError
+from ltau_md.core.model import FeatureModel
+from ltau_md.integrations.nequip import NequIPFeatureModel, descriptors_for_dataset
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_unknown_element_and_bad_inputs(model, tiny_run):
     for a, src in zip(bad, frames, strict=True):
         a.calc = SinglePointCalculator(a, forces=src.get_forces())
     bad[3].positions[0, 0] += 0.01
-    from ltau_md.errorlog import ErrorLog
+    from ltau_md.core.errorlog import ErrorLog
 
     fp = ErrorLog.open(tiny_run.log_dir).fingerprint
     assert descriptors_for_dataset(model, frames, fingerprint=fp, progress=False).shape[0] > 0
@@ -116,3 +116,11 @@ def test_descriptors_from_nequip_dataset_match_file(model, tiny_run):
     b = descriptors_for_dataset(model, tiny_run.log_dir / "frames.traj", batch_size=8,
                                 progress=False)
     np.testing.assert_array_equal(a, b)
+
+
+def test_api_check_battery(model):
+    """ltau_md.testing.check_feature_model: the battery any FeatureModel must pass (float32
+    model: tolerances for summation order)."""
+    from ltau_md.testing import check_feature_model
+
+    check_feature_model(model, rtol=1e-4, atol=1e-4)

@@ -21,7 +21,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from ltau_md.demo import _html, run_demo
+from ltau_md.workflows.demo import _html, run_demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: a number as written in the report's tables: 1,234 / 0.51 / -0.2 / 1.2e-05
@@ -198,7 +198,7 @@ def test_auroc_below_chance_is_flagged(demo):
 
 
 def _hms_of(r):
-    from ltau_md.demo import _hms
+    from ltau_md.workflows.demo import _hms
 
     return _hms(r["timings"]["total_s"])
 

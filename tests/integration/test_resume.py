@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ltau_md.errorlog import ErrorLog
-from ltau_md.nequip import toy
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.integrations.nequip import toy
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_EPOCHS = 6
@@ -35,7 +35,8 @@ def test_example_configs_checkpoint_every_epoch_and_show_progress():
             == toy.CHECKPOINT_EVERY_EPOCH, name
         assert not ckpt[0].get("save_last"), name  # not needed: the file is named last
         assert cfg["trainer"]["enable_progress_bar"] is True, name
-        assert cfg["data"]["transforms"][0]["_target_"] == "ltau_md.nequip.callback.RequireForces"
+        assert (cfg["data"]["transforms"][0]["_target_"]
+                == "ltau_md.integrations.nequip.callback.RequireForces")
 
 
 def test_sigkill_then_resume_leaves_no_gap_or_duplicate(tmp_path):

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from ltau_md.cli import build_parser
-from ltau_md.commands._common import policy_factory
-from ltau_md.estimator import Calibration
-from ltau_md.exceptions import LTAUError
+from ltau_md.cli._common import policy_factory
+from ltau_md.core.estimator import Calibration
+from ltau_md.core.exceptions import LTAUError
 
 VALUES = {"values": [float(v) for v in range(1, 200)], "n_frames": 199, "source": "held-out"}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltau_md.exceptions import DataError, InvalidParameterError
-from ltau_md.metrics import (
+from ltau_md.core.exceptions import DataError, InvalidParameterError
+from ltau_md.core.metrics import (
     alarm_threshold,
     frame_statistic,
     frame_statistics,

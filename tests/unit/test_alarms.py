@@ -18,17 +18,17 @@ from ase.constraints import FixAtoms
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-from ltau_md import ErrorLog, LTAUEstimator
-from ltau_md.calculator import PER_ATOM_KEYS, LTAUCalculator
-from ltau_md.calibration import (
+from ltau_md.core.calculator import PER_ATOM_KEYS, LTAUCalculator
+from ltau_md.core.calibration import (
     alarm_statistics_from_structures,
     alarm_statistics_from_training,
     fit_alarm_thresholds,
     fit_scale,
 )
-from ltau_md.estimator import Calibration
-from ltau_md.exceptions import InvalidParameterError, LTAUError
-from ltau_md.observers import Threshold, UQMonitor
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import Calibration, LTAUEstimator
+from ltau_md.core.exceptions import InvalidParameterError, LTAUError
+from ltau_md.core.observers import Threshold, UQMonitor
 from ltau_md.testing import EMTFeatureModel
 
 
@@ -159,7 +159,7 @@ def test_planted_out_of_domain_structure_fires_at_the_step_numpy_predicts(setup,
 
 
 def test_in_domain_md_raises_no_alarm(setup, fitted, tmp_path):
-    from ltau_md.simulate import run_md
+    from ltau_md.workflows.simulate import run_md
 
     pols = [Threshold("stop", alarm_rate=0.01, signal="novelty", patience=2),
             Threshold("warn", alarm_rate=0.05, signal="novelty", on="max", select="tags=2")]
@@ -294,7 +294,7 @@ def test_calibrate_structures_fits_alarm_statistics_at_the_new_s(setup, tmp_path
     and stores the statistics of the same structures, uncertainty at the fitted s."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from ltau_md.calibration import calibrate_structures
+    from ltau_md.core.calibration import calibrate_structures
 
     class Noisy(EMTFeatureModel):
         def evaluate(self, atoms, stress=False):

@@ -19,10 +19,9 @@ from ase import Atoms
 from ase.build import bulk
 from ase.io import write
 
-from ltau_md import ErrorLog
-from ltau_md.calculator import LTAUCalculator
-from ltau_md.cli import main
-from ltau_md.commands import _common
+from ltau_md.cli import _common, main
+from ltau_md.core.calculator import LTAUCalculator
+from ltau_md.core.errorlog import ErrorLog
 from ltau_md.testing import rattled_cu_estimator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -343,7 +342,7 @@ def test_overlap_reached_during_a_run_names_the_cause(emt_estimator, tmp_path):
     monitor stops with a reason naming it (status non_finite), not just 'non-finite'."""
     from ase.optimize import BFGS
 
-    from ltau_md.observers import UQMonitor
+    from ltau_md.core.observers import UQMonitor
 
     model, est = emt_estimator
 

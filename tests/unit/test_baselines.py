@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from ltau_md import ErrorLog, LTAUEstimator
-from ltau_md.baselines import EnsembleCalculator, element_error, force_std, latent_distance
-from ltau_md.exceptions import InvalidParameterError, SpeciesError
-from ltau_md.model import ModelOutput
+from ltau_md.core.baselines import EnsembleCalculator, element_error, force_std, latent_distance
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import InvalidParameterError, SpeciesError
+from ltau_md.core.model import ModelOutput
 from ltau_md.testing import EMTFeatureModel
 
 
@@ -128,7 +129,7 @@ def test_monitor_watches_the_ensemble_force_std(tmp_path):
     """UQMonitor + Threshold(signal="force_std") on an EnsembleCalculator, as with LTAU."""
     from ase.optimize import BFGS
 
-    from ltau_md.observers import Threshold, UQMonitor
+    from ltau_md.core.observers import Threshold, UQMonitor
 
     members = [EMTFeatureModel(elements=("Cu",)), PerturbedEMT(1.2, 0.1, elements=("Cu",))]
     atoms = _atoms(3)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from ltau_md import ErrorLog, LTAUEstimator
-from ltau_md.calculator import LTAUCalculator
-from ltau_md.estimator import Calibration
+from ltau_md.core.calculator import LTAUCalculator
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import Calibration, LTAUEstimator
 from ltau_md.testing import EMTFeatureModel
 
 

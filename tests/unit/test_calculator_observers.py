@@ -17,10 +17,11 @@ from ase.io import read
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
-from ltau_md import ErrorLog, LTAUEstimator, SpeciesError
-from ltau_md.calculator import LTAUCalculator
-from ltau_md.exceptions import OutputExistsError
-from ltau_md.observers import Threshold, UQMonitor
+from ltau_md.core.calculator import LTAUCalculator
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import OutputExistsError, SpeciesError
+from ltau_md.core.observers import Threshold, UQMonitor
 from ltau_md.testing import EMTFeatureModel
 
 

@@ -18,15 +18,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltau_md import DataError, ErrorLog, LTAUEstimator
-from ltau_md.calibration import (
+from ltau_md.core.calibration import (
     Calibration,
     evaluate_calibration,
     fit_scale,
     split_frames,
     target_tolerance,
 )
-from ltau_md.exceptions import InvalidParameterError
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import DataError, InvalidParameterError
 
 
 # ---------------------------------------------------------------------------- numpy references
@@ -253,7 +254,7 @@ def test_calibrate_structures_against_numpy_bruteforce(tmp_path):
     from ase.build import bulk
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from ltau_md.calibration import calibrate_structures, reference_forces
+    from ltau_md.core.calibration import calibrate_structures, reference_forces
     from ltau_md.testing import EMTFeatureModel
 
     model = EMTFeatureModel(elements=("Cu",))

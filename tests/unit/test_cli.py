@@ -64,18 +64,18 @@ def _err_line_safe(capsys, tmp_path) -> str:
 def test_every_ltau_error_becomes_exit_2(monkeypatch, capsys):
     """Parameter errors (InvalidParameterError is a ValueError), species and artifact errors
     from a command all end as one line and status 2; other exceptions are not swallowed."""
-    import ltau_md.demo
-    from ltau_md.exceptions import ArtifactError, InvalidParameterError, SpeciesError
+    import ltau_md.workflows.demo
+    from ltau_md.core.exceptions import ArtifactError, InvalidParameterError, SpeciesError
 
     for exc in (InvalidParameterError("k must be >= 1, got 0"),
                 SpeciesError("element(s) Xe not known to the model (H, O)"),
                 ArtifactError("estimator file x is corrupt (checksum mismatch)")):
         def boom(*a, _exc=exc, **k):
             raise _exc
-        monkeypatch.setattr(ltau_md.demo, "run_demo", boom)
+        monkeypatch.setattr(ltau_md.workflows.demo, "run_demo", boom)
         assert main(["demo", "--out", "x"]) == 2
         assert _err_line(capsys) == f"ltau-md demo: error: {exc}"
-    monkeypatch.setattr(ltau_md.demo, "run_demo",
+    monkeypatch.setattr(ltau_md.workflows.demo, "run_demo",
                         lambda *a, **k: (_ for _ in ()).throw(ZeroDivisionError("bug")))
     with pytest.raises(ZeroDivisionError):
         main(["demo", "--out", "x"])
@@ -135,7 +135,7 @@ def test_type_map_option_reaches_the_model_loader():
     import argparse
 
     from ltau_md.cli import build_parser
-    from ltau_md.commands._common import calculator_factory, type_map
+    from ltau_md.cli._common import calculator_factory, type_map
 
     assert type_map("H=Hx, C=C_sp2") == {"H": "Hx", "C": "C_sp2"}
     for bad in ("H", "Xx=H", "H=", ""):
@@ -158,8 +158,8 @@ def test_is2rs_incomplete_campaign_exits_3_with_the_rerun_message(tmp_path, monk
     many are not done, and the exit status is 3 (not 0, not the bad-input 2)."""
     import json
 
-    import ltau_md.is2rs.runner as runner
-    from ltau_md.commands.is2rs import EXIT_INCOMPLETE
+    import ltau_md.workflows.is2rs.runner as runner
+    from ltau_md.cli.is2rs import EXIT_INCOMPLETE
 
     for f in ("m.ckpt", "est"):
         (tmp_path / f).mkdir()

@@ -8,18 +8,19 @@ import os
 import numpy as np
 import pytest
 
-from ltau_md import (
+from ltau_md.core import estimator as estimator_module
+from ltau_md.core.confidence import ErrorSummary, cartography, cartography_from
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import (
     ArtifactError,
     DataError,
     DescriptorError,
-    ErrorLog,
-    ErrorSummary,
-    LTAUEstimator,
+    InvalidParameterError,
+    LTAUError,
+    NotFittedError,
     SpeciesError,
 )
-from ltau_md import estimator as estimator_module
-from ltau_md.confidence import cartography, cartography_from
-from ltau_md.exceptions import InvalidParameterError, LTAUError, NotFittedError
 
 
 def make_log(path, errors, species=None, ref=None, member=0, log=None):
@@ -294,7 +295,7 @@ def test_index_auto_flat_below_threshold_hnsw_above(fitted, monkeypatch):
 
 def test_scale_resolution_order(fitted):
     """call s > the s parameter > the calibration's group s > its global s > 1."""
-    from ltau_md.estimator import Calibration
+    from ltau_md.core.estimator import Calibration
 
     x, log, _ = fitted
     est = LTAUEstimator(k=5).fit(x, log)
@@ -313,7 +314,7 @@ def test_scale_resolution_order(fitted):
 
 
 def test_trajectory_warm_start_matches_exact(rng):
-    from ltau_md.estimator import TrajectoryNeighbors
+    from ltau_md.core.estimator import TrajectoryNeighbors
 
     n = 20000
     x = clustered(rng, n, d=16, centers=50)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltau_md import ArtifactError, ErrorLog, ErrorSummary
+from ltau_md.core.confidence import ErrorSummary
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.exceptions import ArtifactError
 
 
 def _log(tmp_path, n_epochs=6, n=5):

@@ -10,8 +10,15 @@ import faiss
 import numpy as np
 import pytest
 
-from ltau_md import ArtifactError, ErrorLog, LTAUEstimator
-from ltau_md.estimator import MANIFEST_DIGEST_KEY, VERSION, Calibration, manifest_digest
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import (
+    MANIFEST_DIGEST_KEY,
+    VERSION,
+    Calibration,
+    LTAUEstimator,
+    manifest_digest,
+)
+from ltau_md.core.exceptions import ArtifactError
 
 PRED_FIELDS = ("confidence", "confidence_std", "uncertainty", "predicted_error", "distances",
                "indices")

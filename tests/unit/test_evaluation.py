@@ -12,10 +12,11 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from scipy.stats import mannwhitneyu, spearmanr
 
-from ltau_md import ErrorLog, LTAUEstimator
-from ltau_md.calibration import split_frames
-from ltau_md.evaluation import evaluate
+from ltau_md.core.calibration import split_frames
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.testing import EMTFeatureModel
+from ltau_md.workflows.evaluation import evaluate
 
 CU = ("Cu",)
 
@@ -138,8 +139,8 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
 def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     from ase.io import write
 
+    from ltau_md.cli import evaluate as cmd
     from ltau_md.cli import main
-    from ltau_md.commands import evaluate as cmd
 
     _, model, est, in_domain, ood, members = case
     est_dir = est.save(tmp_path / "est")

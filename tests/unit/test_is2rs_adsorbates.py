@@ -13,9 +13,9 @@ from ase import Atoms
 from scipy.spatial.distance import pdist
 
 from ltau_md.cli import main
-from ltau_md.exceptions import DataError
-from ltau_md.is2rs.adsorbates import PKL_IN_WHEEL, oc20_adsorbates, oc20_split, orient
-from ltau_md.is2rs.generate import GeneratorConfig, generate_system
+from ltau_md.core.exceptions import DataError
+from ltau_md.workflows.is2rs.adsorbates import PKL_IN_WHEEL, oc20_adsorbates, oc20_split, orient
+from ltau_md.workflows.is2rs.generate import GeneratorConfig, generate_system
 
 CH2OH = Atoms("CHHOH", positions=[[0.1, 0.2, 0.3], [1.1, 0.2, 0.3], [-0.3, 1.1, 0.3],
                                    [-0.2, -0.5, 1.5], [0.4, -0.6, 2.3]])

@@ -11,9 +11,9 @@ from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 from ase.io import write
 
-from ltau_md.exceptions import DataError
-from ltau_md.is2rs.data import fixed_mask, load_systems
-from ltau_md.is2rs.generate import (
+from ltau_md.core.exceptions import DataError
+from ltau_md.workflows.is2rs.data import fixed_mask, load_systems
+from ltau_md.workflows.is2rs.generate import (
     ID_ADSORBATES,
     OOD_ADSORBATES,
     OOD_PAIRS,

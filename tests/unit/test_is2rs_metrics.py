@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from ltau_md.exceptions import DataError
-from ltau_md.is2rs.metrics import (
+from ltau_md.core.exceptions import DataError
+from ltau_md.workflows.is2rs.metrics import (
     OC20_ADWT_THRESHOLDS,
     adwt,
     free_atom_distances,

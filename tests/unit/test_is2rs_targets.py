@@ -14,17 +14,17 @@ from ase.calculators.emt import EMT
 from ase.optimize import BFGS
 from scipy.stats import norm
 
-from ltau_md.exceptions import DataError, LTAUError
-from ltau_md.is2rs.data import System, prepare_structure
-from ltau_md.is2rs.metrics import (
+from ltau_md.core.exceptions import DataError, LTAUError
+from ltau_md.core.metrics import bootstrap_ci
+from ltau_md.workflows.is2rs.data import System, prepare_structure
+from ltau_md.workflows.is2rs.metrics import (
     classify_basin,
     free_atom_distances,
     substrate_translations,
     symmetric_free_atom_distances,
 )
-from ltau_md.is2rs.reference import DEFAULT_REFERENCE, check_reference, load_reference
-from ltau_md.is2rs.runner import RelaxSettings, relax_system
-from ltau_md.metrics import bootstrap_ci
+from ltau_md.workflows.is2rs.reference import DEFAULT_REFERENCE, check_reference, load_reference
+from ltau_md.workflows.is2rs.runner import RelaxSettings, relax_system
 
 
 def _o_on_cu111(site: str, relax: bool = True, offset=(0.0, 0.0)):

@@ -1,5 +1,6 @@
-"""The layer picture of the README holds: the core never imports nequip (or torch), the core
-and the adapters never import the commands, and no module imports one that imports it back."""
+"""The layer picture holds (read from :mod:`ltau_md._layers`, as the docs do): no module
+imports one of a higher layer, the core never imports nequip (or torch), only the CLI imports
+the CLI, and no module imports one that imports it back."""
 
 from __future__ import annotations
 
@@ -10,24 +11,22 @@ from pathlib import Path
 
 import pytest
 
+from ltau_md._layers import layer_of
+
 PKG = Path(__file__).resolve().parents[2] / "ltau_md"
-CORE = ("_io", "_version", "exceptions", "errorlog", "confidence", "estimator", "model",
-        "calculator", "observers", "metrics", "calibration", "plots", "simulate", "testing",
-        "baselines", "evaluation")
-ADAPTERS = ("nequip", "is2rs", "demo")
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PKG.parent).with_suffix("")
+def _module_name(path: Path, root: Path = PKG) -> str:
+    rel = path.relative_to(root.parent).with_suffix("")
     parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
     return ".".join(parts)
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
+def _imports(path: Path, modules: set[str], root: Path = PKG) -> set[str]:
     """ltau_md modules imported by ``path`` anywhere (also lazily inside functions), except
     under ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text())
-    mod = _module_name(path)
+    mod = _module_name(path, root)
     pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
     out: set[str] = set()
 
@@ -60,24 +59,49 @@ def _graph() -> dict[str, set[str]]:
             for m, p in mods.items()}
 
 
-def test_core_never_imports_adapters_or_commands():
+def test_every_module_has_a_layer():
+    missing = sorted(m for m in _graph() if m != "ltau_md" and layer_of(m) is None)
+    assert not missing, f"modules outside every layer of ltau_md._layers: {missing}"
+
+
+def test_no_module_imports_a_higher_layer():
     g = _graph()
     bad = {}
-    for name in CORE:
-        mod = f"ltau_md.{name}"
-        # the package itself counts: its __init__ re-exports the core (a cycle)
-        forbidden = {t for t in g[mod]
-                     if t == "ltau_md" or t.split(".")[1] in (*ADAPTERS, "commands", "cli")}
-        if forbidden:
-            bad[mod] = sorted(forbidden)
-    assert not bad, f"core modules import adapters/commands: {bad}"
+    for mod, targets in g.items():
+        lm = layer_of(mod)
+        if lm is None:
+            continue
+        # the package root counts as above everything: importing it from a layer is an edge up
+        up = {t for t in targets if t == "ltau_md" or (layer_of(t) or 0) > lm}
+        if up:
+            bad[mod] = sorted(up)
+    assert not bad, f"modules importing a higher layer: {bad}"
+
+
+def test_core_never_imports_adapters_or_commands():
+    g = _graph()
+    core = [m for m in g if layer_of(m) == 0]
+    bad = {m: sorted(t for t in g[m] if t == "ltau_md" or (layer_of(t) or 0) > 0)
+           for m in core}
+    bad = {m: ts for m, ts in bad.items() if ts}
+    assert len(core) > 10 and not bad, f"core modules import adapters/commands: {bad}"
+
+
+def test_layer_checker_catches_an_upward_import(tmp_path):
+    """The checker above could fail: a core module importing the CLI is reported."""
+    fake = tmp_path / "ltau_md" / "core" / "bad.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from ltau_md.cli import main\n")
+    edges = _imports(fake, {"ltau_md.cli", "ltau_md.core.bad"}, root=tmp_path / "ltau_md")
+    assert edges == {"ltau_md.cli"}
+    assert layer_of("ltau_md.cli") > layer_of("ltau_md.core.bad")
 
 
 def test_only_cli_imports_commands():
     g = _graph()
-    users = sorted(m for m, ts in g.items() if any(t.startswith("ltau_md.commands") for t in ts)
-                   and not m.startswith(("ltau_md.commands", "ltau_md.cli")))
-    assert not users, f"modules outside cli/commands import ltau_md.commands: {users}"
+    users = sorted(m for m, ts in g.items() if any(t.startswith("ltau_md.cli") for t in ts)
+                   and not m.startswith(("ltau_md.cli", "ltau_md.cli")))
+    assert not users, f"modules outside cli/commands import ltau_md.cli: {users}"
 
 
 def test_no_import_cycles():
@@ -109,6 +133,7 @@ def test_no_import_cycles():
 def test_core_imports_with_nequip_unimportable():
     """Every core module imports, and the package's public names resolve, in a process where
     ``import nequip`` (and torch) raise ImportError."""
+    core = sorted(m for m in _graph() if layer_of(m) == 0)
     code = f"""
 import importlib, sys
 class Block:
@@ -117,8 +142,8 @@ class Block:
             raise ImportError(f"blocked: {{name}}")
         return None
 sys.meta_path.insert(0, Block())
-for name in {CORE!r}:
-    importlib.import_module("ltau_md." + name)
+for name in {core!r}:
+    importlib.import_module(name)
 import ltau_md
 for name in ltau_md.__all__:
     getattr(ltau_md, name)
@@ -143,7 +168,7 @@ class Block:
         if name.split(".")[0] == "nequip":
             raise ImportError("blocked")
 sys.meta_path.insert(0, Block())
-import ltau_md.nequip.model
+import ltau_md.integrations.nequip.model
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu, spearmanr
 
-from ltau_md import DataError
-from ltau_md.exceptions import InvalidParameterError
-from ltau_md.metrics import (
+from ltau_md.core.exceptions import DataError, InvalidParameterError
+from ltau_md.core.metrics import (
     CalibrationCurve,
     aggregate_by_frame,
     auroc,

@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltau_md import ArtifactError, ErrorLog, LTAUEstimator
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import ArtifactError
 
 
 def _data(rng, n_per=120, dim=6):
@@ -138,7 +140,7 @@ def test_novelty_survives_save_load_and_damage_is_caught(tmp_path):
 def test_calculator_reports_novelty_of_its_atoms(tmp_path):
     from ase.build import bulk
 
-    from ltau_md.calculator import LTAUCalculator
+    from ltau_md.core.calculator import LTAUCalculator
     from ltau_md.testing import EMTFeatureModel
 
     model = EMTFeatureModel(elements=("Cu",))
@@ -167,7 +169,7 @@ def test_calculator_reports_novelty_of_its_atoms(tmp_path):
 def test_hnsw_and_large_flat_leave_one_out_match_exact(tmp_path, monkeypatch):
     """k above the default efSearch (HNSW must still return k+1 neighbours), and a flat index
     above the auto threshold (a temporary HNSW graph) give the exact LOO distances here."""
-    from ltau_md import estimator as estimator_module
+    from ltau_md.core import estimator as estimator_module
 
     rng = np.random.default_rng(6)
     x, z = _data(rng, n_per=150)
@@ -181,7 +183,7 @@ def test_hnsw_and_large_flat_leave_one_out_match_exact(tmp_path, monkeypatch):
 
 
 def test_confirm_is_capped_to_the_most_novel_atoms(tmp_path, monkeypatch):
-    from ltau_md import estimator as estimator_module
+    from ltau_md.core import estimator as estimator_module
 
     rng = np.random.default_rng(7)
     x, z = _data(rng, n_per=200)

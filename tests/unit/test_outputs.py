@@ -10,8 +10,7 @@ import stat
 import numpy as np
 import pytest
 
-from ltau_md import ErrorLog, LTAUEstimator
-from ltau_md._io import (
+from ltau_md.core._io import (
     MARKER,
     atomic_dir,
     current_umask,
@@ -22,7 +21,9 @@ from ltau_md._io import (
     write_json_atomic,
     write_text_atomic,
 )
-from ltau_md.exceptions import LTAUError, OutputExistsError
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import LTAUError, OutputExistsError
 
 
 def _plant(d, name="notes.txt", text="my notes, keep me"):
@@ -203,7 +204,7 @@ def test_atomic_dir_all_or_nothing(tmp_path):
 
 
 def test_generate_benchmark_refuses_foreign_dir_even_with_overwrite(tmp_path):
-    from ltau_md.is2rs.generate import GeneratorConfig, generate_benchmark
+    from ltau_md.workflows.is2rs.generate import GeneratorConfig, generate_benchmark
 
     cfg = GeneratorConfig(metals=("Cu",), facets=("fcc100",), ood_facets=(),
                           id_adsorbates=("H",), ood_pairs=(), frames_per_system=2)
@@ -227,7 +228,7 @@ def test_generate_benchmark_refuses_foreign_dir_even_with_overwrite(tmp_path):
 
 
 def test_run_demo_refuses_foreign_and_other_kind_before_any_work(tmp_path):
-    from ltau_md.demo import run_demo
+    from ltau_md.workflows.demo import run_demo
 
     d = tmp_path / "demo"
     note = _plant(d)

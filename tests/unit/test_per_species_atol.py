@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from ltau_md import ErrorLog, ErrorSummary, LTAUEstimator
-from ltau_md.confidence import PER_SPECIES, bin_index, check_atol, make_edges
-from ltau_md.exceptions import ArtifactError, DataError, InvalidParameterError
+from ltau_md.core.confidence import PER_SPECIES, ErrorSummary, bin_index, check_atol, make_edges
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import ArtifactError, DataError, InvalidParameterError
 
 # 3 atoms (H, O, H), 4 epochs, errors in eV/A
 TINY_Z = np.array([1, 8, 1])

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from ltau_md import DataError
-from ltau_md import plots as P
-from ltau_md.calibration import ScaleFit
-from ltau_md.confidence import cartography
-from ltau_md.metrics import auroc, calibration_curve, spearman
+from ltau_md.core import plots as P
+from ltau_md.core.calibration import ScaleFit
+from ltau_md.core.confidence import cartography
+from ltau_md.core.exceptions import DataError
+from ltau_md.core.metrics import auroc, calibration_curve, spearman
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,10 +12,10 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import read
 
-from ltau_md.calculator import LTAUCalculator
-from ltau_md.exceptions import OutputExistsError
-from ltau_md.simulate import policies_from_args, relax_many, run_md
+from ltau_md.core.calculator import LTAUCalculator
+from ltau_md.core.exceptions import OutputExistsError
 from ltau_md.testing import rattled_cu_estimator
+from ltau_md.workflows.simulate import policies_from_args, relax_many, run_md
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,100 @@
+"""``ltau-md evaluate``: score LTAU and its baselines on in-domain and out-of-domain sets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ltau_md.cli._common import add_out_args, add_type_map_arg, positive_int, unit_float
+
+NAME = "evaluate"
+
+
+def named_path(text: str) -> tuple[str, str]:
+    """Parse NAME=PATH (an out-of-domain set)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip() or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (NAME without '/'), got {text!r}")
+    return name.strip(), path.strip()
+
+
+def _fraction(text: str) -> float:
+    value = unit_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        NAME, help="score the uncertainty (LTAU and baselines) on held-out and OOD sets",
+        description="Split the labelled in-domain set by frame into calibration and "
+        "evaluation halves, fit s and the alarm thresholds on the first, and report on the "
+        "second and on each out-of-domain set: miscalibration area, Spearman(signal, |dF|), "
+        "high-error AUROC, frame OOD AUROC, alarm rates and cost per step, with 95%% "
+        "bootstrap intervals, for LTAU uncertainty, predicted error, novelty, latent "
+        "distance, the element baseline and (with --members) the ensemble force std. "
+        "Writes OUT/evaluation.json (strict JSON) and figures; prints the summary as one "
+        "JSON line.")
+    p.add_argument("--model", required=True,
+                   help="deployed NequIP model: checkpoint (.ckpt) or package (required)")
+    p.add_argument("--estimator", required=True,
+                   help="estimator directory from `ltau-md fit` for --model (required)")
+    p.add_argument("--members", nargs="+", default=[], metavar="MODEL",
+                   help="further ensemble members (model files); scores the ensemble force "
+                   "std of --model plus these (default: none, no ensemble baseline)")
+    p.add_argument("--in-domain", required=True, metavar="PATH",
+                   help="labelled in-domain structures with reference forces, e.g. extxyz "
+                   "(required)")
+    p.add_argument("--ood", type=named_path, action="append", default=[], metavar="NAME=PATH",
+                   help="an out-of-domain set (energies-only is fine); repeatable "
+                   "(default: none)")
+    add_out_args(p, "report directory (evaluation.json, figures)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the calibration/evaluation split and bootstrap (default 0)")
+    p.add_argument("--fraction", type=_fraction, default=0.5,
+                   help="fraction of in-domain frames used for calibration, in (0, 1) "
+                   "(default 0.5)")
+    p.add_argument("--alarm-rate", type=_fraction, default=0.01,
+                   help="nominal in-domain alarm rate of the thresholds, in (0, 1) "
+                   "(default 0.01)")
+    p.add_argument("--n-boot", type=positive_int, default=1000,
+                   help="bootstrap resamples for the 95%% intervals (default 1000)")
+    p.add_argument("--timing-rounds", type=int, default=5, metavar="N",
+                   help="interleaved timing rounds of 10 steps each for the cost per step; "
+                   "0 skips the timing (default 5)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
+    add_type_map_arg(p)
+    p.set_defaults(func=run)
+
+
+def load_model(path: str, device: str, type_map: dict[str, str] | None = None):
+    """The FeatureModel of a model file (NequIP checkpoint or package)."""
+    from ltau_md.integrations.nequip import NequIPFeatureModel
+
+    return NequIPFeatureModel.from_file(path, device=device,
+                                        chemical_species_to_atom_type_map=type_map)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, write OUT/evaluation.json and figures, print the summary as a JSON line."""
+    from ltau_md.core._io import check_output_dir, read_structures
+    from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.core.exceptions import DataError
+    from ltau_md.workflows.evaluation import OUTPUT_KIND, evaluate
+
+    check_output_dir(args.out, OUTPUT_KIND, args.overwrite)
+    names = [n for n, _ in args.ood]
+    if len(set(names)) != len(names):
+        raise DataError(f"--ood names must be unique, got {names}")
+    est = LTAUEstimator.load(args.estimator)
+    in_domain = read_structures(args.in_domain)
+    ood = {n: read_structures(p) for n, p in args.ood}
+    model = load_model(args.model, args.device, args.type_map)
+    members = [load_model(m, args.device, args.type_map) for m in args.members]
+    report = evaluate(model, est, in_domain, ood, members or None, fraction=args.fraction,
+                      seed=args.seed, alarm_rate=args.alarm_rate, n_boot=args.n_boot,
+                      timing=(args.timing_rounds, 10) if args.timing_rounds > 0 else None,
+                      out=args.out, overwrite=args.overwrite)
+    print(json.dumps({"out": str(args.out), **report["summary"]}, allow_nan=False))
+    return 0

@@ -1,0 +1,93 @@
+"""``ltau-md fit``: an LTAU estimator from the error logs of nequip-train runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ltau_md.cli._common import (
+    add_out_args,
+    add_progress_arg,
+    add_type_map_arg,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    window,
+)
+
+NAME = "fit"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(NAME, help="fit an LTAU estimator from nequip-train runs",
+                       description="Fit an LTAU estimator from the error logs of nequip-train "
+                       "runs (one per ensemble member) and the deployed model's descriptors.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="nequip-train run dirs (or error-log dirs), one per ensemble member")
+    p.add_argument("--model", required=True,
+                   help="deployed model (.ckpt or .nequip.zip) (required)")
+    add_out_args(p, "estimator output directory")
+    p.add_argument("--k", type=positive_int, default=10,
+                   help="neighbours per query atom, >= 1 and at most the number of training "
+                   "atoms (default 10)")
+    p.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto",
+                   help="FAISS index (default auto: exact below a size, HNSW above)")
+    p.add_argument("--atol", type=positive_float, default=None,
+                   help="tolerance in eV/A, > 0 (default: final training force MAE)")
+    p.add_argument("--rtol", type=non_negative_float, default=0.0,
+                   help="relative tolerance, times |F_ref|, >= 0 (default 0)")
+    p.add_argument("--s", type=positive_float, default=None,
+                   help="tolerance scaling factor, > 0 (default: 1 until calibrated)")
+    p.add_argument("--window", type=window, default=(None, None), metavar="START:STOP",
+                   help="slice over logged epochs, e.g. --window=-50: (default: all)")
+    p.add_argument("--data", default=None,
+                   help="training structures in logged order (default: the log's frames.traj)")
+    p.add_argument("--validation", default=None, metavar="XYZ",
+                   help="held-out in-domain structures (no labels needed), e.g. the training "
+                   "run's validation set: the in-domain statistics behind --stop-rate/"
+                   "--warn-rate of md/relax are fitted on them (default: novelty statistics "
+                   "from the training atoms' leave-one-out novelty, approximate)")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="structures per descriptor forward pass, >= 1 (default 16)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_type_map_arg(p)
+    add_progress_arg(p)
+    p.set_defaults(func=run)
+
+
+def check_k(args: argparse.Namespace) -> None:
+    """InvalidParameterError if --k exceeds the logged training atoms (read from the error
+    logs' metadata, before the model is loaded or any descriptor computed)."""
+    from ltau_md.core.errorlog import ErrorLog
+    from ltau_md.core.exceptions import InvalidParameterError
+    from ltau_md.integrations.nequip.fit import find_error_log
+
+    for rd in args.run_dirs:
+        n = ErrorLog.open(find_error_log(rd)).n_atoms
+        if args.k > n:
+            raise InvalidParameterError(
+                f"--k {args.k} exceeds the {n} training atoms logged in {rd}: choose "
+                f"--k <= {n}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ltau_md.integrations.nequip.fit import fit_from_runs
+
+    check_k(args)
+    est = fit_from_runs(
+        args.run_dirs, args.model, args.out, k=args.k, index=args.index, atol=args.atol,
+        rtol=args.rtol, window=args.window, data=args.data, validation=args.validation,
+        batch_size=args.batch_size,
+        device=args.device, progress=not args.no_progress, overwrite=args.overwrite, s=args.s,
+        chemical_species_to_atom_type_map=args.type_map,
+    )
+    print(json.dumps({
+        "estimator": str(Path(args.out).resolve()), "n_train": est.n_train_, "dim": est.dim_,
+        "members": est.summary_.n_members, "atol": est.atol_, "k": est.k,
+        "index": getattr(est, "index_kind_", est.index),
+        "alarm_statistics": {k: {"n_frames": v["n_frames"], "source": v["source"]}
+                             for k, v in est.calibration_.thresholds.items()}
+        if est.calibration_ is not None else {},
+    }))
+    return 0

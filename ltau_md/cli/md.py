@@ -1,0 +1,89 @@
+"""``ltau-md md``: Langevin MD with per-step uncertainty and thresholds."""
+
+from __future__ import annotations
+
+import argparse
+
+from ltau_md.cli._common import (
+    STATUS_EPILOG,
+    add_model_args,
+    add_policy_args,
+    add_progress_arg,
+    check_policy_args,
+    exit_code,
+    load_inputs,
+    non_negative_float,
+    non_negative_int,
+    policy_factory,
+    positive_float,
+    positive_int,
+)
+from ltau_md.core.exceptions import InvalidParameterError
+
+NAME = "md"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(NAME, help="Langevin MD with per-step uncertainty and thresholds",
+                       description="Run NVT Langevin MD from START (first frame) with the "
+                       "LTAU calculator; stop or resample when the max atom uncertainty "
+                       "(0..1) crosses a threshold. The start structure, model, estimator "
+                       "and options are checked before anything is written.",
+                       epilog=STATUS_EPILOG)
+    p.add_argument("start", help="structure file, any ASE-readable format (the first frame "
+                   "is used)")
+    add_model_args(p)
+    p.add_argument("--temperature", type=non_negative_float, default=300.0,
+                   help="K, >= 0 (default 300)")
+    p.add_argument("--timestep", type=positive_float, default=1.0, help="fs, > 0 (default 1)")
+    p.add_argument("--steps", type=positive_int, default=1000,
+                   help="MD steps, >= 1 (default 1000)")
+    p.add_argument("--friction", type=non_negative_float, default=0.01,
+                   help="Langevin friction, 1/fs, >= 0 (default 0.01)")
+    add_policy_args(p, NAME)
+    p.add_argument("--oracle", choices=["emt"],
+                   help="label resampled frames on the spot; needs --resample-above or "
+                   "--resample-rate (default: none)")
+    p.add_argument("--rewind", action="store_true",
+                   help="on resample, go back to the last trusted snapshot with new "
+                   "velocities; needs --resample-above or --resample-rate (default: off)")
+    p.add_argument("--max-retries", type=non_negative_int, default=3,
+                   help="rewinds allowed before the run stops, >= 0 (default 3)")
+    p.add_argument("--max-force", type=positive_float, default=50.0,
+                   help="stop when any |F| exceeds this, eV/A, > 0 (default 50)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="velocity seed, >= 0 (default 0)")
+    add_progress_arg(p)
+    p.set_defaults(func=run)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """InvalidParameterError for options that would silently do nothing."""
+    if args.resample_above is None and args.resample_rate is None:
+        for flag, given in (("--rewind", args.rewind), ("--oracle", args.oracle)):
+            if given:
+                raise InvalidParameterError(
+                    f"{flag} acts on resampled frames but no --resample-above threshold is "
+                    "given, so it would never act: add --resample-above U (or "
+                    "--resample-rate A)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run MD, print one line; exit status from the run status (see STATUS_EPILOG)."""
+    from ltau_md.workflows.simulate import oracle_from_name, run_md
+
+    check_policy_args(args)
+    check_options(args)
+    (atoms,), calc = load_inputs(args, args.start, "md", first_only=True)
+    s = run_md(atoms, calc, args.out, temperature_K=args.temperature,
+               timestep_fs=args.timestep, steps=args.steps, friction=args.friction,
+               policies=policy_factory(args, calc.estimator, NAME)(),
+               oracle=oracle_from_name(args.oracle),
+               rewind=args.rewind, max_retries=args.max_retries, max_force=args.max_force,
+               seed=args.seed, progress=not args.no_progress, overwrite=args.overwrite)
+    stop = s["stopped"]
+    print(f"MD {s['status']}: {s['n_observed']} steps observed; max uncertainty {s.get('max')} "
+          f"at step {s.get('max_step')}; " + (f"stopped at step {stop['step']}: "
+                                              f"{stop['reason']}" if stop else "ran to the end"))
+    print(f"wrote {args.out}/ (steps.jsonl, trajectory.extxyz, events.json, summary.json)")
+    return exit_code([s["status"]])

@@ -1,0 +1,355 @@
+"""Atomic file writing (a temporary file or directory in the same directory, then a rename) and
+the one rule for output directories: ltau-md never deletes or replaces a directory it did not
+write (:func:`prepare_output_dir`, :func:`replace_dir`, :func:`atomic_dir`). Files and
+directories get the usual permissions of the process umask (``0o666``/``0o777`` minus umask).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ltau_md.core.exceptions import ArtifactError, DataError, OutputExistsError
+
+MARKER = ".ltau-md-output.json"
+"""File stamped into every output directory ltau-md creates; holds ``{"kind": ...}``."""
+MARKER_FORMAT = "ltau-md/output-dir"
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux
+    ``/proc/self/status``); otherwise set and restored at once under a lock."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a newly written file: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a newly created directory: ``0o777 & ~umask``."""
+    return 0o777 & ~current_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{suffix}.tmp", dir=path.parent)
+    tmp = Path(tmp)
+    try:
+        os.fchmod(fd, file_mode())  # mkstemp creates 0600; a plain open() would honour umask
+        os.close(fd)
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Save one array as .npy atomically (a crash leaves either the old file or none)."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and next(path.iterdir(), None) is None
+
+
+def output_kind(path: str | os.PathLike) -> str | None:
+    """What ltau-md wrote ``path``: the kind in its marker file (:data:`MARKER`), else the
+    ``format`` of its ``manifest.json``; None for anything else (a foreign directory)."""
+    path = Path(path)
+    for name, key in ((MARKER, "kind"), ("manifest.json", "format")):
+        f = path / name
+        if f.is_file():
+            try:
+                obj = json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                return None
+            value = obj.get(key) if isinstance(obj, dict) else None
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _refuse(path: Path, kind: str, found: str | None, overwrite: bool) -> None:
+    """Raise OutputExistsError unless ``path`` may be replaced by a new ``kind`` output."""
+
+    if not path.exists() or _is_empty_dir(path):
+        return
+    if not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is not a directory; choose another output")
+    if found is None:
+        raise OutputExistsError(
+            f"{path} is not empty and was not written by ltau-md; it is left untouched: "
+            "choose a new or empty output directory")
+    if found != kind:
+        raise OutputExistsError(
+            f"{path} holds ltau-md output of another kind ({found!r}, not {kind!r}); it is left "
+            "untouched: choose another output directory")
+    if not overwrite:
+        raise OutputExistsError(
+            f"{path} holds an earlier ltau-md {kind!r} output; pass overwrite=True "
+            "(--overwrite) to replace it, or choose another output directory")
+
+
+def check_output_dir(path: str | os.PathLike, kind: str, overwrite: bool = False) -> None:
+    """Raise OutputExistsError unless ``path`` is missing, empty, or (with ``overwrite``) an
+    earlier ltau-md output of ``kind`` (output marker kind or manifest format). Call it before
+    long work whose result will be written to ``path``."""
+    path = Path(path)
+    _refuse(path, kind, output_kind(path), overwrite)
+
+
+def mark_output_dir(path: str | os.PathLike, kind: str) -> None:
+    """Stamp the existing directory ``path`` as ltau-md output of ``kind`` (:data:`MARKER`)."""
+    write_json_atomic(Path(path) / MARKER, {"format": MARKER_FORMAT, "kind": kind})
+
+
+def prepare_output_dir(path: str | os.PathLike, kind: str, overwrite: bool = False) -> Path:
+    """Make ``path`` a fresh output directory of ``kind`` (e.g. "md", "relax", "demo", "is2rs")
+    and return it.
+
+    A missing or empty directory is created and stamped with :data:`MARKER`. A non-empty one
+    is refused with :class:`~ltau_md.core.exceptions.OutputExistsError` (a ``FileExistsError``) and
+    left untouched, unless its marker says it is an earlier output of the same ``kind`` and
+    ``overwrite`` is true: then the old directory is moved aside, a fresh one stamped in its
+    place and the old one removed, so nothing of the earlier run mixes with the new one.
+    """
+    path = Path(path)
+    only_marker = path.is_dir() and [c.name for c in path.iterdir()] == [MARKER]
+    if only_marker and output_kind(path) == kind:  # set up earlier, nothing written yet
+        return path
+    if path.exists() and not _is_empty_dir(path):
+        found = output_kind(path) if (path / MARKER).is_file() else None
+        _refuse(path, kind, found, overwrite)
+        old = _aside(path)
+        try:
+            os.replace(path, old)
+        except OSError:  # e.g. a mount point: clear it in place
+            for child in path.iterdir():
+                if child.name != MARKER:
+                    _remove(child)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            mark_output_dir(path, kind)
+            _remove(old)
+            return path
+    path.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(path, kind)
+    return path
+
+
+def _aside(path: Path) -> Path:
+    """A fresh hidden sibling name to move ``path`` to before it is removed."""
+    path = Path(os.path.abspath(path))  # "." has no name
+    return path.with_name(f".{path.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def replace_dir(tmp_dir: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move a fully written directory ``tmp_dir`` onto ``final``.
+
+    ``final`` may be missing, an empty directory, or an artifact of the same kind as
+    ``tmp_dir`` (same ``manifest.json`` "format", or same output marker); anything else is
+    refused with OutputExistsError and left untouched. A replaced directory is moved aside
+    first and removed only after the new one is in place.
+    """
+    tmp_dir, final = Path(tmp_dir), Path(final)
+    kind = output_kind(tmp_dir)
+    if kind is None and final.exists() and not _is_empty_dir(final):
+
+        raise OutputExistsError(f"refusing to replace {final}: the new directory {tmp_dir} "
+                                "carries no manifest.json or output marker")
+    if kind is not None:
+        _refuse(final, kind, output_kind(final), overwrite=True)
+    os.chmod(tmp_dir, dir_mode())  # mkdtemp creates 0700
+    old = None
+    if final.exists():
+        old = _aside(final)
+        os.replace(final, old)
+    os.replace(tmp_dir, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, kind: str | None = None, *,
+               overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory next to ``final``; on success rename it onto ``final``.
+
+    Write everything, including ``manifest.json``, into the yielded directory. ``final`` must
+    be missing or empty, or (with ``overwrite``) an artifact of the same kind: checked before
+    the work starts when ``kind`` is given (the manifest "format" or marker kind expected) and
+    always by :func:`replace_dir` at the end. Without a manifest, a ``kind`` is stamped as an
+    output marker. On an exception the temporary directory is removed and ``final`` is left
+    untouched. The directory gets mode ``0o777 & ~umask``.
+    """
+
+    final = Path(final)
+    if final.exists() and not _is_empty_dir(final):
+        if not overwrite:
+            raise OutputExistsError(f"{final} exists; pass overwrite=True (--overwrite) to "
+                                    "replace it, or choose another output directory")
+        if kind is not None:
+            _refuse(final, kind, output_kind(final), overwrite=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        os.chmod(tmp, dir_mode())  # mkdtemp creates 0700
+        yield tmp
+        if kind is not None and output_kind(tmp) is None:
+            mark_output_dir(tmp, kind)
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
+    """Read ``path/manifest.json`` of an artifact of kind ``what`` and check its format name and
+    version; raise ArtifactError naming the problem (missing, corrupt, foreign, too new)."""
+
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.exists():
+        raise ArtifactError(f"no complete {what} at {path}: manifest.json is missing")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"corrupt {what} manifest {mf}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise ArtifactError(f"{mf} is not an ltau-md {what} manifest")
+    if int(manifest.get("version", 0)) > version:
+        raise ArtifactError(f"{what} {path} has format version {manifest['version']}; this "
+                            f"ltau-md reads up to {version}: upgrade ltau-md")
+    return manifest
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_structures(data: str | os.PathLike | Any) -> list:
+    """A list of ase.Atoms from a list of them, or from any ASE-readable file (all frames).
+
+    DataError, naming the file (or item) and the problem, for: a missing file, a directory that
+    is not an ASE BundleTrajectory, a file ASE cannot read or that holds no structures (e.g. a
+    text file), an item that is not an Atoms, and a structure without atoms."""
+    from ase import Atoms
+
+    if isinstance(data, (str, os.PathLike)):
+        import ase.io
+        from ase.io.bundletrajectory import BundleTrajectory
+
+        p = Path(data)
+        if not p.exists():
+            raise DataError(f"structure file {p} does not exist")
+        if p.is_dir() and not BundleTrajectory.is_bundle(str(p)):
+            raise DataError(f"structure file {p} is a directory; pass a structure file "
+                            "(e.g. extxyz, traj)")
+        if p.is_file() and p.stat().st_size == 0:
+            raise DataError(f"structure file {p} is empty")
+        try:
+            out = ase.io.read(p, index=":")
+        except PermissionError:
+            raise
+        except Exception as exc:  # ASE raises many kinds for an unreadable or empty file
+            raise DataError(f"cannot read structures from {p}: "
+                            f"{str(exc) or type(exc).__name__}") from exc
+        out = list(out) if isinstance(out, list) else [out]
+        if not out:
+            raise DataError(f"{p} holds no structures (is it an ASE-readable structure file, "
+                            "e.g. extxyz or traj?)")
+        where = f" of {p}"
+    else:
+        out = list(data)
+        where = ""
+    for i, a in enumerate(out):
+        if not isinstance(a, Atoms):
+            raise DataError(f"item {i} is a {type(a).__name__}, expected ase.Atoms")
+        if len(a) == 0:
+            raise DataError(f"structure {i}{where} has no atoms")
+    return out
+
+
+def reference_forces(atoms: Any, index: int = 0, purpose: str = "this") -> np.ndarray:
+    """Reference forces (n, 3) eV/A of a labelled structure: its calculator's results (e.g.
+    extxyz ``forces`` read back into a SinglePointCalculator), else ``arrays["forces"]``;
+    DataError naming structure ``index`` and the ``purpose`` if it has none."""
+    res = getattr(getattr(atoms, "calc", None), "results", None) or {}
+    if "forces" in res:
+        return np.asarray(res["forces"], dtype=np.float64)
+    if "forces" in getattr(atoms, "arrays", {}):
+        return np.asarray(atoms.arrays["forces"], dtype=np.float64)
+    raise DataError(f"structure {index} has no reference forces (needed for {purpose})")
+
+
+def to_json_safe(obj: Any) -> Any:
+    """Copy of nested dicts/lists/arrays with NaN/inf -> None (strict JSON), numpy arrays ->
+    lists and numpy scalars -> Python numbers."""
+    if isinstance(obj, dict):
+        return {k: to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_json_safe(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

@@ -1,0 +1,151 @@
+"""ASE calculator: energy, forces, stress and per-atom LTAU uncertainty from one forward pass."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from ltau_md.core._validate import overlapping_atoms
+from ltau_md.core.estimator import LTAUEstimator, TrajectoryNeighbors
+from ltau_md.core.model import FeatureModel, check_species
+
+#: per-atom result keys (also written as extxyz per-atom arrays by the observers)
+PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error", "novelty", "novelty_pvalue")
+
+
+class LTAUCalculator(Calculator):
+    """Wrap a :class:`~ltau_md.core.model.FeatureModel` and a fitted :class:`LTAUEstimator`.
+
+    Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/A), ``stress`` (eV/A^3, periodic
+    cells only), per-atom ``uncertainty`` (1 - p), ``confidence`` (p at tolerance atol*s),
+    ``predicted_error`` (eV/A), ``novelty`` (latent distance to the training atoms relative to
+    the in-domain scale of the element: about 1 or less in domain) and ``novelty_pvalue`` (its
+    in-domain p-value; see :class:`~ltau_md.core.estimator.Prediction`), structure aggregates
+    ``max_uncertainty``, ``mean_uncertainty``, ``max_predicted_error`` (eV/A),
+    ``max_novelty``, and ``finite`` (False when the positions or the model's output hold
+    NaN/inf: then forces are NaN, the uncertainty is 1 and the novelty infinite, so an observer
+    can stop the run instead of it crashing).
+
+    Scale of the tolerance (atol*s): ``s`` if given (an override, as ``predict(s=)``), else the
+    estimator's :meth:`~ltau_md.core.estimator.LTAUEstimator.effective_s` for the structure's
+    group: ``group`` if given, else ``atoms.info[key]`` where ``key`` is the ``group_key`` the
+    calibration was fitted with (e.g. "config_type", as in extxyz files), so a structure of a
+    calibrated group gets that group's s and any other structure the global calibrated s.
+    A change of the group alone (same positions) triggers a new calculation.
+
+    ``warm_start`` reuses the previous step's neighbours (see
+    :class:`~ltau_md.core.estimator.TrajectoryNeighbors`), which suits relaxations and MD; it falls
+    back to a cold search when any atom moved more than ``jump`` A since the last call or the
+    atoms changed (a new structure), and after :meth:`reset_trajectory`.
+    """
+
+    implemented_properties = [
+        "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS,
+        "max_uncertainty", "mean_uncertainty", "max_predicted_error", "max_novelty",
+    ]
+
+    def __init__(self, model: FeatureModel, estimator: LTAUEstimator, *, s: float | None = None,
+                 group: str | None = None, warm_start: bool = True, jump: float = 0.5,
+                 **kwargs):
+        super().__init__(**kwargs)
+        estimator._check_fitted()
+        self.model = model
+        self.estimator = estimator
+        self.s = s
+        self.group = group
+        self._neighbors = TrajectoryNeighbors(estimator) if warm_start else None
+        self._checked_numbers: np.ndarray | None = None
+        self._last_positions: np.ndarray | None = None
+        self.jump = jump
+
+    def reset_trajectory(self) -> None:
+        """Start the next calculation with a cold neighbour search (a new trajectory)."""
+        self._last_positions = None
+        if self._neighbors is not None:
+            self._neighbors.reset()
+
+    def group_of(self, atoms: Atoms) -> str | None:
+        """The calibration group of ``atoms``: ``group`` if set, else
+        ``atoms.info[calibration_.group_key]`` if present, else None (global scale)."""
+        if self.group is not None:
+            return self.group
+        cal = self.estimator.calibration_
+        if cal is None or cal.group_key is None or cal.group_key not in atoms.info:
+            return None
+        return str(atoms.info[cal.group_key])
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes since the last calculation, plus "info" when the group changed."""
+        changes = super().check_state(atoms, tol)
+        if (not changes and self.atoms is not None
+                and self.group_of(atoms) != self.group_of(self.atoms)):
+            changes.append("info")
+        return changes
+
+    def check_atoms(self, atoms: Atoms) -> None:
+        """Raise SpeciesError if an element is unknown to the model or the estimator."""
+        check_species(atoms.numbers, self.model.species, "the model")
+        self.estimator.check_species(atoms.numbers)
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",),
+                  system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        if self._checked_numbers is None or not np.array_equal(self._checked_numbers,
+                                                               atoms.numbers):
+            self.check_atoms(atoms)
+            self._checked_numbers = atoms.numbers.copy()
+            if self._neighbors is not None:
+                self._neighbors.reset()
+        n = len(atoms)
+        periodic = bool(atoms.pbc.all())
+        finite = bool(np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all())
+        if finite:
+            out = self.model.evaluate(atoms, stress=periodic)
+            finite = bool(np.isfinite(out.energy) and np.isfinite(out.forces).all()
+                          and np.isfinite(out.features).all())
+        if not finite:
+            nan = float("nan")
+            pair = overlapping_atoms(atoms)
+            self.results = {
+                "energy": nan, "free_energy": nan, "forces": np.full((n, 3), nan),
+                "uncertainty": np.ones(n), "confidence": np.zeros(n),
+                "predicted_error": np.full(n, np.inf), "novelty": np.full(n, np.inf),
+                "novelty_pvalue": np.zeros(n), "max_uncertainty": 1.0, "mean_uncertainty": 1.0,
+                "max_predicted_error": float("inf"), "max_novelty": float("inf"),
+                "finite": False, "nonfinite_cause": (
+                    f"atoms {pair[0]} and {pair[1]} are {pair[2]:.3g} A apart (overlapping)"
+                    if pair is not None else "non-finite positions or cell"
+                    if not np.isfinite(atoms.positions).all() else "non-finite model output"),
+            }
+            if periodic:
+                self.results["stress"] = np.full(6, nan)
+            if self._neighbors is not None:
+                self._neighbors.reset()
+            return
+        if self._neighbors is not None:
+            if (self._last_positions is None or self._last_positions.shape != atoms.positions.shape
+                    or np.abs(atoms.positions - self._last_positions).max() > self.jump):
+                self._neighbors.reset()  # a new structure, not the next step of a trajectory
+            self._last_positions = atoms.positions.copy()
+            pred = self._neighbors.predict(out.features, s=self.s, group=self.group_of(atoms),
+                                           species=atoms.numbers)
+        else:
+            pred = self.estimator.predict(out.features, s=self.s, group=self.group_of(atoms),
+                                          species=atoms.numbers)
+        unc = pred.uncertainty.astype(np.float64)
+        self.results = {
+            "energy": float(out.energy), "free_energy": float(out.energy),
+            "forces": np.asarray(out.forces, dtype=np.float64),
+            "uncertainty": unc, "confidence": pred.confidence.astype(np.float64),
+            "predicted_error": pred.predicted_error.astype(np.float64),
+            "max_uncertainty": float(unc.max()), "mean_uncertainty": float(unc.mean()),
+            "max_predicted_error": float(pred.predicted_error.max()),
+            "novelty": pred.novelty.astype(np.float64),
+            "novelty_pvalue": pred.novelty_pvalue.astype(np.float64),
+            "max_novelty": float(pred.novelty.max()), "finite": True,
+            "neighbor_distance": pred.distances[:, 0].astype(np.float64),
+        }
+        if periodic and out.stress is not None:
+            self.results["stress"] = np.asarray(out.stress, dtype=np.float64)

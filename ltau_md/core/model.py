@@ -1,0 +1,70 @@
+"""The model side of ltau-md: anything that yields energy, forces and per-atom features.
+
+The core (estimator, calculator, observers) only talks to a :class:`FeatureModel`; the NequIP
+implementation lives in :mod:`ltau_md.integrations.nequip`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from ase import Atoms
+
+from ltau_md.core.exceptions import SpeciesError
+
+
+@dataclass
+class ModelOutput:
+    """One forward pass: energy (eV), forces (n, 3) eV/A, stress (6,) eV/A^3 in Voigt order
+    or None, and per-atom latent features (n, D) float32."""
+
+    energy: float
+    forces: np.ndarray
+    stress: np.ndarray | None
+    features: np.ndarray
+
+
+@runtime_checkable
+class FeatureModel(Protocol):
+    """A force model that also returns per-atom descriptors from the same forward pass."""
+
+    species: list[int]
+    """Atomic numbers the model knows."""
+
+    def evaluate(self, atoms: Atoms, stress: bool = False) -> ModelOutput:
+        """Energy, forces, optional stress and per-atom features of ``atoms``."""
+        ...
+
+
+def check_species(numbers: Sequence[int] | np.ndarray, known: Sequence[int],
+                  where: str = "the model") -> None:
+    """Raise SpeciesError naming the atomic numbers in ``numbers`` absent from ``known``."""
+    from ase.data import chemical_symbols
+
+    unknown = sorted(set(int(z) for z in np.unique(numbers)) - set(int(k) for k in known))
+    if unknown:
+        names = ", ".join(chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z)
+                          for z in unknown)
+        known_s = ", ".join(chemical_symbols[int(z)] for z in sorted(known))
+        raise SpeciesError(f"element(s) {names} not known to {where} ({known_s})")
+
+
+def evaluate_structures(model: FeatureModel, frames: Sequence[Atoms], batch_size: int = 16
+                        ) -> list[ModelOutput]:
+    """``model``'s outputs of every structure, in batches through ``evaluate_many`` where the
+    model has it (NequIP), else one ``evaluate`` per structure."""
+    many = getattr(model, "evaluate_many", None)
+    b = max(int(batch_size), 1)
+    outs: list[ModelOutput] = []
+    for i in range(0, len(frames), b):
+        part = list(frames[i:i + b])
+        outs.extend(many(part) if many is not None else [model.evaluate(a) for a in part])
+    return outs
+
+
+def structure_offsets(frames: Sequence[Atoms]) -> np.ndarray:
+    """(F+1,) int64 frame offsets of ``frames``: the first atom of each, then the total."""
+    return np.concatenate([[0], np.cumsum([len(a) for a in frames])]).astype(np.int64)

@@ -1,0 +1,641 @@
+"""Observers that judge LTAU uncertainty along ASE relaxations and MD, and act on it.
+
+    opt = BFGS(atoms)                      # atoms.calc is an LTAUCalculator
+    with UQMonitor(opt, policies=[Threshold("stop", above=0.6, patience=3)],
+                   out_dir="run") as mon:
+        opt.attach(mon, interval=1)
+        opt.run(steps=200)                 # or mon.run(steps=200)
+    mon.summary()                          # initial / max (+ step) / mean / final uncertainty
+
+Per step the monitor reads the calculator's results (no extra model call), appends a JSON line
+to ``steps.jsonl`` (with the frame statistics its policies watch, e.g. ``"novelty:max"``) and a
+frame with the per-atom arrays of :data:`ltau_md.core.calculator.PER_ATOM_KEYS` (``uncertainty``,
+``confidence``, ``predicted_error``, ``novelty``, ``novelty_pvalue``) to ``trajectory.extxyz``,
+and applies its policies (:class:`Threshold`: a fixed threshold ``above=``, or one chosen as an
+in-domain alarm rate, ``alarm_rate=``, from the estimator's in-domain statistics). A
+**stop** ends the optimizer or MD at that step (its ``max_steps`` is set to the current step,
+so ``run`` returns normally);
+**resample** writes the configuration to ``candidates.extxyz`` (and, with an ``oracle`` ASE
+calculator, its labelled copy to ``labelled.extxyz``), and for MD can rewind to the last trusted
+snapshot with fresh Maxwell-Boltzmann velocities; **warn** only records. Non-finite positions,
+forces or energy, and forces above ``max_force`` (an exploding run) always stop.
+Each frame and line is written whole and flushed, and ``summary.json`` (every observed step)
+and ``events.json`` (first step, then whenever an event fires) are rewritten atomically, so the
+files are complete however the run is driven (``opt.run()``, ``mon.run()``, a ``with`` block)
+or interrupted; ``close()`` (or leaving the ``with`` block) closes the open files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import numbers
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ltau_md.core._io import to_json_safe, write_json_atomic
+from ltau_md.core._param_validation import Interval, StrOptions, validate_params
+from ltau_md.core.calculator import PER_ATOM_KEYS
+from ltau_md.core.exceptions import InvalidParameterError, LTAUError, OutputExistsError
+from ltau_md.core.metrics import (
+    alarm_threshold,
+    frame_statistic,
+    parse_selection,
+    parse_stat_key,
+    selection_mask,
+    stat_key,
+)
+
+MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "labelled.extxyz",
+                 "events.json", "summary.json")
+"""The files a :class:`UQMonitor` writes into its ``out_dir``."""
+
+Action = Literal["stop", "resample", "warn"]
+
+NON_FINITE = "non-finite positions, forces or energy"
+"""Reason of the stop event for NaN/inf positions, forces or energy."""
+INTERRUPTED = "interrupted"
+"""Reason of the stop event recorded when :meth:`UQMonitor.run` is interrupted (Ctrl-C)."""
+STATUSES = ("completed", "halted", "non_finite", "interrupted")
+"""Values of ``summary()["status"]``: ran to the end (or converged); halted by a stop policy,
+``max_force`` or exhausted rewinds; stopped for non-finite values; interrupted."""
+
+
+@dataclass
+class Event:
+    """Something a policy (or a safety check) decided at ``step``."""
+
+    step: int
+    action: str
+    reason: str
+    value: float
+    threshold: float | None = None
+    time_fs: float | None = None
+
+
+#: signals whose values lie in [0, 1]; an ``above`` threshold on them must lie there too
+UNIT_SIGNALS = ("uncertainty", "confidence", "novelty_pvalue")
+
+
+@dataclass
+class Threshold:
+    """Fire ``action`` when a structure's statistic of a per-atom signal has been above the
+    threshold for ``patience`` consecutive observed steps.
+
+    Parameters
+    ----------
+    action : "stop", "resample" or "warn"
+    above : float, optional
+        The threshold itself, in the units of the signal (uncertainty and confidence: [0, 1]).
+    signal : str
+        Any per-atom result of the calculator: "uncertainty" (default), "novelty",
+        "predicted_error" (eV/A), "confidence", "novelty_pvalue", ...
+    on : "max", "mean" or a quantile "qNN" (e.g. "q90") over the selected atoms.
+    select : None, boolean mask, index array or "tags=T[,T...]"
+        Atoms the statistic is taken over (see :func:`ltau_md.core.metrics.selection_mask`; tags are
+        read from the atoms at every step; "tags=2" = OC20 adsorbate atoms). None: the
+        monitor's free atoms (not fixed by FixAtoms).
+    alarm_rate : float, optional
+        Instead of ``above``: the threshold that in-domain structures exceed with probability
+        <= alarm_rate, resolved on first use from the calculator's estimator
+        (``estimator.calibration_.thresholds[stat_key(signal, on, select)]``, the sorted
+        in-domain values fitted by ``ltau-md fit``/``calibrate`` or
+        :func:`ltau_md.core.calibration.fit_alarm_thresholds`) by
+        :func:`ltau_md.core.metrics.alarm_threshold`. Exactly one of ``above``/``alarm_rate``.
+    patience : int >= 1
+    hysteresis : float >= 0
+        After firing, the policy re-arms once the value drops below ``threshold - hysteresis``.
+    callback : callable, optional
+        ``callback(event, monitor)`` on every firing.
+
+    A NaN statistic (no selected atom, e.g. "tags=2" on a bare slab) is "no value": it never
+    fires and resets the patience count. ``threshold`` is the numeric threshold in use (None
+    until an ``alarm_rate`` is resolved); ``resolved_from`` names the in-domain statistic.
+    """
+
+    action: Action
+    above: float | None = None
+    signal: str = field(default="uncertainty", kw_only=True)
+    on: str = field(default="max", kw_only=True)
+    select: Any = field(default=None, kw_only=True)
+    alarm_rate: float | None = field(default=None, kw_only=True)
+    patience: int = field(default=1, kw_only=True)
+    hysteresis: float = field(default=0.0, kw_only=True)
+    callback: Callable[[Event, UQMonitor], None] | None = field(default=None, kw_only=True)
+    _count: int = field(default=0, init=False, repr=False)
+    _armed: bool = field(default=True, init=False, repr=False)
+    _resolved: float | None = field(default=None, init=False, repr=False)
+    resolved_from: dict[str, Any] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.action not in ("stop", "resample", "warn"):
+            raise InvalidParameterError(
+                f"action must be stop, resample or warn, got {self.action!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral) \
+                or self.patience < 1:
+            raise InvalidParameterError(f"patience must be an integer >= 1, got {self.patience!r}")
+        if not isinstance(self.signal, str) or not self.signal:
+            raise InvalidParameterError(f"signal must be a per-atom result name, got "
+                                        f"{self.signal!r}")
+        stat_key(self.signal, self.on)  # validates both
+        if isinstance(self.select, str):
+            parse_selection(self.select)
+        if (self.above is None) == (self.alarm_rate is None):
+            raise InvalidParameterError(
+                "give exactly one of above= (a threshold on the signal) and alarm_rate= (the "
+                "in-domain alarm rate the threshold is chosen for), got "
+                f"above={self.above!r}, alarm_rate={self.alarm_rate!r}")
+        if self.above is not None:
+            self.above = _real("above", self.above)
+            if self.signal in UNIT_SIGNALS and not 0.0 <= self.above <= 1.0:
+                raise InvalidParameterError(
+                    f"above must lie in [0, 1] for the {self.signal} (which runs from 0 to 1), "
+                    f"got {self.above}")
+        else:
+            a = _real("alarm_rate", self.alarm_rate)
+            if not 0.0 < a < 1.0:
+                raise InvalidParameterError(f"alarm_rate must lie in (0, 1), got {a}")
+            self.alarm_rate = a
+            stat_key(self.signal, self.on, self.select)  # a mask/indices names no statistic
+        h = _real("hysteresis", self.hysteresis)
+        if h < 0:
+            raise InvalidParameterError(f"hysteresis must be >= 0, got {h}")
+        self.hysteresis = h
+
+    @property
+    def key(self) -> str:
+        """Name of the watched statistic, e.g. "novelty:max@tags=2" ("...@custom" for a mask
+        or index selection)."""
+        if self.select is None or isinstance(self.select, str):
+            return stat_key(self.signal, self.on, self.select)
+        return f"{self.signal}:{self.on}@custom"
+
+    @property
+    def threshold(self) -> float | None:
+        """The numeric threshold: ``above``, or the resolved ``alarm_rate`` threshold."""
+        return self.above if self.above is not None else self._resolved
+
+    def resolve(self, calc: Any) -> float:
+        """The numeric threshold; for ``alarm_rate`` looked up (once) in ``calc.estimator``'s
+        in-domain statistics. LTAUError when the estimator holds no such statistic."""
+        if self.threshold is not None:
+            return float(self.threshold)
+        key = stat_key(self.signal, self.on, self.select)
+        est = getattr(calc, "estimator", None)
+        cal = getattr(est, "calibration_", None)
+        entry = (cal.thresholds if cal is not None else {}).get(key)
+        if entry is None:
+            have = sorted(cal.thresholds) if cal is not None else []
+            raise LTAUError(
+                f"alarm_rate={self.alarm_rate:g} needs the in-domain statistic {key!r}, which "
+                f"the calculator's estimator does not hold (it has {have or 'none'}): fit them "
+                "with `ltau-md calibrate` / ltau_md.core.calibration.fit_alarm_thresholds (or "
+                "`ltau-md fit --validation`), or pass above=")
+        if not isinstance(entry, dict) or not isinstance(entry.get("values"), list):
+            raise LTAUError(f"the estimator's in-domain statistic {key!r} is malformed (no "
+                            "'values' list): fit it again")
+        self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate))
+        self.resolved_from = {"key": key, "alarm_rate": self.alarm_rate,
+                              "n_frames": entry.get("n_frames", len(entry["values"])),
+                              "source": entry.get("source")}
+        return self._resolved
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description (action, statistic, numeric threshold and its origin)."""
+        return {"action": self.action, "statistic": self.key, "threshold": self.threshold,
+                "above": self.above, "alarm_rate": self.alarm_rate,
+                "patience": self.patience, "hysteresis": self.hysteresis,
+                "resolved_from": self.resolved_from}
+
+    def update(self, value: float) -> bool:
+        """Feed one step's value; True when the policy fires at this step."""
+        thr = self.threshold
+        if thr is None:
+            raise LTAUError("the alarm_rate threshold is not resolved yet: call resolve(calc)")
+        if not self._armed:
+            if value < thr - self.hysteresis:
+                self._armed = True
+            else:
+                return False
+        self._count = self._count + 1 if value > thr else 0
+        if self._count >= self.patience:
+            self._count = 0
+            self._armed = False
+            return True
+        return False
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class UQMonitor:
+    """Track per-step LTAU uncertainty of a dynamics object and apply threshold policies.
+
+    dyn: an ASE Optimizer or MolecularDynamics whose atoms use an LTAUCalculator.
+    policies: :class:`Threshold` list. out_dir: where steps.jsonl, trajectory.extxyz,
+    candidates.extxyz, labelled.extxyz, events.json and summary.json go (None = keep in memory
+    only); other files there are left alone. overwrite: an out_dir that already holds any of
+    those files (an earlier run) raises OutputExistsError unless overwrite=True, which removes
+    them first, so two runs never share a file.
+    write_trajectory: also write frames (every observed step). aggregate: "max" or "mean"
+    over atoms for the tracked statistics. oracle: ASE calculator labelling resampled frames.
+    rewind: for MD, a resample restores the last trusted snapshot (all policies quiet) and
+    redraws velocities at ``temperature_K``; after ``max_retries`` rewinds the run stops.
+    max_force: stop when any |F| exceeds it (eV/A). free_mask: atoms counted in aggregates
+    and in statistics without a ``select`` (default: atoms not fixed by FixAtoms).
+    watch: extra statistics to track, as keys "SIGNAL:ON[@tags=T]" (e.g. "novelty:max"),
+    beside those of the policies; every watched statistic goes into each steps.jsonl line
+    (under its key) and into ``summary()["signals"]`` (initial, max and its step, mean, final).
+    Policies with an ``alarm_rate`` are resolved against ``atoms.calc.estimator`` here when the
+    atoms already have their calculator (so a missing in-domain statistic fails before any file
+    is written), else at the first observed step; ``summary()["policies"]`` records the numeric
+    thresholds.
+    """
+
+    _parameter_constraints: dict = {
+        "write_trajectory": ["boolean"],
+        "aggregate": [StrOptions({"max", "mean"})],
+        "rewind": ["boolean"],
+        "temperature_K": [Interval(Real, 0, None, closed="neither"), None],
+        "max_retries": [Interval(Integral, 0, None, closed="left")],
+        "max_force": [Interval(Real, 0, None, closed="neither"), None],
+        "label": [str],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "overwrite": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        dyn: Any,
+        policies: Sequence[Threshold] = (),
+        *,
+        out_dir: str | os.PathLike | None = None,
+        write_trajectory: bool = True,
+        aggregate: Literal["max", "mean"] = "max",
+        oracle: Any = None,
+        rewind: bool = False,
+        temperature_K: float | None = None,
+        max_retries: int = 3,
+        max_force: float | None = None,
+        free_mask: np.ndarray | None = None,
+        label: str = "",
+        seed: int = 0,
+        overwrite: bool = False,
+        watch: Sequence[str] = (),
+    ):
+        validate_params(self._parameter_constraints, {
+            "write_trajectory": write_trajectory, "aggregate": aggregate, "rewind": rewind,
+            "temperature_K": temperature_K, "max_retries": max_retries, "max_force": max_force,
+            "label": label, "seed": seed, "overwrite": overwrite}, owner="UQMonitor")
+        self.dyn = dyn
+        self.atoms: Atoms = getattr(dyn.atoms, "atoms", dyn.atoms)
+        self.policies = list(policies)
+        self.aggregate = aggregate
+        self.oracle = oracle
+        self.rewind = rewind
+        self.temperature_K = temperature_K
+        self.max_retries = max_retries
+        self.max_force = max_force
+        self.label = label
+        self.rng = np.random.default_rng(seed)
+        if free_mask is None:
+            from ase.constraints import FixAtoms
+
+            free_mask = np.ones(len(self.atoms), dtype=bool)
+            for c in self.atoms.constraints:
+                if isinstance(c, FixAtoms):
+                    free_mask[c.index] = False
+        mask = np.asarray(free_mask)
+        boolean = mask.dtype == bool or (mask.size > 0 and np.isin(mask, (0, 1)).all())
+        if mask.shape != (len(self.atoms),) or not boolean:
+            raise InvalidParameterError(
+                f"UQMonitor: free_mask must be a boolean array of shape ({len(self.atoms)},) "
+                f"(one entry per atom); got shape {mask.shape} dtype {mask.dtype}")
+        self.free_mask = mask.astype(bool)
+        if self.rewind and self.temperature_K is None:
+            raise InvalidParameterError(
+                "UQMonitor: rewind=True needs temperature_K to redraw velocities")
+        # watched statistics: key -> (signal, on, select); the policies' first, then `watch`
+        self._watched: dict[str, tuple[str, str, Any]] = {}
+        for pol in self.policies:
+            self._watched.setdefault(pol.key, (pol.signal, pol.on, pol.select))
+        for key in watch:
+            self._watched.setdefault(stat_key(*parse_stat_key(key)), parse_stat_key(key))
+        self.signal_values: dict[str, list[float]] = {k: [] for k in self._watched}
+        if self.atoms.calc is not None:
+            for pol in self.policies:
+                pol.resolve(self.atoms.calc)
+        self.values: list[float] = []
+        self.steps: list[int] = []
+        self.records: list[dict[str, Any]] = []  # one per observed step, as in steps.jsonl
+        self.events: list[Event] = []
+        self.stopped: Event | None = None
+        self.n_retries = 0
+        self.labelled: list[Atoms] = []
+        self._trusted: tuple[int, np.ndarray] | None = None
+        self.rewinds: list[tuple[int, int]] = []  # (step fired, step rewound to)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._files: dict[str, io.TextIOBase] = {}
+        self.write_trajectory = write_trajectory and self.out_dir is not None
+        if self.out_dir is not None:
+            self._claim_out_dir(overwrite)
+
+    def _claim_out_dir(self, overwrite: bool) -> None:
+        """Create out_dir; refuse (or, with ``overwrite``, remove) an earlier run's files."""
+        assert self.out_dir is not None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        old = [self.out_dir / n for n in MONITOR_FILES if (self.out_dir / n).exists()]
+        if old and not overwrite:
+            raise OutputExistsError(
+                f"{self.out_dir} already holds a monitored run ({', '.join(p.name for p in old)}"
+                "); pass overwrite=True to replace those files, or choose another out_dir")
+        for p in old:
+            p.unlink()
+
+    # ------------------------------------------------------------------ files
+    def _fh(self, name: str) -> io.TextIOBase:
+        if name not in self._files:
+            assert self.out_dir is not None
+            self._files[name] = open(self.out_dir / name, "a")  # noqa: SIM115
+        return self._files[name]
+
+    def _write_frame(self, name: str, atoms: Atoms) -> None:
+        """Append one extxyz frame, formatted in memory and written in one call + flush."""
+        from ase.io import write
+
+        buf = io.StringIO()
+        write(buf, atoms, format="extxyz")
+        fh = self._fh(name)
+        fh.write(buf.getvalue())
+        fh.flush()
+
+    def _write_line(self, record: dict) -> None:
+        fh = self._fh("steps.jsonl")
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+    def _write_events(self) -> None:
+        if self.out_dir is not None:
+            write_json_atomic(self.out_dir / "events.json", [asdict(e) for e in self.events])
+
+    def _write_summary(self) -> None:
+        if self.out_dir is not None:
+            write_json_atomic(self.out_dir / "summary.json", self.summary())
+
+    def close(self) -> None:
+        """Close the open files and rewrite events.json and summary.json (both are already
+        current after every observed step; calling close is optional, and safe twice)."""
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}
+        if self.out_dir is not None:
+            self._write_events()
+            self._write_summary()
+
+    def __enter__(self) -> UQMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ observing
+    @property
+    def step(self) -> int:
+        return int(getattr(self.dyn, "nsteps", len(self.values)))
+
+    def _time_fs(self) -> float | None:
+        dt = getattr(self.dyn, "dt", None)
+        if dt is None:
+            return None
+        from ase import units
+
+        return float(self.step * dt / units.fs)
+
+    def _statistics(self, atoms: Atoms, res: dict) -> dict[str, float]:
+        """This step's value of every watched statistic (NaN where the calculator does not
+        return a watched, policy-free signal)."""
+        out = {}
+        needed = {p.signal for p in self.policies}
+        for key, (signal, on, select) in self._watched.items():
+            if signal not in res:
+                if signal in needed:
+                    raise LTAUError(f"a policy watches the per-atom {signal!r}, which the "
+                                    f"calculator does not return (it has {sorted(res)})")
+                out[key] = float("nan")
+                continue
+            if select is None:
+                mask = self.free_mask if self.free_mask.any() else None
+            else:
+                mask = selection_mask(select, len(atoms), atoms.get_tags())
+            out[key] = frame_statistic(np.asarray(res[signal], dtype=float), on, mask)
+        return out
+
+    def __call__(self) -> None:
+        """Observe the current step (ASE calls this after each step it is attached for)."""
+        atoms = self.atoms
+        calc = atoms.calc
+        res = calc.results if calc is not None else {}
+        if "uncertainty" not in res:
+            atoms.get_forces()
+            res = atoms.calc.results
+        for pol in self.policies:
+            pol.resolve(atoms.calc)
+        stats = self._statistics(atoms, res)
+        unc = np.asarray(res.get("uncertainty", np.full(len(atoms), np.nan)), dtype=float)
+        sel = unc[self.free_mask] if self.free_mask.any() else unc
+        u_max = float(np.max(sel)) if sel.size else float("nan")
+        u_mean = float(np.mean(sel)) if sel.size else float("nan")
+        value = u_max if self.aggregate == "max" else u_mean
+        step = self.step
+        self.values.append(value)
+        self.steps.append(step)
+        forces = np.asarray(res.get("forces", np.full((len(atoms), 3), np.nan)))
+        energy = res.get("energy", float("nan"))
+        # max |F| (eV/A) as the optimizer sees it: constrained forces, from the cached results
+        f_seen = atoms.get_forces() if "forces" in res else forces
+        fmax = float(np.sqrt((f_seen**2).sum(axis=1)).max()) if len(atoms) else 0.0
+        perr = np.asarray(res.get("predicted_error", np.full(len(atoms), np.nan)), dtype=float)
+        perr_sel = perr[self.free_mask] if self.free_mask.any() else perr
+        record: dict[str, Any] = {
+            "step": step, "energy": _f(energy), "fmax": _f(fmax),
+            "max_uncertainty": _f(u_max), "mean_uncertainty": _f(u_mean),
+            "max_predicted_error": _f(float(np.max(perr_sel)) if perr_sel.size else np.nan),
+        }
+        if (t := self._time_fs()) is not None:
+            record["time_fs"] = t
+            record["temperature_K"] = _f(float(atoms.get_temperature()))
+        for key, v in stats.items():
+            record[key] = _f(v)
+            self.signal_values[key].append(v)
+        if self.label:
+            record["label"] = self.label
+        fired: list[Event] = []
+        callbacks: list[tuple[Callable[[Event, UQMonitor], None], Event]] = []
+        finite = (res.get("finite", True) and np.isfinite(atoms.positions).all()
+                  and np.isfinite(forces).all() and np.isfinite(energy))
+        if not finite:
+            cause = res.get("nonfinite_cause")
+            fired.append(Event(step, "stop", f"{NON_FINITE}: {cause}" if cause else NON_FINITE,
+                               value, None, t))
+        elif self.max_force is not None and fmax > self.max_force:
+            fired.append(Event(step, "stop", f"exploding: max |F| {fmax:.3g} eV/A > "
+                               f"{self.max_force:g}", fmax, self.max_force, t))
+        else:
+            quiet = True
+            for pol in self.policies:
+                v, thr = stats[pol.key], float(pol.threshold)
+                if v > thr:
+                    quiet = False
+                if pol.update(v):
+                    sel = "" if pol.select is None else f" ({pol.key.partition('@')[2]})"
+                    rate = "" if pol.alarm_rate is None else f" (alarm rate {pol.alarm_rate:g})"
+                    ev = Event(step, pol.action, f"{pol.on} {pol.signal}{sel} {v:.4g} > "
+                               f"{thr:.4g}{rate} for {pol.patience} step(s)", v, thr, t)
+                    fired.append(ev)
+                    if pol.callback is not None:
+                        callbacks.append((pol.callback, ev))
+            if quiet or self._trusted is None:  # the start is the fallback snapshot
+                self._trusted = (step, atoms.positions.copy())
+        record["events"] = [e.action for e in fired]
+        self.records.append(record)
+        if self.out_dir is not None:
+            self._write_line(record)
+            if self.write_trajectory:
+                self._write_frame("trajectory.extxyz", self._frame(atoms, res, step))
+            self._write_summary()  # again below once this step's events are processed
+        for cb, ev in callbacks:  # after the step is on disk, so a raising callback loses nothing
+            cb(ev, self)
+        for ev in fired:
+            self.events.append(ev)
+            if ev.action == "resample":
+                self._resample(atoms, res, step, ev)
+            elif ev.action == "stop":
+                self._stop(ev)
+            if self.stopped:
+                break
+        if fired or len(self.records) == 1:  # events.json exists from the first step on
+            self._write_events()
+        if fired:
+            self._write_summary()
+
+    def _frame(self, atoms: Atoms, res: dict, step: int) -> Atoms:
+        """Copy of ``atoms`` with energy/forces and per-atom LTAU arrays attached."""
+        frame = atoms.copy()
+        frame.calc = None
+        for key in PER_ATOM_KEYS:
+            if key in res:
+                frame.arrays[key] = np.asarray(res[key], dtype=np.float64)
+        frame.info["step"] = step
+        if self.label:
+            frame.info["label"] = self.label
+        frame.calc = SinglePointCalculator(frame, energy=res.get("energy"),
+                                           forces=res.get("forces"))
+        return frame
+
+    def _stop(self, ev: Event) -> None:
+        self.stopped = ev
+        self.dyn.max_steps = self.dyn.nsteps  # ends Dynamics.irun's loop after this step
+
+    def _resample(self, atoms: Atoms, res: dict, step: int, ev: Event) -> None:
+        frame = self._frame(atoms, res, step)
+        frame.info["resample_reason"] = ev.reason
+        if self.out_dir is not None:
+            self._write_frame("candidates.extxyz", frame)
+        if self.oracle is not None:
+            lab = atoms.copy()
+            lab.calc = self.oracle
+            e = lab.get_potential_energy()
+            f = lab.get_forces()
+            st = lab.get_stress(voigt=True) if lab.pbc.all() else None
+            lab.calc = SinglePointCalculator(lab, energy=e, forces=f, stress=st)
+            lab.info["step"] = step
+            if self.out_dir is not None:
+                self._write_frame("labelled.extxyz", lab)
+            self.labelled.append(lab)
+        if self.rewind and self._trusted is not None:
+            if self.n_retries >= self.max_retries:
+                self._stop(Event(step, "stop", f"still untrusted after {self.max_retries} "
+                                 "rewinds", ev.value, ev.threshold, ev.time_fs))
+                self.events.append(self.stopped)
+                return
+            from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+            self.n_retries += 1
+            self.rewinds.append((step, self._trusted[0]))
+            atoms.positions = self._trusted[1]
+            MaxwellBoltzmannDistribution(atoms, temperature_K=self.temperature_K, rng=self.rng)
+            Stationary(atoms)
+            for pol in self.policies:
+                pol._count, pol._armed = 0, True
+
+    # ------------------------------------------------------------------ running and results
+    def run(self, steps: int, **kwargs: Any) -> bool:
+        """Run the attached dynamics (``dyn.run(steps)``) and close the files afterwards, also
+        on Ctrl-C (re-raised after the files are closed). Returns dyn.run's result."""
+        try:
+            return bool(self.dyn.run(steps=steps, **kwargs))
+        except KeyboardInterrupt:
+            ev = Event(self.step, "stop", INTERRUPTED,
+                       self.values[-1] if self.values else float("nan"))
+            self.events.append(ev)
+            self.stopped = self.stopped or ev
+            raise
+        finally:
+            self.close()
+
+    @property
+    def status(self) -> str:
+        """One of :data:`STATUSES`, from the stop event (if any)."""
+        if self.stopped is None:
+            return "completed"
+        reason = self.stopped.reason
+        if reason.startswith(NON_FINITE):
+            return "non_finite"
+        return "interrupted" if reason == INTERRUPTED else "halted"
+
+    def summary(self) -> dict[str, Any]:
+        """Initial, max (with its step), mean and final aggregate uncertainty, and events."""
+        v = np.asarray(self.values, dtype=float)
+        out: dict[str, Any] = {"label": self.label, "n_observed": len(v),
+                               "aggregate": self.aggregate}
+        if len(v):
+            finite = np.where(np.isfinite(v), v, -np.inf)
+            i = int(np.argmax(finite))
+            mean = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else np.nan
+            out.update(initial=_f(v[0]), max=_f(v[i]), max_step=self.steps[i],
+                       mean=_f(mean), final=_f(v[-1]), final_step=self.steps[-1])
+        out["signals"] = {}
+        for key, vals in self.signal_values.items():
+            sv = np.asarray(vals, dtype=float)
+            if not len(sv):
+                continue
+            ok = ~np.isnan(sv)
+            j = int(np.argmax(np.where(ok, sv, -np.inf))) if ok.any() else 0
+            out["signals"][key] = {
+                "initial": _f(sv[0]), "max": _f(sv[j]) if ok.any() else None,
+                "max_step": self.steps[j] if ok.any() else None,
+                "mean": _f(float(np.mean(sv[ok]))) if ok.any() else None,
+                "final": _f(sv[-1])}
+        out["policies"] = [to_json_safe(p.describe()) for p in self.policies]
+        out["stopped"] = asdict(self.stopped) if self.stopped else None
+        out["status"] = self.status
+        out["n_events"] = {a: sum(e.action == a for e in self.events)
+                           for a in ("stop", "resample", "warn")}
+        out["n_retries"] = self.n_retries
+        return out
+
+
+def _f(x: float) -> float | None:
+    """JSON-safe float (None for NaN/inf)."""
+    return to_json_safe(float(x))

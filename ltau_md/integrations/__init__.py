@@ -1,0 +1,1 @@
+"""Model-specific adapters on top of the core (today: :mod:`ltau_md.integrations.nequip`)."""

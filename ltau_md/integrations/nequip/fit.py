@@ -1,0 +1,145 @@
+"""Fit an LTAU estimator from ``nequip-train`` runs (one ensemble member per run).
+
+Each run directory holds one member's error log (written by
+:class:`~ltau_md.integrations.nequip.LTAUErrorLogger`, different seeds); the logs must share the
+training
+set fingerprint. The descriptors of the *deployed* model index the estimator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ltau_md.core._io import check_output_dir, sha256_file
+from ltau_md.core.errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
+from ltau_md.core.exceptions import ArtifactError, DataError
+
+if TYPE_CHECKING:
+    from ltau_md.core.estimator import LTAUEstimator
+
+__all__ = ["find_error_log", "fit_from_runs"]
+
+
+def find_error_log(run_dir: str | os.PathLike) -> Path:
+    """The error-log directory of a run: ``run_dir`` itself, ``run_dir/ltau_log``, or the
+    single error log found below ``run_dir`` (ArtifactError if none or several)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ArtifactError(f"run directory {run_dir} does not exist")
+    for cand in (run_dir, run_dir / "ltau_log"):
+        if is_error_log(cand):
+            return cand
+    found = sorted(p.parent for p in run_dir.rglob("manifest.json") if is_error_log(p.parent))
+    if not found:
+        raise ArtifactError(f"no ltau-md error log under {run_dir}")
+    if len(found) > 1:
+        raise ArtifactError(f"several error logs under {run_dir}: "
+                            f"{[str(p) for p in found]}; pass the one to use")
+    return found[0]
+
+
+def fit_from_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    k: int = 10,
+    index: str = "auto",
+    atol: float | None = None,
+    rtol: float = 0.0,
+    window: tuple[int | None, int | None] = (None, None),
+    data: str | os.PathLike | Sequence[Any] | None = None,
+    *,
+    validation: str | os.PathLike | Sequence[Any] | None = None,
+    s: float | None = None,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = True,
+    chemical_species_to_atom_type_map: dict[str, str] | None = None,
+    **estimator_kwargs: Any,
+) -> LTAUEstimator:
+    """Fit and save (to ``out_dir``) an :class:`~ltau_md.core.estimator.LTAUEstimator`.
+
+    run_dirs: one directory per ensemble member (a run dir, or the log dir itself).
+    model_path: the deployed model (``.ckpt`` or ``.nequip.zip``) whose descriptors index the
+        estimator.
+    k, index, atol (eV/A, None = final training force MAE), rtol, window (slice over logged
+        epochs), s and ``estimator_kwargs``: passed to LTAUEstimator.
+    overwrite: ``out_dir`` must be missing or empty, or (with ``overwrite``) an estimator saved
+        earlier; anything else is refused (OutputExistsError) before any work is done.
+    data: the training structures in the logged order (a file or a list of Atoms); default is
+        the ``frames.traj`` the callback wrote next to the first log. Their fingerprint is
+        checked against the logs'.
+    validation: held-out in-domain structures (a file or a list of Atoms; no labels needed),
+        e.g. the training run's validation set: the in-domain frame statistics behind
+        ``Threshold(alarm_rate=...)`` are fitted on them
+        (:func:`~ltau_md.core.calibration.alarm_statistics_from_structures`, source "validation").
+        Without them, novelty statistics come from the training atoms' leave-one-out novelty
+        (:func:`~ltau_md.core.calibration.alarm_statistics_from_training`, source "training-loo",
+        approximate: alarms fire more often than the nominal rate).
+    """
+    from ltau_md.core.calibration import (
+        alarm_statistics_from_structures,
+        alarm_statistics_from_training,
+    )
+    from ltau_md.core.estimator import FORMAT, LTAUEstimator
+    from ltau_md.integrations.nequip.model import (
+        NequIPFeatureModel,
+        _as_atoms_list,
+        descriptors_for_dataset,
+    )
+
+    if not run_dirs:
+        raise DataError("no run directories given")
+    check_output_dir(out_dir, FORMAT, overwrite)
+    log_dirs: list[Path] = []
+    for rd in run_dirs:
+        d = find_error_log(rd).resolve()
+        if d not in log_dirs:
+            log_dirs.append(d)
+    logs = [ErrorLog.open(d) for d in log_dirs]
+    check_same_dataset(logs)
+    fp = logs[0].fingerprint
+    for lg in logs:
+        if not lg.members:
+            raise ArtifactError(f"error log {lg.path} holds no logged epochs")
+    if data is None:
+        frames = next((d / FRAMES_FILE for d in log_dirs if (d / FRAMES_FILE).exists()), None)
+        if frames is None:
+            raise ArtifactError(f"no {FRAMES_FILE} next to the error logs {log_dirs}: pass the "
+                                "training structures (data=...) in the logged order")
+        data = frames
+    model = NequIPFeatureModel.from_file(
+        model_path, device=device,
+        chemical_species_to_atom_type_map=chemical_species_to_atom_type_map)
+    train_frames = _as_atoms_list(data, model.type_names)
+    val_frames = None if validation is None else _as_atoms_list(validation, model.type_names)
+    desc = descriptors_for_dataset(model, train_frames, batch_size=batch_size,
+                                   progress=progress, fingerprint=fp)
+    meta = {
+        "model": str(Path(model_path).resolve()),
+        "model_sha256": sha256_file(model_path),
+        "runs": [str(Path(r).resolve()) for r in run_dirs],
+        "error_logs": [str(d) for d in log_dirs],
+        "descriptor": "nequip node_features entering per_atom_energy_readout",
+        "type_names": model.type_names,
+        "r_max": model.r_max,
+    }
+    if not isinstance(data, (list, tuple)):
+        meta["data"] = str(Path(data).resolve())
+    if isinstance(validation, (str, os.PathLike)):
+        meta["validation"] = str(Path(validation).resolve())
+    meta.update(estimator_kwargs.pop("metadata", None) or {})
+    est = LTAUEstimator(k=k, index=index, s=s, atol=atol, rtol=rtol, window=window,
+                        metadata=meta, **estimator_kwargs)
+    est.fit(desc, logs, species=logs[0].species)
+    if val_frames is not None:
+        alarm_statistics_from_structures(model, est, val_frames, source="validation",
+                                         batch_size=batch_size)
+    else:
+        alarm_statistics_from_training(est, logs[0].frame_offsets, frames=train_frames)
+    est.save(out_dir)
+    return est

@@ -1,0 +1,559 @@
+"""How good is the uncertainty? One call that scores LTAU and its baselines on labelled data.
+
+:func:`evaluate` takes the deployed model, its fitted estimator, one labelled in-domain set and
+any number of named out-of-domain sets (energies-only sets are fine: detection needs no
+labels), optionally extra ensemble members, and reports, for every signal of :data:`SIGNALS`:
+
+* **calibration** - the in-domain set is split by frame into a calibration and an evaluation
+  half (:func:`~ltau_md.core.calibration.split_frames`, seeded); s is fitted on the first
+  (:func:`~ltau_md.core.calibration.fit_scale`) and the miscalibration area reported on the second,
+  at s = 1 and at the fitted s;
+* **ranking** (evaluation half, per atom) - Spearman(signal, |dF|) and the AUROC of the signal
+  for high-error atoms (|dF| above the evaluation half's 90th percentile), each with a 95 %
+  bootstrap interval over frames and its worst element beside it;
+* **labelled out-of-domain sets** (all structures with reference forces) - the same ranking,
+  high-error meaning above the in-domain threshold, and the miscalibration area at the fitted s;
+* **detection** (per out-of-domain set) - AUROC of the frame statistic (max and mean over
+  atoms, :func:`~ltau_md.core.metrics.frame_statistics`) separating the set's frames from the
+  in-domain evaluation frames, with a stratified bootstrap interval over frames; mean and
+  worst over the sets;
+* **alarms** - the conformal threshold (:func:`~ltau_md.core.metrics.alarm_threshold`) at
+  ``alarm_rate`` fitted on the calibration frames, the rate at which held-out in-domain frames
+  exceed it (for this split, and mean / worst / 95th percentile over 200 random splits, since
+  one split of a few hundred frames is noisy) and the rate for every out-of-domain set;
+* **cost per step** - the deployed model's forward pass, the LTAU query, a full
+  :class:`~ltau_md.core.calculator.LTAUCalculator` step and the ensemble (medians of interleaved
+  timing rounds on the first in-domain structure, jittered every call).
+
+The caller's estimator is not changed: the calibration and alarm thresholds are fitted on a
+copy, reported under ``"calibration"`` and ``"alarms"``. With ``out`` the report is written
+as strict JSON (``evaluation.json``, no NaN: undefined values are null) with figures
+(calibration curves, ROC per out-of-domain set, error vs uncertainty) and the calibrated
+copy of the estimator (s and alarm statistics of the calibration half, ``estimator/``), into
+an output directory of kind "evaluate" (:func:`~ltau_md.core._io.prepare_output_dir`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ltau_md.core._io import (
+    prepare_output_dir,
+    read_structures,
+    reference_forces,
+    to_json_safe,
+    write_text_atomic,
+)
+from ltau_md.core.baselines import element_error, force_std, latent_distance
+from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
+from ltau_md.core.exceptions import DataError, InvalidParameterError, LTAUError
+from ltau_md.core.metrics import (
+    alarm_threshold,
+    auroc,
+    auroc_rows,
+    frame_statistics,
+    spearman,
+    spearman_rows,
+    stat_key,
+)
+from ltau_md.core.model import evaluate_structures, structure_offsets
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.core.model import FeatureModel
+
+__all__ = ["DEFAULT_ALARM", "FRAME_STATS", "OUTPUT_KIND", "SIGNALS", "evaluate"]
+
+#: the signals scored, by their per-atom result names: LTAU's uncertainty 1 - p (at the
+#: fitted s), predicted error (eV/A) and novelty; the latent distance (mean k-NN distance),
+#: the element baseline (training force MAE of the element, eV/A) and, with members, the
+#: ensemble force spread (eV/A). Higher = less trusted for all of them.
+SIGNALS = {
+    "uncertainty": "LTAU uncertainty 1 - p (fitted s)",
+    "predicted_error": "LTAU predicted error (eV/Å)",
+    "novelty": "LTAU novelty",
+    "latent_distance": "latent distance (mean k-NN)",
+    "element_error": "element training MAE (eV/Å)",
+    "force_std": "ensemble force std (eV/Å)",
+}
+#: frame statistics scored for detection and alarms
+FRAME_STATS = ("max", "mean")
+#: the default alarm signal: the novelty's maximum over the atoms of a structure
+DEFAULT_ALARM = ("novelty", "max")
+#: output-directory kind (marker) of ``evaluate`` outputs
+OUTPUT_KIND = "evaluate"
+#: atoms with |dF| above this quantile of the in-domain evaluation errors are "high-error"
+HIGH_ERROR_QUANTILE = 0.9
+#: random calibration/evaluation splits averaged for the in-domain alarm rate
+N_ALARM_SPLITS = 200
+
+
+# ---------------------------------------------------------------------------- model passes
+def _run(model: FeatureModel, frames: Sequence[Atoms], batch_size: int
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(energies (F,) eV, forces (n, 3) eV/A, features (n, D)) of all ``frames``."""
+    outs = evaluate_structures(model, frames, batch_size)
+    energy = np.array([float(o.energy) for o in outs])
+    forces = np.concatenate([np.asarray(o.forces, dtype=np.float64) for o in outs])
+    feats = np.concatenate([np.asarray(o.features, dtype=np.float32) for o in outs])
+    return energy, forces, feats
+
+
+def _set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
+              members: Sequence[FeatureModel], estimator: LTAUEstimator, batch_size: int,
+              labelled: bool | None) -> dict[str, Any]:
+    """Model passes and neighbours of one set; ``labelled``: True requires reference forces,
+    None uses them where every structure has them."""
+    frames = read_structures(frames)
+    off = structure_offsets(frames)
+    numbers = np.concatenate([a.numbers for a in frames])
+    try:
+        estimator.check_species(numbers)
+        energy, forces, feats = _run(model, frames, batch_size)
+        dist, idx = estimator.kneighbors(feats, numbers)
+    except LTAUError as exc:
+        raise type(exc)(f"set {name!r}: {exc}") from exc
+    d: dict[str, Any] = {"frames": frames, "offsets": off, "numbers": numbers,
+                         "energy": energy, "forces": forces, "dist": dist, "idx": idx}
+    if members:
+        d["member_forces"] = [forces] + [_run(m, frames, batch_size)[1] for m in members]
+    if labelled is None:
+        labelled = all(_has_forces(a) for a in frames)
+    if labelled:
+        ref = np.concatenate([reference_forces(a, i, f"the error of set {name!r}")
+                              for i, a in enumerate(frames)])
+        d["err"] = np.linalg.norm(ref - forces, axis=1)
+    return d
+
+
+def _has_forces(atoms: Atoms) -> bool:
+    res = getattr(getattr(atoms, "calc", None), "results", None) or {}
+    return "forces" in res or "forces" in atoms.arrays
+
+
+def _signals(d: dict[str, Any], estimator: LTAUEstimator, s: float) -> dict[str, np.ndarray]:
+    """Per-atom values of every signal on one set, LTAU read at scale ``s``."""
+    pred = estimator.predict_from_neighbors(d["dist"], d["idx"], s=s, species=d["numbers"])
+    out = {
+        "uncertainty": np.asarray(pred.uncertainty, dtype=np.float64),
+        "predicted_error": np.asarray(pred.predicted_error, dtype=np.float64),
+        "novelty": np.asarray(pred.novelty, dtype=np.float64),
+        "latent_distance": latent_distance(pred),
+        "element_error": element_error(estimator, d["numbers"]),
+    }
+    if "member_forces" in d:
+        out["force_std"] = force_std(d["member_forces"])
+    return out
+
+
+# ---------------------------------------------------------------------------- statistics
+def _ci(values: Sequence[float]) -> list[float | None]:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return [None, None]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+
+
+def _frame_atoms(off: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Atom indices of ``frames`` (with repeats) given frame offsets."""
+    starts, lens = off[frames], off[frames + 1] - off[frames]
+    total = int(lens.sum())
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    return np.arange(total) + shift
+
+
+def _metric(value: float, boot: Sequence[float]) -> dict[str, Any]:
+    return {"value": value, "ci95": _ci(boot)}
+
+
+def _per_atom(sig: dict[str, np.ndarray], err: np.ndarray, numbers: np.ndarray,
+              off: np.ndarray, n_boot: int, rng: np.random.Generator, thr: float
+              ) -> dict[str, Any]:
+    """Spearman(signal, |dF|) and AUROC for high-error atoms (|dF| > ``thr`` eV/A) of the
+    atoms of frames ``off``, with frame-bootstrap intervals and per-element values."""
+    from ase.data import chemical_symbols
+
+    high = err > thr
+    res: dict[str, Any] = {}
+    for name, v in sig.items():
+        per_el = {}
+        for z in np.unique(numbers):
+            m = numbers == z
+            per_el[chemical_symbols[int(z)]] = (spearman(v[m], err[m]) if m.sum() > 2
+                                                else float("nan"))
+        finite_el = {k: x for k, x in per_el.items() if np.isfinite(x)}
+        worst = min(finite_el, key=finite_el.get) if finite_el else None
+        res[name] = {
+            "spearman": spearman(v, err),
+            "high_error_auroc": auroc(v, high) if 0 < high.sum() < high.size else float("nan"),
+            "spearman_per_element": per_el,
+            "spearman_worst_element": {"element": worst,
+                                       "value": finite_el.get(worst, float("nan"))},
+        }
+    boot: dict[str, dict[str, list[float]]] = {n: {"sp": [], "au": []} for n in sig}
+    n_frames = off.size - 1
+    for _ in range(n_boot):
+        atoms = _frame_atoms(off, rng.integers(0, n_frames, n_frames))
+        e = err[atoms][None, :]
+        lab = e > thr
+        for name, v in sig.items():
+            va = v[atoms][None, :]
+            boot[name]["sp"].append(float(spearman_rows(va, e)[0]))
+            boot[name]["au"].append(float(auroc_rows(va, lab)[0]))
+    for name in sig:
+        res[name]["spearman"] = _metric(res[name]["spearman"], boot[name]["sp"])
+        res[name]["high_error_auroc"] = _metric(res[name]["high_error_auroc"], boot[name]["au"])
+    return res
+
+
+def _detection(neg: np.ndarray, pos: np.ndarray, n_boot: int, rng: np.random.Generator
+               ) -> dict[str, Any]:
+    """AUROC of frame scores for OOD (``pos``) vs in-domain (``neg``) frames, stratified
+    frame bootstrap interval."""
+    sc = np.concatenate([pos, neg])
+    lab = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]
+    ok = np.isfinite(sc) | np.isposinf(sc)
+    value = auroc(np.nan_to_num(sc[ok], posinf=np.finfo(float).max), lab[ok])
+    boot = []
+    for _ in range(n_boot):
+        p = pos[rng.integers(0, pos.size, pos.size)]
+        n = neg[rng.integers(0, neg.size, neg.size)]
+        s = np.nan_to_num(np.concatenate([p, n]), posinf=np.finfo(float).max)
+        boot.append(float(auroc_rows(s[None, :], lab[None, :])[0]))
+    return _metric(value, boot)
+
+
+def _alarm_split_rates(stat: np.ndarray, fraction: float, alarm_rate: float, n_splits: int,
+                       seed: int) -> np.ndarray:
+    """In-domain alarm rate (frames of the evaluation part above the threshold fitted on the
+    calibration part) over ``n_splits`` random frame splits."""
+    rng = np.random.default_rng(seed)
+    n = stat.size
+    n_cal = int(np.clip(round(fraction * n), 1, n - 1))
+    rates = np.empty(n_splits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for i in range(n_splits):
+            perm = rng.permutation(n)
+            thr = alarm_threshold(stat[perm[:n_cal]], alarm_rate)
+            rates[i] = float(np.mean(stat[perm[n_cal:]] > thr))
+    return rates
+
+
+# ---------------------------------------------------------------------------- cost
+def _cost_per_step(model: FeatureModel, members: Sequence[FeatureModel],
+                   estimator: LTAUEstimator, atoms: Atoms, rounds: int, calls: int
+                   ) -> dict[str, Any]:
+    """Seconds per MD step on ``atoms`` (positions jittered by 0.01 A every call), medians
+    over interleaved rounds so a load change on a shared machine affects all alike."""
+    from ltau_md.core.calculator import LTAUCalculator
+
+    rng = np.random.default_rng(0)
+    base = atoms.positions.copy()
+    a, b = atoms.copy(), atoms.copy()
+    a.calc = None
+    b.calc = LTAUCalculator(model, estimator)
+
+    def jitter(x: Atoms) -> None:
+        x.positions = base + rng.normal(scale=0.01, size=base.shape)
+
+    feats = np.asarray(model.evaluate(a).features)
+
+    def calc_step() -> None:
+        jitter(b)
+        b.get_forces()
+
+    fns = {"model_s": lambda: (jitter(a), model.evaluate(a)),
+           "ltau_query_s": lambda: estimator.predict(feats, species=a.numbers),
+           "ltau_calculator_step_s": calc_step}
+    if members:
+        fns["ensemble_step_s"] = lambda: (jitter(a), model.evaluate(a),
+                                          [m.evaluate(a) for m in members])
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[k].append((time.perf_counter() - t0) / calls)
+    out: dict[str, Any] = {k: float(np.median(v)) for k, v in times.items()}
+    out.update(n_atoms=len(atoms), rounds=rounds, calls_per_round=calls,
+               ensemble_members=1 + len(members) if members else None)
+    if members:
+        ens = np.array(times["ensemble_step_s"])
+        for k in ("model_s", "ltau_query_s", "ltau_calculator_step_s"):
+            ratio = float(np.median(np.array(times[k]) / ens))
+            out[k.removesuffix("_s") + "_over_ensemble"] = ratio
+    return out
+
+
+# ---------------------------------------------------------------------------- evaluate
+def evaluate(
+    model: FeatureModel,
+    estimator: LTAUEstimator,
+    in_domain: Sequence[Atoms] | str | os.PathLike,
+    ood: Mapping[str, Sequence[Atoms] | str | os.PathLike],
+    members: Sequence[FeatureModel] | None = None,
+    *,
+    fraction: float = 0.5,
+    seed: int = 0,
+    alarm_rate: float = 0.01,
+    n_boot: int = 1000,
+    n_splits: int = N_ALARM_SPLITS,
+    target_atol: float | None = None,
+    batch_size: int = 32,
+    timing: tuple[int, int] | None = (5, 10),
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Score LTAU and its baselines on an in-domain and named out-of-domain sets.
+
+    Parameters
+    ----------
+    model : FeatureModel
+        The deployed model (the one ``estimator`` was fitted for).
+    estimator : LTAUEstimator
+        Fitted estimator; not modified (calibration and thresholds are fitted on a copy).
+    in_domain : list of Atoms or path
+        Labelled in-domain structures (reference forces, eV/A), split by frame into
+        calibration (``fraction``) and evaluation halves with ``seed``.
+    ood : dict name -> list of Atoms or path
+        Out-of-domain sets; labels are not needed (energies-only is fine). A set whose
+        structures all carry reference forces is also scored per atom (``"per_atom_ood"``:
+        Spearman, high-error AUROC, miscalibration area at the fitted s, force MAE).
+    members : list of FeatureModel, optional
+        Further ensemble members; the ensemble is ``[model, *members]`` and its per-atom force
+        spread (:func:`~ltau_md.core.baselines.force_std`, eV/A) is scored as ``"force_std"``.
+    fraction, seed : calibration fraction of the in-domain frames and the split seed.
+    alarm_rate : float
+        Nominal in-domain alarm rate of the conformal thresholds (default 1 %).
+    n_boot : int
+        Bootstrap resamples (over frames) for the 95 % intervals; 0 disables them.
+    n_splits : int
+        Random splits averaged for the in-domain alarm rate.
+    target_atol : float, optional
+        Target tolerance (eV/A) of the calibration (default: the estimator's atol).
+    timing : (rounds, calls) or None
+        Cost-per-step timing (None skips it).
+    out : path, optional
+        Write ``evaluation.json``, the figures and the calibrated estimator here (kind
+        "evaluate"; a non-empty directory is refused unless it is an earlier evaluation and
+        ``overwrite``).
+
+    Returns
+    -------
+    dict
+        JSON-safe report (see the module docstring); ``"summary"`` holds the headline figures.
+    """
+    t_start = time.perf_counter()
+    if not 0 < fraction < 1:
+        raise InvalidParameterError(f"fraction must be in (0, 1), got {fraction}")
+    if not 0 < alarm_rate < 1:
+        raise InvalidParameterError(f"alarm_rate must be in (0, 1), got {alarm_rate}")
+    if n_boot < 0 or n_splits < 1 or batch_size < 1:
+        raise InvalidParameterError("n_boot must be >= 0, n_splits and batch_size >= 1")
+    ood = dict(ood)
+    bad = [n for n in ood if not isinstance(n, str) or not n or "/" in n]
+    if bad:
+        raise InvalidParameterError(f"out-of-domain set names must be non-empty strings "
+                                    f"without '/', got {bad}")
+    if out is not None:
+        out = prepare_output_dir(out, OUTPUT_KIND, overwrite)
+    estimator._check_fitted()
+    members = list(members or [])
+    est = copy.copy(estimator)  # the caller's estimator keeps its calibration
+    est.calibration_ = None
+
+    # -- model passes and one neighbour search per set --------------------------------------
+    ind = _set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
+    sets = {name: _set_data(name, frames, model, members, est, batch_size, labelled=None)
+            for name, frames in ood.items()}
+    off = ind["offsets"]
+    n_frames = off.size - 1
+    if n_frames < 4:
+        raise DataError(f"the in-domain set has {n_frames} frames; at least 4 are needed "
+                        "for calibration and evaluation halves")
+    cal, evl = split_frames(off, fraction, seed)
+    cal_f, evl_f = cal[off[:-1]], evl[off[:-1]]
+    sizes = np.diff(off)
+    off_cal = np.concatenate([[0], np.cumsum(sizes[cal_f])])
+    off_evl = np.concatenate([[0], np.cumsum(sizes[evl_f])])
+    err = ind["err"]
+
+    # -- calibration on the calibration half --------------------------------------------------
+    fit = fit_scale(est, None, err[cal], indices=ind["idx"][cal], target_atol=target_atol)
+    curves = {label: evaluate_calibration(est, None, err[evl], indices=ind["idx"][evl], s=s)
+              for label, s in (("s=1", 1.0), ("fitted s", fit.s))}
+    calibration = {
+        "s": fit.s, "target_atol": fit.target_atol, "at_bound": fit.at_bound,
+        "area_s1": curves["s=1"].miscalibration_area,
+        "area_fitted": curves["fitted s"].miscalibration_area,
+        "calibration_half_area": fit.area, "calibration_half_area_s1": fit.area_unscaled,
+        "curves": {k: c.to_dict() for k, c in curves.items()},
+    }
+
+    # -- signals ------------------------------------------------------------------------------
+    sig_in = _signals(ind, est, fit.s)
+    sig_ood = {name: _signals(d, est, fit.s) for name, d in sets.items()}
+    names = list(sig_in)
+    rng = np.random.default_rng(seed)
+    high_thr = float(np.quantile(err[evl], HIGH_ERROR_QUANTILE))
+    per_atom = _per_atom({k: v[evl] for k, v in sig_in.items()}, err[evl],
+                         ind["numbers"][evl], off_evl, n_boot, rng, high_thr)
+    # labelled out-of-domain sets: the same ranking (high error: above the in-domain
+    # threshold) and the calibration at the fitted s
+    per_atom_ood: dict[str, Any] = {}
+    for name, d in sets.items():
+        if "err" in d:
+            per_atom_ood[name] = _per_atom(sig_ood[name], d["err"], d["numbers"], d["offsets"],
+                                           n_boot, rng, high_thr)
+            per_atom_ood[name]["miscalibration_area_fitted"] = evaluate_calibration(
+                est, None, d["err"], indices=d["idx"], s=fit.s).miscalibration_area
+            per_atom_ood[name]["force_mae"] = float(d["err"].mean())
+
+    # -- frame statistics, detection and alarms -----------------------------------------------
+    stats_in = {stat_key(n, on): frame_statistics(sig_in[n], off, on)
+                for n in names for on in FRAME_STATS}
+    stats_ood = {name: {stat_key(n, on): frame_statistics(sig[n], sets[name]["offsets"], on)
+                        for n in names for on in FRAME_STATS} for name, sig in sig_ood.items()}
+    detection: dict[str, Any] = {}
+    for name in sets:
+        detection[name] = {"n_frames": int(sets[name]["offsets"].size - 1)}
+        for key, v in stats_in.items():
+            detection[name][key] = _detection(v[evl_f], stats_ood[name][key], n_boot, rng)
+    detection_summary = {}
+    for key in stats_in:
+        vals = {name: detection[name][key]["value"] for name in sets}
+        finite = {k: x for k, x in vals.items() if np.isfinite(x)}
+        worst = min(finite, key=finite.get) if finite else None
+        detection_summary[key] = {
+            "mean": float(np.mean(list(finite.values()))) if finite else float("nan"),
+            "worst": finite.get(worst, float("nan")), "worst_set": worst}
+
+    # thresholds: the conformal quantile of the calibration frames' values, stored in the
+    # (copied) estimator's calibration as Threshold(alarm_rate=...) would read them
+    fitted = _fit_thresholds(est, {k: v[cal] for k, v in sig_in.items()}, off_cal,
+                             list(stats_in))
+    alarms: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for key, v in stats_in.items():
+            thr = (alarm_threshold(fitted[key]["values"], alarm_rate) if key in fitted
+                   else float("nan"))
+            rates = _alarm_split_rates(v, fraction, alarm_rate, n_splits, seed + 1)
+            alarms[key] = {
+                "threshold": thr,
+                "n_calibration_frames": fitted.get(key, {}).get("n_frames", 0),
+                "in_domain_rate": float(np.mean(v[evl_f] > thr)),
+                "in_domain_rate_splits": {"mean": float(rates.mean()),
+                                          "worst": float(rates.max()),
+                                          "p95": float(np.percentile(rates, 95)),
+                                          "n_splits": int(n_splits)},
+                "ood_rate": {name: float(np.mean(stats_ood[name][key] > thr)) for name in sets},
+            }
+
+    # -- cost ---------------------------------------------------------------------------------
+    cost = (_cost_per_step(model, members, est, ind["frames"][0], *timing)
+            if timing is not None else None)
+
+    default_key = stat_key(*DEFAULT_ALARM)
+    summary = {
+        "miscalibration_area_s1": calibration["area_s1"],
+        "miscalibration_area_fitted": calibration["area_fitted"],
+        "s": fit.s,
+        "spearman": {n: per_atom[n]["spearman"] for n in names},
+        "high_error_auroc": {n: per_atom[n]["high_error_auroc"] for n in names},
+        "default_alarm": default_key,
+        "ood_auroc": {name: {k: detection[name][k] for k in (default_key,) + tuple(
+            stat_key(n, "max") for n in names if n != DEFAULT_ALARM[0])} for name in sets},
+        "alarm_rate_nominal": alarm_rate,
+        "alarm_rate_in_domain": alarms[default_key]["in_domain_rate"],
+        "alarm_rate_in_domain_mean_splits": alarms[default_key]["in_domain_rate_splits"]["mean"],
+        "alarm_rate_ood": alarms[default_key]["ood_rate"],
+    }
+    if cost is not None:
+        summary["cost_per_step_s"] = {k: v for k, v in cost.items() if k.endswith("_s")}
+    report: dict[str, Any] = {
+        "summary": summary,
+        "settings": {"fraction": fraction, "seed": seed, "alarm_rate": alarm_rate,
+                     "n_boot": n_boot, "n_splits": n_splits, "k": int(est.k),
+                     "high_error_quantile": HIGH_ERROR_QUANTILE, "frame_stats": FRAME_STATS,
+                     "ensemble_members": 1 + len(members) if members else None},
+        "sizes": {"in_domain_frames": int(n_frames), "calibration_frames": int(cal_f.sum()),
+                  "evaluation_frames": int(evl_f.sum()), "evaluation_atoms": int(evl.sum()),
+                  "ood_frames": {n: int(d["offsets"].size - 1) for n, d in sets.items()}},
+        "signals": {n: SIGNALS[n] for n in names},
+        "calibration": calibration,
+        "in_domain_force_mae": float(err[evl].mean()),
+        "high_error_threshold": high_thr,
+        "per_atom": per_atom,
+        "per_atom_ood": per_atom_ood,
+        "detection": detection,
+        "detection_summary": detection_summary,
+        "alarms": alarms,
+        "cost_per_step": cost,
+        "frame_values": {"in_domain": {k: v for k, v in stats_in.items()},
+                         "in_domain_evaluation_frames": np.flatnonzero(evl_f),
+                         **stats_ood},
+    }
+    report["wall_seconds"] = time.perf_counter() - t_start
+    report = to_json_safe(report)
+    if out is not None:
+        figures = _figures(out, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
+                           fit.target_atol)
+        report["figures"] = {k: str(v) for k, v in figures.items()}
+        report["estimator"] = str(est.save(Path(out) / "estimator"))
+        write_text_atomic(Path(out) / "evaluation.json",
+                          json.dumps(report, indent=2, sort_keys=True, allow_nan=False))
+    return report
+
+
+def _fit_thresholds(est: LTAUEstimator, per_atom: dict[str, np.ndarray],
+                    frame_offsets: np.ndarray, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """In-domain values of the frame statistics ``keys`` on the calibration frames, stored in
+    ``est.calibration_.thresholds`` (:func:`~ltau_md.core.calibration.fit_alarm_thresholds`)."""
+    from ltau_md.core.calibration import fit_alarm_thresholds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return fit_alarm_thresholds(est, per_atom, frame_offsets, stats=keys,
+                                    source="calibration")
+
+
+def _figures(out: Path, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
+             target_atol: float) -> dict[str, Path]:
+    from ltau_md.core.plots import plot_calibration, plot_error_vs_uncertainty, plot_roc
+
+    figs: dict[str, Path] = {
+        "calibration": plot_calibration(curves, out / "calibration.png",
+                                        target_label=f"{target_atol:.3g} eV/Å",
+                                        title="in-domain evaluation half"),
+        "error_vs_uncertainty": plot_error_vs_uncertainty(
+            {SIGNALS[n]: (v[evl], err[evl]) for n, v in sig_in.items()},
+            out / "error_vs_uncertainty.png", xlabels={SIGNALS[n]: SIGNALS[n] for n in sig_in},
+            title="in-domain evaluation half: |ΔF| of the deployed model"),
+    }
+    for name, st in stats_ood.items():
+        series = {}
+        for n in sig_in:
+            key = stat_key(n, "max")
+            pos, neg = st[key], stats_in[key][evl_f]
+            sc = np.nan_to_num(np.concatenate([pos, neg]), posinf=np.finfo(float).max)
+            series[f"{n} max"] = (sc, np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+        figs[f"roc_{name}"] = plot_roc(series, out / f"roc_{name}.png",
+                                       title=f"{name} vs in-domain frames (max over atoms)")
+    return figs

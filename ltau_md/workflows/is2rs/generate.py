@@ -1,0 +1,547 @@
+"""OC20-style IS2RS benchmark generator with ASE's EMT as the reference "DFT".
+
+Each system is an adsorbate on a small fcc slab (pure metal or random binary alloy, facet
+fcc111 / fcc100 / fcc110) following the OC20 conventions (Chanussot et al., ACS Catal. 2021):
+tags 0 = fixed subsurface ("bulk") atoms, 1 = free surface atoms, 2 = adsorbate atoms, and a
+:class:`~ase.constraints.FixAtoms` on the tag-0 atoms. The reference relaxation (EMT + BFGS,
+``fmax`` 0.05 eV/A) gives the relaxed target; training frames are sampled along the reference
+trajectories, as in OC20's S2EF task.
+
+Splits mirror OC20: ``train``, ``val_id``, ``val_ood_ads`` (adsorbates never seen in
+training), ``val_ood_cat`` (catalysts never seen: held-out alloy pairs cut as a held-out
+facet, by default the open fcc110 surface; every element still appears in training so a
+model's species list covers them) and ``val_ood_both``. Held-out alloy pairs alone were
+measured not to be out of domain (same force error as ``val_id``), hence the facet.
+
+Everything is deterministic from the seed: system ``i`` of split ``k`` draws from
+``numpy.random.default_rng([seed, k, i])``, so adding systems never changes earlier ones.
+
+Output layout (written to a temporary directory and renamed into place)::
+
+    OUT/
+      manifest.json                 seed, config, per-split counts, file hashes
+      <split>/initial.extxyz        initial structures (tags, FixAtoms, info: sid, split, ...)
+      <split>/relaxed.extxyz        reference-relaxed structures with EMT energy (eV)/forces (eV/A)
+      <split>/frames.extxyz         frames sampled along the reference trajectories (S2EF-like)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.build import fcc100, fcc110, fcc111
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms
+from ase.geometry import get_distances
+from ase.io import write
+
+from ltau_md.core._io import atomic_dir, sha256_file
+from ltau_md.core.exceptions import DataError
+
+FORMAT = "ltau-md/is2rs-benchmark"
+VERSION = 2
+"""2: ``ood_facets`` (fcc110 held out of train / val_id by default); systems whose adsorbate
+dissociates in the reference relaxation are resampled (``reject_dissociated``)."""
+
+SPLITS: tuple[str, ...] = ("train", "val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
+METALS: tuple[str, ...] = ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Al")
+FACETS: dict[str, Callable[..., Atoms]] = {"fcc111": fcc111, "fcc100": fcc100, "fcc110": fcc110}
+
+_T = 109.47 * np.pi / 180.0  # tetrahedral angle
+
+
+def _fan(n: int, bond: float, polar: float, z0: float = 0.0) -> list[tuple[float, float, float]]:
+    """``n`` atoms ``bond`` A from (0, 0, z0), ``polar`` rad from +z, evenly in azimuth."""
+    return [
+        (
+            bond * np.sin(polar) * np.cos(2 * np.pi * j / n),
+            bond * np.sin(polar) * np.sin(2 * np.pi * j / n),
+            z0 + bond * np.cos(polar),
+        )
+        for j in range(n)
+    ]
+
+
+# Adsorbate geometries (A): the binding atom first, at the origin; the fragment points to +z.
+ADSORBATES: dict[str, tuple[str, list[tuple[float, float, float]]]] = {
+    "H": ("H", [(0, 0, 0)]),
+    "O": ("O", [(0, 0, 0)]),
+    "N": ("N", [(0, 0, 0)]),
+    "C": ("C", [(0, 0, 0)]),
+    "OH": ("OH", [(0, 0, 0), (0, 0, 0.97)]),
+    "CO": ("CO", [(0, 0, 0), (0, 0, 1.15)]),
+    "NH": ("NH", [(0, 0, 0), (0, 0, 1.02)]),
+    "CH": ("CH", [(0, 0, 0), (0, 0, 1.09)]),
+    "CH2": ("CH2", [(0, 0, 0), *_fan(2, 1.09, 0.96)]),
+    "CH3": ("CH3", [(0, 0, 0), *_fan(3, 1.09, np.pi - _T)]),
+    "NH2": ("NH2", [(0, 0, 0), *_fan(2, 1.01, 0.92)]),
+    "NO": ("NO", [(0, 0, 0), (0, 0, 1.17)]),
+    "N2": ("N2", [(0, 0, 0), (0, 0, 1.10)]),
+    "CN": ("CN", [(0, 0, 0), (0, 0, 1.17)]),
+    "COH": ("COH", [(0, 0, 0), (0, 0, 1.35), (0.90, 0, 1.70)]),
+    "CHO": ("CHO", [(0, 0, 0), (0, 0, 1.20), (0.95, 0, -0.45)]),
+}
+ID_ADSORBATES: tuple[str, ...] = ("H", "O", "N", "C", "OH", "CO", "NH", "CH", "CH2", "CH3")
+OOD_ADSORBATES: tuple[str, ...] = ("NO", "N2", "NH2", "CN", "COH", "CHO")
+# Held-out alloy pairs: never seen in training (all their elements are seen as pure metals).
+OOD_PAIRS: tuple[tuple[str, str], ...] = (("Au", "Cu"), ("Ni", "Pt"), ("Ag", "Pd"), ("Al", "Ni"))
+
+
+@dataclass
+class GeneratorConfig:
+    """Knobs of the generator. Lengths in A, forces in eV/A."""
+
+    size: tuple[int, int] = (2, 2)
+    layers: dict[str, int] = field(
+        default_factory=lambda: {"fcc111": 3, "fcc100": 3, "fcc110": 4}
+    )
+    free_layers: dict[str, int] = field(
+        default_factory=lambda: {"fcc111": 2, "fcc100": 2, "fcc110": 2}
+    )
+    facets: tuple[str, ...] = ("fcc111", "fcc100", "fcc110")
+    ood_facets: tuple[str, ...] = ("fcc110",)
+    """Facets of ``facets`` held out of ``train`` / ``val_id`` / ``val_ood_ads``: the
+    ``val_ood_cat`` / ``val_ood_both`` catalysts are cut on them (empty: any facet)."""
+    vacuum: float = 6.0
+    alloy_fraction: float = 0.4
+    """Probability that an in-distribution catalyst is a binary alloy rather than a pure metal."""
+    height_range: tuple[float, float] = (1.3, 2.2)
+    lateral_jitter: float = 0.35
+    max_tilt_deg: float = 20.0
+    min_clearance: float = 1.1
+    fmax: float = 0.05
+    ref_steps: int = 500
+    desorption_distance: float = 3.0
+    """Reject a system whose adsorbate ends farther than this from every slab atom."""
+    reject_dissociated: bool = True
+    """Reject a system whose adsorbate falls apart in the reference relaxation (OC20's
+    "dissociation" anomaly; desorption is the other one rejected)."""
+    bond_scale: float = 1.25
+    """Two adsorbate atoms are bonded when closer than ``bond_scale`` x the sum of their
+    covalent radii (ase.data.covalent_radii)."""
+    max_attempts: int = 100
+    frames_per_system: int = 6
+    val_frames_per_system: int = 3
+    metals: tuple[str, ...] = METALS
+    id_adsorbates: tuple[str, ...] = ID_ADSORBATES
+    ood_adsorbates: tuple[str, ...] = OOD_ADSORBATES
+    ood_pairs: tuple[tuple[str, str], ...] = OOD_PAIRS
+    """Alloy pairs held out of training (val_ood_cat / val_ood_both catalysts)."""
+    extra_adsorbates: dict[str, tuple[str, list[tuple[float, float, float]]]] = field(
+        default_factory=dict)
+    """More adsorbate geometries by name (symbols, positions in A; binding atom(s) first at
+    the origin, fragment towards +z), e.g. OC20's from
+    :func:`ltau_md.workflows.is2rs.adsorbates.oc20_adsorbates`."""
+
+    def __post_init__(self) -> None:
+        from ase.data import atomic_numbers
+
+        for m in self.metals:
+            if m not in METALS:
+                raise DataError(f"metal {m!r} not supported by EMT here; choose from {METALS}")
+        table = self.adsorbate_table
+        for a in (*self.id_adsorbates, *self.ood_adsorbates):
+            if a not in table:
+                raise DataError(f"adsorbate {a!r} unknown; choose from {sorted(table)}")
+        for pair in self.ood_pairs:
+            if len(pair) != 2 or not set(pair) <= set(self.metals) or pair[0] == pair[1]:
+                raise DataError(f"ood pair {pair} must be two different metals of {self.metals}")
+        for f in self.facets:
+            if f not in FACETS:
+                raise DataError(f"unknown facet {f!r}; known: {sorted(FACETS)}")
+        for f in self.ood_facets:
+            if f not in self.facets:
+                raise DataError(f"ood facet {f!r} is not one of facets {self.facets}")
+        if not self.id_facets:
+            raise DataError(f"every facet {self.facets} is held out (ood_facets); "
+                            "training needs at least one")
+        self.metals = tuple(sorted(self.metals, key=lambda m: atomic_numbers[m]))
+        self.ood_pairs = tuple(tuple(sorted(p)) for p in self.ood_pairs)  # type: ignore[misc]
+
+    @property
+    def adsorbate_table(self) -> dict[str, tuple[str, list[tuple[float, float, float]]]]:
+        """Adsorbate geometries by name: :data:`ADSORBATES` and ``extra_adsorbates``."""
+        return {**ADSORBATES, **self.extra_adsorbates}
+
+    @property
+    def id_facets(self) -> tuple[str, ...]:
+        """Facets seen in training (``facets`` minus ``ood_facets``)."""
+        return tuple(f for f in self.facets if f not in self.ood_facets)
+
+    @property
+    def id_pairs(self) -> tuple[tuple[str, str], ...]:
+        """Alloy pairs of ``metals`` seen in training (all pairs minus ``ood_pairs``)."""
+        pairs = [tuple(sorted(p)) for p in itertools.combinations(self.metals, 2)]
+        return tuple(p for p in pairs if p not in self.ood_pairs)  # type: ignore[misc]
+
+
+@functools.cache
+def emt_lattice_constant(symbol: str) -> float:
+    """fcc lattice constant (A) minimising ASE's EMT energy of ``symbol``."""
+    from ase.build import bulk
+    from scipy.optimize import minimize_scalar
+
+    def energy(a: float) -> float:
+        at = bulk(symbol, "fcc", a=a)
+        at.calc = EMT()
+        return float(at.get_potential_energy())
+
+    res = minimize_scalar(energy, bounds=(3.0, 4.8), method="bounded", options={"xatol": 1e-5})
+    return float(res.x)
+
+
+@dataclass
+class _Catalyst:
+    elements: tuple[str, ...]
+    fraction: float  # fraction of elements[0]
+    facet: str
+
+    @property
+    def name(self) -> str:
+        if len(self.elements) == 1:
+            return self.elements[0]
+        return f"{self.elements[0]}{self.fraction:.2f}{self.elements[1]}{1 - self.fraction:.2f}"
+
+
+def _sample_catalyst(rng: np.random.Generator, ood: bool, cfg: GeneratorConfig) -> _Catalyst:
+    facets = (cfg.ood_facets or cfg.facets) if ood else cfg.id_facets
+    facet = str(rng.choice(list(facets)))
+    if ood:
+        if not cfg.ood_pairs:
+            raise DataError("OOD catalyst splits need GeneratorConfig.ood_pairs (none given)")
+        pair = cfg.ood_pairs[rng.integers(len(cfg.ood_pairs))]
+        return _Catalyst(tuple(pair), float(rng.uniform(0.25, 0.75)), facet)
+    id_pairs = cfg.id_pairs
+    if id_pairs and rng.random() < cfg.alloy_fraction:
+        pair = id_pairs[rng.integers(len(id_pairs))]
+        return _Catalyst(tuple(pair), float(rng.uniform(0.25, 0.75)), facet)
+    return _Catalyst((str(rng.choice(list(cfg.metals))),), 1.0, facet)
+
+
+def _build_slab(cat: _Catalyst, rng: np.random.Generator, cfg: GeneratorConfig) -> Atoms:
+    """Slab with OC20 tags (0 fixed, 1 free surface) and FixAtoms on the fixed layers."""
+    if cat.facet not in FACETS:
+        raise DataError(f"unknown facet {cat.facet!r}; known: {sorted(FACETS)}")
+    n_layers = cfg.layers[cat.facet]
+    n_free = cfg.free_layers[cat.facet]
+    if not 0 < n_free < n_layers:
+        raise DataError(f"free_layers[{cat.facet}]={n_free} must be in 1..{n_layers - 1}")
+    if len(cat.elements) == 1:
+        a = emt_lattice_constant(cat.elements[0])
+    else:
+        x = cat.fraction
+        a = x * emt_lattice_constant(cat.elements[0]) + (1 - x) * emt_lattice_constant(
+            cat.elements[1]
+        )
+    slab = FACETS[cat.facet](
+        cat.elements[0], size=(*cfg.size, n_layers), a=a, vacuum=cfg.vacuum
+    )
+    if len(cat.elements) == 2:
+        n = len(slab)
+        n_a = int(np.clip(round(cat.fraction * n), 1, n - 1))
+        symbols = np.array([cat.elements[1]] * n, dtype=object)
+        symbols[rng.permutation(n)[:n_a]] = cat.elements[0]
+        slab.set_chemical_symbols(list(symbols))
+        cat.fraction = n_a / n
+    layer = slab.get_tags()  # ase.build: 1 = top layer ... n_layers = bottom
+    tags = np.where(layer <= n_free, 1, 0)
+    slab.set_tags(tags)
+    slab.set_constraint(FixAtoms(mask=tags == 0))
+    return slab
+
+
+def axis_rotation(u: np.ndarray, sin: float, cos: float) -> np.ndarray:
+    """Rotation matrix about the unit vector ``u`` by the angle with this sine and cosine
+    (Rodrigues' formula)."""
+    k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
+    return np.eye(3) + sin * k + (1 - cos) * k @ k
+
+
+def _rotation(rng: np.random.Generator, max_tilt: float) -> np.ndarray:
+    """Random rotation about z followed by a tilt of at most ``max_tilt`` rad."""
+    phi = rng.uniform(0, 2 * np.pi)
+    rz = np.array([[np.cos(phi), -np.sin(phi), 0], [np.sin(phi), np.cos(phi), 0], [0, 0, 1]])
+    tilt = rng.uniform(0, max_tilt)
+    ax = rng.uniform(0, 2 * np.pi)
+    u = np.array([np.cos(ax), np.sin(ax), 0.0])
+    return axis_rotation(u, np.sin(tilt), np.cos(tilt)) @ rz
+
+
+def _place_adsorbate(
+    slab: Atoms, name: str, rng: np.random.Generator, cfg: GeneratorConfig
+) -> tuple[Atoms, str]:
+    symbols, geom = cfg.adsorbate_table[name]
+    info = slab.info["adsorbate_info"]
+    site = str(rng.choice(sorted(info["sites"])))
+    spos = np.asarray(info["sites"][site], float) + rng.integers(0, cfg.size)
+    xy = spos @ np.asarray(info["cell"]) + rng.normal(0.0, cfg.lateral_jitter, 2)
+    top = slab.positions[slab.get_tags() == 1, 2].max()
+    height = rng.uniform(*cfg.height_range)
+    rot = _rotation(rng, np.deg2rad(cfg.max_tilt_deg))
+    local = np.asarray(geom, float) @ rot.T
+    ads = Atoms(symbols, positions=local)
+    for _ in range(20):
+        ads.positions = local + np.array([xy[0], xy[1], top + height])
+        _, d = get_distances(ads.positions, slab.positions, cell=slab.cell, pbc=slab.pbc)
+        if d.min() >= cfg.min_clearance:
+            break
+        height += 0.2
+    system = slab.copy()
+    system.info.pop("adsorbate_info", None)
+    ads.set_tags(2)
+    system += ads
+    system.set_constraint(FixAtoms(mask=system.get_tags() == 0))
+    return system, site
+
+
+class _Abort(Exception):
+    """Stop a reference relaxation that can no longer give an accepted system."""
+
+
+def _relax_reference(atoms: Atoms, cfg: GeneratorConfig,
+                     abort: Callable[[Atoms], bool] | None = None,
+                     ) -> tuple[bool, int, list[Atoms]]:
+    """EMT + BFGS relaxation in place; returns (converged, n_steps, trajectory snapshots with
+    SinglePointCalculator energy/forces). ``abort(atoms)``, checked every 10 steps, ends the
+    relaxation early as not converged (e.g. the adsorbate already fell apart)."""
+    from ase.optimize import BFGS
+
+    atoms.calc = EMT()
+    traj: list[Atoms] = []
+
+    def snap() -> None:
+        a = atoms.copy()
+        a.calc = SinglePointCalculator(
+            a, energy=atoms.get_potential_energy(), forces=atoms.get_forces(apply_constraint=False)
+        )
+        traj.append(a)
+        if abort is not None and len(traj) % 10 == 0 and abort(atoms):
+            raise _Abort
+
+    opt = BFGS(atoms, logfile=None)
+    opt.attach(snap, interval=1)
+    try:
+        converged = bool(opt.run(fmax=cfg.fmax, steps=cfg.ref_steps))
+    except _Abort:
+        converged = False
+    return converged, int(opt.nsteps), traj
+
+
+def _desorbed(atoms: Atoms, cfg: GeneratorConfig) -> bool:
+    tags = atoms.get_tags()
+    _, d = get_distances(
+        atoms.positions[tags == 2], atoms.positions[tags < 2], cell=atoms.cell, pbc=atoms.pbc
+    )
+    return bool((d.min(axis=1) > cfg.desorption_distance).any())
+
+
+def adsorbate_fragments(atoms: Atoms, bond_scale: float = 1.25) -> int:
+    """Number of connected fragments of the adsorbate (tag-2 atoms), two atoms bonded when
+    closer than ``bond_scale`` x the sum of their covalent radii (A)."""
+    from ase.data import covalent_radii
+    from scipy.sparse.csgraph import connected_components
+
+    ads = atoms[atoms.get_tags() == 2]
+    if len(ads) <= 1:
+        return len(ads)
+    r = covalent_radii[ads.numbers]
+    d = ads.get_all_distances(mic=True)
+    n, _ = connected_components(d < bond_scale * (r[:, None] + r[None, :]), directed=False)
+    return int(n)
+
+
+def generate_system(
+    seed: int, split: str, index: int, cfg: GeneratorConfig | None = None
+) -> tuple[Atoms, Atoms, list[Atoms]]:
+    """One benchmark system: (initial, reference-relaxed, reference trajectory).
+
+    Deterministic in (seed, split, index). Resamples (same stream) until the reference
+    relaxation converges and the adsorbate stays bound and in one piece (OC20 anomalies).
+    """
+    cfg = cfg or GeneratorConfig()
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; known: {SPLITS}")
+    rng = np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
+    ood_ads = split in ("val_ood_ads", "val_ood_both")
+    ood_cat = split in ("val_ood_cat", "val_ood_both")
+    ads_pool = cfg.ood_adsorbates if ood_ads else cfg.id_adsorbates
+    if not ads_pool:
+        raise DataError(f"split {split} needs {'ood' if ood_ads else 'id'}_adsorbates")
+    for attempt in range(cfg.max_attempts):
+        cat = _sample_catalyst(rng, ood_cat, cfg)
+        ads_name = str(rng.choice(list(ads_pool)))
+        slab = _build_slab(cat, rng, cfg)
+        initial, site = _place_adsorbate(slab, ads_name, rng, cfg)
+        work = initial.copy()
+        n_fragments = adsorbate_fragments(initial, cfg.bond_scale)
+
+        def dissociated(atoms: Atoms, n0: int = n_fragments) -> bool:
+            return adsorbate_fragments(atoms, cfg.bond_scale) > n0
+
+        converged, n_steps, traj = _relax_reference(
+            work, cfg, dissociated if cfg.reject_dissociated else None)
+        if not converged or _desorbed(work, cfg):
+            continue
+        if cfg.reject_dissociated and dissociated(work):
+            continue
+        info = {
+            "sid": f"{split}-{index:05d}",
+            "split": split,
+            "catalyst": cat.name,
+            "elements": "-".join(cat.elements),
+            "facet": cat.facet,
+            "adsorbate": ads_name,
+            "site": site,
+            "attempt": attempt,
+        }
+        initial.info = dict(info)
+        relaxed = traj[-1].copy()
+        relaxed.calc = traj[-1].calc
+        relaxed.info = dict(info, ref_energy=float(traj[-1].get_potential_energy()),
+                            ref_n_steps=n_steps, ref_converged=converged)
+        relaxed.set_constraint(FixAtoms(mask=relaxed.get_tags() == 0))
+        for j, fr in enumerate(traj):
+            fr.info = dict(info, frame=j)
+        return initial, relaxed, traj
+    raise DataError(
+        f"no converged, bound, intact system for {split}-{index:05d} after {cfg.max_attempts} "
+        f"attempts (adsorbates {list(ads_pool)}; EMT lets many polyatomic adsorbates fall "
+        "apart: choose others, or GeneratorConfig(reject_dissociated=False))"
+    )
+
+
+def _sample_frames(
+    traj: list[Atoms], k: int, rng: np.random.Generator
+) -> list[Atoms]:
+    """``k`` frames of a trajectory: the first, the last and random ones in between (sorted)."""
+    n = len(traj)
+    if k <= 0:
+        return []
+    if n <= k:
+        idx = list(range(n))
+    elif k == 1:
+        idx = [n - 1]
+    else:
+        middle = rng.choice(np.arange(1, n - 1), size=k - 2, replace=False) if k > 2 else []
+        idx = sorted({0, n - 1, *map(int, middle)})
+    return [traj[i] for i in idx]
+
+
+def _run_jobs(
+    jobs: list[tuple[str, int]],
+    seed: int,
+    cfg: GeneratorConfig,
+    n_workers: int,
+    scheduler: str | None,
+    bar,
+) -> dict[tuple[str, int], tuple[Atoms, Atoms, list[Atoms]]]:
+    done = {}
+    if not jobs:
+        return done
+    if n_workers <= 0 and scheduler is None:
+        for split, i in jobs:
+            done[(split, i)] = generate_system(seed, split, i, cfg)
+            bar.update(1)
+        return done
+    from ltau_md.workflows.is2rs._dask import map_unordered
+
+    for job, res, exc in map_unordered(_generate_job, jobs, seed, cfg, n_workers=n_workers,
+                                       scheduler=scheduler):
+        if exc is not None:
+            raise exc
+        done[job] = res
+        bar.update(1)
+    return done
+
+
+def _generate_job(job: tuple[str, int], seed: int, cfg: GeneratorConfig
+                  ) -> tuple[Atoms, Atoms, list[Atoms]]:
+    """:func:`generate_system` of one (split, index) job (a dask task)."""
+    return generate_system(seed, job[0], job[1], cfg)
+
+
+def generate_benchmark(
+    out: str | Path,
+    seed: int = 0,
+    n_train: int = 200,
+    n_val: int = 50,
+    cfg: GeneratorConfig | None = None,
+    splits: tuple[str, ...] = SPLITS,
+    overwrite: bool = False,
+    progress: bool = True,
+    n_workers: int = 0,
+    scheduler: str | None = None,
+) -> dict:
+    """Generate the benchmark into ``out`` and return its manifest.
+
+    ``n_train`` systems for ``train`` and ``n_val`` for each validation split. The directory
+    is written next to ``out`` and renamed into place, so ``out`` is complete or absent.
+    ``out`` must be missing or empty; ``overwrite=True`` replaces an earlier benchmark there
+    (anything else is refused with OutputExistsError and left untouched).
+    ``n_workers > 0`` (or a dask ``scheduler`` address) runs the reference relaxations on
+    dask workers; the output is the same as a serial run's.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or GeneratorConfig()
+    out = Path(out)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise DataError(f"unknown splits {unknown}; known: {SPLITS}")
+    if n_train < 0 or n_val < 0:
+        raise DataError(f"n_train={n_train} and n_val={n_val} must be >= 0")
+    with atomic_dir(out, FORMAT, overwrite=overwrite) as tmp:
+        manifest: dict = {
+            "format": FORMAT,
+            "version": VERSION,
+            "seed": int(seed),
+            "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+            "reference": "ase.calculators.emt.EMT + ase.optimize.BFGS",
+            "id_adsorbates": list(cfg.id_adsorbates),
+            "ood_adsorbates": list(cfg.ood_adsorbates),
+            "ood_alloy_pairs": ["-".join(p) for p in cfg.ood_pairs],
+            "ood_facets": list(cfg.ood_facets),
+            "splits": {},
+            "files": {},
+        }
+        jobs = [(split, i) for split in splits
+                for i in range(n_train if split == "train" else n_val)]
+        bar = tqdm(total=len(jobs), desc="generating IS2RS systems", disable=not progress)
+        done = _run_jobs(jobs, seed, cfg, n_workers, scheduler, bar)
+        bar.close()
+        for split in splits:
+            n = n_train if split == "train" else n_val
+            k = cfg.frames_per_system if split == "train" else cfg.val_frames_per_system
+            initials, relaxeds, frames = [], [], []
+            for i in range(n):
+                ini, rel, traj = done[(split, i)]
+                frng = np.random.default_rng([int(seed), SPLITS.index(split), i, 1])
+                initials.append(ini)
+                relaxeds.append(rel)
+                frames.extend(_sample_frames(traj, k, frng))
+            d = tmp / split
+            d.mkdir()
+            for name, images in (
+                ("initial", initials), ("relaxed", relaxeds), ("frames", frames)
+            ):
+                write(d / f"{name}.extxyz", images, format="extxyz")
+            manifest["splits"][split] = {
+                "n_systems": n,
+                "n_frames": len(frames),
+                "adsorbates": sorted({a.info["adsorbate"] for a in initials}),
+                "catalysts": sorted({a.info["elements"] for a in initials}),
+                "facets": sorted({a.info["facet"] for a in initials}),
+            }
+        for f in sorted(tmp.rglob("*.extxyz")):
+            manifest["files"][str(f.relative_to(tmp))] = sha256_file(f)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest

@@ -1,0 +1,225 @@
+"""Relaxations and MD with per-step LTAU uncertainty: the work behind ``ltau-md relax`` and
+``ltau-md md``. Each run gets a :class:`~ltau_md.core.observers.UQMonitor` writing into its own
+folder; summaries go to ``summary.csv`` and ``summary.json``. The output directory must be new
+or empty, or (with ``overwrite=True``) an earlier output of the same command, which is then
+replaced as a whole (see :func:`ltau_md.core._io.prepare_output_dir`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+
+from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_atomic
+from ltau_md.core.observers import Threshold, UQMonitor
+
+OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")
+SUMMARY_FIELDS = ("label", "n_observed", "initial", "max", "max_step", "mean", "final",
+                  "converged", "status", "stopped_step", "stop_reason", "n_resample", "n_warn")
+
+
+#: default policy per command when no threshold option is given: (action, alarm rate,
+#: patience), on novelty:max, applied only when the estimator holds that in-domain statistic
+DEFAULT_POLICIES = {"md": ("stop", 0.01, 2), "relax": ("warn", 0.01, 1)}
+
+
+def policies_from_args(stop_above: float | None = None, resample_above: float | None = None,
+                       warn_above: float | None = None, patience: int | None = 1,
+                       hysteresis: float = 0.0, *, signal: str | None = None, on: str = "max",
+                       select: str | None = None, stop_rate: float | None = None,
+                       resample_rate: float | None = None, warn_rate: float | None = None
+                       ) -> list[Threshold]:
+    """Threshold policies from CLI-style options: a fixed threshold (``*_above``) or an
+    in-domain alarm rate (``*_rate``) per action, on the ``on`` statistic ("max", "mean",
+    "qNN") of ``signal`` over ``select`` (None: the free atoms; "tags=2": adsorbate atoms).
+    ``signal`` None means "uncertainty" for the ``*_above`` thresholds (as before) and
+    "novelty" for the ``*_rate`` ones. ``patience`` None means 1."""
+    out = []
+    common = {"on": on, "select": select, "patience": 1 if patience is None else patience,
+              "hysteresis": hysteresis}
+    for action, thr, rate in (("stop", stop_above, stop_rate),
+                              ("resample", resample_above, resample_rate),
+                              ("warn", warn_above, warn_rate)):
+        if thr is not None:
+            out.append(Threshold(action, above=float(thr), signal=signal or "uncertainty",
+                                 **common))
+        if rate is not None:
+            out.append(Threshold(action, alarm_rate=float(rate), signal=signal or "novelty",
+                                 **common))
+    return out
+
+
+def default_policies(command: str, estimator: Any, *, signal: str | None = None,
+                     on: str = "max", select: str | None = None, patience: int | None = None,
+                     hysteresis: float = 0.0) -> tuple[Callable[[], list[Threshold]], str]:
+    """The default policy of ``command`` (:data:`DEFAULT_POLICIES`) as a factory of fresh
+    policies, and a one-line note saying what it is, or why there is none (the estimator
+    holds no in-domain statistic for it: then the factory makes no policy)."""
+    from ltau_md.core.metrics import stat_key
+
+    action, rate, default_patience = DEFAULT_POLICIES[command]
+    signal = signal or "novelty"
+    key = stat_key(signal, on, select)
+    cal = getattr(estimator, "calibration_", None)
+    entry = None if cal is None else cal.thresholds.get(key)
+    if entry is None:
+        return list, (f"no default {action} policy: the estimator holds no in-domain statistic "
+                      f"{key} (fit it with `ltau-md fit --validation` or `ltau-md calibrate`, "
+                      "or pass --stop-above/--stop-rate, ...)")
+    p = default_patience if patience is None else patience
+
+    def make() -> list[Threshold]:
+        return [Threshold(action, alarm_rate=rate, signal=signal, on=on, select=select,
+                          patience=p, hysteresis=hysteresis)]
+
+    thr = make()[0].resolve(SimpleNamespace(estimator=estimator))
+    return make, (f"default policy: {action} when {key} exceeds {thr:.4g} (in-domain alarm "
+                  f"rate {rate:g}, from {entry['n_frames']} {entry['source']} frames) for "
+                  f"{p} step(s)")
+
+
+def _row(summary: dict, converged: bool | None) -> dict:
+    stopped = summary.get("stopped") or {}
+    return {
+        "label": summary["label"], "n_observed": summary["n_observed"],
+        "initial": summary.get("initial"), "max": summary.get("max"),
+        "max_step": summary.get("max_step"), "mean": summary.get("mean"),
+        "final": summary.get("final"), "converged": converged, "status": summary["status"],
+        "stopped_step": stopped.get("step"), "stop_reason": stopped.get("reason"),
+        "n_resample": summary["n_events"]["resample"], "n_warn": summary["n_events"]["warn"],
+    }
+
+
+def write_summary(rows: Sequence[dict], out_dir: Path) -> None:
+    """summary.csv and summary.json (atomic writes)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(out_dir / "summary.csv", buf.getvalue())
+    write_json_atomic(out_dir / "summary.json", list(rows))
+
+
+def relax_many(
+    structures: Sequence[Atoms],
+    calc_factory: Callable[[], Calculator],
+    out_dir: str | os.PathLike,
+    *,
+    fmax: float = 0.05,
+    steps: int = 200,
+    optimizer: str = "BFGS",
+    policies: Callable[[], list[Threshold]] = list,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> list[dict]:
+    """Relax each structure (forces below ``fmax`` eV/A or ``steps``) with per-step UQ.
+
+    Each structure's files go to ``out_dir/NNNN/``; returns the summary rows (also written to
+    summary.csv / summary.json). ``policies`` makes fresh policies per structure.
+    ``out_dir`` must be new or empty; ``overwrite=True`` replaces an earlier ``relax`` output
+    there (a foreign non-empty directory is always refused: OutputExistsError).
+    """
+    import ase.optimize
+    from tqdm.auto import tqdm
+
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    out_dir = prepare_output_dir(out_dir, "relax", overwrite)
+    calc = calc_factory()
+    rows = []
+    for i, atoms in enumerate(tqdm(structures, desc="relax", disable=not progress)):
+        atoms = atoms.copy()
+        atoms.calc = calc
+        label = str(atoms.info.get("label", f"{i:04d}"))
+        opt = getattr(ase.optimize, optimizer)(atoms, logfile=None)
+        mon = UQMonitor(opt, policies(), out_dir=out_dir / f"{i:04d}", label=label)
+        opt.attach(mon, interval=1)
+        try:
+            converged = mon.run(steps=steps, fmax=fmax) and mon.stopped is None
+        except KeyboardInterrupt:  # the interrupted structure's row, then stop
+            rows.append(_row(mon.summary(), False))
+            write_summary(rows, out_dir)
+            raise
+        rows.append(_row(mon.summary(), converged))
+        write_summary(rows, out_dir)
+    return rows
+
+
+def run_md(
+    atoms: Atoms,
+    calc: Calculator,
+    out_dir: str | os.PathLike,
+    *,
+    temperature_K: float = 300.0,
+    timestep_fs: float = 1.0,
+    steps: int = 1000,
+    friction: float = 0.01,
+    policies: Sequence[Threshold] = (),
+    oracle: Calculator | None = None,
+    rewind: bool = False,
+    max_retries: int = 3,
+    max_force: float | None = 50.0,
+    interval: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Langevin MD (NVT, ``friction`` in 1/fs) at ``temperature_K`` with per-step UQ and
+    policies; velocities drawn from Maxwell-Boltzmann with ``seed``. Returns the summary.
+
+    ``out_dir`` must be new or empty; ``overwrite=True`` replaces an earlier ``md`` output there
+    (a foreign non-empty directory is always refused: OutputExistsError)."""
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from tqdm.auto import tqdm
+
+    out_dir = prepare_output_dir(out_dir, "md", overwrite)
+    atoms = atoms.copy()
+    atoms.calc = calc
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+    dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
+                   friction=friction / units.fs, fixcm=False, rng=rng, logfile=None)
+    mon = UQMonitor(dyn, policies, out_dir=out_dir, oracle=oracle, rewind=rewind,
+                    temperature_K=temperature_K, max_retries=max_retries,
+                    max_force=max_force, seed=seed, label=str(atoms.info.get("label", "md")))
+    dyn.attach(mon, interval=interval)
+    bar = tqdm(total=steps, desc="md", disable=not progress)
+    dyn.attach(lambda: bar.update(1), interval=1)
+    try:
+        mon.run(steps=steps)
+    finally:
+        bar.close()
+    return mon.summary()  # also in out_dir/summary.json
+
+
+def oracle_from_name(name: str | None) -> Calculator | None:
+    """'emt' -> ASE EMT; None -> None."""
+    if name is None:
+        return None
+    if name.lower() == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT()
+    raise ValueError(f"unknown oracle {name!r} (available: emt)")
+
+
+def summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table of summary rows for the terminal."""
+    head = f"{'label':>10} {'steps':>6} {'initial':>8} {'max':>8} {'mean':>8} {'final':>8}  stop"
+    lines = [head]
+    for r in rows:
+        def f(x: Any) -> str:
+            return f"{x:8.3f}" if isinstance(x, float) else f"{'-':>8}"
+        lines.append(f"{r['label']:>10} {r['n_observed']:>6} {f(r['initial'])} {f(r['max'])} "
+                     f"{f(r['mean'])} {f(r['final'])}  {r['stop_reason'] or ''}")
+    return "\n".join(lines)
