@@ -22,8 +22,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from ltau_md.core.calculator import RESULT_KEYS as LTAU_KEYS
+from ltau_md.core.calculator import LTAUCalculator
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.model import FeatureModel, check_species
+from ltau_md.core.validation import check_is_fitted
 
 if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator, Prediction
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["ENSEMBLE_KEYS", "EnsembleCalculator", "element_error", "force_std",
            "latent_distance"]
 
-#: results of :class:`EnsembleCalculator` beyond energy/forces/stress (and the LTAU keys)
+#: results of :class:`EnsembleCalculator` beyond those of LTAUCalculator (its RESULT_KEYS)
 ENSEMBLE_KEYS = ("force_std", "max_force_std", "mean_force_std", "energy_std")
 
 
@@ -53,7 +56,7 @@ def element_error(estimator: LTAUEstimator, numbers: Sequence[int] | np.ndarray)
     error (``estimator.train_error_``, the quantity LTAU's predicted error averages over the
     k neighbours; the logged epoch window and all members), grouped by
     ``estimator.summary_.species``. Elements absent from training raise SpeciesError."""
-    estimator._check_fitted()
+    check_is_fitted(estimator)
     z = np.asarray(numbers)
     if z.ndim != 1:
         raise DataError(f"numbers must be 1-D (one atomic number per atom), got {z.shape}")
@@ -85,11 +88,8 @@ class EnsembleCalculator(Calculator):
     ``ltau_kwargs`` go to the internal LTAUCalculator (``s``, ``group``, ``warm_start``...).
     """
 
-    implemented_properties = [
-        "energy", "free_energy", "forces", "stress", *ENSEMBLE_KEYS,
-        "uncertainty", "confidence", "predicted_error", "novelty", "novelty_pvalue",
-        "max_uncertainty", "mean_uncertainty", "max_predicted_error", "max_novelty",
-    ]
+    #: the LTAU calculator's keys (energy/forces/stress, finite, the LTAU results) + ENSEMBLE_KEYS
+    implemented_properties = [*LTAU_KEYS, *(k for k in ENSEMBLE_KEYS if k not in LTAU_KEYS)]
 
     def __init__(self, models: Sequence[FeatureModel], estimator: LTAUEstimator | None = None,
                  *, ltau_kwargs: dict | None = None, **kwargs):
@@ -101,8 +101,6 @@ class EnsembleCalculator(Calculator):
         self.estimator = estimator
         self._ltau = None
         if estimator is not None:
-            from ltau_md.core.calculator import LTAUCalculator
-
             self._ltau = LTAUCalculator(self.models[0], estimator, **(ltau_kwargs or {}))
 
     @property
@@ -112,8 +110,7 @@ class EnsembleCalculator(Calculator):
     def reset(self) -> None:
         super().reset()
         if self._ltau is not None:
-            self._ltau.reset()
-            self._ltau.reset_trajectory()
+            self._ltau.reset()  # also clears its warm-started neighbour search
 
     def check_atoms(self, atoms: Atoms) -> None:
         """Raise SpeciesError if an element is unknown to a member (or the estimator)."""

@@ -9,9 +9,19 @@ from ase.calculators.calculator import Calculator, all_changes
 from ltau_md.core._validate import overlapping_atoms
 from ltau_md.core.estimator import LTAUEstimator, TrajectoryNeighbors
 from ltau_md.core.model import FeatureModel, check_species
+from ltau_md.core.validation import check_is_fitted
 
 #: per-atom result keys (also written as extxyz per-atom arrays by the observers)
 PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error", "novelty", "novelty_pvalue")
+
+#: every key :class:`LTAUCalculator` writes to ``results`` (its ``implemented_properties``):
+#: ``stress`` only for periodic cells, ``nonfinite_cause`` only when ``finite`` is False,
+#: ``neighbor_distance`` (per-atom latent distance to the nearest training atom) only when True
+RESULT_KEYS = (
+    "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS,
+    "max_uncertainty", "mean_uncertainty", "max_predicted_error", "max_novelty",
+    "finite", "nonfinite_cause", "neighbor_distance",
+)
 
 
 class LTAUCalculator(Calculator):
@@ -37,19 +47,16 @@ class LTAUCalculator(Calculator):
     ``warm_start`` reuses the previous step's neighbours (see
     :class:`~ltau_md.core.estimator.TrajectoryNeighbors`), which suits relaxations and MD; it falls
     back to a cold search when any atom moved more than ``jump`` A since the last call or the
-    atoms changed (a new structure), and after :meth:`reset_trajectory`.
+    atoms changed (a new structure), and after :meth:`reset` or :meth:`reset_trajectory`.
     """
 
-    implemented_properties = [
-        "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS,
-        "max_uncertainty", "mean_uncertainty", "max_predicted_error", "max_novelty",
-    ]
+    implemented_properties = list(RESULT_KEYS)
 
     def __init__(self, model: FeatureModel, estimator: LTAUEstimator, *, s: float | None = None,
                  group: str | None = None, warm_start: bool = True, jump: float = 0.5,
                  **kwargs):
         super().__init__(**kwargs)
-        estimator._check_fitted()
+        check_is_fitted(estimator)
         self.model = model
         self.estimator = estimator
         self.s = s
@@ -58,6 +65,16 @@ class LTAUCalculator(Calculator):
         self._checked_numbers: np.ndarray | None = None
         self._last_positions: np.ndarray | None = None
         self.jump = jump
+
+    def reset(self) -> None:
+        """Start a new structure: clear the results and stored atoms (ASE's
+        :meth:`~ase.calculators.calculator.Calculator.reset`) and the warm-start state, so the
+        next calculation does a cold neighbour search (as after :meth:`reset_trajectory`)."""
+        super().reset()
+        # ASE may call reset() from Calculator.__init__, before our attributes exist
+        if hasattr(self, "_neighbors"):
+            self._checked_numbers = None
+            self.reset_trajectory()
 
     def reset_trajectory(self) -> None:
         """Start the next calculation with a cold neighbour search (a new trajectory)."""

@@ -40,12 +40,6 @@ import numpy as np
 
 from ltau_md.core._io import reference_forces
 from ltau_md.core._validate import check_frame_offsets
-
-# Cartography moved to ltau_md.core.confidence; re-exported here for existing imports.
-from ltau_md.core.confidence import CARTOGRAPHY_LABELS as CARTOGRAPHY_LABELS
-from ltau_md.core.confidence import Cartography as Cartography
-from ltau_md.core.confidence import cartography as cartography
-from ltau_md.core.confidence import cartography_from as cartography_from
 from ltau_md.core.estimator import Calibration
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.metrics import (
@@ -60,6 +54,7 @@ from ltau_md.core.metrics import (
     within_tolerance,
 )
 from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.validation import check_is_fitted
 
 if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator
@@ -123,7 +118,7 @@ def target_tolerance(estimator: LTAUEstimator, target_atol: float | None = None)
     """The target tolerance T (eV/A) calibrated confidences refer to: ``target_atol`` if given,
     else the fitted calibration's (``estimator.calibration_.target_atol``), else the
     estimator's atol. The one default of :func:`fit_scale` and :func:`evaluate_calibration`."""
-    estimator._check_fitted()
+    check_is_fitted(estimator)
     if target_atol is None:
         cal = estimator.calibration_
         target_atol = estimator.atol_ if cal is None else cal.target_atol
@@ -169,7 +164,7 @@ def evaluate_calibration(
         :func:`fit_scale` calibrates for); "scaled": if |error| <= atol*s + rtol*|F_ref| (same
         tolerance as p; diagnostic only, see the module docstring; needs one s).
     """
-    estimator._check_fitted()
+    check_is_fitted(estimator)
     err = force_error_norm(force_errors)
     n = err.shape[0]
     idx = _neighbors(estimator, descriptors, indices)
@@ -178,7 +173,7 @@ def evaluate_calibration(
     g = _groups(groups, n)
     rtol, ref = _tolerance_args(estimator, n, ref_force_norm)
     if s is not None or g is None:
-        s_used: float | None = estimator._scale(s, None)
+        s_used: float | None = estimator.resolve_scale(s, None)
         conf = estimator.confidence_from_neighbors(idx, s_used)[0]
     else:
         conf = np.empty(n, dtype=np.float64)
@@ -294,7 +289,7 @@ def fit_scale(
     overrides the calibration. A fit that ends at a bound of ``s_bounds`` warns (widen the
     bounds).
     """
-    estimator._check_fitted()
+    check_is_fitted(estimator)
     err = force_error_norm(force_errors)
     n = err.shape[0]
     if n == 0:
@@ -536,7 +531,7 @@ def fit_alarm_thresholds(
     Frames without a selected atom (e.g. no adsorbate) are left out; frames with an infinite
     value too, with a warning.
     """
-    estimator._check_fitted()
+    check_is_fitted(estimator)
     off = check_frame_offsets(frame_offsets)
     n = int(off[-1])
     sig = {}
@@ -629,7 +624,7 @@ def alarm_statistics_from_training(
     same trajectory in the index, so training atoms look more familiar than new in-domain
     structures do; thresholds come out low and alarms fire more often than the nominal rate.
     Prefer held-out structures (:func:`alarm_statistics_from_structures`)."""
-    estimator._check_fitted()
+    check_is_fitted(estimator)
     extra: dict[str, Any] = {"tags": tags}
     if frames is not None:
         frames = list(frames)

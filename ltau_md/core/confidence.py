@@ -44,6 +44,7 @@ import numpy as np
 
 from ltau_md.core.errorlog import ErrorLog, check_same_dataset
 from ltau_md.core.exceptions import ArtifactError, DataError, InvalidParameterError
+from ltau_md.core.validation import check_is_fitted
 
 if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator
@@ -494,7 +495,7 @@ def cartography_from(source: LTAUEstimator | ErrorSummary, s: float | None = Non
     if isinstance(source, ErrorSummary):
         summary, s = source, 1.0 if s is None else s
     else:
-        source._check_fitted()
+        check_is_fitted(source)
         summary, s = source.summary_, source.scale_ if s is None else s
     mu, sigma = summary.confidence(float(s))
     return cartography(mu, sigma, **kwargs)

@@ -37,10 +37,10 @@ from ltau_md.core.exceptions import (
     DescriptorError,
     InvalidParameterError,
     LTAUError,
-    NotFittedError,
     SpeciesError,
 )
 from ltau_md.core.model import check_species
+from ltau_md.core.validation import check_is_fitted
 
 FORMAT = "ltau-md/estimator"
 #: format version of saved estimators; 2: calibration section, checksummed manifest, index_kind
@@ -354,15 +354,11 @@ class LTAUEstimator:
     def is_fitted(self) -> bool:
         return hasattr(self, "summary_")
 
-    def _check_fitted(self) -> None:
-        if not self.is_fitted:
-            raise NotFittedError("this LTAUEstimator is not fitted: call fit() or load() first")
-
     def effective_s(self, group: Any = None) -> float:
         """The scale used when a call passes no ``s``: the ``s`` parameter if set, else the
         fitted calibration's scale for ``group`` (its global scale for None or an unknown
         group), else 1."""
-        self._check_fitted()
+        check_is_fitted(self)
         if self.s is not None:
             return float(self.s)
         if self.calibration_ is not None:
@@ -374,7 +370,9 @@ class LTAUEstimator:
         """:meth:`effective_s` without a group."""
         return self.effective_s()
 
-    def _scale(self, s: float | None, group: Any) -> float:
+    def resolve_scale(self, s: float | None = None, group: Any = None) -> float:
+        """The tolerance scale a call with ``s`` uses: ``s`` itself (checked: > 0, finite)
+        or, for None, :meth:`effective_s` of ``group``."""
         return self.effective_s(group) if s is None else _check_scale("s", s)
 
     # ------------------------------------------------------------------ fitting
@@ -493,7 +491,7 @@ class LTAUEstimator:
         ``indices`` (n, k). ``species`` (n,) defaults to the element of each atom's nearest
         training atom. The p-value is (1 + #training atoms of the element with leave-one-out
         novelty >= the atom's) / (1 + #training atoms of the element)."""
-        self._check_fitted()
+        check_is_fitted(self)
         indices = np.asarray(indices)
         if species is None:
             species = self.summary_.species[indices[:, 0]]
@@ -549,7 +547,7 @@ class LTAUEstimator:
         """(distances (n,k), indices (n,k)) of the k nearest training atoms; distances are
         Euclidean in descriptor units. With ``confirm`` (and ``confirm_pvalue`` > 0), atoms
         that look novel are searched again broadly (:meth:`confirm_novel`)."""
-        self._check_fitted()
+        check_is_fitted(self)
         x = check_descriptors(descriptors, self.dim_)
         self._configure_search(self.index_, self.index_kind_)
         d2, idx = self.index_.search(x, int(self.k))
@@ -604,7 +602,7 @@ class LTAUEstimator:
                             ) -> tuple[np.ndarray, np.ndarray]:
         """(mu_M(p_i), sigma_M(p_i)) of all training atoms at tolerance atol*s (default
         :meth:`effective_s` of ``group``); cached per s."""
-        s = self._scale(s, group)
+        s = self.resolve_scale(s, group)
         if s not in self._cache:
             if len(self._cache) > 4:
                 self._cache.clear()
@@ -616,7 +614,7 @@ class LTAUEstimator:
         """(confidence, confidence_std) of query atoms with neighbours ``indices`` (n, k) at
         tolerance atol*s (default :meth:`effective_s` of ``group``), without a new search.
         Only the neighbours' histograms are read, so re-scoring at many s is cheap."""
-        s = self._scale(s, group)
+        s = self.resolve_scale(s, group)
         indices = np.asarray(indices)
         if s in self._cache or s == self.scale_:
             mu, sig = self.training_confidence(s)
@@ -642,7 +640,7 @@ class LTAUEstimator:
             Atomic numbers, checked against the training species (SpeciesError); they select
             each atom's novelty reference (default: the element of its nearest training atom).
         """
-        self._check_fitted()
+        check_is_fitted(self)
         if species is not None:
             species = np.asarray(species)
             self.check_species(species)
@@ -657,7 +655,7 @@ class LTAUEstimator:
                                species: np.ndarray | None = None) -> Prediction:
         """Prediction from an already computed neighbour search (``s``, ``group``,
         ``species`` as in :meth:`predict`)."""
-        s = self._scale(s, group)
+        s = self.resolve_scale(s, group)
         conf, std = self.confidence_from_neighbors(indices, s)
         err = self.train_error_[indices].mean(axis=1)
         nov, pval = self.novelty_of(distances, indices, species)
@@ -667,7 +665,7 @@ class LTAUEstimator:
 
     def check_species(self, species: np.ndarray) -> None:
         """Raise SpeciesError naming atomic numbers absent from the training set."""
-        self._check_fitted()
+        check_is_fitted(self)
         check_species(species, self.species_, "the estimator's training set")
 
     # ------------------------------------------------------------------ persistence
@@ -681,7 +679,7 @@ class LTAUEstimator:
         The directory is written under a temporary name and renamed into place, so an existing
         estimator at ``path`` is replaced only by a complete one; any other non-empty directory
         is refused (OutputExistsError) and left untouched."""
-        self._check_fitted()
+        check_is_fitted(self)
         self._validate_params()
         with atomic_dir(path, FORMAT, overwrite=True) as tmp:
             faiss.write_index(self.index_, str(tmp / "index.faiss"))
@@ -843,7 +841,7 @@ class TrajectoryNeighbors:
 
     def __init__(self, estimator: LTAUEstimator, ef_search: int | None = None,
                  refresh_every: int = 100):
-        estimator._check_fitted()
+        check_is_fitted(estimator)
         self.estimator = estimator
         self.ef_search = int(ef_search or max(16, int(estimator.k)))
         self.refresh_every = int(refresh_every)

@@ -37,3 +37,20 @@ class InvalidParameterError(LTAUError, ValueError):
 class NotFittedError(LTAUError, ValueError, AttributeError):
     """An estimator is used before ``fit`` or ``load`` (a ValueError and an AttributeError, as
     in scikit-learn, so ``hasattr`` on a fitted-only property is False)."""
+
+
+class LTAUDeprecationWarning(DeprecationWarning):
+    """A deprecated ltau-md API (the test suite turns these into errors)."""
+
+
+__all__ = [
+    "ArtifactError",
+    "DataError",
+    "DescriptorError",
+    "InvalidParameterError",
+    "LTAUDeprecationWarning",
+    "LTAUError",
+    "NotFittedError",
+    "OutputExistsError",
+    "SpeciesError",
+]

@@ -215,6 +215,10 @@ class Threshold:
                 "patience": self.patience, "hysteresis": self.hysteresis,
                 "resolved_from": self.resolved_from}
 
+    def reset(self) -> None:
+        """Forget the steps seen so far (patience count zero, armed): a new or rewound run."""
+        self._count, self._armed = 0, True
+
     def update(self, value: float) -> bool:
         """Feed one step's value; True when the policy fires at this step."""
         thr = self.threshold
@@ -577,7 +581,7 @@ class UQMonitor:
             MaxwellBoltzmannDistribution(atoms, temperature_K=self.temperature_K, rng=self.rng)
             Stationary(atoms)
             for pol in self.policies:
-                pol._count, pol._armed = 0, True
+                pol.reset()
 
     # ------------------------------------------------------------------ running and results
     def run(self, steps: int, **kwargs: Any) -> bool:

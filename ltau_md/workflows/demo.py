@@ -371,7 +371,7 @@ def _nan(x: Any) -> float:
 
 def _figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
     """The report's PNGs: cartography (2-D histogram), MD traces, IS2RS uncertainty vs RMSD."""
-    from ltau_md.core.calibration import cartography_from
+    from ltau_md.core.confidence import cartography_from
     from ltau_md.core.plots import (
         plot_cartography_density,
         plot_md_traces,

@@ -66,6 +66,7 @@ from ltau_md.core.metrics import (
     stat_key,
 )
 from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.validation import check_is_fitted
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -373,7 +374,7 @@ def evaluate(
                                     f"without '/', got {bad}")
     if out is not None:
         out = prepare_output_dir(out, OUTPUT_KIND, overwrite)
-    estimator._check_fitted()
+    check_is_fitted(estimator)
     members = list(members or [])
     est = copy.copy(estimator)  # the caller's estimator keeps its calibration
     est.calibration_ = None
