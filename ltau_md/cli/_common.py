@@ -145,14 +145,29 @@ def add_type_map_arg(p: argparse.ArgumentParser) -> None:
                    "default: the type names are the symbols)")
 
 
-def add_model_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
-    """--model, --estimator, --device, --s (and --out, --overwrite)."""
+def add_model_arg(p: argparse.ArgumentParser) -> None:
+    """--model: the deployed NequIP model (declared here once for every command)."""
     p.add_argument("--model", required=True,
                    help="deployed NequIP model: checkpoint (.ckpt) or package (.nequip.zip) "
                    "(required)")
+
+
+def add_estimator_arg(p: argparse.ArgumentParser) -> None:
+    """--estimator: the estimator directory of ``ltau-md fit``."""
     p.add_argument("--estimator", required=True,
-                   help="estimator directory from `ltau-md fit` (required)")
+                   help="estimator directory from `ltau-md fit` for --model (required)")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """--device: the torch device of the model."""
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
+
+
+def add_model_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
+    """--model, --estimator, --device, --type-map, --s (and --out, --overwrite)."""
+    add_model_arg(p)
+    add_estimator_arg(p)
+    add_device_arg(p)
     add_type_map_arg(p)
     p.add_argument("--s", type=positive_float, default=None,
                    help="tolerance scaling factor > 0 (default: the fitted calibration, else 1)")

@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ltau_md.cli._common import add_type_map_arg, positive_float, positive_int
+from ltau_md.cli._common import (
+    add_device_arg,
+    add_estimator_arg,
+    add_model_arg,
+    add_type_map_arg,
+    positive_float,
+    positive_int,
+)
 
 NAME = "calibrate"
 
@@ -21,10 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "estimator.")
     p.add_argument("data", help="labelled structures with reference forces (e.g. extxyz), not "
                    "used for training: the calibration split")
-    p.add_argument("--model", required=True,
-                   help="deployed NequIP model (.ckpt or package) (required)")
-    p.add_argument("--estimator", required=True,
-                   help="estimator directory from `ltau-md fit` (required)")
+    add_model_arg(p)
+    add_estimator_arg(p)
     p.add_argument("--out", default=None,
                    help="write the calibrated estimator here (default: update --estimator)")
     p.add_argument("--group-key", default=None,
@@ -41,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calibration bins, >= 1 (default 20)")
     p.add_argument("--plot-dir", default=None,
                    help="write calibration.png and scale_fit.png here (default: no plots)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_device_arg(p)
     add_type_map_arg(p)
     p.set_defaults(func=run)
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from ltau_md.cli._common import add_out_args, add_type_map_arg, positive_int, unit_float
+from ltau_md.cli._common import (
+    add_device_arg,
+    add_estimator_arg,
+    add_model_arg,
+    add_out_args,
+    add_type_map_arg,
+    positive_int,
+    unit_float,
+)
 
 NAME = "evaluate"
 
@@ -36,10 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "distance, the element baseline and (with --members) the ensemble force std. "
         "Writes OUT/evaluation.json (strict JSON) and figures; prints the summary as one "
         "JSON line.")
-    p.add_argument("--model", required=True,
-                   help="deployed NequIP model: checkpoint (.ckpt) or package (required)")
-    p.add_argument("--estimator", required=True,
-                   help="estimator directory from `ltau-md fit` for --model (required)")
+    add_model_arg(p)
+    add_estimator_arg(p)
     p.add_argument("--members", nargs="+", default=[], metavar="MODEL",
                    help="further ensemble members (model files); scores the ensemble force "
                    "std of --model plus these (default: none, no ensemble baseline)")
@@ -63,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timing-rounds", type=int, default=5, metavar="N",
                    help="interleaved timing rounds of 10 steps each for the cost per step; "
                    "0 skips the timing (default 5)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
+    add_device_arg(p)
     add_type_map_arg(p)
     p.set_defaults(func=run)
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from ltau_md.cli._common import (
+    add_device_arg,
+    add_model_arg,
     add_out_args,
     add_progress_arg,
     add_type_map_arg,
@@ -25,8 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "runs (one per ensemble member) and the deployed model's descriptors.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="nequip-train run dirs (or error-log dirs), one per ensemble member")
-    p.add_argument("--model", required=True,
-                   help="deployed model (.ckpt or .nequip.zip) (required)")
+    add_model_arg(p)
     add_out_args(p, "estimator output directory")
     p.add_argument("--k", type=positive_int, default=10,
                    help="neighbours per query atom, >= 1 and at most the number of training "
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "from the training atoms' leave-one-out novelty, approximate)")
     p.add_argument("--batch-size", type=positive_int, default=16,
                    help="structures per descriptor forward pass, >= 1 (default 16)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_device_arg(p)
     add_type_map_arg(p)
     add_progress_arg(p)
     p.set_defaults(func=run)

@@ -36,7 +36,7 @@ def test_example_configs_checkpoint_every_epoch_and_show_progress():
         assert not ckpt[0].get("save_last"), name  # not needed: the file is named last
         assert cfg["trainer"]["enable_progress_bar"] is True, name
         assert (cfg["data"]["transforms"][0]["_target_"]
-                == "ltau_md.integrations.nequip.callback.RequireForces")
+                == "ltau_md.integrations.nequip.transforms.RequireForces")
 
 
 def test_sigkill_then_resume_leaves_no_gap_or_duplicate(tmp_path):

@@ -77,8 +77,12 @@ def test_every_ltau_error_becomes_exit_2(monkeypatch, capsys):
         assert _err_line(capsys) == f"ltau-md demo: error: {exc}"
     monkeypatch.setattr(ltau_md.workflows.demo, "run_demo",
                         lambda *a, **k: (_ for _ in ()).throw(ZeroDivisionError("bug")))
+    # other exceptions are not taken for bad input: exit 1 with one line naming the
+    # exception, and raised whole with --traceback (issue 17: one line unless asked)
+    assert main(["demo", "--out", "x"]) == 1
+    assert "unexpected error: ZeroDivisionError: bug" in _err_line(capsys)
     with pytest.raises(ZeroDivisionError):
-        main(["demo", "--out", "x"])
+        main(["--traceback", "demo", "--out", "x"])
 
 
 def test_demo_refuses_a_foreign_directory(tmp_path, capsys):

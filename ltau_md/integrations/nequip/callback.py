@@ -38,12 +38,12 @@ Lightning's first hook with the data (before any training step), and raises ``Da
 naming the frame. ``nequip-train`` however computes the dataset statistics that configs use
 (``${training_data_stats:forces_rms}``) *before* it starts Lightning, i.e. before any callback
 hook can run, so with energies-only frames nequip fails first with ``KeyError: 'forces'``.
-Put :class:`RequireForces` first in ``data.transforms`` (the example configs do) to get a
-``DataError`` there instead::
+Put :class:`~ltau_md.integrations.nequip.transforms.RequireForces` first in
+``data.transforms`` (the example configs do) to get a ``DataError`` there instead::
 
     data:
       transforms:
-        - _target_: ltau_md.integrations.nequip.callback.RequireForces
+        - _target_: ltau_md.integrations.nequip.transforms.RequireForces
         - ...
 
 Multi-process DDP: each rank evaluates (``eval``) or collects (``train``) its share; per-atom
@@ -71,7 +71,7 @@ from lightning.pytorch.callbacks import Callback
 from nequip.data import AtomicDataDict
 
 from ltau_md.core.errorlog import FRAMES_FILE, ErrorLog
-from ltau_md.core.exceptions import DataError, LTAUError
+from ltau_md.core.exceptions import LTAUError
 from ltau_md.integrations.nequip._data import (
     FRAME_INDEX_KEY,
     IndexedDataset,
@@ -95,41 +95,6 @@ def _default_out_dir(trainer: lightning.Trainer) -> Path:
         if HydraConfig.initialized():
             return Path(HydraConfig.get().runtime.output_dir) / "ltau_log"
     return Path(trainer.default_root_dir) / "ltau_log"
-
-
-class RequireForces:
-    """A nequip data transform that raises ``DataError`` for a frame without reference forces.
-
-    Put it first in ``data.transforms`` of a ``nequip-train`` config: nequip applies transforms
-    to every frame it loads, including the pass computing the dataset statistics that
-    ``nequip-train`` runs before training (and before any callback), so an energies-only frame
-    is reported with its size and formula instead of nequip's ``KeyError: 'forces'``.
-    Frames with forces pass unchanged."""
-
-    def __call__(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
-        if AtomicDataDict.FORCE_KEY not in data:
-            n = int(data[AtomicDataDict.POSITIONS_KEY].shape[0])
-            what = f"{n} atoms"
-            z = data.get(AtomicDataDict.ATOMIC_NUMBERS_KEY)
-            if z is not None:
-                from ase.formula import Formula
-
-                what += ", " + Formula.from_list(
-                    [_symbol(int(i)) for i in z.reshape(-1).tolist()]).format("hill")
-            raise DataError(
-                f"a frame of the data ({what}) has no reference '{AtomicDataDict.FORCE_KEY}' "
-                "field: LTAU logs per-atom force errors, so every frame needs forces (check the "
-                "data file and the dataset's key_mapping / include_keys)")
-        return data
-
-    def __repr__(self) -> str:
-        return "RequireForces()"
-
-
-def _symbol(z: int) -> str:
-    from ase.data import chemical_symbols
-
-    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else "X"
 
 
 def _graph_models(pl_module: lightning.LightningModule) -> list[torch.nn.Module]:

@@ -118,7 +118,7 @@ def tiny_config(
     (default: one in ``eval`` mode writing to ``${hydra:runtime.output_dir}/ltau_log``).
     Checkpoints: ``last.ckpt`` in the hydra run dir, rewritten after every epoch
     (:data:`CHECKPOINT_EVERY_EPOCH`). Frames without forces are refused by
-    :class:`~ltau_md.integrations.nequip.callback.RequireForces`, the first data transform.
+    :class:`~ltau_md.integrations.nequip.transforms.RequireForces`, the first data transform.
     ``trainer`` entries override the ``lightning.Trainer`` arguments. ``lr_min``: cosine
     decay of the learning rate from ``lr`` to ``lr_min`` over ``max_epochs`` (None: constant).
     """
@@ -182,7 +182,7 @@ def tiny_config(
             "train_file_path": str(Path(train_file).resolve()),
             "val_file_path": str(Path(val_file).resolve()),
             "transforms": [
-                {"_target_": "ltau_md.integrations.nequip.callback.RequireForces"},
+                {"_target_": "ltau_md.integrations.nequip.transforms.RequireForces"},
                 {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper",
                  "model_type_names": type_names},
                 {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": r_max},
