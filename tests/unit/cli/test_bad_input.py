@@ -24,7 +24,7 @@ from ltau_md.core.calculator import LTAUCalculator
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.testing import rattled_cu_estimator
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMMON = ["--model", "model.ckpt", "--estimator", "estimator", "--no-progress"]
 
 
