@@ -19,6 +19,15 @@ from ase.neighborlist import neighbor_list
 from ltau_md.core.exceptions import SpeciesError
 from ltau_md.core.model import ModelOutput, check_species
 
+__all__ = [
+    "EMTFeatureModel",
+    "EMT_ELEMENTS",
+    "check_estimator_api",
+    "check_feature_model",
+    "radial_descriptors",
+    "rattled_cu_estimator",
+]
+
 EMT_ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 
 

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from ltau_md._version import __version__
 from ltau_md.cli._common import positive_int
 
+__all__ = ["EXIT_BAD_INPUT", "EXIT_UNEXPECTED", "MODULES", "build_parser", "main", "set_threads"]
+
 #: subcommand modules of this package, in the order ``ltau-md --help`` lists them
 MODULES = ("demo", "fit", "calibrate", "evaluate", "relax", "md", "is2rs", "is2rs_generate")
 

@@ -15,6 +15,12 @@ from ltau_md.cli._common import (
     positive_int,
 )
 
+__all__ = [
+    "NAME",
+    "register",
+    "run",
+]
+
 NAME = "calibrate"
 
 

@@ -6,6 +6,12 @@ import argparse
 
 from ltau_md.cli._common import add_progress_arg, non_negative_int
 
+__all__ = [
+    "NAME",
+    "register",
+    "run",
+]
+
 NAME = "demo"
 
 

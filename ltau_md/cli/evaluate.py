@@ -15,6 +15,14 @@ from ltau_md.cli._common import (
     unit_float,
 )
 
+__all__ = [
+    "NAME",
+    "load_model",
+    "named_path",
+    "register",
+    "run",
+]
+
 NAME = "evaluate"
 
 

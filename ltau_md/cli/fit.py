@@ -18,6 +18,13 @@ from ltau_md.cli._common import (
     window,
 )
 
+__all__ = [
+    "NAME",
+    "check_k",
+    "register",
+    "run",
+]
+
 NAME = "fit"
 
 

@@ -15,6 +15,13 @@ from ltau_md.cli._common import (
     positive_int,
 )
 
+__all__ = [
+    "EXIT_INCOMPLETE",
+    "NAME",
+    "register",
+    "run",
+]
+
 NAME = "is2rs"
 
 

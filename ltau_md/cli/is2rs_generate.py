@@ -7,6 +7,12 @@ import json
 
 from ltau_md.cli._common import add_out_args, add_progress_arg, non_negative_int
 
+__all__ = [
+    "NAME",
+    "register",
+    "run",
+]
+
 NAME = "is2rs-generate"
 
 

@@ -20,6 +20,13 @@ from ltau_md.cli._common import (
 )
 from ltau_md.core.exceptions import InvalidParameterError
 
+__all__ = [
+    "NAME",
+    "check_options",
+    "register",
+    "run",
+]
+
 NAME = "md"
 
 

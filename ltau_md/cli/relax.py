@@ -17,6 +17,12 @@ from ltau_md.cli._common import (
     positive_int,
 )
 
+__all__ = [
+    "NAME",
+    "register",
+    "run",
+]
+
 NAME = "relax"
 
 

@@ -11,6 +11,12 @@ from ltau_md.core.estimator import LTAUEstimator, TrajectoryNeighbors
 from ltau_md.core.model import FeatureModel, check_species
 from ltau_md.core.validation import check_is_fitted
 
+__all__ = [
+    "LTAUCalculator",
+    "PER_ATOM_KEYS",
+    "RESULT_KEYS",
+]
+
 #: per-atom result keys (also written as extxyz per-atom arrays by the observers)
 PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error", "novelty", "novelty_pvalue")
 

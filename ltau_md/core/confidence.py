@@ -49,6 +49,21 @@ from ltau_md.core.validation import check_is_fitted
 if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator
 
+__all__ = [
+    "CARTOGRAPHY_LABELS",
+    "Cartography",
+    "DEFAULT_BINS",
+    "ErrorSummary",
+    "PER_SPECIES",
+    "SPAN_DECADES",
+    "bin_index",
+    "cartography",
+    "cartography_from",
+    "check_atol",
+    "fraction_below",
+    "make_edges",
+]
+
 DEFAULT_BINS = 64
 SPAN_DECADES = 2.0  # bins span atol * 10**-2 .. atol * 10**2
 _CHUNK = 1 << 16  # atoms per block when scoring every training atom

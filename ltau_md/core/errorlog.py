@@ -29,6 +29,16 @@ from ltau_md.core._io import read_manifest, save_npy_atomic, write_json_atomic
 from ltau_md.core._validate import check_frame_offsets
 from ltau_md.core.exceptions import ArtifactError, DataError
 
+__all__ = [
+    "ErrorLog",
+    "FORMAT",
+    "FRAMES_FILE",
+    "VERSION",
+    "check_same_dataset",
+    "dataset_fingerprint",
+    "is_error_log",
+]
+
 FORMAT = "ltau-md/error-log"
 VERSION = 1
 _EPOCH_RE = re.compile(r"^epoch_(\d{6})\.npy$")

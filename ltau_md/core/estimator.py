@@ -42,6 +42,22 @@ from ltau_md.core.exceptions import (
 from ltau_md.core.model import check_species
 from ltau_md.core.validation import check_is_fitted
 
+__all__ = [
+    "AUTO_HNSW_MIN_ATOMS",
+    "CONFIRM_MAX_ATOMS",
+    "Calibration",
+    "FORMAT",
+    "INDEX_KINDS",
+    "LTAUEstimator",
+    "MANIFEST_DIGEST_KEY",
+    "NOVELTY_KINDS",
+    "Prediction",
+    "TrajectoryNeighbors",
+    "VERSION",
+    "check_descriptors",
+    "manifest_digest",
+]
+
 FORMAT = "ltau-md/estimator"
 #: format version of saved estimators; 2: calibration section, checksummed manifest, index_kind
 VERSION = 2

@@ -15,6 +15,14 @@ from ase import Atoms
 
 from ltau_md.core.exceptions import SpeciesError
 
+__all__ = [
+    "FeatureModel",
+    "ModelOutput",
+    "check_species",
+    "evaluate_structures",
+    "structure_offsets",
+]
+
 
 @dataclass
 class ModelOutput:

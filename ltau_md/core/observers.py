@@ -54,6 +54,17 @@ from ltau_md.core.metrics import (
     stat_key,
 )
 
+__all__ = [
+    "Event",
+    "INTERRUPTED",
+    "MONITOR_FILES",
+    "NON_FINITE",
+    "STATUSES",
+    "Threshold",
+    "UNIT_SIGNALS",
+    "UQMonitor",
+]
+
 MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "labelled.extxyz",
                  "events.json", "summary.json")
 """The files a :class:`UQMonitor` writes into its ``out_dir``."""

@@ -1,1 +1,3 @@
 """Model-specific adapters on top of the core (today: :mod:`ltau_md.integrations.nequip`)."""
+
+__all__: list[str] = []

@@ -26,6 +26,19 @@ import numpy as np
 
 from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_atomic
 
+__all__ = [
+    "MD_FRICTION",
+    "MD_RESAMPLE",
+    "MD_STOP",
+    "RUN_NAMES",
+    "SPLIT_NAMES",
+    "SPLIT_WORDS",
+    "STATISTIC",
+    "TYPE_NAMES",
+    "VAL_FRAMES_PER_SYSTEM",
+    "run_demo",
+]
+
 TYPE_NAMES = ("H", "C", "O", "Cu", "Pt")
 
 

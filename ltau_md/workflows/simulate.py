@@ -21,6 +21,19 @@ from ase.calculators.calculator import Calculator
 from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_atomic
 from ltau_md.core.observers import Threshold, UQMonitor
 
+__all__ = [
+    "DEFAULT_POLICIES",
+    "OPTIMIZERS",
+    "SUMMARY_FIELDS",
+    "default_policies",
+    "oracle_from_name",
+    "policies_from_args",
+    "relax_many",
+    "run_md",
+    "summary_table",
+    "write_summary",
+]
+
 OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")
 SUMMARY_FIELDS = ("label", "n_observed", "initial", "max", "max_step", "mean", "final",
                   "converged", "status", "stopped_step", "stop_reason", "n_resample", "n_warn")

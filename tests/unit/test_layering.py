@@ -173,3 +173,23 @@ import ltau_md.integrations.nequip.model
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode != 0 and "blocked" in proc.stderr
+
+
+def test_every_public_module_declares_all_and_its_names_resolve():
+    """``__all__`` in every public module (no leading underscore in any part of its name), and
+    each listed name exists there."""
+    import importlib
+
+    public = sorted(m for m in _graph() if m != "ltau_md" and not any(
+        part.startswith("_") for part in m.split(".")[1:]))
+    missing, broken = [], {}
+    for name in public:
+        mod = importlib.import_module(name)
+        names = getattr(mod, "__all__", None)
+        if names is None:
+            missing.append(name)
+            continue
+        bad = [n for n in names if not hasattr(mod, n)]
+        if bad:
+            broken[name] = bad
+    assert len(public) > 30 and not missing and not broken, (missing, broken)

@@ -82,6 +82,10 @@ from ltau_md.integrations.nequip._data import (
     write_frames,
 )
 
+__all__ = [
+    "LTAUErrorLogger",
+]
+
 log = logging.getLogger(__name__)
 
 Mode = Literal["eval", "train"]

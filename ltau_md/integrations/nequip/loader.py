@@ -9,6 +9,10 @@ from ltau_md.core.calculator import LTAUCalculator
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.core.exceptions import DescriptorError
 
+__all__ = [
+    "load_calculator",
+]
+
 
 def load_calculator(model: str | os.PathLike, estimator: str | os.PathLike, *,
                     device: str = "cpu", s: float | None = None,

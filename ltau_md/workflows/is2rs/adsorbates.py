@@ -22,6 +22,14 @@ import numpy as np
 from ltau_md.core.exceptions import DataError
 from ltau_md.workflows.is2rs.generate import axis_rotation
 
+__all__ = [
+    "ELEMENTS",
+    "PKL_IN_WHEEL",
+    "oc20_adsorbates",
+    "oc20_split",
+    "orient",
+]
+
 PKL_IN_WHEEL = "fairchem/data/oc/databases/pkls/adsorbates.pkl"
 ELEMENTS = frozenset({"C", "H", "N", "O"})
 

@@ -30,6 +30,27 @@ from ltau_md.core.exceptions import DataError
 from ltau_md.core.metrics import bootstrap_ci
 from ltau_md.workflows.is2rs.metrics import BASIN_OUTCOMES, adwt, afbt, fbt
 
+__all__ = [
+    "ALL_STATS",
+    "ENERGY_FAIL",
+    "FMAX_FAIL",
+    "OOD_SPLITS",
+    "REPORT_STATS",
+    "STATS",
+    "STAT_LABELS",
+    "TARGETS",
+    "TARGET_LABELS",
+    "UQToRMSD",
+    "analyze",
+    "auroc",
+    "failure_labels",
+    "group_results",
+    "isotonic_fit",
+    "plot_uq_vs_rmsd",
+    "spearman",
+    "write_report",
+]
+
 STATS: tuple[str, ...] = ("uq_initial", "uq_final", "uq_max", "uq_mean")
 """Structure uncertainty = max over free atoms of 1 - p; initial / final / max / mean over
 the relaxation steps (the figure's four panels)."""

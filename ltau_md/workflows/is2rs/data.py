@@ -27,6 +27,14 @@ from ase.io import read
 
 from ltau_md.core.exceptions import DataError
 
+__all__ = [
+    "EXTENSIONS",
+    "System",
+    "fixed_mask",
+    "load_systems",
+    "prepare_structure",
+]
+
 EXTENSIONS: tuple[str, ...] = ("extxyz", "xyz", "traj", "db", "json")
 
 

@@ -47,6 +47,24 @@ from ase.io import write
 from ltau_md.core._io import atomic_dir, sha256_file
 from ltau_md.core.exceptions import DataError
 
+__all__ = [
+    "ADSORBATES",
+    "FACETS",
+    "FORMAT",
+    "GeneratorConfig",
+    "ID_ADSORBATES",
+    "METALS",
+    "OOD_ADSORBATES",
+    "OOD_PAIRS",
+    "SPLITS",
+    "VERSION",
+    "adsorbate_fragments",
+    "axis_rotation",
+    "emt_lattice_constant",
+    "generate_benchmark",
+    "generate_system",
+]
+
 FORMAT = "ltau-md/is2rs-benchmark"
 VERSION = 2
 """2: ``ood_facets`` (fcc110 held out of train / val_id by default); systems whose adsorbate

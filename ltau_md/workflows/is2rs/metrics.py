@@ -15,6 +15,24 @@ from ase.geometry import find_mic
 
 from ltau_md.core.exceptions import DataError
 
+__all__ = [
+    "ADSORBATE_TAG",
+    "BASIN_OUTCOMES",
+    "FREE_TAGS",
+    "OC20_ADWT_THRESHOLDS",
+    "OC20_FBT_THRESHOLDS",
+    "adwt",
+    "afbt",
+    "classify_basin",
+    "fbt",
+    "free_atom_distances",
+    "free_mask",
+    "min_image_displacements",
+    "rmsd",
+    "substrate_translations",
+    "symmetric_free_atom_distances",
+]
+
 OC20_ADWT_THRESHOLDS: np.ndarray = np.arange(0.01, 0.5, 0.001)
 """OC20 ADwT distance thresholds (A): 0.01, 0.011, ..., 0.499 (490 values)."""
 

@@ -17,6 +17,14 @@ from ase.calculators.calculator import Calculator
 
 from ltau_md.core.exceptions import DataError
 
+__all__ = [
+    "DEFAULT_REFERENCE",
+    "cached_reference",
+    "check_reference",
+    "load_reference",
+    "reference_energy_forces",
+]
+
 DEFAULT_REFERENCE = "ase.calculators.emt:EMT"
 
 

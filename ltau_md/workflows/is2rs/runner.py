@@ -65,6 +65,26 @@ from ltau_md.workflows.is2rs.reference import (
 )
 from ltau_md.workflows.simulate import OPTIMIZERS as _OPTIMIZERS
 
+__all__ = [
+    "CAMPAIGN_FORMAT",
+    "CAMPAIGN_KIND",
+    "CampaignIncompleteError",
+    "CampaignResults",
+    "RESULT_VERSION",
+    "RelaxSettings",
+    "STAT_NAMES",
+    "incomplete_message",
+    "load_result",
+    "prepare_campaign_dir",
+    "relax_system",
+    "result_path",
+    "run_campaign",
+    "run_is2rs",
+    "save_result",
+    "series_stats",
+    "summary_line",
+]
+
 CalcFactory = Callable[[], Calculator]
 RESULT_VERSION = 2
 STAT_NAMES: tuple[str, ...] = ("initial", "final", "max", "mean")
