@@ -1,0 +1,162 @@
+"""Local Sphinx extension: ``ltau-cli`` renders ``ltau_md.cli.build_parser()``; ``ltau-layers``
+renders ``ltau_md._layers.LAYERS`` as a table (the source the layering test reads)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from docutils import nodes
+from sphinx.util.docutils import SphinxDirective
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _options(parser: argparse.ArgumentParser) -> nodes.definition_list:
+    dl = nodes.definition_list()
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        if action.option_strings:
+            term = ", ".join(action.option_strings)
+            if action.nargs != 0:
+                term += " " + (action.metavar or action.dest.upper()
+                               if not isinstance(action.metavar, tuple)
+                               else " ".join(action.metavar))
+        else:
+            term = action.metavar or action.dest
+        text = (action.help or "").replace("%(default)s", str(action.default))
+        if action.help == argparse.SUPPRESS:
+            continue
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += f" (default: {action.default})"
+        item = nodes.definition_list_item()
+        item += nodes.term("", "", nodes.literal(text=str(term)))
+        d = nodes.definition()
+        d += nodes.paragraph(text=text or "-")
+        item += d
+        dl += item
+    return dl
+
+
+class CLIDirective(SphinxDirective):
+    """One section per subcommand: usage as a literal block, options as a definition list."""
+
+    def run(self) -> list[nodes.Node]:
+        from ltau_md.cli import build_parser
+
+        parser = build_parser()
+        out: list[nodes.Node] = [nodes.literal_block(text=parser.format_usage().strip())]
+        for name, sub in _subparsers(parser).items():
+            sec = nodes.section(ids=[nodes.make_id(f"cli-{name}")])
+            sec += nodes.title(text=f"ltau-md {name}")
+            if sub.description:
+                sec += nodes.paragraph(text=sub.description)
+            sec += nodes.literal_block(text=sub.format_usage().strip())
+            sec += _options(sub)
+            out.append(sec)
+        return out
+
+
+class LayersDirective(SphinxDirective):
+    """A table of the layers, bottom to top, from ``ltau_md._layers.LAYERS``."""
+
+    def run(self) -> list[nodes.Node]:
+        from ltau_md._layers import LAYERS
+
+        table = nodes.table()
+        group = nodes.tgroup(cols=3)
+        table += group
+        for width in (1, 2, 4):
+            group += nodes.colspec(colwidth=width)
+
+        def row(cells: list[nodes.Node]) -> nodes.row:
+            r = nodes.row()
+            for c in cells:
+                e = nodes.entry()
+                e += c
+                r += e
+            return r
+
+        head = nodes.thead()
+        head += row([nodes.paragraph(text=t) for t in ("layer", "modules", "what it holds")])
+        group += head
+        body = nodes.tbody()
+        for name, members, what in LAYERS:
+            mods = nodes.paragraph()
+            for i, m in enumerate(members):
+                if i:
+                    mods += nodes.Text(", ")
+                mods += nodes.literal(text=m)
+            body += row([nodes.paragraph(text=name), mods, nodes.paragraph(text=what)])
+        group += body
+        return [table]
+
+
+_SPAN = re.compile(r"(``.+?``|`[^`]+`)")
+_TRAILING_UNDERSCORE = re.compile(r"(?<=\w)_(?!\w)")
+
+
+def _escape(text: str) -> str:
+    parts = _SPAN.split(text)
+    for i in range(0, len(parts), 2):  # outside inline literals and roles only
+        parts[i] = _TRAILING_UNDERSCORE.sub(r"\\_", parts[i].replace("|", r"\|"))
+    return "".join(parts)
+
+
+def escape_plain_docstring(app, what, name, obj, options, lines: list[str]) -> None:
+    """The package's docstrings are plain text: ``|F|`` and ``summary_`` are not meant as
+    reST substitutions or link targets, so escape them (outside literals and literal blocks)."""
+    known = {"parameters", "returns", "yields", "raises", "attributes", "notes", "examples",
+             "see also", "references", "warnings", "methods", "other parameters"}
+    for i in range(len(lines) - 2, -1, -1):  # an unknown numpy-style header: a Notes title
+        title, rule = lines[i].strip(), lines[i + 1].strip()
+        if (title and len(rule) >= 3 and set(rule) == {"-"}
+                and title.lower() not in known):
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            lines[i : i + 2] = [indent + "Notes", indent + "-----", "", indent + title + ":", ""]
+    literal_indent = None
+    for i, line in enumerate(lines):
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if literal_indent is not None:
+            if not stripped or indent > literal_indent:
+                continue
+            literal_indent = None
+        if stripped.startswith(">>>"):
+            continue
+        lines[i] = _escape(line)
+        if line.rstrip().endswith("::"):
+            literal_indent = indent
+
+
+def separate_indented_blocks(app, what, name, obj, options, lines: list[str]) -> None:
+    """Plain-text docstrings indent examples and lists without ``::`` or blank lines; put a
+    blank line where the indentation changes so docutils reads them as block quotes."""
+    out: list[str] = []
+    prev = ""
+    for line in lines:
+        if line.strip() and prev.strip():
+            ind, pind = len(line) - len(line.lstrip()), len(prev) - len(prev.lstrip())
+            head = prev.lstrip()
+            if ind < pind and not line.lstrip().startswith(":"):
+                out.append("")
+            elif ind > pind and not (head.startswith("..") or head.startswith(":")
+                                     or head.rstrip().endswith("::")):
+                out.append("")
+        out.append(line)
+        prev = line
+    lines[:] = out
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", escape_plain_docstring, priority=400)
+    app.connect("autodoc-process-docstring", separate_indented_blocks, priority=600)
+    app.add_directive("ltau-cli", CLIDirective)
+    app.add_directive("ltau-layers", LayersDirective)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
