@@ -146,14 +146,26 @@ class Threshold:
     _resolved: float | None = field(default=None, init=False, repr=False)
     resolved_from: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
+    # Per-field forms, checked by validate_params (no annotation: a class attribute, not a
+    # dataclass field); the cross-field rules (exactly one of above/alarm_rate, above in
+    # [0, 1] for unit signals, on/select syntax) stay in __post_init__.
+    _parameter_constraints = {
+        "action": [StrOptions({"stop", "resample", "warn"})],
+        "above": [Interval(Real, None, None), None],
+        "signal": [str],
+        "on": [str],
+        "alarm_rate": [Interval(Real, 0, 1, closed="neither"), None],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "hysteresis": [Interval(Real, 0, None, closed="left")],
+        "callback": [Callable, None],
+    }
+
     def __post_init__(self) -> None:
-        if self.action not in ("stop", "resample", "warn"):
-            raise InvalidParameterError(
-                f"action must be stop, resample or warn, got {self.action!r}")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral) \
-                or self.patience < 1:
-            raise InvalidParameterError(f"patience must be an integer >= 1, got {self.patience!r}")
-        if not isinstance(self.signal, str) or not self.signal:
+        validate_params(self._parameter_constraints, {
+            "action": self.action, "above": self.above, "signal": self.signal, "on": self.on,
+            "alarm_rate": self.alarm_rate, "patience": self.patience,
+            "hysteresis": self.hysteresis, "callback": self.callback}, owner="Threshold")
+        if not self.signal:
             raise InvalidParameterError(f"signal must be a per-atom result name, got "
                                         f"{self.signal!r}")
         stat_key(self.signal, self.on)  # validates both

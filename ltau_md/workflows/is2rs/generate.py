@@ -160,9 +160,48 @@ class GeneratorConfig:
     the origin, fragment towards +z), e.g. OC20's from
     :func:`ltau_md.workflows.is2rs.adsorbates.oc20_adsorbates`."""
 
+    # The numeric knobs, checked by validate_params (no annotation: a class attribute, not a
+    # dataclass field; the names it needs are imported here and deleted after, so they stay
+    # off the class). The cross-field rules (metals, adsorbates, pairs, facets) stay below.
+    from numbers import Integral, Real
+
+    from ltau_md.core._param_validation import Interval, Satisfies
+
+    _int_ge_1 = Interval(Integral, 1, None, closed="left").is_satisfied_by
+    _positive = Interval(Real, 0, None, closed="neither").is_satisfied_by
+    _parameter_constraints = {
+        "size": [Satisfies(
+            lambda v, ok=_int_ge_1:
+            len(v) == 2 and all(ok(n) for n in v),
+            "a pair of ints >= 1")],
+        "vacuum": [Interval(Real, 0, None, closed="neither")],
+        "alloy_fraction": [Interval(Real, 0, 1, closed="both")],
+        "height_range": [Satisfies(
+            lambda v, ok=_positive:
+            len(v) == 2 and all(ok(h) for h in v) and v[0] <= v[1],
+            "a pair (low, high) of numbers with 0 < low <= high")],
+        "lateral_jitter": [Interval(Real, 0, None, closed="left")],
+        "max_tilt_deg": [Interval(Real, 0, 180, closed="both")],
+        "min_clearance": [Interval(Real, 0, None, closed="neither")],
+        "fmax": [Interval(Real, 0, None, closed="neither")],
+        "ref_steps": [Interval(Integral, 1, None, closed="left")],
+        "desorption_distance": [Interval(Real, 0, None, closed="neither")],
+        "reject_dissociated": ["boolean"],
+        "bond_scale": [Interval(Real, 0, None, closed="neither")],
+        "max_attempts": [Interval(Integral, 1, None, closed="left")],
+        "frames_per_system": [Interval(Integral, 0, None, closed="left")],
+        "val_frames_per_system": [Interval(Integral, 0, None, closed="left")],
+    }
+    del Integral, Real, Interval, Satisfies, _int_ge_1, _positive
+
     def __post_init__(self) -> None:
         from ase.data import atomic_numbers
 
+        from ltau_md.core._param_validation import validate_params
+
+        validate_params(self._parameter_constraints,
+                        {k: getattr(self, k) for k in self._parameter_constraints},
+                        owner="GeneratorConfig")
         for m in self.metals:
             if m not in METALS:
                 raise DataError(f"metal {m!r} not supported by EMT here; choose from {METALS}")

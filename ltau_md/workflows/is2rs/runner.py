@@ -142,14 +142,29 @@ class RelaxSettings:
     basin_tol: float = 0.25
     energy_tol: float = 0.02
 
+    # Checked by validate_params (no annotation: a class attribute, not a dataclass field;
+    # the names it needs are imported here and deleted after, so they stay off the class).
+    from numbers import Integral, Real
+
+    from ltau_md.core._param_validation import Interval, StrOptions
+
+    _parameter_constraints = {
+        "fmax": [Interval(Real, 0, None, closed="neither")],
+        "steps": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions(_OPTIMIZERS)],
+        "reference": [str, None],
+        "ref_fmax": [Interval(Real, 0, None, closed="neither")],
+        "ref_steps": [Interval(Integral, 1, None, closed="left")],
+        "trajectory_errors": ["boolean"],
+        "basin_tol": [Interval(Real, 0, None, closed="neither")],
+        "energy_tol": [Interval(Real, 0, None, closed="neither")],
+    }
+    del Integral, Real, Interval, StrOptions
+
     def __post_init__(self) -> None:
-        if self.optimizer not in _OPTIMIZERS:
-            raise DataError(f"optimizer {self.optimizer!r} unknown; use one of {_OPTIMIZERS}")
-        if not self.fmax > 0 or self.steps < 1 or not self.ref_fmax > 0 or self.ref_steps < 1:
-            raise DataError(
-                f"need fmax, ref_fmax > 0 and steps, ref_steps >= 1, got fmax={self.fmax} "
-                f"steps={self.steps} ref_fmax={self.ref_fmax} ref_steps={self.ref_steps}"
-            )
+        from ltau_md.core._param_validation import validate_params
+
+        validate_params(self._parameter_constraints, asdict(self), owner="RelaxSettings")
         if self.reference is not None:
             check_reference(self.reference)
 
