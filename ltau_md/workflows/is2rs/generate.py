@@ -33,6 +33,7 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from ase.geometry import get_distances
 from ase.io import write
 
 from ltau_md.core._io import atomic_dir, sha256_file
+from ltau_md.core._param_validation import Interval, Satisfies, validate_params
 from ltau_md.core.exceptions import DataError
 
 __all__ = [
@@ -114,6 +116,10 @@ OOD_ADSORBATES: tuple[str, ...] = ("NO", "N2", "NH2", "CN", "COH", "CHO")
 OOD_PAIRS: tuple[tuple[str, str], ...] = (("Au", "Cu"), ("Ni", "Pt"), ("Ag", "Pd"), ("Al", "Ni"))
 
 
+_INT_GE_1 = Interval(Integral, 1, None, closed="left").is_satisfied_by
+_POSITIVE = Interval(Real, 0, None, closed="neither").is_satisfied_by
+
+
 @dataclass
 class GeneratorConfig:
     """Knobs of the generator. Lengths in A, forces in eV/A."""
@@ -161,23 +167,16 @@ class GeneratorConfig:
     :func:`ltau_md.workflows.is2rs.adsorbates.oc20_adsorbates`."""
 
     # The numeric knobs, checked by validate_params (no annotation: a class attribute, not a
-    # dataclass field; the names it needs are imported here and deleted after, so they stay
-    # off the class). The cross-field rules (metals, adsorbates, pairs, facets) stay below.
-    from numbers import Integral, Real
-
-    from ltau_md.core._param_validation import Interval, Satisfies
-
-    _int_ge_1 = Interval(Integral, 1, None, closed="left").is_satisfied_by
-    _positive = Interval(Real, 0, None, closed="neither").is_satisfied_by
+    # dataclass field). The cross-field rules (metals, adsorbates, pairs, facets) stay below.
     _parameter_constraints = {
         "size": [Satisfies(
-            lambda v, ok=_int_ge_1:
+            lambda v, ok=_INT_GE_1:
             len(v) == 2 and all(ok(n) for n in v),
             "a pair of ints >= 1")],
         "vacuum": [Interval(Real, 0, None, closed="neither")],
         "alloy_fraction": [Interval(Real, 0, 1, closed="both")],
         "height_range": [Satisfies(
-            lambda v, ok=_positive:
+            lambda v, ok=_POSITIVE:
             len(v) == 2 and all(ok(h) for h in v) and v[0] <= v[1],
             "a pair (low, high) of numbers with 0 < low <= high")],
         "lateral_jitter": [Interval(Real, 0, None, closed="left")],
@@ -192,12 +191,9 @@ class GeneratorConfig:
         "frames_per_system": [Interval(Integral, 0, None, closed="left")],
         "val_frames_per_system": [Interval(Integral, 0, None, closed="left")],
     }
-    del Integral, Real, Interval, Satisfies, _int_ge_1, _positive
 
     def __post_init__(self) -> None:
         from ase.data import atomic_numbers
-
-        from ltau_md.core._param_validation import validate_params
 
         validate_params(self._parameter_constraints,
                         {k: getattr(self, k) for k in self._parameter_constraints},

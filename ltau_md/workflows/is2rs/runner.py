@@ -32,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from ltau_md.core._io import (
     to_json_safe,
     write_json_atomic,
 )
+from ltau_md.core._param_validation import Interval, StrOptions, validate_params
 from ltau_md.core.exceptions import ArtifactError, DataError, LTAUError
 from ltau_md.core.observers import UQMonitor
 from ltau_md.workflows.is2rs.data import System
@@ -142,12 +144,7 @@ class RelaxSettings:
     basin_tol: float = 0.25
     energy_tol: float = 0.02
 
-    # Checked by validate_params (no annotation: a class attribute, not a dataclass field;
-    # the names it needs are imported here and deleted after, so they stay off the class).
-    from numbers import Integral, Real
-
-    from ltau_md.core._param_validation import Interval, StrOptions
-
+    # checked by validate_params (no annotation: a class attribute, not a dataclass field)
     _parameter_constraints = {
         "fmax": [Interval(Real, 0, None, closed="neither")],
         "steps": [Interval(Integral, 1, None, closed="left")],
@@ -159,11 +156,8 @@ class RelaxSettings:
         "basin_tol": [Interval(Real, 0, None, closed="neither")],
         "energy_tol": [Interval(Real, 0, None, closed="neither")],
     }
-    del Integral, Real, Interval, StrOptions
 
     def __post_init__(self) -> None:
-        from ltau_md.core._param_validation import validate_params
-
         validate_params(self._parameter_constraints, asdict(self), owner="RelaxSettings")
         if self.reference is not None:
             check_reference(self.reference)
