@@ -105,15 +105,16 @@ def main(argv=None) -> int:
     if len(args.runs) > 1:
         line["pooled"] = figures(pooled, args.n_boot)
     if args.figures:
+        from ltau_md.core.plots import save_figure
         from ltau_md.workflows.is2rs.analysis import plot_uq_vs_rmsd
 
         fig_dir = Path(args.figures)
         fig_dir.mkdir(parents=True, exist_ok=True)
         stats = ("uq_final", "perr_final", "ferr_final", "n_ads")
         line["figures"] = [
-            str(plot_uq_vs_rmsd(pooled, fig_dir / "pooled_energy.png", target="energy_above_min",
-                                stats=stats)),
-            str(plot_uq_vs_rmsd(pooled, fig_dir / "pooled_rmsd.png", stats=stats))]
+            str(save_figure(plot_uq_vs_rmsd(pooled, target="energy_above_min", stats=stats),
+                            fig_dir / "pooled_energy.png")),
+            str(save_figure(plot_uq_vs_rmsd(pooled, stats=stats), fig_dir / "pooled_rmsd.png"))]
     print(json.dumps(line))
     return 0
 

@@ -1,10 +1,14 @@
 """Local Sphinx extension: ``ltau-cli`` renders ``ltau_md.cli.build_parser()``; ``ltau-layers``
-renders ``ltau_md._layers.LAYERS`` as a table (the source the layering test reads)."""
+renders ``ltau_md._layers.LAYERS`` as a table (the source the layering test reads);
+``ltau-modules`` lists every module and package of the source tree by layer, with the first
+line of its docstring (so the architecture page cannot name a file that is gone)."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
+from pathlib import Path
 
 from docutils import nodes
 from sphinx.util.docutils import SphinxDirective
@@ -98,6 +102,75 @@ class LayersDirective(SphinxDirective):
         return [table]
 
 
+def _summary(path: Path) -> str:
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    first = doc.strip().split("\n\n", 1)[0]
+    return " ".join(first.split())
+
+
+def module_rows() -> list[tuple[str, str, str, str]]:
+    """(layer, path relative to ``ltau_md/``, its parts (private submodules of a package),
+    summary) for every public module and package, bottom layer first."""
+    import ltau_md
+    from ltau_md._layers import LAYERS, layer_of
+
+    root = Path(ltau_md.__file__).parent
+    rows = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.name == "__init__.py":
+            if rel.parent == Path("."):
+                continue
+            target, shown = path, f"{rel.parent.as_posix()}/"
+            parts = ", ".join(sorted(p.stem for p in path.parent.glob("_*.py")
+                                     if p.name != "__init__.py"))
+        elif any(q.startswith("_") for q in rel.parent.parts) or (
+                rel.stem.startswith("_") and (path.parent / "__init__.py").exists()
+                and rel.parent != Path(".")):
+            continue  # a private part of a package: listed with the package
+        else:
+            target, shown, parts = path, rel.as_posix(), ""
+        dotted = "ltau_md." + ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        layer = layer_of(dotted)
+        name = LAYERS[layer][0] if layer is not None else "-"
+        rows.append((layer if layer is not None else -1, name, shown, parts,
+                     _summary(target)))
+    rows.sort(key=lambda r: (r[0], r[2]))
+    return [r[1:] for r in rows]
+
+
+class ModulesDirective(SphinxDirective):
+    """A table of every public module and package (with its private parts), by layer."""
+
+    def run(self) -> list[nodes.Node]:
+        table = nodes.table()
+        group = nodes.tgroup(cols=4)
+        table += group
+        for width in (1, 2, 2, 5):
+            group += nodes.colspec(colwidth=width)
+
+        def row(cells: list[nodes.Node]) -> nodes.row:
+            r = nodes.row()
+            for c in cells:
+                e = nodes.entry()
+                e += c
+                r += e
+            return r
+
+        head = nodes.thead()
+        head += row([nodes.paragraph(text=t)
+                     for t in ("layer", "module", "parts", "what it holds")])
+        group += head
+        body = nodes.tbody()
+        for layer, shown, parts, summary in module_rows():
+            body += row([nodes.paragraph(text=layer),
+                         nodes.paragraph("", "", nodes.literal(text=shown)),
+                         nodes.paragraph(text=parts),
+                         nodes.paragraph(text=summary)])
+        group += body
+        return [table]
+
+
 _SPAN = re.compile(r"(``.+?``|`[^`]+`)")
 _TRAILING_UNDERSCORE = re.compile(r"(?<=\w)_(?!\w)")
 
@@ -159,4 +232,5 @@ def setup(app):
     app.connect("autodoc-process-docstring", separate_indented_blocks, priority=600)
     app.add_directive("ltau-cli", CLIDirective)
     app.add_directive("ltau-layers", LayersDirective)
+    app.add_directive("ltau-modules", ModulesDirective)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

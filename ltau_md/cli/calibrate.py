@@ -59,10 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fit s, save the estimator, print a JSON line (s, areas before/after, per-group s)."""
-    from ltau_md.core._io import read_structures
     from ltau_md.core.calibration import calibrate_structures, evaluate_calibration
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.exceptions import InvalidParameterError
+    from ltau_md.core.structures import read_structures
     from ltau_md.integrations.nequip import NequIPFeatureModel
 
     if args.s_min >= args.s_max:
@@ -78,19 +78,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or args.estimator)
     est.save(out)
     if args.plot_dir:
-        from ltau_md.core.plots import plot_calibration, plot_scale_fit
+        from ltau_md.core.plots import plot_calibration, plot_scale_fit, save_figure
 
         plot_dir = Path(args.plot_dir)
         kw = {"indices": arrays["indices"], "n_bins": args.n_bins}
         curves = {"s=1": evaluate_calibration(est, None, arrays["errors"], s=1.0, **kw),
                   "fitted": evaluate_calibration(est, None, arrays["errors"], **kw)}
-        plot_calibration(curves, plot_dir / "calibration.png",
-                         target_label=f"{fit.target_atol:.3g} eV/Å",
-                         title="calibration split (in-sample)")
-        plot_scale_fit({"all": fit}, plot_dir / "scale_fit.png")
+        save_figure(plot_calibration(curves, target_label=f"{fit.target_atol:.3g} eV/Å",
+                                     title="calibration split (in-sample)"),
+                    plot_dir / "calibration.png")
+        save_figure(plot_scale_fit({"all": fit}), plot_dir / "scale_fit.png")
     print(json.dumps({"estimator": str(out.resolve()), "s": fit.s, "area": fit.area,
                       "area_unscaled": fit.area_unscaled, "target_atol": fit.target_atol,
                       "n_atoms": fit.n_atoms, "s_per_group": fit.s_per_group,
                       "at_bound": fit.at_bound,
-                      "alarm_statistics": sorted(est.calibration_.thresholds)}))
+                      "alarm_statistics": sorted(est.alarm_statistics_)}))
     return 0

@@ -95,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
         "members": est.summary_.n_members, "atol": est.atol_, "k": est.k,
         "index": getattr(est, "index_kind_", est.index),
         "alarm_statistics": {k: {"n_frames": v["n_frames"], "source": v["source"]}
-                             for k, v in est.calibration_.thresholds.items()}
-        if est.calibration_ is not None else {},
+                             for k, v in est.alarm_statistics_.items()},
     }))
     return 0

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ltau_md.core.exceptions import ArtifactError, DataError, OutputExistsError
+from ltau_md.core.exceptions import ArtifactError, OutputExistsError
+
+# TEMPORARY (until the CLI imports them from ltau_md.core.structures)
 
 MARKER = ".ltau-md-output.json"
 """File stamped into every output directory ltau-md creates; holds ``{"kind": ...}``."""
@@ -280,61 +282,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def read_structures(data: str | os.PathLike | Any) -> list:
-    """A list of ase.Atoms from a list of them, or from any ASE-readable file (all frames).
-
-    DataError, naming the file (or item) and the problem, for: a missing file, a directory that
-    is not an ASE BundleTrajectory, a file ASE cannot read or that holds no structures (e.g. a
-    text file), an item that is not an Atoms, and a structure without atoms."""
-    from ase import Atoms
-
-    if isinstance(data, (str, os.PathLike)):
-        import ase.io
-        from ase.io.bundletrajectory import BundleTrajectory
-
-        p = Path(data)
-        if not p.exists():
-            raise DataError(f"structure file {p} does not exist")
-        if p.is_dir() and not BundleTrajectory.is_bundle(str(p)):
-            raise DataError(f"structure file {p} is a directory; pass a structure file "
-                            "(e.g. extxyz, traj)")
-        if p.is_file() and p.stat().st_size == 0:
-            raise DataError(f"structure file {p} is empty")
-        try:
-            out = ase.io.read(p, index=":")
-        except PermissionError:
-            raise
-        except Exception as exc:  # ASE raises many kinds for an unreadable or empty file
-            raise DataError(f"cannot read structures from {p}: "
-                            f"{str(exc) or type(exc).__name__}") from exc
-        out = list(out) if isinstance(out, list) else [out]
-        if not out:
-            raise DataError(f"{p} holds no structures (is it an ASE-readable structure file, "
-                            "e.g. extxyz or traj?)")
-        where = f" of {p}"
-    else:
-        out = list(data)
-        where = ""
-    for i, a in enumerate(out):
-        if not isinstance(a, Atoms):
-            raise DataError(f"item {i} is a {type(a).__name__}, expected ase.Atoms")
-        if len(a) == 0:
-            raise DataError(f"structure {i}{where} has no atoms")
-    return out
-
-
-def reference_forces(atoms: Any, index: int = 0, purpose: str = "this") -> np.ndarray:
-    """Reference forces (n, 3) eV/A of a labelled structure: its calculator's results (e.g.
-    extxyz ``forces`` read back into a SinglePointCalculator), else ``arrays["forces"]``;
-    DataError naming structure ``index`` and the ``purpose`` if it has none."""
-    res = getattr(getattr(atoms, "calc", None), "results", None) or {}
-    if "forces" in res:
-        return np.asarray(res["forces"], dtype=np.float64)
-    if "forces" in getattr(atoms, "arrays", {}):
-        return np.asarray(atoms.arrays["forces"], dtype=np.float64)
-    raise DataError(f"structure {index} has no reference forces (needed for {purpose})")
 
 
 def to_json_safe(obj: Any) -> Any:

@@ -23,6 +23,7 @@ __all__ = [
     "Options",
     "StrOptions",
     "Satisfies",
+    "check_positive",
     "validate_params",
     "validate_value",
 ]
@@ -170,3 +171,17 @@ def validate_params(constraints: Mapping[str, list], params: Mapping[str, Any],
     for name, value in params.items():
         if name in constraints:
             validate_value(name, value, constraints[name], owner)
+
+
+def check_positive(name: str, value: Any, error: type[Exception] = InvalidParameterError
+                   ) -> float:
+    """``value`` as a float if it is a real number > 0 and finite, else raise ``error``
+    (default :class:`InvalidParameterError`) saying "``name`` must be positive and finite".
+
+    The one definition of "a positive, finite number" (tolerances in eV/A, scales, rates).
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise error(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise error(f"{name} must be positive and finite, got {value}")
+    return float(value)

@@ -1,6 +1,10 @@
 """Figures for calibration and uncertainty quality (matplotlib, no GUI: figures are built with
-:class:`matplotlib.figure.Figure`, so pyplot's global backend is never touched). Every figure
-is written atomically as PNG (temporary file + rename) and the path is returned.
+:class:`matplotlib.figure.Figure`, so pyplot's global backend is never touched).
+
+Every function draws into the given ``ax`` (one-panel figures) or ``fig`` (a Figure or
+SubFigure, for figures of several panels), else into a new Figure, and returns the figure, as
+scikit-learn's ``CalibrationDisplay`` does: a notebook user composes panels, and saving is the
+caller's job (:func:`save_figure` writes a PNG atomically: temporary file + rename).
 
 * :func:`plot_calibration` - calibration curves (e.g. uncalibrated / calibrated per test set)
   with the confidence histograms (sharpness) underneath.
@@ -24,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure, FigureBase
 
 from ltau_md.core._io import atomic_path
 from ltau_md.core.exceptions import DataError
@@ -50,11 +55,27 @@ __all__ = [
 _DPI = 130
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = _DPI) -> Path:
-    """Write ``fig`` to ``path`` as PNG atomically; returns the path."""
+def save_figure(fig: FigureBase, path: str | os.PathLike, dpi: int = _DPI) -> Path:
+    """Write ``fig`` (the whole figure, for a SubFigure) to ``path`` as PNG atomically.
+
+    Parameters
+    ----------
+    fig
+        A figure returned by one of the ``plot_*`` functions.
+    path
+        Output file; replaced only by a complete PNG.
+    dpi
+        Resolution in dots per inch.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
+    root = fig if isinstance(fig, Figure) else fig.figure
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        root.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -63,14 +84,26 @@ def _need(mapping: Mapping, what: str) -> None:
         raise DataError(f"nothing to plot: no {what} given")
 
 
-def plot_calibration(curves: Mapping[str, CalibrationCurve], path: str | os.PathLike,
-                     title: str | None = None, target_label: str = "T") -> Path:
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    """``ax``, or the one axes of a new Figure of ``figsize`` (inches)."""
+    return ax if ax is not None else Figure(figsize=figsize).add_subplot(1, 1, 1)
+
+
+def _layout(fig: FigureBase) -> None:
+    """tight_layout on a whole Figure (a SubFigure is laid out by its parent)."""
+    if isinstance(fig, Figure):
+        fig.tight_layout()
+
+
+def plot_calibration(curves: Mapping[str, CalibrationCurve], *, fig: FigureBase | None = None,
+                     title: str | None = None, target_label: str = "T") -> FigureBase:
     """Calibration curves (observed fraction within tolerance vs mean predicted confidence per
     bin) against the diagonal; the legend gives the miscalibration area (population-weighted)
     and s. Lower panel: fraction of atoms per confidence bin. ``target_label`` names the
-    target tolerance in the y label (e.g. "0.05 eV/Å")."""
+    target tolerance in the y label (e.g. "0.05 eV/Å"). Two panels, drawn into ``fig`` (a
+    Figure or SubFigure) or a new Figure, which is returned."""
     _need(curves, "calibration curves")
-    fig = Figure(figsize=(5.6, 6.4))
+    fig = fig if fig is not None else Figure(figsize=(5.6, 6.4))
     gs = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
     ax = fig.add_subplot(gs[0])
     axh = fig.add_subplot(gs[1], sharex=ax)
@@ -96,7 +129,7 @@ def plot_calibration(curves: Mapping[str, CalibrationCurve], path: str | os.Path
     axh.set_xlabel("predicted confidence p (LTAU)")
     axh.set_ylabel("fraction\nof atoms")
     axh.grid(alpha=0.25)
-    return save_figure(fig, path)
+    return fig
 
 
 def _binned_trend(x: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,20 +140,21 @@ def _binned_trend(x: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray
 
 def plot_error_vs_uncertainty(
     series: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    path: str | os.PathLike,
     *,
+    fig: FigureBase | None = None,
     xlabels: Mapping[str, str] | None = None,
     n_bins: int = 20,
     max_points: int = 20000,
     title: str | None = None,
     seed: int = 0,
-) -> Path:
+) -> FigureBase:
     """One panel per method: |force error| (eV/A, log scale) vs its uncertainty (each method in
     its own units), a scatter of up to ``max_points`` atoms plus the mean error in
-    equal-count bins of uncertainty; panel titles give Spearman's rho."""
+    equal-count bins of uncertainty; panel titles give Spearman's rho. Drawn into ``fig`` (a
+    Figure or SubFigure) or a new Figure, which is returned."""
     _need(series, "uncertainty series")
     n = len(series)
-    fig = Figure(figsize=(4.0 * n, 3.8))
+    fig = fig if fig is not None else Figure(figsize=(4.0 * n, 3.8))
     rng = np.random.default_rng(seed)
     for i, (name, (unc, err)) in enumerate(series.items()):
         unc = np.asarray(unc, dtype=np.float64)
@@ -146,16 +180,16 @@ def plot_error_vs_uncertainty(
         ax.grid(alpha=0.25)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    _layout(fig)
+    return fig
 
 
-def plot_cartography(cart: Cartography, path: str | os.PathLike, *, title: str | None = None,
-                     max_points: int = 30000, seed: int = 0) -> Path:
+def plot_cartography(cart: Cartography, *, ax: Axes | None = None, title: str | None = None,
+                     max_points: int = 30000, seed: int = 0) -> FigureBase:
     """Scatter of mu_M(p_i) (y) vs sigma_M(p_i) (x) of training atoms coloured by cartography
-    label, with the thresholds used."""
-    fig = Figure(figsize=(5.2, 4.4))
-    ax = fig.add_subplot(1, 1, 1)
+    label, with the thresholds used; drawn on ``ax`` or a new Figure, whose figure is
+    returned."""
+    ax = _axes(ax, (5.2, 4.4))
     rng = np.random.default_rng(seed)
     n = cart.mu.size
     sel = rng.choice(n, max_points, replace=False) if n > max_points else np.arange(n)
@@ -173,15 +207,15 @@ def plot_cartography(cart: Cartography, path: str | os.PathLike, *, title: str |
     ax.legend(fontsize=8, frameon=False, markerscale=3)
     ax.grid(alpha=0.25)
     ax.set_title(title or "Dataset cartography of training atoms", fontsize=10)
-    return save_figure(fig, path)
+    return ax.figure
 
 
-def plot_scale_fit(fits: Mapping[str, ScaleFit], path: str | os.PathLike,
-                   title: str | None = None) -> Path:
-    """Miscalibration area vs s (log axis) of each fit, with the fitted s marked."""
+def plot_scale_fit(fits: Mapping[str, ScaleFit], *, ax: Axes | None = None,
+                   title: str | None = None) -> FigureBase:
+    """Miscalibration area vs s (log axis) of each fit, with the fitted s marked; drawn on
+    ``ax`` or a new Figure, whose figure is returned."""
     _need(fits, "scale fits")
-    fig = Figure(figsize=(5.2, 3.8))
-    ax = fig.add_subplot(1, 1, 1)
+    ax = _axes(ax, (5.2, 3.8))
     for i, (name, f) in enumerate(fits.items()):
         ax.plot(f.s_grid, f.area_grid, "-", lw=1.3, color=f"C{i}",
                 label=f"{name}: s={f.s:.3g}, area {f.area:.3f}")
@@ -194,7 +228,7 @@ def plot_scale_fit(fits: Mapping[str, ScaleFit], path: str | os.PathLike,
     ax.grid(alpha=0.25, which="both")
     if title:
         ax.set_title(title, fontsize=10)
-    return save_figure(fig, path)
+    return ax.figure
 
 
 def _roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -206,12 +240,12 @@ def _roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.r_[0.0, fp / max(fp[-1], 1)], np.r_[0.0, tp / max(tp[-1], 1)]
 
 
-def plot_roc(series: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike,
-             title: str | None = None) -> Path:
-    """ROC curves of (scores, boolean labels) per method; the legend gives AUROC."""
+def plot_roc(series: Mapping[str, tuple[np.ndarray, np.ndarray]], *, ax: Axes | None = None,
+             title: str | None = None) -> FigureBase:
+    """ROC curves of (scores, boolean labels) per method; the legend gives AUROC. Drawn on
+    ``ax`` or a new Figure, whose figure is returned."""
     _need(series, "score series")
-    fig = Figure(figsize=(4.6, 4.4))
-    ax = fig.add_subplot(1, 1, 1)
+    ax = _axes(ax, (4.6, 4.4))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
     for i, (name, (sc, lab)) in enumerate(series.items()):
         sc = np.asarray(sc, dtype=np.float64)
@@ -226,7 +260,7 @@ def plot_roc(series: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os
     ax.grid(alpha=0.25)
     if title:
         ax.set_title(title, fontsize=10)
-    return save_figure(fig, path)
+    return ax.figure
 
 
 def _padded(lo: float, hi: float, frac: float = 0.06, floor: float = 0.02) -> tuple[float, float]:
@@ -234,12 +268,13 @@ def _padded(lo: float, hi: float, frac: float = 0.06, floor: float = 0.02) -> tu
     return lo - pad, hi + pad
 
 
-def plot_cartography_density(cart: Cartography, path: str | os.PathLike, *,
-                             title: str | None = None, gridsize: int = 30) -> Path:
+def plot_cartography_density(cart: Cartography, *, ax: Axes | None = None,
+                             title: str | None = None, gridsize: int = 30) -> FigureBase:
     """Cartography as a 2-D histogram: atoms per hexagonal cell of (sigma_M(p_i), mu_M(p_i)) on
     a log colour scale, the two label thresholds, and the count and share of atoms per label
     in the legend (a scatter hides that thousands of atoms share one lattice point of the
-    discrete p). Axes span the data."""
+    discrete p). Axes span the data. Drawn on ``ax`` or a new Figure, whose figure is
+    returned."""
     from matplotlib.colors import LogNorm
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -247,8 +282,8 @@ def plot_cartography_density(cart: Cartography, path: str | os.PathLike, *,
     n = int(cart.mu.size)
     if n == 0:
         raise DataError("nothing to plot: the cartography holds no atoms")
-    fig = Figure(figsize=(6.0, 4.6))
-    ax = fig.add_subplot(1, 1, 1)
+    ax = _axes(ax, (6.0, 4.6))
+    fig = ax.figure
     x0, x1 = _padded(float(np.min(cart.sigma)), float(np.max(cart.sigma)), floor=0.01)
     y0, y1 = _padded(float(np.min(cart.mu)), float(np.max(cart.mu)))
     x0, y0 = max(x0, -0.01), max(y0, -0.02)
@@ -279,11 +314,11 @@ def plot_cartography_density(cart: Cartography, path: str | os.PathLike, *,
     ax.set_ylabel("μ_M(p_i): mean confidence p over members")
     ax.grid(alpha=0.25)
     ax.set_title(title or "Dataset cartography of the training atoms", fontsize=10)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_md_traces(runs: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, *,
-                   title: str | None = None) -> Path:
+def plot_md_traces(runs: Mapping[str, Mapping[str, Any]], *, fig: FigureBase | None = None,
+                   title: str | None = None) -> FigureBase:
     """Per-step maximum atom uncertainty (top) and maximum atom novelty (bottom) of MD runs.
 
     ``runs[label]`` holds ``time_fs``, ``uncertainty`` and optionally ``novelty`` (arrays per
@@ -291,11 +326,12 @@ def plot_md_traces(runs: Mapping[str, Mapping[str, Any]], path: str | os.PathLik
     drawn as dashed lines in that run's colour, and ``events``: a list of
     ``(time_fs, signal_value_or_None, action)`` marked on the novelty panel (or on the
     uncertainty panel when there is no novelty). Every line and marker is in a legend; the y
-    axes span the data and the thresholds (novelty on a log axis when it spans a factor > 20)."""
+    axes span the data and the thresholds (novelty on a log axis when it spans a factor > 20).
+    Drawn into ``fig`` (a Figure or SubFigure) or a new Figure, which is returned."""
     _need(runs, "MD runs")
     has_nov = any(np.isfinite(np.asarray(r.get("novelty", []), dtype=float)).any()
                   for r in runs.values())
-    fig = Figure(figsize=(6.6, 6.2 if has_nov else 3.8))
+    fig = fig if fig is not None else Figure(figsize=(6.6, 6.2 if has_nov else 3.8))
     axu = fig.add_subplot(2 if has_nov else 1, 1, 1)
     axn = fig.add_subplot(2, 1, 2, sharex=axu) if has_nov else None
     markers = {"stop": ("X", 70), "resample": ("o", 28), "warn": ("^", 28)}
@@ -346,8 +382,8 @@ def plot_md_traces(runs: Mapping[str, Mapping[str, Any]], path: str | os.PathLik
         axu.set_xlabel("simulated time (fs)")
     if title:
         axu.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    _layout(fig)
+    return fig
 
 
 def _bootstrap_mean_ci(y: np.ndarray, rng: np.random.Generator, n_boot: int,
@@ -361,19 +397,21 @@ def _bootstrap_mean_ci(y: np.ndarray, rng: np.random.Generator, n_boot: int,
 
 
 def plot_rmsd_vs_uncertainty(splits: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-                    path: str | os.PathLike, *, rmsd_threshold: float | None = 0.5,
-                    xlabel: str = "max atom uncertainty over the relaxation",
-                    n_bins: int = 5, n_boot: int = 1000, seed: int = 0,
-                    title: str | None = None) -> Path:
+                             *, fig: FigureBase | None = None,
+                             rmsd_threshold: float | None = 0.5,
+                             xlabel: str = "max atom uncertainty over the relaxation",
+                             n_bins: int = 5, n_boot: int = 1000, seed: int = 0,
+                             title: str | None = None) -> FigureBase:
     """Relaxation RMSD (Å) vs a structure's uncertainty, one colour per split (label ->
     (uncertainty, rmsd) per structure). Left: the structures with, per split, Spearman's rho
     and its bootstrap 95 % interval in the legend, and the ``rmsd_threshold`` line (failed
     relaxations lie above it). Right: the mean RMSD in equal-count bins of the uncertainty over
-    all sets, with bootstrap 95 % intervals of each bin's mean. Axes span the data."""
+    all sets, with bootstrap 95 % intervals of each bin's mean. Axes span the data. Drawn into
+    ``fig`` (a Figure or SubFigure) or a new Figure, which is returned."""
     from ltau_md.core.metrics import bootstrap_ci
 
     _need(splits, "splits")
-    fig = Figure(figsize=(9.6, 4.0))
+    fig = fig if fig is not None else Figure(figsize=(9.6, 4.0))
     ax = fig.add_subplot(1, 2, 1)
     axb = fig.add_subplot(1, 2, 2, sharey=ax)
     rng = np.random.default_rng(seed)
@@ -426,5 +464,5 @@ def plot_rmsd_vs_uncertainty(splits: Mapping[str, tuple[Sequence[float], Sequenc
     axb.set_title("all sets pooled", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    _layout(fig)
+    return fig

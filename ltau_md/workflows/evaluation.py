@@ -48,13 +48,12 @@ import numpy as np
 
 from ltau_md.core._io import (
     prepare_output_dir,
-    read_structures,
-    reference_forces,
     to_json_safe,
     write_text_atomic,
 )
 from ltau_md.core.baselines import element_error, force_std, latent_distance
 from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
+from ltau_md.core.estimator import InDomainStatistics
 from ltau_md.core.exceptions import DataError, InvalidParameterError, LTAUError
 from ltau_md.core.metrics import (
     alarm_threshold,
@@ -66,6 +65,7 @@ from ltau_md.core.metrics import (
     stat_key,
 )
 from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.structures import read_structures, reference_forces
 from ltau_md.core.validation import check_is_fitted
 
 if TYPE_CHECKING:
@@ -376,8 +376,9 @@ def evaluate(
         out = prepare_output_dir(out, OUTPUT_KIND, overwrite)
     check_is_fitted(estimator)
     members = list(members or [])
-    est = copy.copy(estimator)  # the caller's estimator keeps its calibration
-    est.calibration_ = None
+    est = copy.copy(estimator)  # the caller's estimator keeps its calibration and statistics
+    est.alarm_statistics_ = InDomainStatistics()
+    est.set_calibration(None)
 
     # -- model passes and one neighbour search per set --------------------------------------
     ind = _set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
@@ -526,7 +527,7 @@ def evaluate(
 def _fit_thresholds(est: LTAUEstimator, per_atom: dict[str, np.ndarray],
                     frame_offsets: np.ndarray, keys: list[str]) -> dict[str, dict[str, Any]]:
     """In-domain values of the frame statistics ``keys`` on the calibration frames, stored in
-    ``est.calibration_.thresholds`` (:func:`~ltau_md.core.calibration.fit_alarm_thresholds`)."""
+    ``est.alarm_statistics_`` (:func:`~ltau_md.core.calibration.fit_alarm_thresholds`)."""
     from ltau_md.core.calibration import fit_alarm_thresholds
 
     with warnings.catch_warnings():
@@ -537,16 +538,22 @@ def _fit_thresholds(est: LTAUEstimator, per_atom: dict[str, np.ndarray],
 
 def _figures(out: Path, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
              target_atol: float) -> dict[str, Path]:
-    from ltau_md.core.plots import plot_calibration, plot_error_vs_uncertainty, plot_roc
+    from ltau_md.core.plots import (
+        plot_calibration,
+        plot_error_vs_uncertainty,
+        plot_roc,
+        save_figure,
+    )
 
     figs: dict[str, Path] = {
-        "calibration": plot_calibration(curves, out / "calibration.png",
-                                        target_label=f"{target_atol:.3g} eV/Å",
-                                        title="in-domain evaluation half"),
-        "error_vs_uncertainty": plot_error_vs_uncertainty(
+        "calibration": save_figure(
+            plot_calibration(curves, target_label=f"{target_atol:.3g} eV/Å",
+                             title="in-domain evaluation half"), out / "calibration.png"),
+        "error_vs_uncertainty": save_figure(plot_error_vs_uncertainty(
             {SIGNALS[n]: (v[evl], err[evl]) for n, v in sig_in.items()},
-            out / "error_vs_uncertainty.png", xlabels={SIGNALS[n]: SIGNALS[n] for n in sig_in},
+            xlabels={SIGNALS[n]: SIGNALS[n] for n in sig_in},
             title="in-domain evaluation half: |ΔF| of the deployed model"),
+            out / "error_vs_uncertainty.png"),
     }
     for name, st in stats_ood.items():
         series = {}
@@ -555,6 +562,7 @@ def _figures(out: Path, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
             pos, neg = st[key], stats_in[key][evl_f]
             sc = np.nan_to_num(np.concatenate([pos, neg]), posinf=np.finfo(float).max)
             series[f"{n} max"] = (sc, np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)])
-        figs[f"roc_{name}"] = plot_roc(series, out / f"roc_{name}.png",
-                                       title=f"{name} vs in-domain frames (max over atoms)")
+        figs[f"roc_{name}"] = save_figure(
+            plot_roc(series, title=f"{name} vs in-domain frames (max over atoms)"),
+            out / f"roc_{name}.png")
     return figs

@@ -81,8 +81,7 @@ def default_policies(command: str, estimator: Any, *, signal: str | None = None,
     action, rate, default_patience = DEFAULT_POLICIES[command]
     signal = signal or "novelty"
     key = stat_key(signal, on, select)
-    cal = getattr(estimator, "calibration_", None)
-    entry = None if cal is None else cal.thresholds.get(key)
+    entry = (getattr(estimator, "alarm_statistics_", None) or {}).get(key)
     if entry is None:
         return list, (f"no default {action} policy: the estimator holds no in-domain statistic "
                       f"{key} (fit it with `ltau-md fit --validation` or `ltau-md calibrate`, "

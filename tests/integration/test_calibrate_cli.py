@@ -14,8 +14,8 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     import json
 
     from ltau_md.cli import main
-    from ltau_md.core._io import read_structures
     from ltau_md.core.calibration import calibrate_structures
+    from ltau_md.core.structures import read_structures
     from ltau_md.integrations.nequip import NequIPFeatureModel
 
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
@@ -35,10 +35,10 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     back = LTAUEstimator.load(out)
     assert back.scale_ == pytest.approx(fit.s)
     assert back.calibration_.target_atol == pytest.approx(target)
-    # original untouched: its calibration only holds the training-LOO alarm statistics of fit
-    assert LTAUEstimator.load(tiny_run.estimator_dir).calibration_.area is None
+    # original untouched: not calibrated, only the training-LOO alarm statistics of fit
+    assert LTAUEstimator.load(tiny_run.estimator_dir).calibration_ is None
     # the in-domain alarm statistics of the calibration structures, uncertainty at the new s
-    th = back.calibration_.thresholds
+    th = back.alarm_statistics_
     assert line["alarm_statistics"] == sorted(th) == ["novelty:max", "novelty:mean",
                                                       "uncertainty:max", "uncertainty:mean"]
     assert {v["source"] for v in th.values()} == {"calibration"}

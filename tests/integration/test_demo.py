@@ -49,7 +49,7 @@ def test_demo_quick(tmp_path, capfd):
         assert len(steps) == m["n_steps_observed"]
     # both thresholds are the conformal quantile of the estimator's in-domain novelty:max
     # statistics (held-out validation frames) at the reported alarm rate, recomputed here
-    entry = LTAUEstimator.load(out / "estimator").calibration_.thresholds["novelty:max"]
+    entry = LTAUEstimator.load(out / "estimator").alarm_statistics_["novelty:max"]
     vals_id = np.sort(np.asarray(entry["values"], dtype=float))
     assert entry["source"] == "validation" and entry["n_frames"] == vals_id.size
     for run, rate in (("md_stop", 0.01), ("md_resample", 0.05)):

@@ -49,4 +49,4 @@ def test_evaluate_cli_with_nequip_ensemble(tiny_run, tmp_path, capsys):
     assert rep["detection"]["hot"]["novelty:max"]["value"] == pytest.approx(want, abs=1e-9)
     assert summary["ood_auroc"]["hot"]["novelty:max"]["value"] == pytest.approx(want, abs=1e-9)
     assert rep["signals"]["force_std"] and rep["cost_per_step"]["ensemble_step_s"] > 0
-    assert LTAUEstimator.load(out / "estimator").calibration_.thresholds  # fitted, saved
+    assert LTAUEstimator.load(out / "estimator").alarm_statistics_  # fitted, saved

@@ -20,6 +20,7 @@ from ltau_md.core.calculator import LTAUCalculator
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.core.exceptions import ArtifactError, DataError, OutputExistsError
+from ltau_md.core.plots import save_figure
 from ltau_md.integrations.nequip import load_calculator
 from ltau_md.testing import EMTFeatureModel
 from ltau_md.workflows.is2rs.analysis import (
@@ -288,7 +289,7 @@ def test_analyze_hand_case(tmp_path):
     # no uncertainty at all (plain EMT): NaN correlations, no crash
     nan = [dict(r, uq_max=float("nan")) for r in res if r["status"] == "ok"]
     assert analyze(nan)["splits"]["val_id"]["spearman"]["uq_max"] is None
-    png = plot_uq_vs_rmsd(res, tmp_path / "fig.png")
+    png = save_figure(plot_uq_vs_rmsd(res), tmp_path / "fig.png")
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 

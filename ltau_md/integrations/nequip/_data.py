@@ -20,9 +20,10 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from nequip.data import AtomicDataDict, register_fields
 
-from ltau_md.core._io import atomic_path, reference_forces
+from ltau_md.core._io import atomic_path
 from ltau_md.core.errorlog import dataset_fingerprint
 from ltau_md.core.exceptions import DataError
+from ltau_md.core.structures import reference_forces
 
 #: per-frame field added to training batches in ``mode="train"``: index of the frame in the
 #: training dataset (a long graph field, so nequip batches it like ``total_energy``)

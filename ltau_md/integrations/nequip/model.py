@@ -21,9 +21,9 @@ import torch
 from ase import Atoms
 from nequip.data import AtomicDataDict, from_ase
 
-from ltau_md.core._io import read_structures
 from ltau_md.core.exceptions import ArtifactError, DataError, InvalidParameterError
 from ltau_md.core.model import ModelOutput, check_species
+from ltau_md.core.structures import read_structures
 from ltau_md.integrations.nequip._data import atoms_info, frame_numbers, frame_to_atoms
 
 __all__ = ["NequIPFeatureModel", "descriptors_for_dataset", "READOUT_MODULE"]

@@ -64,10 +64,11 @@ def _figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
         plot_cartography_density,
         plot_md_traces,
         plot_rmsd_vs_uncertainty,
+        save_figure,
     )
 
     figs = {}
-    plot_cartography_density(cartography_from(est), out / "cartography.png")
+    save_figure(plot_cartography_density(cartography_from(est)), out / "cartography.png")
     figs["cartography"] = "cartography.png"
     runs = {}
     for name, color in (("md_stop", "C3"), ("md_resample", "C0")):
@@ -89,7 +90,7 @@ def _figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
                        for r in rows for e in r["events"]],
         }
     if runs:
-        plot_md_traces(runs, out / "md_traces.png")
+        save_figure(plot_md_traces(runs), out / "md_traces.png")
         figs["md_traces"] = "md_traces.png"
     res = [json.loads(f.read_text()) for f in sorted((out / "is2rs" / "results").glob("*.json"))]
     by_split: dict[str, tuple[list, list]] = {}
@@ -100,8 +101,9 @@ def _figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
         xs.append(_nan(r.get("uq_max")))
         ys.append(_nan(r.get("rmsd")))
     if by_split:
-        plot_rmsd_vs_uncertainty(by_split, out / "is2rs_uq_vs_rmsd.png",
-                        xlabel="max atom uncertainty over the relaxation (1 − p)")
+        fig = plot_rmsd_vs_uncertainty(
+            by_split, xlabel="max atom uncertainty over the relaxation (1 − p)")
+        save_figure(fig, out / "is2rs_uq_vs_rmsd.png")
         figs["is2rs_uq_vs_rmsd"] = "is2rs_uq_vs_rmsd.png"
     return figs
 

@@ -122,7 +122,7 @@ def _alarm_policy(est: Any, action: str, rate: float, **kw: Any) -> tuple[Any, d
     from ltau_md.core.metrics import alarm_threshold
     from ltau_md.core.observers import Threshold
 
-    entry = est.calibration_.thresholds[STATISTIC]
+    entry = est.alarm_statistics_[STATISTIC]
     n = int(entry.get("n_frames", len(entry["values"])))
     smallest = 1.0 / (n + 1)
     used = rate if rate >= smallest else smallest

@@ -20,15 +20,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ltau_md.core import metrics as _metrics
-from ltau_md.core._io import atomic_path, to_json_safe, write_json_atomic
+from ltau_md.core._io import to_json_safe, write_json_atomic
 from ltau_md.core.exceptions import DataError
 from ltau_md.core.metrics import bootstrap_ci
 from ltau_md.workflows.is2rs.metrics import BASIN_OUTCOMES, adwt, afbt, fbt
+
+if TYPE_CHECKING:
+    from matplotlib.figure import FigureBase
 
 __all__ = [
     "ALL_STATS",
@@ -412,20 +415,38 @@ def analyze(
 
 def plot_uq_vs_rmsd(
     results: Sequence[dict],
-    path: str | Path,
     *,
+    fig: FigureBase | None = None,
     rmsd_threshold: float = 0.5,
     n_bins: int = 5,
     stats: Sequence[str] = STATS,
     target: str = "rmsd",
-) -> Path:
+) -> FigureBase:
     """Four-panel figure (as the LTAU paper's Fig. 4): RMSD to the reference-relaxed structure
     against the initial / final / max / mean uncertainty along the model relaxation, ID
-    (``val_id``) and OOD (``val_ood_*``) systems, with binned mean RMSD. Written atomically."""
-    import matplotlib
+    (``val_id``) and OOD (``val_ood_*``) systems, with binned mean RMSD.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Parameters
+    ----------
+    results
+        Result rows of :func:`~ltau_md.workflows.is2rs.runner.run_campaign`.
+    fig
+        Figure or SubFigure to draw on (a new Figure when None).
+    rmsd_threshold
+        Failure line for ``target="rmsd"`` (Å).
+    n_bins
+        Quantile bins of the binned mean.
+    stats
+        Result columns on the x axes, one panel each.
+    target
+        Result column on the y axes (``"rmsd"``, Å, or ``"energy_above_min"``, eV).
+
+    Returns
+    -------
+    FigureBase
+        ``fig``; save it with :func:`ltau_md.core.plots.save_figure`.
+    """
+    from matplotlib.figure import Figure
 
     ok = [r for r in results if r.get("status") == "ok"]
     groups = {
@@ -438,7 +459,8 @@ def plot_uq_vs_rmsd(
     n = len(stats)
     ncols = 2 if n > 1 else 1
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    fig = fig if fig is not None else Figure(figsize=(5.2 * ncols, 4.2 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, st in zip(axes.ravel(), stats, strict=False):
         pooled = np.concatenate([_column(g, st) for g in groups.values() if g] or [np.array([])])
         pooled = pooled[np.isfinite(pooled)]
@@ -470,25 +492,25 @@ def plot_uq_vs_rmsd(
             ax.legend(fontsize=8, loc="upper left")
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    if isinstance(fig, Figure):
+        fig.tight_layout()
+    return fig
 
 
 def write_report(out_dir: str | Path, results: Sequence[dict], **kwargs: Any) -> dict[str, Any]:
     """Analyze ``results`` and write ``out_dir/report.json``, ``out_dir/uq_vs_rmsd.png`` and,
     when the reference targets exist, ``out_dir/uq_vs_energy.png`` (energy above the lowest
     minimum against the same statistics)."""
+    from ltau_md.core.plots import save_figure
+
     out_dir = Path(out_dir)
     report = analyze(results, **kwargs)
     write_json_atomic(out_dir / "report.json", report)
     figure_kw = {"rmsd_threshold": kwargs.get("rmsd_threshold", 0.5),
                  "n_bins": kwargs.get("n_bins", 5)}
-    plot_uq_vs_rmsd(results, out_dir / "uq_vs_rmsd.png", **figure_kw)
+    save_figure(plot_uq_vs_rmsd(results, **figure_kw), out_dir / "uq_vs_rmsd.png")
     if any(np.isfinite(_column(results, "energy_above_min"))):
-        plot_uq_vs_rmsd(results, out_dir / "uq_vs_energy.png", target="energy_above_min",
-                        stats=("uq_max", "uq_final", "ferr_final", "n_ads"), **figure_kw)
+        save_figure(plot_uq_vs_rmsd(results, target="energy_above_min",
+                                    stats=("uq_max", "uq_final", "ferr_final", "n_ads"),
+                                    **figure_kw), out_dir / "uq_vs_energy.png")
     return report

@@ -8,15 +8,15 @@ import pytest
 
 from ltau_md.cli import build_parser
 from ltau_md.cli._common import policy_factory
-from ltau_md.core.estimator import Calibration
+from ltau_md.core.estimator import InDomainStatistics
 from ltau_md.core.exceptions import LTAUError
 
 VALUES = {"values": [float(v) for v in range(1, 200)], "n_frames": 199, "source": "held-out"}
 
 
 def estimator(*keys):
-    return SimpleNamespace(calibration_=Calibration(s=1.0, target_atol=0.1,
-                                                    thresholds={k: VALUES for k in keys}))
+    return SimpleNamespace(calibration_=None,
+                           alarm_statistics_=InDomainStatistics({k: VALUES for k in keys}))
 
 
 def parse(cmd, *opts):
@@ -58,7 +58,7 @@ def test_default_policy_only_with_the_in_domain_statistic(cmd, action, patience,
     assert make() == []
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no default" in err and "novelty:max@tags=2" in err
-    assert policy_factory(parse(cmd), SimpleNamespace(calibration_=None), cmd)() == []
+    assert policy_factory(parse(cmd), estimator(), cmd)() == []  # no statistics
     pols = policy_factory(parse(cmd, "--patience", "5"), estimator("novelty:max"), cmd)()
     assert pols[0].patience == 5
 

@@ -26,7 +26,7 @@ from ltau_md.core.calibration import (
     fit_scale,
 )
 from ltau_md.core.errorlog import ErrorLog
-from ltau_md.core.estimator import Calibration, LTAUEstimator
+from ltau_md.core.estimator import InDomainStatistics, LTAUEstimator
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError
 from ltau_md.core.observers import Threshold, UQMonitor
 from ltau_md.testing import EMTFeatureModel
@@ -98,9 +98,10 @@ def fitted(setup):
     return entries
 
 
-def test_held_out_statistics_equal_numpy_and_create_an_unfitted_calibration(setup, fitted):
+def test_held_out_statistics_equal_numpy_and_leave_the_scale_uncalibrated(setup, fitted):
     est = setup.est
-    assert est.calibration_.area is None and est.calibration_.s == 1.0
+    assert est.calibration_ is None and est.scale_ == 1.0
+    assert est.alarm_statistics_ == fitted
     assert set(fitted) == {"novelty:max", "novelty:mean", "uncertainty:max",
                            "uncertainty:mean", "novelty:max@tags=2", "novelty:mean@tags=2",
                            "uncertainty:max@tags=2", "uncertainty:mean@tags=2"}
@@ -189,10 +190,10 @@ def test_tags_selection_follows_the_atoms(tmp_path):
         def __init__(self):
             super().__init__()
             self.n = 0
-            self.estimator = SimpleNamespace(calibration_=Calibration(
-                s=1.0, target_atol=0.1,
-                thresholds={"novelty:max@tags=2": {"values": [0.5, 1.0, 1.5], "n_frames": 3,
-                                                   "source": "test"}}))
+            self.estimator = SimpleNamespace(calibration_=None, alarm_statistics_=(
+                InDomainStatistics(
+                    {"novelty:max@tags=2": {"values": [0.5, 1.0, 1.5], "n_frames": 3,
+                                            "source": "test"}})))
 
         def calculate(self, atoms=None, properties=None, system_changes=all_changes):
             super().calculate(atoms, properties, system_changes)
@@ -247,14 +248,14 @@ def test_thresholds_round_trip_through_save_load_and_survive_a_new_s(setup, fitt
     est = setup.est
     est.save(tmp_path / "est")
     back = LTAUEstimator.load(tmp_path / "est")
-    assert back.calibration_.thresholds == est.calibration_.thresholds
-    assert back.calibration_.area is None
+    assert back.alarm_statistics_ == est.alarm_statistics_
+    assert back.calibration_ is None
     # a new fit of s keeps the novelty statistics and drops the s-dependent uncertainty ones
     x = np.concatenate([setup.model.evaluate(a).features for a in setup.held_out[:40]])
     err = 0.08 * np.random.default_rng(3).lognormal(0, 0.6, len(x))
     with pytest.warns(UserWarning, match="depend on s"):
         fit_scale(back, x, err)
-    kept = back.calibration_.thresholds
+    kept = back.alarm_statistics_
     assert back.calibration_.area is not None
     assert {k for k in kept if k.startswith("novelty")} == \
         {k for k in fitted if k.startswith("novelty")}
@@ -315,7 +316,7 @@ def test_calibrate_structures_fits_alarm_statistics_at_the_new_s(setup, tmp_path
     est = LTAUEstimator.load(tmp_path / "est")
     model = Noisy(elements=("O", "Cu"))
     fit, arrays = calibrate_structures(model, est, frames, n_grid=15, n_refine=4)
-    th = est.calibration_.thresholds
+    th = est.alarm_statistics_
     assert est.calibration_.s == fit.s
     assert {v["source"] for v in th.values()} == {"calibration"}
     unc_max = []

@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 
 from ltau_md.core.calibration import (
-    Calibration,
     evaluate_calibration,
     fit_scale,
     split_frames,
     target_tolerance,
 )
 from ltau_md.core.errorlog import ErrorLog
-from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.estimator import Calibration, LTAUEstimator
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 
 
@@ -254,7 +253,8 @@ def test_calibrate_structures_against_numpy_bruteforce(tmp_path):
     from ase.build import bulk
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from ltau_md.core.calibration import calibrate_structures, reference_forces
+    from ltau_md.core.calibration import calibrate_structures
+    from ltau_md.core.structures import reference_forces
     from ltau_md.testing import EMTFeatureModel
 
     model = EMTFeatureModel(elements=("Cu",))

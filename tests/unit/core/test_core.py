@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from ltau_md.core import estimator as estimator_module
 from ltau_md.core.confidence import ErrorSummary, cartography, cartography_from
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.estimator import _index as index_module
 from ltau_md.core.exceptions import (
     ArtifactError,
     DataError,
@@ -285,11 +285,11 @@ def test_index_auto_flat_below_threshold_hnsw_above(fitted, monkeypatch):
     x, log, _ = fitted
     est = LTAUEstimator(k=5).fit(x, log)
     assert est.index == "auto" and est.index_kind_ == "flat"
-    monkeypatch.setattr(estimator_module, "AUTO_HNSW_MIN_ATOMS", 600)
+    monkeypatch.setattr(index_module, "AUTO_HNSW_MIN_ATOMS", 600)
     est = LTAUEstimator(k=5).fit(x, log)
     assert est.index == "auto" and est.index_kind_ == "hnsw"
     assert est.index_.hnsw.efSearch == 32
-    monkeypatch.setattr(estimator_module, "AUTO_HNSW_MIN_ATOMS", 601)
+    monkeypatch.setattr(index_module, "AUTO_HNSW_MIN_ATOMS", 601)
     assert LTAUEstimator(k=5).fit(x, log).index_kind_ == "flat"
 
 

@@ -169,21 +169,21 @@ def test_calculator_reports_novelty_of_its_atoms(tmp_path):
 def test_hnsw_and_large_flat_leave_one_out_match_exact(tmp_path, monkeypatch):
     """k above the default efSearch (HNSW must still return k+1 neighbours), and a flat index
     above the auto threshold (a temporary HNSW graph) give the exact LOO distances here."""
-    from ltau_md.core import estimator as estimator_module
+    from ltau_md.core.estimator import _index as index_module
 
     rng = np.random.default_rng(6)
     x, z = _data(rng, n_per=150)
     loo, _ = _brute_loo(x, 40)
     est = _fit(tmp_path, x, z, k=40, index="hnsw", ef_search=8)
     np.testing.assert_allclose(est.knn_distance_, loo, rtol=1e-3)
-    monkeypatch.setattr(estimator_module, "AUTO_HNSW_MIN_ATOMS", 100)
+    monkeypatch.setattr(index_module, "AUTO_HNSW_MIN_ATOMS", 100)
     flat = LTAUEstimator(k=40, index="flat").fit(x, est.summary_)
     assert flat.index_kind_ == "flat"
     np.testing.assert_allclose(flat.knn_distance_, loo, rtol=1e-3)
 
 
 def test_confirm_is_capped_to_the_most_novel_atoms(tmp_path, monkeypatch):
-    from ltau_md.core import estimator as estimator_module
+    from ltau_md.core.estimator import _estimator as estimator_module
 
     rng = np.random.default_rng(7)
     x, z = _data(rng, n_per=200)

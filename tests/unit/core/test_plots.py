@@ -27,7 +27,7 @@ def assert_png(path):
 
 @pytest.fixture
 def figures(monkeypatch):
-    """Record every figure the plot functions save (they still write the PNG)."""
+    """Record every figure saved with save_figure (it still writes the PNG)."""
     saved: list[Figure] = []
     real = P.save_figure
 
@@ -56,7 +56,8 @@ def test_calibration_figure_shows_the_curves(tmp_path, data, figures):
     p, ok, _ = data
     curves = {"s=1": calibration_curve(p, ok, s=1.0),
               "fitted": calibration_curve(p ** 0.5, ok, n_bins=10, s=0.7)}
-    assert_png(P.plot_calibration(curves, tmp_path / "cal.png", target_label="0.05 eV/Å"))
+    fig = P.plot_calibration(curves, target_label="0.05 eV/Å")
+    assert_png(P.save_figure(fig, tmp_path / "cal.png"))
     ax, axh = figures[-1].axes
     lines = ax.get_lines()
     np.testing.assert_array_equal(lines[0].get_xydata(), [[0, 0], [1, 1]])  # the diagonal
@@ -78,7 +79,7 @@ def test_scale_fit_figure(tmp_path, figures):
     grid = np.geomspace(0.1, 10, 30)
     fit = ScaleFit(s=1.3, area=0.02, area_unscaled=0.1, target_atol=0.05, s_grid=grid,
                    area_grid=np.abs(np.log(grid / 1.3)) / 10 + 0.02, n_atoms=100)
-    assert_png(P.plot_scale_fit({"300K": fit}, tmp_path / "fit.png"))
+    assert_png(P.save_figure(P.plot_scale_fit({"300K": fit}), tmp_path / "fit.png"))
     ax = figures[-1].axes[0]
     curve, fitted_s, unit_s = ax.get_lines()
     np.testing.assert_allclose(curve.get_xdata(), grid)
@@ -91,7 +92,7 @@ def test_cartography_figure_points_per_label(tmp_path, data, figures):
     p, _, _ = data
     sigma = np.random.default_rng(1).random(p.size) * 0.3
     cart = cartography(p, sigma)
-    assert_png(P.plot_cartography(cart, tmp_path / "cart.png"))
+    assert_png(P.save_figure(P.plot_cartography(cart), tmp_path / "cart.png"))
     ax = figures[-1].axes[0]
     names = cart.label_names()
     for coll, name in zip(ax.collections, ("easy", "ambiguous", "hard"), strict=True):
@@ -105,8 +106,8 @@ def test_cartography_figure_points_per_label(tmp_path, data, figures):
 def test_error_vs_uncertainty_and_roc_figures(tmp_path, data, figures):
     p, _, err = data
     unc = 1 - p
-    assert_png(P.plot_error_vs_uncertainty({"LTAU": (unc, err)}, tmp_path / "err.png",
-                                           n_bins=5, max_points=1000))
+    assert_png(P.save_figure(P.plot_error_vs_uncertainty({"LTAU": (unc, err)}, n_bins=5,
+                                                         max_points=1000), tmp_path / "err.png"))
     ax = figures[-1].axes[0]
     assert ax.get_title() == f"LTAU: Spearman ρ = {spearman(unc, err):.3f}"
     assert len(ax.collections[0].get_offsets()) == 1000  # subsampled scatter
@@ -117,7 +118,7 @@ def test_error_vs_uncertainty_and_roc_figures(tmp_path, data, figures):
     np.testing.assert_allclose(trend.get_xdata(), bx)
     np.testing.assert_allclose(trend.get_ydata(), by)
     labels = err > np.median(err)
-    assert_png(P.plot_roc({"LTAU max": (err, labels)}, tmp_path / "roc.png"))
+    assert_png(P.save_figure(P.plot_roc({"LTAU max": (err, labels)}), tmp_path / "roc.png"))
     ax = figures[-1].axes[0]
     roc = ax.get_lines()[1]
     fpr, tpr = roc.get_xdata(), roc.get_ydata()
@@ -150,16 +151,16 @@ def test_failed_write_leaves_old_file(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", boom)
     with pytest.raises(OSError, match="disk full"):
-        P.plot_calibration({"x": calibration_curve(p, ok)}, out)
+        P.save_figure(P.plot_calibration({"x": calibration_curve(p, ok)}), out)
     assert out.read_bytes() == b"old"
     assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_bad_input(tmp_path):
     with pytest.raises(DataError, match="nothing to plot"):
-        P.plot_calibration({}, tmp_path / "x.png")
+        P.plot_calibration({})
     with pytest.raises(DataError, match="differ"):
-        P.plot_error_vs_uncertainty({"a": (np.ones(3), np.ones(4))}, tmp_path / "x.png")
+        P.plot_error_vs_uncertainty({"a": (np.ones(3), np.ones(4))})
     assert not (tmp_path / "x.png").exists()
 
 
@@ -170,7 +171,7 @@ def test_cartography_density_counts_every_atom(tmp_path, figures):
     sigma = rng.choice(np.linspace(0.0, 0.3, 7), 4000, p=[0.7, 0.1, 0.08, 0.06, 0.03, 0.02,
                                                          0.01])
     cart = cartography(mu, sigma)
-    assert_png(P.plot_cartography_density(cart, tmp_path / "cart.png"))
+    assert_png(P.save_figure(P.plot_cartography_density(cart), tmp_path / "cart.png"))
     ax = figures[-1].axes[0]
     hb = ax.collections[0]
     assert hb.get_array().sum() == 4000  # every atom in some cell: a count, not a scatter
@@ -195,7 +196,7 @@ def test_md_traces_lines_in_legend_and_fitted_axes(tmp_path, figures):
                      "thresholds": [("novelty", 2.0, "resample threshold 2")],
                      "events": [(t[10], nov[10] / 2, "resample"),
                                 (t[20], nov[20] / 2, "resample")]}}
-    assert_png(P.plot_md_traces(runs, tmp_path / "md.png"))
+    assert_png(P.save_figure(P.plot_md_traces(runs), tmp_path / "md.png"))
     axu, axn = figures[-1].axes
     lo, hi = axu.get_ylim()
     assert 0.6 < lo < 0.66 and hi <= 1.02  # fitted to 0.65-1.0, not 0-1
@@ -211,8 +212,8 @@ def test_uq_vs_rmsd_bootstrap_intervals(tmp_path, figures):
     rng = np.random.default_rng(3)
     x = rng.random(30)
     y = 0.2 + x + 0.2 * rng.random(30)
-    assert_png(P.plot_rmsd_vs_uncertainty({"in-domain": (x[:20], y[:20]), "new": (x[20:], y[20:])},
-                                 tmp_path / "uq.png", n_bins=3))
+    assert_png(P.save_figure(P.plot_rmsd_vs_uncertainty(
+        {"in-domain": (x[:20], y[:20]), "new": (x[20:], y[20:])}, n_bins=3), tmp_path / "uq.png"))
     ax, axb = figures[-1].axes
     texts = legend_texts(ax)
     assert texts[0].startswith("in-domain (n = 20): ρ = ") and "[" in texts[0]
@@ -228,4 +229,20 @@ def test_uq_vs_rmsd_bootstrap_intervals(tmp_path, figures):
                                   for s, m in zip(segs, trend.get_ydata(), strict=True))
     assert ax.get_xlim()[0] > -0.1 and ax.get_xlim()[1] < 1.1
     with pytest.raises(DataError):
-        P.plot_rmsd_vs_uncertainty({"a": ([0.1, 0.2], [1.0])}, tmp_path / "bad.png")
+        P.plot_rmsd_vs_uncertainty({"a": ([0.1, 0.2], [1.0])})
+
+
+def test_panels_compose_on_a_callers_axes_and_subfigures(tmp_path, data):
+    """A notebook user's layout: one-panel plots draw on the given axes, several-panel plots
+    into the given SubFigure; each returns the figure drawn on and saves nothing."""
+    p, ok, err = data
+    fig = Figure(figsize=(12, 5))
+    left, right = fig.subfigures(1, 2)
+    ax = right.add_subplot(1, 1, 1)
+    labels = err > np.median(err)
+    assert P.plot_roc({"LTAU": (err, labels)}, ax=ax) is right
+    assert P.plot_calibration({"x": calibration_curve(p, ok)}, fig=left) is left
+    assert len(left.axes) == 2 and right.axes == [ax] and len(fig.axes) == 3
+    assert legend_texts(ax)[0] == f"LTAU (AUROC {auroc(err, labels):.3f})"
+    assert not list(tmp_path.iterdir())
+    assert_png(P.save_figure(left, tmp_path / "both.png"))  # the whole figure is written

@@ -1,38 +1,14 @@
-"""Observers that judge LTAU uncertainty along ASE relaxations and MD, and act on it.
-
-    opt = BFGS(atoms)                      # atoms.calc is an LTAUCalculator
-    with UQMonitor(opt, policies=[Threshold("stop", above=0.6, patience=3)],
-                   out_dir="run") as mon:
-        opt.attach(mon, interval=1)
-        opt.run(steps=200)                 # or mon.run(steps=200)
-    mon.summary()                          # initial / max (+ step) / mean / final uncertainty
-
-Per step the monitor reads the calculator's results (no extra model call), appends a JSON line
-to ``steps.jsonl`` (with the frame statistics its policies watch, e.g. ``"novelty:max"``) and a
-frame with the per-atom arrays of :data:`ltau_md.core.calculator.PER_ATOM_KEYS` (``uncertainty``,
-``confidence``, ``predicted_error``, ``novelty``, ``novelty_pvalue``) to ``trajectory.extxyz``,
-and applies its policies (:class:`Threshold`: a fixed threshold ``above=``, or one chosen as an
-in-domain alarm rate, ``alarm_rate=``, from the estimator's in-domain statistics). A
-**stop** ends the optimizer or MD at that step (its ``max_steps`` is set to the current step,
-so ``run`` returns normally);
-**resample** writes the configuration to ``candidates.extxyz`` (and, with an ``oracle`` ASE
-calculator, its labelled copy to ``labelled.extxyz``), and for MD can rewind to the last trusted
-snapshot with fresh Maxwell-Boltzmann velocities; **warn** only records. Non-finite positions,
-forces or energy, and forces above ``max_force`` (an exploding run) always stop.
-Each frame and line is written whole and flushed, and ``summary.json`` (every observed step)
-and ``events.json`` (first step, then whenever an event fires) are rewritten atomically, so the
-files are complete however the run is driven (``opt.run()``, ``mon.run()``, a ``with`` block)
-or interrupted; ``close()`` (or leaving the ``with`` block) closes the open files.
-"""
+""":class:`UQMonitor`: observes each step of an ASE optimizer or MD run, writes the per-step
+records, frames and summaries into its ``out_dir``, and applies its :class:`Threshold` policies
+(stop, resample with optional rewind, warn) and the safety stops."""
 
 from __future__ import annotations
 
 import io
 import json
-import numbers
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Literal
@@ -45,225 +21,21 @@ from ltau_md.core._io import to_json_safe, write_json_atomic
 from ltau_md.core._param_validation import Interval, StrOptions, validate_params
 from ltau_md.core.calculator import PER_ATOM_KEYS
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError, OutputExistsError
-from ltau_md.core.metrics import (
-    alarm_threshold,
-    frame_statistic,
-    parse_selection,
-    parse_stat_key,
-    selection_mask,
-    stat_key,
-)
+from ltau_md.core.metrics import frame_statistic, parse_stat_key, selection_mask, stat_key
+from ltau_md.core.observers._event import INTERRUPTED, NON_FINITE, Event
+from ltau_md.core.observers._threshold import Threshold
 
-__all__ = [
-    "Event",
-    "INTERRUPTED",
-    "MONITOR_FILES",
-    "NON_FINITE",
-    "STATUSES",
-    "Threshold",
-    "UNIT_SIGNALS",
-    "UQMonitor",
-]
+__all__ = ["MONITOR_FILES", "STATUSES", "UQMonitor"]
+
 
 MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "labelled.extxyz",
                  "events.json", "summary.json")
 """The files a :class:`UQMonitor` writes into its ``out_dir``."""
 
-Action = Literal["stop", "resample", "warn"]
 
-NON_FINITE = "non-finite positions, forces or energy"
-"""Reason of the stop event for NaN/inf positions, forces or energy."""
-INTERRUPTED = "interrupted"
-"""Reason of the stop event recorded when :meth:`UQMonitor.run` is interrupted (Ctrl-C)."""
 STATUSES = ("completed", "halted", "non_finite", "interrupted")
 """Values of ``summary()["status"]``: ran to the end (or converged); halted by a stop policy,
 ``max_force`` or exhausted rewinds; stopped for non-finite values; interrupted."""
-
-
-@dataclass
-class Event:
-    """Something a policy (or a safety check) decided at ``step``."""
-
-    step: int
-    action: str
-    reason: str
-    value: float
-    threshold: float | None = None
-    time_fs: float | None = None
-
-
-#: signals whose values lie in [0, 1]; an ``above`` threshold on them must lie there too
-UNIT_SIGNALS = ("uncertainty", "confidence", "novelty_pvalue")
-
-
-@dataclass
-class Threshold:
-    """Fire ``action`` when a structure's statistic of a per-atom signal has been above the
-    threshold for ``patience`` consecutive observed steps.
-
-    Parameters
-    ----------
-    action : "stop", "resample" or "warn"
-    above : float, optional
-        The threshold itself, in the units of the signal (uncertainty and confidence: [0, 1]).
-    signal : str
-        Any per-atom result of the calculator: "uncertainty" (default), "novelty",
-        "predicted_error" (eV/A), "confidence", "novelty_pvalue", ...
-    on : "max", "mean" or a quantile "qNN" (e.g. "q90") over the selected atoms.
-    select : None, boolean mask, index array or "tags=T[,T...]"
-        Atoms the statistic is taken over (see :func:`ltau_md.core.metrics.selection_mask`; tags are
-        read from the atoms at every step; "tags=2" = OC20 adsorbate atoms). None: the
-        monitor's free atoms (not fixed by FixAtoms).
-    alarm_rate : float, optional
-        Instead of ``above``: the threshold that in-domain structures exceed with probability
-        <= alarm_rate, resolved on first use from the calculator's estimator
-        (``estimator.calibration_.thresholds[stat_key(signal, on, select)]``, the sorted
-        in-domain values fitted by ``ltau-md fit``/``calibrate`` or
-        :func:`ltau_md.core.calibration.fit_alarm_thresholds`) by
-        :func:`ltau_md.core.metrics.alarm_threshold`. Exactly one of ``above``/``alarm_rate``.
-    patience : int >= 1
-    hysteresis : float >= 0
-        After firing, the policy re-arms once the value drops below ``threshold - hysteresis``.
-    callback : callable, optional
-        ``callback(event, monitor)`` on every firing.
-
-    A NaN statistic (no selected atom, e.g. "tags=2" on a bare slab) is "no value": it never
-    fires and resets the patience count. ``threshold`` is the numeric threshold in use (None
-    until an ``alarm_rate`` is resolved); ``resolved_from`` names the in-domain statistic.
-    """
-
-    action: Action
-    above: float | None = None
-    signal: str = field(default="uncertainty", kw_only=True)
-    on: str = field(default="max", kw_only=True)
-    select: Any = field(default=None, kw_only=True)
-    alarm_rate: float | None = field(default=None, kw_only=True)
-    patience: int = field(default=1, kw_only=True)
-    hysteresis: float = field(default=0.0, kw_only=True)
-    callback: Callable[[Event, UQMonitor], None] | None = field(default=None, kw_only=True)
-    _count: int = field(default=0, init=False, repr=False)
-    _armed: bool = field(default=True, init=False, repr=False)
-    _resolved: float | None = field(default=None, init=False, repr=False)
-    resolved_from: dict[str, Any] | None = field(default=None, init=False, repr=False)
-
-    # Per-field forms, checked by validate_params (no annotation: a class attribute, not a
-    # dataclass field); the cross-field rules (exactly one of above/alarm_rate, above in
-    # [0, 1] for unit signals, on/select syntax) stay in __post_init__.
-    _parameter_constraints = {
-        "action": [StrOptions({"stop", "resample", "warn"})],
-        "above": [Interval(Real, None, None), None],
-        "signal": [str],
-        "on": [str],
-        "alarm_rate": [Interval(Real, 0, 1, closed="neither"), None],
-        "patience": [Interval(Integral, 1, None, closed="left")],
-        "hysteresis": [Interval(Real, 0, None, closed="left")],
-        "callback": [Callable, None],
-    }
-
-    def __post_init__(self) -> None:
-        validate_params(self._parameter_constraints, {
-            "action": self.action, "above": self.above, "signal": self.signal, "on": self.on,
-            "alarm_rate": self.alarm_rate, "patience": self.patience,
-            "hysteresis": self.hysteresis, "callback": self.callback}, owner="Threshold")
-        if not self.signal:
-            raise InvalidParameterError(f"signal must be a per-atom result name, got "
-                                        f"{self.signal!r}")
-        stat_key(self.signal, self.on)  # validates both
-        if isinstance(self.select, str):
-            parse_selection(self.select)
-        if (self.above is None) == (self.alarm_rate is None):
-            raise InvalidParameterError(
-                "give exactly one of above= (a threshold on the signal) and alarm_rate= (the "
-                "in-domain alarm rate the threshold is chosen for), got "
-                f"above={self.above!r}, alarm_rate={self.alarm_rate!r}")
-        if self.above is not None:
-            self.above = _real("above", self.above)
-            if self.signal in UNIT_SIGNALS and not 0.0 <= self.above <= 1.0:
-                raise InvalidParameterError(
-                    f"above must lie in [0, 1] for the {self.signal} (which runs from 0 to 1), "
-                    f"got {self.above}")
-        else:
-            a = _real("alarm_rate", self.alarm_rate)
-            if not 0.0 < a < 1.0:
-                raise InvalidParameterError(f"alarm_rate must lie in (0, 1), got {a}")
-            self.alarm_rate = a
-            stat_key(self.signal, self.on, self.select)  # a mask/indices names no statistic
-        h = _real("hysteresis", self.hysteresis)
-        if h < 0:
-            raise InvalidParameterError(f"hysteresis must be >= 0, got {h}")
-        self.hysteresis = h
-
-    @property
-    def key(self) -> str:
-        """Name of the watched statistic, e.g. "novelty:max@tags=2" ("...@custom" for a mask
-        or index selection)."""
-        if self.select is None or isinstance(self.select, str):
-            return stat_key(self.signal, self.on, self.select)
-        return f"{self.signal}:{self.on}@custom"
-
-    @property
-    def threshold(self) -> float | None:
-        """The numeric threshold: ``above``, or the resolved ``alarm_rate`` threshold."""
-        return self.above if self.above is not None else self._resolved
-
-    def resolve(self, calc: Any) -> float:
-        """The numeric threshold; for ``alarm_rate`` looked up (once) in ``calc.estimator``'s
-        in-domain statistics. LTAUError when the estimator holds no such statistic."""
-        if self.threshold is not None:
-            return float(self.threshold)
-        key = stat_key(self.signal, self.on, self.select)
-        est = getattr(calc, "estimator", None)
-        cal = getattr(est, "calibration_", None)
-        entry = (cal.thresholds if cal is not None else {}).get(key)
-        if entry is None:
-            have = sorted(cal.thresholds) if cal is not None else []
-            raise LTAUError(
-                f"alarm_rate={self.alarm_rate:g} needs the in-domain statistic {key!r}, which "
-                f"the calculator's estimator does not hold (it has {have or 'none'}): fit them "
-                "with `ltau-md calibrate` / ltau_md.core.calibration.fit_alarm_thresholds (or "
-                "`ltau-md fit --validation`), or pass above=")
-        if not isinstance(entry, dict) or not isinstance(entry.get("values"), list):
-            raise LTAUError(f"the estimator's in-domain statistic {key!r} is malformed (no "
-                            "'values' list): fit it again")
-        self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate))
-        self.resolved_from = {"key": key, "alarm_rate": self.alarm_rate,
-                              "n_frames": entry.get("n_frames", len(entry["values"])),
-                              "source": entry.get("source")}
-        return self._resolved
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-able description (action, statistic, numeric threshold and its origin)."""
-        return {"action": self.action, "statistic": self.key, "threshold": self.threshold,
-                "above": self.above, "alarm_rate": self.alarm_rate,
-                "patience": self.patience, "hysteresis": self.hysteresis,
-                "resolved_from": self.resolved_from}
-
-    def reset(self) -> None:
-        """Forget the steps seen so far (patience count zero, armed): a new or rewound run."""
-        self._count, self._armed = 0, True
-
-    def update(self, value: float) -> bool:
-        """Feed one step's value; True when the policy fires at this step."""
-        thr = self.threshold
-        if thr is None:
-            raise LTAUError("the alarm_rate threshold is not resolved yet: call resolve(calc)")
-        if not self._armed:
-            if value < thr - self.hysteresis:
-                self._armed = True
-            else:
-                return False
-        self._count = self._count + 1 if value > thr else 0
-        if self._count >= self.patience:
-            self._count = 0
-            self._armed = False
-            return True
-        return False
-
-
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 class UQMonitor:

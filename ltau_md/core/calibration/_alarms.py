@@ -1,0 +1,205 @@
+"""In-domain frame statistics for alarm-rate thresholds: computed from per-atom signals of
+in-domain structures and added to ``estimator.alarm_statistics_``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ltau_md.core._validate import check_frame_offsets
+from ltau_md.core.exceptions import DataError
+from ltau_md.core.metrics import frame_statistics, parse_stat_key, selection_mask, stat_key
+from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.structures import free_atoms
+from ltau_md.core.validation import check_is_fitted
+
+if TYPE_CHECKING:
+    from ltau_md.core.estimator import LTAUEstimator
+
+__all__ = [
+    "DEFAULT_ALARM_STATS",
+    "alarm_statistics_from_structures",
+    "alarm_statistics_from_training",
+    "fit_alarm_thresholds",
+    "per_atom_uncertainty",
+    "tags_and_free",
+]
+
+
+DEFAULT_ALARM_STATS = ("novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean")
+"""In-domain frame statistics fitted by default (plus their "@tags=2" variants, OC20 adsorbate
+atoms, when the structures carry tag 2)."""
+
+def per_atom_uncertainty(estimator: LTAUEstimator, indices: np.ndarray, frames: Sequence[Any]
+                 ) -> np.ndarray:
+    """Per-atom uncertainty 1 - p at the scale the calculator would use for each structure
+    (its calibration group's s where the calibration has a group key)."""
+    cal = estimator.calibration_
+    key = cal.group_key if cal is not None else None
+    groups = np.concatenate([[str(a.info[key]) if key and key in a.info else ""] * len(a)
+                             for a in frames])
+    unc = np.empty(indices.shape[0])
+    for g in np.unique(groups):
+        m = groups == g
+        unc[m] = 1.0 - estimator.confidence_from_neighbors(indices[m], group=g or None)[0]
+    return unc
+
+
+def tags_and_free(frames: Sequence[Any]) -> dict[str, np.ndarray | None]:
+    """{"tags": concatenated tags (None if all 0), "free": atoms not fixed by FixAtoms (all
+    atoms of a structure whose atoms are all fixed, as the monitor counts them)}."""
+    tags = np.concatenate([a.get_tags() for a in frames])
+    free = []
+    for a in frames:
+        f = free_atoms(a)
+        free.append(f if f.any() else np.ones(len(a), dtype=bool))
+    return {"tags": tags if tags.any() else None, "free": np.concatenate(free)}
+
+
+def fit_alarm_thresholds(
+    estimator: LTAUEstimator,
+    per_atom: dict[str, np.ndarray],
+    frame_offsets: np.ndarray,
+    *,
+    tags: np.ndarray | None = None,
+    stats: Sequence[str] = DEFAULT_ALARM_STATS,
+    source: str = "held-out",
+    free: np.ndarray | None = None,
+    store: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Store the in-domain values of frame statistics, from which
+    :class:`~ltau_md.core.observers.Threshold` (``alarm_rate=``) sets its threshold.
+
+    Parameters
+    ----------
+    estimator : a fitted LTAUEstimator.
+    per_atom : dict
+        signal -> (n_atoms,) per-atom values of in-domain structures, e.g.
+        ``{"novelty": ..., "uncertainty": ...}`` as the calculator returns them.
+    frame_offsets : (F+1,) first atom of each structure, then n_atoms.
+    tags : (n_atoms,) int, optional
+        OC20 tags for "@tags=..." statistics.
+    stats : keys "SIGNAL:ON[@tags=T]" (:func:`~ltau_md.core.metrics.stat_key`).
+        The default, :data:`DEFAULT_ALARM_STATS`, keeps the signals present in ``per_atom``
+        and adds the "@tags=2" variants when ``tags`` hold a 2; explicit keys must all be
+        computable.
+    source : where the values come from ("held-out", "validation", "calibration",
+        "training-loo").
+    free : (n_atoms,) bool, optional
+        Atoms a statistic without "@" is taken over (the monitor uses the atoms not fixed by
+        FixAtoms); default all atoms.
+    store : add the entries to ``estimator.alarm_statistics_``
+        (:class:`~ltau_md.core.estimator.InDomainStatistics`); ``estimator.save`` persists
+        them.
+
+    Returns
+    -------
+    {key: {"values": sorted in-domain frame values, "n_frames": F used, "source": source}}.
+    Frames without a selected atom (e.g. no adsorbate) are left out; frames with an infinite
+    value too, with a warning.
+    """
+    check_is_fitted(estimator)
+    off = check_frame_offsets(frame_offsets)
+    n = int(off[-1])
+    sig = {}
+    for name, v in per_atom.items():
+        a = np.asarray(v, dtype=np.float64)
+        if a.shape != (n,):
+            raise DataError(f"per_atom[{name!r}] has shape {a.shape}, expected ({n},) (the "
+                            "atoms of frame_offsets)")
+        sig[name] = a
+    t = None if tags is None else np.asarray(tags)
+    default = tuple(stats) == DEFAULT_ALARM_STATS
+    keys = [k for k in stats if not default or parse_stat_key(k)[0] in sig]
+    if default and t is not None and np.any(t == 2):
+        keys += [stat_key(*parse_stat_key(k)[:2], "tags=2") for k in keys]
+    if free is not None:
+        free = selection_mask(np.asarray(free, dtype=bool), n)
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        signal, on, select = parse_stat_key(key)
+        if signal not in sig:
+            raise DataError(f"statistic {key!r} needs per_atom[{signal!r}]")
+        mask = free if select is None else selection_mask(select, n, t)
+        vals = frame_statistics(sig[signal], off, on, mask)
+        vals = vals[~np.isnan(vals)]
+        if np.isinf(vals).any():
+            warnings.warn(f"{key}: {int(np.isinf(vals).sum())} in-domain frames with an "
+                          "infinite value left out", UserWarning, stacklevel=2)
+            vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            warnings.warn(f"{key}: no frame has a value (no selected atom); not stored",
+                          UserWarning, stacklevel=2)
+            continue
+        out[stat_key(signal, on, select)] = {"values": np.sort(vals).tolist(),
+                                             "n_frames": int(vals.size), "source": str(source)}
+    if store and out:
+        estimator.alarm_statistics_.update(out)
+    return out
+
+
+def alarm_statistics_from_structures(
+    model: Any,
+    estimator: LTAUEstimator,
+    frames: Sequence[Any],
+    *,
+    stats: Sequence[str] = DEFAULT_ALARM_STATS,
+    source: str = "held-out",
+    batch_size: int = 16,
+    store: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """In-domain frame statistics of ASE structures (no labels needed) evaluated with a
+    :class:`~ltau_md.core.model.FeatureModel`, stored by :func:`fit_alarm_thresholds` (novelty and
+    uncertainty as the calculator computes them; tags and FixAtoms from the structures).
+
+    Use structures from the training distribution the model never saw, e.g. the training
+    run's validation set; the alarm rate holds for new structures exchangeable with them."""
+    frames = list(frames)
+    if not frames:
+        raise DataError("no in-domain structures given")
+    outs = evaluate_structures(model, frames, batch_size)
+    feats = np.concatenate([np.asarray(o.features) for o in outs])
+    species = np.concatenate([a.numbers for a in frames])
+    estimator.check_species(species)
+    dist, idx = estimator.kneighbors(feats, species)
+    per_atom = {"novelty": estimator.novelty_of(dist, idx, species)[0],
+                "uncertainty": per_atom_uncertainty(estimator, idx, frames)}
+    off = structure_offsets(frames)
+    return fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
+                                store=store, **tags_and_free(frames))
+
+
+def alarm_statistics_from_training(
+    estimator: LTAUEstimator,
+    frame_offsets: np.ndarray,
+    *,
+    frames: Sequence[Any] | None = None,
+    tags: np.ndarray | None = None,
+    stats: Sequence[str] = DEFAULT_ALARM_STATS,
+    store: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Fallback without held-out structures: novelty statistics of the training frames from
+    each training atom's leave-one-out novelty (``estimator.train_novelty_``), source
+    "training-loo". ``frame_offsets`` (F+1,): the training frames (``ErrorLog.frame_offsets``).
+    ``frames``: the training structures in the logged order, if at hand: their tags and
+    FixAtoms constraints are used as :func:`alarm_statistics_from_structures` uses them (else
+    ``tags`` (n_atoms,), and all atoms for statistics without a selection).
+
+    Approximate: leaving one atom out keeps its frame-mates and the neighbouring frames of the
+    same trajectory in the index, so training atoms look more familiar than new in-domain
+    structures do; thresholds come out low and alarms fire more often than the nominal rate.
+    Prefer held-out structures (:func:`alarm_statistics_from_structures`)."""
+    check_is_fitted(estimator)
+    extra: dict[str, Any] = {"tags": tags}
+    if frames is not None:
+        frames = list(frames)
+        if sum(len(a) for a in frames) != estimator.n_train_:
+            raise DataError(f"the frames hold {sum(len(a) for a in frames)} atoms, the "
+                            f"estimator {estimator.n_train_} training atoms")
+        extra = tags_and_free(frames)
+    return fit_alarm_thresholds(estimator, {"novelty": estimator.train_novelty_},
+                                frame_offsets, stats=stats, source="training-loo",
+                                store=store, **extra)

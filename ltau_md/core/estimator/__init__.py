@@ -1,0 +1,46 @@
+"""The fitted LTAU estimator and its parts: k-NN over training atoms in descriptor space.
+
+- :class:`LTAUEstimator` (``_estimator``): parameters, ``fit``, ``predict``, ``save``/``load``;
+- FAISS index building and search (``_index``): :func:`check_descriptors`, index kinds;
+- novelty references (``_novelty``): :class:`NoveltyReference`;
+- fitted state (``_state``): :class:`FittedState`, set by one setter in ``fit`` and ``load``;
+- the scale calibration (``_calibration``): :class:`Calibration` (``calibration_``);
+- in-domain alarm statistics (``_alarm_statistics``): :class:`InDomainStatistics`
+  (``alarm_statistics_``), which any signal adds to;
+- the saved artifact (``_artifact``): format, version, checksummed manifest;
+- warm-started search along a trajectory (``_trajectory``): :class:`TrajectoryNeighbors`.
+"""
+
+from ltau_md.core.estimator._alarm_statistics import SCALE_DEPENDENT_SIGNALS, InDomainStatistics
+from ltau_md.core.estimator._artifact import (
+    FORMAT,
+    MANIFEST_DIGEST_KEY,
+    VERSION,
+    manifest_digest,
+)
+from ltau_md.core.estimator._calibration import Calibration
+from ltau_md.core.estimator._estimator import CONFIRM_MAX_ATOMS, LTAUEstimator, Prediction
+from ltau_md.core.estimator._index import AUTO_HNSW_MIN_ATOMS, INDEX_KINDS, check_descriptors
+from ltau_md.core.estimator._novelty import NOVELTY_KINDS, NoveltyReference
+from ltau_md.core.estimator._state import FittedState
+from ltau_md.core.estimator._trajectory import TrajectoryNeighbors
+
+__all__ = [
+    "AUTO_HNSW_MIN_ATOMS",
+    "CONFIRM_MAX_ATOMS",
+    "Calibration",
+    "FORMAT",
+    "FittedState",
+    "INDEX_KINDS",
+    "InDomainStatistics",
+    "LTAUEstimator",
+    "MANIFEST_DIGEST_KEY",
+    "NOVELTY_KINDS",
+    "NoveltyReference",
+    "Prediction",
+    "SCALE_DEPENDENT_SIGNALS",
+    "TrajectoryNeighbors",
+    "VERSION",
+    "check_descriptors",
+    "manifest_digest",
+]

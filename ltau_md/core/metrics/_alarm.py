@@ -1,0 +1,42 @@
+"""The conformal alarm threshold: the value in-domain frames exceed at a chosen alarm rate."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ltau_md.core.exceptions import DataError, InvalidParameterError
+
+__all__ = ["alarm_threshold"]
+
+
+def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float) -> float:
+    """Threshold that a new in-domain frame statistic exceeds with probability <= alarm_rate.
+
+    The conformal (split-conformal, one-sided) quantile of the n in-domain values: the
+    k-th smallest with k = ceil((n + 1)(1 - alarm_rate)). If the new frame and the n
+    in-domain frames are exchangeable, P(new > threshold) <= (n + 1 - k)/(n + 1) <= alarm_rate
+    (and >= alarm_rate - 1/(n + 1) for continuous values). With too few values for the rate
+    (k > n, i.e. alarm_rate < 1/(n + 1)) no finite threshold guarantees it: returns inf (the
+    alarm never fires) with a warning naming the smallest attainable rate, 1/(n + 1).
+
+    in_domain_values: (n,) finite or +inf statistics of in-domain frames (NaN raises)."""
+    import warnings
+
+    v = np.asarray(in_domain_values, dtype=np.float64).ravel()
+    if not (isinstance(alarm_rate, (int, float, np.floating)) and not isinstance(alarm_rate, bool)
+            and 0 < alarm_rate < 1):
+        raise InvalidParameterError(f"alarm_rate must be a number in (0, 1), got {alarm_rate!r}")
+    if v.size == 0:
+        raise DataError("no in-domain values to set an alarm threshold from")
+    if np.isnan(v).any():
+        raise DataError(f"in-domain values contain NaN at positions "
+                        f"{np.flatnonzero(np.isnan(v))[:10].tolist()}")
+    n = v.size
+    k = int(np.ceil((n + 1) * (1.0 - float(alarm_rate)) - 1e-9))
+    if k > n:
+        warnings.warn(f"alarm_rate {alarm_rate:g} is below the smallest rate {n} in-domain "
+                      f"frames can guarantee, 1/(n+1) = {1.0 / (n + 1):.3g}: the threshold is "
+                      "inf and the alarm never fires; use more in-domain frames or a larger "
+                      "alarm_rate", UserWarning, stacklevel=2)
+        return float("inf")
+    return float(np.sort(v)[max(k, 1) - 1])

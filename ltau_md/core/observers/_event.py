@@ -1,0 +1,26 @@
+"""What a policy or a safety check decided at a step (:class:`Event`), and the fixed reasons of
+the safety stops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Event", "INTERRUPTED", "NON_FINITE"]
+
+
+NON_FINITE = "non-finite positions, forces or energy"
+"""Reason of the stop event for NaN/inf positions, forces or energy."""
+INTERRUPTED = "interrupted"
+"""Reason of the stop event recorded when :meth:`UQMonitor.run` is interrupted (Ctrl-C)."""
+
+
+@dataclass
+class Event:
+    """Something a policy (or a safety check) decided at ``step``."""
+
+    step: int
+    action: str
+    reason: str
+    value: float
+    threshold: float | None = None
+    time_fs: float | None = None
