@@ -7,17 +7,15 @@ import argparse
 from ltau_md.cli._common import (
     STATUS_EPILOG,
     add_model_args,
-    add_policy_args,
     add_progress_arg,
-    check_policy_args,
     exit_code,
     load_inputs,
     non_negative_float,
     non_negative_int,
-    policy_factory,
     positive_float,
     positive_int,
 )
+from ltau_md.cli._policies import add_policy_args, check_policy_args, policy_factory
 from ltau_md.core.exceptions import InvalidParameterError
 
 __all__ = [
@@ -77,11 +75,11 @@ def check_options(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run MD, print one line; exit status from the run status (see STATUS_EPILOG)."""
-    from ltau_md.workflows.simulate import oracle_from_name, run_md
+    from ltau_md.workflows.simulate import MD_KIND, oracle_from_name, run_md
 
     check_policy_args(args)
     check_options(args)
-    (atoms,), calc = load_inputs(args, args.start, "md", first_only=True)
+    (atoms,), calc = load_inputs(args, args.start, MD_KIND, first_only=True)
     s = run_md(atoms, calc, args.out, temperature_K=args.temperature,
                timestep_fs=args.timestep, steps=args.steps, friction=args.friction,
                policies=policy_factory(args, calc.estimator, NAME)(),

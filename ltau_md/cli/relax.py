@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import Any
 
 from ltau_md.cli._common import (
     STATUS_EPILOG,
     add_model_args,
-    add_policy_args,
     add_progress_arg,
-    check_policy_args,
     exit_code,
     load_inputs,
-    policy_factory,
     positive_float,
     positive_int,
 )
+from ltau_md.cli._policies import add_policy_args, check_policy_args, policy_factory
 
 __all__ = [
     "NAME",
@@ -52,10 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Relax, print the summary table; exit status from the structures' run statuses."""
-    from ltau_md.workflows.simulate import relax_many, summary_table
+    from ltau_md.workflows.simulate import RELAX_KIND, relax_many
 
     check_policy_args(args)
-    frames, calc = load_inputs(args, args.structures, "relax")
+    frames, calc = load_inputs(args, args.structures, RELAX_KIND)
     rows = relax_many(frames, lambda: calc, args.out, fmax=args.fmax,
                       steps=args.steps, optimizer=args.optimizer,
                       policies=policy_factory(args, calc.estimator, NAME),
@@ -65,3 +65,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}/summary.csv, summary.json and one folder per structure "
           f"({len(rows)})")
     return exit_code(r["status"] for r in rows)
+
+
+def summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table of summary rows for the terminal."""
+    head = f"{'label':>10} {'steps':>6} {'initial':>8} {'max':>8} {'mean':>8} {'final':>8}  stop"
+    lines = [head]
+    for r in rows:
+        def f(x: Any) -> str:
+            return f"{x:8.3f}" if isinstance(x, float) else f"{'-':>8}"
+        lines.append(f"{r['label']:>10} {r['n_observed']:>6} {f(r['initial'])} {f(r['max'])} "
+                     f"{f(r['mean'])} {f(r['final'])}  {r['stop_reason'] or ''}")
+    return "\n".join(lines)

@@ -11,8 +11,6 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 from ase import Atoms, units
@@ -22,26 +20,23 @@ from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_a
 from ltau_md.core.observers import Threshold, UQMonitor
 
 __all__ = [
-    "DEFAULT_POLICIES",
+    "MD_KIND",
     "OPTIMIZERS",
+    "RELAX_KIND",
     "SUMMARY_FIELDS",
-    "default_policies",
     "oracle_from_name",
     "policies_from_args",
     "relax_many",
     "run_md",
-    "summary_table",
     "write_summary",
 ]
 
+#: output-directory kinds (markers, :func:`~ltau_md.core._io.prepare_output_dir`) of
+#: :func:`relax_many` and :func:`run_md` outputs
+RELAX_KIND, MD_KIND = "relax", "md"
 OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")
 SUMMARY_FIELDS = ("label", "n_observed", "initial", "max", "max_step", "mean", "final",
                   "converged", "status", "stopped_step", "stop_reason", "n_resample", "n_warn")
-
-
-#: default policy per command when no threshold option is given: (action, alarm rate,
-#: patience), on novelty:max, applied only when the estimator holds that in-domain statistic
-DEFAULT_POLICIES = {"md": ("stop", 0.01, 2), "relax": ("warn", 0.01, 1)}
 
 
 def policies_from_args(stop_above: float | None = None, resample_above: float | None = None,
@@ -70,32 +65,6 @@ def policies_from_args(stop_above: float | None = None, resample_above: float | 
     return out
 
 
-def default_policies(command: str, estimator: Any, *, signal: str | None = None,
-                     on: str = "max", select: str | None = None, patience: int | None = None,
-                     hysteresis: float = 0.0) -> tuple[Callable[[], list[Threshold]], str]:
-    """The default policy of ``command`` (:data:`DEFAULT_POLICIES`) as a factory of fresh
-    policies, and a one-line note saying what it is, or why there is none (the estimator
-    holds no in-domain statistic for it: then the factory makes no policy)."""
-    from ltau_md.core.metrics import stat_key
-
-    action, rate, default_patience = DEFAULT_POLICIES[command]
-    signal = signal or "novelty"
-    key = stat_key(signal, on, select)
-    entry = (getattr(estimator, "alarm_statistics_", None) or {}).get(key)
-    if entry is None:
-        return list, (f"no default {action} policy: the estimator holds no in-domain statistic "
-                      f"{key} (fit it with `ltau-md fit --validation` or `ltau-md calibrate`, "
-                      "or pass --stop-above/--stop-rate, ...)")
-    p = default_patience if patience is None else patience
-
-    def make() -> list[Threshold]:
-        return [Threshold(action, alarm_rate=rate, signal=signal, on=on, select=select,
-                          patience=p, hysteresis=hysteresis)]
-
-    thr = make()[0].resolve(SimpleNamespace(estimator=estimator))
-    return make, (f"default policy: {action} when {key} exceeds {thr:.4g} (in-domain alarm "
-                  f"rate {rate:g}, from {entry['n_frames']} {entry['source']} frames) for "
-                  f"{p} step(s)")
 
 
 def _row(summary: dict, converged: bool | None) -> dict:
@@ -144,7 +113,7 @@ def relax_many(
 
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    out_dir = prepare_output_dir(out_dir, "relax", overwrite)
+    out_dir = prepare_output_dir(out_dir, RELAX_KIND, overwrite)
     calc = calc_factory()
     rows = []
     for i, atoms in enumerate(tqdm(structures, desc="relax", disable=not progress)):
@@ -193,7 +162,7 @@ def run_md(
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from tqdm.auto import tqdm
 
-    out_dir = prepare_output_dir(out_dir, "md", overwrite)
+    out_dir = prepare_output_dir(out_dir, MD_KIND, overwrite)
     atoms = atoms.copy()
     atoms.calc = calc
     rng = np.random.default_rng(seed)
@@ -225,13 +194,3 @@ def oracle_from_name(name: str | None) -> Calculator | None:
     raise ValueError(f"unknown oracle {name!r} (available: emt)")
 
 
-def summary_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain-text table of summary rows for the terminal."""
-    head = f"{'label':>10} {'steps':>6} {'initial':>8} {'max':>8} {'mean':>8} {'final':>8}  stop"
-    lines = [head]
-    for r in rows:
-        def f(x: Any) -> str:
-            return f"{x:8.3f}" if isinstance(x, float) else f"{'-':>8}"
-        lines.append(f"{r['label']:>10} {r['n_observed']:>6} {f(r['initial'])} {f(r['max'])} "
-                     f"{f(r['mean'])} {f(r['final'])}  {r['stop_reason'] or ''}")
-    return "\n".join(lines)

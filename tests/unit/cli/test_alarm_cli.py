@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from ltau_md.cli import build_parser
-from ltau_md.cli._common import policy_factory
+from ltau_md.cli._policies import policy_factory
 from ltau_md.core.estimator import InDomainStatistics
 from ltau_md.core.exceptions import LTAUError
 
