@@ -17,7 +17,7 @@ from ltau_md.cli._common import (
     selection,
     statistic,
 )
-from ltau_md.core.observers import Threshold
+from ltau_md.core.observers import ACTIONS, Threshold
 
 __all__ = ["DEFAULT_POLICIES", "add_policy_args", "check_policy_args", "default_policies",
            "policy_factory"]
@@ -79,7 +79,7 @@ def check_policy_args(args: argparse.Namespace) -> None:
         args.policy_parser.error(f"argument --signal: must be one of {', '.join(PER_ATOM_KEYS)}"
                                  f", got {args.signal!r}")
     unit = (args.signal or "uncertainty") in UNIT_SIGNALS
-    checks = [(f"--{a}-above", getattr(args, f"{a}_above")) for a in ("stop", "resample", "warn")]
+    checks = [(f"--{a}-above", getattr(args, f"{a}_above")) for a in ACTIONS]
     for flag, v in checks:
         if v is None:
             continue
@@ -112,7 +112,7 @@ def policy_factory(args: argparse.Namespace, estimator: Any, command: str
     kw = {"patience": args.patience, "hysteresis": args.hysteresis, "signal": args.signal,
           "on": args.on, "select": args.select}
     given = any(getattr(args, f"{a}_{k}") is not None
-                for a in ("stop", "resample", "warn") for k in ("above", "rate"))
+                for a in ACTIONS for k in ("above", "rate"))
     if given:
         def make() -> list:
             return policies_from_args(args.stop_above, args.resample_above, args.warn_above,

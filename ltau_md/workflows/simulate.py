@@ -17,7 +17,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
 from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_atomic
-from ltau_md.core.observers import Threshold, UQMonitor
+from ltau_md.core.observers import ACTIONS, Threshold, UQMonitor
 
 __all__ = [
     "MD_KIND",
@@ -53,9 +53,10 @@ def policies_from_args(stop_above: float | None = None, resample_above: float | 
     out = []
     common = {"on": on, "select": select, "patience": 1 if patience is None else patience,
               "hysteresis": hysteresis}
-    for action, thr, rate in (("stop", stop_above, stop_rate),
-                              ("resample", resample_above, resample_rate),
-                              ("warn", warn_above, warn_rate)):
+    given = {"stop": (stop_above, stop_rate), "resample": (resample_above, resample_rate),
+             "warn": (warn_above, warn_rate)}
+    for action in ACTIONS:
+        thr, rate = given[action]
         if thr is not None:
             out.append(Threshold(action, above=float(thr), signal=signal or "uncertainty",
                                  **common))

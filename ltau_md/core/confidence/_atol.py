@@ -4,11 +4,10 @@ validation."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
-import numpy as np
-
+from ltau_md.core._param_validation import check_positive
 from ltau_md.core.exceptions import InvalidParameterError
 
 __all__ = ["PER_SPECIES", "AtolOption", "check_atol"]
@@ -43,9 +42,9 @@ def check_atol(atol: AtolOption) -> AtolOption:
             z = _atomic_number(key)
             if z in out:
                 raise InvalidParameterError(f"atol dict names element {z} twice")
-            out[z] = _positive(f"atol of element {z} (eV/A)", value)
+            out[z] = check_positive(f"atol of element {z} (eV/A)", value)
         return {str(z): out[z] for z in sorted(out)}
-    _positive("atol (eV/A)", atol)
+    check_positive("atol (eV/A)", atol)
     return atol
 
 
@@ -57,9 +56,3 @@ def _atomic_number(key: Any) -> int:
     return int(key)
 
 
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise InvalidParameterError(f"{name} must be a number, got {value!r}")
-    if not (np.isfinite(value) and value > 0):
-        raise InvalidParameterError(f"{name} must be positive and finite, got {value}")
-    return float(value)

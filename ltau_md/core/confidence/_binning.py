@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ltau_md.core._param_validation import check_positive
 from ltau_md.core.exceptions import DataError
 
 __all__ = ["DEFAULT_BINS", "SPAN_DECADES", "bin_index", "fraction_below", "make_edges"]
@@ -19,8 +20,7 @@ def make_edges(atol: float, n_bins: int = DEFAULT_BINS) -> np.ndarray:
 
     Bin b holds errors in (edges[b], edges[b+1]].
     """
-    if not (np.isfinite(atol) and atol > 0):
-        raise DataError(f"atol must be a positive finite number in eV/A, got {atol}")
+    check_positive("atol (eV/A)", atol, DataError)
     if n_bins < 4 or n_bins % 2:
         raise DataError(f"n_bins must be an even number >= 4, got {n_bins}")
     inner = atol * 10.0 ** np.linspace(-SPAN_DECADES, SPAN_DECADES, n_bins - 1)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ltau_md.core._param_validation import check_positive
 from ltau_md.core.confidence._atol import AtolOption, check_atol
 from ltau_md.core.confidence._binning import DEFAULT_BINS, bin_index, fraction_below, make_edges
 from ltau_md.core.confidence._per_species import _lookup, _reference_atol, _species_atol
@@ -169,8 +170,7 @@ class ErrorSummary:
     def member_confidence(self, s: float = 1.0, rows: np.ndarray | None = None) -> np.ndarray:
         """p_i^m (M, n) at tolerance atol*s (+ rtol*|F_i|) for ``rows`` (default all atoms);
         atol is atol_{Z_i} with a per-species tolerance."""
-        if not (np.isfinite(s) and s > 0):
-            raise DataError(f"scaling factor s must be positive and finite, got {s}")
+        check_positive("scaling factor s", s, DataError)
         if s == 1.0:
             return self.p0 if rows is None else self.p0[:, rows]
         if rows is None:  # all atoms, in chunks: the cumulative histogram is int64

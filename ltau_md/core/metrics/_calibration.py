@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ltau_md.core._io import to_json_safe
+from ltau_md.core._param_validation import check_positive
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.metrics._arrays import _as_1d
 
@@ -183,10 +184,8 @@ def within_tolerance(abs_error: np.ndarray, atol: float, s: float = 1.0, rtol: f
                      ref_force_norm: np.ndarray | None = None) -> np.ndarray:
     """Boolean (n,): |error_j| <= atol*s + rtol*|F_j,ref| (all in eV/A)."""
     err = force_error_norm(abs_error)
-    if not (np.isfinite(atol) and atol > 0):
-        raise InvalidParameterError(f"atol must be positive and finite (eV/A), got {atol}")
-    if not (np.isfinite(s) and s > 0):
-        raise InvalidParameterError(f"scaling factor s must be positive and finite, got {s}")
+    check_positive("atol (eV/A)", atol)
+    check_positive("scaling factor s", s)
     tol = np.full(err.shape, float(atol) * float(s))
     if rtol:
         if ref_force_norm is None:

@@ -30,10 +30,11 @@ Modules: ``_event`` (:class:`Event`, the safety stops' reasons), ``_threshold``
 
 from ltau_md.core.observers._event import INTERRUPTED, NON_FINITE, Event
 from ltau_md.core.observers._monitor import MONITOR_FILES, STATUSES, UQMonitor
-from ltau_md.core.observers._threshold import UNIT_SIGNALS, Threshold
+from ltau_md.core.observers._threshold import ACTIONS, UNIT_SIGNALS, Threshold
 from ltau_md.core.observers._threshold import Action as Action
 
 __all__ = [
+    "ACTIONS",
     "Event",
     "INTERRUPTED",
     "MONITOR_FILES",

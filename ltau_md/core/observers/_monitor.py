@@ -23,7 +23,8 @@ from ltau_md.core.calculator import PER_ATOM_KEYS
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError, OutputExistsError
 from ltau_md.core.metrics import frame_statistic, parse_stat_key, selection_mask, stat_key
 from ltau_md.core.observers._event import INTERRUPTED, NON_FINITE, Event
-from ltau_md.core.observers._threshold import Threshold
+from ltau_md.core.observers._threshold import ACTIONS, Threshold
+from ltau_md.core.structures import free_atoms
 
 __all__ = ["MONITOR_FILES", "STATUSES", "UQMonitor"]
 
@@ -109,12 +110,7 @@ class UQMonitor:
         self.label = label
         self.rng = np.random.default_rng(seed)
         if free_mask is None:
-            from ase.constraints import FixAtoms
-
-            free_mask = np.ones(len(self.atoms), dtype=bool)
-            for c in self.atoms.constraints:
-                if isinstance(c, FixAtoms):
-                    free_mask[c.index] = False
+            free_mask = free_atoms(self.atoms)
         mask = np.asarray(free_mask)
         boolean = mask.dtype == bool or (mask.size > 0 and np.isin(mask, (0, 1)).all())
         if mask.shape != (len(self.atoms),) or not boolean:
@@ -430,7 +426,7 @@ class UQMonitor:
         out["stopped"] = asdict(self.stopped) if self.stopped else None
         out["status"] = self.status
         out["n_events"] = {a: sum(e.action == a for e in self.events)
-                           for a in ("stop", "resample", "warn")}
+                           for a in ACTIONS}
         out["n_retries"] = self.n_retries
         return out
 

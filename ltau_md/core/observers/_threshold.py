@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -20,10 +20,13 @@ from ltau_md.core.observers._event import Event
 if TYPE_CHECKING:
     from ltau_md.core.observers._monitor import UQMonitor
 
-__all__ = ["Action", "Threshold", "UNIT_SIGNALS"]
+__all__ = ["ACTIONS", "Action", "Threshold", "UNIT_SIGNALS"]
 
 
 Action = Literal["stop", "resample", "warn"]
+#: what a policy does when it fires: stop the run, save the frame for relabelling, or record
+#: a warning
+ACTIONS: tuple[str, ...] = get_args(Action)
 
 
 #: signals whose values lie in [0, 1]; an ``above`` threshold on them must lie there too
@@ -84,7 +87,7 @@ class Threshold:
     # dataclass field); the cross-field rules (exactly one of above/alarm_rate, above in
     # [0, 1] for unit signals, on/select syntax) stay in __post_init__.
     _parameter_constraints = {
-        "action": [StrOptions({"stop", "resample", "warn"})],
+        "action": [StrOptions(set(ACTIONS))],
         "above": [Interval(Real, None, None), None],
         "signal": [str],
         "on": [str],

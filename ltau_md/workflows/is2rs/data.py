@@ -26,6 +26,7 @@ from ase.constraints import FixAtoms
 from ase.io import read
 
 from ltau_md.core.exceptions import DataError
+from ltau_md.core.structures import free_atoms
 
 __all__ = [
     "EXTENSIONS",
@@ -64,12 +65,9 @@ class System:
 
 
 def fixed_mask(atoms: Atoms) -> np.ndarray:
-    """Atoms held by FixAtoms constraints."""
-    mask = np.zeros(len(atoms), dtype=bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            mask[c.get_indices()] = True
-    return mask
+    """Atoms held by FixAtoms constraints (the complement of
+    :func:`ltau_md.core.structures.free_atoms`)."""
+    return ~free_atoms(atoms)
 
 
 def prepare_structure(atoms: Atoms, where: str) -> Atoms:
