@@ -138,6 +138,23 @@ def type_map(text: str) -> dict[str, str]:
     return out
 
 
+def library_default(func: Callable[..., Any], name: str) -> Any:
+    """The default of parameter ``name`` of the library function (or class) ``func``.
+
+    Options whose library function has a default are declared with ``default=None``
+    ("the library's default") and only passed on when given (:func:`given`); their help
+    shows this value, so the default is defined once, in the library.
+    """
+    import inspect
+
+    return inspect.signature(func).parameters[name].default
+
+
+def given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options ``names`` that were given (not None), as keyword arguments."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
 def add_type_map_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type-map", type=type_map, default=None, metavar="SYMBOL=TYPE,...",
                    help="element symbol -> model type name, for models whose type names are "

@@ -12,6 +12,8 @@ from ltau_md.cli._common import (
     add_out_args,
     add_progress_arg,
     add_type_map_arg,
+    given,
+    library_default,
     non_negative_float,
     positive_float,
     positive_int,
@@ -29,6 +31,9 @@ NAME = "fit"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ltau_md.core.estimator import INDEX_KINDS, LTAUEstimator
+    from ltau_md.core.model import DEFAULT_BATCH_SIZE
+
     p = sub.add_parser(NAME, help="fit an LTAU estimator from nequip-train runs",
                        description="Fit an LTAU estimator from the error logs of nequip-train "
                        "runs (one per ensemble member) and the deployed model's descriptors.")
@@ -36,11 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="nequip-train run dirs (or error-log dirs), one per ensemble member")
     add_model_arg(p)
     add_out_args(p, "estimator output directory")
-    p.add_argument("--k", type=positive_int, default=10,
+    p.add_argument("--k", type=positive_int, default=None,
                    help="neighbours per query atom, >= 1 and at most the number of training "
-                   "atoms (default 10)")
-    p.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto",
-                   help="FAISS index (default auto: exact below a size, HNSW above)")
+                   f"atoms (default {library_default(LTAUEstimator, 'k')})")
+    p.add_argument("--index", choices=("auto", *INDEX_KINDS), default=None,
+                   help=f"FAISS index (default {library_default(LTAUEstimator, 'index')}; "
+                   "auto: exact below a size, HNSW above)")
     p.add_argument("--atol", type=positive_float, default=None,
                    help="tolerance in eV/A, > 0 (default: final training force MAE)")
     p.add_argument("--rtol", type=non_negative_float, default=0.0,
@@ -56,8 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "run's validation set: the in-domain statistics behind --stop-rate/"
                    "--warn-rate of md/relax are fitted on them (default: novelty statistics "
                    "from the training atoms' leave-one-out novelty, approximate)")
-    p.add_argument("--batch-size", type=positive_int, default=16,
-                   help="structures per descriptor forward pass, >= 1 (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="structures per descriptor forward pass, >= 1 (default "
+                   f"{DEFAULT_BATCH_SIZE})")
     add_device_arg(p)
     add_type_map_arg(p)
     add_progress_arg(p)
@@ -68,14 +75,16 @@ def check_k(args: argparse.Namespace) -> None:
     """InvalidParameterError if --k exceeds the logged training atoms (read from the error
     logs' metadata, before the model is loaded or any descriptor computed)."""
     from ltau_md.core.errorlog import ErrorLog
+    from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.exceptions import InvalidParameterError
     from ltau_md.integrations.nequip.fit import find_error_log
 
+    k = library_default(LTAUEstimator, "k") if args.k is None else args.k
     for rd in args.run_dirs:
         n = ErrorLog.open(find_error_log(rd)).n_atoms
-        if args.k > n:
+        if k > n:
             raise InvalidParameterError(
-                f"--k {args.k} exceeds the {n} training atoms logged in {rd}: choose "
+                f"--k {k} exceeds the {n} training atoms logged in {rd}: choose "
                 f"--k <= {n}")
 
 
@@ -84,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_k(args)
     est = fit_from_runs(
-        args.run_dirs, args.model, args.out, k=args.k, index=args.index, atol=args.atol,
+        args.run_dirs, args.model, args.out, atol=args.atol,
         rtol=args.rtol, window=args.window, data=args.data, validation=args.validation,
-        batch_size=args.batch_size,
+        **given(args, "k", "index", "batch_size"),
         device=args.device, progress=not args.no_progress, overwrite=args.overwrite, s=args.s,
         chemical_species_to_atom_type_map=args.type_map,
     )

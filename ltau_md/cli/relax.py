@@ -11,6 +11,8 @@ from ltau_md.cli._common import (
     add_model_args,
     add_progress_arg,
     exit_code,
+    given,
+    library_default,
     load_inputs,
     positive_float,
     positive_int,
@@ -27,7 +29,7 @@ NAME = "relax"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ltau_md.workflows.simulate import OPTIMIZERS
+    from ltau_md.workflows.simulate import OPTIMIZERS, relax_many
 
     p = sub.add_parser(NAME, help="relax structures with per-step uncertainty logging",
                        description="Relax every structure in STRUCTURES with the LTAU "
@@ -39,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("structures", help="structure file, any ASE-readable format (all frames are "
                    "relaxed)")
     add_model_args(p)
-    p.add_argument("--fmax", type=positive_float, default=0.05,
-                   help="convergence: max force, eV/A, > 0 (default 0.05)")
+    p.add_argument("--fmax", type=positive_float, default=None,
+                   help="convergence: max force, eV/A, > 0 (default "
+                   f"{library_default(relax_many, 'fmax')})")
     p.add_argument("--steps", type=positive_int, default=200,
                    help="maximum optimizer steps per structure, >= 1 (default 200)")
     p.add_argument("--optimizer", default="BFGS", choices=OPTIMIZERS,
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_policy_args(args)
     frames, calc = load_inputs(args, args.structures, RELAX_KIND)
-    rows = relax_many(frames, lambda: calc, args.out, fmax=args.fmax,
+    rows = relax_many(frames, lambda: calc, args.out, **given(args, "fmax"),
                       steps=args.steps, optimizer=args.optimizer,
                       policies=policy_factory(args, calc.estimator, NAME),
                       progress=not args.no_progress,

@@ -16,12 +16,16 @@ from ase import Atoms
 from ltau_md.core.exceptions import SpeciesError
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "FeatureModel",
     "ModelOutput",
     "check_species",
     "evaluate_structures",
     "structure_offsets",
 ]
+
+#: structures per model forward pass wherever ltau-md batches structures
+DEFAULT_BATCH_SIZE = 16
 
 
 @dataclass
@@ -60,8 +64,8 @@ def check_species(numbers: Sequence[int] | np.ndarray, known: Sequence[int],
         raise SpeciesError(f"element(s) {names} not known to {where} ({known_s})")
 
 
-def evaluate_structures(model: FeatureModel, frames: Sequence[Atoms], batch_size: int = 16
-                        ) -> list[ModelOutput]:
+def evaluate_structures(model: FeatureModel, frames: Sequence[Atoms],
+                        batch_size: int = DEFAULT_BATCH_SIZE) -> list[ModelOutput]:
     """``model``'s outputs of every structure, in batches through ``evaluate_many`` where the
     model has it (NequIP), else one ``evaluate`` per structure."""
     many = getattr(model, "evaluate_many", None)

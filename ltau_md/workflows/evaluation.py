@@ -64,7 +64,7 @@ from ltau_md.core.metrics import (
     spearman_rows,
     stat_key,
 )
-from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
 from ltau_md.core.structures import read_structures, reference_forces
 from ltau_md.core.validation import check_is_fitted
 
@@ -316,7 +316,7 @@ def evaluate(
     n_boot: int = 1000,
     n_splits: int = N_ALARM_SPLITS,
     target_atol: float | None = None,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     timing: tuple[int, int] | None = (5, 10),
     out: str | os.PathLike | None = None,
     overwrite: bool = False,

@@ -12,7 +12,7 @@ import numpy as np
 from ltau_md.core._validate import check_frame_offsets
 from ltau_md.core.exceptions import DataError
 from ltau_md.core.metrics import frame_statistics, parse_stat_key, selection_mask, stat_key
-from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
 from ltau_md.core.structures import free_atoms
 from ltau_md.core.validation import check_is_fitted
 
@@ -148,7 +148,7 @@ def alarm_statistics_from_structures(
     *,
     stats: Sequence[str] = DEFAULT_ALARM_STATS,
     source: str = "held-out",
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     store: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """In-domain frame statistics of ASE structures (no labels needed) evaluated with a

@@ -17,7 +17,7 @@ from ltau_md.core.calibration._alarms import (
 )
 from ltau_md.core.calibration._scale import ScaleFit, fit_scale
 from ltau_md.core.exceptions import DataError, InvalidParameterError
-from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
 from ltau_md.core.structures import reference_forces
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def calibrate_structures(
     *,
     group_key: str | None = None,
     target_atol: float | None = None,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     alarm_stats: bool = True,
     **fit_kwargs: Any,
 ) -> tuple[ScaleFit, dict[str, np.ndarray]]:

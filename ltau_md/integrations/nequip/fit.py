@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ltau_md.core._io import check_output_dir, sha256_file
 from ltau_md.core.errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
 from ltau_md.core.exceptions import ArtifactError, DataError
+from ltau_md.core.model import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator
@@ -45,8 +46,8 @@ def fit_from_runs(
     run_dirs: Sequence[str | os.PathLike],
     model_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    k: int = 10,
-    index: str = "auto",
+    k: int | None = None,
+    index: str | None = None,
     atol: float | None = None,
     rtol: float = 0.0,
     window: tuple[int | None, int | None] = (None, None),
@@ -55,7 +56,7 @@ def fit_from_runs(
     validation: str | os.PathLike | Sequence[Any] | None = None,
     s: float | None = None,
     overwrite: bool = False,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "cpu",
     progress: bool = True,
     chemical_species_to_atom_type_map: dict[str, str] | None = None,
@@ -67,7 +68,8 @@ def fit_from_runs(
     model_path: the deployed model (``.ckpt`` or ``.nequip.zip``) whose descriptors index the
         estimator.
     k, index, atol (eV/A, None = final training force MAE), rtol, window (slice over logged
-        epochs), s and ``estimator_kwargs``: passed to LTAUEstimator.
+        epochs), s and ``estimator_kwargs``: passed to LTAUEstimator; ``k`` and ``index``
+        None mean LTAUEstimator's defaults.
     overwrite: ``out_dir`` must be missing or empty, or (with ``overwrite``) an estimator saved
         earlier; anything else is refused (OutputExistsError) before any work is done.
     data: the training structures in the logged order (a file or a list of Atoms); default is
@@ -133,8 +135,9 @@ def fit_from_runs(
     if isinstance(validation, (str, os.PathLike)):
         meta["validation"] = str(Path(validation).resolve())
     meta.update(estimator_kwargs.pop("metadata", None) or {})
-    est = LTAUEstimator(k=k, index=index, s=s, atol=atol, rtol=rtol, window=window,
-                        metadata=meta, **estimator_kwargs)
+    given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
+    est = LTAUEstimator(s=s, atol=atol, rtol=rtol, window=window, metadata=meta, **given,
+                        **estimator_kwargs)
     est.fit(desc, logs, species=logs[0].species)
     if val_frames is not None:
         alarm_statistics_from_structures(model, est, val_frames, source="validation",

@@ -22,7 +22,7 @@ from ase import Atoms
 from nequip.data import AtomicDataDict, from_ase
 
 from ltau_md.core.exceptions import ArtifactError, DataError, InvalidParameterError
-from ltau_md.core.model import ModelOutput, check_species
+from ltau_md.core.model import DEFAULT_BATCH_SIZE, ModelOutput, check_species
 from ltau_md.core.structures import read_structures
 from ltau_md.integrations.nequip._data import atoms_info, frame_numbers, frame_to_atoms
 
@@ -226,7 +226,7 @@ def descriptors_for_dataset(
     model: NequIPFeatureModel,
     data: str | os.PathLike | Sequence[Atoms] | Any,
     *,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     fingerprint: str | None = None,
 ) -> np.ndarray:
