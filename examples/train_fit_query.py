@@ -88,8 +88,8 @@ def main() -> None:
         f = a.get_forces()
         unc = calc.results["uncertainty"]
         true_err = np.linalg.norm(f - f_ref, axis=1)
-        rows.append({"structure": name, "mean_uncertainty": float(unc.mean()),
-                     "max_uncertainty": float(unc.max()),
+        rows.append({"structure": name, "uncertainty:mean": float(unc.mean()),
+                     "uncertainty:max": float(unc.max()),
                      "mean_predicted_error": float(calc.results["predicted_error"].mean()),
                      "mean_true_error": float(true_err.mean())})
         print(f"{name:22s} {unc.mean():9.3f} {unc.max():8.3f} "

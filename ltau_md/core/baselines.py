@@ -25,7 +25,9 @@ from ase.calculators.calculator import Calculator, all_changes
 from ltau_md.core.calculator import RESULT_KEYS as LTAU_KEYS
 from ltau_md.core.calculator import LTAUCalculator
 from ltau_md.core.exceptions import DataError, InvalidParameterError
+from ltau_md.core.metrics import frame_statistic, stat_key
 from ltau_md.core.model import FeatureModel, check_species
+from ltau_md.core.structures import free_atoms
 from ltau_md.core.validation import check_is_fitted
 
 if TYPE_CHECKING:
@@ -35,7 +37,9 @@ __all__ = ["ENSEMBLE_KEYS", "EnsembleCalculator", "element_error", "force_std",
            "latent_distance"]
 
 #: results of :class:`EnsembleCalculator` beyond those of LTAUCalculator (its RESULT_KEYS)
-ENSEMBLE_KEYS = ("force_std", "max_force_std", "mean_force_std", "energy_std")
+#: (``force_std:max``/``force_std:mean`` over the free atoms, as the calculator's statistics)
+ENSEMBLE_KEYS = ("force_std", stat_key("force_std", "max"), stat_key("force_std", "mean"),
+                 "energy_std")
 
 
 def force_std(forces: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -153,15 +157,17 @@ class EnsembleCalculator(Calculator):
         if not finite:
             nan = float("nan")
             res.update({"energy": nan, "free_energy": nan, "forces": np.full((n, 3), nan),
-                        "force_std": np.full(n, np.inf), "max_force_std": float("inf"),
-                        "mean_force_std": float("inf"), "energy_std": float("inf"),
+                        "force_std": np.full(n, np.inf), ENSEMBLE_KEYS[1]: float("inf"),
+                        ENSEMBLE_KEYS[2]: float("inf"), "energy_std": float("inf"),
                         "finite": False})
             if periodic:
                 res["stress"] = np.full(6, nan)
             self.results = res
             return
         std = force_std(forces)
-        res.update({"force_std": std, "max_force_std": float(std.max()),
-                    "mean_force_std": float(std.mean()),
+        free = free_atoms(atoms)
+        mask = free if free.any() else None
+        res.update({"force_std": std, ENSEMBLE_KEYS[1]: frame_statistic(std, "max", mask),
+                    ENSEMBLE_KEYS[2]: frame_statistic(std, "mean", mask),
                     "energy_std": float(np.std(energies)), "finite": True})
         self.results = res

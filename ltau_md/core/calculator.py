@@ -8,10 +8,14 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ltau_md.core._validate import overlapping_atoms
 from ltau_md.core.estimator import LTAUEstimator, TrajectoryNeighbors
+from ltau_md.core.metrics import frame_statistic, stat_key
 from ltau_md.core.model import FeatureModel, check_species
+from ltau_md.core.structures import free_atoms
 from ltau_md.core.validation import check_is_fitted
 
 __all__ = [
+    "FRAME_STATISTICS",
+    "FRAME_STAT_KEYS",
     "LTAUCalculator",
     "PER_ATOM_KEYS",
     "RESULT_KEYS",
@@ -23,9 +27,15 @@ PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error", "novelty", "nov
 #: every key :class:`LTAUCalculator` writes to ``results`` (its ``implemented_properties``):
 #: ``stress`` only for periodic cells, ``nonfinite_cause`` only when ``finite`` is False,
 #: ``neighbor_distance`` (per-atom latent distance to the nearest training atom) only when True
+#: structure statistics in ``results``, named ``SIGNAL:STAT``
+#: (:func:`~ltau_md.core.metrics.stat_key`, the names steps.jsonl and the alarm statistics
+#: use), taken over the free atoms (:func:`~ltau_md.core.structures.free_atoms`; all atoms
+#: when every atom is fixed)
+FRAME_STATISTICS = (("uncertainty", "max"), ("uncertainty", "mean"), ("predicted_error", "max"),
+                    ("novelty", "max"))
+FRAME_STAT_KEYS = tuple(stat_key(signal, on) for signal, on in FRAME_STATISTICS)
 RESULT_KEYS = (
-    "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS,
-    "max_uncertainty", "mean_uncertainty", "max_predicted_error", "max_novelty",
+    "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS, *FRAME_STAT_KEYS,
     "finite", "nonfinite_cause", "neighbor_distance",
 )
 
@@ -37,11 +47,12 @@ class LTAUCalculator(Calculator):
     cells only), per-atom ``uncertainty`` (1 - p), ``confidence`` (p at tolerance atol*s),
     ``predicted_error`` (eV/A), ``novelty`` (latent distance to the training atoms relative to
     the in-domain scale of the element: about 1 or less in domain) and ``novelty_pvalue`` (its
-    in-domain p-value; see :class:`~ltau_md.core.estimator.Prediction`), structure aggregates
-    ``max_uncertainty``, ``mean_uncertainty``, ``max_predicted_error`` (eV/A),
-    ``max_novelty``, and ``finite`` (False when the positions or the model's output hold
-    NaN/inf: then forces are NaN, the uncertainty is 1 and the novelty infinite, so an observer
-    can stop the run instead of it crashing).
+    in-domain p-value; see :class:`~ltau_md.core.estimator.Prediction`), structure
+    statistics over the free atoms ``uncertainty:max``, ``uncertainty:mean``,
+    ``predicted_error:max`` (eV/A), ``novelty:max`` (:data:`FRAME_STAT_KEYS`), and ``finite``
+    (False when the positions or the model's output hold NaN/inf: then forces are NaN, the
+    uncertainty is 1 and the novelty infinite, so an observer can stop the run instead of it
+    crashing).
 
     Scale of the tolerance (atol*s): ``s`` if given (an override, as ``predict(s=)``), else the
     estimator's :meth:`~ltau_md.core.estimator.LTAUEstimator.effective_s` for the structure's
@@ -135,8 +146,8 @@ class LTAUCalculator(Calculator):
                 "energy": nan, "free_energy": nan, "forces": np.full((n, 3), nan),
                 "uncertainty": np.ones(n), "confidence": np.zeros(n),
                 "predicted_error": np.full(n, np.inf), "novelty": np.full(n, np.inf),
-                "novelty_pvalue": np.zeros(n), "max_uncertainty": 1.0, "mean_uncertainty": 1.0,
-                "max_predicted_error": float("inf"), "max_novelty": float("inf"),
+                "novelty_pvalue": np.zeros(n), "uncertainty:max": 1.0, "uncertainty:mean": 1.0,
+                "predicted_error:max": float("inf"), "novelty:max": float("inf"),
                 "finite": False, "nonfinite_cause": (
                     f"atoms {pair[0]} and {pair[1]} are {pair[2]:.3g} A apart (overlapping)"
                     if pair is not None else "non-finite positions or cell"
@@ -163,12 +174,14 @@ class LTAUCalculator(Calculator):
             "forces": np.asarray(out.forces, dtype=np.float64),
             "uncertainty": unc, "confidence": pred.confidence.astype(np.float64),
             "predicted_error": pred.predicted_error.astype(np.float64),
-            "max_uncertainty": float(unc.max()), "mean_uncertainty": float(unc.mean()),
-            "max_predicted_error": float(pred.predicted_error.max()),
             "novelty": pred.novelty.astype(np.float64),
             "novelty_pvalue": pred.novelty_pvalue.astype(np.float64),
-            "max_novelty": float(pred.novelty.max()), "finite": True,
+            "finite": True,
             "neighbor_distance": pred.distances[:, 0].astype(np.float64),
         }
+        free = free_atoms(atoms)
+        mask = free if free.any() else None
+        for (signal, on), key in zip(FRAME_STATISTICS, FRAME_STAT_KEYS, strict=True):
+            self.results[key] = frame_statistic(self.results[signal], on, mask)
         if periodic and out.stress is not None:
             self.results["stress"] = np.asarray(out.stress, dtype=np.float64)

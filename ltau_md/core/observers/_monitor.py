@@ -264,8 +264,10 @@ class UQMonitor:
         perr_sel = perr[self.free_mask] if self.free_mask.any() else perr
         record: dict[str, Any] = {
             "step": step, "energy": _f(energy), "fmax": _f(fmax),
-            "max_uncertainty": _f(u_max), "mean_uncertainty": _f(u_mean),
-            "max_predicted_error": _f(float(np.max(perr_sel)) if perr_sel.size else np.nan),
+            stat_key("uncertainty", "max"): _f(u_max),
+            stat_key("uncertainty", "mean"): _f(u_mean),
+            stat_key("predicted_error", "max"): _f(float(np.max(perr_sel)) if perr_sel.size
+                                                  else np.nan),
         }
         if (t := self._time_fs()) is not None:
             record["time_fs"] = t

@@ -81,7 +81,7 @@ def _figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
         runs[label] = {
             "color": color,
             "time_fs": [r.get("time_fs", r["step"]) for r in rows],
-            "uncertainty": [_nan(r.get("max_uncertainty")) for r in rows],
+            "uncertainty": [_nan(r.get("uncertainty:max")) for r in rows],
             "novelty": [_nan(r.get(STATISTIC)) for r in rows],
             "thresholds": [("novelty", m["threshold"],
                             f"{act} threshold {m['threshold']:.3g} "

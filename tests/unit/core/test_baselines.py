@@ -67,7 +67,7 @@ def test_force_std_equals_numpy_std_over_members():
     want = np.sqrt((np.std(f, axis=0) ** 2).sum(axis=1))
     np.testing.assert_allclose(atoms.calc.get_property("force_std", atoms), want, rtol=1e-12)
     np.testing.assert_allclose(force_std(f), want, rtol=1e-12)
-    assert atoms.calc.get_property("max_force_std", atoms) == pytest.approx(want.max())
+    assert atoms.calc.get_property("force_std:max", atoms) == pytest.approx(want.max())
     # energy and forces are member 0's (the deployed model)
     np.testing.assert_allclose(atoms.get_forces(), f[0], rtol=1e-12)
     assert atoms.get_potential_energy() == pytest.approx(members[0].evaluate(atoms).energy)
@@ -101,7 +101,7 @@ def test_ensemble_calculator_non_finite_positions_do_not_raise():
     atoms.positions[3, 0] = np.nan
     assert np.isnan(atoms.get_forces()).all()
     assert not atoms.calc.results["finite"]
-    assert np.isinf(atoms.calc.results["max_force_std"])
+    assert np.isinf(atoms.calc.results["force_std:max"])
 
 
 def test_element_error_equals_hand_computation(tmp_path):

@@ -71,7 +71,7 @@ def test_calculator_equals_estimator_and_emt(setup):
     np.testing.assert_allclose(a.calc.get_property("uncertainty"), pred.uncertainty, atol=1e-7)
     np.testing.assert_allclose(a.calc.get_property("predicted_error"), pred.predicted_error,
                                rtol=1e-6)
-    assert a.calc.get_property("max_uncertainty") == pytest.approx(pred.uncertainty.max())
+    assert a.calc.get_property("uncertainty:max") == pytest.approx(pred.uncertainty.max())
     # stress only for periodic cells; here the slab is periodic in x, y only
     assert "stress" not in a.calc.results
     bad = a.copy()
@@ -426,8 +426,8 @@ def test_mean_aggregate_and_on_mean_policies_hand_computed(tmp_path):
     means = [float(np.mean(r)) for r in ROWS]
     lines = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
     # the script is aligned with the steps: one calculation per MD step
-    assert [r["max_uncertainty"] for r in lines] == pytest.approx([max(r) for r in ROWS])
-    assert [r["mean_uncertainty"] for r in lines] == pytest.approx(means)
+    assert [r["uncertainty:max"] for r in lines] == pytest.approx([max(r) for r in ROWS])
+    assert [r["uncertainty:mean"] for r in lines] == pytest.approx(means)
     assert mon.values == pytest.approx(means)  # aggregate="mean"
     # hand-computed from the table above
     assert fired == {0: [3, 7], 1: [1, 7], 2: [3, 5, 7], 3: [3, 7]}

@@ -162,8 +162,8 @@ def test_calculator_reports_novelty_of_its_atoms(tmp_path):
     ref = est.predict(model.evaluate(a).features, species=a.numbers)
     np.testing.assert_allclose(a.calc.results["novelty"], ref.novelty)
     np.testing.assert_allclose(a.calc.results["novelty_pvalue"], ref.novelty_pvalue)
-    assert a.calc.results["max_novelty"] == pytest.approx(ref.novelty.max())
-    assert a.calc.results["max_novelty"] > 1.5
+    assert a.calc.results["novelty:max"] == pytest.approx(ref.novelty.max())
+    assert a.calc.results["novelty:max"] > 1.5
 
 
 def test_hnsw_and_large_flat_leave_one_out_match_exact(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def test_run_md_stops_above_threshold(calc_factory, tmp_path):
     free = run_md(a, calc_factory(), tmp_path / "free", temperature_K=2000, steps=30,
                   progress=False, seed=3)
     assert free["stopped"] is None and free["n_observed"] == 31
-    values = [json.loads(x)["max_uncertainty"]
+    values = [json.loads(x)["uncertainty:max"]
               for x in (tmp_path / "free" / "steps.jsonl").read_text().splitlines()]
     thr = 0.5 * (values[0] + max(values)) + 0.01  # off the 1/24 grid of possible values
     expect = next(i for i, v in enumerate(values) if v > thr)
