@@ -27,8 +27,8 @@ evaluate``):
 
 Usage::
 
-    python benchmarks/acac.py --data ../shared/data/acac --out /tmp/acac_bench
-    python benchmarks/acac.py --data ../shared/data/acac --out /tmp/acac_quick --quick
+    python benchmarks/acac.py --data ../shared/data/acac --out OUT
+    python benchmarks/acac.py --data ../shared/data/acac --out OUT_QUICK --quick
 
 Writes the report in ``OUT/evaluation`` (``evaluation.json``, figures, calibrated estimator),
 the fitted estimator in ``OUT/estimator`` and the training runs in ``OUT/work``; prints one
@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _record import record
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -317,6 +318,8 @@ def main(argv=None) -> int:
         "results": str(out / "results.json"),
     }
     print(json.dumps(line))
+    record(__file__, {k: v for k, v in line.items() if k != "results"},
+           name="acac_quick" if args.quick else "acac")
     return 0
 
 

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import record
 
 CENTERS = 400
 N_QUERY = 200
@@ -339,6 +340,7 @@ def main() -> None:
         summary.update({"n2e6_peak_rss_mb": r["peak_rss_mb"],
                         "target_rss_le_2gb_met": r["peak_rss_mb"] <= 2048})
     print(json.dumps(summary), flush=True)
+    record(__file__, {"summary": summary, "rows": rows})
 
 
 if __name__ == "__main__":

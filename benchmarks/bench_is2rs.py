@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from _record import record
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -223,6 +225,7 @@ def main(argv=None) -> int:
         for st in ("novelty_initial", "novelty_ads_initial", "uq_initial", "uq_ads_initial")
         if _ci(report.get("ood_detection"), st) is not None}
     print(json.dumps(line))
+    record(__file__, line)
     (out / "bench_line.json").write_text(json.dumps(line) + "\n")
     return 0
 

@@ -10,7 +10,7 @@ Prints one JSON line: wall times, the work done inside the relaxations (sum of p
 times), and speed-ups against the serial mean.
 
     python benchmarks/bench_is2rs_scaling.py --model RUN/nequip_run/last.ckpt \\
-        --estimator RUN/estimator --systems RUN/benchmark --limit 25 --out /tmp/is2rs_scaling
+        --estimator RUN/estimator --systems RUN/benchmark --limit 25 --out OUT
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _record import record
 
 SPLITS = ("val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
 MODES = ("serial", "dask", "daskprof", "pair")
@@ -114,6 +116,7 @@ def main(argv=None) -> int:
             if (w := mean(m)) is not None:
                 line[f"speedup_{m}"] = round(s / w, 2)
     print(json.dumps({**line, **out}))
+    record(__file__, {**line, **out})
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
+from _record import record
 from lightning.pytorch.callbacks import Callback
 
 from ltau_md.integrations.nequip import LTAUErrorLogger, toy
@@ -108,6 +109,7 @@ def main() -> None:
         "overhead_ratio": {c: round(best[c]["epoch_s"] / base, 3) for c in configs[1:]},
     }
     print(json.dumps(result))
+    record(__file__, result)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import record
 
 
 def train_model(out: Path, features: int, lmax: int, layers: int) -> Path:
@@ -192,6 +193,7 @@ def main() -> None:
     res["ltau_over_ensemble4"] = res["ltau_step_ms"] / res["ensemble4_step_ms"]
     res["target_uq_le_5pct_met"] = res["uq_over_forward_warm"] <= 0.05
     print(json.dumps(res), flush=True)
+    record(__file__, res, name=f"bench_step_{args.system}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The IS2RS figures the benchmark is judged by, per seed and pooled over seeds, from finished
 ``bench_is2rs.py`` runs (their ``campaign_dask/results/*.json`` and ``bench_line.json``).
 
-    python benchmarks/is2rs_summary.py /tmp/is3/s0 /tmp/is3/s1
+    python benchmarks/is2rs_summary.py OUT/s0 OUT/s1
 
 Prints one JSON line: per seed and pooled (systems of all seeds, each relaxed by its seed's
 model): in-domain failure rates; per-split force MAE on the reference frames; for the pooled
@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from _record import record
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -116,6 +118,7 @@ def main(argv=None) -> int:
                             fig_dir / "pooled_energy.png")),
             str(save_figure(plot_uq_vs_rmsd(pooled, stats=stats), fig_dir / "pooled_rmsd.png"))]
     print(json.dumps(line))
+    record(__file__, {k: v for k, v in line.items() if k != "figures"})
     return 0
 
 

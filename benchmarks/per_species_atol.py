@@ -25,8 +25,8 @@ training atoms ``train_X``/``train_Z`` in the logs' atom order). Prints one JSON
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/per_species_atol.py --run /tmp/acac/run1/work \\
-        --feats /tmp/research/acac_feats.npz
+    OMP_NUM_THREADS=1 python benchmarks/per_species_atol.py --run OUT/work \\
+        --feats OUT/acac_feats.npz
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _record import record
 
 from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
 from ltau_md.core.errorlog import ErrorLog
@@ -65,7 +66,8 @@ def interval(values: list[float]) -> list[float]:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="dir with member*/ltau_log")
-    ap.add_argument("--feats", type=Path, default=Path("/tmp/research/acac_feats.npz"))
+    ap.add_argument("--feats", type=Path, required=True,
+                    help="npz of cached descriptors and forces (see above)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
                     *(f"auroc_{name}" for name in OOD_SETS))}
     res["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(res))
+    record(__file__, res)
     return res
 
 

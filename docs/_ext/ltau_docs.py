@@ -171,6 +171,79 @@ class ModulesDirective(SphinxDirective):
         return [table]
 
 
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def _flatten(prefix: str, value, out: list[tuple[str, str]], keys: set[str] | None) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out, keys)
+        return
+    if keys is not None and not any(prefix == k or prefix.startswith(k + ".") for k in keys):
+        return
+    if isinstance(value, list) and (len(value) > 6 or any(isinstance(v, (dict, list))
+                                                          for v in value)):
+        return  # long or nested series: in the JSON file, not the table
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, list):
+        text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
+    else:
+        text = str(value)
+    out.append((prefix, text))
+
+
+class BenchmarkDirective(SphinxDirective):
+    """One benchmark record of ``benchmarks/results/NAME.json``: its provenance (command,
+    commit, date, machine load) and a table of its figures (``:keys:`` limits them)."""
+
+    required_arguments = 1
+    option_spec = {"keys": lambda text: [k.strip() for k in text.split(",") if k.strip()]}
+
+    def run(self) -> list[nodes.Node]:
+        import json
+
+        name = self.arguments[0]
+        path = RESULTS / f"{name}.json"
+        self.env.note_dependency(str(path))
+        if not path.is_file():
+            raise self.error(f"no benchmark record {path.name} under benchmarks/results/")
+        doc = json.loads(path.read_text())
+        load = doc.get("load_average") or {}
+        fmt = "/".join
+        prov = nodes.paragraph()
+        prov += nodes.Text(f"Record {path.name}: measured {doc.get('date_utc')} at commit ")
+        prov += nodes.literal(text=str(doc.get("commit")))
+        if doc.get("uncommitted_changes"):
+            prov += nodes.Text(" (with uncommitted changes)")
+        prov += nodes.Text(
+            f" on {doc.get('machine', {}).get('cpus')} CPUs, load average (1/5/15 min) "
+            f"{fmt(f'{x:.2f}' for x in load.get('start', []))} at the start and "
+            f"{fmt(f'{x:.2f}' for x in load.get('end', []))} at the end; command ")
+        prov += nodes.literal(text=str(doc.get("command")))
+        prov += nodes.Text(".")
+        keys = set(self.options["keys"]) if "keys" in self.options else None
+        rows: list[tuple[str, str]] = []
+        _flatten("", doc.get("result"), rows, keys)
+        table = nodes.table()
+        group = nodes.tgroup(cols=2)
+        table += group
+        for width in (3, 2):
+            group += nodes.colspec(colwidth=width)
+        body = nodes.tbody()
+        for key, text in rows:
+            r = nodes.row()
+            for cell in (nodes.literal(text=key), nodes.Text(text)):
+                e = nodes.entry()
+                para = nodes.paragraph()
+                para += cell
+                e += para
+                r += e
+            body += r
+        group += body
+        return [prov, table]
+
+
 _SPAN = re.compile(r"(``.+?``|`[^`]+`)")
 _TRAILING_UNDERSCORE = re.compile(r"(?<=\w)_(?!\w)")
 
@@ -233,4 +306,5 @@ def setup(app):
     app.add_directive("ltau-cli", CLIDirective)
     app.add_directive("ltau-layers", LayersDirective)
     app.add_directive("ltau-modules", ModulesDirective)
+    app.add_directive("ltau-benchmark", BenchmarkDirective)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

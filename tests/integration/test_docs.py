@@ -55,3 +55,34 @@ def test_docs_name_only_files_that_exist():
     missing = [(page, rel) for page, rel in named
                if not ((ROOT / rel).exists() or (ROOT / "ltau_md" / rel).exists())]
     assert not missing, f"pages name missing files: {missing}"
+
+
+SCRATCH = re.compile(r"(?<![\w.])/(?:tmp|work|check|home|root|scratch)/")
+PROVENANCE = {"script", "command", "commit", "uncommitted_changes", "date_utc", "machine",
+              "load_average", "result"}
+
+
+def test_no_scratch_paths_in_docs_readme_benchmarks():
+    """Docs, README, examples and benchmark scripts and records use placeholders (OUT/), never
+    a development machine's absolute paths."""
+    files = [README, *(ROOT / "docs").rglob("*.md"), *(ROOT / "benchmarks").rglob("*.py"),
+             *(ROOT / "benchmarks" / "results").glob("*.json"), *(ROOT / "examples").glob("*")]
+    hits = [(f.relative_to(ROOT), m.group(0)) for f in files if f.is_file()
+            for m in SCRATCH.finditer(f.read_text())]
+    assert SCRATCH.search("--out /tmp/acac") and not SCRATCH.search("--out OUT/acac")
+    assert not hits, f"absolute scratch paths: {hits}"
+
+
+def test_benchmark_records_carry_provenance():
+    """Every record under benchmarks/results/ says how, where and when it was measured."""
+    import json
+
+    records = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert records, "benchmarks/results/ holds the recorded figures"
+    for path in records:
+        doc = json.loads(path.read_text())
+        assert PROVENANCE <= set(doc), f"{path.name} lacks {sorted(PROVENANCE - set(doc))}"
+        assert doc["command"].startswith("python benchmarks/"), path.name
+        assert re.fullmatch(r"[0-9a-f]{7,40}", doc["commit"] or ""), path.name
+        assert len(doc["load_average"]["start"]) == 3 == len(doc["load_average"]["end"])
+        assert doc["machine"]["cpus"] >= 1

@@ -1,0 +1,127 @@
+"""Benchmark provenance: every script records its figures as ``benchmarks/results/<script>.json``.
+
+A record holds the command line, the commit (and whether the tree had uncommitted changes),
+the machine (CPUs, platform, library versions), the 1/5/15-minute load averages when the
+script started (imported this module) and when it recorded, the UTC date and the result. The docs'
+benchmark pages render these files (``ltau-benchmark`` directive); nothing else holds
+benchmark figures.
+
+``LTAU_BENCH_RESULTS`` names another results folder (e.g. for a trial run); the empty string
+turns recording off.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RESULTS_DIR", "record"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+_LOAD_START = os.getloadavg()
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("ltau-md", "torch", "faiss-cpu", "nequip", "ase", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _command() -> str:
+    argv = list(sys.argv)
+    try:
+        argv[0] = str(Path(argv[0]).resolve().relative_to(_ROOT))
+    except ValueError:
+        pass
+    return shlex.join(["python", *argv])
+
+
+def record(script: str, result: Any, *, name: str | None = None) -> Path | None:
+    """Write ``result`` (JSON-able) with its provenance to ``RESULTS_DIR/<name>.json``.
+
+    Parameters
+    ----------
+    script
+        The benchmark script (``__file__``); its stem names the record unless ``name`` does.
+    result
+        The figures the script measured (the JSON it prints).
+    name
+        Record name, for scripts that keep several records (e.g. ``"acac_quick"``).
+
+    Returns
+    -------
+    Path or None
+        The record written (atomically: a reader sees the old record or the new one), or None
+        when recording is off.
+    """
+    folder = os.environ.get("LTAU_BENCH_RESULTS")
+    if folder == "":
+        return None
+    out_dir = Path(folder) if folder else RESULTS_DIR
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    doc = {
+        "script": Path(script).name,
+        "command": _command(),
+        "commit": _git("rev-parse", "--short=12", "HEAD"),
+        "uncommitted_changes": bool(status) if status is not None else None,
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "versions": _versions()},
+        "load_average": {"start": list(_LOAD_START), "end": list(os.getloadavg())},
+        "result": _finite(result),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name or Path(script).stem}.json"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2, sort_keys=False, allow_nan=False, default=str)
+            fh.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _finite(x: Any) -> Any:
+    """``x`` with NaN and inf as None (strict JSON), tuples as lists, numpy scalars as numbers."""
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
+        return _finite(x.tolist())
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return None
+    return x
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
