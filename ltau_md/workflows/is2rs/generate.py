@@ -28,7 +28,6 @@ Output layout (written to a temporary directory and renamed into place)::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import json
 from collections.abc import Callable
@@ -38,17 +37,29 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.build import fcc100, fcc110, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
-from ase.geometry import get_distances
 from ase.io import write
 
 from ltau_md.core._io import atomic_dir, sha256_file
 from ltau_md.core._param_validation import Interval, Satisfies, validate_params
 from ltau_md.core.exceptions import DataError
+from ltau_md.workflows.is2rs._geometry import (
+    FACETS,
+    Catalyst,
+    adsorbate_fragments,
+    axis_rotation,
+    build_slab,
+    desorbed,
+    emt_lattice_constant,
+    fan,
+    place_adsorbate,
+)
+from ltau_md.workflows.simulate import DEFAULT_FMAX
 
+# the public module of the generator: the geometry helpers (slabs, adsorbate placement,
+# rotations) are defined in ._geometry and imported from here
 __all__ = [
     "ADSORBATES",
     "FACETS",
@@ -74,21 +85,8 @@ dissociates in the reference relaxation are resampled (``reject_dissociated``)."
 
 SPLITS: tuple[str, ...] = ("train", "val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
 METALS: tuple[str, ...] = ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Al")
-FACETS: dict[str, Callable[..., Atoms]] = {"fcc111": fcc111, "fcc100": fcc100, "fcc110": fcc110}
 
 _T = 109.47 * np.pi / 180.0  # tetrahedral angle
-
-
-def _fan(n: int, bond: float, polar: float, z0: float = 0.0) -> list[tuple[float, float, float]]:
-    """``n`` atoms ``bond`` A from (0, 0, z0), ``polar`` rad from +z, evenly in azimuth."""
-    return [
-        (
-            bond * np.sin(polar) * np.cos(2 * np.pi * j / n),
-            bond * np.sin(polar) * np.sin(2 * np.pi * j / n),
-            z0 + bond * np.cos(polar),
-        )
-        for j in range(n)
-    ]
 
 
 # Adsorbate geometries (A): the binding atom first, at the origin; the fragment points to +z.
@@ -101,9 +99,9 @@ ADSORBATES: dict[str, tuple[str, list[tuple[float, float, float]]]] = {
     "CO": ("CO", [(0, 0, 0), (0, 0, 1.15)]),
     "NH": ("NH", [(0, 0, 0), (0, 0, 1.02)]),
     "CH": ("CH", [(0, 0, 0), (0, 0, 1.09)]),
-    "CH2": ("CH2", [(0, 0, 0), *_fan(2, 1.09, 0.96)]),
-    "CH3": ("CH3", [(0, 0, 0), *_fan(3, 1.09, np.pi - _T)]),
-    "NH2": ("NH2", [(0, 0, 0), *_fan(2, 1.01, 0.92)]),
+    "CH2": ("CH2", [(0, 0, 0), *fan(2, 1.09, 0.96)]),
+    "CH3": ("CH3", [(0, 0, 0), *fan(3, 1.09, np.pi - _T)]),
+    "NH2": ("NH2", [(0, 0, 0), *fan(2, 1.01, 0.92)]),
     "NO": ("NO", [(0, 0, 0), (0, 0, 1.17)]),
     "N2": ("N2", [(0, 0, 0), (0, 0, 1.10)]),
     "CN": ("CN", [(0, 0, 0), (0, 0, 1.17)]),
@@ -142,7 +140,7 @@ class GeneratorConfig:
     lateral_jitter: float = 0.35
     max_tilt_deg: float = 20.0
     min_clearance: float = 1.1
-    fmax: float = 0.05
+    fmax: float = DEFAULT_FMAX
     ref_steps: int = 500
     desorption_distance: float = 3.0
     """Reject a system whose adsorbate ends farther than this from every slab atom."""
@@ -237,123 +235,19 @@ class GeneratorConfig:
         return tuple(p for p in pairs if p not in self.ood_pairs)  # type: ignore[misc]
 
 
-@functools.cache
-def emt_lattice_constant(symbol: str) -> float:
-    """fcc lattice constant (A) minimising ASE's EMT energy of ``symbol``."""
-    from ase.build import bulk
-    from scipy.optimize import minimize_scalar
-
-    def energy(a: float) -> float:
-        at = bulk(symbol, "fcc", a=a)
-        at.calc = EMT()
-        return float(at.get_potential_energy())
-
-    res = minimize_scalar(energy, bounds=(3.0, 4.8), method="bounded", options={"xatol": 1e-5})
-    return float(res.x)
-
-
-@dataclass
-class _Catalyst:
-    elements: tuple[str, ...]
-    fraction: float  # fraction of elements[0]
-    facet: str
-
-    @property
-    def name(self) -> str:
-        if len(self.elements) == 1:
-            return self.elements[0]
-        return f"{self.elements[0]}{self.fraction:.2f}{self.elements[1]}{1 - self.fraction:.2f}"
-
-
-def _sample_catalyst(rng: np.random.Generator, ood: bool, cfg: GeneratorConfig) -> _Catalyst:
+def _sample_catalyst(rng: np.random.Generator, ood: bool, cfg: GeneratorConfig) -> Catalyst:
     facets = (cfg.ood_facets or cfg.facets) if ood else cfg.id_facets
     facet = str(rng.choice(list(facets)))
     if ood:
         if not cfg.ood_pairs:
             raise DataError("OOD catalyst splits need GeneratorConfig.ood_pairs (none given)")
         pair = cfg.ood_pairs[rng.integers(len(cfg.ood_pairs))]
-        return _Catalyst(tuple(pair), float(rng.uniform(0.25, 0.75)), facet)
+        return Catalyst(tuple(pair), float(rng.uniform(0.25, 0.75)), facet)
     id_pairs = cfg.id_pairs
     if id_pairs and rng.random() < cfg.alloy_fraction:
         pair = id_pairs[rng.integers(len(id_pairs))]
-        return _Catalyst(tuple(pair), float(rng.uniform(0.25, 0.75)), facet)
-    return _Catalyst((str(rng.choice(list(cfg.metals))),), 1.0, facet)
-
-
-def _build_slab(cat: _Catalyst, rng: np.random.Generator, cfg: GeneratorConfig) -> Atoms:
-    """Slab with OC20 tags (0 fixed, 1 free surface) and FixAtoms on the fixed layers."""
-    if cat.facet not in FACETS:
-        raise DataError(f"unknown facet {cat.facet!r}; known: {sorted(FACETS)}")
-    n_layers = cfg.layers[cat.facet]
-    n_free = cfg.free_layers[cat.facet]
-    if not 0 < n_free < n_layers:
-        raise DataError(f"free_layers[{cat.facet}]={n_free} must be in 1..{n_layers - 1}")
-    if len(cat.elements) == 1:
-        a = emt_lattice_constant(cat.elements[0])
-    else:
-        x = cat.fraction
-        a = x * emt_lattice_constant(cat.elements[0]) + (1 - x) * emt_lattice_constant(
-            cat.elements[1]
-        )
-    slab = FACETS[cat.facet](
-        cat.elements[0], size=(*cfg.size, n_layers), a=a, vacuum=cfg.vacuum
-    )
-    if len(cat.elements) == 2:
-        n = len(slab)
-        n_a = int(np.clip(round(cat.fraction * n), 1, n - 1))
-        symbols = np.array([cat.elements[1]] * n, dtype=object)
-        symbols[rng.permutation(n)[:n_a]] = cat.elements[0]
-        slab.set_chemical_symbols(list(symbols))
-        cat.fraction = n_a / n
-    layer = slab.get_tags()  # ase.build: 1 = top layer ... n_layers = bottom
-    tags = np.where(layer <= n_free, 1, 0)
-    slab.set_tags(tags)
-    slab.set_constraint(FixAtoms(mask=tags == 0))
-    return slab
-
-
-def axis_rotation(u: np.ndarray, sin: float, cos: float) -> np.ndarray:
-    """Rotation matrix about the unit vector ``u`` by the angle with this sine and cosine
-    (Rodrigues' formula)."""
-    k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
-    return np.eye(3) + sin * k + (1 - cos) * k @ k
-
-
-def _rotation(rng: np.random.Generator, max_tilt: float) -> np.ndarray:
-    """Random rotation about z followed by a tilt of at most ``max_tilt`` rad."""
-    phi = rng.uniform(0, 2 * np.pi)
-    rz = np.array([[np.cos(phi), -np.sin(phi), 0], [np.sin(phi), np.cos(phi), 0], [0, 0, 1]])
-    tilt = rng.uniform(0, max_tilt)
-    ax = rng.uniform(0, 2 * np.pi)
-    u = np.array([np.cos(ax), np.sin(ax), 0.0])
-    return axis_rotation(u, np.sin(tilt), np.cos(tilt)) @ rz
-
-
-def _place_adsorbate(
-    slab: Atoms, name: str, rng: np.random.Generator, cfg: GeneratorConfig
-) -> tuple[Atoms, str]:
-    symbols, geom = cfg.adsorbate_table[name]
-    info = slab.info["adsorbate_info"]
-    site = str(rng.choice(sorted(info["sites"])))
-    spos = np.asarray(info["sites"][site], float) + rng.integers(0, cfg.size)
-    xy = spos @ np.asarray(info["cell"]) + rng.normal(0.0, cfg.lateral_jitter, 2)
-    top = slab.positions[slab.get_tags() == 1, 2].max()
-    height = rng.uniform(*cfg.height_range)
-    rot = _rotation(rng, np.deg2rad(cfg.max_tilt_deg))
-    local = np.asarray(geom, float) @ rot.T
-    ads = Atoms(symbols, positions=local)
-    for _ in range(20):
-        ads.positions = local + np.array([xy[0], xy[1], top + height])
-        _, d = get_distances(ads.positions, slab.positions, cell=slab.cell, pbc=slab.pbc)
-        if d.min() >= cfg.min_clearance:
-            break
-        height += 0.2
-    system = slab.copy()
-    system.info.pop("adsorbate_info", None)
-    ads.set_tags(2)
-    system += ads
-    system.set_constraint(FixAtoms(mask=system.get_tags() == 0))
-    return system, site
+        return Catalyst(tuple(pair), float(rng.uniform(0.25, 0.75)), facet)
+    return Catalyst((str(rng.choice(list(cfg.metals))),), 1.0, facet)
 
 
 class _Abort(Exception):
@@ -389,29 +283,6 @@ def _relax_reference(atoms: Atoms, cfg: GeneratorConfig,
     return converged, int(opt.nsteps), traj
 
 
-def _desorbed(atoms: Atoms, cfg: GeneratorConfig) -> bool:
-    tags = atoms.get_tags()
-    _, d = get_distances(
-        atoms.positions[tags == 2], atoms.positions[tags < 2], cell=atoms.cell, pbc=atoms.pbc
-    )
-    return bool((d.min(axis=1) > cfg.desorption_distance).any())
-
-
-def adsorbate_fragments(atoms: Atoms, bond_scale: float = 1.25) -> int:
-    """Number of connected fragments of the adsorbate (tag-2 atoms), two atoms bonded when
-    closer than ``bond_scale`` x the sum of their covalent radii (A)."""
-    from ase.data import covalent_radii
-    from scipy.sparse.csgraph import connected_components
-
-    ads = atoms[atoms.get_tags() == 2]
-    if len(ads) <= 1:
-        return len(ads)
-    r = covalent_radii[ads.numbers]
-    d = ads.get_all_distances(mic=True)
-    n, _ = connected_components(d < bond_scale * (r[:, None] + r[None, :]), directed=False)
-    return int(n)
-
-
 def generate_system(
     seed: int, split: str, index: int, cfg: GeneratorConfig | None = None
 ) -> tuple[Atoms, Atoms, list[Atoms]]:
@@ -432,8 +303,8 @@ def generate_system(
     for attempt in range(cfg.max_attempts):
         cat = _sample_catalyst(rng, ood_cat, cfg)
         ads_name = str(rng.choice(list(ads_pool)))
-        slab = _build_slab(cat, rng, cfg)
-        initial, site = _place_adsorbate(slab, ads_name, rng, cfg)
+        slab = build_slab(cat, rng, cfg)
+        initial, site = place_adsorbate(slab, ads_name, rng, cfg)
         work = initial.copy()
         n_fragments = adsorbate_fragments(initial, cfg.bond_scale)
 
@@ -442,7 +313,7 @@ def generate_system(
 
         converged, n_steps, traj = _relax_reference(
             work, cfg, dissociated if cfg.reject_dissociated else None)
-        if not converged or _desorbed(work, cfg):
+        if not converged or desorbed(work, cfg):
             continue
         if cfg.reject_dissociated and dissociated(work):
             continue
