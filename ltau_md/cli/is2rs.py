@@ -10,6 +10,8 @@ from ltau_md.cli._common import (
     add_model_args,
     add_progress_arg,
     calculator_factory,
+    given,
+    library_default,
     non_negative_int,
     positive_float,
     positive_int,
@@ -26,6 +28,7 @@ NAME = "is2rs"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ltau_md.workflows.is2rs.runner import RelaxSettings
     from ltau_md.workflows.simulate import OPTIMIZERS
 
     p = sub.add_parser(
@@ -50,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=non_negative_int, default=2,
                    help="LocalCluster worker processes when no --scheduler (0 = serial; "
                    "default 2)")
-    p.add_argument("--fmax", type=positive_float, default=0.05,
-                   help="force threshold, eV/A, > 0 (default 0.05)")
+    p.add_argument("--fmax", type=positive_float, default=None,
+                   help="force threshold, eV/A, > 0 (default "
+                   f"{library_default(RelaxSettings, 'fmax')})")
     p.add_argument("--steps", type=positive_int, default=300,
                    help="maximum optimizer steps, >= 1 (default 300)")
     p.add_argument("--optimizer", default="BFGS", choices=OPTIMIZERS,
@@ -92,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_is2rs(
             args.systems, calculator_factory(args), out, splits=args.splits, limit=args.limit,
-            fmax=args.fmax, steps=args.steps, optimizer=args.optimizer, reference=args.reference,
+            steps=args.steps, optimizer=args.optimizer, reference=args.reference,
             n_workers=args.workers, scheduler=args.scheduler, resume=not args.no_resume,
             rmsd_threshold=args.rmsd_threshold, progress=not args.no_progress,
-            batch_size=args.batch_size, worker_threads=args.worker_threads,
+            batch_size=args.batch_size, worker_threads=args.worker_threads, **given(args, "fmax"),
         )
     except CampaignIncompleteError as exc:
         _print_report(out)

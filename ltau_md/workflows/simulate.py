@@ -20,6 +20,7 @@ from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_a
 from ltau_md.core.observers import ACTIONS, Threshold, UQMonitor
 
 __all__ = [
+    "DEFAULT_FMAX",
     "MD_KIND",
     "OPTIMIZERS",
     "RELAX_KIND",
@@ -31,6 +32,9 @@ __all__ = [
     "write_summary",
 ]
 
+#: force convergence criterion of relaxations, eV/A (max |F| over the free atoms, as ASE's
+#: optimizers take ``fmax``): relax, IS2RS model and reference relaxations, the generator
+DEFAULT_FMAX = 0.05
 #: output-directory kinds (markers, :func:`~ltau_md.core._io.prepare_output_dir`) of
 #: :func:`relax_many` and :func:`run_md` outputs
 RELAX_KIND, MD_KIND = "relax", "md"
@@ -95,7 +99,7 @@ def relax_many(
     calc_factory: Callable[[], Calculator],
     out_dir: str | os.PathLike,
     *,
-    fmax: float = 0.05,
+    fmax: float = DEFAULT_FMAX,
     steps: int = 200,
     optimizer: str = "BFGS",
     policies: Callable[[], list[Threshold]] = list,

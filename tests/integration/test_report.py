@@ -21,7 +21,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from ltau_md.workflows.demo import _html, run_demo
+from ltau_md.workflows.demo import render_report, run_demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: a number as written in the report's tables: 1,234 / 0.51 / -0.2 / 1.2e-05
@@ -176,14 +176,15 @@ def test_auroc_below_chance_is_flagged(demo):
     out, r, _ = demo
     bad = json.loads(json.dumps(r))
     bad["is2rs"]["val_id"].update(auroc_max_uq=0.42, auroc_ci=[0.2, 0.7])
-    text = _html(bad)
+    text = render_report(bad)
     assert report_problems(text, out) == []
     cell = [c for t in parse(text).tables for row in t for c in row if c.startswith("0.42")]
     assert cell and "worse than chance" in cell[0]
     assert ("AUROC below 0.5 (worse than chance) for: in-domain (its 95 % interval includes "
             "0.5") in parse(text).all_text
     bad["is2rs"]["val_id"].update(auroc_ci=[0.2, 0.45])
-    assert "in-domain (its 95 % interval lies wholly below 0.5)" in parse(_html(bad)).all_text
+    page = parse(render_report(bad))
+    assert "in-domain (its 95 % interval lies wholly below 0.5)" in page.all_text
     # the checker itself catches an unflagged one, a raw key, a NaN and a machine time
     assert any("not flagged" in b for b in report_problems(
         text.replace("worse than chance", ""), out))
@@ -198,9 +199,9 @@ def test_auroc_below_chance_is_flagged(demo):
 
 
 def _hms_of(r):
-    from ltau_md.workflows.demo import _hms
+    from ltau_md.workflows.demo import human_duration
 
-    return _hms(r["timings"]["total_s"])
+    return human_duration(r["timings"]["total_s"])
 
 
 def test_progress_lines(demo):

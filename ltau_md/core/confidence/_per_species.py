@@ -14,14 +14,14 @@ from ltau_md.core.exceptions import DataError
 __all__: list[str] = []
 
 
-def _lookup(table: Mapping[int, float], species: np.ndarray) -> np.ndarray:
+def lookup_species(table: Mapping[int, float], species: np.ndarray) -> np.ndarray:
     """table[Z_i] for every atom (float64); every Z must be in the table."""
     zs = np.array(sorted(table), dtype=np.int64)
     vals = np.array([table[int(z)] for z in zs], dtype=np.float64)
     return vals[np.searchsorted(zs, species)]
 
 
-def _species_atol(option: str | Mapping[str, float], species: np.ndarray,
+def species_atol(option: str | Mapping[str, float], species: np.ndarray,
                   sources: list[tuple[ErrorLog, int]]) -> dict[int, float]:
     """{Z: atol_Z} (eV/A) for the elements of ``species``: given (checked to cover them) or,
     for :data:`PER_SPECIES`, each element's mean error of the last logged epoch averaged over
@@ -47,7 +47,7 @@ def _species_atol(option: str | Mapping[str, float], species: np.ndarray,
     return {int(z): given[int(z)] for z in present}
 
 
-def _reference_atol(table: Mapping[int, float], species: np.ndarray) -> float:
+def reference_atol(table: Mapping[int, float], species: np.ndarray) -> float:
     """Atom-weighted mean of atol_{Z_i} (eV/A): the reference tolerance of a per-species
     summary (for "per_species" it is the global final training force MAE)."""
     zs, counts = np.unique(species, return_counts=True)

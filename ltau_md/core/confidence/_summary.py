@@ -11,7 +11,7 @@ import numpy as np
 from ltau_md.core._param_validation import check_positive
 from ltau_md.core.confidence._atol import AtolOption, check_atol
 from ltau_md.core.confidence._binning import DEFAULT_BINS, bin_index, fraction_below, make_edges
-from ltau_md.core.confidence._per_species import _lookup, _reference_atol, _species_atol
+from ltau_md.core.confidence._per_species import lookup_species, reference_atol, species_atol
 from ltau_md.core.errorlog import ErrorLog, check_same_dataset
 from ltau_md.core.exceptions import ArtifactError, DataError, InvalidParameterError
 
@@ -97,8 +97,8 @@ class ErrorSummary:
                 raise DataError(f"epoch window {start}:{stop} is empty for member {m} of {lg.path}")
         per_species = None
         if isinstance(atol, (str, Mapping)):
-            per_species = _species_atol(check_atol(atol), ref.species, sources)
-            atol = _reference_atol(per_species, ref.species)
+            per_species = species_atol(check_atol(atol), ref.species, sources)
+            atol = reference_atol(per_species, ref.species)
         elif atol is None:
             atol = float(np.mean([
                 lg.read_epoch(lg.epochs(m)[-1], m).mean(dtype=np.float64) for lg, m in sources
@@ -118,7 +118,7 @@ class ErrorSummary:
             tol = atol + rtol * ref.ref_force_norm.astype(np.float64)
             groups = [(slice(None), edges)]
         else:  # each element's atoms binned relative to its own tolerance
-            tol = (_lookup(per_species, species)
+            tol = (lookup_species(per_species, species)
                    + rtol * ref.ref_force_norm.astype(np.float64))
             groups = [(np.flatnonzero(species == z), make_edges(a, n_bins))
                       for z, a in per_species.items()]
@@ -151,7 +151,7 @@ class ErrorSummary:
         species = self.species if rows is None else self.species[rows]
         if self.atol_per_species is None:
             return np.full(np.shape(species), self.atol, dtype=np.float64)
-        return _lookup(self.atol_per_species, species)
+        return lookup_species(self.atol_per_species, species)
 
     def edges_of(self, z: int) -> np.ndarray:
         """Histogram bin edges (B+1,) in eV/A of the atoms of element ``z``: ``edges`` with one

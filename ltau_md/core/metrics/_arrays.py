@@ -9,7 +9,7 @@ from ltau_md.core.exceptions import DataError
 __all__: list[str] = []
 
 
-def _as_1d(x: np.ndarray, name: str, n: int | None = None) -> np.ndarray:
+def as_1d(x: np.ndarray, name: str, n: int | None = None) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 1:
         raise DataError(f"{name} must be 1-D, got shape {a.shape}")

@@ -17,7 +17,7 @@ import numpy as np
 from ltau_md.core._io import to_json_safe
 from ltau_md.core._param_validation import check_positive
 from ltau_md.core.exceptions import DataError, InvalidParameterError
-from ltau_md.core.metrics._arrays import _as_1d
+from ltau_md.core.metrics._arrays import as_1d
 
 __all__ = [
     "BinnedErrorCalibration",
@@ -104,11 +104,11 @@ def binned_error_calibration(
     ``errors`` (n,) are observed error magnitudes (e.g. |F_ref - F_model|), or (n, 3)
     vectors whose norms are taken. A calibrated predictor has observed_b ~ rmv_b (ENCE ~ 0).
     """
-    p = _as_1d(predicted, "predicted")
+    p = as_1d(predicted, "predicted")
     err = np.asarray(errors, dtype=np.float64)
     if err.ndim == 2:
         err = np.linalg.norm(err, axis=1)
-    err = _as_1d(err, "errors", p.shape[0])
+    err = as_1d(err, "errors", p.shape[0])
     if statistic not in ("rmse", "mae"):
         raise InvalidParameterError(f"statistic must be 'rmse' or 'mae', got {statistic!r}")
     n_bins = int(n_bins)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ltau_md.core._validate import check_frame_offsets
 from ltau_md.core.exceptions import DataError, InvalidParameterError
-from ltau_md.core.metrics._arrays import _as_1d
+from ltau_md.core.metrics._arrays import as_1d
 from ltau_md.core.metrics._selection import selection_mask
 
 __all__ = ["FRAME_STATISTICS", "aggregate_by_frame", "frame_statistic", "frame_statistics"]
@@ -19,7 +19,7 @@ def aggregate_by_frame(values: np.ndarray, frame_offsets: np.ndarray,
                        how: Literal["max", "mean"] = "max") -> np.ndarray:
     """Per-structure aggregate of per-atom ``values`` (n_atoms,); ``frame_offsets`` (F+1,)
     start of each frame, last = n_atoms. Returns (F,)."""
-    v = _as_1d(values, "values")
+    v = as_1d(values, "values")
     off = check_frame_offsets(frame_offsets, v.size)
     if how == "max":
         return np.maximum.reduceat(v, off[:-1])
@@ -32,7 +32,7 @@ def aggregate_by_frame(values: np.ndarray, frame_offsets: np.ndarray,
 FRAME_STATISTICS = ("max", "mean", "q90", "q99")
 
 
-def _quantile_of(on: str) -> float | None:
+def quantile_of(on: str) -> float | None:
     """None for "max"/"mean"; q/100 for "qNN" (e.g. "q90" -> 0.9, "q99.5" -> 0.995)."""
     if on in ("max", "mean"):
         return None
@@ -69,7 +69,7 @@ def frame_statistic(values: np.ndarray, on: str = "max", select: Any = None, *,
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
         raise DataError(f"values must be 1-D (one per atom), got shape {v.shape}")
-    q = _quantile_of(on)
+    q = quantile_of(on)
     mask = selection_mask(select, v.size, tags)
     if mask is not None:
         v = v[mask]
@@ -90,7 +90,7 @@ def frame_statistics(values: np.ndarray, frame_offsets: np.ndarray, on: str = "m
     if v.ndim != 1:
         raise DataError(f"values must be 1-D (one per atom), got shape {v.shape}")
     off = check_frame_offsets(frame_offsets, v.size)
-    q = _quantile_of(on)
+    q = quantile_of(on)
     mask = np.ones(v.size, dtype=bool) if select is None else selection_mask(select, v.size)
     n_sel = np.add.reduceat(mask.astype(np.int64), off[:-1])
     has_nan = np.add.reduceat((np.isnan(v) & mask).astype(np.int64), off[:-1]) > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ltau_md.core.exceptions import DataError
-from ltau_md.core.metrics._arrays import _as_1d
+from ltau_md.core.metrics._arrays import as_1d
 
 __all__ = ["auroc", "spearman"]
 
@@ -14,8 +14,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation of two 1-D arrays (average ranks for ties).
 
     Returns NaN if either array is constant (the correlation is undefined)."""
-    x = _as_1d(x, "x")
-    y = _as_1d(y, "y", x.shape[0])
+    x = as_1d(x, "x")
+    y = as_1d(y, "y", x.shape[0])
     if x.shape[0] < 2:
         raise DataError("spearman needs at least 2 points")
     from scipy.stats import rankdata
@@ -35,7 +35,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     Computed as the Mann-Whitney U statistic: the probability that a random positive scores
     higher than a random negative, ties counting 1/2. 1.0 = perfect separation, 0.5 = chance.
     """
-    s = _as_1d(scores, "scores")
+    s = as_1d(scores, "scores")
     lab = np.asarray(labels)
     if lab.shape != s.shape:
         raise DataError(f"labels have shape {lab.shape}, scores {s.shape}")

@@ -4,7 +4,7 @@ and their inverse."""
 from __future__ import annotations
 
 from ltau_md.core.exceptions import InvalidParameterError
-from ltau_md.core.metrics._frame_statistics import _quantile_of
+from ltau_md.core.metrics._frame_statistics import quantile_of
 from ltau_md.core.metrics._selection import parse_selection
 
 __all__ = ["parse_stat_key", "stat_key"]
@@ -17,7 +17,7 @@ def stat_key(signal: str, on: str = "max", select: str | None = None) -> str:
     mask or index array names no reusable statistic). Inverse: :func:`parse_stat_key`."""
     if not isinstance(signal, str) or not signal or any(c in signal for c in ":@"):
         raise InvalidParameterError(f"signal must be a per-atom result name, got {signal!r}")
-    _quantile_of(on)
+    quantile_of(on)
     key = f"{signal}:{on}"
     if select is None:
         return key

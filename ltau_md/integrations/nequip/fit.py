@@ -90,7 +90,7 @@ def fit_from_runs(
     from ltau_md.core.estimator import FORMAT, LTAUEstimator
     from ltau_md.integrations.nequip.model import (
         NequIPFeatureModel,
-        _as_atoms_list,
+        as_atoms_list,
         descriptors_for_dataset,
     )
 
@@ -117,8 +117,8 @@ def fit_from_runs(
     model = NequIPFeatureModel.from_file(
         model_path, device=device,
         chemical_species_to_atom_type_map=chemical_species_to_atom_type_map)
-    train_frames = _as_atoms_list(data, model.type_names)
-    val_frames = None if validation is None else _as_atoms_list(validation, model.type_names)
+    train_frames = as_atoms_list(data, model.type_names)
+    val_frames = None if validation is None else as_atoms_list(validation, model.type_names)
     desc = descriptors_for_dataset(model, train_frames, batch_size=batch_size,
                                    progress=progress, fingerprint=fp)
     meta = {

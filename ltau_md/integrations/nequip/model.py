@@ -212,7 +212,7 @@ class NequIPFeatureModel:
                 f"r_max={self.r_max}, feature_dim={self.feature_dim}, device={self.device})")
 
 
-def _as_atoms_list(data: Any, type_names: Sequence[str] | None = None) -> list[Atoms]:
+def as_atoms_list(data: Any, type_names: Sequence[str] | None = None) -> list[Atoms]:
     if isinstance(data, (str, os.PathLike)) or (
             isinstance(data, Sequence) and all(isinstance(a, Atoms) for a in data)):
         return read_structures(data)
@@ -240,7 +240,7 @@ def descriptors_for_dataset(
     """
     from tqdm.auto import tqdm
 
-    atoms_list = _as_atoms_list(data, model.type_names)
+    atoms_list = as_atoms_list(data, model.type_names)
     if not atoms_list:
         raise DataError("no structures given")
     if fingerprint is not None:

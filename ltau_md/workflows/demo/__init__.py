@@ -12,29 +12,20 @@
 
 The package holds the pipeline (:mod:`._run`: :func:`run_demo` and its stages), the report
 renderer (:mod:`._report`: figures and ``report.html``) and the page skeleton
-``report_template.html``; every name is importable from here as before.
+``report_template.html``; the public names are importable from here.
 """
 
 from __future__ import annotations
 
-from ltau_md.workflows.demo._report import (  # noqa: F401 - the private ones for callers
+from ltau_md.workflows.demo._report import (
     RUN_NAMES,
     SPLIT_NAMES,
     SPLIT_WORDS,
     STATISTIC,
-    _auroc_cell,
-    _figures,
-    _hms,
-    _html,
-    _nan,
-    _num,
-    _rate_words,
-    _read_steps,
-    _stop_words,
-    _table,
-    _with_ci,
+    human_duration,
+    render_report,
 )
-from ltau_md.workflows.demo._run import (  # noqa: F401 - the private ones for callers
+from ltau_md.workflows.demo._run import (
     MD_FRICTION,
     MD_RESAMPLE,
     MD_STOP,
@@ -42,17 +33,6 @@ from ltau_md.workflows.demo._run import (  # noqa: F401 - the private ones for c
     STOP_RATE,
     TYPE_NAMES,
     VAL_FRAMES_PER_SYSTEM,
-    _alarm_policy,
-    _ci,
-    _count_frames,
-    _epochs_logged,
-    _md_brief,
-    _Progress,
-    _say,
-    _sizes,
-    _split_brief,
-    _system_words,
-    _train_ensemble,
     run_demo,
 )
 
@@ -60,12 +40,16 @@ __all__ = [
     "MD_FRICTION",
     "MD_RESAMPLE",
     "MD_STOP",
+    "RESAMPLE_RATE",
     "RUN_NAMES",
     "SPLIT_NAMES",
     "SPLIT_WORDS",
     "STATISTIC",
+    "STOP_RATE",
     "TYPE_NAMES",
     "VAL_FRAMES_PER_SYSTEM",
+    "human_duration",
+    "render_report",
     "run_demo",
 ]
 

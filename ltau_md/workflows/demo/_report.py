@@ -1,7 +1,7 @@
 """The demo's report: its figures (PNGs) and ``report.html``.
 
 The page skeleton and its style sheet are ``report_template.html`` next to this module, a
-:class:`string.Template` whose ``${name}`` placeholders :func:`_html` fills with the tables,
+:class:`string.Template` whose ``${name}`` placeholders :func:`render_report` fills with the tables,
 figures and numbers of the report dict that :func:`ltau_md.workflows.demo.run_demo` returns.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 STATISTIC = "novelty:max"
 
 
-def _hms(seconds: float | None) -> str:
+def human_duration(seconds: float | None) -> str:
     """Human duration: "42 s", "2 min 05 s", "1 h 02 min"."""
     if seconds is None or not np.isfinite(seconds):
         return "-"
@@ -57,7 +57,7 @@ def _nan(x: Any) -> float:
     return np.nan if x is None else float(x)
 
 
-def _figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
+def write_figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
     """The report's PNGs: cartography (2-D histogram), MD traces, IS2RS uncertainty vs RMSD."""
     from ltau_md.core.confidence import cartography_from
     from ltau_md.core.plots import (
@@ -171,7 +171,8 @@ def _stop_words(m: dict) -> str:
     return f"stopped at {when}: {html.escape(reason)}"
 
 
-def _html(r: dict) -> str:
+def render_report(r: dict) -> str:
+    """The text of ``report.html`` for a demo report ``r`` (the content of ``report.json``)."""
     e, tm, z = r["estimator"], r["timings"], r["sizes"]
     ms, mr = r["md_stop"], r["md_resample"]
     thr_rmsd = r.get("is2rs_rmsd_threshold", 0.5)
@@ -269,14 +270,14 @@ def _html(r: dict) -> str:
               ("md_s", "MD runs"), ("is2rs_s", "IS2RS campaign"), ("report_s", "report"),
               ("total_s", "total")]
     timing = _table(["step", "wall time"],
-                    [[w, _hms(tm.get(k))] for k, w in tnames if k in tm], "left")
+                    [[w, human_duration(tm.get(k))] for k, w in tnames if k in tm], "left")
     quick = (" <b>Quick mode</b> (--quick): tiny sizes for a smoke test; the numbers are not "
              "meaningful." if r.get("quick") else "")
     return _template().substitute(
         members=f"{e['members']}", features=f"{z['features']}", epochs=f"{z['epochs']}",
         n_train=f"{z['n_train']}", n_train_atoms=_num(e["n_train_atoms"]), k=f"{e['k']}",
         descriptor_dim=f"{e['descriptor_dim']}", atol=_num(e["atol_eV_per_A"], ".3g"),
-        total_time=_hms(tm["total_s"]), quick=quick, rmsd_threshold=f"{thr_rmsd:g}",
+        total_time=human_duration(tm["total_s"]), quick=quick, rmsd_threshold=f"{thr_rmsd:g}",
         relax_steps=f"{z['relax_steps']}", relax_table=relax,
         md_start=html.escape(str(ms["start"])), md_start_system=html.escape(ms["start_system"]),
         friction=f"{ms['friction_per_fs']:g}", timestep=f"{ms['timestep_fs']:g}",
@@ -293,7 +294,7 @@ def _template() -> string.Template:
     Returns
     -------
     string.Template
-        The template; :func:`_html` fills every ``${name}`` placeholder.
+        The template; :func:`render_report` fills every ``${name}`` placeholder.
     """
     text = (resources.files(__package__) / "report_template.html").read_text(encoding="utf-8")
     return string.Template(text)

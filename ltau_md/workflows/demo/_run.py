@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_atomic
-from ltau_md.workflows.demo._report import STATISTIC, _figures, _hms, _html
+from ltau_md.workflows.demo._report import STATISTIC, human_duration, render_report, write_figures
 
 TYPE_NAMES = ("H", "C", "O", "Cu", "Pt")
 
@@ -32,7 +32,7 @@ class _Progress:
 
     def __call__(self, msg: str) -> None:
         if self.on:
-            print(f"[ltau-md demo {_hms(self.elapsed()):>10}] {msg}", flush=True)
+            print(f"[ltau-md demo {human_duration(self.elapsed()):>10}] {msg}", flush=True)
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -92,15 +92,16 @@ def _train_ensemble(configs: list[Path], runs: list[Path], epochs: int, logs: Pa
                 if shown == 1:  # the first epoch includes nequip-train's start-up
                     t_first = el
                 # time left from the epochs after the first (all members run in parallel)
+                left = (el - t_first) / (shown - 1) * (epochs - shown) if shown > 1 else None
                 eta = "" if shown == epochs else (
-                    f", about {_hms((el - t_first) / (shown - 1) * (epochs - shown))} left"
-                    if shown > 1 else ", estimating the time left")
+                    f", about {human_duration(left)} left" if left is not None
+                    else ", estimating the time left")
                 say(f"    training: epoch {shown}/{epochs} done by all {len(runs)} members "
-                    f"({_hms(el)} in training{eta})")
+                    f"({human_duration(el)} in training{eta})")
             if finished:
                 break
             if time.perf_counter() - t0 > timeout:
-                raise RuntimeError(f"nequip-train did not finish within {_hms(timeout)}")
+                raise RuntimeError(f"nequip-train did not finish within {human_duration(timeout)}")
             time.sleep(poll)
         for m, (p, fh, log) in enumerate(procs):
             fh.flush()
@@ -169,7 +170,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
                        splits=("train", "val_id", "val_ood_ads", "val_ood_cat"),
                        progress=progress)
     timings["data_s"] = time.perf_counter() - t
-    say(f"    data ready ({_hms(timings['data_s'])})")
+    say(f"    data ready ({human_duration(timings['data_s'])})")
 
     # 2. train ------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -186,7 +187,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     _train_ensemble(configs, runs, z["epochs"], out / "logs", say)
     shutil.rmtree(out / "outputs", ignore_errors=True)
     timings["train_s"] = time.perf_counter() - t
-    say(f"    training done ({_hms(timings['train_s'])})")
+    say(f"    training done ({human_duration(timings['train_s'])})")
 
     # 3. fit --------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -200,7 +201,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     est = fit_from_runs(runs, model, est_dir, k=10, window=(z["epochs"] // 2, None),
                         validation=data / "val_id" / "frames.extxyz", progress=progress)
     timings["fit_s"] = time.perf_counter() - t
-    say(f"    estimator fitted ({_hms(timings['fit_s'])})")
+    say(f"    estimator fitted ({human_duration(timings['fit_s'])})")
     factory = functools.partial(load_calculator, model=str(model),
                                 estimator=str(est_dir))
 
@@ -210,7 +211,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     initial = read(data / "val_id" / "initial.extxyz", index=":")[: z["relax_n"]]
     for a in initial:
         a.info["label"] = str(a.info.get("sid", ""))
-    relax_rows = relax_many(initial, factory, out / "relax", fmax=0.05,
+    relax_rows = relax_many(initial, factory, out / "relax",
                             steps=z["relax_steps"], progress=progress)
     for a, row in zip(initial, relax_rows, strict=True):
         row["system"] = _system_words(a.info)
@@ -240,7 +241,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     t = time.perf_counter()
     say("4/5 (c) IS2RS campaign: does the uncertainty predict the relaxation RMSD?")
     is2rs = run_is2rs(data, factory, out / "is2rs",
-                      splits=["val_id", "val_ood_ads", "val_ood_cat"], fmax=0.05,
+                      splits=["val_id", "val_ood_ads", "val_ood_cat"],
                       steps=z["relax_steps"],
                       n_workers=z["workers"], progress=progress)
     timings["is2rs_s"] = time.perf_counter() - t
@@ -257,7 +258,7 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     for v in md.values():
         v.update(steps=z["md_steps"], friction_per_fs=MD_FRICTION, start=start.info["label"],
                  start_system=_system_words(start.info))
-    figures = _figures(out, est, md)
+    figures = write_figures(out, est, md)
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
     report = {
@@ -272,8 +273,8 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
         "figures": figures,
     }
     write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.html", _html(report))
-    say(f"done in {_hms(timings['total_s'])}. Open {out / 'report.html'} "
+    write_text_atomic(out / "report.html", render_report(report))
+    say(f"done in {human_duration(timings['total_s'])}. Open {out / 'report.html'} "
         f"(all files are under {out}).")
     return report
 
