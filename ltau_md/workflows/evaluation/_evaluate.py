@@ -1,37 +1,4 @@
-"""How good is the uncertainty? One call that scores LTAU and its baselines on labelled data.
-
-:func:`evaluate` takes the deployed model, its fitted estimator, one labelled in-domain set and
-any number of named out-of-domain sets (energies-only sets are fine: detection needs no
-labels), optionally extra ensemble members, and reports, for every signal of :data:`SIGNALS`:
-
-* **calibration** - the in-domain set is split by frame into a calibration and an evaluation
-  half (:func:`~ltau_md.core.calibration.split_frames`, seeded); s is fitted on the first
-  (:func:`~ltau_md.core.calibration.fit_scale`) and the miscalibration area reported on the second,
-  at s = 1 and at the fitted s;
-* **ranking** (evaluation half, per atom) - Spearman(signal, |dF|) and the AUROC of the signal
-  for high-error atoms (|dF| above the evaluation half's 90th percentile), each with a 95 %
-  bootstrap interval over frames and its worst element beside it;
-* **labelled out-of-domain sets** (all structures with reference forces) - the same ranking,
-  high-error meaning above the in-domain threshold, and the miscalibration area at the fitted s;
-* **detection** (per out-of-domain set) - AUROC of the frame statistic (max and mean over
-  atoms, :func:`~ltau_md.core.metrics.frame_statistics`) separating the set's frames from the
-  in-domain evaluation frames, with a stratified bootstrap interval over frames; mean and
-  worst over the sets;
-* **alarms** - the conformal threshold (:func:`~ltau_md.core.metrics.alarm_threshold`) at
-  ``alarm_rate`` fitted on the calibration frames, the rate at which held-out in-domain frames
-  exceed it (for this split, and mean / worst / 95th percentile over 200 random splits, since
-  one split of a few hundred frames is noisy) and the rate for every out-of-domain set;
-* **cost per step** - the deployed model's forward pass, the LTAU query, a full
-  :class:`~ltau_md.core.calculator.LTAUCalculator` step and the ensemble (medians of interleaved
-  timing rounds on the first in-domain structure, jittered every call).
-
-The caller's estimator is not changed: the calibration and alarm thresholds are fitted on a
-copy, reported under ``"calibration"`` and ``"alarms"``. With ``out`` the report is written
-as strict JSON (``evaluation.json``, no NaN: undefined values are null) with figures
-(calibration curves, ROC per out-of-domain set, error vs uncertainty) and the calibrated
-copy of the estimator (s and alarm statistics of the calibration half, ``estimator/``), into
-an output directory of kind "evaluate" (:func:`~ltau_md.core._io.prepare_output_dir`).
-"""
+"""evaluate(): one call that scores LTAU and its baselines on labelled data."""
 
 from __future__ import annotations
 
@@ -51,22 +18,28 @@ from ltau_md.core._io import (
     to_json_safe,
     write_text_atomic,
 )
-from ltau_md.core.baselines import element_error, force_std, latent_distance
 from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
 from ltau_md.core.estimator import InDomainStatistics
-from ltau_md.core.exceptions import DataError, InvalidParameterError, LTAUError
+from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.metrics import (
     alarm_threshold,
-    auroc,
-    auroc_rows,
     frame_statistics,
-    spearman,
-    spearman_rows,
     stat_key,
 )
-from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
-from ltau_md.core.structures import read_structures, reference_forces
+from ltau_md.core.model import DEFAULT_BATCH_SIZE
 from ltau_md.core.validation import check_is_fitted
+from ltau_md.workflows.evaluation._cost import cost_per_step
+from ltau_md.workflows.evaluation._data import (
+    SIGNALS,
+    set_data,
+    signal_values,
+)
+from ltau_md.workflows.evaluation._scores import (
+    HIGH_ERROR_QUANTILE,
+    alarm_split_rates,
+    detection_scores,
+    per_atom_scores,
+)
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -74,232 +47,17 @@ if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.model import FeatureModel
 
-__all__ = ["DEFAULT_ALARM", "FRAME_STATS", "OUTPUT_KIND", "SIGNALS", "evaluate"]
 
-#: the signals scored, by their per-atom result names: LTAU's uncertainty 1 - p (at the
-#: fitted s), predicted error (eV/A) and novelty; the latent distance (mean k-NN distance),
-#: the element baseline (training force MAE of the element, eV/A) and, with members, the
-#: ensemble force spread (eV/A). Higher = less trusted for all of them.
-SIGNALS = {
-    "uncertainty": "LTAU uncertainty 1 - p (fitted s)",
-    "predicted_error": "LTAU predicted error (eV/Å)",
-    "novelty": "LTAU novelty",
-    "latent_distance": "latent distance (mean k-NN)",
-    "element_error": "element training MAE (eV/Å)",
-    "force_std": "ensemble force std (eV/Å)",
-}
-#: frame statistics scored for detection and alarms
+__all__ = ["DEFAULT_ALARM", "FRAME_STATS", "OUTPUT_KIND", "evaluate"]
+
 FRAME_STATS = ("max", "mean")
 #: the default alarm signal: the novelty's maximum over the atoms of a structure
 DEFAULT_ALARM = ("novelty", "max")
 #: output-directory kind (marker) of ``evaluate`` outputs
 OUTPUT_KIND = "evaluate"
-#: atoms with |dF| above this quantile of the in-domain evaluation errors are "high-error"
-HIGH_ERROR_QUANTILE = 0.9
 #: random calibration/evaluation splits averaged for the in-domain alarm rate
 N_ALARM_SPLITS = 200
 
-
-# ---------------------------------------------------------------------------- model passes
-def _run(model: FeatureModel, frames: Sequence[Atoms], batch_size: int
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(energies (F,) eV, forces (n, 3) eV/A, features (n, D)) of all ``frames``."""
-    outs = evaluate_structures(model, frames, batch_size)
-    energy = np.array([float(o.energy) for o in outs])
-    forces = np.concatenate([np.asarray(o.forces, dtype=np.float64) for o in outs])
-    feats = np.concatenate([np.asarray(o.features, dtype=np.float32) for o in outs])
-    return energy, forces, feats
-
-
-def _set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
-              members: Sequence[FeatureModel], estimator: LTAUEstimator, batch_size: int,
-              labelled: bool | None) -> dict[str, Any]:
-    """Model passes and neighbours of one set; ``labelled``: True requires reference forces,
-    None uses them where every structure has them."""
-    frames = read_structures(frames)
-    off = structure_offsets(frames)
-    numbers = np.concatenate([a.numbers for a in frames])
-    try:
-        estimator.check_species(numbers)
-        energy, forces, feats = _run(model, frames, batch_size)
-        dist, idx = estimator.kneighbors(feats, numbers)
-    except LTAUError as exc:
-        raise type(exc)(f"set {name!r}: {exc}") from exc
-    d: dict[str, Any] = {"frames": frames, "offsets": off, "numbers": numbers,
-                         "energy": energy, "forces": forces, "dist": dist, "idx": idx}
-    if members:
-        d["member_forces"] = [forces] + [_run(m, frames, batch_size)[1] for m in members]
-    if labelled is None:
-        labelled = all(_has_forces(a) for a in frames)
-    if labelled:
-        ref = np.concatenate([reference_forces(a, i, f"the error of set {name!r}")
-                              for i, a in enumerate(frames)])
-        d["err"] = np.linalg.norm(ref - forces, axis=1)
-    return d
-
-
-def _has_forces(atoms: Atoms) -> bool:
-    res = getattr(getattr(atoms, "calc", None), "results", None) or {}
-    return "forces" in res or "forces" in atoms.arrays
-
-
-def _signals(d: dict[str, Any], estimator: LTAUEstimator, s: float) -> dict[str, np.ndarray]:
-    """Per-atom values of every signal on one set, LTAU read at scale ``s``."""
-    pred = estimator.predict_from_neighbors(d["dist"], d["idx"], s=s, species=d["numbers"])
-    out = {
-        "uncertainty": np.asarray(pred.uncertainty, dtype=np.float64),
-        "predicted_error": np.asarray(pred.predicted_error, dtype=np.float64),
-        "novelty": np.asarray(pred.novelty, dtype=np.float64),
-        "latent_distance": latent_distance(pred),
-        "element_error": element_error(estimator, d["numbers"]),
-    }
-    if "member_forces" in d:
-        out["force_std"] = force_std(d["member_forces"])
-    return out
-
-
-# ---------------------------------------------------------------------------- statistics
-def _ci(values: Sequence[float]) -> list[float | None]:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return [None, None]
-    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
-
-
-def _frame_atoms(off: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """Atom indices of ``frames`` (with repeats) given frame offsets."""
-    starts, lens = off[frames], off[frames + 1] - off[frames]
-    total = int(lens.sum())
-    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    return np.arange(total) + shift
-
-
-def _metric(value: float, boot: Sequence[float]) -> dict[str, Any]:
-    return {"value": value, "ci95": _ci(boot)}
-
-
-def _per_atom(sig: dict[str, np.ndarray], err: np.ndarray, numbers: np.ndarray,
-              off: np.ndarray, n_boot: int, rng: np.random.Generator, thr: float
-              ) -> dict[str, Any]:
-    """Spearman(signal, |dF|) and AUROC for high-error atoms (|dF| > ``thr`` eV/A) of the
-    atoms of frames ``off``, with frame-bootstrap intervals and per-element values."""
-    from ase.data import chemical_symbols
-
-    high = err > thr
-    res: dict[str, Any] = {}
-    for name, v in sig.items():
-        per_el = {}
-        for z in np.unique(numbers):
-            m = numbers == z
-            per_el[chemical_symbols[int(z)]] = (spearman(v[m], err[m]) if m.sum() > 2
-                                                else float("nan"))
-        finite_el = {k: x for k, x in per_el.items() if np.isfinite(x)}
-        worst = min(finite_el, key=finite_el.get) if finite_el else None
-        res[name] = {
-            "spearman": spearman(v, err),
-            "high_error_auroc": auroc(v, high) if 0 < high.sum() < high.size else float("nan"),
-            "spearman_per_element": per_el,
-            "spearman_worst_element": {"element": worst,
-                                       "value": finite_el.get(worst, float("nan"))},
-        }
-    boot: dict[str, dict[str, list[float]]] = {n: {"sp": [], "au": []} for n in sig}
-    n_frames = off.size - 1
-    for _ in range(n_boot):
-        atoms = _frame_atoms(off, rng.integers(0, n_frames, n_frames))
-        e = err[atoms][None, :]
-        lab = e > thr
-        for name, v in sig.items():
-            va = v[atoms][None, :]
-            boot[name]["sp"].append(float(spearman_rows(va, e)[0]))
-            boot[name]["au"].append(float(auroc_rows(va, lab)[0]))
-    for name in sig:
-        res[name]["spearman"] = _metric(res[name]["spearman"], boot[name]["sp"])
-        res[name]["high_error_auroc"] = _metric(res[name]["high_error_auroc"], boot[name]["au"])
-    return res
-
-
-def _detection(neg: np.ndarray, pos: np.ndarray, n_boot: int, rng: np.random.Generator
-               ) -> dict[str, Any]:
-    """AUROC of frame scores for OOD (``pos``) vs in-domain (``neg``) frames, stratified
-    frame bootstrap interval."""
-    sc = np.concatenate([pos, neg])
-    lab = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]
-    ok = np.isfinite(sc) | np.isposinf(sc)
-    value = auroc(np.nan_to_num(sc[ok], posinf=np.finfo(float).max), lab[ok])
-    boot = []
-    for _ in range(n_boot):
-        p = pos[rng.integers(0, pos.size, pos.size)]
-        n = neg[rng.integers(0, neg.size, neg.size)]
-        s = np.nan_to_num(np.concatenate([p, n]), posinf=np.finfo(float).max)
-        boot.append(float(auroc_rows(s[None, :], lab[None, :])[0]))
-    return _metric(value, boot)
-
-
-def _alarm_split_rates(stat: np.ndarray, fraction: float, alarm_rate: float, n_splits: int,
-                       seed: int) -> np.ndarray:
-    """In-domain alarm rate (frames of the evaluation part above the threshold fitted on the
-    calibration part) over ``n_splits`` random frame splits."""
-    rng = np.random.default_rng(seed)
-    n = stat.size
-    n_cal = int(np.clip(round(fraction * n), 1, n - 1))
-    rates = np.empty(n_splits)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for i in range(n_splits):
-            perm = rng.permutation(n)
-            thr = alarm_threshold(stat[perm[:n_cal]], alarm_rate)
-            rates[i] = float(np.mean(stat[perm[n_cal:]] > thr))
-    return rates
-
-
-# ---------------------------------------------------------------------------- cost
-def _cost_per_step(model: FeatureModel, members: Sequence[FeatureModel],
-                   estimator: LTAUEstimator, atoms: Atoms, rounds: int, calls: int
-                   ) -> dict[str, Any]:
-    """Seconds per MD step on ``atoms`` (positions jittered by 0.01 A every call), medians
-    over interleaved rounds so a load change on a shared machine affects all alike."""
-    from ltau_md.core.calculator import LTAUCalculator
-
-    rng = np.random.default_rng(0)
-    base = atoms.positions.copy()
-    a, b = atoms.copy(), atoms.copy()
-    a.calc = None
-    b.calc = LTAUCalculator(model, estimator)
-
-    def jitter(x: Atoms) -> None:
-        x.positions = base + rng.normal(scale=0.01, size=base.shape)
-
-    feats = np.asarray(model.evaluate(a).features)
-
-    def calc_step() -> None:
-        jitter(b)
-        b.get_forces()
-
-    fns = {"model_s": lambda: (jitter(a), model.evaluate(a)),
-           "ltau_query_s": lambda: estimator.predict(feats, species=a.numbers),
-           "ltau_calculator_step_s": calc_step}
-    if members:
-        fns["ensemble_step_s"] = lambda: (jitter(a), model.evaluate(a),
-                                          [m.evaluate(a) for m in members])
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times[k].append((time.perf_counter() - t0) / calls)
-    out: dict[str, Any] = {k: float(np.median(v)) for k, v in times.items()}
-    out.update(n_atoms=len(atoms), rounds=rounds, calls_per_round=calls,
-               ensemble_members=1 + len(members) if members else None)
-    if members:
-        ens = np.array(times["ensemble_step_s"])
-        for k in ("model_s", "ltau_query_s", "ltau_calculator_step_s"):
-            ratio = float(np.median(np.array(times[k]) / ens))
-            out[k.removesuffix("_s") + "_over_ensemble"] = ratio
-    return out
 
 
 # ---------------------------------------------------------------------------- evaluate
@@ -381,8 +139,8 @@ def evaluate(
     est.set_calibration(None)
 
     # -- model passes and one neighbour search per set --------------------------------------
-    ind = _set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
-    sets = {name: _set_data(name, frames, model, members, est, batch_size, labelled=None)
+    ind = set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
+    sets = {name: set_data(name, frames, model, members, est, batch_size, labelled=None)
             for name, frames in ood.items()}
     off = ind["offsets"]
     n_frames = off.size - 1
@@ -409,20 +167,20 @@ def evaluate(
     }
 
     # -- signals ------------------------------------------------------------------------------
-    sig_in = _signals(ind, est, fit.s)
-    sig_ood = {name: _signals(d, est, fit.s) for name, d in sets.items()}
+    sig_in = signal_values(ind, est, fit.s)
+    sig_ood = {name: signal_values(d, est, fit.s) for name, d in sets.items()}
     names = list(sig_in)
     rng = np.random.default_rng(seed)
     high_thr = float(np.quantile(err[evl], HIGH_ERROR_QUANTILE))
-    per_atom = _per_atom({k: v[evl] for k, v in sig_in.items()}, err[evl],
+    per_atom = per_atom_scores({k: v[evl] for k, v in sig_in.items()}, err[evl],
                          ind["numbers"][evl], off_evl, n_boot, rng, high_thr)
     # labelled out-of-domain sets: the same ranking (high error: above the in-domain
     # threshold) and the calibration at the fitted s
     per_atom_ood: dict[str, Any] = {}
     for name, d in sets.items():
         if "err" in d:
-            per_atom_ood[name] = _per_atom(sig_ood[name], d["err"], d["numbers"], d["offsets"],
-                                           n_boot, rng, high_thr)
+            per_atom_ood[name] = per_atom_scores(sig_ood[name], d["err"], d["numbers"],
+                                                 d["offsets"], n_boot, rng, high_thr)
             per_atom_ood[name]["miscalibration_area_fitted"] = evaluate_calibration(
                 est, None, d["err"], indices=d["idx"], s=fit.s).miscalibration_area
             per_atom_ood[name]["force_mae"] = float(d["err"].mean())
@@ -436,7 +194,7 @@ def evaluate(
     for name in sets:
         detection[name] = {"n_frames": int(sets[name]["offsets"].size - 1)}
         for key, v in stats_in.items():
-            detection[name][key] = _detection(v[evl_f], stats_ood[name][key], n_boot, rng)
+            detection[name][key] = detection_scores(v[evl_f], stats_ood[name][key], n_boot, rng)
     detection_summary = {}
     for key in stats_in:
         vals = {name: detection[name][key]["value"] for name in sets}
@@ -456,7 +214,7 @@ def evaluate(
         for key, v in stats_in.items():
             thr = (alarm_threshold(fitted[key]["values"], alarm_rate) if key in fitted
                    else float("nan"))
-            rates = _alarm_split_rates(v, fraction, alarm_rate, n_splits, seed + 1)
+            rates = alarm_split_rates(v, fraction, alarm_rate, n_splits, seed + 1)
             alarms[key] = {
                 "threshold": thr,
                 "n_calibration_frames": fitted.get(key, {}).get("n_frames", 0),
@@ -469,7 +227,7 @@ def evaluate(
             }
 
     # -- cost ---------------------------------------------------------------------------------
-    cost = (_cost_per_step(model, members, est, ind["frames"][0], *timing)
+    cost = (cost_per_step(model, members, est, ind["frames"][0], *timing)
             if timing is not None else None)
 
     default_key = stat_key(*DEFAULT_ALARM)

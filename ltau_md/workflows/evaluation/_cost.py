@@ -1,0 +1,68 @@
+"""Cost per step of the deployed model, the LTAU query, a calculator step and the ensemble."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.core.model import FeatureModel
+
+
+__all__ = ["cost_per_step"]
+
+# ---------------------------------------------------------------------------- cost
+def cost_per_step(model: FeatureModel, members: Sequence[FeatureModel],
+                   estimator: LTAUEstimator, atoms: Atoms, rounds: int, calls: int
+                   ) -> dict[str, Any]:
+    """Seconds per MD step on ``atoms`` (positions jittered by 0.01 A every call), medians
+    over interleaved rounds so a load change on a shared machine affects all alike."""
+    from ltau_md.core.calculator import LTAUCalculator
+
+    rng = np.random.default_rng(0)
+    base = atoms.positions.copy()
+    a, b = atoms.copy(), atoms.copy()
+    a.calc = None
+    b.calc = LTAUCalculator(model, estimator)
+
+    def jitter(x: Atoms) -> None:
+        x.positions = base + rng.normal(scale=0.01, size=base.shape)
+
+    feats = np.asarray(model.evaluate(a).features)
+
+    def calc_step() -> None:
+        jitter(b)
+        b.get_forces()
+
+    fns = {"model_s": lambda: (jitter(a), model.evaluate(a)),
+           "ltau_query_s": lambda: estimator.predict(feats, species=a.numbers),
+           "ltau_calculator_step_s": calc_step}
+    if members:
+        fns["ensemble_step_s"] = lambda: (jitter(a), model.evaluate(a),
+                                          [m.evaluate(a) for m in members])
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[k].append((time.perf_counter() - t0) / calls)
+    out: dict[str, Any] = {k: float(np.median(v)) for k, v in times.items()}
+    out.update(n_atoms=len(atoms), rounds=rounds, calls_per_round=calls,
+               ensemble_members=1 + len(members) if members else None)
+    if members:
+        ens = np.array(times["ensemble_step_s"])
+        for k in ("model_s", "ltau_query_s", "ltau_calculator_step_s"):
+            ratio = float(np.median(np.array(times[k]) / ens))
+            out[k.removesuffix("_s") + "_over_ensemble"] = ratio
+    return out
+
+
