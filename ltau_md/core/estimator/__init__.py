@@ -19,9 +19,10 @@ from ltau_md.core.estimator._artifact import (
     manifest_digest,
 )
 from ltau_md.core.estimator._calibration import Calibration
-from ltau_md.core.estimator._estimator import CONFIRM_MAX_ATOMS, LTAUEstimator, Prediction
+from ltau_md.core.estimator._estimator import CONFIRM_MAX_ATOMS, LTAUEstimator
 from ltau_md.core.estimator._index import AUTO_HNSW_MIN_ATOMS, INDEX_KINDS, check_descriptors
 from ltau_md.core.estimator._novelty import NOVELTY_KINDS, NoveltyReference
+from ltau_md.core.estimator._prediction import Prediction
 from ltau_md.core.estimator._state import FittedState
 from ltau_md.core.estimator._trajectory import TrajectoryNeighbors
 

@@ -23,7 +23,6 @@ import inspect
 import numbers
 import os
 import warnings
-from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +54,7 @@ from ltau_md.core.estimator._index import (
     set_threads,
 )
 from ltau_md.core.estimator._novelty import NOVELTY_KINDS, NoveltyReference
+from ltau_md.core.estimator._prediction import Prediction
 from ltau_md.core.estimator._state import FittedState
 from ltau_md.core.exceptions import (
     DataError,
@@ -65,7 +65,7 @@ from ltau_md.core.exceptions import (
 from ltau_md.core.model import check_species
 from ltau_md.core.validation import check_is_fitted
 
-__all__ = ["CONFIRM_MAX_ATOMS", "LTAUEstimator", "Prediction"]
+__all__ = ["CONFIRM_MAX_ATOMS", "LTAUEstimator"]
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
 #: at most this many atoms per call get the broad re-search (the most novel-looking first): a
@@ -82,26 +82,6 @@ def _is_window(w: Any) -> bool:
 
 def _int_from(low: int) -> list:
     return [Interval(Integral, low, None, closed="left")]
-
-
-@dataclass
-class Prediction:
-    """Per query atom: confidence p (at atol*s), its spread over members, uncertainty 1 - p,
-    predicted error (eV/A), the k nearest training atoms (distances in descriptor units),
-    ``novelty`` (latent distance to the training set relative to the in-domain scale: about 1
-    or less in domain, larger for atoms unlike the training atoms) and ``novelty_pvalue`` (the
-    fraction of training atoms of the same element whose own leave-one-out novelty is at
-    least as large: small = unusual); ``s`` is the scale the confidences were read at."""
-
-    confidence: np.ndarray
-    confidence_std: np.ndarray
-    uncertainty: np.ndarray
-    predicted_error: np.ndarray
-    distances: np.ndarray
-    indices: np.ndarray
-    novelty: np.ndarray
-    novelty_pvalue: np.ndarray
-    s: float | None = None
 
 
 class LTAUEstimator:

@@ -11,7 +11,8 @@ from ltau_md.core.estimator._index import check_descriptors
 from ltau_md.core.validation import check_is_fitted
 
 if TYPE_CHECKING:
-    from ltau_md.core.estimator._estimator import LTAUEstimator, Prediction
+    from ltau_md.core.estimator._estimator import LTAUEstimator
+    from ltau_md.core.estimator._prediction import Prediction
 
 __all__ = ["TrajectoryNeighbors"]
 
