@@ -36,9 +36,11 @@ an output directory of kind "evaluate" (:func:`~ltau_md.core._io.prepare_output_
 from ltau_md.workflows.evaluation._data import SIGNALS
 from ltau_md.workflows.evaluation._evaluate import (
     DEFAULT_ALARM,
+    EVALUATE_CONSTRAINTS,
     FRAME_STATS,
     OUTPUT_KIND,
     evaluate,
 )
 
-__all__ = ["DEFAULT_ALARM", "FRAME_STATS", "OUTPUT_KIND", "SIGNALS", "evaluate"]
+__all__ = ["DEFAULT_ALARM", "EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "SIGNALS",
+           "evaluate"]

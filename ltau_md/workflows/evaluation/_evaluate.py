@@ -8,6 +8,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from ltau_md.core._io import (
     to_json_safe,
     write_text_atomic,
 )
+from ltau_md.core._param_validation import Interval, validate_params
 from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
 from ltau_md.core.estimator import InDomainStatistics
 from ltau_md.core.exceptions import DataError, InvalidParameterError
@@ -48,8 +50,9 @@ if TYPE_CHECKING:
     from ltau_md.core.model import FeatureModel
 
 
-__all__ = ["DEFAULT_ALARM", "FRAME_STATS", "OUTPUT_KIND", "evaluate"]
+__all__ = ["DEFAULT_ALARM", "EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "evaluate"]
 
+#: frame statistics scored for detection and alarms
 FRAME_STATS = ("max", "mean")
 #: the default alarm signal: the novelty's maximum over the atoms of a structure
 DEFAULT_ALARM = ("novelty", "max")
@@ -57,7 +60,17 @@ DEFAULT_ALARM = ("novelty", "max")
 OUTPUT_KIND = "evaluate"
 #: random calibration/evaluation splits averaged for the in-domain alarm rate
 N_ALARM_SPLITS = 200
-
+#: declared constraints of :func:`evaluate`'s keyword arguments
+EVALUATE_CONSTRAINTS: dict[str, list] = {
+    "fraction": [Interval(Real, 0, 1, closed="neither")],
+    "seed": [Interval(Integral, 0, None, closed="left")],
+    "alarm_rate": [Interval(Real, 0, 1, closed="neither")],
+    "n_boot": [Interval(Integral, 0, None, closed="left")],
+    "n_splits": [Interval(Integral, 1, None, closed="left")],
+    "target_atol": [Interval(Real, 0, None, closed="neither"), None],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "overwrite": ["boolean"],
+}
 
 
 # ---------------------------------------------------------------------------- evaluate
@@ -119,12 +132,10 @@ def evaluate(
         JSON-safe report (see the module docstring); ``"summary"`` holds the headline figures.
     """
     t_start = time.perf_counter()
-    if not 0 < fraction < 1:
-        raise InvalidParameterError(f"fraction must be in (0, 1), got {fraction}")
-    if not 0 < alarm_rate < 1:
-        raise InvalidParameterError(f"alarm_rate must be in (0, 1), got {alarm_rate}")
-    if n_boot < 0 or n_splits < 1 or batch_size < 1:
-        raise InvalidParameterError("n_boot must be >= 0, n_splits and batch_size >= 1")
+    validate_params(EVALUATE_CONSTRAINTS, {
+        "fraction": fraction, "seed": seed, "alarm_rate": alarm_rate, "n_boot": n_boot,
+        "n_splits": n_splits, "target_atol": target_atol, "batch_size": batch_size,
+        "overwrite": overwrite}, owner="evaluate")
     ood = dict(ood)
     bad = [n for n in ood if not isinstance(n, str) or not n or "/" in n]
     if bad:

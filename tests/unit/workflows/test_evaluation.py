@@ -170,3 +170,22 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
         main(["evaluate", "--model", "m0", "--estimator", str(est_dir), "--in-domain",
               str(tmp_path / "in.xyz"), "--ood", "nameless", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("kw,param", [
+    ({"fraction": 1.0}, "fraction"), ({"fraction": 0}, "fraction"),
+    ({"alarm_rate": 0.0}, "alarm_rate"), ({"alarm_rate": float("nan")}, "alarm_rate"),
+    ({"n_boot": -1}, "n_boot"), ({"n_splits": 0}, "n_splits"), ({"batch_size": 0}, "batch_size"),
+    ({"target_atol": -0.1}, "target_atol"), ({"seed": 1.5}, "seed"),
+    ({"overwrite": "yes"}, "overwrite"),
+])
+def test_evaluate_checks_its_keyword_arguments_first(kw, param, tmp_path):
+    """Declared constraints (EVALUATE_CONSTRAINTS): one InvalidParameterError naming the
+    argument, before any model pass or output (``out`` is not created)."""
+    from ltau_md.core.exceptions import InvalidParameterError
+    from ltau_md.workflows.evaluation import EVALUATE_CONSTRAINTS
+
+    assert param in EVALUATE_CONSTRAINTS
+    with pytest.raises(InvalidParameterError, match=rf"^evaluate: {param} must"):
+        evaluate(None, None, [], {}, out=tmp_path / "never", **kw)
+    assert not (tmp_path / "never").exists()
