@@ -1,10 +1,10 @@
 """Benchmark provenance: every script records its figures as ``benchmarks/results/<script>.json``.
 
-A record holds the command line, the commit (and whether the tree had uncommitted changes),
-the machine (CPUs, platform, library versions), the 1/5/15-minute load averages when the
-script started (imported this module) and when it recorded, the UTC date and the result. The docs'
-benchmark pages render these files (``ltau-benchmark`` directive); nothing else holds
-benchmark figures.
+A record holds the command line (absolute paths outside the checkout written ``OUT/<name>``),
+the commit (and whether the tree had uncommitted changes), the machine (CPUs, platform,
+library versions), the 1/5/15-minute load averages when the script started (imported this
+module) and when it recorded, the UTC date and the result. The docs' benchmark pages render
+these files (``ltau-benchmark`` directive); nothing else holds benchmark figures.
 
 ``LTAU_BENCH_RESULTS`` names another results folder (e.g. for a trial run); the empty string
 turns recording off.
@@ -50,13 +50,21 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _portable(arg: str) -> str:
+    """``arg`` with a path of this checkout made relative to it and any other absolute path
+    (a scratch or output directory of the machine) written ``OUT/<name>``."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if value.startswith("/"):
+        path = Path(value).resolve()
+        try:
+            value = str(path.relative_to(_ROOT))
+        except ValueError:
+            value = f"OUT/{path.name}"
+    return f"{flag}{eq}{value}"
+
+
 def _command() -> str:
-    argv = list(sys.argv)
-    try:
-        argv[0] = str(Path(argv[0]).resolve().relative_to(_ROOT))
-    except ValueError:
-        pass
-    return shlex.join(["python", *argv])
+    return shlex.join(["python", *(_portable(a) for a in sys.argv)])
 
 
 def record(script: str, result: Any, *, name: str | None = None) -> Path | None:

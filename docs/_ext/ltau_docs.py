@@ -181,6 +181,12 @@ def _flatten(prefix: str, value, out: list[tuple[str, str]], keys: set[str] | No
         return
     if keys is not None and not any(prefix == k or prefix.startswith(k + ".") for k in keys):
         return
+    if (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)
+            and len(value[1]) == 2 and not isinstance(value[0], (list, dict))):
+        def num(v):  # (value, [low, high]): a figure with its 95 % interval
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
+        out.append((prefix, f"{num(value[0])} [{num(value[1][0])}, {num(value[1][1])}]"))
+        return
     if isinstance(value, list) and (len(value) > 6 or any(isinstance(v, (dict, list))
                                                           for v in value)):
         return  # long or nested series: in the JSON file, not the table
@@ -193,12 +199,57 @@ def _flatten(prefix: str, value, out: list[tuple[str, str]], keys: set[str] | No
     out.append((prefix, text))
 
 
+def _names(text: str) -> list[str]:
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
+def _dig(value, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> nodes.table:
+    table = nodes.table()
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for _ in header:
+        group += nodes.colspec(colwidth=1)
+
+    def row(cells: list[str], literal: bool = False) -> nodes.row:
+        r = nodes.row()
+        for c in cells:
+            e = nodes.entry()
+            para = nodes.paragraph()
+            para += nodes.literal(text=c) if literal else nodes.Text(c)
+            e += para
+            r += e
+        return r
+
+    head = nodes.thead()
+    head += row(header, literal=True)
+    group += head
+    body = nodes.tbody()
+    for cells in rows:
+        body += row(cells)
+    group += body
+    return table
+
+
 class BenchmarkDirective(SphinxDirective):
     """One benchmark record of ``benchmarks/results/NAME.json``: its provenance (command,
     commit, date, machine load) and a table of its figures (``:keys:`` limits them)."""
 
     required_arguments = 1
-    option_spec = {"keys": lambda text: [k.strip() for k in text.split(",") if k.strip()]}
+    option_spec = {"keys": _names, "table": str, "columns": _names}
 
     def run(self) -> list[nodes.Node]:
         import json
@@ -222,6 +273,14 @@ class BenchmarkDirective(SphinxDirective):
             f"{fmt(f'{x:.2f}' for x in load.get('end', []))} at the end; command ")
         prov += nodes.literal(text=str(doc.get("command")))
         prov += nodes.Text(".")
+        if "table" in self.options:  # a list of dicts (one per run size, ...) as a table
+            items = _dig(doc.get("result"), self.options["table"])
+            columns = self.options.get("columns") or []
+            if not isinstance(items, list) or not columns:
+                raise self.error(f"{path.name}: :table: must name a list and :columns: its "
+                                 "fields")
+            grid = [[_cell(_dig(item, c)) for c in columns] for item in items]
+            return [prov, _grid(columns, grid)]
         keys = set(self.options["keys"]) if "keys" in self.options else None
         rows: list[tuple[str, str]] = []
         _flatten("", doc.get("result"), rows, keys)
