@@ -11,6 +11,7 @@ from ltau_md.cli._common import (
     add_estimator_arg,
     add_model_arg,
     add_type_map_arg,
+    library_default,
     positive_float,
     positive_int,
 )
@@ -25,6 +26,9 @@ NAME = "calibrate"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ltau_md.core.calibration import fit_scale
+
+    s_lo, s_hi = library_default(fit_scale, "s_bounds")
     p = sub.add_parser(NAME, help="fit the tolerance scale s on labelled structures",
                        description="Fit the LTAU tolerance scale s (and per-group s) on a "
                        "calibration split of labelled structures, minimising the "
@@ -44,12 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-atol", type=positive_float, default=None,
                    help="tolerance (eV/A, > 0) the confidence refers to (default: estimator "
                    "atol)")
-    p.add_argument("--s-min", type=positive_float, default=0.02,
-                   help="lower end of the searched s range, > 0 (default 0.02)")
-    p.add_argument("--s-max", type=positive_float, default=50.0,
-                   help="upper end of the searched s range, > --s-min (default 50)")
-    p.add_argument("--n-bins", type=positive_int, default=20,
-                   help="calibration bins, >= 1 (default 20)")
+    p.add_argument("--s-min", type=positive_float, default=None,
+                   help=f"lower end of the searched s range, > 0 (default {s_lo:g})")
+    p.add_argument("--s-max", type=positive_float, default=None,
+                   help=f"upper end of the searched s range, > --s-min (default {s_hi:g})")
+    p.add_argument("--n-bins", type=positive_int, default=None,
+                   help=f"calibration bins, >= 1 (default {library_default(fit_scale, 'n_bins')})")
     p.add_argument("--plot-dir", default=None,
                    help="write calibration.png and scale_fit.png here (default: no plots)")
     add_device_arg(p)
@@ -59,29 +63,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fit s, save the estimator, print a JSON line (s, areas before/after, per-group s)."""
-    from ltau_md.core.calibration import calibrate_structures, evaluate_calibration
+    from ltau_md.core.calibration import calibrate_structures, evaluate_calibration, fit_scale
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.exceptions import InvalidParameterError
     from ltau_md.core.structures import read_structures
     from ltau_md.integrations.nequip import NequIPFeatureModel
 
-    if args.s_min >= args.s_max:
-        raise InvalidParameterError(f"--s-min {args.s_min:g} must be below --s-max "
-                                    f"{args.s_max:g}")
+    s_lo, s_hi = library_default(fit_scale, "s_bounds")
+    s_min = s_lo if args.s_min is None else args.s_min
+    s_max = s_hi if args.s_max is None else args.s_max
+    n_bins = library_default(fit_scale, "n_bins") if args.n_bins is None else args.n_bins
+    if s_min >= s_max:
+        raise InvalidParameterError(f"--s-min {s_min:g} must be below --s-max {s_max:g}")
     est = LTAUEstimator.load(args.estimator)
     model = NequIPFeatureModel.from_file(args.model, device=args.device,
                                          chemical_species_to_atom_type_map=args.type_map)
     frames = read_structures(args.data)
     fit, arrays = calibrate_structures(
         model, est, frames, group_key=args.group_key, target_atol=args.target_atol,
-        s_bounds=(args.s_min, args.s_max), n_bins=args.n_bins)
+        s_bounds=(s_min, s_max), n_bins=n_bins)
     out = Path(args.out or args.estimator)
     est.save(out)
     if args.plot_dir:
         from ltau_md.core.plots import plot_calibration, plot_scale_fit, save_figure
 
         plot_dir = Path(args.plot_dir)
-        kw = {"indices": arrays["indices"], "n_bins": args.n_bins}
+        kw = {"indices": arrays["indices"], "n_bins": n_bins}
         curves = {"s=1": evaluate_calibration(est, None, arrays["errors"], s=1.0, **kw),
                   "fitted": evaluate_calibration(est, None, arrays["errors"], **kw)}
         save_figure(plot_calibration(curves, target_label=f"{fit.target_atol:.3g} eV/Å",

@@ -11,6 +11,9 @@ from ltau_md.cli._common import (
     add_model_arg,
     add_out_args,
     add_type_map_arg,
+    given,
+    library_default,
+    non_negative_int,
     positive_int,
     unit_float,
 )
@@ -42,6 +45,11 @@ def _fraction(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ltau_md.workflows.evaluation import evaluate
+
+    def default(name: str) -> object:
+        return library_default(evaluate, name)
+
     p = sub.add_parser(
         NAME, help="score the uncertainty (LTAU and baselines) on held-out and OOD sets",
         description="Split the labelled in-domain set by frame into calibration and "
@@ -64,16 +72,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an out-of-domain set (energies-only is fine); repeatable "
                    "(default: none)")
     add_out_args(p, "report directory (evaluation.json, figures)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the calibration/evaluation split and bootstrap (default 0)")
-    p.add_argument("--fraction", type=_fraction, default=0.5,
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help="seed of the calibration/evaluation split and bootstrap, >= 0 "
+                   f"(default {default('seed')})")
+    p.add_argument("--fraction", type=_fraction, default=None,
                    help="fraction of in-domain frames used for calibration, in (0, 1) "
-                   "(default 0.5)")
-    p.add_argument("--alarm-rate", type=_fraction, default=0.01,
+                   f"(default {default('fraction')})")
+    p.add_argument("--alarm-rate", type=_fraction, default=None,
                    help="nominal in-domain alarm rate of the thresholds, in (0, 1) "
-                   "(default 0.01)")
-    p.add_argument("--n-boot", type=positive_int, default=1000,
-                   help="bootstrap resamples for the 95%% intervals (default 1000)")
+                   f"(default {default('alarm_rate')})")
+    p.add_argument("--n-boot", type=positive_int, default=None,
+                   help=f"bootstrap resamples for the 95%% intervals (default {default('n_boot')})")
     p.add_argument("--timing-rounds", type=int, default=5, metavar="N",
                    help="interleaved timing rounds of 10 steps each for the cost per step; "
                    "0 skips the timing (default 5)")
@@ -107,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     ood = {n: read_structures(p) for n, p in args.ood}
     model = load_model(args.model, args.device, args.type_map)
     members = [load_model(m, args.device, args.type_map) for m in args.members]
-    report = evaluate(model, est, in_domain, ood, members or None, fraction=args.fraction,
-                      seed=args.seed, alarm_rate=args.alarm_rate, n_boot=args.n_boot,
+    report = evaluate(model, est, in_domain, ood, members or None,
+                      **given(args, "fraction", "seed", "alarm_rate", "n_boot"),
                       timing=(args.timing_rounds, 10) if args.timing_rounds > 0 else None,
                       out=args.out, overwrite=args.overwrite)
     print(json.dumps({"out": str(args.out), **report["summary"]}, allow_nan=False))

@@ -9,6 +9,8 @@ from ltau_md.cli._common import (
     add_model_args,
     add_progress_arg,
     exit_code,
+    given,
+    library_default,
     load_inputs,
     non_negative_float,
     non_negative_int,
@@ -29,6 +31,11 @@ NAME = "md"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ltau_md.workflows.simulate import run_md
+
+    def default(name: str):
+        return library_default(run_md, name)
+
     p = sub.add_parser(NAME, help="Langevin MD with per-step uncertainty and thresholds",
                        description="Run NVT Langevin MD from START (first frame) with the "
                        "LTAU calculator; stop or resample when the max atom uncertainty "
@@ -38,13 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("start", help="structure file, any ASE-readable format (the first frame "
                    "is used)")
     add_model_args(p)
-    p.add_argument("--temperature", type=non_negative_float, default=300.0,
-                   help="K, >= 0 (default 300)")
-    p.add_argument("--timestep", type=positive_float, default=1.0, help="fs, > 0 (default 1)")
-    p.add_argument("--steps", type=positive_int, default=1000,
-                   help="MD steps, >= 1 (default 1000)")
-    p.add_argument("--friction", type=non_negative_float, default=0.01,
-                   help="Langevin friction, 1/fs, >= 0 (default 0.01)")
+    p.add_argument("--temperature", type=non_negative_float, default=None,
+                   help=f"K, >= 0 (default {default('temperature_K'):g})")
+    p.add_argument("--timestep", type=positive_float, default=None,
+                   help=f"fs, > 0 (default {default('timestep_fs'):g})")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help=f"MD steps, >= 1 (default {default('steps')})")
+    p.add_argument("--friction", type=non_negative_float, default=None,
+                   help=f"Langevin friction, 1/fs, >= 0 (default {default('friction'):g})")
     add_policy_args(p, NAME)
     p.add_argument("--oracle", choices=["emt"],
                    help="label resampled frames on the spot; needs --resample-above or "
@@ -52,12 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rewind", action="store_true",
                    help="on resample, go back to the last trusted snapshot with new "
                    "velocities; needs --resample-above or --resample-rate (default: off)")
-    p.add_argument("--max-retries", type=non_negative_int, default=3,
-                   help="rewinds allowed before the run stops, >= 0 (default 3)")
-    p.add_argument("--max-force", type=positive_float, default=50.0,
-                   help="stop when any |F| exceeds this, eV/A, > 0 (default 50)")
-    p.add_argument("--seed", type=non_negative_int, default=0,
-                   help="velocity seed, >= 0 (default 0)")
+    p.add_argument("--max-retries", type=non_negative_int, default=None,
+                   help=f"rewinds allowed before the run stops, >= 0 (default "
+                   f"{default('max_retries')})")
+    p.add_argument("--max-force", type=positive_float, default=None,
+                   help=f"stop when any |F| exceeds this, eV/A, > 0 (default "
+                   f"{default('max_force'):g})")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help=f"velocity seed, >= 0 (default {default('seed')})")
     add_progress_arg(p)
     p.set_defaults(func=run)
 
@@ -80,12 +90,13 @@ def run(args: argparse.Namespace) -> int:
     check_policy_args(args)
     check_options(args)
     (atoms,), calc = load_inputs(args, args.start, MD_KIND, first_only=True)
-    s = run_md(atoms, calc, args.out, temperature_K=args.temperature,
-               timestep_fs=args.timestep, steps=args.steps, friction=args.friction,
+    given_opts = given(args, "steps", "friction", "max_retries", "max_force", "seed")
+    given_opts.update({name: v for name, v in (("temperature_K", args.temperature),
+                                               ("timestep_fs", args.timestep)) if v is not None})
+    s = run_md(atoms, calc, args.out,
                policies=policy_factory(args, calc.estimator, NAME)(),
-               oracle=oracle_from_name(args.oracle),
-               rewind=args.rewind, max_retries=args.max_retries, max_force=args.max_force,
-               seed=args.seed, progress=not args.no_progress, overwrite=args.overwrite)
+               oracle=oracle_from_name(args.oracle), rewind=args.rewind,
+               progress=not args.no_progress, overwrite=args.overwrite, **given_opts)
     stop = s["stopped"]
     print(f"MD {s['status']}: {s['n_observed']} steps observed; max uncertainty {s.get('max')} "
           f"at step {s.get('max_step')}; " + (f"stopped at step {stop['step']}: "

@@ -44,10 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fmax", type=positive_float, default=None,
                    help="convergence: max force, eV/A, > 0 (default "
                    f"{library_default(relax_many, 'fmax')})")
-    p.add_argument("--steps", type=positive_int, default=200,
-                   help="maximum optimizer steps per structure, >= 1 (default 200)")
-    p.add_argument("--optimizer", default="BFGS", choices=OPTIMIZERS,
-                   help="ASE optimizer (default BFGS)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="maximum optimizer steps per structure, >= 1 (default "
+                   f"{library_default(relax_many, 'steps')})")
+    p.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                   help=f"ASE optimizer (default {library_default(relax_many, 'optimizer')})")
     add_policy_args(p, NAME)
     add_progress_arg(p)
     p.set_defaults(func=run)
@@ -59,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_policy_args(args)
     frames, calc = load_inputs(args, args.structures, RELAX_KIND)
-    rows = relax_many(frames, lambda: calc, args.out, **given(args, "fmax"),
-                      steps=args.steps, optimizer=args.optimizer,
+    rows = relax_many(frames, lambda: calc, args.out,
+                      **given(args, "fmax", "steps", "optimizer"),
                       policies=policy_factory(args, calc.estimator, NAME),
                       progress=not args.no_progress,
                       overwrite=args.overwrite)
