@@ -3,6 +3,7 @@ commands with a real NequIP model are tested in tests/integration)."""
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -186,3 +187,44 @@ def test_is2rs_incomplete_campaign_exits_3_with_the_rerun_message(tmp_path, monk
     assert json.loads(captured.out.splitlines()[0])["val_id"]["n"] == 3
     assert seen["reference"] == "ase.calculators.lj:LennardJones"
     assert seen["worker_threads"] == 2 and seen["batch_size"] is None
+
+
+def _library_defaults():
+    from ltau_md.core.calibration import fit_scale
+    from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.core.model import DEFAULT_BATCH_SIZE
+    from ltau_md.workflows.evaluation import evaluate
+    from ltau_md.workflows.is2rs.runner import run_is2rs
+    from ltau_md.workflows.simulate import relax_many, run_md
+
+    def d(func, name):
+        return inspect.signature(func).parameters[name].default
+
+    return [
+        ("fit", "k", d(LTAUEstimator, "k")), ("fit", "index", d(LTAUEstimator, "index")),
+        ("fit", "batch_size", DEFAULT_BATCH_SIZE),
+        ("relax", "fmax", d(relax_many, "fmax")), ("relax", "steps", d(relax_many, "steps")),
+        ("relax", "optimizer", d(relax_many, "optimizer")),
+        ("md", "temperature", d(run_md, "temperature_K")), ("md", "steps", d(run_md, "steps")),
+        ("md", "friction", d(run_md, "friction")), ("md", "max_force", d(run_md, "max_force")),
+        ("is2rs", "fmax", d(run_is2rs, "fmax")),
+        ("evaluate", "fraction", d(evaluate, "fraction")),
+        ("evaluate", "n_boot", d(evaluate, "n_boot")),
+        ("calibrate", "n_bins", d(fit_scale, "n_bins")),
+        ("calibrate", "s_min", d(fit_scale, "s_bounds")[0]),
+    ]
+
+
+@pytest.mark.parametrize("cmd,dest,library", _library_defaults())
+def test_cli_options_default_to_the_library(cmd, dest, library):
+    """An option that a library function also has defaults to None ("the library's default",
+    so it is not passed on) and its help shows the library's value: one definition."""
+    import argparse
+
+    from ltau_md.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices[cmd]._actions if a.dest == dest)
+    assert action.default is None
+    shown = f"{library:g}" if isinstance(library, float) else str(library)
+    assert f"(default {shown}" in " ".join(action.help.split()), action.help
