@@ -21,8 +21,6 @@ import numpy as np
 
 from ltau_md.core.exceptions import ArtifactError, OutputExistsError
 
-# TEMPORARY (until the CLI imports them from ltau_md.core.structures)
-
 MARKER = ".ltau-md-output.json"
 """File stamped into every output directory ltau-md creates; holds ``{"kind": ...}``."""
 MARKER_FORMAT = "ltau-md/output-dir"
