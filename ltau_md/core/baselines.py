@@ -84,10 +84,11 @@ class EnsembleCalculator(Calculator):
     Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/A) and ``stress`` (eV/A^3,
     3D-periodic cells) of member 0; per-atom ``force_std`` (eV/A, :func:`force_std` over
     all M members); ``force_std:max``, ``force_std:mean`` (eV/A, over the free atoms) and
-    ``energy_std`` (eV, spread of the members' energies); ``finite``. With ``estimator`` (fitted for member 0's
-    descriptors) also every LTAU result of :class:`~ltau_md.core.calculator.LTAUCalculator`
-    (``uncertainty``, ``novelty``, ...), from member 0's same forward pass. Non-finite
-    positions or output: forces NaN, ``force_std`` inf, ``finite`` False (the monitor stops).
+    ``energy_std`` (eV, spread of the members' energies); ``finite``. With ``estimator``
+    (fitted for member 0's descriptors) also every LTAU result of
+    :class:`~ltau_md.core.calculator.LTAUCalculator` (``uncertainty``, ``novelty``, ...), from
+    member 0's same forward pass. Non-finite positions or output: forces NaN, ``force_std`` inf,
+    ``finite`` False (the monitor stops).
 
     ``ltau_kwargs`` go to the internal LTAUCalculator (``s``, ``group``, ``warm_start``...).
     """

@@ -170,9 +170,9 @@ class ErrorSummary:
     def member_confidence(self, s: float = 1.0, rows: np.ndarray | None = None) -> np.ndarray:
         """p_i^m (M, n) at tolerance atol*s (+ rtol*|F_i|) for ``rows`` (default all atoms);
         atol is atol_{Z_i} with a per-species tolerance."""
-        check_positive("scaling factor s", s, DataError)
-        if s == 1.0:
+        if s == 1.0:  # the common case, checked by the comparison itself
             return self.p0 if rows is None else self.p0[:, rows]
+        check_positive("scaling factor s", s, DataError)
         if rows is None:  # all atoms, in chunks: the cumulative histogram is int64
             out = np.empty(self.p0.shape, dtype=np.float32)
             for a in range(0, self.n_atoms, _CHUNK):

@@ -346,7 +346,11 @@ class LTAUEstimator:
         training atom. The p-value is (1 + #training atoms of the element with leave-one-out
         novelty >= the atom's) / (1 + #training atoms of the element)."""
         check_is_fitted(self)
-        indices = self._check_indices(indices)
+        return self._novelty_rows(distances, self._check_indices(indices), species)
+
+    def _novelty_rows(self, distances: np.ndarray, indices: np.ndarray,
+                      species: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`novelty_of` for checked ``indices``."""
         if species is None:
             species = self.summary_.species[indices[:, 0]]
         species = np.asarray(species, dtype=np.int64)
@@ -420,7 +424,11 @@ class LTAUEstimator:
         tolerance atol*s (default :meth:`effective_s` of ``group``), without a new search.
         Only the neighbours' histograms are read, so re-scoring at many s is cheap."""
         s = self.resolve_scale(s, group)
-        indices = self._check_indices(indices)
+        return self._confidence_rows(self._check_indices(indices), s)
+
+    def _confidence_rows(self, indices: np.ndarray, s: float
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`confidence_from_neighbors` for checked ``indices`` at a resolved ``s``."""
         if s in self._cache or s == self.scale_:
             mu, sig = self.training_confidence(s)
             return mu[indices].mean(axis=1), sig[indices].mean(axis=1)
@@ -460,10 +468,12 @@ class LTAUEstimator:
                                species: np.ndarray | None = None) -> Prediction:
         """Prediction from an already computed neighbour search (``s``, ``group``,
         ``species`` as in :meth:`predict`)."""
+        check_is_fitted(self)
         s = self.resolve_scale(s, group)
-        conf, std = self.confidence_from_neighbors(indices, s)
+        indices = self._check_indices(indices)  # once, for the three reads below
+        conf, std = self._confidence_rows(indices, s)
         err = self.train_error_[indices].mean(axis=1)
-        nov, pval = self.novelty_of(distances, indices, species)
+        nov, pval = self._novelty_rows(distances, indices, species)
         return Prediction(confidence=conf, confidence_std=std, uncertainty=1.0 - conf,
                           predicted_error=err, distances=distances, indices=indices,
                           novelty=nov, novelty_pvalue=pval, s=s)

@@ -81,6 +81,35 @@ def test_calculator_equals_estimator_and_emt(setup):
         bad.get_forces()
 
 
+@pytest.mark.parametrize("fixed", [None, "half", "all"])
+def test_structure_statistics_are_over_the_free_atoms(setup, fixed):
+    """uncertainty:max & co. equal frame_statistic of the per-atom results over the atoms
+    not held by FixAtoms (all atoms when none or every atom is fixed), as steps.jsonl."""
+    from ltau_md.core.calculator import FRAME_STATISTICS, FRAME_STAT_KEYS
+    from ltau_md.core.metrics import frame_statistic
+
+    model, est = setup
+    a = slab()
+    a.positions += np.random.default_rng(4).normal(size=a.positions.shape) * 0.08
+    a.set_constraint()  # slab() fixes its bottom layer: start from no constraint
+    n = len(a)
+    free = np.ones(n, bool)
+    if fixed == "half":
+        free[: n // 2] = False
+        a.set_constraint(FixAtoms(indices=np.flatnonzero(~free)))
+    elif fixed == "all":
+        a.set_constraint(FixAtoms(indices=range(n)))
+    a.calc = LTAUCalculator(model, est)
+    a.get_forces()
+    res = a.calc.results
+    mask = free if free.any() and not free.all() else None
+    for (signal, on), key in zip(FRAME_STATISTICS, FRAME_STAT_KEYS, strict=True):
+        want = frame_statistic(res[signal], on, mask)
+        assert a.calc.get_property(key) == pytest.approx(want, rel=1e-12), key
+    if fixed == "half":  # the fixed atoms really are left out
+        assert res["uncertainty:mean"] != pytest.approx(res["uncertainty"].mean(), rel=1e-9)
+
+
 def test_relaxation_monitor_summary_and_files(setup, tmp_path):
     model, est = setup
     a = slab()
