@@ -31,6 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# the result statistics, SIGNAL:STAT[@tags=T]/REDUCTION (after the sys.path line above)
+from ltau_md.workflows.is2rs._results import (  # noqa: E402
+    FERR,
+    NOVELTY,
+    NOVELTY_ADS,
+    UQ,
+    UQ_ADS,
+    series_key,
+)
+
 ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 VAL_SPLITS = ("val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
 
@@ -222,7 +232,8 @@ def main(argv=None) -> int:
         line["splits"][name] = split_line(e)
     line["ood_detection_auroc"] = {
         st: _ci(report.get("ood_detection"), st)
-        for st in ("novelty_initial", "novelty_ads_initial", "uq_initial", "uq_ads_initial")
+        for st in (series_key(NOVELTY, "initial"), series_key(NOVELTY_ADS, "initial"),
+                   series_key(UQ, "initial"), series_key(UQ_ADS, "initial"))
         if _ci(report.get("ood_detection"), st) is not None}
     print(json.dumps(line))
     record(__file__, line)
@@ -285,12 +296,14 @@ def split_line(e: dict) -> dict:
         "force_mae_median": _r(e.get("force_mae_median")),
     }
     for target in ("rmsd", "energy_above_min"):
-        for st in ("uq_max", "uq_final", "uq_mean", "ferr_max", "ferr_final", "n_ads",
-                   "ml_fmax_initial", "novelty_max", "novelty_final"):
+        for st in (series_key(UQ, "max"), series_key(UQ, "final"), series_key(UQ, "mean"),
+                   series_key(FERR, "max"), series_key(FERR, "final"), "n_ads",
+                   "ml_fmax_initial", series_key(NOVELTY, "max"), series_key(NOVELTY, "final")):
             if (v := _ci(sp.get(target), st)) is not None:
                 out[f"spearman_{st}_vs_{target}"] = v
     for label in ("rmsd", "energy", "not_fbt", "higher_or_fmax"):
-        for st in ("uq_max", "uq_final", "ferr_max", "n_ads", "novelty_max"):
+        for st in (series_key(UQ, "max"), series_key(UQ, "final"), series_key(FERR, "max"),
+                   "n_ads", series_key(NOVELTY, "max")):
             if (v := _ci(au.get(label), st)) is not None:
                 out[f"auroc_{st}_{label}_fail"] = v
     return out

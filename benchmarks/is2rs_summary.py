@@ -25,12 +25,26 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-UQ = ("uq_final", "uq_mean", "uq_max", "uq_initial", "uq_ads_final", "perr_final",
-      "novelty_final", "novelty_max", "novelty_mean", "novelty_ads_final", "novelty_ads_max",
-      "novelty_ads_mean")
-CEILING = ("ferr_final", "ferr_max")
+# the result statistics, SIGNAL:STAT[@tags=T]/REDUCTION (after the sys.path line above)
+from ltau_md.workflows.is2rs._results import (  # noqa: E402
+    FERR,
+    NOVELTY,
+    NOVELTY_ADS,
+    PERR,
+    UQ,
+    UQ_ADS,
+    series_key,
+)
+
+UQ_STATS = (series_key(UQ, "final"), series_key(UQ, "mean"), series_key(UQ, "max"),
+            series_key(UQ, "initial"), series_key(UQ_ADS, "final"), series_key(PERR, "final"),
+            series_key(NOVELTY, "final"), series_key(NOVELTY, "max"),
+            series_key(NOVELTY, "mean"), series_key(NOVELTY_ADS, "final"),
+            series_key(NOVELTY_ADS, "max"), series_key(NOVELTY_ADS, "mean"))
+CEILING = (series_key(FERR, "final"), series_key(FERR, "max"))
 BASELINE = ("n_ads", "ml_fmax_initial")
-DETECT = ("novelty_initial", "novelty_ads_initial", "uq_initial", "uq_ads_initial")
+DETECT = (series_key(NOVELTY, "initial"), series_key(NOVELTY_ADS, "initial"),
+          series_key(UQ, "initial"), series_key(UQ_ADS, "initial"))
 
 
 def _load(run: Path) -> list[dict]:
@@ -59,24 +73,26 @@ def figures(rows: list[dict], n_boot: int) -> dict:
     spear = (ood.get("spearman_ci") or {}).get("energy_above_min", {})
     auc = (ood.get("auroc_ci") or {}).get("higher_or_fmax", {})
     out["ood_spearman_vs_energy_above_min"] = {st: _ci(spear.get(st))
-                                               for st in (*UQ, *CEILING, *BASELINE)}
+                                               for st in (*UQ_STATS, *CEILING, *BASELINE)}
     out["ood_auroc_higher_or_fmax"] = {st: _ci(auc.get(st))
-                                       for st in (*UQ, *CEILING, *BASELINE)}
+                                       for st in (*UQ_STATS, *CEILING, *BASELINE)}
     best_ceiling = max((spear[c]["value"] for c in CEILING if spear.get(c)
                         and spear[c].get("value") is not None), default=None)
     if best_ceiling:
         out["ood_spearman_share_of_ceiling"] = {
-            st: round(spear[st]["value"] / best_ceiling, 3) for st in UQ
+            st: round(spear[st]["value"] / best_ceiling, 3) for st in UQ_STATS
             if spear.get(st) and spear[st].get("value") is not None}
     for name in ("val_id", "all"):
         e = sp.get(name, {})
         out[f"{name}_spearman_vs_energy_above_min"] = {
             st: _ci(((e.get("spearman_ci") or {}).get("energy_above_min") or {}).get(st))
-            for st in ("uq_final", "uq_mean", "perr_final", "novelty_final",
-                       "novelty_ads_final", "ferr_final", "n_ads")}
+            for st in (series_key(UQ, "final"), series_key(UQ, "mean"),
+                       series_key(PERR, "final"), series_key(NOVELTY, "final"),
+                       series_key(NOVELTY_ADS, "final"), series_key(FERR, "final"), "n_ads")}
         out[f"{name}_spearman_vs_rmsd"] = {
             st: _ci(((e.get("spearman_ci") or {}).get("rmsd") or {}).get(st))
-            for st in ("uq_final", "uq_max", "ferr_max", "n_ads")}
+            for st in (series_key(UQ, "final"), series_key(UQ, "max"),
+                       series_key(FERR, "max"), "n_ads")}
     out["ood_detection_auroc"] = {st: _ci(rep.get("ood_detection", {}).get(st))
                                   for st in DETECT}
     return out
@@ -112,7 +128,8 @@ def main(argv=None) -> int:
 
         fig_dir = Path(args.figures)
         fig_dir.mkdir(parents=True, exist_ok=True)
-        stats = ("uq_final", "perr_final", "ferr_final", "n_ads")
+        stats = (series_key(UQ, "final"), series_key(PERR, "final"),
+                 series_key(FERR, "final"), "n_ads")
         line["figures"] = [
             str(save_figure(plot_uq_vs_rmsd(pooled, target="energy_above_min", stats=stats),
                             fig_dir / "pooled_energy.png")),

@@ -114,27 +114,31 @@ def test_serial_equals_dask_localcluster(campaign_setup, tmp_path):
         pred.positions = np.array(r["positions"])
         assert r["rmsd"] == pytest.approx(rmsd(pred, s.relaxed), abs=1e-12)
         # independent recomputation: a fresh calculator (cold, exact search) on the initial
-        # structure and on the saved final positions gives uq_initial and uq_final
+        # structure and on the saved final positions gives the initial and final max and
+        # mean uncertainty
         free = np.isin(s.initial.get_tags(), FREE_TAGS)
-        for key, atoms in (("uq_initial", s.initial.copy()), ("uq_final", pred)):
+        for key, mean_key, atoms in (
+                ("uncertainty:max/initial", "uncertainty:mean/initial", s.initial.copy()),
+                ("uncertainty:max/final", "uncertainty:mean/final", pred)):
             atoms.calc = factory()
             atoms.get_forces()
             u = atoms.calc.results["uncertainty"][free]
             assert r[key] == pytest.approx(float(u.max()), abs=1e-6), key
-            assert r[key.replace("uq_", "uq_atom_mean_")] == pytest.approx(float(u.mean()),
-                                                                            abs=1e-6)
-        assert max(r["uq_initial"], r["uq_final"]) <= r["uq_max"] <= 1.0
-        assert min(r["uq_series"]) <= r["uq_mean"] <= r["uq_max"]
+            assert r[mean_key] == pytest.approx(float(u.mean()), abs=1e-6)
+        assert (max(r["uncertainty:max/initial"], r["uncertainty:max/final"])
+                <= r["uncertainty:max/max"] <= 1.0)
+        assert min(r["uq_series"]) <= r["uncertainty:max/mean"] <= r["uncertainty:max/max"]
         assert r["n_uq_steps"] == r["n_steps"] + 1 == len(r["uq_series"])
-        assert math.isfinite(r["perr_max"])
+        assert math.isfinite(r["predicted_error:max/max"])
         # latent novelty from the calculator, over all atoms and over the adsorbate atoms
-        assert math.isfinite(r["novelty_max"]) and r["novelty_ads_max"] <= r["novelty_max"]
-        assert r["novelty_ads_max"] >= r["novelty_ads_mean"] > 0
-        assert r["uq_ads_max"] <= r["uq_max"]
+        assert math.isfinite(r["novelty:max@tags=0,1,2/max"])
+        assert r["novelty:max@tags=2/max"] <= r["novelty:max@tags=0,1,2/max"]
+        assert r["novelty:max@tags=2/max"] >= r["novelty:max@tags=2/mean"] > 0
+        assert r["uncertainty:max@tags=2/max"] <= r["uncertainty:max/max"]
         # the reference (EMT) scored the end point; the EMT FeatureModel is EMT, so the true
         # force error along the trajectory is zero and the end point is a reference minimum
         # (FIRE may find another minimum than the generator's BFGS: any basin outcome)
-        assert r["ferr_max"] == pytest.approx(0.0, abs=1e-9)
+        assert r["force_error:max/max"] == pytest.approx(0.0, abs=1e-9)
         assert r["ref_fmax_at_end"] < 0.05 + 1e-9
         assert r["energy_above_min"] == pytest.approx(
             r["ref_energy_at_end"] - min(r["ref_energy_given"], r["rerelax_energy"])
@@ -257,8 +261,8 @@ def test_isotonic_fit_hand_case():
 
 def _fake(split, uq, r, i):
     return {"sid": f"{split}-{i}", "split": split, "status": "ok", "rmsd": r,
-            "mean_distance": r, "converged": True, "uq_initial": uq, "uq_final": uq,
-            "uq_max": uq, "uq_mean": uq}
+            "mean_distance": r, "converged": True, "uncertainty:max/initial": uq,
+            "uncertainty:max/final": uq, "uncertainty:max/max": uq, "uncertainty:max/mean": uq}
 
 
 def test_analyze_hand_case(tmp_path):
@@ -271,10 +275,11 @@ def test_analyze_hand_case(tmp_path):
     rep = analyze(res, rmsd_threshold=0.5)
     vid, ood = rep["splits"]["val_id"], rep["splits"]["val_ood_ads"]
     assert rep["n_errors"] == 1 and vid["n"] == 5 and vid["n_ok"] == 4
-    assert vid["spearman"]["uq_max"] == pytest.approx(1.0)
-    assert ood["spearman"]["uq_max"] == pytest.approx(-1.0)
-    assert vid["auroc"]["uq_max"] == pytest.approx(1.0)  # failures (0.6, 0.9) score highest
-    assert ood["auroc"]["uq_max"] == pytest.approx(0.0)
+    assert vid["spearman"]["uncertainty:max/max"] == pytest.approx(1.0)
+    assert ood["spearman"]["uncertainty:max/max"] == pytest.approx(-1.0)
+    # failures (0.6, 0.9) score highest
+    assert vid["auroc"]["uncertainty:max/max"] == pytest.approx(1.0)
+    assert ood["auroc"]["uncertainty:max/max"] == pytest.approx(0.0)
     assert vid["failure_rate"] == pytest.approx(0.5)
     # ADwT: 0.05 < t for t in 0.051..0.499 (449), 0.1: 0.101..0.499 (399) -> 848 / (4 * 490)
     assert vid["adwt"] == pytest.approx((449 + 399) / 1960, abs=1e-3)
@@ -282,13 +287,13 @@ def test_analyze_hand_case(tmp_path):
     assert rep["splits"]["ood"]["n"] == 4
     # OOD detection: uncertainty 0.1..0.4 in both splits -> ties everywhere, AUROC 0.5; a
     # statistic that is larger on every OOD system separates them perfectly
-    assert rep["ood_detection"]["uq_max"]["value"] == pytest.approx(0.5)
-    sep = [dict(r, uq_initial=(1.0 if r["split"] != "val_id" else 0.0)) for r in res
-           if r["status"] == "ok"]
-    assert analyze(sep)["ood_detection"]["uq_initial"]["value"] == pytest.approx(1.0)
+    assert rep["ood_detection"]["uncertainty:max/max"]["value"] == pytest.approx(0.5)
+    sep = [{**r, "uncertainty:max/initial": (1.0 if r["split"] != "val_id" else 0.0)}
+           for r in res if r["status"] == "ok"]
+    assert analyze(sep)["ood_detection"]["uncertainty:max/initial"]["value"] == pytest.approx(1.0)
     # no uncertainty at all (plain EMT): NaN correlations, no crash
-    nan = [dict(r, uq_max=float("nan")) for r in res if r["status"] == "ok"]
-    assert analyze(nan)["splits"]["val_id"]["spearman"]["uq_max"] is None
+    nan = [{**r, "uncertainty:max/max": float("nan")} for r in res if r["status"] == "ok"]
+    assert analyze(nan)["splits"]["val_id"]["spearman"]["uncertainty:max/max"] is None
     png = save_figure(plot_uq_vs_rmsd(res), tmp_path / "fig.png")
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
@@ -344,7 +349,7 @@ def test_campaign_with_tiny_nequip_model(tiny_run, tmp_path):
     for a, b in zip(serial, dask, strict=True):
         assert a["n_steps"] == b["n_steps"]
         assert a["rmsd"] == pytest.approx(b["rmsd"], abs=1e-5)
-        assert 0.0 <= a["uq_max"] <= 1.0
+        assert 0.0 <= a["uncertainty:max/max"] <= 1.0
     rep = analyze(serial)
     assert rep["n_ok"] == len(systems)
     assert Path(tmp_path / "s" / "campaign.json").exists()

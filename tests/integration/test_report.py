@@ -26,9 +26,11 @@ from ltau_md.workflows.demo import render_report, run_demo
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: a number as written in the report's tables: 1,234 / 0.51 / -0.2 / 1.2e-05
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
-#: a raw snake_case key (md_uncertainty, val_ood_ads, auroc_max_uq), once system ids such as
+#: a raw snake_case key (md_uncertainty, val_ood_ads, auroc_max_uq) or statistic key
+#: (novelty:max, uncertainty:max/max, novelty:max@tags=2/initial), once system ids such as
 #: val_id-00000 are taken out
-RAW_KEY = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b")
+RAW_KEY = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b"
+                     r"|\b[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9]+(?:@tags=[0-9,]+)?(?:/[A-Za-z]+)?")
 SYSTEM_ID = re.compile(r"\b[a-z_]+-\d{5}\b")
 HUMAN_TIME = re.compile(r"^(\d+ s|\d+ min \d\d s|\d+ h \d\d min)$")
 
@@ -188,8 +190,9 @@ def test_auroc_below_chance_is_flagged(demo):
     # the checker itself catches an unflagged one, a raw key, a NaN and a machine time
     assert any("not flagged" in b for b in report_problems(
         text.replace("worse than chance", ""), out))
-    assert any("raw key" in b for b in report_problems(
-        text.replace("Figure 1. Dataset", "Figure 1. md_uncertainty Dataset"), out))
+    for raw in ("md_uncertainty", "uncertainty:max/max", "novelty:max@tags=2/initial"):
+        assert any("raw key" in b for b in report_problems(
+            text.replace("Figure 1. Dataset", f"Figure 1. {raw} Dataset"), out)), raw
     for junk in ("nan", "inf", "1e999"):
         assert any("non-finite" in b or "holds" in b for b in report_problems(
             re.sub(r"<td>(\d)", rf"<td>{junk} \1", text, count=1), out)), junk

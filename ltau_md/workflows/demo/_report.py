@@ -92,13 +92,16 @@ def write_figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
     if runs:
         save_figure(plot_md_traces(runs), out / "md_traces.png")
         figs["md_traces"] = "md_traces.png"
+    from ltau_md.workflows.is2rs._results import UQ, series_key
+
+    max_uq = series_key(UQ, "max")  # the highest per-step max uncertainty of a relaxation
     res = [json.loads(f.read_text()) for f in sorted((out / "is2rs" / "results").glob("*.json"))]
     by_split: dict[str, tuple[list, list]] = {}
     for r in res:
         if r.get("status") != "ok":
             continue
         xs, ys = by_split.setdefault(SPLIT_NAMES.get(r["split"], r["split"]), ([], []))
-        xs.append(_nan(r.get("uq_max")))
+        xs.append(_nan(r.get(max_uq)))
         ys.append(_nan(r.get("rmsd")))
     if by_split:
         fig = plot_rmsd_vs_uncertainty(

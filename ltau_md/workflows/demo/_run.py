@@ -308,8 +308,16 @@ def _md_brief(s: dict) -> dict:
             "n_resample": s["n_events"]["resample"]}
 
 
-def _ci(e: dict, kind: str, target: str, stat: str = "uq_max") -> list | None:
-    c = ((e.get(kind) or {}).get(target) or {}).get(stat) or {}
+def _max_uq() -> str:
+    """The IS2RS statistic the demo reports: ``uncertainty:max/max``, the highest per-step max
+    uncertainty along a relaxation."""
+    from ltau_md.workflows.is2rs._results import UQ, series_key
+
+    return series_key(UQ, "max")
+
+
+def _ci(e: dict, kind: str, target: str, stat: str | None = None) -> list | None:
+    c = ((e.get(kind) or {}).get(target) or {}).get(stat or _max_uq()) or {}
     lo, hi = c.get("lo"), c.get("hi")
     return [lo, hi] if lo is not None and hi is not None else None
 
@@ -318,7 +326,7 @@ def _split_brief(e: dict) -> dict:
     return {"n": e.get("n"), "adwt": e.get("adwt"), "rmsd_mean": e.get("rmsd_mean"),
             "rmsd_median": e.get("rmsd_median"),
             "failure_rate": e.get("failure_rate"),
-            "spearman_max_uq_rmsd": (e.get("spearman") or {}).get("uq_max"),
+            "spearman_max_uq_rmsd": (e.get("spearman") or {}).get(_max_uq()),
             "spearman_ci": _ci(e, "spearman_ci", "rmsd"),
-            "auroc_max_uq": (e.get("auroc") or {}).get("uq_max"),
+            "auroc_max_uq": (e.get("auroc") or {}).get(_max_uq()),
             "auroc_ci": _ci(e, "auroc_ci", "rmsd")}

@@ -16,9 +16,20 @@ from ase.calculators.calculator import Calculator
 from ase.optimize.optimize import Optimizer
 
 from ltau_md.core._param_validation import Interval, StrOptions, validate_params
-from ltau_md.core.metrics import stat_key
 from ltau_md.core.observers import UQMonitor
-from ltau_md.workflows.is2rs._results import RESULT_VERSION
+from ltau_md.workflows.is2rs._results import (
+    FERR,
+    FERR_ADS,
+    NOVELTY,
+    NOVELTY_ADS,
+    PERR,
+    RESULT_VERSION,
+    STAT_NAMES,
+    UQ,
+    UQ_ADS,
+    UQ_ATOM_MEAN,
+    series_key,
+)
 from ltau_md.workflows.is2rs.data import System
 from ltau_md.workflows.is2rs.metrics import (
     ADSORBATE_TAG,
@@ -36,10 +47,12 @@ from ltau_md.workflows.is2rs.reference import (
 from ltau_md.workflows.simulate import DEFAULT_FMAX
 from ltau_md.workflows.simulate import OPTIMIZERS as _OPTIMIZERS
 
-__all__ = ["RelaxSettings", "STAT_NAMES", "relax_system", "series_stats"]
+__all__ = ["RelaxSettings", "STAT_NAMES", "relax_system", "series_key", "series_stats"]
 
-STAT_NAMES: tuple[str, ...] = ("initial", "final", "max", "mean")
-"""The statistics of a per-step series in a result: ``{prefix}_{name}``."""
+_WATCHED: tuple[str, ...] = (UQ_ADS, NOVELTY, NOVELTY_ADS)
+"""The per-step statistics the :class:`UQMonitor` watches beside its own: max uncertainty and
+max novelty over the adsorbate atoms, and max novelty over all atoms (every OC20 tag: the
+monitor's default selection is the free atoms)."""
 
 
 @dataclass(frozen=True)
@@ -122,31 +135,32 @@ def _col(monitor: UQMonitor, key: str) -> list[float]:
     return [math.nan if r[key] is None else float(r[key]) for r in monitor.records]
 
 
-def series_stats(series: Sequence[float], prefix: str) -> dict[str, float]:
-    """``{prefix}_initial/final/max/mean`` of a per-step series (NaN when it has no finite
-    value; max and mean skip NaN steps).
+def series_stats(series: Sequence[float], frame_key: str) -> dict[str, float]:
+    """The initial / final / max / mean of a per-step series of a frame statistic, named
+    :func:`series_key` ``(frame_key, reduction)`` (NaN when it has no finite value; max and
+    mean skip NaN steps).
 
     Parameters
     ----------
     series
         One value per step (in the unit of the signal).
-    prefix
-        Name of the series in the result, e.g. ``"uq"``.
+    frame_key
+        The frame statistic of the series, e.g. ``"uncertainty:max"``
+        (:func:`~ltau_md.core.metrics.stat_key`).
 
     Returns
     -------
     dict[str, float]
-        ``{prefix}_{name}`` for each name of :data:`STAT_NAMES`.
+        ``series_key(frame_key, name)`` for each name of :data:`STAT_NAMES`, e.g.
+        ``"uncertainty:max/final"``.
     """
     s = np.asarray(series, dtype=float)
     if s.size == 0 or not np.isfinite(s).any():
-        return {f"{prefix}_{k}": math.nan for k in STAT_NAMES}
-    return {
-        f"{prefix}_initial": float(s[0]),
-        f"{prefix}_final": float(s[-1]),
-        f"{prefix}_max": float(np.nanmax(s)),
-        f"{prefix}_mean": float(np.nanmean(s)),
-    }
+        values = dict.fromkeys(STAT_NAMES, math.nan)
+    else:
+        values = {"initial": float(s[0]), "final": float(s[-1]),
+                  "max": float(np.nanmax(s)), "mean": float(np.nanmean(s))}
+    return {series_key(frame_key, k): values[k] for k in STAT_NAMES}
 
 
 def _make_optimizer(name: str, atoms: Atoms) -> Optimizer:
@@ -154,29 +168,6 @@ def _make_optimizer(name: str, atoms: Atoms) -> Optimizer:
     from ase import optimize
 
     return getattr(optimize, name)(atoms, logfile=None)
-
-
-def _watched_keys(tags: np.ndarray) -> dict[str, str]:
-    """The per-step statistics the :class:`UQMonitor` watches beside its own, by result
-    prefix: max uncertainty (eV/A) and max novelty over the adsorbate atoms, and max novelty
-    over all atoms (the selection "every tag of the system": the monitor's default selection
-    is the free atoms).
-
-    Parameters
-    ----------
-    tags
-        The system's OC20 tags (n_atoms,).
-
-    Returns
-    -------
-    dict[str, str]
-        ``{"uq_ads", "novelty", "novelty_ads"}`` -> statistic key ``"SIGNAL:max@tags=T"``.
-    """
-    every_tag = "tags=" + ",".join(str(int(t)) for t in np.unique(tags))
-    ads = f"tags={ADSORBATE_TAG}"
-    return {"uq_ads": stat_key("uncertainty", "max", ads),
-            "novelty": stat_key("novelty", "max", every_tag),
-            "novelty_ads": stat_key("novelty", "max", ads)}
 
 
 class _StepObserver:
@@ -196,7 +187,7 @@ class _StepObserver:
     def __init__(self, atoms: Atoms, free: np.ndarray, ads: np.ndarray,
                  reference: Calculator | None) -> None:
         self.atoms, self.free, self.ads, self.reference = atoms, free, ads, reference
-        self.cols: dict[str, list[float]] = {k: [] for k in ("ferr", "ferr_ads")}
+        self.cols: dict[str, list[float]] = {k: [] for k in (FERR, FERR_ADS)}
         self.abs_err_sum = 0.0
         self.abs_err_n = 0
 
@@ -204,21 +195,24 @@ class _StepObserver:
         """Record this step's force errors (ASE calls this after each step)."""
         res = self.atoms.calc.results if self.atoms.calc is not None else {}
         if self.reference is None or "forces" not in res:
-            self.cols["ferr"].append(math.nan)
-            self.cols["ferr_ads"].append(math.nan)
+            self._skip()
             return
         f_model = np.asarray(res["forces"], dtype=float)
         if not (np.isfinite(f_model).all() and np.isfinite(self.atoms.positions).all()):
-            self.cols["ferr"].append(math.nan)
-            self.cols["ferr_ads"].append(math.nan)
+            self._skip()
             return
         _, f_ref = reference_energy_forces(self.reference, self.atoms)
         diff = f_ref - f_model
         err = np.linalg.norm(diff, axis=1)
-        self.cols["ferr"].append(float(err[self.free].max()))
-        self.cols["ferr_ads"].append(float(err[self.ads].max()))
+        self.cols[FERR].append(float(err[self.free].max()))
+        self.cols[FERR_ADS].append(float(err[self.ads].max()))
         self.abs_err_sum += float(np.abs(diff[self.free]).sum())
         self.abs_err_n += int(diff[self.free].size)
+
+    def _skip(self) -> None:
+        """A step without force errors (no reference, or no finite model forces): NaN."""
+        for col in self.cols.values():
+            col.append(math.nan)
 
 
 def _reference_targets(system: System, end: Atoms, reference: Calculator,
@@ -302,15 +296,19 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
     ads_displacement (A, mean over adsorbate atoms, minimum image), ref_travel (A, RMSD
     initial -> given reference: how far the reference relaxation travels)
     (NaN when the relaxation blew up; ``stopped`` then holds the monitor's reason),
-    energy (eV, model, final), fmax_final (eV/A), uq_{initial,final,max,mean} (per-step max
-    uncertainty over free atoms), uq_ads_* (over adsorbate atoms), uq_atom_mean_* (per-step
-    mean over free atoms), perr_* (per-step max predicted error, eV/A), novelty_* and
-    novelty_ads_* (per-step max latent-distance novelty over all / adsorbate atoms, when the
+    energy (eV, model, final), fmax_final (eV/A), the step statistics
+    ``SIGNAL:STAT[@tags=T]/REDUCTION`` (:func:`series_key`; REDUCTION one of
+    :data:`STAT_NAMES`: initial, final, max, mean over the steps) of the per-step series
+    ``uncertainty:max`` (max uncertainty over free atoms; ``uq_series``),
+    ``uncertainty:max@tags=2`` (over adsorbate atoms), ``uncertainty:mean`` (mean over free
+    atoms), ``predicted_error:max`` (max predicted error, eV/A), ``novelty:max@tags=0,1,2`` and
+    ``novelty:max@tags=2`` (max latent-distance novelty over all / adsorbate atoms, when the
     calculator returns ``novelty``), ml_fmax_initial (eV/A), n_uq_steps, uq_series,
     fmax_series, positions (final model positions, A), wall_s.
 
-    With a reference calculator also: ferr_* and ferr_ads_* (per-step max |F_ref - F_model|
-    over free / adsorbate atoms along the model trajectory, eV/A: the true error),
+    With a reference calculator also: ``force_error:max/*`` and ``force_error:max@tags=2/*``
+    (per-step max |F_ref - F_model| over free / adsorbate atoms along the model trajectory,
+    eV/A: the true error),
     force_mae (eV/A, free-atom force components over the trajectory), ref_energy_at_end and
     ref_fmax_at_end (reference energy, eV, and max free-atom force, eV/A, at the model end
     point), ref_energy_given (reference energy of the given relaxed structure), rerelax_*
@@ -349,8 +347,7 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
         calc.reset_trajectory()
     atoms.calc = calc
     opt = _make_optimizer(settings.optimizer, atoms)
-    watched = _watched_keys(tags)
-    monitor = UQMonitor(opt, free_mask=mask, aggregate="max", watch=tuple(watched.values()))
+    monitor = UQMonitor(opt, free_mask=mask, aggregate="max", watch=_WATCHED)
     extra = _StepObserver(atoms, mask, ads,
                           reference if settings.trajectory_errors else None)
     opt.attach(monitor, interval=1)
@@ -388,13 +385,13 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
         "stopped": monitor.stopped.reason if monitor.stopped else None,
         "wall_s": wall,
     }
-    result.update(series_stats(monitor.values, "uq"))
-    result.update(series_stats(_col(monitor, stat_key("uncertainty", "mean")), "uq_atom_mean"))
-    result.update(series_stats(_col(monitor, stat_key("predicted_error", "max")), "perr"))
-    for name, key in watched.items():
-        result.update(series_stats(monitor.signal_values[key], name))
-    for name, series in extra.cols.items():
-        result.update(series_stats(series, name))
+    result.update(series_stats(monitor.values, UQ))  # the monitor's aggregate: UQ
+    result.update(series_stats(_col(monitor, UQ_ATOM_MEAN), UQ_ATOM_MEAN))
+    result.update(series_stats(_col(monitor, PERR), PERR))
+    for key in _WATCHED:
+        result.update(series_stats(monitor.signal_values[key], key))
+    for key, series in extra.cols.items():
+        result.update(series_stats(series, key))
     result["force_mae"] = extra.abs_err_sum / extra.abs_err_n if extra.abs_err_n else math.nan
     if reference is not None:
         t0 = time.perf_counter()

@@ -5,10 +5,12 @@ Per split, pooled over the OOD splits (``ood``) and over all validation splits (
 done / failed / not-done counts, ADwT, RMSD summary, the reference-based targets (energy of
 the model end point above the lowest reference minimum, FbT / AFbT from the reference forces at
 the end point, basin outcome of the reference re-relaxation, RMSD to the lowest minimum), the
-true force MAE along the model trajectories; for every statistic (uncertainty initial / final /
-max / mean, the true force error ``ferr_*`` as the ceiling of any force-error UQ, trivial
-baselines ``n_ads`` and ``ml_fmax_initial``, novelty when present) the Spearman rank
-correlation with each continuous target and the AUROC for each failure label, all with
+true force MAE along the model trajectories; for every statistic (named
+``SIGNAL:STAT[@tags=T]/REDUCTION``, e.g. ``uncertainty:max/final``: uncertainty initial /
+final / max / mean, the true force error ``force_error:max/*`` as the ceiling of any
+force-error UQ, trivial baselines ``n_ads`` and ``ml_fmax_initial``, novelty when present)
+the Spearman rank correlation with each continuous target and the AUROC for each failure
+label, all with
 bootstrap 95 % intervals; binned target means by statistic (the LTAU paper's Fig. 4); and a
 monotone map uncertainty -> expected RMSD fitted on ``val_id`` and scored on the other splits;
 ``ood_detection``: the AUROC of each statistic for telling the out-of-domain systems from the
@@ -27,7 +29,19 @@ import numpy as np
 from ltau_md.core import metrics as _metrics
 from ltau_md.core._io import to_json_safe, write_json_atomic
 from ltau_md.core.exceptions import DataError
-from ltau_md.core.metrics import bootstrap_ci
+from ltau_md.core.metrics import bootstrap_ci, parse_stat_key
+from ltau_md.workflows.is2rs._results import (
+    FERR,
+    NOVELTY,
+    NOVELTY_ADS,
+    PERR,
+    STAT_NAMES,
+    UQ,
+    UQ_ADS,
+    UQ_ATOM_MEAN,
+    is_series_key,
+    series_key,
+)
 from ltau_md.workflows.is2rs.metrics import BASIN_OUTCOMES, adwt, afbt, fbt
 
 if TYPE_CHECKING:
@@ -54,39 +68,44 @@ __all__ = [
     "write_report",
 ]
 
-STATS: tuple[str, ...] = ("uq_initial", "uq_final", "uq_max", "uq_mean")
-"""Structure uncertainty = max over free atoms of 1 - p; initial / final / max / mean over
-the relaxation steps (the figure's four panels)."""
-ALL_STATS: tuple[str, ...] = STATS + tuple(
-    f"{prefix}_{k}" for prefix in ("uq_atom_mean", "perr")
-    for k in ("initial", "final", "max", "mean")
-)
+
+def _all_reductions(frame_key: str) -> tuple[str, ...]:
+    """The result statistics of every step reduction of ``frame_key``, in :data:`STAT_NAMES`
+    order, e.g. ``uncertainty:max/initial``, ..., ``uncertainty:max/mean``."""
+    return tuple(series_key(frame_key, k) for k in STAT_NAMES)
+
+
+STATS: tuple[str, ...] = _all_reductions(UQ)
+"""Structure uncertainty = max over free atoms of 1 - p (``uncertainty:max``); initial /
+final / max / mean over the relaxation steps (the figure's four panels)."""
+ALL_STATS: tuple[str, ...] = STATS + _all_reductions(UQ_ATOM_MEAN) + _all_reductions(PERR)
 """Also the mean over free atoms of 1 - p, and the max predicted error (eV/A)."""
 STAT_LABELS: dict[str, str] = {
-    "uq_initial": "initial uncertainty",
-    "uq_final": "final uncertainty",
-    "uq_max": "max uncertainty along relaxation",
-    "uq_mean": "mean uncertainty along relaxation",
-    "ferr_max": "true max force error along relaxation (eV/A)",
-    "ferr_final": "true max force error at end point (eV/A)",
+    series_key(UQ, "initial"): "initial uncertainty",
+    series_key(UQ, "final"): "final uncertainty",
+    series_key(UQ, "max"): "max uncertainty along relaxation",
+    series_key(UQ, "mean"): "mean uncertainty along relaxation",
+    series_key(FERR, "max"): "true max force error along relaxation (eV/A)",
+    series_key(FERR, "final"): "true max force error at end point (eV/A)",
     "n_ads": "adsorbate atoms (trivial baseline)",
-    "perr_final": "LTAU predicted max force error at end point (eV/A)",
-    "perr_max": "LTAU predicted max force error along relaxation (eV/A)",
-    "novelty_initial": "novelty at step 0 (latent distance / training scale)",
-    "novelty_final": "novelty at end point (latent distance / training scale)",
+    series_key(PERR, "final"): "LTAU predicted max force error at end point (eV/A)",
+    series_key(PERR, "max"): "LTAU predicted max force error along relaxation (eV/A)",
+    series_key(NOVELTY, "initial"): "novelty at step 0 (latent distance / training scale)",
+    series_key(NOVELTY, "final"): "novelty at end point (latent distance / training scale)",
 }
 OOD_SPLITS: tuple[str, ...] = ("val_ood_ads", "val_ood_cat", "val_ood_both")
 REPORT_STATS: tuple[str, ...] = (
-    *STATS, "uq_atom_mean_mean", "perr_max", "perr_final",
-    *(f"uq_ads_{k}" for k in ("initial", "final", "max", "mean")),
-    *(f"novelty_{k}" for k in ("initial", "final", "max", "mean")),
-    *(f"novelty_ads_{k}" for k in ("initial", "final", "max", "mean")),
-    *(f"ferr_{k}" for k in ("initial", "final", "max", "mean")),
+    *STATS, series_key(UQ_ATOM_MEAN, "mean"), series_key(PERR, "max"),
+    series_key(PERR, "final"),
+    *_all_reductions(UQ_ADS), *_all_reductions(NOVELTY), *_all_reductions(NOVELTY_ADS),
+    *_all_reductions(FERR),
     "n_ads", "ml_fmax_initial",
 )
 """Statistics scored in the report: uncertainty, novelty (when the calculator returns it), the
-true force error ``ferr_*`` (reference row: the ceiling for a force-error UQ) and two trivial
-baselines (number of adsorbate atoms; the model's initial max force)."""
+true force error ``force_error:max/*`` (reference row: the ceiling for a force-error UQ) and
+two trivial baselines (number of adsorbate atoms; the model's initial max force)."""
+_LOG_SIGNALS = ("force_error", "predicted_error", "novelty")
+"""Signals whose statistics span decades: a log x axis in :func:`plot_uq_vs_rmsd`."""
 TARGETS: tuple[str, ...] = ("rmsd", "energy_above_min", "ref_fmax_at_end", "rmsd_min_sym")
 """Continuous targets (Spearman): RMSD to the given reference (A), energy above the lowest
 reference minimum (eV), reference max force at the model end point (eV/A), RMSD to the lowest
@@ -275,7 +294,7 @@ def analyze(
     *,
     rmsd_threshold: float = 0.5,
     fit_split: str = "val_id",
-    map_stat: str = "uq_max",
+    map_stat: str = series_key(UQ, "max"),
     map_method: str = "isotonic",
     n_bins: int = 5,
     stats: Sequence[str] = REPORT_STATS,
@@ -413,6 +432,12 @@ def analyze(
     return to_json_safe(report)
 
 
+def _signal(stat: str) -> str | None:
+    """The signal of a result statistic ``SIGNAL:STAT[@tags=T]/REDUCTION`` (e.g.
+    ``"novelty"``); None for any other column (``n_ads``, ``ml_fmax_initial``)."""
+    return parse_stat_key(stat.rpartition("/")[0])[0] if is_series_key(stat) else None
+
+
 def plot_uq_vs_rmsd(
     results: Sequence[dict],
     *,
@@ -483,9 +508,10 @@ def plot_uq_vs_rmsd(
         ax.axhline(rmsd_threshold if target == "rmsd" else ENERGY_FAIL, color="gray", ls="--",
                    lw=1)
         ax.set_yscale("log")
-        if st.startswith(("ferr", "perr", "novelty")):
+        signal = _signal(st)
+        if signal in _LOG_SIGNALS:
             ax.set_xscale("log")
-        ax.set_xlabel(STAT_LABELS.get(st, st) + (" (1 - p)" if st.startswith("uq") else ""))
+        ax.set_xlabel(STAT_LABELS.get(st, st) + (" (1 - p)" if signal == "uncertainty" else ""))
         ax.set_ylabel(TARGET_LABELS.get(target, target))
         ax.set_title(f"{st}: " + ", ".join(titles) if titles else f"{st}: no uncertainty")
         if titles:
@@ -511,6 +537,7 @@ def write_report(out_dir: str | Path, results: Sequence[dict], **kwargs: Any) ->
     save_figure(plot_uq_vs_rmsd(results, **figure_kw), out_dir / "uq_vs_rmsd.png")
     if any(np.isfinite(_column(results, "energy_above_min"))):
         save_figure(plot_uq_vs_rmsd(results, target="energy_above_min",
-                                    stats=("uq_max", "uq_final", "ferr_final", "n_ads"),
+                                    stats=(series_key(UQ, "max"), series_key(UQ, "final"),
+                                           series_key(FERR, "final"), "n_ads"),
                                     **figure_kw), out_dir / "uq_vs_energy.png")
     return report

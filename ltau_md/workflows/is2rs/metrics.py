@@ -21,6 +21,7 @@ __all__ = [
     "FREE_TAGS",
     "OC20_ADWT_THRESHOLDS",
     "OC20_FBT_THRESHOLDS",
+    "OC20_TAGS",
     "adwt",
     "afbt",
     "classify_basin",
@@ -36,6 +37,8 @@ __all__ = [
 OC20_ADWT_THRESHOLDS: np.ndarray = np.arange(0.01, 0.5, 0.001)
 """OC20 ADwT distance thresholds (A): 0.01, 0.011, ..., 0.499 (490 values)."""
 
+OC20_TAGS: tuple[int, ...] = (0, 1, 2)
+"""Every OC20 tag: 0 fixed subsurface, 1 surface, 2 adsorbate (the selection "all atoms")."""
 FREE_TAGS: tuple[int, ...] = (1, 2)
 """OC20 tags of the atoms that move: 1 surface, 2 adsorbate (0 = fixed subsurface)."""
 

@@ -48,10 +48,12 @@ from ltau_md.workflows.is2rs._relax import (
     RelaxSettings,
     error_result,
     relax_system,
+    series_key,
     series_stats,
 )
 from ltau_md.workflows.is2rs._results import (
     RESULT_VERSION,
+    UQ,
     CampaignResults,
     from_json,
     load_result,
@@ -80,6 +82,7 @@ __all__ = [
     "run_campaign",
     "run_is2rs",
     "save_result",
+    "series_key",
     "series_stats",
     "summary_line",
 ]
@@ -398,8 +401,11 @@ def run_is2rs(
     return report
 
 
-def summary_line(report: dict[str, Any], stat: str = "uq_max") -> dict[str, Any]:
-    """Compact per-split summary (n, ADwT, mean RMSD, Spearman and AUROC of ``stat``)."""
+def summary_line(report: dict[str, Any], stat: str | None = None) -> dict[str, Any]:
+    """Compact per-split summary (n, ADwT, mean RMSD, Spearman and AUROC of ``stat``, a
+    result statistic; default ``uncertainty:max/max``, the highest per-step max uncertainty
+    along the relaxation)."""
+    stat = series_key(UQ, "max") if stat is None else stat
     out: dict[str, Any] = {}
     for name, e in report["splits"].items():
         out[name] = {

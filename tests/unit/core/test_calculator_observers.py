@@ -85,7 +85,7 @@ def test_calculator_equals_estimator_and_emt(setup):
 def test_structure_statistics_are_over_the_free_atoms(setup, fixed):
     """uncertainty:max & co. equal frame_statistic of the per-atom results over the atoms
     not held by FixAtoms (all atoms when none or every atom is fixed), as steps.jsonl."""
-    from ltau_md.core.calculator import FRAME_STATISTICS, FRAME_STAT_KEYS
+    from ltau_md.core.calculator import FRAME_STAT_KEYS, FRAME_STATISTICS
     from ltau_md.core.metrics import frame_statistic
 
     model, est = setup

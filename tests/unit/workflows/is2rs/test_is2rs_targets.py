@@ -100,7 +100,7 @@ def test_relax_system_scores_end_point_with_the_reference(sites):
     assert r["basin"] == "higher" and r["reference_source"] == "given"
     assert r["energy_above_min"] == pytest.approx(e_top - e_fcc, abs=5e-3)
     assert r["ref_fmax_at_end"] < 0.011  # the model is the reference: forces below threshold
-    assert r["ferr_max"] == pytest.approx(0.0, abs=1e-9)  # model == reference: no error
+    assert r["force_error:max/max"] == pytest.approx(0.0, abs=1e-9)  # model == reference: no error
     assert r["force_mae"] == pytest.approx(0.0, abs=1e-9)
     assert r["n_ads"] == 1
     # the given "reference minimum" is the top site; the model end point re-relaxes into the
