@@ -239,8 +239,8 @@ def main(argv=None) -> int:
     import ase.io
     import torch
 
-    from ltau_md.core._io import write_json_atomic
     from ltau_md.core.errorlog import ErrorLog
+    from ltau_md.core.files import write_json_atomic
     from ltau_md.integrations.nequip import NequIPFeatureModel, find_error_log
     from ltau_md.workflows.evaluation import evaluate
 

@@ -222,10 +222,10 @@ def load_inputs(args: argparse.Namespace, structures: str, kind: str,
     (refused like the run itself would refuse it), the structures (all frames, or the first),
     the calculator (model and estimator) and every structure's elements against both.
     Returns ``(structures, calculator)``; raises the ltau-md error naming the problem."""
-    from ltau_md.core._io import check_output_dir
-    from ltau_md.core._validate import check_no_overlap
     from ltau_md.core.exceptions import LTAUError
+    from ltau_md.core.files import check_output_dir
     from ltau_md.core.structures import read_structures
+    from ltau_md.core.validation import check_no_overlap
 
     check_output_dir(args.out, kind, args.overwrite)
     frames = read_structures(structures)

@@ -101,9 +101,9 @@ def load_model(path: str, device: str, type_map: dict[str, str] | None = None):
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write OUT/evaluation.json and figures, print the summary as a JSON line."""
-    from ltau_md.core._io import check_output_dir
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.exceptions import DataError
+    from ltau_md.core.files import check_output_dir
     from ltau_md.core.structures import read_structures
     from ltau_md.workflows.evaluation import OUTPUT_KIND, evaluate
 

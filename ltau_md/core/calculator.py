@@ -6,12 +6,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from ltau_md.core._validate import overlapping_atoms
 from ltau_md.core.estimator import LTAUEstimator, TrajectoryNeighbors
 from ltau_md.core.metrics import stat_key
 from ltau_md.core.model import FeatureModel, check_species
 from ltau_md.core.structures import free_atoms
-from ltau_md.core.validation import check_is_fitted
+from ltau_md.core.validation import check_is_fitted, overlapping_atoms
 
 __all__ = [
     "FRAME_STATISTICS",

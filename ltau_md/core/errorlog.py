@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ltau_md.core._io import read_manifest, save_npy_atomic, write_json_atomic
-from ltau_md.core._validate import check_frame_offsets
 from ltau_md.core.exceptions import ArtifactError, DataError
+from ltau_md.core.files import read_manifest, save_npy_atomic, write_json_atomic
+from ltau_md.core.validation import check_frame_offsets
 
 __all__ = [
     "ErrorLog",

@@ -31,8 +31,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, FigureBase
 
-from ltau_md.core._io import atomic_path
 from ltau_md.core.exceptions import DataError
+from ltau_md.core.files import atomic_path
 from ltau_md.core.metrics import auroc, spearman
 
 if TYPE_CHECKING:

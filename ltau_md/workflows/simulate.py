@@ -2,7 +2,7 @@
 ``ltau-md md``. Each run gets a :class:`~ltau_md.core.observers.UQMonitor` writing into its own
 folder; summaries go to ``summary.csv`` and ``summary.json``. The output directory must be new
 or empty, or (with ``overwrite=True``) an earlier output of the same command, which is then
-replaced as a whole (see :func:`ltau_md.core._io.prepare_output_dir`)."""
+replaced as a whole (see :func:`ltau_md.core.files.prepare_output_dir`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
-from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_atomic
+from ltau_md.core.files import prepare_output_dir, write_json_atomic, write_text_atomic
 from ltau_md.core.observers import ACTIONS, Threshold, UQMonitor
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
 #: force convergence criterion of relaxations, eV/A (max |F| over the free atoms, as ASE's
 #: optimizers take ``fmax``): relax, IS2RS model and reference relaxations, the generator
 DEFAULT_FMAX = 0.05
-#: output-directory kinds (markers, :func:`~ltau_md.core._io.prepare_output_dir`) of
+#: output-directory kinds (markers, :func:`~ltau_md.core.files.prepare_output_dir`) of
 #: :func:`relax_many` and :func:`run_md` outputs
 RELAX_KIND, MD_KIND = "relax", "md"
 OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")

@@ -15,11 +15,11 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.io import read
 
-from ltau_md.core._io import MARKER
 from ltau_md.core.calculator import LTAUCalculator
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.core.exceptions import ArtifactError, DataError, OutputExistsError
+from ltau_md.core.files import MARKER
 from ltau_md.core.plots import save_figure
 from ltau_md.integrations.nequip import load_calculator
 from ltau_md.testing import EMTFeatureModel

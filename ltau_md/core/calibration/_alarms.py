@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltau_md.core._validate import check_frame_offsets
 from ltau_md.core.exceptions import DataError
 from ltau_md.core.metrics import frame_statistics, parse_stat_key, selection_mask, stat_key
 from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
 from ltau_md.core.structures import free_atoms
-from ltau_md.core.validation import check_is_fitted
+from ltau_md.core.validation import check_frame_offsets, check_is_fitted
 
 if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltau_md.core._validate import check_frame_offsets
 from ltau_md.core.calibration._alarms import (
     fit_alarm_thresholds,
     per_atom_uncertainty,
@@ -19,6 +18,7 @@ from ltau_md.core.calibration._scale import ScaleFit, fit_scale
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
 from ltau_md.core.structures import reference_forces
+from ltau_md.core.validation import check_frame_offsets
 
 if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator

@@ -18,7 +18,6 @@ import faiss
 import numpy as np
 
 from ltau_md._version import __version__
-from ltau_md.core._io import atomic_dir, read_manifest, sha256_file, write_json_atomic
 from ltau_md.core.confidence import ErrorSummary, make_edges
 from ltau_md.core.estimator._alarm_statistics import InDomainStatistics
 from ltau_md.core.estimator._calibration import Calibration
@@ -26,6 +25,7 @@ from ltau_md.core.estimator._index import check_index_kind
 from ltau_md.core.estimator._novelty import NoveltyReference
 from ltau_md.core.estimator._state import FittedState
 from ltau_md.core.exceptions import ArtifactError, InvalidParameterError, LTAUError
+from ltau_md.core.files import atomic_dir, read_manifest, sha256_file, write_json_atomic
 
 __all__ = [
     "FORMAT",

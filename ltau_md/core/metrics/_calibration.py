@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ltau_md.core._io import to_json_safe
 from ltau_md.core._param_validation import check_positive
 from ltau_md.core.exceptions import DataError, InvalidParameterError
+from ltau_md.core.files import to_json_safe
 from ltau_md.core.metrics._arrays import as_1d
 
 __all__ = [

@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ltau_md.core._validate import check_frame_offsets
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.metrics._arrays import as_1d
 from ltau_md.core.metrics._selection import selection_mask
+from ltau_md.core.validation import check_frame_offsets
 
 __all__ = ["FRAME_STATISTICS", "aggregate_by_frame", "frame_statistic", "frame_statistics"]
 

@@ -17,10 +17,10 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ltau_md.core._io import to_json_safe, write_json_atomic
 from ltau_md.core._param_validation import Interval, StrOptions, validate_params
 from ltau_md.core.calculator import PER_ATOM_KEYS
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError, OutputExistsError
+from ltau_md.core.files import to_json_safe, write_json_atomic
 from ltau_md.core.metrics import frame_statistic, parse_stat_key, selection_mask, stat_key
 from ltau_md.core.observers._event import INTERRUPTED, NON_FINITE, Event
 from ltau_md.core.observers._threshold import ACTIONS, Threshold

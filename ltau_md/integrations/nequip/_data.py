@@ -20,9 +20,9 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from nequip.data import AtomicDataDict, register_fields
 
-from ltau_md.core._io import atomic_path
 from ltau_md.core.errorlog import dataset_fingerprint
 from ltau_md.core.exceptions import DataError
+from ltau_md.core.files import atomic_path
 from ltau_md.core.structures import reference_forces
 
 #: per-frame field added to training batches in ``mode="train"``: index of the frame in the

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ltau_md.core._io import check_output_dir, sha256_file
 from ltau_md.core.errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
 from ltau_md.core.exceptions import ArtifactError, DataError
+from ltau_md.core.files import check_output_dir, sha256_file
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ltau_md.core._io import prepare_output_dir, write_json_atomic, write_text_atomic
+from ltau_md.core.files import prepare_output_dir, write_json_atomic, write_text_atomic
 from ltau_md.workflows.demo._report import STATISTIC, human_duration, render_report, write_figures
 
 TYPE_NAMES = ("H", "C", "O", "Cu", "Pt")

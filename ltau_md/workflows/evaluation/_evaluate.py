@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltau_md.core._io import (
-    prepare_output_dir,
-    to_json_safe,
-    write_text_atomic,
-)
 from ltau_md.core._param_validation import Interval, validate_params
 from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
 from ltau_md.core.estimator import InDomainStatistics
 from ltau_md.core.exceptions import DataError, InvalidParameterError
+from ltau_md.core.files import (
+    prepare_output_dir,
+    to_json_safe,
+    write_text_atomic,
+)
 from ltau_md.core.metrics import (
     alarm_threshold,
     frame_statistics,

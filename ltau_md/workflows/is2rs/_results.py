@@ -9,8 +9,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ltau_md.core._io import to_json_safe, write_json_atomic
 from ltau_md.core.exceptions import InvalidParameterError
+from ltau_md.core.files import to_json_safe, write_json_atomic
 from ltau_md.core.metrics import parse_stat_key, stat_key
 from ltau_md.workflows.is2rs.metrics import ADSORBATE_TAG, OC20_TAGS
 

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ltau_md.core import metrics as _metrics
-from ltau_md.core._io import to_json_safe, write_json_atomic
 from ltau_md.core.exceptions import DataError
+from ltau_md.core.files import to_json_safe, write_json_atomic
 from ltau_md.core.metrics import bootstrap_ci, parse_stat_key
 from ltau_md.workflows.is2rs._results import (
     FERR,

@@ -42,9 +42,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.io import write
 
-from ltau_md.core._io import atomic_dir, sha256_file
 from ltau_md.core._param_validation import Interval, Satisfies, validate_params
 from ltau_md.core.exceptions import DataError
+from ltau_md.core.files import atomic_dir, sha256_file
 from ltau_md.workflows.is2rs._geometry import (
     FACETS,
     Catalyst,

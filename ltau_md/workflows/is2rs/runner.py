@@ -34,7 +34,8 @@ from typing import Any
 
 from ase.calculators.calculator import Calculator
 
-from ltau_md.core._io import (
+from ltau_md.core.exceptions import ArtifactError, DataError, LTAUError
+from ltau_md.core.files import (
     MARKER,
     mark_output_dir,
     output_kind,
@@ -42,7 +43,6 @@ from ltau_md.core._io import (
     to_json_safe,
     write_json_atomic,
 )
-from ltau_md.core.exceptions import ArtifactError, DataError, LTAUError
 from ltau_md.workflows.is2rs._relax import (
     STAT_NAMES,
     RelaxSettings,

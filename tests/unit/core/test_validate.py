@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ltau_md.core._io import to_json_safe
-from ltau_md.core._validate import check_frame_offsets
 from ltau_md.core.exceptions import DataError
+from ltau_md.core.files import to_json_safe
+from ltau_md.core.validation import check_frame_offsets
 
 
 def test_frame_offsets_accepted_and_refused():

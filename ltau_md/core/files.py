@@ -21,6 +21,27 @@ import numpy as np
 
 from ltau_md.core.exceptions import ArtifactError, OutputExistsError
 
+__all__ = [
+    "MARKER",
+    "MARKER_FORMAT",
+    "atomic_dir",
+    "atomic_path",
+    "check_output_dir",
+    "current_umask",
+    "dir_mode",
+    "file_mode",
+    "mark_output_dir",
+    "output_kind",
+    "prepare_output_dir",
+    "read_manifest",
+    "replace_dir",
+    "save_npy_atomic",
+    "sha256_file",
+    "to_json_safe",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
 MARKER = ".ltau-md-output.json"
 """File stamped into every output directory ltau-md creates; holds ``{"kind": ...}``."""
 MARKER_FORMAT = "ltau-md/output-dir"

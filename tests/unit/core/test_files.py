@@ -1,4 +1,4 @@
-"""Outputs never lose or mix data: the output-directory rule (_io.prepare_output_dir,
+"""Outputs never lose or mix data: the output-directory rule (files.prepare_output_dir,
 replace_dir, atomic_dir) for every writer, and file modes that follow the umask."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import stat
 import numpy as np
 import pytest
 
-from ltau_md.core._io import (
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.exceptions import LTAUError, OutputExistsError
+from ltau_md.core.files import (
     MARKER,
     atomic_dir,
     current_umask,
@@ -21,9 +24,6 @@ from ltau_md.core._io import (
     write_json_atomic,
     write_text_atomic,
 )
-from ltau_md.core.errorlog import ErrorLog
-from ltau_md.core.estimator import LTAUEstimator
-from ltau_md.core.exceptions import LTAUError, OutputExistsError
 
 
 def _plant(d, name="notes.txt", text="my notes, keep me"):
