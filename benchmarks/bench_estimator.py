@@ -33,6 +33,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -292,11 +293,13 @@ def main() -> None:
         return
     rows = []
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # a fresh folder of this run under --out: only what this run created is ever removed
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-estimator-", dir=out))
     for n in (int(float(s)) for s in args.sizes.split(",")):
-        d = out / f"n{n}"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        base = [sys.executable, __file__, "--out", str(out), "--_n", str(n), "--dim",
+        d = work / f"n{n}"
+        d.mkdir()
+        base = [sys.executable, __file__, "--out", str(work), "--_n", str(n), "--dim",
                 str(args.dim), "--epochs", str(args.epochs), "--threads", args.threads,
                 "--build-threads", str(args.build_threads), "--steps", str(args.steps)]
         t = time.perf_counter()
@@ -309,7 +312,11 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
         if not args.keep:
-            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(d)
+    if args.keep:
+        print(f"generated data kept in {work}", file=sys.stderr)
+    else:
+        work.rmdir()
     by_n = {r["n_train"]: r for r in rows}
     summary: dict = {"benchmark": "estimator", "sizes": sorted(by_n), "threads": threads,
                      "crossover": {}}
