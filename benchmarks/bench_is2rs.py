@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from ltau_md.integrations.nequip import fit_from_runs, load_calculator, toy
-    from ltau_md.workflows.is2rs import analysis, load_systems
+    from ltau_md.workflows.is2rs import load_systems
+    from ltau_md.workflows.is2rs import report as is2rs_report
     from ltau_md.workflows.is2rs.generate import GeneratorConfig, generate_benchmark
     from ltau_md.workflows.is2rs.runner import RelaxSettings, run_campaign
 
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     print(f"[is2rs] force MAE on reference frames: {json.dumps(frames_mae)}", flush=True)
 
     # 5. analysis --------------------------------------------------------------------------
-    report = analysis.write_report(out, dask, rmsd_threshold=0.5, not_done=dask.not_done,
+    report = is2rs_report.write_report(out, dask, rmsd_threshold=0.5, not_done=dask.not_done,
                                    n_boot=args.n_boot)
     line = {
         "bench": "is2rs",

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         line["pooled"] = figures(pooled, args.n_boot)
     if args.figures:
         from ltau_md.core.plots import save_figure
-        from ltau_md.workflows.is2rs.analysis import plot_uq_vs_rmsd
+        from ltau_md.workflows.is2rs.figures import plot_uq_vs_rmsd
 
         fig_dir = Path(args.figures)
         fig_dir.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,9 @@ from ltau_md.workflows.is2rs.analysis import (
     analyze,
     failure_labels,
     isotonic_fit,
-    plot_uq_vs_rmsd,
 )
 from ltau_md.workflows.is2rs.data import load_systems
+from ltau_md.workflows.is2rs.figures import plot_uq_vs_rmsd
 from ltau_md.workflows.is2rs.generate import GeneratorConfig, generate_benchmark
 from ltau_md.workflows.is2rs.metrics import FREE_TAGS, rmsd
 from ltau_md.workflows.is2rs.runner import RelaxSettings, result_path, run_campaign

@@ -10,7 +10,10 @@ a model relaxation predict how far the model-relaxed structure lands from the re
 * :mod:`.runner` - model relaxations with a picklable calculator factory, serial or dask,
   resumable (one JSON per system); one relaxation lives in ``_relax``, the result files in
   ``_results``.
-* :mod:`.analysis` - Spearman / AUROC / binned RMSD per split, uncertainty -> RMSD map, figure.
+* :mod:`.analysis` - Spearman / AUROC / binned RMSD per split, uncertainty -> RMSD map; the
+  columns of result rows live in ``_columns``.
+* :mod:`.figures` - uncertainty statistics against the RMSD or energy error.
+* :mod:`.report` - ``report.json`` and the figures of a campaign.
 * ``ltau-md is2rs`` and ``ltau-md is2rs-generate`` live in :mod:`ltau_md.cli`.
 """
 
@@ -21,8 +24,8 @@ from typing import Any
 
 # Lazy exports: ``ltau-md --help`` imports .commands, which must not pull in scipy/faiss/torch.
 _EXPORTS = {
-    "UQToRMSD": "analysis", "analyze": "analysis", "plot_uq_vs_rmsd": "analysis",
-    "write_report": "analysis", "run_is2rs": "runner", "System": "data",
+    "UQToRMSD": "analysis", "analyze": "analysis", "plot_uq_vs_rmsd": "figures",
+    "write_report": "report", "run_is2rs": "runner", "System": "data",
     "load_systems": "data", "SPLITS": "generate", "GeneratorConfig": "generate",
     "generate_benchmark": "generate", "generate_system": "generate",
     "OC20_ADWT_THRESHOLDS": "metrics", "adwt": "metrics", "free_atom_distances": "metrics",

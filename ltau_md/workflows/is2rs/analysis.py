@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ltau_md.core import metrics as _metrics
 from ltau_md.core.exceptions import DataError
-from ltau_md.core.files import to_json_safe, write_json_atomic
-from ltau_md.core.metrics import bootstrap_ci, parse_stat_key
+from ltau_md.core.files import to_json_safe
+from ltau_md.core.metrics import bootstrap_ci
+from ltau_md.workflows.is2rs._columns import binned_means, column, finite_pairs
 from ltau_md.workflows.is2rs._results import (
     FERR,
     NOVELTY,
@@ -39,13 +39,12 @@ from ltau_md.workflows.is2rs._results import (
     UQ,
     UQ_ADS,
     UQ_ATOM_MEAN,
-    is_series_key,
     series_key,
 )
 from ltau_md.workflows.is2rs.metrics import BASIN_OUTCOMES, adwt, afbt, fbt
 
 if TYPE_CHECKING:
-    from matplotlib.figure import FigureBase
+    pass
 
 __all__ = [
     "ALL_STATS",
@@ -63,9 +62,7 @@ __all__ = [
     "failure_labels",
     "group_results",
     "isotonic_fit",
-    "plot_uq_vs_rmsd",
     "spearman",
-    "write_report",
 ]
 
 
@@ -104,8 +101,6 @@ REPORT_STATS: tuple[str, ...] = (
 """Statistics scored in the report: uncertainty, novelty (when the calculator returns it), the
 true force error ``force_error:max/*`` (reference row: the ceiling for a force-error UQ) and
 two trivial baselines (number of adsorbate atoms; the model's initial max force)."""
-_LOG_SIGNALS = ("force_error", "predicted_error", "novelty")
-"""Signals whose statistics span decades: a log x axis in :func:`plot_uq_vs_rmsd`."""
 TARGETS: tuple[str, ...] = ("rmsd", "energy_above_min", "ref_fmax_at_end", "rmsd_min_sym")
 """Continuous targets (Spearman): RMSD to the given reference (A), energy above the lowest
 reference minimum (eV), reference max force at the model end point (eV/A), RMSD to the lowest
@@ -123,17 +118,10 @@ FMAX_FAIL = 0.4
 (the top of OC20's AFbT threshold range, so the end point fails FbT at every AFbT level)."""
 
 
-def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    return x[ok], y[ok]
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """:func:`ltau_md.core.metrics.spearman` over the finite pairs; NaN for < 3 pairs or a
     constant input (no uncertainty, or every RMSD equal)."""
-    x, y = _finite_pairs(x, y)
+    x, y = finite_pairs(x, y)
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
     return float(_metrics.spearman(x, y))
@@ -158,7 +146,7 @@ def isotonic_fit(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np
 
     Returns the distinct x values (sorted) and the fitted y at them.
     """
-    x, y = _finite_pairs(x, y)
+    x, y = finite_pairs(x, y)
     if x.size == 0:
         raise DataError("isotonic fit needs at least one finite (x, y) pair")
     xu, inv = np.unique(x, return_inverse=True)
@@ -198,7 +186,7 @@ class UQToRMSD:
         self.y_: np.ndarray | None = None
 
     def fit(self, uq: Sequence[float], rmsd: Sequence[float]) -> UQToRMSD:
-        x, y = _finite_pairs(uq, rmsd)
+        x, y = finite_pairs(uq, rmsd)
         if x.size < 2:
             raise DataError(f"need >= 2 finite (uncertainty, RMSD) pairs to fit, got {x.size}")
         if self.method == "isotonic":
@@ -227,22 +215,6 @@ class UQToRMSD:
                 "y": self.y_.tolist() if self.y_ is not None else None}
 
 
-def _column(results: Sequence[dict], key: str) -> np.ndarray:
-    return np.array([r.get(key, math.nan) for r in results], dtype=float)
-
-
-def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict[str, list]:
-    xf, yf = _finite_pairs(x, y)
-    n_b = max(len(edges) - 1, 0)
-    idx = np.clip(np.searchsorted(edges, xf, side="right") - 1, 0, max(n_b - 1, 0))
-    counts, means = [], []
-    for b in range(n_b):
-        sel = idx == b
-        counts.append(int(sel.sum()))
-        means.append(float(yf[sel].mean()) if sel.any() else None)
-    return {"edges": edges.tolist(), "count": counts, "mean_rmsd": means}
-
-
 def _with_ci(metric: str, x: np.ndarray, y: np.ndarray, n_boot: int) -> dict[str, float]:
     if metric == "spearman":
         value = spearman(x, y)
@@ -260,9 +232,9 @@ def failure_labels(rows: Sequence[dict], rmsd_threshold: float) -> dict[str, np.
     point lands in a higher basin, or the reference max force there exceeds
     :data:`FMAX_FAIL` eV/A. Labels that need the reference are NaN-free only when the
     reference targets exist; rows without them count as failed."""
-    rmsd = _column(rows, "rmsd")
-    e = _column(rows, "energy_above_min")
-    f = _column(rows, "ref_fmax_at_end")
+    rmsd = column(rows, "rmsd")
+    e = column(rows, "energy_above_min")
+    f = column(rows, "ref_fmax_at_end")
     basin = [r.get("basin") for r in rows]
     return {
         "rmsd": ~np.isfinite(rmsd) | (rmsd > rmsd_threshold),
@@ -316,7 +288,7 @@ def analyze(
     not_done = dict(not_done or {})
     ok = [r for r in results if r.get("status") == "ok"]
     # optional statistics (novelty, true force error) only where some result has them
-    stats = [st for st in stats if st in STATS or np.isfinite(_column(ok, st)).any()]
+    stats = [st for st in stats if st in STATS or np.isfinite(column(ok, st)).any()]
     report: dict[str, Any] = {
         "n_systems": len(results) + len(not_done),
         "n_ok": len(ok),
@@ -331,7 +303,7 @@ def analyze(
         "targets": list(TARGETS),
         "splits": {},
     }
-    all_uq = {st: _column(ok, st) for st in stats}
+    all_uq = {st: column(ok, st) for st in stats}
     edges = {}
     for st in stats:
         v = all_uq[st][np.isfinite(all_uq[st])]
@@ -342,7 +314,7 @@ def analyze(
     baseline = math.nan
     fit_rows = [r for r in ok if r["split"] == fit_split]
     if fit_rows:
-        x, y = _finite_pairs(_column(fit_rows, map_stat), _column(fit_rows, "rmsd"))
+        x, y = finite_pairs(column(fit_rows, map_stat), column(fit_rows, "rmsd"))
         if x.size >= 2:
             uq_map = UQToRMSD(map_method, n_bins).fit(x, y)
             baseline = float(y.mean())
@@ -355,16 +327,16 @@ def analyze(
     det = [r for r in ok if str(r["split"]) in ("val_id", *OOD_SPLITS)]
     is_ood = np.array([str(r["split"]) != "val_id" for r in det], dtype=float)
     report["ood_detection"] = (
-        {st: _with_ci("auroc", _column(det, st), is_ood, n_boot) for st in stats}
+        {st: _with_ci("auroc", column(det, st), is_ood, n_boot) for st in stats}
         if 0 < is_ood.sum() < len(det) else {})
-    have_ref = any(np.isfinite(_column(ok, "energy_above_min")))
+    have_ref = any(np.isfinite(column(ok, "energy_above_min")))
     for name, rows_all in group_results(results).items():
         rows = [r for r in rows_all if r.get("status") == "ok"]
         entry: dict[str, Any] = {"n": len(rows_all), "n_ok": len(rows)}
         if not rows:
             report["splits"][name] = entry
             continue
-        rmsd = _column(rows, "rmsd")
+        rmsd = column(rows, "rmsd")
         # a relaxation that blew up (NaN RMSD) is a failure and ranks above every finite RMSD
         finite = np.isfinite(rmsd)
         labels = failure_labels(rows, rmsd_threshold)
@@ -372,40 +344,40 @@ def analyze(
             labels = {"rmsd": labels["rmsd"]}
         target_cols = {}
         for t in TARGETS if have_ref else ("rmsd",):
-            col = _column(rows, t)
+            col = column(rows, t)
             fin = np.isfinite(col)
             big = 10.0 * (np.max(np.abs(col[fin])) + 1.0) if fin.any() else 1.0
             target_cols[t] = np.where(fin, col, big)
         entry.update({
             "n_converged": int(sum(bool(r.get("converged")) for r in rows)),
             "n_blown_up": int((~finite).sum()),
-            "adwt": adwt(_column(rows, "mean_distance")),
+            "adwt": adwt(column(rows, "mean_distance")),
             "rmsd_mean": float(np.mean(rmsd[finite])) if finite.any() else math.nan,
             "rmsd_median": float(np.median(rmsd[finite])) if finite.any() else math.nan,
-            "ref_travel_median": float(np.nanmedian(_column(rows, "ref_travel")))
-            if np.isfinite(_column(rows, "ref_travel")).any() else math.nan,
+            "ref_travel_median": float(np.nanmedian(column(rows, "ref_travel")))
+            if np.isfinite(column(rows, "ref_travel")).any() else math.nan,
             "failure_rate": float(labels["rmsd"].mean()),
             "failure_rates": {k: float(v.mean()) for k, v in labels.items()},
-            "spearman": {st: spearman(_column(rows, st), target_cols["rmsd"]) for st in stats},
-            "auroc": {st: auroc(_column(rows, st), labels["rmsd"]) for st in stats},
+            "spearman": {st: spearman(column(rows, st), target_cols["rmsd"]) for st in stats},
+            "auroc": {st: auroc(column(rows, st), labels["rmsd"]) for st in stats},
             "spearman_ci": {
-                t: {st: _with_ci("spearman", _column(rows, st), col, n_boot) for st in stats}
+                t: {st: _with_ci("spearman", column(rows, st), col, n_boot) for st in stats}
                 for t, col in target_cols.items()
             },
             "auroc_ci": {
-                lab: {st: _with_ci("auroc", _column(rows, st), v.astype(float), n_boot)
+                lab: {st: _with_ci("auroc", column(rows, st), v.astype(float), n_boot)
                       for st in stats}
                 for lab, v in labels.items()
             },
-            "binned": {st: _binned(_column(rows, st), rmsd, edges[st]) for st in stats},
+            "binned": {st: binned_means(column(rows, st), rmsd, edges[st]) for st in stats},
         })
-        fmae = _column(rows, "force_mae")
+        fmae = column(rows, "force_mae")
         if np.isfinite(fmae).any():  # eV/A; the mean per system, and its median over systems
             entry["force_mae"] = float(np.nanmean(fmae))
             entry["force_mae_median"] = float(np.nanmedian(fmae))
         if have_ref:
-            e = _column(rows, "energy_above_min")
-            f = _column(rows, "ref_fmax_at_end")
+            e = column(rows, "energy_above_min")
+            f = column(rows, "ref_fmax_at_end")
             basins = [str(r.get("basin")) for r in rows]
             entry.update({
                 "energy_above_min_median": float(np.nanmedian(e)),
@@ -415,14 +387,14 @@ def analyze(
                 "basin": {b: basins.count(b) for b in (*BASIN_OUTCOMES, "blown_up")},
                 "reference_lower_found": int(sum(
                     r.get("reference_source") == "ml_rerelaxed" for r in rows)),
-                "adwt_min_sym": adwt(_column(rows, "mean_distance_min_sym")),
-                "adwt_ads_min_sym": adwt(_column(rows, "ads_displacement_min_sym")),
-                "binned_energy": {st: _binned(_column(rows, st), e, edges[st])
+                "adwt_min_sym": adwt(column(rows, "mean_distance_min_sym")),
+                "adwt_ads_min_sym": adwt(column(rows, "ads_displacement_min_sym")),
+                "binned_energy": {st: binned_means(column(rows, st), e, edges[st])
                                   for st in stats},
             })
         if uq_map is not None:
-            pred = uq_map.predict(_column(rows, map_stat))
-            p, a = _finite_pairs(pred, rmsd)
+            pred = uq_map.predict(column(rows, map_stat))
+            p, a = finite_pairs(pred, rmsd)
             entry["uq_to_rmsd"] = {
                 "mae": float(np.mean(np.abs(p - a))) if p.size else math.nan,
                 "baseline_mae": float(np.mean(np.abs(baseline - a))) if a.size else math.nan,
@@ -430,114 +402,3 @@ def analyze(
             }
         report["splits"][name] = entry
     return to_json_safe(report)
-
-
-def _signal(stat: str) -> str | None:
-    """The signal of a result statistic ``SIGNAL:STAT[@tags=T]/REDUCTION`` (e.g.
-    ``"novelty"``); None for any other column (``n_ads``, ``ml_fmax_initial``)."""
-    return parse_stat_key(stat.rpartition("/")[0])[0] if is_series_key(stat) else None
-
-
-def plot_uq_vs_rmsd(
-    results: Sequence[dict],
-    *,
-    fig: FigureBase | None = None,
-    rmsd_threshold: float = 0.5,
-    n_bins: int = 5,
-    stats: Sequence[str] = STATS,
-    target: str = "rmsd",
-) -> FigureBase:
-    """Four-panel figure (as the LTAU paper's Fig. 4): RMSD to the reference-relaxed structure
-    against the initial / final / max / mean uncertainty along the model relaxation, ID
-    (``val_id``) and OOD (``val_ood_*``) systems, with binned mean RMSD.
-
-    Parameters
-    ----------
-    results
-        Result rows of :func:`~ltau_md.workflows.is2rs.runner.run_campaign`.
-    fig
-        Figure or SubFigure to draw on (a new Figure when None).
-    rmsd_threshold
-        Failure line for ``target="rmsd"`` (Å).
-    n_bins
-        Quantile bins of the binned mean.
-    stats
-        Result columns on the x axes, one panel each.
-    target
-        Result column on the y axes (``"rmsd"``, Å, or ``"energy_above_min"``, eV).
-
-    Returns
-    -------
-    FigureBase
-        ``fig``; save it with :func:`ltau_md.core.plots.save_figure`.
-    """
-    from matplotlib.figure import Figure
-
-    ok = [r for r in results if r.get("status") == "ok"]
-    groups = {
-        "ID (val_id)": [r for r in ok if r["split"] == "val_id"],
-        "OOD (val_ood_*)": [r for r in ok if r["split"] in OOD_SPLITS],
-    }
-    if not any(groups.values()):
-        groups = {"all": ok}
-    colors = ["tab:blue", "tab:orange", "tab:green"]
-    n = len(stats)
-    ncols = 2 if n > 1 else 1
-    nrows = math.ceil(n / ncols)
-    fig = fig if fig is not None else Figure(figsize=(5.2 * ncols, 4.2 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, st in zip(axes.ravel(), stats, strict=False):
-        pooled = np.concatenate([_column(g, st) for g in groups.values() if g] or [np.array([])])
-        pooled = pooled[np.isfinite(pooled)]
-        edges = np.unique(np.quantile(pooled, np.linspace(0, 1, n_bins + 1))) if pooled.size else []
-        titles = []
-        for (label, rows), color in zip(groups.items(), colors, strict=False):
-            if not rows:
-                continue
-            x, y = _finite_pairs(_column(rows, st), _column(rows, target))
-            if not x.size:
-                continue
-            ax.scatter(x, np.maximum(y, 1e-4), s=12, alpha=0.5, color=color,
-                       label=f"{label} (n={x.size})")
-            if len(edges) > 1:
-                b = _binned(x, y, np.asarray(edges))
-                centers = 0.5 * (np.asarray(edges[1:]) + np.asarray(edges[:-1]))
-                m = np.array([np.nan if v is None else v for v in b["mean_rmsd"]], dtype=float)
-                ax.plot(centers, np.maximum(m, 1e-4), "o-", color=color, lw=2)
-            titles.append(f"rho_{label.split()[0]}={spearman(x, y):.2f}")
-        ax.axhline(rmsd_threshold if target == "rmsd" else ENERGY_FAIL, color="gray", ls="--",
-                   lw=1)
-        ax.set_yscale("log")
-        signal = _signal(st)
-        if signal in _LOG_SIGNALS:
-            ax.set_xscale("log")
-        ax.set_xlabel(STAT_LABELS.get(st, st) + (" (1 - p)" if signal == "uncertainty" else ""))
-        ax.set_ylabel(TARGET_LABELS.get(target, target))
-        ax.set_title(f"{st}: " + ", ".join(titles) if titles else f"{st}: no uncertainty")
-        if titles:
-            ax.legend(fontsize=8, loc="upper left")
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
-    if isinstance(fig, Figure):
-        fig.tight_layout()
-    return fig
-
-
-def write_report(out_dir: str | Path, results: Sequence[dict], **kwargs: Any) -> dict[str, Any]:
-    """Analyze ``results`` and write ``out_dir/report.json``, ``out_dir/uq_vs_rmsd.png`` and,
-    when the reference targets exist, ``out_dir/uq_vs_energy.png`` (energy above the lowest
-    minimum against the same statistics)."""
-    from ltau_md.core.plots import save_figure
-
-    out_dir = Path(out_dir)
-    report = analyze(results, **kwargs)
-    write_json_atomic(out_dir / "report.json", report)
-    figure_kw = {"rmsd_threshold": kwargs.get("rmsd_threshold", 0.5),
-                 "n_bins": kwargs.get("n_bins", 5)}
-    save_figure(plot_uq_vs_rmsd(results, **figure_kw), out_dir / "uq_vs_rmsd.png")
-    if any(np.isfinite(_column(results, "energy_above_min"))):
-        save_figure(plot_uq_vs_rmsd(results, target="energy_above_min",
-                                    stats=(series_key(UQ, "max"), series_key(UQ, "final"),
-                                           series_key(FERR, "final"), "n_ads"),
-                                    **figure_kw), out_dir / "uq_vs_energy.png")
-    return report

@@ -373,8 +373,8 @@ def run_is2rs(
     after writing the report of what is done when any system failed or was lost, so the
     command exits non-zero.
     """
-    from ltau_md.workflows.is2rs.analysis import write_report
     from ltau_md.workflows.is2rs.data import load_systems
+    from ltau_md.workflows.is2rs.report import write_report
 
     settings = RelaxSettings(fmax=fmax, steps=steps, optimizer=optimizer, reference=reference)
     loaded = load_systems(systems, list(splits) if splits else None)
