@@ -67,39 +67,59 @@ class CLIDirective(SphinxDirective):
         return out
 
 
+def _table(widths: tuple[int, ...], header: list[nodes.Node] | None,
+           rows: list[list[nodes.Node]]) -> nodes.table:
+    """A docutils table: column ``widths``, an optional ``header`` row, one row per item of
+    ``rows``; every cell is a node (a paragraph) put as it is into its entry."""
+    table = nodes.table()
+    group = nodes.tgroup(cols=len(widths))
+    table += group
+    for width in widths:
+        group += nodes.colspec(colwidth=width)
+
+    def row(cells: list[nodes.Node]) -> nodes.row:
+        r = nodes.row()
+        for c in cells:
+            e = nodes.entry()
+            e += c
+            r += e
+        return r
+
+    if header is not None:
+        head = nodes.thead()
+        head += row(header)
+        group += head
+    body = nodes.tbody()
+    for cells in rows:
+        body += row(cells)
+    group += body
+    return table
+
+
+def _text(text: str) -> nodes.paragraph:
+    return nodes.paragraph(text=text)
+
+
+def _code(text: str) -> nodes.paragraph:
+    return nodes.paragraph("", "", nodes.literal(text=text))
+
+
 class LayersDirective(SphinxDirective):
     """A table of the layers, bottom to top, from ``ltau_md._layers.LAYERS``."""
 
     def run(self) -> list[nodes.Node]:
         from ltau_md._layers import LAYERS
 
-        table = nodes.table()
-        group = nodes.tgroup(cols=3)
-        table += group
-        for width in (1, 2, 4):
-            group += nodes.colspec(colwidth=width)
-
-        def row(cells: list[nodes.Node]) -> nodes.row:
-            r = nodes.row()
-            for c in cells:
-                e = nodes.entry()
-                e += c
-                r += e
-            return r
-
-        head = nodes.thead()
-        head += row([nodes.paragraph(text=t) for t in ("layer", "modules", "what it holds")])
-        group += head
-        body = nodes.tbody()
+        rows = []
         for name, members, what in LAYERS:
             mods = nodes.paragraph()
             for i, m in enumerate(members):
                 if i:
                     mods += nodes.Text(", ")
                 mods += nodes.literal(text=m)
-            body += row([nodes.paragraph(text=name), mods, nodes.paragraph(text=what)])
-        group += body
-        return [table]
+            rows.append([_text(name), mods, _text(what)])
+        header = [_text(t) for t in ("layer", "modules", "what it holds")]
+        return [_table((1, 2, 4), header, rows)]
 
 
 def _summary(path: Path) -> str:
@@ -143,32 +163,10 @@ class ModulesDirective(SphinxDirective):
     """A table of every public module and package (with its private parts), by layer."""
 
     def run(self) -> list[nodes.Node]:
-        table = nodes.table()
-        group = nodes.tgroup(cols=4)
-        table += group
-        for width in (1, 2, 2, 5):
-            group += nodes.colspec(colwidth=width)
-
-        def row(cells: list[nodes.Node]) -> nodes.row:
-            r = nodes.row()
-            for c in cells:
-                e = nodes.entry()
-                e += c
-                r += e
-            return r
-
-        head = nodes.thead()
-        head += row([nodes.paragraph(text=t)
-                     for t in ("layer", "module", "parts", "what it holds")])
-        group += head
-        body = nodes.tbody()
-        for layer, shown, parts, summary in module_rows():
-            body += row([nodes.paragraph(text=layer),
-                         nodes.paragraph("", "", nodes.literal(text=shown)),
-                         nodes.paragraph(text=parts),
-                         nodes.paragraph(text=summary)])
-        group += body
-        return [table]
+        rows = [[_text(layer), _code(shown), _text(parts), _text(summary)]
+                for layer, shown, parts, summary in module_rows()]
+        header = [_text(t) for t in ("layer", "module", "parts", "what it holds")]
+        return [_table((1, 2, 2, 5), header, rows)]
 
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
@@ -183,20 +181,16 @@ def _flatten(prefix: str, value, out: list[tuple[str, str]], keys: set[str] | No
         return
     if (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)
             and len(value[1]) == 2 and not isinstance(value[0], (list, dict))):
-        def num(v):  # (value, [low, high]): a figure with its 95 % interval
-            return f"{v:.4g}" if isinstance(v, float) else str(v)
-        out.append((prefix, f"{num(value[0])} [{num(value[1][0])}, {num(value[1][1])}]"))
+        low, high = value[1]  # (value, [low, high]): a figure with its 95 % interval
+        out.append((prefix, f"{_cell(value[0])} [{_cell(low)}, {_cell(high)}]"))
         return
     if isinstance(value, list) and (len(value) > 6 or any(isinstance(v, (dict, list))
                                                           for v in value)):
         return  # long or nested series: in the JSON file, not the table
-    if isinstance(value, float):
-        text = f"{value:.4g}"
-    elif isinstance(value, list):
-        text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, list):
+        out.append((prefix, ", ".join(_cell(v) for v in value)))
     else:
-        text = str(value)
-    out.append((prefix, text))
+        out.append((prefix, _cell(value)))
 
 
 def _names(text: str) -> list[str]:
@@ -212,36 +206,10 @@ def _dig(value, dotted: str):
 
 
 def _cell(value) -> str:
+    """A figure as the tables show it: floats to 4 significant digits, None as "-"."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return "-" if value is None else str(value)
-
-
-def _grid(header: list[str], rows: list[list[str]]) -> nodes.table:
-    table = nodes.table()
-    group = nodes.tgroup(cols=len(header))
-    table += group
-    for _ in header:
-        group += nodes.colspec(colwidth=1)
-
-    def row(cells: list[str], literal: bool = False) -> nodes.row:
-        r = nodes.row()
-        for c in cells:
-            e = nodes.entry()
-            para = nodes.paragraph()
-            para += nodes.literal(text=c) if literal else nodes.Text(c)
-            e += para
-            r += e
-        return r
-
-    head = nodes.thead()
-    head += row(header, literal=True)
-    group += head
-    body = nodes.tbody()
-    for cells in rows:
-        body += row(cells)
-    group += body
-    return table
 
 
 class BenchmarkDirective(SphinxDirective):
@@ -279,28 +247,12 @@ class BenchmarkDirective(SphinxDirective):
             if not isinstance(items, list) or not columns:
                 raise self.error(f"{path.name}: :table: must name a list and :columns: its "
                                  "fields")
-            grid = [[_cell(_dig(item, c)) for c in columns] for item in items]
-            return [prov, _grid(columns, grid)]
+            grid = [[_text(_cell(_dig(item, c))) for c in columns] for item in items]
+            return [prov, _table((1,) * len(columns), [_code(c) for c in columns], grid)]
         keys = set(self.options["keys"]) if "keys" in self.options else None
         rows: list[tuple[str, str]] = []
         _flatten("", doc.get("result"), rows, keys)
-        table = nodes.table()
-        group = nodes.tgroup(cols=2)
-        table += group
-        for width in (3, 2):
-            group += nodes.colspec(colwidth=width)
-        body = nodes.tbody()
-        for key, text in rows:
-            r = nodes.row()
-            for cell in (nodes.literal(text=key), nodes.Text(text)):
-                e = nodes.entry()
-                para = nodes.paragraph()
-                para += cell
-                e += para
-                r += e
-            body += r
-        group += body
-        return [prov, table]
+        return [prov, _table((3, 2), None, [[_code(k), _text(t)] for k, t in rows])]
 
 
 _SPAN = re.compile(r"(``.+?``|`[^`]+`)")
