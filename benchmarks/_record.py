@@ -19,7 +19,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +88,8 @@ def record(script: str, result: Any, *, name: str | None = None) -> Path | None:
     if folder == "":
         return None
     out_dir = Path(folder) if folder else RESULTS_DIR
+    from ltau_md.core.files import to_json_safe, write_text_atomic  # one strict-JSON rule
+
     status = _git("status", "--porcelain", "--untracked-files=no")
     doc = {
         "script": Path(script).name,
@@ -99,37 +100,8 @@ def record(script: str, result: Any, *, name: str | None = None) -> Path | None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "versions": _versions()},
         "load_average": {"start": list(_LOAD_START), "end": list(os.getloadavg())},
-        "result": _finite(result),
+        "result": to_json_safe(result),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name or Path(script).stem}.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=False, allow_nan=False, default=str)
-            fh.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
     return path
-
-
-def _finite(x: Any) -> Any:
-    """``x`` with NaN and inf as None (strict JSON), tuples as lists, numpy scalars as numbers."""
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
-        return _finite(x.tolist())
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    return x
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
