@@ -19,6 +19,7 @@ with :meth:`LTAUEstimator.set_calibration`.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import numbers
 import os
@@ -38,7 +39,10 @@ from ltau_md.core._param_validation import (
 )
 from ltau_md.core.confidence import DEFAULT_BINS, ErrorSummary, check_atol
 from ltau_md.core.errorlog import ErrorLog
-from ltau_md.core.estimator._alarm_statistics import SCALE_DEPENDENT_SIGNALS
+from ltau_md.core.estimator._alarm_statistics import (
+    SCALE_DEPENDENT_SIGNALS,
+    InDomainStatistics,
+)
 from ltau_md.core.estimator._artifact import read_artifact, write_artifact
 from ltau_md.core.estimator._calibration import Calibration
 from ltau_md.core.estimator._index import (
@@ -338,6 +342,17 @@ class LTAUEstimator:
             warnings.warn(f"the estimator's s parameter ({self.s}) overrides the fitted "
                           "calibration at inference; set estimator.s = None to use it",
                           UserWarning, stacklevel=3)
+
+    def without_calibration(self) -> LTAUEstimator:
+        """A copy of this fitted estimator with no scale calibration and no alarm statistics
+        (the index, summary and novelty reference are shared, not copied): what an
+        evaluation calibrates and fits thresholds on, leaving this estimator as it is."""
+        check_is_fitted(self)
+        est = copy.copy(self)
+        est.calibration_ = None
+        est.alarm_statistics_ = InDomainStatistics()
+        est._cache = {}
+        return est
 
     def novelty_of(self, distances: np.ndarray, indices: np.ndarray,
                    species: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -16,7 +15,6 @@ import numpy as np
 
 from ltau_md.core._param_validation import Interval, validate_params
 from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
-from ltau_md.core.estimator import InDomainStatistics
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.files import (
     prepare_output_dir,
@@ -145,9 +143,7 @@ def evaluate(
         out = prepare_output_dir(out, OUTPUT_KIND, overwrite)
     check_is_fitted(estimator)
     members = list(members or [])
-    est = copy.copy(estimator)  # the caller's estimator keeps its calibration and statistics
-    est.alarm_statistics_ = InDomainStatistics()
-    est.set_calibration(None)
+    est = estimator.without_calibration()  # the caller's keeps its calibration, statistics
 
     # -- model passes and one neighbour search per set --------------------------------------
     ind = set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)

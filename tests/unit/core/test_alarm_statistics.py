@@ -108,3 +108,15 @@ def test_confidence_from_bad_neighbour_indices_names_the_rows(est):
         est.confidence_from_neighbors(good.astype(float))
     with pytest.raises(DataError, match=r"\(n, k\)"):
         est.novelty_of(np.ones(3), good[:, 0])
+
+
+def test_without_calibration_is_an_uncalibrated_copy_leaving_the_original(est):
+    est.set_calibration(Calibration(s=0.6, target_atol=0.05))
+    est.alarm_statistics_.update({"novelty:max": entry([1.0, 2.0])})
+    bare = est.without_calibration()
+    assert bare.calibration_ is None and len(bare.alarm_statistics_) == 0
+    assert bare.scale_ == 1.0 and bare.index_ is est.index_
+    assert est.scale_ == 0.6 and "novelty:max" in est.alarm_statistics_   # original untouched
+    bare.alarm_statistics_.update({"gmm:max": entry([0.5])})
+    assert "gmm:max" not in est.alarm_statistics_
+    est.set_calibration(None)
