@@ -7,8 +7,10 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from ltau_md.core.estimator import LTAUEstimator, TrajectoryNeighbors
+from ltau_md.core.exceptions import InvalidParameterError
 from ltau_md.core.metrics import stat_key
 from ltau_md.core.model import FeatureModel, check_species
+from ltau_md.core.signals import SIGNAL_CLASSES
 from ltau_md.core.structures import free_atoms
 from ltau_md.core.validation import check_is_fitted, overlapping_atoms
 
@@ -18,6 +20,7 @@ __all__ = [
     "LTAUCalculator",
     "PER_ATOM_KEYS",
     "RESULT_KEYS",
+    "SIGNAL_KEYS",
 ]
 
 #: per-atom result keys (also written as extxyz per-atom arrays by the observers)
@@ -33,9 +36,12 @@ PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error", "novelty", "nov
 FRAME_STATISTICS = (("uncertainty", "max"), ("uncertainty", "mean"), ("predicted_error", "max"),
                     ("novelty", "max"))
 FRAME_STAT_KEYS = tuple(stat_key(signal, on) for signal, on in FRAME_STATISTICS)
+#: per-atom latent-signal keys (:mod:`ltau_md.core.signals`) and their maxima over the free
+#: atoms, returned for the signals asked for with ``LTAUCalculator(signals=...)``
+SIGNAL_KEYS = tuple(k for n in SIGNAL_CLASSES for k in (n, stat_key(n, "max")))
 RESULT_KEYS = (
     "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS, *FRAME_STAT_KEYS,
-    "finite", "nonfinite_cause", "neighbor_distance",
+    "finite", "nonfinite_cause", "neighbor_distance", *SIGNAL_KEYS,
 )
 
 
@@ -60,6 +66,11 @@ class LTAUCalculator(Calculator):
     calibrated group gets that group's s and any other structure the global calibrated s.
     A change of the group alone (same positions) triggers a new calculation.
 
+    ``signals`` names latent signals fitted on the estimator (``estimator.signals_``, e.g.
+    ``("gmm", "doptimality")``): each adds its per-atom score under its name and the maximum
+    over the free atoms as ``NAME:max`` (:data:`SIGNAL_KEYS`), from the same features; inf
+    for a non-finite structure.
+
     ``warm_start`` reuses the previous step's neighbours (see
     :class:`~ltau_md.core.estimator.TrajectoryNeighbors`), which suits relaxations and MD; it falls
     back to a cold search when any atom moved more than ``jump`` A since the last call or the
@@ -70,9 +81,17 @@ class LTAUCalculator(Calculator):
 
     def __init__(self, model: FeatureModel, estimator: LTAUEstimator, *, s: float | None = None,
                  group: str | None = None, warm_start: bool = True, jump: float = 0.5,
-                 **kwargs):
+                 signals: tuple[str, ...] = (), **kwargs):
         super().__init__(**kwargs)
         check_is_fitted(estimator)
+        signals = tuple(signals)
+        missing = [n for n in signals if n not in estimator.signals_]
+        if missing:
+            raise InvalidParameterError(
+                f"signals {missing} are not fitted on the estimator (fitted: "
+                f"{sorted(estimator.signals_)}); fit them with LTAUEstimator(signals=...) or "
+                "add_signals")
+        self.signals = signals
         self.model = model
         self.estimator = estimator
         self.s = s
@@ -152,6 +171,9 @@ class LTAUCalculator(Calculator):
                     if pair is not None else "non-finite positions or cell"
                     if not np.isfinite(atoms.positions).all() else "non-finite model output"),
             }
+            for name in self.signals:
+                self.results[name] = np.full(n, np.inf)
+                self.results[stat_key(name, "max")] = float("inf")
             if periodic:
                 self.results["stress"] = np.full(6, nan)
             if self._neighbors is not None:
@@ -178,6 +200,9 @@ class LTAUCalculator(Calculator):
             "finite": True,
             "neighbor_distance": pred.distances[:, 0].astype(np.float64),
         }
+        for name, v in self.estimator.signal_values(out.features, atoms.numbers,
+                                                    self.signals).items():
+            self.results[name] = v
         self._frame_statistics(atoms)
         if periodic and out.stress is not None:
             self.results["stress"] = np.asarray(out.stress, dtype=np.float64)
@@ -188,6 +213,8 @@ class LTAUCalculator(Calculator):
         its input checks, which cost more than the statistics on small structures."""
         free = free_atoms(atoms) if atoms.constraints else None
         sel = None if free is None or not free.any() or free.all() else free
-        for (signal, on), key in zip(FRAME_STATISTICS, FRAME_STAT_KEYS, strict=True):
+        stats = [*zip(FRAME_STATISTICS, FRAME_STAT_KEYS, strict=True),
+                 *(((n, "max"), stat_key(n, "max")) for n in self.signals)]
+        for (signal, on), key in stats:
             v = self.results[signal] if sel is None else self.results[signal][sel]
             self.results[key] = float(v.max() if on == "max" else v.mean())

@@ -2,7 +2,8 @@
 summary and novelty arrays (``*.npy``) and a versioned, checksummed ``manifest.json``.
 
 Format version 3 keeps the in-domain alarm statistics in their own ``"alarm_statistics"``
-section; version 2 artifacts (alarm statistics inside ``"calibration"``) are read too.
+section; version 4 adds the fitted latent signals (``signal_<name>.npz`` and a ``"signals"``
+section). Versions 2 (alarm statistics inside ``"calibration"``) and 3 are read too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ltau_md.core.estimator._novelty import NoveltyReference
 from ltau_md.core.estimator._state import FittedState
 from ltau_md.core.exceptions import ArtifactError, InvalidParameterError, LTAUError
 from ltau_md.core.files import atomic_dir, read_manifest, sha256_file, write_json_atomic
+from ltau_md.core.signals import SIGNAL_CLASSES, LatentSignal
 
 __all__ = [
     "FORMAT",
@@ -38,8 +40,8 @@ __all__ = [
 
 FORMAT = "ltau-md/estimator"
 #: format version of saved estimators; 2: calibration section, checksummed manifest,
-#: index_kind; 3: in-domain alarm statistics in their own section
-VERSION = 3
+#: index_kind; 3: in-domain alarm statistics in their own section; 4: latent signals
+VERSION = 4
 #: the oldest version read (older ones must be re-fitted)
 _OLDEST = 2
 #: manifest key holding the SHA-256 of the canonical JSON of the rest of the manifest
@@ -78,6 +80,11 @@ def write_artifact(path: str | os.PathLike, params: Mapping[str, Any], state: Fi
             np.save(tmp / f"{name}.npy", arr)
         np.save(tmp / "knn_distance.npy", state.novelty.knn_distance.astype(np.float32))
         np.save(tmp / "train_novelty.npy", state.novelty.train_novelty.astype(np.float32))
+        signals = {}
+        for name, sig in state.signals.items():
+            meta, arrays = sig.state()
+            np.savez(tmp / _signal_file(name), **arrays)
+            signals[name] = meta
         manifest: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "ltau_md_version": __version__,
             "params": dict(params), "index_kind": state.index_kind, "dim": int(state.index.d),
@@ -90,9 +97,32 @@ def write_artifact(path: str | os.PathLike, params: Mapping[str, Any], state: Fi
             manifest["calibration"] = state.calibration.to_dict()
         if state.alarm_statistics:
             manifest["alarm_statistics"] = state.alarm_statistics.to_dict()
+        if signals:
+            manifest["signals"] = signals
         manifest[MANIFEST_DIGEST_KEY] = manifest_digest(manifest)
         write_json_atomic(tmp / "manifest.json", manifest)
     return Path(path)
+
+
+def _signal_file(name: str) -> str:
+    return f"signal_{name}.npz"
+
+
+def _read_signals(path: Path, m: Mapping[str, Any]) -> dict[str, LatentSignal]:
+    """The fitted latent signals of a manifest's ``"signals"`` section."""
+    out = {}
+    for name, meta in (m.get("signals") or {}).items():
+        if name not in SIGNAL_CLASSES:
+            raise ArtifactError(f"estimator {path}: unknown signal {name!r} (known: "
+                                f"{sorted(SIGNAL_CLASSES)})")
+        try:
+            with np.load(path / _signal_file(name)) as z:
+                arrays = {k: z[k] for k in z.files}
+            out[name] = SIGNAL_CLASSES[name].from_state(meta, arrays)
+        except (OSError, ValueError, KeyError, TypeError, LTAUError) as exc:
+            raise ArtifactError(f"estimator {path}: cannot read signal {name!r}: {exc}"
+                                ) from exc
+    return out
 
 
 def _fitted_sections(m: Mapping[str, Any]) -> tuple[Calibration | None, InDomainStatistics]:
@@ -137,9 +167,10 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
             raise ArtifactError(f"estimator manifest {mf} lacks {key!r} or it is not a "
                                 f"{typ.__name__}")
     files = m["files"]
-    if set(files) != _FILES:
+    expected = _FILES | {_signal_file(n) for n in (m.get("signals") or {})}
+    if set(files) != expected:
         raise ArtifactError(f"estimator manifest {mf} lists files {sorted(files)}, "
-                            f"expected {sorted(_FILES)}")
+                            f"expected {sorted(expected)}")
     for name, digest in files.items():
         f = path / name
         if not f.exists():
@@ -147,11 +178,14 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
         if verify and sha256_file(f) != digest:
             raise ArtifactError(f"estimator file {f} is corrupt (checksum mismatch)")
     params = dict(m["params"])
+    if m["version"] < 4:  # parameters added since
+        params.setdefault("signals", [])
     if set(params) != set(param_names):
         raise ArtifactError(f"estimator manifest {mf}: parameters "
                             f"{sorted(set(params) ^ set(param_names))} are unknown or missing")
-    if isinstance(params["window"], list):
-        params["window"] = tuple(params["window"])
+    for key in ("window", "signals"):
+        if isinstance(params.get(key), list):
+            params[key] = tuple(params[key])
     if isinstance(params["atol"], dict):  # JSON keys are strings; Z is an int in Python
         params["atol"] = {int(z) if str(z).isdigit() else z: v
                           for z, v in params["atol"].items()}
@@ -179,8 +213,14 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
     _check_consistent(path, m, params, index, summary, novelty)
     ref = NoveltyReference(params["novelty"], novelty["knn_distance"], summary.species,
                            train_novelty=novelty["train_novelty"])
+    signals = _read_signals(path, m)
+    bad = [n for n, sig in signals.items() if sig.dim_ != index.d]
+    if bad:
+        raise ArtifactError(f"estimator {path} is inconsistent: signals {bad} were fitted on "
+                            f"descriptors of another dimension than the index's {index.d}")
     return params, FittedState(index=index, index_kind=kind, summary=summary, novelty=ref,
-                               calibration=calibration, alarm_statistics=alarm_statistics)
+                               calibration=calibration, alarm_statistics=alarm_statistics,
+                               signals=signals)
 
 
 def _check_consistent(path: Path, m: Mapping[str, Any], params: Mapping[str, Any],

@@ -67,6 +67,7 @@ from ltau_md.core.exceptions import (
     SpeciesError,
 )
 from ltau_md.core.model import check_species
+from ltau_md.core.signals import SIGNAL_CLASSES, LatentSignal, make_signal
 from ltau_md.core.validation import check_is_fitted
 
 __all__ = ["CONFIRM_MAX_ATOMS", "LTAUEstimator"]
@@ -82,6 +83,11 @@ CONFIRM_MAX_ATOMS = 16
 def _is_window(w: Any) -> bool:
     return isinstance(w, (tuple, list)) and len(w) == 2 and all(
         v is None or (not isinstance(v, bool) and isinstance(v, numbers.Integral)) for v in w)
+
+
+def _is_signal_names(v: Any) -> bool:
+    return (isinstance(v, (tuple, list)) and all(n in SIGNAL_CLASSES for n in v)
+            and len(set(v)) == len(v))
 
 
 def _int_from(low: int) -> list:
@@ -125,6 +131,10 @@ class LTAUEstimator:
         Atoms whose novelty p-value falls below this are searched again with a much broader
         search (approximate indexes), so an approximate-search miss does not read as novelty;
         0 disables.
+    signals : tuple of str
+        Latent signals of :mod:`ltau_md.core.signals` (``"gmm"``, ``"doptimality"``,
+        ``"clustered_doptimality"``, ``"llpr"``) fitted at ``fit`` on the same training
+        descriptors, with default parameters (:meth:`add_signals` adds configured ones).
     metadata : dict or None
         Free-form JSON-able provenance (model path, data), stored in the manifest.
 
@@ -134,7 +144,8 @@ class LTAUEstimator:
     atol_ (eV/A), species_, fingerprint_, train_error_ (eV/A per training atom),
     knn_distance_ (each training atom's mean distance to its k nearest other training atoms),
     train_novelty_ (its leave-one-out novelty), novelty_scale_ ({Z: median knn_distance_}),
-    calibration_ (:class:`Calibration` or None: the scale calibration),
+    calibration_ (:class:`Calibration` or None: the scale calibration), signals_ ({name:
+    fitted :class:`~ltau_md.core.signals.LatentSignal}),
     alarm_statistics_ (:class:`InDomainStatistics`: in-domain frame statistics for alarm
     rates), scale_ (the scale used by default).
 
@@ -163,6 +174,8 @@ class LTAUEstimator:
         "n_threads": [*_int_from(1), None],
         "novelty": [StrOptions(set(NOVELTY_KINDS))],
         "confirm_pvalue": [Interval(Real, 0, 1, closed="left")],
+        "signals": [Satisfies(_is_signal_names, f"a tuple of names from "
+                              f"{sorted(SIGNAL_CLASSES)} without repeats")],
         "metadata": [dict],
     }
 
@@ -185,6 +198,7 @@ class LTAUEstimator:
         n_threads: int | None = None,
         novelty: str = "element",
         confirm_pvalue: float = 0.01,
+        signals: tuple[str, ...] = (),
         metadata: dict | None = None,
     ):
         self.k = k
@@ -204,6 +218,7 @@ class LTAUEstimator:
         self.n_threads = n_threads
         self.novelty = novelty
         self.confirm_pvalue = confirm_pvalue
+        self.signals = signals
         self.metadata: dict = dict(metadata or {})
         self._cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -293,8 +308,9 @@ class LTAUEstimator:
         index = build_index(x, kind, settings)
         dist, nbrs = leave_one_out_search(index, kind, x, settings)
         novelty = NoveltyReference(self.novelty, dist, summary.species, neighbors=nbrs)
+        signals = {n: make_signal(n).fit(x, summary.species) for n in self.signals}
         self._set_fitted(FittedState(index=index, index_kind=kind, summary=summary,
-                                     novelty=novelty))
+                                     novelty=novelty, signals=signals))
         return self
 
     def _set_fitted(self, state: FittedState) -> None:
@@ -315,6 +331,7 @@ class LTAUEstimator:
         self.novelty_scale_ = state.novelty.scale
         self.calibration_: Calibration | None = state.calibration
         self.alarm_statistics_ = state.alarm_statistics
+        self.signals_: dict[str, LatentSignal] = dict(state.signals)
         self._novelty = state.novelty
         self._cache = {}
 
@@ -343,6 +360,39 @@ class LTAUEstimator:
                           "calibration at inference; set estimator.s = None to use it",
                           UserWarning, stacklevel=3)
 
+    def add_signals(self, descriptors: np.ndarray,
+                    signals: tuple[str | LatentSignal, ...] | list) -> LTAUEstimator:
+        """Fit latent ``signals`` (names of :data:`~ltau_md.core.signals.SIGNAL_CLASSES` or
+        configured :class:`~ltau_md.core.signals.LatentSignal` objects) on the training
+        descriptors (N, D) (the rows ``fit`` indexed, in the same order) and add them to
+        ``signals_`` (replacing one of the same name). In-domain alarm statistics of a
+        replaced signal are dropped. Returns ``self``."""
+        check_is_fitted(self)
+        x = check_descriptors(descriptors, self.dim_)
+        if x.shape[0] != self.n_train_:
+            raise DescriptorError(f"{x.shape[0]} descriptors given, but the estimator was "
+                                  f"fitted on {self.n_train_} training atoms")
+        fitted = {}
+        for sig in signals:
+            obj = make_signal(sig)
+            fitted[obj.name] = obj.fit(x, self.summary_.species)
+        self.alarm_statistics_.drop([n for n in fitted if n in self.signals_])
+        self.signals_.update(fitted)
+        return self
+
+    def signal_values(self, descriptors: np.ndarray, species: np.ndarray,
+                      names: tuple[str, ...] | list | None = None) -> dict[str, np.ndarray]:
+        """{name: per-atom score (n,)} of the fitted latent signals ``names`` (default all
+        of ``signals_``) for query descriptors (n, D) with atomic numbers (n,)."""
+        check_is_fitted(self)
+        names = list(self.signals_) if names is None else list(names)
+        missing = [n for n in names if n not in self.signals_]
+        if missing:
+            raise InvalidParameterError(f"signals {missing} are not fitted on this estimator "
+                                        f"(fitted: {sorted(self.signals_)}); fit them with "
+                                        "signals= or add_signals")
+        return {n: self.signals_[n].score(descriptors, species) for n in names}
+
     def without_calibration(self) -> LTAUEstimator:
         """A copy of this fitted estimator with no scale calibration and no alarm statistics
         (the index, summary and novelty reference are shared, not copied): what an
@@ -351,6 +401,7 @@ class LTAUEstimator:
         est = copy.copy(self)
         est.calibration_ = None
         est.alarm_statistics_ = InDomainStatistics()
+        est.signals_ = dict(self.signals_)
         est._cache = {}
         return est
 
@@ -518,10 +569,11 @@ class LTAUEstimator:
         # atol in canonical JSON form ({"Z": eV/A}, increasing Z) in the manifest
         params = {**self.get_params(), "atol": check_atol(self.atol)}
         params["window"] = list(params["window"])
+        params["signals"] = list(params["signals"])
         state = FittedState(index=self.index_, index_kind=self.index_kind_,
                             summary=self.summary_, novelty=self._novelty,
                             calibration=self.calibration_,
-                            alarm_statistics=self.alarm_statistics_)
+                            alarm_statistics=self.alarm_statistics_, signals=self.signals_)
         return write_artifact(path, params, state)
 
     @classmethod

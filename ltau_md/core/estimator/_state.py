@@ -10,6 +10,7 @@ from ltau_md.core.confidence import ErrorSummary
 from ltau_md.core.estimator._alarm_statistics import InDomainStatistics
 from ltau_md.core.estimator._calibration import Calibration
 from ltau_md.core.estimator._novelty import NoveltyReference
+from ltau_md.core.signals import LatentSignal
 
 __all__ = ["FittedState"]
 
@@ -18,8 +19,8 @@ __all__ = ["FittedState"]
 class FittedState:
     """Everything an :class:`~ltau_md.core.estimator.LTAUEstimator` learns: the FAISS index
     over the training descriptors and its kind, the error summary of the training atoms, the
-    novelty reference, the scale calibration (None until calibrated) and the in-domain alarm
-    statistics (empty until fitted)."""
+    novelty reference, the scale calibration (None until calibrated), the in-domain alarm
+    statistics (empty until fitted) and the fitted latent signals (name -> signal)."""
 
     index: faiss.Index
     index_kind: str
@@ -27,3 +28,4 @@ class FittedState:
     novelty: NoveltyReference
     calibration: Calibration | None = None
     alarm_statistics: InDomainStatistics = field(default_factory=InDomainStatistics)
+    signals: dict[str, LatentSignal] = field(default_factory=dict)
