@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ltau_md.cli._common import (
     add_device_arg,
@@ -120,5 +121,24 @@ def run(args: argparse.Namespace) -> int:
                       **given(args, "fraction", "seed", "alarm_rate", "n_boot"),
                       timing=(args.timing_rounds, 10) if args.timing_rounds > 0 else None,
                       out=args.out, overwrite=args.overwrite)
+    reason = report["summary"]["alarm_off_reason"]
+    if reason:
+        print(f"ltau-md evaluate: default {report['summary']['default_alarm']} {reason}",
+              file=sys.stderr)
+    print(ranking_table(report["ranking"]), file=sys.stderr)
     print(json.dumps({"out": str(args.out), **report["summary"]}, allow_nan=False))
     return 0
+
+
+def ranking_table(rows: list[dict], top: int = 12) -> str:
+    """The ranking as a terminal table: statistic, mean / worst out-of-domain alarm rate at
+    the 1 % in-domain threshold, its in-domain rate, mean / worst AUROC."""
+    def f(v):
+        return "  off" if v is None else f"{v:5.2f}"
+
+    lines = [f"{'statistic':34s} OOD@1% worst  ID@1%  AUROC worst"]
+    for r in rows[:top]:
+        lines.append(f"{r['statistic']:34s} {f(r['ood_rate_at_1pct_mean'])} "
+                     f"{f(r['ood_rate_at_1pct_worst'])} {f(r['in_domain_rate_at_1pct'])}  "
+                     f"{f(r['auroc_mean'])} {f(r['auroc_worst'])}")
+    return "\n".join(lines)

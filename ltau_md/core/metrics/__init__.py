@@ -32,7 +32,7 @@ area, error-based calibration), ``_selection`` (atom selections), ``_frame_stati
 threshold), ``_bootstrap`` (row-wise metrics, bootstrap intervals); ``_arrays`` (input checks).
 """
 
-from ltau_md.core.metrics._alarm import alarm_threshold
+from ltau_md.core.metrics._alarm import alarm_threshold, frames_needed
 from ltau_md.core.metrics._bootstrap import auroc_rows as auroc_rows
 from ltau_md.core.metrics._bootstrap import bootstrap_ci as bootstrap_ci
 from ltau_md.core.metrics._bootstrap import rank_rows as rank_rows
@@ -63,6 +63,7 @@ __all__ = [
     "CalibrationCurve",
     "aggregate_by_frame",
     "alarm_threshold",
+    "frames_needed",
     "auroc",
     "binned_error_calibration",
     "calibration_curve",

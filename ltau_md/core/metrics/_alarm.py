@@ -6,7 +6,7 @@ import numpy as np
 
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 
-__all__ = ["alarm_threshold"]
+__all__ = ["alarm_threshold", "frames_needed"]
 
 
 def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float) -> float:
@@ -40,3 +40,14 @@ def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float) -> float:
                       "alarm_rate", UserWarning, stacklevel=2)
         return float("inf")
     return float(np.sort(v)[max(k, 1) - 1])
+
+
+def frames_needed(alarm_rate: float) -> int:
+    """The fewest in-domain frames n that resolve ``alarm_rate`` with
+    :func:`alarm_threshold` (a finite threshold): n >= 1/alarm_rate - 1 (99 for 1 %, 19 for
+    5 %). With fewer frames the alarm is off."""
+    import math
+
+    if not 0 < alarm_rate < 1:
+        raise InvalidParameterError(f"alarm_rate must be a number in (0, 1), got {alarm_rate!r}")
+    return max(1, math.ceil((1.0 - alarm_rate) / alarm_rate - 1e-9))

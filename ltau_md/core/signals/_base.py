@@ -25,6 +25,8 @@ class LatentSignal:
 
     #: the result key and the SIGNAL part of its statistics' names (``gmm:max``)
     name: ClassVar[str] = ""
+    #: what reports call it
+    label: ClassVar[str] = ""
     _parameter_constraints: ClassVar[dict] = {}
 
     def get_params(self) -> dict[str, Any]:

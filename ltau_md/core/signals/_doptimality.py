@@ -89,6 +89,7 @@ class DOptimality(LatentSignal):
     """
 
     name = "doptimality"
+    label = "D-optimality grade gamma (MaxVol)"
     _parameter_constraints = {
         "max_atoms": [Interval(Integral, 10, None, closed="left")],
         "seed": [Interval(Integral, 0, None, closed="left")],
@@ -169,6 +170,7 @@ class ClusteredDOptimality(DOptimality):
     """
 
     name = "clustered_doptimality"
+    label = "clustered D-optimality grade gamma"
     _parameter_constraints = {
         **DOptimality._parameter_constraints,
         "n_clusters": [Interval(Integral, 1, None, closed="left")],

@@ -45,6 +45,7 @@ class GMMDensity(LatentSignal):
     """
 
     name = "gmm"
+    label = "GMM negative log-likelihood (per element)"
     _parameter_constraints = {
         "n_components": [Satisfies(_component_counts, "a non-empty tuple of ints >= 1")],
         "max_atoms": [Interval(Integral, 10, None, closed="left")],

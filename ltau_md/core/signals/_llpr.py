@@ -37,6 +37,7 @@ class LLPR(LatentSignal):
     """
 
     name = "llpr"
+    label = "LLPR last-layer rigidity"
     _parameter_constraints = {"regularization": [Interval(Real, 0, None, closed="neither")]}
 
     def __init__(self, regularization: float = 1e-6):

@@ -1,4 +1,5 @@
-"""Cost per step of the deployed model, the LTAU query, a calculator step and the ensemble."""
+"""Cost per step of the deployed model, the LTAU query, a calculator step, each latent signal
+fitted on the estimator and the ensemble."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def cost_per_step(model: FeatureModel, members: Sequence[FeatureModel],
     fns = {"model_s": lambda: (jitter(a), model.evaluate(a)),
            "ltau_query_s": lambda: estimator.predict(feats, species=a.numbers),
            "ltau_calculator_step_s": calc_step}
+    for name in estimator.signals_:  # each latent signal's own cost on the same features
+        fns[f"{name}_s"] = (lambda n=name: estimator.signal_values(feats, a.numbers, [n]))
     if members:
         fns["ensemble_step_s"] = lambda: (jitter(a), model.evaluate(a),
                                           [m.evaluate(a) for m in members])

@@ -10,6 +10,7 @@ import numpy as np
 from ltau_md.core.baselines import element_error, force_std, latent_distance
 from ltau_md.core.exceptions import LTAUError
 from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.signals import SIGNAL_CLASSES
 from ltau_md.core.structures import read_structures, reference_forces
 
 if TYPE_CHECKING:
@@ -23,8 +24,9 @@ __all__ = ["SIGNALS", "has_forces", "model_outputs", "set_data", "signal_values"
 
 #: the signals scored, by their per-atom result names: LTAU's uncertainty 1 - p (at the
 #: fitted s), predicted error (eV/A) and novelty; the latent distance (mean k-NN distance),
-#: the element baseline (training force MAE of the element, eV/A) and, with members, the
-#: ensemble force spread (eV/A). Higher = less trusted for all of them.
+#: the element baseline (training force MAE of the element, eV/A), with members the
+#: ensemble force spread (eV/A), and every latent signal fitted on the estimator
+#: (:data:`~ltau_md.core.signals.SIGNAL_CLASSES`). Higher = less trusted for all of them.
 SIGNALS = {
     "uncertainty": "LTAU uncertainty 1 - p (fitted s)",
     "predicted_error": "LTAU predicted error (eV/Å)",
@@ -32,8 +34,8 @@ SIGNALS = {
     "latent_distance": "latent distance (mean k-NN)",
     "element_error": "element training MAE (eV/Å)",
     "force_std": "ensemble force std (eV/Å)",
+    **{name: cls.label for name, cls in SIGNAL_CLASSES.items()},
 }
-#: frame statistics scored for detection and alarms
 
 
 # ---------------------------------------------------------------------------- model passes
@@ -62,7 +64,8 @@ def set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
     except LTAUError as exc:
         raise type(exc)(f"set {name!r}: {exc}") from exc
     d: dict[str, Any] = {"frames": frames, "offsets": off, "numbers": numbers,
-                         "energy": energy, "forces": forces, "dist": dist, "idx": idx}
+                         "energy": energy, "forces": forces, "dist": dist, "idx": idx,
+                         "latent": estimator.signal_values(feats, numbers)}
     if members:
         d["member_forces"] = [forces] + [model_outputs(m, frames, batch_size)[1] for m in members]
     if labelled is None:
@@ -91,6 +94,7 @@ def signal_values(d: dict[str, Any], estimator: LTAUEstimator, s: float) -> dict
     }
     if "member_forces" in d:
         out["force_std"] = force_std(d["member_forces"])
+    out.update(d["latent"])
     return out
 
 

@@ -24,9 +24,11 @@ from ltau_md.core.files import (
 from ltau_md.core.metrics import (
     alarm_threshold,
     frame_statistics,
+    frames_needed,
     stat_key,
 )
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
+from ltau_md.core.signals import SIGNAL_CLASSES
 from ltau_md.core.validation import check_is_fitted
 from ltau_md.workflows.evaluation._cost import cost_per_step
 from ltau_md.workflows.evaluation._data import (
@@ -51,7 +53,10 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_ALARM", "EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "evaluate"]
 
 #: frame statistics scored for detection and alarms
-FRAME_STATS = ("max", "mean")
+FRAME_STATS = ("max", "mean", "q90")
+#: in-domain alarm rates at which every statistic's out-of-domain alarm rate is reported
+#: (besides ``alarm_rate``): 1 % (the rate users stop MD on) and 5 %
+REPORTED_ALARM_RATES = (0.01, 0.05)
 #: the default alarm signal: the novelty's maximum over the atoms of a structure
 DEFAULT_ALARM = ("novelty", "max")
 #: output-directory kind (marker) of ``evaluate`` outputs
@@ -87,6 +92,7 @@ def evaluate(
     target_atol: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     timing: tuple[int, int] | None = (5, 10),
+    signals: tuple[str, ...] | str = "all",
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -119,6 +125,11 @@ def evaluate(
         Target tolerance (eV/A) of the calibration (default: the estimator's atol).
     timing : (rounds, calls) or None
         Cost-per-step timing (None skips it).
+    signals : "all" or tuple of str
+        Latent signals (:data:`~ltau_md.core.signals.SIGNAL_CLASSES`) scored besides those
+        fitted on the estimator: the missing ones are fitted on the copy from the training
+        descriptors its index holds ("flat" and "hnsw" indexes; with "ivfpq" only the fitted
+        ones are scored).
     out : path, optional
         Write ``evaluation.json``, the figures and the calibrated estimator here (kind
         "evaluate"; a non-empty directory is refused unless it is an earlier evaluation and
@@ -133,7 +144,7 @@ def evaluate(
     validate_params(EVALUATE_CONSTRAINTS, {
         "fraction": fraction, "seed": seed, "alarm_rate": alarm_rate, "n_boot": n_boot,
         "n_splits": n_splits, "target_atol": target_atol, "batch_size": batch_size,
-        "overwrite": overwrite}, owner="evaluate")
+        "overwrite": overwrite, "signals": signals}, owner="evaluate")
     ood = dict(ood)
     bad = [n for n in ood if not isinstance(n, str) or not n or "/" in n]
     if bad:
@@ -144,6 +155,7 @@ def evaluate(
     check_is_fitted(estimator)
     members = list(members or [])
     est = estimator.without_calibration()  # the caller's keeps its calibration, statistics
+    _add_signals(est, signals)
 
     # -- model passes and one neighbour search per set --------------------------------------
     ind = set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
@@ -215,23 +227,10 @@ def evaluate(
     # (copied) estimator's calibration as Threshold(alarm_rate=...) would read them
     fitted = _fit_thresholds(est, {k: v[cal] for k, v in sig_in.items()}, off_cal,
                              list(stats_in))
-    alarms: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for key, v in stats_in.items():
-            thr = (alarm_threshold(fitted[key]["values"], alarm_rate) if key in fitted
-                   else float("nan"))
-            rates = alarm_split_rates(v, fraction, alarm_rate, n_splits, seed + 1)
-            alarms[key] = {
-                "threshold": thr,
-                "n_calibration_frames": fitted.get(key, {}).get("n_frames", 0),
-                "in_domain_rate": float(np.mean(v[evl_f] > thr)),
-                "in_domain_rate_splits": {"mean": float(rates.mean()),
-                                          "worst": float(rates.max()),
-                                          "p95": float(np.percentile(rates, 95)),
-                                          "n_splits": int(n_splits)},
-                "ood_rate": {name: float(np.mean(stats_ood[name][key] > thr)) for name in sets},
-            }
+    alarms = {key: _alarms_of(v, fitted.get(key), evl_f, {n: stats_ood[n][key] for n in sets},
+                              alarm_rate, fraction, n_splits, seed)
+              for key, v in stats_in.items()}
+    ranking = _ranking(alarms, detection, list(sets))
 
     # -- cost ---------------------------------------------------------------------------------
     cost = (cost_per_step(model, members, est, ind["frames"][0], *timing)
@@ -249,8 +248,11 @@ def evaluate(
             stat_key(n, "max") for n in names if n != DEFAULT_ALARM[0])} for name in sets},
         "alarm_rate_nominal": alarm_rate,
         "alarm_rate_in_domain": alarms[default_key]["in_domain_rate"],
-        "alarm_rate_in_domain_mean_splits": alarms[default_key]["in_domain_rate_splits"]["mean"],
+        "alarm_rate_in_domain_mean_splits": (alarms[default_key]["in_domain_rate_splits"]
+                                             or {}).get("mean"),
         "alarm_rate_ood": alarms[default_key]["ood_rate"],
+        "alarm_off_reason": alarms[default_key]["reason"],
+        "best_alarm_at_1pct": ranking[0]["statistic"] if ranking else None,
     }
     if cost is not None:
         summary["cost_per_step_s"] = {k: v for k, v in cost.items() if k.endswith("_s")}
@@ -272,6 +274,7 @@ def evaluate(
         "detection": detection,
         "detection_summary": detection_summary,
         "alarms": alarms,
+        "ranking": ranking,
         "cost_per_step": cost,
         "frame_values": {"in_domain": {k: v for k, v in stats_in.items()},
                          "in_domain_evaluation_frames": np.flatnonzero(evl_f),
@@ -284,9 +287,118 @@ def evaluate(
                            fit.target_atol)
         report["figures"] = {k: str(v) for k, v in figures.items()}
         report["estimator"] = str(est.save(Path(out) / "estimator"))
+        report["per_atom_values"] = str(_write_per_atom(Path(out) / "per_atom.npz", ind, sig_in,
+                                                        sets, sig_ood))
         write_text_atomic(Path(out) / "evaluation.json",
                           json.dumps(report, indent=2, sort_keys=True, allow_nan=False))
     return report
+
+
+def _add_signals(est: LTAUEstimator, signals: tuple[str, ...] | str) -> None:
+    """Fit the latent ``signals`` ("all" = every kind) that ``est`` lacks, from the training
+    descriptors its index holds; an index that does not hold them exactly (IVF-PQ) is
+    skipped with a warning."""
+    wanted = list(SIGNAL_CLASSES) if signals == "all" else list(signals)
+    missing = [n for n in wanted if n not in est.signals_]
+    if not missing:
+        return
+    if est.index_kind_ not in ("flat", "hnsw"):
+        warnings.warn(f"signals {missing} not scored: the {est.index_kind_} index does not "
+                      "hold the training descriptors exactly; fit them with "
+                      "LTAUEstimator(signals=...)", UserWarning, stacklevel=3)
+        return
+    est.add_signals(np.asarray(est.index_.reconstruct_n(0, est.n_train_)), missing)
+
+
+def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,
+              ood: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Threshold at in-domain ``rate`` from the calibration frames' values ``cal`` and the
+    rates at which held-out in-domain and out-of-domain frames exceed it; off (null rates
+    with the reason, never 0.0) when the calibration frames cannot resolve ``rate``."""
+    n_cal = 0 if cal is None else int(cal["n_frames"])
+    need = frames_needed(rate)
+    if n_cal < need:
+        resolved = f"; they resolve rates >= {1.0 / (n_cal + 1):.3g}" if n_cal else ""
+        return {"off": True, "threshold": None, "n_calibration_frames": n_cal,
+                "reason": f"alarm off: {n_cal} calibration frames cannot resolve an alarm "
+                          f"rate of {rate:g}: it needs >= {need} (n >= 1/rate - 1){resolved}",
+                "in_domain_rate": None, "ood_rate": {name: None for name in ood}}
+    thr = alarm_threshold(cal["values"], rate)
+    return {"off": False, "threshold": thr, "n_calibration_frames": n_cal, "reason": None,
+            "in_domain_rate": float(np.mean(in_eval > thr)),
+            "ood_rate": {name: float(np.mean(v > thr)) for name, v in ood.items()}}
+
+
+def _alarms_of(values: np.ndarray, cal: dict[str, Any] | None, evl_f: np.ndarray,
+               ood: Mapping[str, np.ndarray], alarm_rate: float, fraction: float,
+               n_splits: int, seed: int) -> dict[str, Any]:
+    """One statistic's alarms: at ``alarm_rate`` (with the in-domain rate over random
+    splits) and at each of :data:`REPORTED_ALARM_RATES` (``"at_rate"``)."""
+    entry = _alarm_at(cal, alarm_rate, values[evl_f], ood)
+    entry["in_domain_rate_splits"] = None
+    if not entry["off"]:
+        rates = alarm_split_rates(values, fraction, alarm_rate, n_splits, seed + 1)
+        entry["in_domain_rate_splits"] = {"mean": float(rates.mean()),
+                                          "worst": float(rates.max()),
+                                          "p95": float(np.percentile(rates, 95)),
+                                          "n_splits": int(n_splits)}
+    entry["at_rate"] = {f"{r:g}": _alarm_at(cal, r, values[evl_f], ood)
+                        for r in REPORTED_ALARM_RATES}
+    return entry
+
+
+def _ranking(alarms: Mapping[str, Any], detection: Mapping[str, Any], sets: list[str]
+             ) -> list[dict[str, Any]]:
+    """Every statistic ranked by its mean out-of-domain alarm rate at the 1 % in-domain
+    threshold (then by mean AUROC); the worst set beside each mean; statistics whose 1 %
+    alarm is off come last."""
+    rows = []
+    for key, a in alarms.items():
+        at1 = a["at_rate"][f"{REPORTED_ALARM_RATES[0]:g}"]
+        at5 = a["at_rate"][f"{REPORTED_ALARM_RATES[1]:g}"]
+        au = {n: detection[n][key]["value"] for n in sets}
+        fin = [v for v in au.values() if v is not None and np.isfinite(v)]
+        row = {"statistic": key,
+               "ood_rate_at_1pct": at1["ood_rate"], "ood_rate_at_5pct": at5["ood_rate"],
+               "in_domain_rate_at_1pct": at1["in_domain_rate"],
+               "auroc": au, "auroc_mean": float(np.mean(fin)) if fin else None,
+               "auroc_worst": float(np.min(fin)) if fin else None}
+        for tag, d in (("1pct", at1["ood_rate"]), ("5pct", at5["ood_rate"])):
+            v = [x for x in d.values() if x is not None]
+            row[f"ood_rate_at_{tag}_mean"] = float(np.mean(v)) if v else None
+            row[f"ood_rate_at_{tag}_worst"] = float(np.min(v)) if v else None
+        rows.append(row)
+    rows.sort(key=lambda r: (r["ood_rate_at_1pct_mean"] is None,
+                             -(r["ood_rate_at_1pct_mean"] or 0.0), -(r["auroc_mean"] or 0.0)))
+    return rows
+
+
+def _write_per_atom(path: Path, ind: Mapping[str, Any], sig_in: Mapping[str, np.ndarray],
+                    sets: Mapping[str, Any], sig_ood: Mapping[str, Mapping[str, np.ndarray]]
+                    ) -> Path:
+    """``per_atom.npz``: for each set S (``in_domain`` and the out-of-domain names) the arrays
+    ``S/SIGNAL`` (per atom), ``S/offsets`` (frame offsets), ``S/numbers`` and, where labelled,
+    ``S/abs_force_error`` (|dF|, eV/A), plus ``sets`` (the names): every signal on the same
+    frames, so an outside method can be scored alike."""
+    import io
+
+    from ltau_md.core.files import atomic_path
+
+    arrays: dict[str, np.ndarray] = {}
+    for name, d, sig in (("in_domain", ind, sig_in),
+                         *((n, sets[n], sig_ood[n]) for n in sets)):
+        arrays[f"{name}/offsets"] = np.asarray(d["offsets"])
+        arrays[f"{name}/numbers"] = np.asarray(d["numbers"])
+        if "err" in d:
+            arrays[f"{name}/abs_force_error"] = np.asarray(d["err"])
+        for k, v in sig.items():
+            arrays[f"{name}/{k}"] = np.asarray(v)
+    arrays["sets"] = np.array(["in_domain", *sets])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    with atomic_path(path, suffix=".npz") as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return path
 
 
 def _fit_thresholds(est: LTAUEstimator, per_atom: dict[str, np.ndarray],

@@ -15,6 +15,7 @@ from scipy.stats import mannwhitneyu, spearmanr
 from ltau_md.core.calibration import split_frames
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.signals import SIGNAL_CLASSES, GMMDensity
 from ltau_md.testing import EMTFeatureModel
 from ltau_md.workflows.evaluation import evaluate
 
@@ -127,10 +128,28 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
     assert rep["per_atom_ood"]["warm"]["force_std"]["spearman"]["value"] == pytest.approx(
         spearmanr(fstd, err_w).statistic, abs=1e-9)
     assert set(rep["signals"]) == {"uncertainty", "predicted_error", "novelty",
-                                   "latent_distance", "element_error", "force_std"}
+                                   "latent_distance", "element_error", "force_std",
+                                   *SIGNAL_CLASSES}
+    # a latent signal, fitted on the copy from the index's training descriptors, against
+    # the same signal fitted here on the training features
+    train_x = np.asarray(est.index_.reconstruct_n(0, est.n_train_))
+    gmm = GMMDensity().fit(train_x, est.summary_.species)
+    want = [gmm.score(model.evaluate(a).features, a.numbers).max() for a in ood["bcc"]]
+    np.testing.assert_allclose(rep["frame_values"]["bcc"]["gmm:max"], want, rtol=1e-9)
+    assert est.signals_ == {}                       # the caller's estimator gained nothing
     al = rep["alarms"]["novelty:max"]
     assert al["ood_rate"]["hot"] == 1.0 and 0 <= al["in_domain_rate"] <= 1
     assert al["in_domain_rate_splits"]["n_splits"] == 20
+    # 12 calibration frames resolve 10 % but neither 1 % (needs 99) nor 5 % (needs 19): off,
+    # with the reason and null rates, never 0.0
+    assert al["off"] is False and al["reason"] is None
+    for rate, need in (("0.01", 99), ("0.05", 19)):
+        at = al["at_rate"][rate]
+        assert at["off"] is True and at["threshold"] is None and at["in_domain_rate"] is None
+        assert f"needs >= {need}" in at["reason"] and "resolve rates >= 0.0769" in at["reason"]
+        assert set(at["ood_rate"]) == set(ood) and all(v is None for v in at["ood_rate"].values())
+    ranked = [r["statistic"] for r in rep["ranking"]]
+    assert sorted(ranked) == sorted(rep["alarms"]) and "gmm:q90" in ranked
     assert rep["calibration"]["area_fitted"] >= 0 and rep["calibration"]["s"] > 0
     assert rep["cost_per_step"]["ensemble_step_s"] > 0
     json.dumps(rep, allow_nan=False)  # strict JSON
@@ -163,6 +182,15 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     assert "force_std" in rep["signals"]
     for f in ("calibration.png", "error_vs_uncertainty.png", "roc_hot.png", "roc_bcc.png"):
         assert (out / f).stat().st_size > 0
+    # per-atom values of every signal on the same frames, for scoring an outside method
+    with np.load(out / "per_atom.npz") as z:
+        assert list(z["sets"]) == ["in_domain", "hot", "bcc"]
+        assert np.array_equal(z["bcc/offsets"], np.arange(0, 8 * 16 + 1, 16))
+        nov = np.concatenate([est.predict(model.evaluate(a).features, species=a.numbers)
+                              .novelty for a in ood["bcc"]])
+        np.testing.assert_allclose(z["bcc/novelty"], nov, rtol=1e-6)
+        assert "in_domain/abs_force_error" in z and "hot/abs_force_error" not in z
+        assert z["in_domain/gmm"].shape == z["in_domain/numbers"].shape
     assert main(argv) == 2  # an earlier report is not replaced without --overwrite
     assert "overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0
