@@ -17,13 +17,16 @@ from ltau_md.cli._common import (
     selection,
     statistic,
 )
+from ltau_md.core.calibration import DEFAULT_ALARM, FALLBACK_ALARM
 from ltau_md.core.observers import ACTIONS, Threshold
 
 __all__ = ["DEFAULT_POLICIES", "add_policy_args", "check_policy_args", "default_policies",
            "policy_factory"]
 
 #: default policy per command when no threshold option is given: (action, alarm rate,
-#: patience), on novelty:max, applied only when the estimator holds that in-domain statistic
+#: patience), on the default alarm (:func:`~ltau_md.core.calibration.default_alarm`: gmm:max,
+#: or novelty:max for an estimator without the GMM), applied only when the estimator holds
+#: that in-domain statistic
 DEFAULT_POLICIES = {"md": ("stop", 0.01, 2), "relax": ("warn", 0.01, 1)}
 
 
@@ -35,13 +38,16 @@ def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group(
         "uncertainty policies",
         "Each --X-above / --X-rate adds a policy with action X. Without any, the default is: "
-        f"{action} at alarm rate {rate:g} on novelty:max with patience {patience}, when the "
+        f"{action} at alarm rate {rate:g} on {DEFAULT_ALARM} (the default alarm; {FALLBACK_ALARM} "
+        f"for an estimator fitted without the GMM) with patience {patience}, when the "
         "estimator holds that in-domain statistic (`ltau-md fit --validation`, `ltau-md "
         "calibrate`); otherwise no policy (a note says so).")
     g.add_argument("--signal", default=None, metavar="KEY",
                    help="per-atom signal the policies watch: novelty, uncertainty, "
-                   "predicted_error (eV/A), confidence, novelty_pvalue (default: novelty for "
-                   "--X-rate and the default policy, uncertainty for --X-above)")
+                   "predicted_error (eV/A), confidence, novelty_pvalue, or a latent signal "
+                   "fitted on the estimator (gmm, doptimality, ...) (default: the default "
+                   "alarm's signal for --X-rate and the default policy, uncertainty for "
+                   "--X-above)")
     g.add_argument("--on", type=statistic, default="max", metavar="STAT",
                    help="structure statistic over the atoms: max, mean or a quantile qNN, e.g. "
                    "q90 (default max)")
@@ -74,9 +80,11 @@ def check_policy_args(args: argparse.Namespace) -> None:
     hysteresis are on the scale of ``--signal``, or of the uncertainty when it is not given."""
     from ltau_md.core.calculator import PER_ATOM_KEYS
     from ltau_md.core.observers import UNIT_SIGNALS
+    from ltau_md.core.signals import SIGNAL_CLASSES
 
-    if args.signal is not None and args.signal not in PER_ATOM_KEYS:
-        args.policy_parser.error(f"argument --signal: must be one of {', '.join(PER_ATOM_KEYS)}"
+    known = (*PER_ATOM_KEYS, *SIGNAL_CLASSES)
+    if args.signal is not None and args.signal not in known:
+        args.policy_parser.error(f"argument --signal: must be one of {', '.join(known)}"
                                  f", got {args.signal!r}")
     unit = (args.signal or "uncertainty") in UNIT_SIGNALS
     checks = [(f"--{a}-above", getattr(args, f"{a}_above")) for a in ACTIONS]
@@ -114,11 +122,17 @@ def policy_factory(args: argparse.Namespace, estimator: Any, command: str
     given = any(getattr(args, f"{a}_{k}") is not None
                 for a in ACTIONS for k in ("above", "rate"))
     if given:
+        from ltau_md.core.calibration import default_alarm
+        from ltau_md.core.metrics import parse_stat_key
+
+        rate_signal = parse_stat_key(default_alarm(estimator))[0]
+
         def make() -> list:
             return policies_from_args(args.stop_above, args.resample_above, args.warn_above,
                                       stop_rate=args.stop_rate,
                                       resample_rate=args.resample_rate,
-                                      warn_rate=args.warn_rate, **kw)
+                                      warn_rate=args.warn_rate, rate_signal=rate_signal,
+                                      **kw)
         from types import SimpleNamespace
 
         for pol in make():  # parameter errors and missing in-domain statistics, before any run
@@ -137,10 +151,11 @@ def default_policies(command: str, estimator: Any, *, signal: str | None = None,
     """The default policy of ``command`` (:data:`DEFAULT_POLICIES`) as a factory of fresh
     policies, and a one-line note saying what it is, or why there is none (the estimator
     holds no in-domain statistic for it: then the factory makes no policy)."""
-    from ltau_md.core.metrics import stat_key
+    from ltau_md.core.calibration import default_alarm
+    from ltau_md.core.metrics import parse_stat_key, stat_key
 
     action, rate, default_patience = DEFAULT_POLICIES[command]
-    signal = signal or "novelty"
+    signal = signal or parse_stat_key(default_alarm(estimator))[0]
     key = stat_key(signal, on, select)
     entry = (getattr(estimator, "alarm_statistics_", None) or {}).get(key)
     if entry is None:

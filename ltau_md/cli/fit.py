@@ -33,6 +33,8 @@ NAME = "fit"
 def register(sub: argparse._SubParsersAction) -> None:
     from ltau_md.core.estimator import INDEX_KINDS, LTAUEstimator
     from ltau_md.core.model import DEFAULT_BATCH_SIZE
+    from ltau_md.core.signals import SIGNAL_CLASSES
+    from ltau_md.integrations.nequip.fit import fit_from_runs
 
     p = sub.add_parser(NAME, help="fit an LTAU estimator from nequip-train runs",
                        description="Fit an LTAU estimator from the error logs of nequip-train "
@@ -65,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="structures per descriptor forward pass, >= 1 (default "
                    f"{DEFAULT_BATCH_SIZE})")
+    p.add_argument("--signals", nargs="*", choices=sorted(SIGNAL_CLASSES), default=None,
+                   metavar="NAME",
+                   help="latent signals fitted with the estimator, from "
+                   f"{', '.join(sorted(SIGNAL_CLASSES))}; none with a bare --signals (default "
+                   f"{' '.join(library_default(fit_from_runs, 'signals'))}, the default alarm's)")
     add_device_arg(p)
     add_type_map_arg(p)
     add_progress_arg(p)
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     est = fit_from_runs(
         args.run_dirs, args.model, args.out, atol=args.atol,
         rtol=args.rtol, window=args.window, data=args.data, validation=args.validation,
-        **given(args, "k", "index", "batch_size"),
+        **given(args, "k", "index", "batch_size", "signals"),
         device=args.device, progress=not args.no_progress, overwrite=args.overwrite, s=args.s,
         chemical_species_to_atom_type_map=args.type_map,
     )

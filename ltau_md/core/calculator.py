@@ -67,9 +67,9 @@ class LTAUCalculator(Calculator):
     A change of the group alone (same positions) triggers a new calculation.
 
     ``signals`` names latent signals fitted on the estimator (``estimator.signals_``, e.g.
-    ``("gmm", "doptimality")``): each adds its per-atom score under its name and the maximum
-    over the free atoms as ``NAME:max`` (:data:`SIGNAL_KEYS`), from the same features; inf
-    for a non-finite structure.
+    ``("gmm", "doptimality")``; None = all of them, ``()`` = none): each adds its per-atom
+    score under its name and the maximum over the free atoms as ``NAME:max``
+    (:data:`SIGNAL_KEYS`), from the same features; inf for a non-finite structure.
 
     ``warm_start`` reuses the previous step's neighbours (see
     :class:`~ltau_md.core.estimator.TrajectoryNeighbors`), which suits relaxations and MD; it falls
@@ -81,10 +81,10 @@ class LTAUCalculator(Calculator):
 
     def __init__(self, model: FeatureModel, estimator: LTAUEstimator, *, s: float | None = None,
                  group: str | None = None, warm_start: bool = True, jump: float = 0.5,
-                 signals: tuple[str, ...] = (), **kwargs):
+                 signals: tuple[str, ...] | None = None, **kwargs):
         super().__init__(**kwargs)
         check_is_fitted(estimator)
-        signals = tuple(signals)
+        signals = tuple(estimator.signals_ if signals is None else signals)
         missing = [n for n in signals if n not in estimator.signals_]
         if missing:
             raise InvalidParameterError(

@@ -47,13 +47,14 @@ def policies_from_args(stop_above: float | None = None, resample_above: float | 
                        warn_above: float | None = None, patience: int | None = 1,
                        hysteresis: float = 0.0, *, signal: str | None = None, on: str = "max",
                        select: str | None = None, stop_rate: float | None = None,
-                       resample_rate: float | None = None, warn_rate: float | None = None
-                       ) -> list[Threshold]:
+                       resample_rate: float | None = None, warn_rate: float | None = None,
+                       rate_signal: str = "novelty") -> list[Threshold]:
     """Threshold policies from CLI-style options: a fixed threshold (``*_above``) or an
     in-domain alarm rate (``*_rate``) per action, on the ``on`` statistic ("max", "mean",
     "qNN") of ``signal`` over ``select`` (None: the free atoms; "tags=2": adsorbate atoms).
     ``signal`` None means "uncertainty" for the ``*_above`` thresholds (as before) and
-    "novelty" for the ``*_rate`` ones. ``patience`` None means 1."""
+    ``rate_signal`` for the ``*_rate`` ones (the CLI passes the estimator's default alarm's
+    signal, :func:`~ltau_md.core.calibration.default_alarm`). ``patience`` None means 1."""
     out = []
     common = {"on": on, "select": select, "patience": 1 if patience is None else patience,
               "hysteresis": hysteresis}
@@ -65,7 +66,7 @@ def policies_from_args(stop_above: float | None = None, resample_above: float | 
             out.append(Threshold(action, above=float(thr), signal=signal or "uncertainty",
                                  **common))
         if rate is not None:
-            out.append(Threshold(action, alarm_rate=float(rate), signal=signal or "novelty",
+            out.append(Threshold(action, alarm_rate=float(rate), signal=signal or rate_signal,
                                  **common))
     return out
 

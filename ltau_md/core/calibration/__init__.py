@@ -39,9 +39,13 @@ an estimator), ``_scale`` (fitting s), ``_structures`` (calibrating on labelled 
 """
 
 from ltau_md.core.calibration._alarms import (
+    DEFAULT_ALARM,
     DEFAULT_ALARM_STATS,
+    DEFAULT_SIGNALS,
+    FALLBACK_ALARM,
     alarm_statistics_from_structures,
     alarm_statistics_from_training,
+    default_alarm,
     fit_alarm_thresholds,
 )
 from ltau_md.core.calibration._common import target_tolerance
@@ -50,12 +54,16 @@ from ltau_md.core.calibration._scale import FIT_SCALE_CONSTRAINTS, ScaleFit, fit
 from ltau_md.core.calibration._structures import calibrate_structures, split_frames
 
 __all__ = [
+    "DEFAULT_ALARM",
     "DEFAULT_ALARM_STATS",
+    "DEFAULT_SIGNALS",
+    "FALLBACK_ALARM",
     "FIT_SCALE_CONSTRAINTS",
     "ScaleFit",
     "alarm_statistics_from_structures",
     "alarm_statistics_from_training",
     "calibrate_structures",
+    "default_alarm",
     "evaluate_calibration",
     "fit_alarm_thresholds",
     "fit_scale",

@@ -98,7 +98,8 @@ def calibrate_structures(
                         ref_force_norm=ref_norm, group_key=group_key, **fit_kwargs)
     if alarm_stats and fit_kwargs.get("store", True):
         per_atom = {"novelty": arrays["novelty"],
-                    "uncertainty": per_atom_uncertainty(estimator, idx, frames)}
+                    "uncertainty": per_atom_uncertainty(estimator, idx, frames),
+                    **estimator.signal_values(feats, species)}
         fit_alarm_thresholds(estimator, per_atom, arrays["frame_offsets"],
                              **tags_and_free(frames), source="calibration")
     return fit, arrays

@@ -22,15 +22,20 @@ SCALE_DEPENDENT_SIGNALS = ("uncertainty", "confidence")
 dropped when a new scale calibration is set."""
 
 _ENTRY_KEYS = {"values", "n_frames", "source"}
+#: optional: the median number of atoms the statistic was taken over per frame (for the size
+#: adjustment of frame maxima, :func:`~ltau_md.core.metrics.alarm_threshold`)
+_OPTIONAL_KEYS = {"atoms_per_frame"}
 
 
 def _check_entry(key: str, entry: Any) -> dict[str, Any]:
     if not isinstance(key, str) or ":" not in key:
         raise InvalidParameterError(f"alarm statistic key must be 'SIGNAL:STAT[@SELECTION]', "
                                     f"got {key!r}")
-    if not isinstance(entry, Mapping) or set(entry) != _ENTRY_KEYS:
+    if (not isinstance(entry, Mapping) or not _ENTRY_KEYS <= set(entry)
+            or not set(entry) <= _ENTRY_KEYS | _OPTIONAL_KEYS):
         raise InvalidParameterError(f"alarm statistic {key!r} must be a dict with keys "
-                                    f"{sorted(_ENTRY_KEYS)}, got {entry!r}")
+                                    f"{sorted(_ENTRY_KEYS)} (optionally "
+                                    f"{sorted(_OPTIONAL_KEYS)}), got {entry!r}")
     try:
         values = np.asarray(entry["values"], dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -44,14 +49,22 @@ def _check_entry(key: str, entry: Any) -> dict[str, Any]:
                                     f"{values.size} values, got {n!r}")
     if not isinstance(entry["source"], str):
         raise InvalidParameterError(f"alarm statistic {key!r}: source must be a string")
-    return {"values": np.sort(values).tolist(), "n_frames": int(n),
-            "source": entry["source"]}
+    out = {"values": np.sort(values).tolist(), "n_frames": int(n), "source": entry["source"]}
+    if "atoms_per_frame" in entry:
+        a = entry["atoms_per_frame"]
+        if isinstance(a, bool) or not isinstance(a, (int, float, np.number)) \
+                or not np.isfinite(a) or a <= 0:
+            raise InvalidParameterError(f"alarm statistic {key!r}: atoms_per_frame must be a "
+                                        f"number > 0, got {a!r}")
+        out["atoms_per_frame"] = float(a)
+    return out
 
 
 class InDomainStatistics(Mapping):
     """In-domain frame statistics for alarm-rate thresholds: a read-only mapping
     ``key -> {"values": sorted in-domain frame values, "n_frames": F, "source": where they
-    came from ("held-out", "calibration", "training-loo", ...)}`` that signals add to.
+    came from ("held-out", "calibration", "training-loo", ...), optionally
+    "atoms_per_frame": median atoms the statistic was taken over}`` that signals add to.
 
     Parameters
     ----------

@@ -6,10 +6,19 @@ import numpy as np
 
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 
-__all__ = ["alarm_threshold", "frames_needed"]
+__all__ = ["TAIL_FRACTION", "alarm_threshold", "frames_needed"]
 
 
-def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float) -> float:
+#: fraction of the in-domain values above which the tail of a frame maximum is modelled as
+#: exponential when a threshold for larger frames is extrapolated (peaks over threshold)
+TAIL_FRACTION = 0.2
+#: below this many expected in-domain exceedances a size-adjusted threshold is extrapolated
+#: from the tail instead of read off the order statistics
+MIN_TAIL_COUNT = 10
+
+
+def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float,
+                    size_ratio: float = 1.0) -> float:
     """Threshold that a new in-domain frame statistic exceeds with probability <= alarm_rate.
 
     The conformal (split-conformal, one-sided) quantile of the n in-domain values: the
@@ -19,7 +28,16 @@ def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float) -> float:
     (k > n, i.e. alarm_rate < 1/(n + 1)) no finite threshold guarantees it: returns inf (the
     alarm never fires) with a warning naming the smallest attainable rate, 1/(n + 1).
 
-    in_domain_values: (n,) finite or +inf statistics of in-domain frames (NaN raises)."""
+    in_domain_values: (n,) finite or +inf statistics of in-domain frames (NaN raises).
+
+    ``size_ratio`` (atoms of the watched frame / atoms of the in-domain frames, for a frame
+    *maximum*): a frame r times larger holds about r times as many chances for an in-domain
+    extreme, so the threshold is set for the rate alarm_rate / r among the in-domain frames.
+    Where fewer than :data:`MIN_TAIL_COUNT` of the n frames are expected above the threshold
+    at that rate (an order statistic that far out is too noisy), it is extrapolated from
+    an exponential tail fitted to the top :data:`TAIL_FRACTION` of the values (peaks over
+    threshold): u + beta ln(f / rate), u the (1 - f) quantile, beta the mean excess over u.
+    ``size_ratio`` 1 is the conformal threshold above."""
     import warnings
 
     v = np.asarray(in_domain_values, dtype=np.float64).ravel()
@@ -31,7 +49,19 @@ def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float) -> float:
     if np.isnan(v).any():
         raise DataError(f"in-domain values contain NaN at positions "
                         f"{np.flatnonzero(np.isnan(v))[:10].tolist()}")
+    if not (np.isfinite(size_ratio) and size_ratio > 0):
+        raise InvalidParameterError(f"size_ratio must be a finite number > 0, got {size_ratio!r}")
     n = v.size
+    if size_ratio != 1.0:
+        rate = min(float(alarm_rate) / float(size_ratio), 0.5)
+        if rate * (n + 1) >= MIN_TAIL_COUNT or not np.isfinite(v).all():
+            return alarm_threshold(v, rate)
+        u = float(np.quantile(v, 1.0 - TAIL_FRACTION))
+        excess = v[v > u] - u
+        frac = excess.size / n
+        if excess.size == 0 or frac == 0:
+            return float(v.max())
+        return u + float(excess.mean()) * float(np.log(frac / rate))
     k = int(np.ceil((n + 1) * (1.0 - float(alarm_rate)) - 1e-9))
     if k > n:
         warnings.warn(f"alarm_rate {alarm_rate:g} is below the smallest rate {n} in-domain "

@@ -130,7 +130,7 @@ class UQMonitor:
         self.signal_values: dict[str, list[float]] = {k: [] for k in self._watched}
         if self.atoms.calc is not None:
             for pol in self.policies:
-                pol.resolve(self.atoms.calc)
+                pol.resolve(self.atoms.calc, self._n_selected(self.atoms, pol.select))
         self.values: list[float] = []
         self.steps: list[int] = []
         self.records: list[dict[str, Any]] = []  # one per observed step, as in steps.jsonl
@@ -217,6 +217,16 @@ class UQMonitor:
 
         return float(self.step * dt / units.fs)
 
+    def _selection(self, atoms: Atoms, select: Any) -> np.ndarray | None:
+        """The atoms a statistic over ``select`` is taken over (None: all)."""
+        if select is None:
+            return self.free_mask if self.free_mask.any() else None
+        return selection_mask(select, len(atoms), atoms.get_tags())
+
+    def _n_selected(self, atoms: Atoms, select: Any) -> int:
+        mask = self._selection(atoms, select)
+        return len(atoms) if mask is None else int(np.count_nonzero(mask))
+
     def _statistics(self, atoms: Atoms, res: dict) -> dict[str, float]:
         """This step's value of every watched statistic (NaN where the calculator does not
         return a watched, policy-free signal)."""
@@ -229,10 +239,7 @@ class UQMonitor:
                                     f"calculator does not return (it has {sorted(res)})")
                 out[key] = float("nan")
                 continue
-            if select is None:
-                mask = self.free_mask if self.free_mask.any() else None
-            else:
-                mask = selection_mask(select, len(atoms), atoms.get_tags())
+            mask = self._selection(atoms, select)
             out[key] = frame_statistic(np.asarray(res[signal], dtype=float), on, mask)
         return out
 
@@ -245,7 +252,7 @@ class UQMonitor:
             atoms.get_forces()
             res = atoms.calc.results
         for pol in self.policies:
-            pol.resolve(atoms.calc)
+            pol.resolve(atoms.calc, self._n_selected(atoms, pol.select))
         stats = self._statistics(atoms, res)
         unc = np.asarray(res.get("uncertainty", np.full(len(atoms), np.nan)), dtype=float)
         sel = unc[self.free_mask] if self.free_mask.any() else unc

@@ -143,9 +143,15 @@ class Threshold:
         """The numeric threshold: ``above``, or the resolved ``alarm_rate`` threshold."""
         return self.above if self.above is not None else self._resolved
 
-    def resolve(self, calc: Any) -> float:
+    def resolve(self, calc: Any, n_atoms: int | None = None) -> float:
         """The numeric threshold; for ``alarm_rate`` looked up (once) in ``calc.estimator``'s
-        in-domain statistics. LTAUError when the estimator holds no such statistic."""
+        in-domain statistics. LTAUError when the estimator holds no such statistic.
+
+        ``n_atoms``: the atoms the statistic is taken over in the watched structure. For a
+        maximum ("max") whose in-domain statistic records its ``atoms_per_frame``, the
+        threshold is adjusted to the size (:func:`~ltau_md.core.metrics.alarm_threshold`
+        ``size_ratio``), so the alarm rate holds for structures larger or smaller than the
+        in-domain frames."""
         if self.threshold is not None:
             return float(self.threshold)
         key = stat_key(self.signal, self.on, self.select)
@@ -162,10 +168,15 @@ class Threshold:
         if not isinstance(entry, dict) or not isinstance(entry.get("values"), list):
             raise LTAUError(f"the estimator's in-domain statistic {key!r} is malformed (no "
                             "'values' list): fit it again")
-        self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate))
+        ratio = 1.0
+        if n_atoms and self.on == "max" and entry.get("atoms_per_frame"):
+            ratio = float(n_atoms) / float(entry["atoms_per_frame"])
+        self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate), ratio)
         self.resolved_from = {"key": key, "alarm_rate": self.alarm_rate,
                               "n_frames": entry.get("n_frames", len(entry["values"])),
                               "source": entry.get("source")}
+        if ratio != 1.0:  # a structure of another size than the in-domain frames
+            self.resolved_from["size_ratio"] = ratio
         return self._resolved
 
     def describe(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ltau_md.core.calibration import DEFAULT_SIGNALS
 from ltau_md.core.errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
 from ltau_md.core.exceptions import ArtifactError, DataError
 from ltau_md.core.files import check_output_dir, sha256_file
@@ -60,6 +61,7 @@ def fit_from_runs(
     device: str = "cpu",
     progress: bool = True,
     chemical_species_to_atom_type_map: dict[str, str] | None = None,
+    signals: tuple[str, ...] = DEFAULT_SIGNALS,
     **estimator_kwargs: Any,
 ) -> LTAUEstimator:
     """Fit and save (to ``out_dir``) an :class:`~ltau_md.core.estimator.LTAUEstimator`.
@@ -70,6 +72,8 @@ def fit_from_runs(
     k, index, atol (eV/A, None = final training force MAE), rtol, window (slice over logged
         epochs), s and ``estimator_kwargs``: passed to LTAUEstimator; ``k`` and ``index``
         None mean LTAUEstimator's defaults.
+    signals: latent signals (:mod:`ltau_md.core.signals`) fitted with the estimator; default
+        the default alarm's signal (:data:`~ltau_md.core.calibration.DEFAULT_ALARM`).
     overwrite: ``out_dir`` must be missing or empty, or (with ``overwrite``) an estimator saved
         earlier; anything else is refused (OutputExistsError) before any work is done.
     data: the training structures in the logged order (a file or a list of Atoms); default is
@@ -137,7 +141,7 @@ def fit_from_runs(
     meta.update(estimator_kwargs.pop("metadata", None) or {})
     given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
     est = LTAUEstimator(s=s, atol=atol, rtol=rtol, window=window, metadata=meta, **given,
-                        **estimator_kwargs)
+                        signals=tuple(signals), **estimator_kwargs)
     est.fit(desc, logs, species=logs[0].species)
     if val_frames is not None:
         alarm_statistics_from_structures(model, est, val_frames, source="validation",

@@ -35,12 +35,11 @@ an output directory of kind "evaluate" (:func:`~ltau_md.core.files.prepare_outpu
 
 from ltau_md.workflows.evaluation._data import SIGNALS
 from ltau_md.workflows.evaluation._evaluate import (
-    DEFAULT_ALARM,
     EVALUATE_CONSTRAINTS,
     FRAME_STATS,
     OUTPUT_KIND,
     evaluate,
 )
 
-__all__ = ["DEFAULT_ALARM", "EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "SIGNALS",
+__all__ = ["EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "SIGNALS",
            "evaluate"]

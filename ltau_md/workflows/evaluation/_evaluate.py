@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ltau_md.core._param_validation import Interval, validate_params
-from ltau_md.core.calibration import evaluate_calibration, fit_scale, split_frames
+from ltau_md.core.calibration import (
+    DEFAULT_ALARM,
+    evaluate_calibration,
+    fit_scale,
+    split_frames,
+)
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.files import (
     prepare_output_dir,
@@ -50,15 +55,13 @@ if TYPE_CHECKING:
     from ltau_md.core.model import FeatureModel
 
 
-__all__ = ["DEFAULT_ALARM", "EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "evaluate"]
+__all__ = ["EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "evaluate"]
 
 #: frame statistics scored for detection and alarms
 FRAME_STATS = ("max", "mean", "q90")
 #: in-domain alarm rates at which every statistic's out-of-domain alarm rate is reported
 #: (besides ``alarm_rate``): 1 % (the rate users stop MD on) and 5 %
 REPORTED_ALARM_RATES = (0.01, 0.05)
-#: the default alarm signal: the novelty's maximum over the atoms of a structure
-DEFAULT_ALARM = ("novelty", "max")
 #: output-directory kind (marker) of ``evaluate`` outputs
 OUTPUT_KIND = "evaluate"
 #: random calibration/evaluation splits averaged for the in-domain alarm rate
@@ -236,7 +239,7 @@ def evaluate(
     cost = (cost_per_step(model, members, est, ind["frames"][0], *timing)
             if timing is not None else None)
 
-    default_key = stat_key(*DEFAULT_ALARM)
+    default_key = DEFAULT_ALARM
     summary = {
         "miscalibration_area_s1": calibration["area_s1"],
         "miscalibration_area_fitted": calibration["area_fitted"],
@@ -245,7 +248,8 @@ def evaluate(
         "high_error_auroc": {n: per_atom[n]["high_error_auroc"] for n in names},
         "default_alarm": default_key,
         "ood_auroc": {name: {k: detection[name][k] for k in (default_key,) + tuple(
-            stat_key(n, "max") for n in names if n != DEFAULT_ALARM[0])} for name in sets},
+            stat_key(n, "max") for n in names if stat_key(n, "max") != DEFAULT_ALARM)}
+                         for name in sets},
         "alarm_rate_nominal": alarm_rate,
         "alarm_rate_in_domain": alarms[default_key]["in_domain_rate"],
         "alarm_rate_in_domain_mean_splits": (alarms[default_key]["in_domain_rate_splits"]

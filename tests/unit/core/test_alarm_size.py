@@ -1,0 +1,84 @@
+"""The size adjustment of frame-maximum alarms: a threshold fitted on small in-domain frames
+keeps its alarm rate on structures made of many such frames (replicated molecules), where the
+unadjusted threshold fires far more often; checked by simulation with real EMT features."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.cluster import Icosahedron
+
+from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.metrics import TAIL_FRACTION, alarm_threshold
+from ltau_md.core.observers import Threshold
+from ltau_md.testing import EMTFeatureModel
+
+
+def test_extrapolated_threshold_is_the_exponential_tail_by_hand():
+    v = np.arange(1.0, 101.0)                       # 100 in-domain frame maxima
+    # ratio 2 at 20 %: 10 % leaves 10 of 100 values above -> the conformal threshold at 10 %
+    assert alarm_threshold(v, 0.2, 2.0) == alarm_threshold(v, 0.1)
+    # ratio 50 at 10 %: 0.2 % leaves too few -> u + mean excess * ln(f / rate)
+    u = np.quantile(v, 1 - TAIL_FRACTION)
+    exc = v[v > u] - u
+    want = u + exc.mean() * np.log((exc.size / 100) / 0.002)
+    assert alarm_threshold(v, 0.1, 50.0) == pytest.approx(want)
+    assert alarm_threshold(v, 0.1, 0.5) == alarm_threshold(v, 0.2)   # smaller frames
+    assert alarm_threshold(v, 0.1, 1.0) == alarm_threshold(v, 0.1)   # same size: conformal
+
+
+def test_exponential_maxima_keep_their_rate_at_any_size():
+    rng = np.random.default_rng(0)
+    cal = rng.exponential(size=(2000, 15)).max(axis=1)       # 15-atom in-domain frames
+    for m in (10, 100):
+        big = rng.exponential(size=(4000, 15 * m)).max(axis=1)
+        for rate in (0.01, 0.05):
+            got = np.mean(big > alarm_threshold(cal, rate, m))
+            assert 0.5 * rate <= got <= 1.5 * rate, (m, rate, got)
+            assert np.mean(big > alarm_threshold(cal, rate)) > 3 * rate    # unadjusted
+
+
+def _cluster(rng):
+    a = Icosahedron("Cu", 2)                                 # 13 atoms, no periodicity
+    a.positions += rng.normal(size=a.positions.shape) * 0.1
+    return a
+
+
+def test_replicated_in_domain_clusters_alarm_at_the_nominal_rate(tmp_path):
+    """Boxes of 8 far-apart in-domain clusters (104 atoms): every atom's features are its
+    cluster's, so the box is as in domain as the clusters the threshold was fitted on."""
+    model = EMTFeatureModel(elements=("Cu",))
+    rng = np.random.default_rng(1)
+    x = np.concatenate([model.evaluate(_cluster(rng)).features for _ in range(120)])
+    log = ErrorLog.create(tmp_path / "log", species=np.full(len(x), 29),
+                          frame_offsets=np.arange(121) * 13, ref_force_norm=np.ones(len(x)))
+    for _ in range(3):
+        log.append(rng.gamma(2.0, 0.05, len(x)))
+    est = LTAUEstimator(k=10).fit(x, log)
+
+    def novelty_max(atoms):
+        return est.predict(model.evaluate(atoms).features, species=atoms.numbers).novelty.max()
+
+    cal = np.array([novelty_max(_cluster(rng)) for _ in range(400)])
+    est.alarm_statistics_.update({"novelty:max": {
+        "values": cal.tolist(), "n_frames": cal.size, "source": "held-out",
+        "atoms_per_frame": 13}})
+    boxes = []
+    for _ in range(200):
+        box = Atoms()
+        for i in range(8):
+            c = _cluster(rng)
+            c.positions += [25.0 * i, 0.0, 0.0]
+            box += c
+        boxes.append(novelty_max(box))
+    boxes = np.array(boxes)
+    pol = Threshold("stop", alarm_rate=0.1, signal="novelty")
+    thr = pol.resolve(SimpleNamespace(estimator=est), n_atoms=104)
+    assert pol.resolved_from["size_ratio"] == 8.0
+    assert thr == alarm_threshold(cal, 0.1, 8.0)
+    assert 0.05 <= np.mean(boxes > thr) <= 0.15
+    assert np.mean(boxes > alarm_threshold(cal, 0.1)) > 0.3      # unadjusted: most boxes
