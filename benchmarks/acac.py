@@ -231,7 +231,65 @@ def targets(rep: dict, alarm_rate: float) -> dict:
                         ("mean_200_splits", al["in_domain_rate_splits"]["mean"])):
         ratio = rate / alarm_rate
         out[f"alarm_rate_in_domain_{label}_within_1.5x"] = (ratio, 1 / 1.5 <= ratio <= 1.5)
+    out.update(head_to_head_targets(rep))
     return {k: {"value": float(v), "met": bool(ok)} for k, (v, ok) in out.items()}
+
+
+#: the systems the default alarm is compared with (issue 18): their signals
+RIVALS = {"ensemble": ("force_std",), "gmm": ("gmm",),
+          "d_optimality": ("doptimality", "clustered_doptimality")}
+
+
+def head_to_head(rep: dict) -> dict:
+    """Per out-of-domain set: the default alarm's and each rival's best statistic (by the
+    out-of-domain alarm rate at the 1 % in-domain threshold; max statistics and any
+    statistic), each with its 1 % rate, interval and frame AUROC with interval."""
+    default = rep["summary"]["default_alarm"]
+    out: dict = {}
+    for name in rep["detection"]:
+        def entry(key, name=name):
+            at1 = rep["alarms"][key]["at_rate"]["0.01"]
+            det = rep["detection"][name][key]
+            return {"statistic": key, "ood_rate_1pct": at1["ood_rate"][name],
+                    "ood_rate_1pct_ci95": (at1.get("ood_rate_ci95") or {}).get(name),
+                    "auroc": det["value"], "auroc_ci95": det["ci95"]}
+
+        row = {"default": entry(default)}
+        for rival, signals in RIVALS.items():
+            for scope, keys in (("max", [f"{s}:max" for s in signals]),
+                                ("any", [k for k in rep["alarms"]
+                                         if k.split(":")[0] in signals])):
+                keys = [k for k in keys if k in rep["alarms"]]
+                if not keys:
+                    continue
+                best = max(keys, key=lambda k: rep["alarms"][k]["at_rate"]["0.01"][
+                    "ood_rate"][name] or 0.0)
+                best_auc = max(keys, key=lambda k: rep["detection"][name][k]["value"] or 0.0)
+                row[f"{rival}_{scope}"] = entry(best)
+                row[f"{rival}_{scope}_by_auroc"] = entry(best_auc)
+        out[name] = row
+    return out
+
+
+def head_to_head_targets(rep: dict) -> dict:
+    """Issue 18: the default alarm's 1 % out-of-domain rate and AUROC >= the best of the
+    ensemble, GMM and D-optimality within the default's 95 % interval, per set; for the
+    rivals' frame maxima and for any of their statistics."""
+    out = {}
+    for name, row in head_to_head(rep).items():
+        d = row["default"]
+        hi_rate = (d["ood_rate_1pct_ci95"] or [d["ood_rate_1pct"]] * 2)[1]
+        hi_auc = d["auroc_ci95"][1] if d["auroc_ci95"][1] is not None else d["auroc"]
+        for scope in ("max", "any"):
+            best_rate = max(row[f"{r}_{scope}"]["ood_rate_1pct"] for r in RIVALS
+                            if f"{r}_{scope}" in row)
+            best_auc = max(row[f"{r}_{scope}_by_auroc"]["auroc"] for r in RIVALS
+                           if f"{r}_{scope}_by_auroc" in row)
+            out[f"default_ood_rate_1pct_{name}_ge_best_{scope}_within_ci"] = (
+                d["ood_rate_1pct"] - best_rate, hi_rate >= best_rate)
+            out[f"default_auroc_{name}_ge_best_{scope}_within_ci"] = (
+                d["auroc"] - best_auc, hi_auc >= best_auc)
+    return out
 
 
 def main(argv=None) -> int:
@@ -314,6 +372,18 @@ def main(argv=None) -> int:
                 "in_domain_rate_splits"]["worst"]))},
         "alarm_ood_rate": {k: r(v) for k, v in rep["alarms"]["novelty:max"]["ood_rate"].items()},
         "cost_per_step_ms": {k[:-2]: r(1e3 * v) for k, v in cost.items() if k.endswith("_s")},
+        "default_alarm": rep["summary"]["default_alarm"],
+        "default_alarm_in_domain_rate": {k: r(v) for k, v in (
+            ("split", rep["alarms"][rep["summary"]["default_alarm"]]["in_domain_rate"]),
+            ("mean_200", rep["alarms"][rep["summary"]["default_alarm"]][
+                "in_domain_rate_splits"]["mean"]),
+            ("worst_200", rep["alarms"][rep["summary"]["default_alarm"]][
+                "in_domain_rate_splits"]["worst"]))},
+        "head_to_head": head_to_head(rep),
+        "ranking_top": [{"statistic": x["statistic"],
+                         "ood_rate_at_1pct": {k: r(v) for k, v in x["ood_rate_at_1pct"].items()},
+                         "auroc": {k: r(v) for k, v in x["auroc"].items()}}
+                        for x in rep["ranking"][:12]],
         "targets_met": {k: v["met"] for k, v in tg.items()},
         "results": str(out / "results.json"),
     }

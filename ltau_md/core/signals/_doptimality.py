@@ -74,7 +74,9 @@ def _active_set(x: np.ndarray) -> dict[str, np.ndarray]:
 
 class DOptimality(LatentSignal):
     """Per-atom D-optimality extrapolation grade gamma (dimensionless; <= 1 inside the
-    training active set's span) from one MaxVol active set per element.
+    training active set's span) from one MaxVol active set per element. Queries in
+    directions the training features never span get no grade from them (the basis is the
+    training span); see :func:`maxvol`.
 
     Parameters
     ----------
@@ -83,9 +85,6 @@ class DOptimality(LatentSignal):
         seeded subsample).
     seed : int
         Seed of that subsample.
-
-    Queries in directions the training features never span get no grade from them (the
-    basis is the training span); see :func:`maxvol`.
     """
 
     name = "doptimality"

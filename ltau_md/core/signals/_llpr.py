@@ -25,15 +25,15 @@ class LLPR(LatentSignal):
     """Per-atom last-layer prediction rigidity sigma = alpha sqrt(x^T (X^T X + lambda I)^-1 x)
     over all training atoms (the readout is shared by all elements).
 
+    ``alpha_`` (eV/A per unit of rigidity) is 1 until :meth:`fit_regularization` sets it; it
+    scales the signal and does not change its ranking.
+
     Parameters
     ----------
     regularization : float
         lambda relative to the mean eigenvalue of X^T X (so it is scale-free):
         lambda = regularization * trace(X^T X) / D. :meth:`fit_regularization` chooses it
         (and alpha) on held-out atoms with known force errors.
-
-    ``alpha_`` (eV/A per unit of rigidity) is 1 until :meth:`fit_regularization` sets it; it
-    scales the signal and does not change its ranking.
     """
 
     name = "llpr"

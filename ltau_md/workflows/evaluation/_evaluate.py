@@ -15,7 +15,7 @@ import numpy as np
 
 from ltau_md.core._param_validation import Interval, validate_params
 from ltau_md.core.calibration import (
-    DEFAULT_ALARM,
+    default_alarm,
     evaluate_calibration,
     fit_scale,
     split_frames,
@@ -44,6 +44,7 @@ from ltau_md.workflows.evaluation._data import (
 from ltau_md.workflows.evaluation._scores import (
     HIGH_ERROR_QUANTILE,
     alarm_split_rates,
+    ci95,
     detection_scores,
     per_atom_scores,
 )
@@ -231,7 +232,7 @@ def evaluate(
     fitted = _fit_thresholds(est, {k: v[cal] for k, v in sig_in.items()}, off_cal,
                              list(stats_in))
     alarms = {key: _alarms_of(v, fitted.get(key), evl_f, {n: stats_ood[n][key] for n in sets},
-                              alarm_rate, fraction, n_splits, seed)
+                              alarm_rate, fraction, n_splits, seed, n_boot, rng)
               for key, v in stats_in.items()}
     ranking = _ranking(alarms, detection, list(sets))
 
@@ -239,7 +240,7 @@ def evaluate(
     cost = (cost_per_step(model, members, est, ind["frames"][0], *timing)
             if timing is not None else None)
 
-    default_key = DEFAULT_ALARM
+    default_key = default_alarm(est)  # DEFAULT_ALARM, or the fallback without its signal
     summary = {
         "miscalibration_area_s1": calibration["area_s1"],
         "miscalibration_area_fitted": calibration["area_fitted"],
@@ -248,7 +249,7 @@ def evaluate(
         "high_error_auroc": {n: per_atom[n]["high_error_auroc"] for n in names},
         "default_alarm": default_key,
         "ood_auroc": {name: {k: detection[name][k] for k in (default_key,) + tuple(
-            stat_key(n, "max") for n in names if stat_key(n, "max") != DEFAULT_ALARM)}
+            stat_key(n, "max") for n in names if stat_key(n, "max") != default_key)}
                          for name in sets},
         "alarm_rate_nominal": alarm_rate,
         "alarm_rate_in_domain": alarms[default_key]["in_domain_rate"],
@@ -315,10 +316,13 @@ def _add_signals(est: LTAUEstimator, signals: tuple[str, ...] | str) -> None:
 
 
 def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,
-              ood: Mapping[str, np.ndarray]) -> dict[str, Any]:
+              ood: Mapping[str, np.ndarray], n_boot: int = 0,
+              rng: np.random.Generator | None = None) -> dict[str, Any]:
     """Threshold at in-domain ``rate`` from the calibration frames' values ``cal`` and the
     rates at which held-out in-domain and out-of-domain frames exceed it; off (null rates
-    with the reason, never 0.0) when the calibration frames cannot resolve ``rate``."""
+    with the reason, never 0.0) when the calibration frames cannot resolve ``rate``. With
+    ``n_boot``, 95 % intervals of the out-of-domain rates (``"ood_rate_ci95"``): calibration
+    and out-of-domain frames resampled together, the threshold refitted each time."""
     n_cal = 0 if cal is None else int(cal["n_frames"])
     need = frames_needed(rate)
     if n_cal < need:
@@ -328,16 +332,27 @@ def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,
                           f"rate of {rate:g}: it needs >= {need} (n >= 1/rate - 1){resolved}",
                 "in_domain_rate": None, "ood_rate": {name: None for name in ood}}
     thr = alarm_threshold(cal["values"], rate)
-    return {"off": False, "threshold": thr, "n_calibration_frames": n_cal, "reason": None,
-            "in_domain_rate": float(np.mean(in_eval > thr)),
-            "ood_rate": {name: float(np.mean(v > thr)) for name, v in ood.items()}}
+    out = {"off": False, "threshold": thr, "n_calibration_frames": n_cal, "reason": None,
+           "in_domain_rate": float(np.mean(in_eval > thr)),
+           "ood_rate": {name: float(np.mean(v > thr)) for name, v in ood.items()}}
+    if n_boot and rng is not None:
+        c = np.asarray(cal["values"])
+        boot: dict[str, list[float]] = {name: [] for name in ood}
+        for _ in range(n_boot):
+            t = alarm_threshold(c[rng.integers(0, c.size, c.size)], rate)
+            for name, v in ood.items():
+                boot[name].append(float(np.mean(v[rng.integers(0, v.size, v.size)] > t)))
+        out["ood_rate_ci95"] = {name: ci95(b) for name, b in boot.items()}
+    return out
 
 
 def _alarms_of(values: np.ndarray, cal: dict[str, Any] | None, evl_f: np.ndarray,
                ood: Mapping[str, np.ndarray], alarm_rate: float, fraction: float,
-               n_splits: int, seed: int) -> dict[str, Any]:
+               n_splits: int, seed: int, n_boot: int, rng: np.random.Generator
+               ) -> dict[str, Any]:
     """One statistic's alarms: at ``alarm_rate`` (with the in-domain rate over random
-    splits) and at each of :data:`REPORTED_ALARM_RATES` (``"at_rate"``)."""
+    splits) and at each of :data:`REPORTED_ALARM_RATES` (``"at_rate"``, with bootstrap
+    intervals of the out-of-domain rates)."""
     entry = _alarm_at(cal, alarm_rate, values[evl_f], ood)
     entry["in_domain_rate_splits"] = None
     if not entry["off"]:
@@ -346,7 +361,7 @@ def _alarms_of(values: np.ndarray, cal: dict[str, Any] | None, evl_f: np.ndarray
                                           "worst": float(rates.max()),
                                           "p95": float(np.percentile(rates, 95)),
                                           "n_splits": int(n_splits)}
-    entry["at_rate"] = {f"{r:g}": _alarm_at(cal, r, values[evl_f], ood)
+    entry["at_rate"] = {f"{r:g}": _alarm_at(cal, r, values[evl_f], ood, n_boot, rng)
                         for r in REPORTED_ALARM_RATES}
     return entry
 
@@ -364,6 +379,7 @@ def _ranking(alarms: Mapping[str, Any], detection: Mapping[str, Any], sets: list
         fin = [v for v in au.values() if v is not None and np.isfinite(v)]
         row = {"statistic": key,
                "ood_rate_at_1pct": at1["ood_rate"], "ood_rate_at_5pct": at5["ood_rate"],
+               "ood_rate_at_1pct_ci95": at1.get("ood_rate_ci95"),
                "in_domain_rate_at_1pct": at1["in_domain_rate"],
                "auroc": au, "auroc_mean": float(np.mean(fin)) if fin else None,
                "auroc_worst": float(np.min(fin)) if fin else None}

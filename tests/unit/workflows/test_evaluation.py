@@ -148,6 +148,11 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
         assert at["off"] is True and at["threshold"] is None and at["in_domain_rate"] is None
         assert f"needs >= {need}" in at["reason"] and "resolve rates >= 0.0769" in at["reason"]
         assert set(at["ood_rate"]) == set(ood) and all(v is None for v in at["ood_rate"].values())
+    # at 10 % (resolved) the out-of-domain rates are re-computable from the frame values
+    thr = al["threshold"]
+    for name in ood:
+        want = np.mean(np.asarray(rep["frame_values"][name]["novelty:max"]) > thr)
+        assert al["ood_rate"][name] == pytest.approx(want)
     ranked = [r["statistic"] for r in rep["ranking"]]
     assert sorted(ranked) == sorted(rep["alarms"]) and "gmm:q90" in ranked
     assert rep["calibration"]["area_fitted"] >= 0 and rep["calibration"]["s"] > 0
@@ -217,3 +222,18 @@ def test_evaluate_checks_its_keyword_arguments_first(kw, param, tmp_path):
     with pytest.raises(InvalidParameterError, match=rf"^evaluate: {param} must"):
         evaluate(None, None, [], {}, out=tmp_path / "never", **kw)
     assert not (tmp_path / "never").exists()
+
+
+def test_resolved_rates_carry_bootstrap_intervals_and_rank_by_the_1pct_rate(case):
+    tmp, model, est, in_domain, ood, members = case
+    rep = evaluate(model, est, in_domain, ood, fraction=0.85, seed=0, n_boot=40,
+                   n_splits=5, timing=None, signals=())
+    assert set(rep["signals"]) == {"uncertainty", "predicted_error", "novelty",
+                                   "latent_distance", "element_error"}    # signals=(): none
+    at5 = rep["alarms"]["novelty:max"]["at_rate"]["0.05"]                 # 20 frames: resolved
+    assert at5["off"] is False and at5["n_calibration_frames"] == 20
+    for name, (lo, hi) in at5["ood_rate_ci95"].items():
+        assert 0 <= lo <= at5["ood_rate"][name] + 1e-12 <= hi + 2e-12 <= 1 + 2e-12
+    assert rep["alarms"]["novelty:max"]["at_rate"]["0.01"]["off"] is True
+    assert rep["summary"]["alarm_off_reason"] is None or "needs >= " in \
+        rep["summary"]["alarm_off_reason"]
