@@ -29,6 +29,7 @@ __all__ = [
     "policies_from_args",
     "relax_many",
     "run_md",
+    "watched_statistics",
     "write_summary",
 ]
 
@@ -95,6 +96,16 @@ def write_summary(rows: Sequence[dict], out_dir: Path) -> None:
     write_json_atomic(out_dir / "summary.json", list(rows))
 
 
+def watched_statistics(calc: Calculator) -> tuple[str, ...]:
+    """Statistics every run records in steps.jsonl besides its policies': the LTAU novelty's
+    maximum and the calculator's estimator's default alarm
+    (:func:`~ltau_md.core.calibration.default_alarm`)."""
+    from ltau_md.core.calibration import FALLBACK_ALARM, default_alarm
+
+    est = getattr(calc, "estimator", None)
+    return tuple(dict.fromkeys((FALLBACK_ALARM, default_alarm(est))))
+
+
 def relax_many(
     structures: Sequence[Atoms],
     calc_factory: Callable[[], Calculator],
@@ -127,7 +138,8 @@ def relax_many(
         atoms.calc = calc
         label = str(atoms.info.get("label", f"{i:04d}"))
         opt = getattr(ase.optimize, optimizer)(atoms, logfile=None)
-        mon = UQMonitor(opt, policies(), out_dir=out_dir / f"{i:04d}", label=label)
+        mon = UQMonitor(opt, policies(), out_dir=out_dir / f"{i:04d}", label=label,
+                        watch=watched_statistics(calc))
         opt.attach(mon, interval=1)
         try:
             converged = mon.run(steps=steps, fmax=fmax) and mon.stopped is None
@@ -177,6 +189,7 @@ def run_md(
     dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
                    friction=friction / units.fs, fixcm=False, rng=rng, logfile=None)
     mon = UQMonitor(dyn, policies, out_dir=out_dir, oracle=oracle, rewind=rewind,
+                    watch=watched_statistics(calc),
                     temperature_K=temperature_K, max_retries=max_retries,
                     max_force=max_force, seed=seed, label=str(atoms.info.get("label", "md")))
     dyn.attach(mon, interval=interval)

@@ -20,13 +20,14 @@ def common(tiny_run, tmp_path):
 
 
 def test_md_default_policy_and_explicit_rate(tiny_run, tmp_path, common, capsys):
-    # the fixture estimator (fit without --validation): training-LOO novelty statistics of
-    # 32 frames, too few for a 1 % rate: threshold inf, never fires, with a warning
+    # the fixture estimator (fit without --validation): statistics of the 32 training frames
+    # (the default alarm's GMM), too few for a 1 % rate: threshold inf, never fires, with a
+    # warning
     with pytest.warns(UserWarning, match="smallest rate"):
         assert main(["md", *common, "--steps", "3", "--out", str(tmp_path / "md")]) == 0
-    assert "default policy: stop when novelty:max exceeds inf" in capsys.readouterr().err
+    assert "default policy: stop when gmm:max exceeds inf" in capsys.readouterr().err
     s = json.loads((tmp_path / "md" / "summary.json").read_text())
-    assert s["policies"][0]["resolved_from"]["source"] == "training-loo"
+    assert s["policies"][0]["resolved_from"]["source"] == "training"
     assert s["policies"][0]["patience"] == 2 and s["status"] == "completed"
     rows = [json.loads(x) for x in (tmp_path / "md" / "steps.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["novelty:max"] is not None for r in rows)
@@ -34,8 +35,9 @@ def test_md_default_policy_and_explicit_rate(tiny_run, tmp_path, common, capsys)
     assert main(["md", *common, "--steps", "5", "--warn-rate", "0.9",
                  "--out", str(tmp_path / "warn")]) == 0
     s = json.loads((tmp_path / "warn" / "summary.json").read_text())
-    thr = s["policies"][0]["threshold"]
-    nov = [json.loads(x)["novelty:max"]
+    thr, key = s["policies"][0]["threshold"], s["policies"][0]["statistic"]
+    assert key == "gmm:max"                              # the default alarm's statistic
+    nov = [json.loads(x)[key]
            for x in (tmp_path / "warn" / "steps.jsonl").read_text().splitlines()]
     assert s["n_events"]["warn"] == (nov[0] > thr) + sum(
         b > thr >= a for a, b in zip(nov[:-1], nov[1:], strict=True))
@@ -45,5 +47,5 @@ def test_missing_statistic_is_refused_before_writing(tiny_run, tmp_path, common,
     rc = main(["relax", *common, "--warn-rate", "0.1", "--on", "q90",
                "--out", str(tmp_path / "r")])
     assert rc == 2
-    assert "novelty:q90" in capsys.readouterr().err
+    assert "gmm:q90" in capsys.readouterr().err          # the default alarm's signal
     assert not (tmp_path / "r").exists()

@@ -39,7 +39,8 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     assert LTAUEstimator.load(tiny_run.estimator_dir).calibration_ is None
     # the in-domain alarm statistics of the calibration structures, uncertainty at the new s
     th = back.alarm_statistics_
-    assert line["alarm_statistics"] == sorted(th) == ["novelty:max", "novelty:mean",
+    assert line["alarm_statistics"] == sorted(th) == ["gmm:max", "gmm:mean",
+                                                      "novelty:max", "novelty:mean",
                                                       "uncertainty:max", "uncertainty:mean"]
     assert {v["source"] for v in th.values()} == {"calibration"}
     unc = [back.predict(o.features, species=a.numbers).uncertainty.max()

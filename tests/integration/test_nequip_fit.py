@@ -125,7 +125,9 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
     # without --validation (the fixture's estimator): novelty from the training LOO novelty
     ref = LTAUEstimator.load(tiny_run.estimator_dir)
     loo = ref.alarm_statistics_
-    assert set(loo) == {"novelty:max", "novelty:mean"}
+    # the GMM of the default alarm is fitted too; its statistics are of the training atoms
+    assert set(loo) == {"novelty:max", "novelty:mean", "gmm:max", "gmm:mean"}
+    assert set(ref.signals_) == {"gmm"} and loo["gmm:max"]["source"] == "training"
     assert loo["novelty:max"]["source"] == "training-loo"
     off = ErrorLog.open(tiny_run.log_dir).frame_offsets
     want = sorted(ref.train_novelty_[a:b].max() for a, b in zip(off[:-1], off[1:], strict=True))
@@ -138,15 +140,19 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
                  str(tiny_run.val_xyz), "--no-progress"]) == 0
     est = LTAUEstimator.load(out)
     th = est.alarm_statistics_
-    assert set(th) == {"novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean"}
+    assert set(th) == {"novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean",
+                       "gmm:max", "gmm:mean"}
     assert {v["source"] for v in th.values()} == {"validation"}
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
     val = ase.io.read(tiny_run.val_xyz, ":")
-    nov_max, unc_mean = [], []
+    nov_max, unc_mean, gmm_max = [], [], []
     for a in val:
-        p = est.predict(model.evaluate(a).features, species=a.numbers)
+        feats = model.evaluate(a).features
+        p = est.predict(feats, species=a.numbers)
         nov_max.append(p.novelty.max())
         unc_mean.append(p.uncertainty.mean())
+        gmm_max.append(est.signals_["gmm"].score(feats, a.numbers).max())
+    np.testing.assert_allclose(th["gmm:max"]["values"], sorted(gmm_max), rtol=1e-5)
     np.testing.assert_allclose(th["novelty:max"]["values"], sorted(nov_max), rtol=1e-5)
     np.testing.assert_allclose(th["uncertainty:mean"]["values"], sorted(unc_mean), rtol=1e-5)
     assert th["novelty:max"]["n_frames"] == len(val)
