@@ -62,6 +62,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--signals", nargs="*", default=None,
+                    help="latent signals fitted and returned every step (default: the default "
+                    "set, core.calibration.DEFAULT_SIGNALS; none with a bare --signals)")
     args = ap.parse_args()
 
     import faiss
@@ -120,7 +123,10 @@ def main() -> None:
                         species=z_f[rows].astype(np.int32), atol=atol, rtol=0.0,
                         fingerprint="bench")
     t0 = time.perf_counter()
-    est = LTAUEstimator(k=10, index="auto", ef_search=32).fit(x, summ)
+    from ltau_md.core.calibration import DEFAULT_SIGNALS
+
+    signals = tuple(DEFAULT_SIGNALS if args.signals is None else args.signals)
+    est = LTAUEstimator(k=10, index="auto", ef_search=32, signals=signals).fit(x, summ)
     index_s = time.perf_counter() - t0
 
     def md_run(calc, timed):
@@ -147,7 +153,8 @@ def main() -> None:
            "feature_dim": int(f.shape[1]), "model": {"num_features": args.features,
                                                      "l_max": args.lmax,
                                                      "num_layers": args.layers},
-           "threads": args.threads, "train_s": train_s, "index_build_s": index_s}
+           "threads": args.threads, "train_s": train_s, "index_build_s": index_s,
+           "signals": list(signals)}
     for name, warm in (("warm", True), ("cold", False)):
         timed = Timed(fm)
         calc = LTAUCalculator(timed, est, warm_start=warm)

@@ -60,10 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None,
                    help="training structures in logged order (default: the log's frames.traj)")
     p.add_argument("--validation", default=None, metavar="XYZ",
-                   help="held-out in-domain structures (no labels needed), e.g. the training "
-                   "run's validation set: the in-domain statistics behind --stop-rate/"
-                   "--warn-rate of md/relax are fitted on them (default: novelty statistics "
-                   "from the training atoms' leave-one-out novelty, approximate)")
+                   help="held-out in-domain structures (no labels needed): the in-domain "
+                   "statistics behind --stop-rate/--warn-rate of md/relax are fitted on them; "
+                   "a 1 %% rate needs >= 99 frames, >= 300 recommended (default: the run's "
+                   "validation frames the callback saved, validation.traj; else training "
+                   "statistics, approximate)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="structures per descriptor forward pass, >= 1 (default "
                    f"{DEFAULT_BATCH_SIZE})")

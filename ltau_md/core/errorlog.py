@@ -33,6 +33,7 @@ __all__ = [
     "ErrorLog",
     "FORMAT",
     "FRAMES_FILE",
+    "VALIDATION_FILE",
     "VERSION",
     "check_same_dataset",
     "dataset_fingerprint",
@@ -45,6 +46,9 @@ _EPOCH_RE = re.compile(r"^epoch_(\d{6})\.npy$")
 #: the copy of the training frames written next to an error log (ASE trajectory, float64), so
 #: descriptors are computed in exactly the logged atom order (fingerprint-checked)
 FRAMES_FILE = "frames.traj"
+#: the training run's validation frames written beside them: held-out in-domain structures
+#: that ``ltau-md fit`` uses for the in-domain alarm statistics when none are given
+VALIDATION_FILE = "validation.traj"
 
 
 def dataset_fingerprint(

@@ -20,14 +20,14 @@ def common(tiny_run, tmp_path):
 
 
 def test_md_default_policy_and_explicit_rate(tiny_run, tmp_path, common, capsys):
-    # the fixture estimator (fit without --validation): statistics of the 32 training frames
-    # (the default alarm's GMM), too few for a 1 % rate: threshold inf, never fires, with a
-    # warning
+    # the fixture estimator (fit without --validation): statistics of the run's 8 validation
+    # frames the callback saved (the default alarm's GMM), too few for a 1 % rate: threshold
+    # inf, never fires, with a warning
     with pytest.warns(UserWarning, match="smallest rate"):
         assert main(["md", *common, "--steps", "3", "--out", str(tmp_path / "md")]) == 0
     assert "default policy: stop when gmm:max exceeds inf" in capsys.readouterr().err
     s = json.loads((tmp_path / "md" / "summary.json").read_text())
-    assert s["policies"][0]["resolved_from"]["source"] == "training"
+    assert s["policies"][0]["resolved_from"]["source"] == "validation"
     assert s["policies"][0]["patience"] == 2 and s["status"] == "completed"
     rows = [json.loads(x) for x in (tmp_path / "md" / "steps.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["novelty:max"] is not None for r in rows)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import ase.io
 import numpy as np
 import pytest
 
-from ltau_md.core.errorlog import ErrorLog
+from ltau_md.core.errorlog import VALIDATION_FILE, ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.core.exceptions import ArtifactError
 from ltau_md.integrations.nequip import NequIPFeatureModel, descriptors_for_dataset, find_error_log
@@ -122,8 +123,22 @@ def test_fit_rejects_mismatched_runs(tiny_run, tmp_path):
 def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, tmp_path):
     from ltau_md.cli import main
 
-    # without --validation (the fixture's estimator): novelty from the training LOO novelty
-    ref = LTAUEstimator.load(tiny_run.estimator_dir)
+    # the callback saved the run's validation frames next to the log; fit uses them by default
+    val = ase.io.read(tiny_run.val_xyz, ":")
+    saved = ase.io.read(tiny_run.log_dir / VALIDATION_FILE, ":")
+    assert len(saved) == len(val) == 8
+    for a, b in zip(saved, val, strict=True):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-5)
+        assert list(a.numbers) == list(b.numbers)
+    fixture = LTAUEstimator.load(tiny_run.estimator_dir)
+    assert {v["source"] for v in fixture.alarm_statistics_.values()} == {"validation"}
+    assert fixture.metadata["validation"].endswith(VALIDATION_FILE)
+    # without any validation frames: novelty from the training LOO novelty
+    bare = tmp_path / "log_without_validation"
+    shutil.copytree(tiny_run.log_dir, bare)
+    (bare / VALIDATION_FILE).unlink()
+    ref = fit_from_runs([bare], tiny_run.checkpoint, tmp_path / "est_loo", k=10,
+                        progress=False)
     loo = ref.alarm_statistics_
     # the GMM of the default alarm is fitted too; its statistics are of the training atoms
     assert set(loo) == {"novelty:max", "novelty:mean", "gmm:max", "gmm:mean"}
@@ -144,7 +159,6 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
                        "gmm:max", "gmm:mean"}
     assert {v["source"] for v in th.values()} == {"validation"}
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
-    val = ase.io.read(tiny_run.val_xyz, ":")
     nov_max, unc_mean, gmm_max = [], [], []
     for a in val:
         feats = model.evaluate(a).features

@@ -93,16 +93,30 @@ class GMMDensity(LatentSignal):
         return {z: int(e["weights"].size) for z, e in self.elements_.items()}
 
     def _score(self, x: np.ndarray, element: int) -> np.ndarray:
-        e = self.elements_[element]
-        xs = (x - e["mean"]) / e["std"]
-        d = xs.shape[1]
-        pc = e["precisions_cholesky"]                      # (K, D, D)
-        log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)   # (K,)
-        y = np.einsum("nd,kde->nke", xs, pc) - np.einsum("kd,kde->ke", e["means"], pc)[None]
-        log_p = -0.5 * (d * np.log(2 * np.pi) + (y ** 2).sum(axis=2)) + log_det
-        log_wp = log_p + np.log(e["weights"])[None, :]
-        top = log_wp.max(axis=1, keepdims=True)
-        return -(top[:, 0] + np.log(np.exp(log_wp - top).sum(axis=1)))
+        w, b, const = self._folded(element)
+        k = const.size
+        y = x @ w + b                                             # (n, K*D)
+        log_wp = const[None, :] - 0.5 * (y * y).reshape(x.shape[0], k, -1).sum(axis=2)
+        top = log_wp.max(axis=1)
+        return -(top + np.log(np.exp(log_wp - top[:, None]).sum(axis=1)))
+
+    def _folded(self, element: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The standardisation and every component's whitening folded into one affine map
+        x -> y (n, K*D) and the per-component constants log w_k + log det P_k -
+        D/2 log(2 pi), so a score is one matrix product (cached per element)."""
+        cache = self.__dict__.setdefault("_folded_cache", {})
+        if element not in cache:
+            e = self.elements_[element]
+            pc = e["precisions_cholesky"]                          # (K, D, D)
+            k, d, _ = pc.shape
+            scaled = pc / e["std"][None, :, None]                  # diag(1/std) P_k
+            w = scaled.transpose(1, 0, 2).reshape(d, k * d)
+            b = -(np.einsum("d,kde->ke", e["mean"], scaled)
+                  + np.einsum("kd,kde->ke", e["means"], pc)).reshape(k * d)
+            log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
+            const = np.log(e["weights"]) + log_det - 0.5 * d * np.log(2 * np.pi)
+            cache[element] = (w, b, const)
+        return cache[element]
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         return per_element_arrays("e", self.elements_)

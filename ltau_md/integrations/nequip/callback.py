@@ -70,7 +70,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from nequip.data import AtomicDataDict
 
-from ltau_md.core.errorlog import FRAMES_FILE, ErrorLog
+from ltau_md.core.errorlog import FRAMES_FILE, VALIDATION_FILE, ErrorLog
 from ltau_md.core.exceptions import LTAUError
 from ltau_md.integrations.nequip._data import (
     FRAME_INDEX_KEY,
@@ -121,8 +121,10 @@ class LTAUErrorLogger(Callback):
         num_workers: DataLoader workers of the ``eval`` pass.
         cache_graphs: keep the transformed training frames (with neighbour lists) in memory
             after the first ``eval`` pass instead of rebuilding them every epoch.
-        save_frames: write the training frames to ``out_dir/frames.traj`` (used by
-            ``ltau-md fit`` to compute descriptors in the logged order).
+        save_frames: write the training frames to ``out_dir/frames.traj`` and the validation
+            frames to ``out_dir/validation.traj`` (the held-out frames ``ltau-md fit`` fits the
+            in-domain alarm statistics on); the training frames let ``ltau-md fit`` compute
+            descriptors in the logged order.
     """
 
     def __init__(
@@ -240,6 +242,11 @@ class LTAUErrorLogger(Callback):
                 frames_path = self.out_dir / FRAMES_FILE
                 if self.save_frames and not frames_path.exists():
                     write_frames(frames_path, self._iter_atoms())
+                val_path = self.out_dir / VALIDATION_FILE
+                if self.save_frames and not val_path.exists():
+                    val = self._validation_atoms(trainer, pl_module)
+                    if val:
+                        write_frames(val_path, val)
             except Exception as exc:  # re-raised below, after telling the other ranks
                 error = exc
             else:
@@ -253,6 +260,25 @@ class LTAUErrorLogger(Callback):
             raise error
         if msg is not None:
             raise LTAUError(f"rank 0 could not open the error log: {msg}")
+
+    def _validation_atoms(self, trainer: lightning.Trainer,
+                          pl_module: lightning.LightningModule) -> list:
+        """The datamodule's validation frames (all validation datasets) as ASE Atoms."""
+        ds = getattr(trainer.datamodule, "val_dataset", None)
+        if ds is None:
+            return []
+        sets = [ds] if isinstance(ds, torch.utils.data.Dataset) else list(ds)
+        out = []
+        for d in sets:
+            d = unwrap(d)
+            frames = [d[i] for i in range(len(d))]
+            if not frames:
+                continue
+            info = frames_info(frames, self._type_names(pl_module))
+            off = info.frame_offsets
+            out += [frame_to_atoms(f, info.species[off[i]:off[i + 1]])
+                    for i, f in enumerate(frames)]
+        return out
 
     def _iter_atoms(self) -> Iterator:
         assert self.info is not None

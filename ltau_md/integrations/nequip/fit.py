@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ltau_md.core.calibration import DEFAULT_SIGNALS
-from ltau_md.core.errorlog import FRAMES_FILE, ErrorLog, check_same_dataset, is_error_log
+from ltau_md.core.errorlog import (
+    FRAMES_FILE,
+    VALIDATION_FILE,
+    ErrorLog,
+    check_same_dataset,
+    is_error_log,
+)
 from ltau_md.core.exceptions import ArtifactError, DataError
 from ltau_md.core.files import check_output_dir, sha256_file
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
@@ -83,7 +89,9 @@ def fit_from_runs(
         e.g. the training run's validation set: the in-domain frame statistics behind
         ``Threshold(alarm_rate=...)`` are fitted on them
         (:func:`~ltau_md.core.calibration.alarm_statistics_from_structures`, source "validation").
-        Without them, novelty statistics come from the training atoms' leave-one-out novelty
+        Default: the ``validation.traj`` the callback wrote next to the first log that has one
+        (the run's own validation frames). Without any, novelty statistics come from the
+        training atoms' leave-one-out novelty
         (:func:`~ltau_md.core.calibration.alarm_statistics_from_training`, source "training-loo",
         approximate: alarms fire more often than the nominal rate).
     """
@@ -118,6 +126,9 @@ def fit_from_runs(
             raise ArtifactError(f"no {FRAMES_FILE} next to the error logs {log_dirs}: pass the "
                                 "training structures (data=...) in the logged order")
         data = frames
+    if validation is None:
+        validation = next((d / VALIDATION_FILE for d in log_dirs
+                           if (d / VALIDATION_FILE).exists()), None)
     model = NequIPFeatureModel.from_file(
         model_path, device=device,
         chemical_species_to_atom_type_map=chemical_species_to_atom_type_map)
