@@ -21,14 +21,19 @@ def common(tiny_run, tmp_path):
 
 def test_md_default_policy_and_explicit_rate(tiny_run, tmp_path, common, capsys):
     # the fixture estimator (fit without --validation): statistics of the run's 8 validation
-    # frames the callback saved (the default alarm's GMM), too few for a 1 % rate: threshold
-    # inf, never fires, with a warning
-    with pytest.warns(UserWarning, match="smallest rate"):
-        assert main(["md", *common, "--steps", "3", "--out", str(tmp_path / "md")]) == 0
-    assert "default policy: stop when gmm:max exceeds inf" in capsys.readouterr().err
+    # frames the callback saved (the default alarm's GMM), too few for a 1 % rate: the
+    # default alarm is off, and the note says why and how many frames it needs
+    assert main(["md", *common, "--steps", "3", "--out", str(tmp_path / "md")]) == 0
+    err = capsys.readouterr().err
+    assert "no default stop policy: alarm off: the 8 validation frames of gmm:max" in err
+    assert "needs >= 99 in-domain frames" in err and "exceeds inf" not in err
     s = json.loads((tmp_path / "md" / "summary.json").read_text())
-    assert s["policies"][0]["resolved_from"]["source"] == "validation"
-    assert s["policies"][0]["patience"] == 2 and s["status"] == "completed"
+    assert s["policies"] == [] and s["status"] == "completed"
+    # an explicit rate the frames cannot resolve is refused before anything is written
+    assert main(["md", *common, "--steps", "3", "--stop-rate", "0.01",
+                 "--out", str(tmp_path / "md1")]) == 2
+    assert "--stop-rate 0.01: alarm off" in capsys.readouterr().err
+    assert not (tmp_path / "md1").exists()
     rows = [json.loads(x) for x in (tmp_path / "md" / "steps.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["novelty:max"] is not None for r in rows)
     # an alarm rate of 0.9 fires at once (the threshold is a low in-domain value)
