@@ -1,6 +1,8 @@
 """The fitted LTAU estimator and its parts: k-NN over training atoms in descriptor space.
 
 - :class:`LTAUEstimator` (``_estimator``): parameters, ``fit``, ``predict``, ``save``/``load``;
+  its declared parameter constraints (``_parameters``) and its latent signals (``_signals``:
+  ``add_signals``, ``signal_values``);
 - FAISS index building and search (``_index``): :func:`check_descriptors`, index kinds;
 - novelty references (``_novelty``): :class:`NoveltyReference`;
 - fitted state (``_state``): :class:`FittedState`, set by one setter in ``fit`` and ``load``;

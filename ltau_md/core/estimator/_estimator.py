@@ -21,19 +21,14 @@ from __future__ import annotations
 
 import copy
 import inspect
-import numbers
 import os
 import warnings
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from ltau_md.core._param_validation import (
-    Interval,
-    Satisfies,
-    StrOptions,
     check_positive,
     validate_params,
 )
@@ -46,7 +41,6 @@ from ltau_md.core.estimator._alarm_statistics import (
 from ltau_md.core.estimator._artifact import read_artifact, write_artifact
 from ltau_md.core.estimator._calibration import Calibration
 from ltau_md.core.estimator._index import (
-    INDEX_KINDS,
     IndexSettings,
     broad_search,
     build_index,
@@ -57,8 +51,10 @@ from ltau_md.core.estimator._index import (
     search,
     set_threads,
 )
-from ltau_md.core.estimator._novelty import NOVELTY_KINDS, NoveltyReference
+from ltau_md.core.estimator._novelty import NoveltyReference
+from ltau_md.core.estimator._parameters import ESTIMATOR_CONSTRAINTS
 from ltau_md.core.estimator._prediction import Prediction
+from ltau_md.core.estimator._signals import LatentSignalsMixin
 from ltau_md.core.estimator._state import FittedState
 from ltau_md.core.exceptions import (
     DataError,
@@ -67,7 +63,7 @@ from ltau_md.core.exceptions import (
     SpeciesError,
 )
 from ltau_md.core.model import check_species
-from ltau_md.core.signals import SIGNAL_CLASSES, LatentSignal, make_signal
+from ltau_md.core.signals import LatentSignal, make_signal
 from ltau_md.core.validation import check_is_fitted
 
 __all__ = ["CONFIRM_MAX_ATOMS", "LTAUEstimator"]
@@ -80,21 +76,7 @@ IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
 CONFIRM_MAX_ATOMS = 16
 
 
-def _is_window(w: Any) -> bool:
-    return isinstance(w, (tuple, list)) and len(w) == 2 and all(
-        v is None or (not isinstance(v, bool) and isinstance(v, numbers.Integral)) for v in w)
-
-
-def _is_signal_names(v: Any) -> bool:
-    return (isinstance(v, (tuple, list)) and all(n in SIGNAL_CLASSES for n in v)
-            and len(set(v)) == len(v))
-
-
-def _int_from(low: int) -> list:
-    return [Interval(Integral, low, None, closed="left")]
-
-
-class LTAUEstimator:
+class LTAUEstimator(LatentSignalsMixin):
     """LTAU uncertainty from k nearest training atoms.
 
     Parameters
@@ -157,27 +139,7 @@ class LTAUEstimator:
 
     #: declared parameter constraints (``atol`` is checked by
     #: :func:`~ltau_md.core.confidence.check_atol`, ``n_bins`` must also be even)
-    _parameter_constraints: dict = {
-        "k": _int_from(1),
-        "index": [StrOptions({"auto", *INDEX_KINDS})],
-        "s": [Interval(Real, 0, None, closed="neither"), None],
-        "rtol": [Interval(Real, 0, None, closed="left")],
-        "window": [Satisfies(_is_window, "(start, stop) of ints or None")],
-        "n_bins": _int_from(4),
-        "hnsw_m": _int_from(2),
-        "ef_construction": _int_from(1),
-        "ef_search": _int_from(1),
-        "ivf_nlist": [*_int_from(1), None],
-        "pq_m": _int_from(1),
-        "pq_nbits": [Interval(Integral, 1, 16, closed="both")],
-        "nprobe": _int_from(1),
-        "n_threads": [*_int_from(1), None],
-        "novelty": [StrOptions(set(NOVELTY_KINDS))],
-        "confirm_pvalue": [Interval(Real, 0, 1, closed="left")],
-        "signals": [Satisfies(_is_signal_names, f"a tuple of names from "
-                              f"{sorted(SIGNAL_CLASSES)} without repeats")],
-        "metadata": [dict],
-    }
+    _parameter_constraints: dict = ESTIMATOR_CONSTRAINTS
 
     def __init__(
         self,
@@ -359,39 +321,6 @@ class LTAUEstimator:
             warnings.warn(f"the estimator's s parameter ({self.s}) overrides the fitted "
                           "calibration at inference; set estimator.s = None to use it",
                           UserWarning, stacklevel=3)
-
-    def add_signals(self, descriptors: np.ndarray,
-                    signals: tuple[str | LatentSignal, ...] | list) -> LTAUEstimator:
-        """Fit latent ``signals`` (names of :data:`~ltau_md.core.signals.SIGNAL_CLASSES` or
-        configured :class:`~ltau_md.core.signals.LatentSignal` objects) on the training
-        descriptors (N, D) (the rows ``fit`` indexed, in the same order) and add them to
-        ``signals_`` (replacing one of the same name). In-domain alarm statistics of a
-        replaced signal are dropped. Returns ``self``."""
-        check_is_fitted(self)
-        x = check_descriptors(descriptors, self.dim_)
-        if x.shape[0] != self.n_train_:
-            raise DescriptorError(f"{x.shape[0]} descriptors given, but the estimator was "
-                                  f"fitted on {self.n_train_} training atoms")
-        fitted = {}
-        for sig in signals:
-            obj = make_signal(sig)
-            fitted[obj.name] = obj.fit(x, self.summary_.species)
-        self.alarm_statistics_.drop([n for n in fitted if n in self.signals_])
-        self.signals_.update(fitted)
-        return self
-
-    def signal_values(self, descriptors: np.ndarray, species: np.ndarray,
-                      names: tuple[str, ...] | list | None = None) -> dict[str, np.ndarray]:
-        """{name: per-atom score (n,)} of the fitted latent signals ``names`` (default all
-        of ``signals_``) for query descriptors (n, D) with atomic numbers (n,)."""
-        check_is_fitted(self)
-        names = list(self.signals_) if names is None else list(names)
-        missing = [n for n in names if n not in self.signals_]
-        if missing:
-            raise InvalidParameterError(f"signals {missing} are not fitted on this estimator "
-                                        f"(fitted: {sorted(self.signals_)}); fit them with "
-                                        "signals= or add_signals")
-        return {n: self.signals_[n].score(descriptors, species) for n in names}
 
     def without_calibration(self) -> LTAUEstimator:
         """A copy of this fitted estimator with no scale calibration and no alarm statistics

@@ -1,0 +1,54 @@
+"""The latent signals an estimator carries (``signals_``): fitting more on its training
+descriptors and scoring query atoms with them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ltau_md.core.estimator._index import check_descriptors
+from ltau_md.core.exceptions import DescriptorError, InvalidParameterError
+from ltau_md.core.signals import LatentSignal, make_signal
+from ltau_md.core.validation import check_is_fitted
+
+__all__ = ["LatentSignalsMixin"]
+
+
+class LatentSignalsMixin:
+    """``add_signals`` and ``signal_values`` of :class:`~ltau_md.core.estimator.LTAUEstimator`
+    (fitted ``signals_``, ``dim_``, ``n_train_``, ``summary_``)."""
+
+    signals_: dict[str, LatentSignal]
+
+    def add_signals(self, descriptors: np.ndarray,
+                    signals: tuple[str | LatentSignal, ...] | list) -> LatentSignalsMixin:
+        """Fit latent ``signals`` (names of :data:`~ltau_md.core.signals.SIGNAL_CLASSES` or
+        configured :class:`~ltau_md.core.signals.LatentSignal` objects) on the training
+        descriptors (N, D) (the rows ``fit`` indexed, in the same order) and add them to
+        ``signals_`` (replacing one of the same name). In-domain alarm statistics of a
+        replaced signal are dropped. Returns ``self``."""
+        check_is_fitted(self)
+        x = check_descriptors(descriptors, self.dim_)
+        if x.shape[0] != self.n_train_:
+            raise DescriptorError(f"{x.shape[0]} descriptors given, but the estimator was "
+                                  f"fitted on {self.n_train_} training atoms")
+        fitted = {}
+        for sig in signals:
+            obj = make_signal(sig)
+            fitted[obj.name] = obj.fit(x, self.summary_.species)
+        self.alarm_statistics_.drop([n for n in fitted if n in self.signals_])
+        self.signals_.update(fitted)
+        return self
+
+    def signal_values(self, descriptors: np.ndarray, species: np.ndarray,
+                      names: tuple[str, ...] | list | None = None) -> dict[str, np.ndarray]:
+        """{name: per-atom score (n,)} of the fitted latent signals ``names`` (default all
+        of ``signals_``) for query descriptors (n, D) with atomic numbers (n,)."""
+        check_is_fitted(self)
+        names = list(self.signals_) if names is None else list(names)
+        missing = [n for n in names if n not in self.signals_]
+        if missing:
+            raise InvalidParameterError(f"signals {missing} are not fitted on this estimator "
+                                        f"(fitted: {sorted(self.signals_)}); fit them with "
+                                        "signals= or add_signals")
+        return {n: self.signals_[n].score(descriptors, species) for n in names}
+
