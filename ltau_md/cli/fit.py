@@ -38,9 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(NAME, help="fit an LTAU estimator from nequip-train runs",
                        description="Fit an LTAU estimator from the error logs of nequip-train "
-                       "runs (one per ensemble member) and the deployed model's descriptors.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="nequip-train run dirs (or error-log dirs), one per ensemble member")
+                       "runs (one per ensemble member) and the deployed model's descriptors. "
+                       "Without run dirs (a model trained without the callback), --data "
+                       "gives the training structures: the estimator then holds novelty and "
+                       "the latent signals (the out-of-domain alarm), not the LTAU "
+                       "confidence, which needs logged errors.")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
+                   help="nequip-train run dirs (or error-log dirs), one per ensemble member "
+                   "(none: fit from --data alone)")
     add_model_arg(p)
     add_out_args(p, "estimator output directory")
     p.add_argument("--k", type=positive_int, default=None,
@@ -58,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=window, default=(None, None), metavar="START:STOP",
                    help="slice over logged epochs, e.g. --window=-50: (default: all)")
     p.add_argument("--data", default=None,
-                   help="training structures in logged order (default: the log's frames.traj)")
+                   help="training structures in logged order (default: the log's "
+                   "frames.traj); without run dirs, the model's training structures")
     p.add_argument("--validation", default=None, metavar="XYZ",
                    help="held-out in-domain structures (no labels needed): the in-domain "
                    "statistics behind --stop-rate/--warn-rate of md/relax are fitted on them; "
@@ -97,19 +103,34 @@ def check_k(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ltau_md.integrations.nequip.fit import fit_from_runs
+    from ltau_md.core.exceptions import DataError
+    from ltau_md.integrations.nequip.fit import fit_from_runs, fit_from_structures
 
-    check_k(args)
-    est = fit_from_runs(
-        args.run_dirs, args.model, args.out, atol=args.atol,
-        rtol=args.rtol, window=args.window, data=args.data, validation=args.validation,
-        **given(args, "k", "index", "batch_size", "signals"),
-        device=args.device, progress=not args.no_progress, overwrite=args.overwrite, s=args.s,
-        chemical_species_to_atom_type_map=args.type_map,
-    )
+    common = {**given(args, "k", "index", "batch_size", "signals"), "device": args.device,
+              "progress": not args.no_progress, "overwrite": args.overwrite,
+              "chemical_species_to_atom_type_map": args.type_map}
+    if not args.run_dirs:
+        if args.data is None:
+            raise DataError("give the nequip-train run dirs, or --data (the training "
+                            "structures) for a model trained without the ltau-md callback")
+        logged = [f"--{o}" for o in ("atol", "rtol", "s", "window")
+                  if getattr(args, o) not in (None, 0.0, (None, None))]
+        if logged:
+            raise DataError(f"{', '.join(logged)} need logged training errors (run dirs); "
+                            "without them the estimator has no LTAU confidence")
+        est = fit_from_structures(args.model, args.data, args.out,
+                                  validation=args.validation, **common)
+    else:
+        check_k(args)
+        est = fit_from_runs(
+            args.run_dirs, args.model, args.out, atol=args.atol,
+            rtol=args.rtol, window=args.window, data=args.data, validation=args.validation,
+            s=args.s, **common)
     print(json.dumps({
         "estimator": str(Path(args.out).resolve()), "n_train": est.n_train_, "dim": est.dim_,
-        "members": est.summary_.n_members, "atol": est.atol_, "k": est.k,
+        "members": est.summary_.n_members if est.has_error_log else 0, "atol": est.atol_,
+        "k": est.k, "ltau_confidence": est.has_error_log,
+        "signals": sorted(est.signals_),
         "index": getattr(est, "index_kind_", est.index),
         "alarm_statistics": {k: {"n_frames": v["n_frames"], "source": v["source"]}
                              for k, v in est.alarm_statistics_.items()},

@@ -24,6 +24,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ltau_md.core.calculator import RESULT_KEYS as LTAU_KEYS
 from ltau_md.core.calculator import LTAUCalculator
+from ltau_md.core.estimator import NO_ERROR_LOG
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.metrics import frame_statistic, stat_key
 from ltau_md.core.model import FeatureModel, check_species
@@ -59,13 +60,16 @@ def element_error(estimator: LTAUEstimator, numbers: Sequence[int] | np.ndarray)
     The MAE of an element is the mean over its training atoms of their mean logged force
     error (``estimator.train_error_``, the quantity LTAU's predicted error averages over the
     k neighbours; the logged epoch window and all members), grouped by
-    ``estimator.summary_.species``. Elements absent from training raise SpeciesError."""
+    ``estimator.train_species_``. Elements absent from training raise SpeciesError; an
+    estimator without an error log raises DataError."""
     check_is_fitted(estimator)
     z = np.asarray(numbers)
     if z.ndim != 1:
         raise DataError(f"numbers must be 1-D (one atomic number per atom), got {z.shape}")
     estimator.check_species(z)
-    species = np.asarray(estimator.summary_.species)
+    if not estimator.has_error_log:
+        raise DataError(NO_ERROR_LOG)
+    species = np.asarray(estimator.train_species_)
     err = np.asarray(estimator.train_error_, dtype=np.float64)
     mae = {int(e): float(err[species == e].mean()) for e in np.unique(species)}
     return np.array([mae[int(e)] for e in z], dtype=np.float64)

@@ -18,6 +18,7 @@ __all__ = [
     "FRAME_STATISTICS",
     "FRAME_STAT_KEYS",
     "LTAUCalculator",
+    "LTAU_ONLY_KEYS",
     "PER_ATOM_KEYS",
     "RESULT_KEYS",
     "SIGNAL_KEYS",
@@ -25,6 +26,10 @@ __all__ = [
 
 #: per-atom result keys (also written as extxyz per-atom arrays by the observers)
 PER_ATOM_KEYS = ("uncertainty", "confidence", "predicted_error", "novelty", "novelty_pvalue")
+
+#: per-atom results that need the logged training errors: absent for an estimator fitted
+#: without an error log (``estimator.has_error_log`` False)
+LTAU_ONLY_KEYS = ("uncertainty", "confidence", "predicted_error")
 
 #: every key :class:`LTAUCalculator` writes to ``results`` (its ``implemented_properties``):
 #: ``stress`` only for periodic cells, ``nonfinite_cause`` only when ``finite`` is False,
@@ -57,7 +62,10 @@ class LTAUCalculator(Calculator):
     ``predicted_error:max`` (eV/A), ``novelty:max`` (:data:`FRAME_STAT_KEYS`), and ``finite``
     (False when the positions or the model's output hold NaN/inf: then forces are NaN, the
     uncertainty is 1 and the novelty infinite, so an observer can stop the run instead of it
-    crashing).
+    crashing). An estimator fitted without an error log (a model trained without the
+    callback) gives no ``uncertainty``, ``confidence``, ``predicted_error`` nor their
+    statistics (:data:`LTAU_ONLY_KEYS`; ``get_property`` raises for them); novelty and the
+    latent signals are returned as usual.
 
     Scale of the tolerance (atol*s): ``s`` if given (an override, as ``predict(s=)``), else the
     estimator's :meth:`~ltau_md.core.estimator.LTAUEstimator.effective_s` for the structure's
@@ -200,6 +208,9 @@ class LTAUCalculator(Calculator):
             "finite": True,
             "neighbor_distance": pred.distances[:, 0].astype(np.float64),
         }
+        if not self.estimator.has_error_log:  # no LTAU confidence: leave its keys out
+            for key in LTAU_ONLY_KEYS:
+                self.results.pop(key, None)
         for name, v in self.estimator.signal_values(out.features, atoms.numbers,
                                                     self.signals).items():
             self.results[name] = v
@@ -216,5 +227,7 @@ class LTAUCalculator(Calculator):
         stats = [*zip(FRAME_STATISTICS, FRAME_STAT_KEYS, strict=True),
                  *(((n, "max"), stat_key(n, "max")) for n in self.signals)]
         for (signal, on), key in stats:
+            if signal not in self.results:
+                continue
             v = self.results[signal] if sel is None else self.results[signal][sel]
             self.results[key] = float(v.max() if on == "max" else v.mean())

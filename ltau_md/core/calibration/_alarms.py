@@ -196,8 +196,9 @@ def alarm_statistics_from_structures(
     estimator.check_species(species)
     dist, idx = estimator.kneighbors(feats, species)
     per_atom = {"novelty": estimator.novelty_of(dist, idx, species)[0],
-                "uncertainty": per_atom_uncertainty(estimator, idx, frames),
                 **estimator.signal_values(feats, species)}
+    if estimator.has_error_log:
+        per_atom["uncertainty"] = per_atom_uncertainty(estimator, idx, frames)
     off = structure_offsets(frames)
     return fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
                                 store=store, **tags_and_free(frames))
@@ -241,7 +242,7 @@ def alarm_statistics_from_training(
                                store=store, **extra)
     if estimator.signals_ and estimator.index_kind_ in ("flat", "hnsw"):
         x = np.asarray(estimator.index_.reconstruct_n(0, estimator.n_train_))
-        latent = estimator.signal_values(x, estimator.summary_.species)
+        latent = estimator.signal_values(x, estimator.train_species_)
         keys = [k for k in stats if parse_stat_key(k)[0] in latent]
         if keys:
             out.update(fit_alarm_thresholds(estimator, latent, frame_offsets, stats=keys,

@@ -21,7 +21,7 @@ from ltau_md.core.estimator._artifact import (
     manifest_digest,
 )
 from ltau_md.core.estimator._calibration import Calibration
-from ltau_md.core.estimator._estimator import CONFIRM_MAX_ATOMS, LTAUEstimator
+from ltau_md.core.estimator._estimator import CONFIRM_MAX_ATOMS, NO_ERROR_LOG, LTAUEstimator
 from ltau_md.core.estimator._index import AUTO_HNSW_MIN_ATOMS, INDEX_KINDS, check_descriptors
 from ltau_md.core.estimator._novelty import NOVELTY_KINDS, NoveltyReference
 from ltau_md.core.estimator._prediction import Prediction
@@ -39,6 +39,7 @@ __all__ = [
     "LTAUEstimator",
     "MANIFEST_DIGEST_KEY",
     "NOVELTY_KINDS",
+    "NO_ERROR_LOG",
     "NoveltyReference",
     "Prediction",
     "SCALE_DEPENDENT_SIGNALS",

@@ -50,8 +50,11 @@ _ARRAYS = ("hist", "p0", "mean", "n_epochs", "edges", "ref_force_norm", "species
 #: per-training-atom novelty references written beside the summary arrays
 _NOVELTY_ARRAYS = ("knn_distance", "train_novelty")
 _FILES = frozenset({"index.faiss", *(f"{a}.npy" for a in (*_ARRAYS, *_NOVELTY_ARRAYS))})
+#: the files of an estimator fitted without an error log (``"summary"`` null)
+_FILES_NO_LOG = frozenset({"index.faiss", "species.npy",
+                           *(f"{a}.npy" for a in _NOVELTY_ARRAYS)})
 _NEED = {"params": dict, "index_kind": str, "dim": int, "n_train": int, "species": list,
-         "n_members": int, "n_epochs": list, "summary": dict, "files": dict}
+         "n_members": int, "n_epochs": list, "summary": (dict, type(None)), "files": dict}
 
 
 def manifest_digest(manifest: Mapping[str, Any]) -> str:
@@ -73,11 +76,15 @@ def write_artifact(path: str | os.PathLike, params: Mapping[str, Any], state: Fi
     is replaced only by a complete one; any other non-empty directory is refused
     (OutputExistsError) and left untouched."""
     summary = state.summary
-    species = sorted(int(z) for z in np.unique(summary.species))
+    train_species = np.asarray(state.novelty.species)
+    species = sorted(int(z) for z in np.unique(train_species))
     with atomic_dir(path, FORMAT, overwrite=True) as tmp:
         faiss.write_index(state.index, str(tmp / "index.faiss"))
-        for name, arr in summary.arrays().items():
-            np.save(tmp / f"{name}.npy", arr)
+        if summary is None:  # no error log: the species only
+            np.save(tmp / "species.npy", train_species.astype(np.int32))
+        else:
+            for name, arr in summary.arrays().items():
+                np.save(tmp / f"{name}.npy", arr)
         np.save(tmp / "knn_distance.npy", state.novelty.knn_distance.astype(np.float32))
         np.save(tmp / "train_novelty.npy", state.novelty.train_novelty.astype(np.float32))
         signals = {}
@@ -88,9 +95,10 @@ def write_artifact(path: str | os.PathLike, params: Mapping[str, Any], state: Fi
         manifest: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "ltau_md_version": __version__,
             "params": dict(params), "index_kind": state.index_kind, "dim": int(state.index.d),
-            "n_train": int(summary.n_atoms), "species": species,
-            "n_members": summary.n_members, "n_epochs": summary.n_epochs.tolist(),
-            "summary": summary.scalars(),
+            "n_train": int(state.index.ntotal), "species": species,
+            "n_members": 0 if summary is None else summary.n_members,
+            "n_epochs": [] if summary is None else summary.n_epochs.tolist(),
+            "summary": None if summary is None else summary.scalars(),
             "files": {f.name: sha256_file(f) for f in sorted(tmp.iterdir())},
         }
         if state.calibration is not None:
@@ -163,11 +171,14 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
         raise ArtifactError(f"estimator manifest {mf} was edited or is corrupt (its "
                             f"{MANIFEST_DIGEST_KEY} does not match its content)")
     for key, typ in _NEED.items():
-        if not isinstance(m.get(key), typ):
+        if key not in m or not isinstance(m[key], typ):
+            names = " or ".join(t.__name__ for t in (typ if isinstance(typ, tuple) else (typ,)))
             raise ArtifactError(f"estimator manifest {mf} lacks {key!r} or it is not a "
-                                f"{typ.__name__}")
+                                f"{names}")
     files = m["files"]
-    expected = _FILES | {_signal_file(n) for n in (m.get("signals") or {})}
+    has_log = m["summary"] is not None
+    expected = ((_FILES if has_log else _FILES_NO_LOG)
+                | {_signal_file(n) for n in (m.get("signals") or {})})
     if set(files) != expected:
         raise ArtifactError(f"estimator manifest {mf} lists files {sorted(files)}, "
                             f"expected {sorted(expected)}")
@@ -204,14 +215,15 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
                             f"stored {type(index).__name__}")
     try:
         arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r" if mmap else None)
-                  for n in _ARRAYS}
+                  for n in (_ARRAYS if has_log else ("species",))}
         novelty = {n: np.load(path / f"{n}.npy") for n in _NOVELTY_ARRAYS}
     except (OSError, ValueError, EOFError) as exc:
         raise ArtifactError(f"estimator {path}: cannot read the summary arrays: {exc}"
                             ) from exc
-    summary = ErrorSummary.from_arrays(arrays, m["summary"])
-    _check_consistent(path, m, params, index, summary, novelty)
-    ref = NoveltyReference(params["novelty"], novelty["knn_distance"], summary.species,
+    summary = ErrorSummary.from_arrays(arrays, m["summary"]) if has_log else None
+    species = summary.species if has_log else np.asarray(arrays["species"])
+    _check_consistent(path, m, params, index, summary, novelty, species)
+    ref = NoveltyReference(params["novelty"], novelty["knn_distance"], species,
                            train_novelty=novelty["train_novelty"])
     signals = _read_signals(path, m)
     bad = [n for n, sig in signals.items() if sig.dim_ != index.d]
@@ -224,31 +236,35 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
 
 
 def _check_consistent(path: Path, m: Mapping[str, Any], params: Mapping[str, Any],
-                      index: faiss.Index, summary: ErrorSummary,
-                      novelty: Mapping[str, np.ndarray]) -> None:
+                      index: faiss.Index, summary: ErrorSummary | None,
+                      novelty: Mapping[str, np.ndarray], train_species: np.ndarray) -> None:
     problems = []
-    if not (index.ntotal == summary.n_atoms == m["n_train"]):
+    n = int(np.asarray(train_species).shape[0])
+    if not (index.ntotal == n == m["n_train"]):
         problems.append(f"n_train {m['n_train']}, index holds {index.ntotal} vectors, "
-                        f"arrays {summary.n_atoms} atoms")
+                        f"arrays {n} atoms")
     if index.d != m["dim"]:
         problems.append(f"dim {m['dim']}, index dimension {index.d}")
-    if summary.n_members != m["n_members"] or summary.n_epochs.tolist() != m["n_epochs"]:
+    members = (0, []) if summary is None else (summary.n_members, summary.n_epochs.tolist())
+    if members != (m["n_members"], m["n_epochs"]):
         problems.append(f"members/epochs {m['n_members']}/{m['n_epochs']}, arrays "
-                        f"{summary.n_members}/{summary.n_epochs.tolist()}")
-    species = sorted(int(z) for z in np.unique(summary.species))
+                        f"{members[0]}/{members[1]}")
+    species = sorted(int(z) for z in np.unique(train_species))
     if species != m["species"]:
         problems.append(f"species {m['species']}, species.npy holds {species}")
-    try:
-        edges_ok = np.allclose(summary.edges, make_edges(summary.atol, summary.hist.shape[-1]),
-                               rtol=1e-12, atol=0.0)
-    except LTAUError:
-        edges_ok = False
-    if not edges_ok:
-        problems.append(f"atol {summary.atol} does not match the histogram edges")
-    if int(params["k"]) > summary.n_atoms:
-        problems.append(f"k={params['k']} exceeds the {summary.n_atoms} training atoms")
+    if summary is not None:
+        try:
+            edges_ok = np.allclose(summary.edges,
+                                   make_edges(summary.atol, summary.hist.shape[-1]),
+                                   rtol=1e-12, atol=0.0)
+        except LTAUError:
+            edges_ok = False
+        if not edges_ok:
+            problems.append(f"atol {summary.atol} does not match the histogram edges")
+    if int(params["k"]) > n:
+        problems.append(f"k={params['k']} exceeds the {n} training atoms")
     for name, arr in novelty.items():
-        if arr.shape != (summary.n_atoms,) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            problems.append(f"{name}.npy must hold {summary.n_atoms} finite values >= 0")
+        if arr.shape != (n,) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            problems.append(f"{name}.npy must hold {n} finite values >= 0")
     if problems:
         raise ArtifactError(f"estimator {path} is inconsistent: " + "; ".join(problems))

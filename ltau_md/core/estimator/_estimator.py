@@ -66,7 +66,12 @@ from ltau_md.core.model import check_species
 from ltau_md.core.signals import LatentSignal, make_signal
 from ltau_md.core.validation import check_is_fitted
 
-__all__ = ["CONFIRM_MAX_ATOMS", "LTAUEstimator"]
+__all__ = ["CONFIRM_MAX_ATOMS", "LTAUEstimator", "NO_ERROR_LOG"]
+
+#: what an estimator fitted without an error log says when asked for the LTAU confidence
+NO_ERROR_LOG = ("this estimator was fitted without an error log (a model trained without the "
+                "ltau-md callback): LTAU confidence, uncertainty and predicted error are "
+                "absent; novelty and the latent signals are available")
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
 #: at most this many atoms per call get the broad re-search (the most novel-looking first): a
@@ -205,6 +210,19 @@ class LTAUEstimator(LatentSignalsMixin):
     def is_fitted(self) -> bool:
         return hasattr(self, "summary_")
 
+    @property
+    def has_error_log(self) -> bool:
+        """Whether the estimator was fitted with logged training errors: without them
+        (``fit(x, None, species=...)``) there is no LTAU confidence, uncertainty or predicted
+        error, only novelty and the latent signals."""
+        check_is_fitted(self)
+        return self.summary_ is not None
+
+    def _require_error_log(self) -> ErrorSummary:
+        if self.summary_ is None:
+            raise DataError(NO_ERROR_LOG)
+        return self.summary_
+
     def effective_s(self, group: Any = None) -> float:
         """The scale used when a call passes no ``s``: the ``s`` parameter if set, else the
         fitted calibration's scale for ``group`` (its global scale for None or an unknown
@@ -227,7 +245,8 @@ class LTAUEstimator(LatentSignalsMixin):
         return self.effective_s(group) if s is None else check_positive("s", s)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, descriptors: np.ndarray, errors: ErrorLog | list[ErrorLog] | ErrorSummary,
+    def fit(self, descriptors: np.ndarray,
+            errors: ErrorLog | list[ErrorLog] | ErrorSummary | None,
             *, species: np.ndarray | None = None) -> LTAUEstimator:
         """Index the training atoms and summarise their logged errors.
 
@@ -235,10 +254,12 @@ class LTAUEstimator(LatentSignalsMixin):
         ----------
         descriptors : (N, D) array
             Descriptors of the training atoms, in the log's atom order.
-        errors : ErrorLog, list of ErrorLog (ensemble members) or ErrorSummary
-            Per-atom training errors (eV/A) logged per epoch.
+        errors : ErrorLog, list of ErrorLog (ensemble members), ErrorSummary or None
+            Per-atom training errors (eV/A) logged per epoch. None (a model trained without
+            the error-logging callback): no LTAU confidence, uncertainty or predicted error
+            (``has_error_log`` False); novelty and the latent signals work as usual.
         species : (N,) int array, optional
-            Atomic numbers; if given, they must match the log's.
+            Atomic numbers; if given, they must match the log's (required without one).
 
         Returns
         -------
@@ -246,22 +267,34 @@ class LTAUEstimator(LatentSignalsMixin):
             ``self``, fitted; a previous calibration and alarm statistics are discarded.
         """
         self._validate_params()
-        if isinstance(errors, ErrorSummary):
-            summary = errors
-        else:
-            start, stop = self.window
-            summary = ErrorSummary.from_logs(errors, atol=check_atol(self.atol), rtol=self.rtol,
-                                             start=start, stop=stop, n_bins=self.n_bins)
-        n = summary.n_atoms
         x = np.asarray(descriptors)
         if x.ndim != 2 or x.shape[0] == 0:
             raise DescriptorError(f"training descriptors must be (N, D) with N > 0, got {x.shape}")
-        if x.shape[0] != n:
-            raise DescriptorError(
-                f"{x.shape[0]} training descriptors but the error log has {n} atoms"
-            )
-        if species is not None and not np.array_equal(np.asarray(species), summary.species):
-            raise SpeciesError("species of the descriptors differ from the error log's atom order")
+        summary: ErrorSummary | None
+        if errors is None:
+            if species is None:
+                raise InvalidParameterError("without an error log, pass the training atoms' "
+                                            "species= (atomic numbers, one per descriptor row)")
+            summary, train_species = None, np.asarray(species, dtype=np.int64)
+            if train_species.shape != (x.shape[0],):
+                raise DescriptorError(f"species has shape {train_species.shape}, expected "
+                                      f"({x.shape[0]},) (one per descriptor row)")
+        else:
+            if isinstance(errors, ErrorSummary):
+                summary = errors
+            else:
+                start, stop = self.window
+                summary = ErrorSummary.from_logs(errors, atol=check_atol(self.atol),
+                                                 rtol=self.rtol, start=start, stop=stop,
+                                                 n_bins=self.n_bins)
+            train_species = summary.species
+            if x.shape[0] != summary.n_atoms:
+                raise DescriptorError(f"{x.shape[0]} training descriptors but the error log "
+                                      f"has {summary.n_atoms} atoms")
+            if species is not None and not np.array_equal(np.asarray(species), train_species):
+                raise SpeciesError("species of the descriptors differ from the error log's "
+                                   "atom order")
+        n = x.shape[0]
         if int(self.k) > n:
             raise InvalidParameterError(f"k={self.k} exceeds the {n} training atoms")
         kind = index_kind_for(self.index, n)
@@ -269,8 +302,8 @@ class LTAUEstimator(LatentSignalsMixin):
         set_threads(self.n_threads)
         index = build_index(x, kind, settings)
         dist, nbrs = leave_one_out_search(index, kind, x, settings)
-        novelty = NoveltyReference(self.novelty, dist, summary.species, neighbors=nbrs)
-        signals = {n: make_signal(n).fit(x, summary.species) for n in self.signals}
+        novelty = NoveltyReference(self.novelty, dist, train_species, neighbors=nbrs)
+        signals = {n: make_signal(n).fit(x, train_species) for n in self.signals}
         self._set_fitted(FittedState(index=index, index_kind=kind, summary=summary,
                                      novelty=novelty, signals=signals))
         return self
@@ -281,13 +314,14 @@ class LTAUEstimator(LatentSignalsMixin):
         configure_search(state.index, state.index_kind, IndexSettings(self))
         self.index_ = state.index
         self.index_kind_ = state.index_kind
-        self.summary_ = summary
+        self.summary_: ErrorSummary | None = summary
         self.dim_ = int(state.index.d)
-        self.n_train_ = int(summary.n_atoms)
-        self.atol_ = float(summary.atol)
-        self.species_ = sorted(int(z) for z in np.unique(summary.species))
-        self.fingerprint_ = summary.fingerprint
-        self.train_error_ = summary.predicted_error()
+        self.n_train_ = int(state.index.ntotal)
+        self.train_species_ = np.asarray(state.novelty.species, dtype=np.int64)
+        self.species_ = sorted(int(z) for z in np.unique(self.train_species_))
+        self.atol_ = None if summary is None else float(summary.atol)
+        self.fingerprint_ = None if summary is None else summary.fingerprint
+        self.train_error_ = None if summary is None else summary.predicted_error()
         self.knn_distance_ = state.novelty.knn_distance
         self.train_novelty_ = state.novelty.train_novelty
         self.novelty_scale_ = state.novelty.scale
@@ -347,7 +381,7 @@ class LTAUEstimator(LatentSignalsMixin):
                       species: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`novelty_of` for checked ``indices``."""
         if species is None:
-            species = self.summary_.species[indices[:, 0]]
+            species = self.train_species_[indices[:, 0]]
         species = np.asarray(species, dtype=np.int64)
         nov = self._novelty.relative(np.asarray(distances).mean(axis=1), indices, species)
         return nov, self._novelty.pvalue(nov, species)
@@ -410,7 +444,7 @@ class LTAUEstimator(LatentSignalsMixin):
         if s not in self._cache:
             if len(self._cache) > 4:
                 self._cache.clear()
-            self._cache[s] = self.summary_.confidence(s)
+            self._cache[s] = self._require_error_log().confidence(s)
         return self._cache[s]
 
     def confidence_from_neighbors(self, indices: np.ndarray, s: float | None = None,
@@ -428,7 +462,7 @@ class LTAUEstimator(LatentSignalsMixin):
             mu, sig = self.training_confidence(s)
             return mu[indices].mean(axis=1), sig[indices].mean(axis=1)
         uniq, inv = np.unique(indices, return_inverse=True)
-        mu, sig = self.summary_.confidence(s, rows=uniq)
+        mu, sig = self._require_error_log().confidence(s, rows=uniq)
         inv = inv.reshape(indices.shape)
         return mu[inv].mean(axis=1), sig[inv].mean(axis=1)
 
@@ -466,9 +500,14 @@ class LTAUEstimator(LatentSignalsMixin):
         check_is_fitted(self)
         s = self.resolve_scale(s, group)
         indices = self._check_indices(indices)  # once, for the three reads below
+        nov, pval = self._novelty_rows(distances, indices, species)
+        if self.summary_ is None:  # no error log: the LTAU fields are NaN
+            nan = np.full(indices.shape[0], np.nan)
+            return Prediction(confidence=nan, confidence_std=nan, uncertainty=nan,
+                              predicted_error=nan, distances=distances, indices=indices,
+                              novelty=nov, novelty_pvalue=pval, s=s)
         conf, std = self._confidence_rows(indices, s)
         err = self.train_error_[indices].mean(axis=1)
-        nov, pval = self._novelty_rows(distances, indices, species)
         return Prediction(confidence=conf, confidence_std=std, uncertainty=1.0 - conf,
                           predicted_error=err, distances=distances, indices=indices,
                           novelty=nov, novelty_pvalue=pval, s=s)
@@ -528,6 +567,9 @@ class LTAUEstimator(LatentSignalsMixin):
         state = ""
         if self.is_fitted:
             cal = "" if self.calibration_ is None else ", calibrated"
+            if self.summary_ is None:
+                return (f"LTAUEstimator(k={self.k}, index={self.index!r}, fitted on "
+                        f"{self.n_train_} atoms ({self.index_kind_}) without an error log)")
             state = (f", fitted on {self.n_train_} atoms x {self.summary_.n_members} member(s) "
                      f"({self.index_kind_}), atol={self.atol_:.4g} eV/A, "
                      f"scale_={self.scale_:.4g}{cal}")

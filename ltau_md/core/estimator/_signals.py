@@ -34,7 +34,7 @@ class LatentSignalsMixin:
         fitted = {}
         for sig in signals:
             obj = make_signal(sig)
-            fitted[obj.name] = obj.fit(x, self.summary_.species)
+            fitted[obj.name] = obj.fit(x, self.train_species_)
         self.alarm_statistics_.drop([n for n in fitted if n in self.signals_])
         self.signals_.update(fitted)
         return self

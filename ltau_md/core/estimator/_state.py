@@ -24,7 +24,7 @@ class FittedState:
 
     index: faiss.Index
     index_kind: str
-    summary: ErrorSummary
+    summary: ErrorSummary | None
     novelty: NoveltyReference
     calibration: Calibration | None = None
     alarm_statistics: InDomainStatistics = field(default_factory=InDomainStatistics)

@@ -20,6 +20,7 @@ _EXPORTS = {
     "descriptors_for_dataset": ".model",
     "find_error_log": ".fit",
     "fit_from_runs": ".fit",
+    "fit_from_structures": ".fit",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ltau_md.core.calibration import DEFAULT_SIGNALS
 from ltau_md.core.errorlog import (
     FRAMES_FILE,
@@ -28,7 +30,7 @@ from ltau_md.core.model import DEFAULT_BATCH_SIZE
 if TYPE_CHECKING:
     from ltau_md.core.estimator import LTAUEstimator
 
-__all__ = ["find_error_log", "fit_from_runs"]
+__all__ = ["find_error_log", "fit_from_runs", "fit_from_structures"]
 
 
 def find_error_log(run_dir: str | os.PathLike) -> Path:
@@ -159,5 +161,71 @@ def fit_from_runs(
                                          batch_size=batch_size)
     else:
         alarm_statistics_from_training(est, logs[0].frame_offsets, frames=train_frames)
+    est.save(out_dir)
+    return est
+
+
+def fit_from_structures(
+    model_path: str | os.PathLike,
+    data: str | os.PathLike | Sequence[Any],
+    out_dir: str | os.PathLike,
+    *,
+    validation: str | os.PathLike | Sequence[Any] | None = None,
+    signals: tuple[str, ...] = DEFAULT_SIGNALS,
+    k: int | None = None,
+    index: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str = "cpu",
+    progress: bool = True,
+    chemical_species_to_atom_type_map: dict[str, str] | None = None,
+) -> LTAUEstimator:
+    """Fit and save an estimator for a model trained *without* the error-logging callback:
+    from its training structures ``data`` (a file or a list of Atoms; no labels needed) alone.
+
+    It holds novelty and the latent ``signals`` (default the default alarm's GMM), not the
+    LTAU confidence, uncertainty or predicted error, which need logged training errors
+    (``has_error_log`` False; the calculator leaves those keys out). In-domain alarm
+    statistics come from ``validation`` if given (source "validation"), else from the
+    training atoms (novelty leave-one-out and the signals' training scores: approximate).
+    Other arguments as :func:`fit_from_runs`.
+    """
+    from ltau_md.core.calibration import (
+        alarm_statistics_from_structures,
+        alarm_statistics_from_training,
+    )
+    from ltau_md.core.estimator import FORMAT, LTAUEstimator
+    from ltau_md.core.model import structure_offsets
+    from ltau_md.integrations.nequip.model import (
+        NequIPFeatureModel,
+        as_atoms_list,
+        descriptors_for_dataset,
+    )
+
+    check_output_dir(out_dir, FORMAT, overwrite)
+    model = NequIPFeatureModel.from_file(
+        model_path, device=device,
+        chemical_species_to_atom_type_map=chemical_species_to_atom_type_map)
+    train_frames = as_atoms_list(data, model.type_names)
+    if not train_frames:
+        raise DataError("no training structures given")
+    val_frames = None if validation is None else as_atoms_list(validation, model.type_names)
+    desc = descriptors_for_dataset(model, train_frames, batch_size=batch_size,
+                                   progress=progress)
+    species = np.concatenate([a.numbers for a in train_frames])
+    meta = {"model": str(Path(model_path).resolve()), "model_sha256": sha256_file(model_path),
+            "error_logs": [], "descriptor": "nequip node_features entering "
+            "per_atom_energy_readout", "type_names": model.type_names, "r_max": model.r_max}
+    if not isinstance(data, (list, tuple)):
+        meta["data"] = str(Path(data).resolve())
+    given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
+    est = LTAUEstimator(metadata=meta, signals=tuple(signals), **given)
+    est.fit(desc, None, species=species)
+    if val_frames is not None:
+        alarm_statistics_from_structures(model, est, val_frames, source="validation",
+                                         batch_size=batch_size)
+    else:
+        alarm_statistics_from_training(est, structure_offsets(train_frames),
+                                       frames=train_frames)
     est.save(out_dir)
     return est
