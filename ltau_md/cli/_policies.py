@@ -20,8 +20,8 @@ from ltau_md.cli._common import (
 from ltau_md.core.calibration import DEFAULT_ALARM, FALLBACK_ALARM
 from ltau_md.core.observers import ACTIONS, Threshold
 
-__all__ = ["DEFAULT_POLICIES", "add_policy_args", "alarm_off_reason", "check_policy_args",
-           "default_policies", "policy_factory"]
+__all__ = ["DEFAULT_POLICIES", "add_policy_args", "check_policy_args",
+           "default_policies", "policy_factory", "policy_off_reason"]
 
 #: default policy per command when no threshold option is given: (action, alarm rate,
 #: patience), on the default alarm (:func:`~ltau_md.core.calibration.default_alarm`: gmm:max,
@@ -138,7 +138,7 @@ def policy_factory(args: argparse.Namespace, estimator: Any, command: str
         for pol in make():  # parameter errors and missing in-domain statistics, before any run
             if pol.alarm_rate is not None:
                 entry = (getattr(estimator, "alarm_statistics_", None) or {}).get(pol.key)
-                reason = alarm_off_reason(pol.key, entry, pol.alarm_rate)
+                reason = policy_off_reason(pol.key, entry, pol.alarm_rate)
                 if reason:
                     from ltau_md.core.exceptions import DataError
 
@@ -152,20 +152,17 @@ def policy_factory(args: argparse.Namespace, estimator: Any, command: str
 
 
 
-def alarm_off_reason(key: str, entry: dict | None, rate: float) -> str | None:
+def policy_off_reason(key: str, entry: dict | None, rate: float) -> str | None:
     """Why an alarm at ``rate`` on the in-domain statistic ``entry`` (of ``key``) would be
     off, or None: its frames cannot resolve the rate (n >= 1/rate - 1 needed)."""
-    from ltau_md.core.metrics import frames_needed
+    from ltau_md.core.metrics import alarm_off_reason as reason
 
     if entry is None:
         return None
-    n, need = int(entry["n_frames"]), frames_needed(rate)
-    if n >= need:
-        return None
-    return (f"alarm off: the {n} {entry['source']} frames of {key} cannot resolve an alarm "
-            f"rate of {rate:g}, which needs >= {need} in-domain frames (n >= 1/rate - 1; "
-            f"they resolve rates >= {1.0 / (n + 1):.3g}); fit it on more held-out frames "
-            "(`ltau-md fit --validation`, >= 300 recommended) or choose a larger rate")
+    why = reason(entry["n_frames"], rate, f"{entry['source']} frames of {key}")
+    return None if why is None else (
+        f"{why}; fit it on more held-out frames (`ltau-md fit --validation`, >= 300 "
+        "recommended) or choose a larger rate")
 
 
 def default_policies(command: str, estimator: Any, *, signal: str | None = None,
@@ -185,7 +182,7 @@ def default_policies(command: str, estimator: Any, *, signal: str | None = None,
         return list, (f"no default {action} policy: the estimator holds no in-domain statistic "
                       f"{key} (fit it with `ltau-md fit --validation` or `ltau-md calibrate`, "
                       "or pass --stop-above/--stop-rate, ...)")
-    reason = alarm_off_reason(key, entry, rate)
+    reason = policy_off_reason(key, entry, rate)
     if reason:
         return list, f"no default {action} policy: {reason}"
     p = default_patience if patience is None else patience

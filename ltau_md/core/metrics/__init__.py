@@ -32,7 +32,13 @@ area, error-based calibration), ``_selection`` (atom selections), ``_frame_stati
 threshold), ``_bootstrap`` (row-wise metrics, bootstrap intervals); ``_arrays`` (input checks).
 """
 
-from ltau_md.core.metrics._alarm import TAIL_FRACTION, alarm_threshold, frames_needed
+from ltau_md.core.metrics._alarm import (
+    MIN_TAIL_COUNT,
+    TAIL_FRACTION,
+    alarm_off_reason,
+    alarm_threshold,
+    frames_needed,
+)
 from ltau_md.core.metrics._bootstrap import auroc_rows as auroc_rows
 from ltau_md.core.metrics._bootstrap import bootstrap_ci as bootstrap_ci
 from ltau_md.core.metrics._bootstrap import rank_rows as rank_rows
@@ -58,11 +64,13 @@ from ltau_md.core.metrics._selection import parse_selection, selection_mask
 from ltau_md.core.metrics._stat_key import parse_stat_key, stat_key
 
 __all__ = [
+    "MIN_TAIL_COUNT",
     "TAIL_FRACTION",
     "FRAME_STATISTICS",
     "BinnedErrorCalibration",
     "CalibrationCurve",
     "aggregate_by_frame",
+    "alarm_off_reason",
     "alarm_threshold",
     "frames_needed",
     "auroc",

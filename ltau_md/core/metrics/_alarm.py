@@ -6,7 +6,8 @@ import numpy as np
 
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 
-__all__ = ["TAIL_FRACTION", "alarm_threshold", "frames_needed"]
+__all__ = ["MIN_TAIL_COUNT", "TAIL_FRACTION", "alarm_off_reason", "alarm_threshold",
+           "frames_needed"]
 
 
 #: fraction of the in-domain values above which the tail of a frame maximum is modelled as
@@ -81,3 +82,17 @@ def frames_needed(alarm_rate: float) -> int:
     if not 0 < alarm_rate < 1:
         raise InvalidParameterError(f"alarm_rate must be a number in (0, 1), got {alarm_rate!r}")
     return max(1, math.ceil((1.0 - alarm_rate) / alarm_rate - 1e-9))
+
+
+def alarm_off_reason(n_frames: int, alarm_rate: float, frames: str = "in-domain frames"
+                     ) -> str | None:
+    """Why an alarm at ``alarm_rate`` fitted on ``n_frames`` in-domain frames (described by
+    ``frames``, e.g. "validation frames of gmm:max") is off, or None when they resolve it
+    (:func:`frames_needed`)."""
+    need = frames_needed(alarm_rate)
+    n = int(n_frames)
+    if n >= need:
+        return None
+    resolved = f"; they resolve rates >= {1.0 / (n + 1):.3g}" if n else ""
+    return (f"alarm off: the {n} {frames} cannot resolve an alarm rate of {alarm_rate:g}, "
+            f"which needs >= {need} in-domain frames (n >= 1/rate - 1{resolved})")

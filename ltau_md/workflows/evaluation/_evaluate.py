@@ -27,9 +27,9 @@ from ltau_md.core.files import (
     write_text_atomic,
 )
 from ltau_md.core.metrics import (
+    alarm_off_reason,
     alarm_threshold,
     frame_statistics,
-    frames_needed,
     stat_key,
 )
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
@@ -324,13 +324,11 @@ def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,
     ``n_boot``, 95 % intervals of the out-of-domain rates (``"ood_rate_ci95"``): calibration
     and out-of-domain frames resampled together, the threshold refitted each time."""
     n_cal = 0 if cal is None else int(cal["n_frames"])
-    need = frames_needed(rate)
-    if n_cal < need:
-        resolved = f"; they resolve rates >= {1.0 / (n_cal + 1):.3g}" if n_cal else ""
+    reason = alarm_off_reason(n_cal, rate, "calibration frames")
+    if reason:
         return {"off": True, "threshold": None, "n_calibration_frames": n_cal,
-                "reason": f"alarm off: {n_cal} calibration frames cannot resolve an alarm "
-                          f"rate of {rate:g}: it needs >= {need} (n >= 1/rate - 1){resolved}",
-                "in_domain_rate": None, "ood_rate": {name: None for name in ood}}
+                "reason": reason, "in_domain_rate": None,
+                "ood_rate": {name: None for name in ood}}
     thr = alarm_threshold(cal["values"], rate)
     out = {"off": False, "threshold": thr, "n_calibration_frames": n_cal, "reason": None,
            "in_domain_rate": float(np.mean(in_eval > thr)),

@@ -104,14 +104,14 @@ def test_thresholds_on_unbounded_signals_may_exceed_one():
 
 
 def test_alarm_off_reason_names_the_frames_a_rate_needs():
-    from ltau_md.cli._policies import alarm_off_reason
+    from ltau_md.cli._policies import policy_off_reason
 
     def entry(n):
         return {"values": list(range(n)), "n_frames": n, "source": "validation"}
 
-    assert alarm_off_reason("gmm:max", entry(99), 0.01) is None       # 99 = 1/0.01 - 1
-    why = alarm_off_reason("gmm:max", entry(98), 0.01)
+    assert policy_off_reason("gmm:max", entry(99), 0.01) is None       # 99 = 1/0.01 - 1
+    why = policy_off_reason("gmm:max", entry(98), 0.01)
     assert "98 validation frames of gmm:max" in why and "needs >= 99" in why
     assert "resolve rates >= 0.0101" in why
-    assert alarm_off_reason("gmm:max", entry(19), 0.05) is None
-    assert alarm_off_reason("gmm:max", None, 0.01) is None            # missing: said elsewhere
+    assert policy_off_reason("gmm:max", entry(19), 0.05) is None
+    assert policy_off_reason("gmm:max", None, 0.01) is None            # missing: said elsewhere
