@@ -80,7 +80,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
-    out = Path(args.out or tempfile.mkdtemp(prefix="bench_step_"))
+    # without --out the trained model lives in a temporary directory removed at the end
+    scratch = None if args.out else tempfile.TemporaryDirectory(prefix="bench_step_")
+    out = Path(args.out or scratch.name)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ckpt = train_model(out, args.features, args.lmax, args.layers)
@@ -201,6 +203,8 @@ def main() -> None:
     res["target_uq_le_5pct_met"] = res["uq_over_forward_warm"] <= 0.05
     print(json.dumps(res), flush=True)
     record(__file__, res, name=f"bench_step_{args.system}")
+    if scratch is not None:
+        scratch.cleanup()
 
 
 if __name__ == "__main__":
