@@ -3,9 +3,10 @@
 Each subcommand is a module of :mod:`ltau_md.cli` (``register`` adds its parser, ``run``
 does the work, importing torch/nequip/FAISS lazily so ``ltau-md --help`` is fast). Every ltau-md
 error, a missing file or a refused output directory ends with one line on stderr and exit
-status 2 (an option value out of range: argparse's usage line and error, also status 2); Ctrl-C
-with 130. ``md`` and ``relax`` exit 3 when the monitor halted the run and 4 when it stopped for
-non-finite values (``ltau_md.cli._common.EXIT_STATUS``); any other, unexpected error prints one
+status 2 (an option value out of range: argparse's usage line and error, also status 2), and so
+does a failed write (disk full, read-only: the path and the cause); Ctrl-C with 130, SIGTERM
+(handled like Ctrl-C) with 143. ``md`` and ``relax`` exit 3 when the monitor halted the run
+and 4 when it stopped for non-finite values (``ltau_md.cli._common.EXIT_STATUS``); any other, unexpected error prints one
 line and exits 1, or its full traceback with ``ltau-md --traceback COMMAND ...`` (as ASE's
 CLI). Every command takes ``--threads N`` (torch and FAISS threads of this process, set before
 the command runs).
@@ -71,8 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ltau-md: error: a command is required (ltau-md --help lists them)",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    from ltau_md.core.exceptions import LTAUError
+    from ltau_md.cli._common import EXIT_STATUS
+    from ltau_md.core.exceptions import LTAUError, Terminated
 
+    previous = _on_sigterm(Terminated)
     try:
         set_threads(args.threads)
         return int(args.func(args) or 0)
@@ -82,15 +85,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ltau-md {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # writing failed: a full disk, a read-only or vanished directory
+        if args.traceback:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"ltau-md {args.command}: error: cannot write{where}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"ltau-md {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_STATUS["interrupted"]
+    except Terminated:
+        print(f"ltau-md {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_STATUS["terminated"]
     except Exception as exc:  # one line unless --traceback
         if args.traceback:
             raise
         print(f"ltau-md {args.command}: unexpected error: {type(exc).__name__}: {exc} "
               "(rerun with ltau-md --traceback for the full traceback)", file=sys.stderr)
         return EXIT_UNEXPECTED
+    finally:
+        _restore_sigterm(previous)
+
+
+def _on_sigterm(error: type[BaseException]) -> object:
+    """Make SIGTERM raise ``error`` (handled like Ctrl-C) in the main thread; returns the
+    previous handler (None where signals cannot be set, e.g. outside the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def raise_error(signum, frame):  # noqa: ARG001
+        raise error()
+
+    return signal.signal(signal.SIGTERM, raise_error)
+
+
+def _restore_sigterm(previous: object) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,9 @@ from typing import Any
 
 #: exit status of ``md`` / ``relax`` per run status (summary.json "status"); a command that
 #: ran several structures exits with the highest code among them
-EXIT_STATUS = {"completed": 0, "halted": 3, "non_finite": 4, "interrupted": 130}
+#: (terminated: 128 + SIGTERM's 15, as a shell reports a killed process; failed: as bad input)
+EXIT_STATUS = {"completed": 0, "halted": 3, "non_finite": 4, "interrupted": 130,
+               "terminated": 143, "failed": 2, "not_run": 0}
 
 #: epilog of the commands that run monitored dynamics (``md``, ``relax``)
 STATUS_EPILOG = (
@@ -22,8 +24,12 @@ STATUS_EPILOG = (
     "3 halted by the monitor (a --stop-above/--stop-rate policy or md's default policy; in md "
     "also max |F| above --max-force or --max-retries rewinds used up); 4 stopped for "
     "non-finite positions, forces or energy; "
-    "2 bad input (nothing written); 130 interrupted (Ctrl-C; the files written so far are "
-    "complete and summary.json says \"interrupted\")."
+    "2 bad input (nothing written) or a failed write (disk full, read-only: one line names "
+    "the path and the cause; summary.json says \"failed\" where it could still be written); "
+    "130 interrupted (Ctrl-C) and 143 terminated (SIGTERM): the files written so far are "
+    "complete, summary.json says \"interrupted\" / \"terminated\" and a relax summary "
+    "lists the structures not run (\"not_run\"). While a run is going, its summary.json "
+    "says \"running\"."
 )
 
 

@@ -54,3 +54,9 @@ __all__ = [
     "OutputExistsError",
     "SpeciesError",
 ]
+
+
+class Terminated(BaseException):  # noqa: N818 (named as KeyboardInterrupt is)
+    """The process was asked to terminate (SIGTERM): raised by the handler the ltau-md command
+    line installs, and handled like Ctrl-C's KeyboardInterrupt (files closed and valid, the run's
+    status ``"terminated"``). A BaseException, so ``except Exception`` does not swallow it."""

@@ -6,6 +6,7 @@ replaced as a whole (see :func:`ltau_md.core.files.prepare_output_dir`)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -16,6 +17,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
+from ltau_md.core.exceptions import Terminated
 from ltau_md.core.files import prepare_output_dir, write_json_atomic, write_text_atomic
 from ltau_md.core.observers import ACTIONS, Threshold, UQMonitor
 
@@ -24,6 +26,7 @@ __all__ = [
     "MD_KIND",
     "OPTIMIZERS",
     "RELAX_KIND",
+    "NOT_RUN",
     "SUMMARY_FIELDS",
     "oracle_from_name",
     "policies_from_args",
@@ -86,6 +89,14 @@ def _row(summary: dict, converged: bool | None) -> dict:
     }
 
 
+def _not_run(atoms: Atoms, i: int) -> dict:
+    """The summary row of a structure the run never reached (status "not_run")."""
+    row = dict.fromkeys(SUMMARY_FIELDS)
+    row.update(label=str(atoms.info.get("label", f"{i:04d}")), n_observed=0,
+               status=NOT_RUN, converged=False)
+    return row
+
+
 def write_summary(rows: Sequence[dict], out_dir: Path) -> None:
     """summary.csv and summary.json (atomic writes)."""
     buf = io.StringIO()
@@ -94,6 +105,10 @@ def write_summary(rows: Sequence[dict], out_dir: Path) -> None:
     w.writerows(rows)
     write_text_atomic(out_dir / "summary.csv", buf.getvalue())
     write_json_atomic(out_dir / "summary.json", list(rows))
+
+
+#: summary status of a structure a relax run never reached (it was stopped before)
+NOT_RUN = "not_run"
 
 
 def watched_statistics(calc: Calculator) -> tuple[str, ...]:
@@ -121,7 +136,10 @@ def relax_many(
     """Relax each structure (forces below ``fmax`` eV/A or ``steps``) with per-step UQ.
 
     Each structure's files go to ``out_dir/NNNN/``; returns the summary rows (also written to
-    summary.csv / summary.json). ``policies`` makes fresh policies per structure.
+    summary.csv / summary.json). ``policies`` makes fresh policies per structure. A run ended
+    by Ctrl-C, SIGTERM (:class:`~ltau_md.core.exceptions.Terminated`) or a failed write
+    records the stopped structure's row and a ``"not_run"`` row for each structure after it,
+    then re-raises.
     ``out_dir`` must be new or empty; ``overwrite=True`` replaces an earlier ``relax`` output
     there (a foreign non-empty directory is always refused: OutputExistsError).
     """
@@ -143,9 +161,12 @@ def relax_many(
         opt.attach(mon, interval=1)
         try:
             converged = mon.run(steps=steps, fmax=fmax) and mon.stopped is None
-        except KeyboardInterrupt:  # the interrupted structure's row, then stop
+        except (KeyboardInterrupt, Terminated, OSError):
+            # the stopped structure's row and one per structure never run, then stop
             rows.append(_row(mon.summary(), False))
-            write_summary(rows, out_dir)
+            rows += [_not_run(a, j) for j, a in enumerate(structures) if j > i]
+            with contextlib.suppress(OSError):  # the disk may be full
+                write_summary(rows, out_dir)
             raise
         rows.append(_row(mon.summary(), converged))
         write_summary(rows, out_dir)

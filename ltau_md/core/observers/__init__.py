@@ -28,7 +28,13 @@ Modules: ``_event`` (:class:`Event`, the safety stops' reasons), ``_threshold``
 (:class:`Threshold` policies), ``_monitor`` (:class:`UQMonitor`, its files and statuses).
 """
 
-from ltau_md.core.observers._event import INTERRUPTED, NON_FINITE, Event
+from ltau_md.core.observers._event import (
+    INTERRUPTED,
+    NON_FINITE,
+    TERMINATED,
+    WRITE_FAILED,
+    Event,
+)
 from ltau_md.core.observers._monitor import MONITOR_FILES, STATUSES, UQMonitor
 from ltau_md.core.observers._threshold import ACTIONS, UNIT_SIGNALS, Threshold
 from ltau_md.core.observers._threshold import Action as Action
@@ -39,6 +45,8 @@ __all__ = [
     "INTERRUPTED",
     "MONITOR_FILES",
     "NON_FINITE",
+    "TERMINATED",
+    "WRITE_FAILED",
     "STATUSES",
     "Threshold",
     "UNIT_SIGNALS",

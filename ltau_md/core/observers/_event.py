@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Event", "INTERRUPTED", "NON_FINITE"]
+__all__ = ["Event", "INTERRUPTED", "NON_FINITE", "TERMINATED", "WRITE_FAILED"]
 
 
 NON_FINITE = "non-finite positions, forces or energy"
 """Reason of the stop event for NaN/inf positions, forces or energy."""
 INTERRUPTED = "interrupted"
 """Reason of the stop event recorded when :meth:`UQMonitor.run` is interrupted (Ctrl-C)."""
+TERMINATED = "terminated"
+"""Reason of the stop event recorded when :meth:`UQMonitor.run` ends on SIGTERM."""
+WRITE_FAILED = "writing failed"
+"""Reason prefix of the stop event recorded when writing a run's files fails (disk full,
+read-only): followed by the path and the cause."""
 
 
 @dataclass

@@ -19,10 +19,16 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ltau_md.core._param_validation import Interval, StrOptions, validate_params
 from ltau_md.core.calculator import PER_ATOM_KEYS
-from ltau_md.core.exceptions import InvalidParameterError, LTAUError, OutputExistsError
+from ltau_md.core.exceptions import InvalidParameterError, LTAUError, OutputExistsError, Terminated
 from ltau_md.core.files import to_json_safe, write_json_atomic
 from ltau_md.core.metrics import frame_statistic, parse_stat_key, selection_mask, stat_key
-from ltau_md.core.observers._event import INTERRUPTED, NON_FINITE, Event
+from ltau_md.core.observers._event import (
+    INTERRUPTED,
+    NON_FINITE,
+    TERMINATED,
+    WRITE_FAILED,
+    Event,
+)
 from ltau_md.core.observers._threshold import ACTIONS, Threshold
 from ltau_md.core.structures import free_atoms
 
@@ -34,9 +40,12 @@ MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "label
 """The files a :class:`UQMonitor` writes into its ``out_dir``."""
 
 
-STATUSES = ("completed", "halted", "non_finite", "interrupted")
-"""Values of ``summary()["status"]``: ran to the end (or converged); halted by a stop policy,
-``max_force`` or exhausted rewinds; stopped for non-finite values; interrupted."""
+STATUSES = ("running", "completed", "halted", "non_finite", "interrupted", "terminated",
+            "failed")
+"""Values of ``summary()["status"]``: still running (the monitor is not closed; a reader, or
+the files a crash leaves, see this); ran to the end (or converged); halted by a stop policy,
+``max_force`` or exhausted rewinds; stopped for non-finite values; interrupted (Ctrl-C);
+terminated (SIGTERM); failed (writing its files failed: disk full, read-only)."""
 
 
 class UQMonitor:
@@ -142,6 +151,7 @@ class UQMonitor:
         self.rewinds: list[tuple[int, int]] = []  # (step fired, step rewound to)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._files: dict[str, io.TextIOBase] = {}
+        self._closed = False
         self.write_trajectory = write_trajectory and self.out_dir is not None
         if self.out_dir is not None:
             self._claim_out_dir(overwrite)
@@ -190,10 +200,12 @@ class UQMonitor:
 
     def close(self) -> None:
         """Close the open files and rewrite events.json and summary.json (both are already
-        current after every observed step; calling close is optional, and safe twice)."""
-        for fh in self._files.values():
+        current after every observed step). From then on the status is final ("completed"
+        unless a stop event says otherwise); before, it is "running". Safe twice."""
+        self._closed = True
+        files, self._files = self._files, {}
+        for fh in files.values():
             fh.close()
-        self._files = {}
         if self.out_dir is not None:
             self._write_events()
             self._write_summary()
@@ -389,24 +401,38 @@ class UQMonitor:
         on Ctrl-C (re-raised after the files are closed). Returns dyn.run's result."""
         try:
             return bool(self.dyn.run(steps=steps, **kwargs))
-        except KeyboardInterrupt:
-            ev = Event(self.step, "stop", INTERRUPTED,
-                       self.values[-1] if self.values else float("nan"))
-            self.events.append(ev)
-            self.stopped = self.stopped or ev
+        except (KeyboardInterrupt, Terminated) as exc:
+            self._end(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED)
+            raise
+        except OSError as exc:  # a full disk or a read-only directory: said, then raised
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            self._end(f"{WRITE_FAILED}{where}: {exc.strerror or exc}")
+            try:
+                self.close()  # best effort: the disk may still be full
+            except OSError:
+                pass
             raise
         finally:
-            self.close()
+            if not self._closed:
+                self.close()
+
+    def _end(self, reason: str) -> None:
+        """Record the stop event of a run that ends on ``reason`` (not a policy's)."""
+        ev = Event(self.step, "stop", reason, self.values[-1] if self.values else float("nan"))
+        self.events.append(ev)
+        self.stopped = self.stopped or ev
 
     @property
     def status(self) -> str:
         """One of :data:`STATUSES`, from the stop event (if any)."""
         if self.stopped is None:
-            return "completed"
+            return "completed" if self._closed else "running"
         reason = self.stopped.reason
         if reason.startswith(NON_FINITE):
             return "non_finite"
-        return "interrupted" if reason == INTERRUPTED else "halted"
+        if reason.startswith(WRITE_FAILED):
+            return "failed"
+        return {INTERRUPTED: "interrupted", TERMINATED: "terminated"}.get(reason, "halted")
 
     def summary(self) -> dict[str, Any]:
         """Initial, max (with its step), mean and final aggregate uncertainty, and events."""
