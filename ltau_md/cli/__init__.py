@@ -8,8 +8,8 @@ does a failed write (disk full, read-only: the path and the cause); Ctrl-C with 
 (handled like Ctrl-C) with 143. ``md`` and ``relax`` exit 3 when the monitor halted the run
 and 4 when it stopped for non-finite values (``ltau_md.cli._common.EXIT_STATUS``); any other,
 unexpected error prints one line and exits 1, or its full traceback with
-``ltau-md --traceback COMMAND ...`` (as ASE's CLI). Every command takes ``--threads N`` (torch and FAISS threads of this process, set before
-the command runs).
+``ltau-md --traceback COMMAND ...`` (as ASE's CLI). Every command takes ``--threads N`` (torch
+and FAISS threads of this process, set before the command runs).
 """
 
 from __future__ import annotations
