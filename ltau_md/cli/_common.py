@@ -62,6 +62,8 @@ positive_float = _number(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 #: a fraction in [0, 1] (e.g. a hysteresis on the uncertainty scale)
 unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+#: a fraction strictly between 0 and 1 (e.g. the calibration share of the frames)
+open_fraction = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 #: an uncertainty threshold: the uncertainty lies in [0, 1] and a policy fires when it is
 #: *above* the threshold, so a threshold of 1 or more could never fire
 threshold = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)",

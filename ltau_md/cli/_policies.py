@@ -64,8 +64,8 @@ def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
                        "structures exceed with probability A (from the estimator's in-domain "
                        "statistics), 0 < A < 1 (default: never)")
     g.add_argument("--patience", type=positive_int, default=None,
-                   help="consecutive steps above a threshold before it fires, >= 1 (default 1; "
-                   f"{patience} for the default policy)")
+                   help="consecutive steps above a threshold before it fires, >= 1 (default "
+                   f"{patience}, for every policy of {command})")
     g.add_argument("--hysteresis", type=given_number, default=0.0,
                    help="re-arm once the value is this far below the threshold, in the units "
                    "of --signal: in [0, 1] for uncertainty (also when --signal is not given), "
@@ -117,7 +117,9 @@ def policy_factory(args: argparse.Namespace, estimator: Any, command: str
     from ltau_md.workflows.simulate import policies_from_args
 
     check_policy_args(args)
-    kw = {"patience": args.patience, "hysteresis": args.hysteresis, "signal": args.signal,
+    # one patience default per command, for the default policy and explicit ones alike
+    patience = DEFAULT_POLICIES[command][2] if args.patience is None else args.patience
+    kw = {"patience": patience, "hysteresis": args.hysteresis, "signal": args.signal,
           "on": args.on, "select": args.select}
     given = any(getattr(args, f"{a}_{k}") is not None
                 for a in ACTIONS for k in ("above", "rate"))

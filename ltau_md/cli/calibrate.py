@@ -10,6 +10,7 @@ from ltau_md.cli._common import (
     add_device_arg,
     add_estimator_arg,
     add_model_arg,
+    add_progress_arg,
     add_type_map_arg,
     library_default,
     positive_float,
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot-dir", default=None,
                    help="write calibration.png and scale_fit.png here (default: no plots)")
     add_device_arg(p)
+    add_progress_arg(p)
     add_type_map_arg(p)
     p.set_defaults(func=run)
 

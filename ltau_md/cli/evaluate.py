@@ -11,12 +11,14 @@ from ltau_md.cli._common import (
     add_estimator_arg,
     add_model_arg,
     add_out_args,
+    add_progress_arg,
     add_type_map_arg,
+    alarm_rate,
     given,
     library_default,
     non_negative_int,
+    open_fraction,
     positive_int,
-    unit_float,
 )
 
 __all__ = [
@@ -36,13 +38,6 @@ def named_path(text: str) -> tuple[str, str]:
     if not sep or not name.strip() or not path.strip() or "/" in name:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH (NAME without '/'), got {text!r}")
     return name.strip(), path.strip()
-
-
-def _fraction(text: str) -> float:
-    value = unit_float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,10 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=non_negative_int, default=None,
                    help="seed of the calibration/evaluation split and bootstrap, >= 0 "
                    f"(default {default('seed')})")
-    p.add_argument("--fraction", type=_fraction, default=None,
+    p.add_argument("--fraction", type=open_fraction, default=None,
                    help="fraction of in-domain frames used for calibration, in (0, 1) "
                    f"(default {default('fraction')})")
-    p.add_argument("--alarm-rate", type=_fraction, default=None,
+    p.add_argument("--alarm-rate", type=alarm_rate, default=None,
                    help="nominal in-domain alarm rate of the thresholds, in (0, 1) "
                    f"(default {default('alarm_rate')})")
     p.add_argument("--n-boot", type=positive_int, default=None,
@@ -88,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="interleaved timing rounds of 10 steps each for the cost per step; "
                    "0 skips the timing (default 5)")
     add_device_arg(p)
+    add_progress_arg(p)
     add_type_map_arg(p)
     p.set_defaults(func=run)
 

@@ -170,3 +170,10 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
     np.testing.assert_allclose(th["novelty:max"]["values"], sorted(nov_max), rtol=1e-5)
     np.testing.assert_allclose(th["uncertainty:mean"]["values"], sorted(unc_mean), rtol=1e-5)
     assert th["novelty:max"]["n_frames"] == len(val)
+
+
+def test_a_run_given_twice_is_dropped_with_a_warning(tiny_run, tmp_path):
+    with pytest.warns(UserWarning, match="given twice"):
+        est = fit_from_runs([tiny_run.run_dirs[0], tiny_run.run_dirs[0]], tiny_run.checkpoint,
+                            tmp_path / "e", k=10, progress=False, signals=())
+    assert est.summary_.n_members == 1

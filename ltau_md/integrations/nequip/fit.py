@@ -9,6 +9,7 @@ set fingerprint. The descriptors of the *deployed* model index the estimator.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,8 +115,11 @@ def fit_from_runs(
     log_dirs: list[Path] = []
     for rd in run_dirs:
         d = find_error_log(rd).resolve()
-        if d not in log_dirs:
-            log_dirs.append(d)
+        if d in log_dirs:
+            warnings.warn(f"run {rd} was given twice (error log {d}): the duplicate is "
+                          "dropped, one ensemble member each", UserWarning, stacklevel=2)
+            continue
+        log_dirs.append(d)
     logs = [ErrorLog.open(d) for d in log_dirs]
     check_same_dataset(logs)
     fp = logs[0].fingerprint

@@ -250,7 +250,8 @@ def test_md_status_completed_halted_non_finite(emt_cli, emt_estimator, start, tm
 
     assert _run("md", start, tmp_path / "halt", "--steps", "5", "--stop-above", "0") == 3
     s = _summary(tmp_path / "halt")
-    assert s["status"] == "halted" and s["stopped"]["step"] == 0
+    # md's one patience default (2) holds for explicit policies too: fires at step 1
+    assert s["status"] == "halted" and s["stopped"]["step"] == 1
 
     emt_cli["model"] = Hooked(emt_estimator[0], 3, "nan")
     assert _run("md", start, tmp_path / "nan", "--steps", "10") == 4
