@@ -240,8 +240,8 @@ def alarm_statistics_from_training(
     out = fit_alarm_thresholds(estimator, {"novelty": estimator.train_novelty_},
                                frame_offsets, stats=stats, source="training-loo",
                                store=store, **extra)
-    if estimator.signals_ and estimator.index_kind_ in ("flat", "hnsw"):
-        x = np.asarray(estimator.index_.reconstruct_n(0, estimator.n_train_))
+    x = estimator.training_descriptors() if estimator.signals_ else None
+    if x is not None:
         latent = estimator.signal_values(x, estimator.train_species_)
         keys = [k for k in stats if parse_stat_key(k)[0] in latent]
         if keys:

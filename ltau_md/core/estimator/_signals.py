@@ -14,10 +14,19 @@ __all__ = ["LatentSignalsMixin"]
 
 
 class LatentSignalsMixin:
-    """``add_signals`` and ``signal_values`` of :class:`~ltau_md.core.estimator.LTAUEstimator`
+    """``add_signals``, ``signal_values`` and ``training_descriptors`` of
+    :class:`~ltau_md.core.estimator.LTAUEstimator`
     (fitted ``signals_``, ``dim_``, ``n_train_``, ``summary_``)."""
 
     signals_: dict[str, LatentSignal]
+
+    def training_descriptors(self) -> np.ndarray | None:
+        """The training descriptors (N, D) as the index holds them: exactly for the "flat"
+        and "hnsw" indexes; None for "ivfpq", which stores compressed codes only."""
+        check_is_fitted(self)
+        if self.index_kind_ not in ("flat", "hnsw"):
+            return None
+        return np.asarray(self.index_.reconstruct_n(0, self.n_train_))
 
     def add_signals(self, descriptors: np.ndarray,
                     signals: tuple[str | LatentSignal, ...] | list) -> LatentSignalsMixin:

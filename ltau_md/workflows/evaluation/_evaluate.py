@@ -307,12 +307,13 @@ def _add_signals(est: LTAUEstimator, signals: tuple[str, ...] | str) -> None:
     missing = [n for n in wanted if n not in est.signals_]
     if not missing:
         return
-    if est.index_kind_ not in ("flat", "hnsw"):
+    x = est.training_descriptors()
+    if x is None:
         warnings.warn(f"signals {missing} not scored: the {est.index_kind_} index does not "
                       "hold the training descriptors exactly; fit them with "
                       "LTAUEstimator(signals=...)", UserWarning, stacklevel=3)
         return
-    est.add_signals(np.asarray(est.index_.reconstruct_n(0, est.n_train_)), missing)
+    est.add_signals(x, missing)
 
 
 def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,

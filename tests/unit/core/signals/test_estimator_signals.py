@@ -41,6 +41,7 @@ def test_fit_with_signals_equals_each_signal_fitted_alone(setup):
 def test_add_signals_and_the_artifact_round_trip(setup, tmp_path):
     model, est, x = setup
     e = LTAUEstimator(k=4).fit(x, est.summary_)
+    assert np.array_equal(e.training_descriptors(), x)          # a flat index holds them
     with pytest.raises(Exception, match="fitted on"):
         e.add_signals(x[:10], ["llpr"])
     e.add_signals(x, ["llpr", DOptimality(max_atoms=50, seed=1)])
