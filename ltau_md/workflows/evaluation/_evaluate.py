@@ -22,6 +22,7 @@ from ltau_md.core.calibration import (
 )
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.files import (
+    check_output_dir,
     prepare_output_dir,
     to_json_safe,
     write_text_atomic,
@@ -154,8 +155,8 @@ def evaluate(
     if bad:
         raise InvalidParameterError(f"out-of-domain set names must be non-empty strings "
                                     f"without '/', got {bad}")
-    if out is not None:
-        out = prepare_output_dir(out, OUTPUT_KIND, overwrite)
+    if out is not None:  # refused now; created only once there is something to write
+        check_output_dir(out, OUTPUT_KIND, overwrite)
     check_is_fitted(estimator)
     members = list(members or [])
     est = estimator.without_calibration()  # the caller's keeps its calibration, statistics
@@ -288,6 +289,7 @@ def evaluate(
     report["wall_seconds"] = time.perf_counter() - t_start
     report = to_json_safe(report)
     if out is not None:
+        out = prepare_output_dir(out, OUTPUT_KIND, overwrite)
         figures = _figures(out, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
                            fit.target_atol)
         report["figures"] = {k: str(v) for k, v in figures.items()}

@@ -237,3 +237,14 @@ def test_resolved_rates_carry_bootstrap_intervals_and_rank_by_the_1pct_rate(case
     assert rep["alarms"]["novelty:max"]["at_rate"]["0.01"]["off"] is True
     assert rep["summary"]["alarm_off_reason"] is None or "needs >= " in \
         rep["summary"]["alarm_off_reason"]
+
+
+def test_refused_input_leaves_no_output_directory(case, tmp_path):
+    from ltau_md.core.exceptions import DataError
+
+    tmp, model, est, in_domain, ood, members = case
+    out = tmp_path / "report"
+    with pytest.raises(DataError, match="at least 4"):
+        evaluate(model, est, in_domain[:1], {"bcc": ood["bcc"]}, timing=None, signals=(),
+                 out=out)
+    assert not out.exists()                  # no marker, no directory left behind
