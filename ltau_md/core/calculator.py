@@ -7,7 +7,6 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from ltau_md.core.estimator import LTAUEstimator, TrajectoryNeighbors
-from ltau_md.core.exceptions import InvalidParameterError
 from ltau_md.core.metrics import stat_key
 from ltau_md.core.model import FeatureModel, check_species
 from ltau_md.core.signals import SIGNAL_CLASSES
@@ -92,14 +91,7 @@ class LTAUCalculator(Calculator):
                  signals: tuple[str, ...] | None = None, **kwargs):
         super().__init__(**kwargs)
         check_is_fitted(estimator)
-        signals = tuple(estimator.signals_ if signals is None else signals)
-        missing = [n for n in signals if n not in estimator.signals_]
-        if missing:
-            raise InvalidParameterError(
-                f"signals {missing} are not fitted on the estimator (fitted: "
-                f"{sorted(estimator.signals_)}); fit them with LTAUEstimator(signals=...) or "
-                "add_signals")
-        self.signals = signals
+        self.signals = estimator.check_signals(signals)  # refused here, before any step
         self.model = model
         self.estimator = estimator
         self.s = s

@@ -89,6 +89,10 @@ def _row(summary: dict, converged: bool | None) -> dict:
     }
 
 
+#: summary status of a structure a relax run never reached (it was stopped before)
+NOT_RUN = "not_run"
+
+
 def _not_run(atoms: Atoms, i: int) -> dict:
     """The summary row of a structure the run never reached (status "not_run")."""
     row = dict.fromkeys(SUMMARY_FIELDS)
@@ -105,10 +109,6 @@ def write_summary(rows: Sequence[dict], out_dir: Path) -> None:
     w.writerows(rows)
     write_text_atomic(out_dir / "summary.csv", buf.getvalue())
     write_json_atomic(out_dir / "summary.json", list(rows))
-
-
-#: summary status of a structure a relax run never reached (it was stopped before)
-NOT_RUN = "not_run"
 
 
 def watched_statistics(calc: Calculator) -> tuple[str, ...]:

@@ -54,9 +54,8 @@ variants, OC20 adsorbate atoms, when the structures carry tag 2)."""
 def default_alarm(estimator: Any) -> str:
     """:data:`DEFAULT_ALARM` when ``estimator`` has its signal fitted (``signals_``), else
     :data:`FALLBACK_ALARM`."""
-    signal = parse_stat_key(DEFAULT_ALARM)[0]
-    return DEFAULT_ALARM if signal in (getattr(estimator, "signals_", None) or {}) \
-        else FALLBACK_ALARM
+    fitted = getattr(estimator, "signals_", None) or {}
+    return DEFAULT_ALARM if DEFAULT_SIGNALS[0] in fitted else FALLBACK_ALARM
 
 
 def per_atom_uncertainty(estimator: LTAUEstimator, indices: np.ndarray, frames: Sequence[Any]

@@ -14,7 +14,7 @@ __all__ = ["LatentSignalsMixin"]
 
 
 class LatentSignalsMixin:
-    """``add_signals``, ``signal_values`` and ``training_descriptors`` of
+    """``add_signals``, ``signal_values``, ``check_signals`` and ``training_descriptors`` of
     :class:`~ltau_md.core.estimator.LTAUEstimator`
     (fitted ``signals_``, ``dim_``, ``n_train_``, ``summary_``)."""
 
@@ -52,12 +52,18 @@ class LatentSignalsMixin:
                       names: tuple[str, ...] | list | None = None) -> dict[str, np.ndarray]:
         """{name: per-atom score (n,)} of the fitted latent signals ``names`` (default all
         of ``signals_``) for query descriptors (n, D) with atomic numbers (n,)."""
+        names = self.check_signals(names)
+        return {n: self.signals_[n].score(descriptors, species) for n in names}
+
+    def check_signals(self, names: tuple[str, ...] | list | None = None) -> tuple[str, ...]:
+        """``names`` (default: every fitted signal) as a tuple; InvalidParameterError naming
+        those not fitted on this estimator."""
         check_is_fitted(self)
-        names = list(self.signals_) if names is None else list(names)
+        names = tuple(self.signals_ if names is None else names)
         missing = [n for n in names if n not in self.signals_]
         if missing:
             raise InvalidParameterError(f"signals {missing} are not fitted on this estimator "
                                         f"(fitted: {sorted(self.signals_)}); fit them with "
-                                        "signals= or add_signals")
-        return {n: self.signals_[n].score(descriptors, species) for n in names}
+                                        "LTAUEstimator(signals=...) or add_signals")
+        return names
 

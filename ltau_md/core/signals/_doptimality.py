@@ -33,8 +33,8 @@ def maxvol(x: np.ndarray, tol: float = 1.01, max_iter: int | None = None
 
     Returns (rows (r,), A^-1 (r, r)) with A = x[rows]; every |x A^-1| entry is <= ``tol``
     on return (Goreinov et al. 2010: start from the pivots of a column-pivoted QR of x^T,
-    swap in the row of the largest
-    |x A^-1| entry while it exceeds ``tol``; each swap multiplies |det A| by that entry)."""
+    swap in the row of the largest |x A^-1| entry while it exceeds ``tol``; each swap
+    multiplies |det A| by that entry)."""
     import scipy.linalg
 
     n, r = x.shape
