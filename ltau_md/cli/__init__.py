@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ltau_md.core.exceptions import LTAUError, Terminated
 
     previous = _on_sigterm(Terminated)
+    shown = _one_line_warnings(args.command)
     try:
         set_threads(args.threads)
         return int(args.func(args) or 0)
@@ -106,6 +107,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNEXPECTED
     finally:
         _restore_sigterm(previous)
+        import warnings
+
+        warnings.showwarning = shown
+
+
+def _one_line_warnings(command: str) -> object:
+    """Show ltau-md's own warnings as one line, ``ltau-md CMD: warning: ...`` (others as
+    Python shows them); returns the previous ``warnings.showwarning`` to restore."""
+    import os
+    import warnings
+
+    previous = warnings.showwarning
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(filename).startswith(package + os.sep):
+            print(f"ltau-md {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    return previous
 
 
 def _on_sigterm(error: type[BaseException]) -> object:

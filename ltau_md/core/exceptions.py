@@ -29,6 +29,11 @@ class OutputExistsError(LTAUError, FileExistsError):
     (or overwriting was not asked for); it is left untouched."""
 
 
+class OutputBusyError(OutputExistsError):
+    """An output directory is being written by another live ltau-md process (its lock file
+    names the process); it is left untouched."""
+
+
 class InvalidParameterError(LTAUError, ValueError):
     """A parameter (of an estimator, a fit or a metric) is out of its allowed range or of the
     wrong kind; the message names the parameter and the value."""
@@ -51,6 +56,7 @@ __all__ = [
     "LTAUDeprecationWarning",
     "LTAUError",
     "NotFittedError",
+    "OutputBusyError",
     "OutputExistsError",
     "SpeciesError",
 ]

@@ -1,7 +1,9 @@
 """Atomic file writing (a temporary file or directory in the same directory, then a rename) and
-the one rule for output directories: ltau-md never deletes or replaces a directory it did not
-write (:func:`prepare_output_dir`, :func:`replace_dir`, :func:`atomic_dir`). Files and
-directories get the usual permissions of the process umask (``0o666``/``0o777`` minus umask).
+the rules for output directories: ltau-md never deletes or replaces a directory it did not
+write (:func:`prepare_output_dir`, :func:`replace_dir`, :func:`atomic_dir`), and a running
+command holds a lock on the directory it writes (:func:`output_dir`, :data:`LOCK`), so no other
+run can take it away or interleave with it. Files and directories get the usual permissions of
+the process umask (``0o666``/``0o777`` minus umask).
 """
 
 from __future__ import annotations
@@ -11,18 +13,32 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import threading
+import time
+import warnings
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ltau_md.core.exceptions import ArtifactError, OutputExistsError
+from ltau_md.core.exceptions import ArtifactError, OutputBusyError, OutputExistsError
+
+try:  # POSIX advisory locks: released by the kernel when the holder dies, however it dies
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: the lock falls back to the pid check)
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "LOCK",
     "MARKER",
+    "DirLock",
+    "acquire_lock",
+    "check_not_busy",
     "MARKER_FORMAT",
     "atomic_dir",
     "atomic_path",
@@ -31,6 +47,7 @@ __all__ = [
     "dir_mode",
     "file_mode",
     "mark_output_dir",
+    "output_dir",
     "output_kind",
     "prepare_output_dir",
     "read_manifest",
@@ -45,6 +62,13 @@ __all__ = [
 MARKER = ".ltau-md-output.json"
 """File stamped into every output directory ltau-md creates; holds ``{"kind": ...}``."""
 MARKER_FORMAT = "ltau-md/output-dir"
+LOCK = ".ltau-md.lock"
+"""Lock file of a directory being written: an advisory lock (``flock``) held by the writing
+process for as long as it writes, and a JSON record of that process (pid, host, start time,
+command). Removed when the writer finishes; left by a killed writer, and then taken over by the
+next run with a note."""
+#: names in an output directory that are bookkeeping, not output
+_BOOKKEEPING = frozenset({MARKER, LOCK})
 
 _UMASK_LOCK = threading.Lock()
 
@@ -118,6 +142,130 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and next(path.iterdir(), None) is None
 
 
+# -- the writer's lock --------------------------------------------------------------------------
+
+def _flock(fd: int) -> bool | None:
+    """Try to take the advisory lock of ``fd`` without waiting: True taken, False held by
+    another open file (another process, or this one elsewhere), None where the file system
+    or the platform has no such locks."""
+    if fcntl is None:  # pragma: no cover
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # e.g. ENOLCK / EOPNOTSUPP on some network file systems
+        return None
+    return True
+
+
+def _read_record(fd: int) -> dict:
+    try:
+        obj = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _pid_alive(record: dict) -> bool:
+    """Whether the process a lock record names may still run (unknown host: assume so)."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if record.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _busy(path: Path, record: dict) -> OutputBusyError:
+    who = f"ltau-md pid {record.get('pid', '?')}"
+    if record.get("host") and record.get("host") != socket.gethostname():
+        who += f" on {record['host']}"
+    since = f" since {record['started']}" if record.get("started") else ""
+    return OutputBusyError(
+        f"{path} is being written by {who}{since}; it is left untouched: wait for that run "
+        "to finish (or stop it) or choose another output directory")
+
+
+class DirLock:
+    """The lock a process holds on a directory it writes (see :data:`LOCK`); release it with
+    :meth:`release` (removes the lock file)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        """Remove the lock file (if it is still this lock's) and let the lock go."""
+        if self._fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            if os.stat(self.path / LOCK).st_ino == os.fstat(self._fd).st_ino:
+                os.unlink(self.path / LOCK)
+        os.close(self._fd)
+        self._fd = -1
+
+
+def acquire_lock(path: str | os.PathLike, target: str | None = None) -> DirLock:
+    """Take the writer's lock of the existing directory ``path`` (creating :data:`LOCK`);
+    ``target`` is the name of the directory a temporary ``path`` will be renamed to.
+
+    Raises :class:`~ltau_md.core.exceptions.OutputBusyError` naming the writer when a live
+    process holds it. A lock left by a writer that is gone (killed) is taken over with a
+    warning naming it."""
+    path = Path(path)
+    while True:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            taken = _flock(fd)
+            record = _read_record(fd)
+            ours = record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
+            if taken is False or (taken is None and record and not ours and _pid_alive(record)):
+                raise _busy(path, record)
+            try:  # the file may have been released (unlinked) between open and lock: retry
+                same = os.stat(path / LOCK).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            if record.get("pid") is not None and not ours:
+                warnings.warn(f"{path}: taking over the lock left by ltau-md pid "
+                              f"{record.get('pid')} (started {record.get('started', '?')}), "
+                              "which is no longer running", stacklevel=2)
+            mine = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "command": " ".join(sys.argv)[:500], "target": target}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(mine).encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return DirLock(path, fd)
+
+
+def check_not_busy(path: str | os.PathLike) -> None:
+    """Raise :class:`~ltau_md.core.exceptions.OutputBusyError` if a live process holds the
+    lock of ``path`` (a lock left by a dead writer is not an obstacle)."""
+    f = Path(path) / LOCK
+    try:
+        fd = os.open(f, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        taken = _flock(fd)
+        record = _read_record(fd)
+        if taken is False or (taken is None and _pid_alive(record)):
+            raise _busy(Path(path), record)
+    finally:
+        os.close(fd)  # closing lets a lock taken here go
+
+
 def output_kind(path: str | os.PathLike) -> str | None:
     """What ltau-md wrote ``path``: the kind in its marker file (:data:`MARKER`), else the
     ``format`` of its ``manifest.json``; None for anything else (a foreign directory)."""
@@ -160,6 +308,7 @@ def check_output_dir(path: str | os.PathLike, kind: str, overwrite: bool = False
     earlier ltau-md output of ``kind`` (output marker kind or manifest format). Call it before
     long work whose result will be written to ``path``."""
     path = Path(path)
+    check_not_busy(path)
     _refuse(path, kind, output_kind(path), overwrite)
 
 
@@ -179,7 +328,8 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, overwrite: bool = Fal
     place and the old one removed, so nothing of the earlier run mixes with the new one.
     """
     path = Path(path)
-    only_marker = path.is_dir() and [c.name for c in path.iterdir()] == [MARKER]
+    only_marker = path.is_dir() and (path / MARKER).is_file() and \
+        {c.name for c in path.iterdir()} <= _BOOKKEEPING
     if only_marker and output_kind(path) == kind:  # set up earlier, nothing written yet
         return path
     if path.exists() and not _is_empty_dir(path):
@@ -190,7 +340,7 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, overwrite: bool = Fal
             os.replace(path, old)
         except OSError:  # e.g. a mount point: clear it in place
             for child in path.iterdir():
-                if child.name != MARKER:
+                if child.name not in _BOOKKEEPING:
                     _remove(child)
         else:
             path.mkdir(parents=True, exist_ok=True)
@@ -200,6 +350,39 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, overwrite: bool = Fal
     path.mkdir(parents=True, exist_ok=True)
     mark_output_dir(path, kind)
     return path
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike, kind: str, overwrite: bool = False, *,
+               resume: bool = False) -> Iterator[Path]:
+    """Prepare ``path`` as :func:`prepare_output_dir` does (or, with ``resume``, keep an
+    earlier output of ``kind`` as it is) and hold its writer's lock while the body runs.
+
+    A directory whose lock a live process holds is refused before anything is touched
+    (:class:`~ltau_md.core.exceptions.OutputBusyError`, naming the pid), with or without
+    ``overwrite``; a lock left by a dead writer is taken over with a warning. The lock file is
+    removed when the body ends, however it ends (a ``kill -9`` leaves it for the next run)."""
+    path = Path(path)
+    ours = (path / LOCK).is_file() and output_kind(path) is not None
+    old = acquire_lock(path) if ours else None
+    try:
+        if resume and path.is_dir() and output_kind(path) == kind:
+            out = path
+        else:
+            out = prepare_output_dir(path, kind, overwrite)
+        same = old is not None and (out / LOCK).is_file() and \
+            os.stat(out / LOCK).st_ino == os.fstat(old._fd).st_ino
+        lock = old if same else acquire_lock(out)
+    except BaseException:
+        if old is not None:
+            old.release()
+        raise
+    if old is not None and old is not lock:
+        old.release()
+    try:
+        yield out
+    finally:
+        lock.release()
 
 
 def _aside(path: Path) -> Path:
@@ -262,16 +445,49 @@ def atomic_dir(final: str | os.PathLike, kind: str | None = None, *,
         if kind is not None:
             _refuse(final, kind, output_kind(final), overwrite=True)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    lock = None
     try:
         os.chmod(tmp, dir_mode())  # mkdtemp creates 0700
+        lock = acquire_lock(tmp, target=final.name)
         yield tmp
+        lock.release()
         if kind is not None and output_kind(tmp) is None:
             mark_output_dir(tmp, kind)
         replace_dir(tmp, final)
     except BaseException:
+        if lock is not None:
+            lock.release()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _sweep_leftovers(final: Path) -> None:
+    """Before writing ``final`` through a temporary sibling: refuse if a live process is
+    writing ``final`` that way (OutputBusyError naming it), and remove the temporary
+    directories a killed writer of ``final`` left behind (those whose lock record names
+    ``final`` and whose writer is gone), with a warning."""
+    for tmp in final.parent.glob(f".{glob_escape(final.name)}.*.tmp"):
+        if not tmp.is_dir() or tmp.is_symlink() or not (tmp / LOCK).is_file():
+            continue
+        try:
+            fd = os.open(tmp / LOCK, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            taken = _flock(fd)
+            record = _read_record(fd)
+            if record.get("target") != final.name:
+                continue  # another directory's, or not provably ours
+            if taken is False or (taken is None and _pid_alive(record)):
+                raise _busy(final, record)
+            shutil.rmtree(tmp, ignore_errors=True)
+            warnings.warn(f"removed {tmp}, left by a killed ltau-md run (pid "
+                          f"{record.get('pid')}, started {record.get('started', '?')}) "
+                          f"writing {final}", stacklevel=3)
+        finally:
+            os.close(fd)
 
 
 def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:

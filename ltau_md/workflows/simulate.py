@@ -2,7 +2,7 @@
 ``ltau-md md``. Each run gets a :class:`~ltau_md.core.observers.UQMonitor` writing into its own
 folder; summaries go to ``summary.csv`` and ``summary.json``. The output directory must be new
 or empty, or (with ``overwrite=True``) an earlier output of the same command, which is then
-replaced as a whole (see :func:`ltau_md.core.files.prepare_output_dir`)."""
+replaced as a whole (see :func:`ltau_md.core.files.output_dir`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
 from ltau_md.core.exceptions import Terminated
-from ltau_md.core.files import prepare_output_dir, write_json_atomic, write_text_atomic
+from ltau_md.core.files import output_dir, write_json_atomic, write_text_atomic
 from ltau_md.core.observers import ACTIONS, Threshold, UQMonitor
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
 #: force convergence criterion of relaxations, eV/A (max |F| over the free atoms, as ASE's
 #: optimizers take ``fmax``): relax, IS2RS model and reference relaxations, the generator
 DEFAULT_FMAX = 0.05
-#: output-directory kinds (markers, :func:`~ltau_md.core.files.prepare_output_dir`) of
+#: output-directory kinds (markers, :func:`~ltau_md.core.files.output_dir`) of
 #: :func:`relax_many` and :func:`run_md` outputs
 RELAX_KIND, MD_KIND = "relax", "md"
 OPTIMIZERS = ("BFGS", "FIRE", "LBFGS", "BFGSLineSearch", "MDMin")
@@ -141,21 +141,29 @@ def relax_many(
     records the stopped structure's row and a ``"not_run"`` row for each structure after it,
     then re-raises.
     ``out_dir`` must be new or empty; ``overwrite=True`` replaces an earlier ``relax`` output
-    there (a foreign non-empty directory is always refused: OutputExistsError).
+    there (a foreign non-empty directory is always refused: OutputExistsError; a directory
+    another live run is writing: OutputBusyError, naming its pid).
     """
     import ase.optimize
-    from tqdm.auto import tqdm
 
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    out_dir = prepare_output_dir(out_dir, RELAX_KIND, overwrite)
-    calc = calc_factory()
+    with output_dir(out_dir, RELAX_KIND, overwrite) as out:
+        return _relax_all(structures, calc_factory(), out, fmax, steps,
+                          getattr(ase.optimize, optimizer), policies, progress)
+
+
+def _relax_all(structures: Sequence[Atoms], calc: Calculator, out_dir: Path, fmax: float,
+               steps: int, optimizer: type, policies: Callable[[], list[Threshold]],
+               progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
     rows = []
     for i, atoms in enumerate(tqdm(structures, desc="relax", disable=not progress)):
         atoms = atoms.copy()
         atoms.calc = calc
         label = str(atoms.info.get("label", f"{i:04d}"))
-        opt = getattr(ase.optimize, optimizer)(atoms, logfile=None)
+        opt = optimizer(atoms, logfile=None)
         mon = UQMonitor(opt, policies(), out_dir=out_dir / f"{i:04d}", label=label,
                         watch=watched_statistics(calc))
         opt.attach(mon, interval=1)
@@ -196,12 +204,23 @@ def run_md(
     policies; velocities drawn from Maxwell-Boltzmann with ``seed``. Returns the summary.
 
     ``out_dir`` must be new or empty; ``overwrite=True`` replaces an earlier ``md`` output there
-    (a foreign non-empty directory is always refused: OutputExistsError)."""
+    (a foreign non-empty directory is always refused: OutputExistsError), and so is a
+    directory another live run is writing (OutputBusyError, naming its pid)."""
+    with output_dir(out_dir, MD_KIND, overwrite) as out:
+        return _run_md(atoms, calc, out, temperature_K=temperature_K, timestep_fs=timestep_fs,
+                       steps=steps, friction=friction, policies=policies, oracle=oracle,
+                       rewind=rewind, max_retries=max_retries, max_force=max_force,
+                       interval=interval, seed=seed, progress=progress)
+
+
+def _run_md(atoms: Atoms, calc: Calculator, out_dir: Path, *, temperature_K: float,
+            timestep_fs: float, steps: int, friction: float, policies: Sequence[Threshold],
+            oracle: Calculator | None, rewind: bool, max_retries: int,
+            max_force: float | None, interval: int, seed: int, progress: bool) -> dict:
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from tqdm.auto import tqdm
 
-    out_dir = prepare_output_dir(out_dir, MD_KIND, overwrite)
     atoms = atoms.copy()
     atoms.calc = calc
     rng = np.random.default_rng(seed)

@@ -14,6 +14,7 @@ import ase.io
 import pytest
 
 from ltau_md.cli import main
+from ltau_md.core.files import LOCK
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def start(tiny_run, tmp_path):
     return tmp_path / "start.xyz"
 
 
-def test_sigterm_during_md_ends_terminated_with_valid_files(tiny_run, start, tmp_path):
+def test_sigterm_during_md_ends_terminated_with_valid_files(tiny_run, start, tmp_path, capsys):
     out = tmp_path / "md"
     cmd = [sys.executable, "-m", "ltau_md.cli", "md", str(start), "--model",
            str(tiny_run.checkpoint), "--estimator", str(tiny_run.estimator_dir),
@@ -40,6 +41,11 @@ def test_sigterm_during_md_ends_terminated_with_valid_files(tiny_run, start, tmp
             break
         time.sleep(0.2)
     assert running == "running"                      # what a reader sees mid-run
+    # a second run on the same --out, even with --overwrite, cannot take it away
+    second = cmd[3:] + ["--overwrite", "--steps", "5"]
+    assert main(second) == 2
+    err = capsys.readouterr().err
+    assert f"being written by ltau-md pid {proc.pid}" in err and len(err.splitlines()) == 1
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
@@ -48,6 +54,7 @@ def test_sigterm_during_md_ends_terminated_with_valid_files(tiny_run, start, tmp
     assert s["status"] == "terminated" and s["stopped"]["reason"] == "terminated"
     rows = (out / "steps.jsonl").read_text().splitlines()
     assert len(rows) == s["n_observed"] and all(json.loads(r) for r in rows)
+    assert not (out / LOCK).exists()                  # the lock went with its writer
 
 
 def test_sigterm_during_relax_lists_the_structures_not_run(tiny_run, tmp_path):

@@ -26,7 +26,7 @@ from ltau_md.core.estimator._index import check_index_kind
 from ltau_md.core.estimator._novelty import NoveltyReference
 from ltau_md.core.estimator._state import FittedState
 from ltau_md.core.exceptions import ArtifactError, InvalidParameterError, LTAUError
-from ltau_md.core.files import atomic_dir, read_manifest, sha256_file, write_json_atomic
+from ltau_md.core.files import LOCK, atomic_dir, read_manifest, sha256_file, write_json_atomic
 from ltau_md.core.signals import SIGNAL_CLASSES, LatentSignal
 
 __all__ = [
@@ -99,7 +99,7 @@ def write_artifact(path: str | os.PathLike, params: Mapping[str, Any], state: Fi
             "n_members": 0 if summary is None else summary.n_members,
             "n_epochs": [] if summary is None else summary.n_epochs.tolist(),
             "summary": None if summary is None else summary.scalars(),
-            "files": {f.name: sha256_file(f) for f in sorted(tmp.iterdir())},
+            "files": {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.name != LOCK},
         }
         if state.calibration is not None:
             manifest["calibration"] = state.calibration.to_dict()

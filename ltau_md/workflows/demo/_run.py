@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ltau_md.core.files import prepare_output_dir, write_json_atomic, write_text_atomic
+from ltau_md.core.files import output_dir, write_json_atomic, write_text_atomic
 from ltau_md.workflows.demo._report import STATISTIC, human_duration, render_report, write_figures
 
 TYPE_NAMES = ("H", "C", "O", "Cu", "Pt")
@@ -141,9 +141,17 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     """Run the demo into ``out`` and return the report dict (also ``out/report.json``).
 
     ``out`` must be new or empty; ``overwrite=True`` replaces an earlier demo output there (a
-    foreign non-empty directory is always refused: OutputExistsError). ``progress`` prints a
+    foreign non-empty directory is always refused: OutputExistsError; one another live run is
+    writing: OutputBusyError). ``progress`` prints a
     line per stage and per training epoch with the elapsed time, and the progress bars of the
     relaxations, MD and IS2RS campaign."""
+    t_start = time.perf_counter()
+    with output_dir(Path(out).resolve(), "demo", overwrite) as out_dir:
+        return _demo(out_dir, quick, seed, _Progress(progress), progress, t_start)
+
+
+def _demo(out: Path, quick: bool, seed: int, say: _Progress, progress: bool,
+          t_start: float) -> dict[str, Any]:
     from ase.io import read
 
     from ltau_md.integrations.nequip import fit_from_runs, load_calculator, toy
@@ -151,9 +159,6 @@ def run_demo(out: str | os.PathLike = "ltau_demo", *, quick: bool = False, seed:
     from ltau_md.workflows.is2rs.runner import run_is2rs
     from ltau_md.workflows.simulate import relax_many, run_md
 
-    say = _Progress(progress)
-    t_start = time.perf_counter()
-    out = prepare_output_dir(Path(out).resolve(), "demo", overwrite)
     z = _sizes(quick)
     timings: dict[str, float] = {}
 

@@ -30,7 +30,7 @@ copy, reported under ``"calibration"`` and ``"alarms"``. With ``out`` the report
 as strict JSON (``evaluation.json``, no NaN: undefined values are null) with figures
 (calibration curves, ROC per out-of-domain set, error vs uncertainty) and the calibrated
 copy of the estimator (s and alarm statistics of the calibration half, ``estimator/``), into
-an output directory of kind "evaluate" (:func:`~ltau_md.core.files.prepare_output_dir`).
+an output directory of kind "evaluate" (:func:`~ltau_md.core.files.output_dir`).
 """
 
 from ltau_md.workflows.evaluation._data import SIGNALS

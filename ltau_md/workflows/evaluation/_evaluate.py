@@ -23,7 +23,7 @@ from ltau_md.core.calibration import (
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.files import (
     check_output_dir,
-    prepare_output_dir,
+    output_dir,
     to_json_safe,
     write_text_atomic,
 )
@@ -289,15 +289,15 @@ def evaluate(
     report["wall_seconds"] = time.perf_counter() - t_start
     report = to_json_safe(report)
     if out is not None:
-        out = prepare_output_dir(out, OUTPUT_KIND, overwrite)
-        figures = _figures(out, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
-                           fit.target_atol)
-        report["figures"] = {k: str(v) for k, v in figures.items()}
-        report["estimator"] = str(est.save(Path(out) / "estimator"))
-        report["per_atom_values"] = str(_write_per_atom(Path(out) / "per_atom.npz", ind, sig_in,
-                                                        sets, sig_ood))
-        write_text_atomic(Path(out) / "evaluation.json",
-                          json.dumps(report, indent=2, sort_keys=True, allow_nan=False))
+        with output_dir(out, OUTPUT_KIND, overwrite) as out:
+            figures = _figures(out, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
+                               fit.target_atol)
+            report["figures"] = {k: str(v) for k, v in figures.items()}
+            report["estimator"] = str(est.save(out / "estimator"))
+            report["per_atom_values"] = str(_write_per_atom(out / "per_atom.npz", ind, sig_in,
+                                                            sets, sig_ood))
+            write_text_atomic(out / "evaluation.json",
+                              json.dumps(report, indent=2, sort_keys=True, allow_nan=False))
     return report
 
 

@@ -22,12 +22,13 @@ with ``resume=False``); any other non-empty directory is refused and left untouc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import pickle
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,7 @@ from ltau_md.core.exceptions import ArtifactError, DataError, LTAUError
 from ltau_md.core.files import (
     MARKER,
     mark_output_dir,
-    output_kind,
-    prepare_output_dir,
+    output_dir,
     to_json_safe,
     write_json_atomic,
 )
@@ -76,7 +76,7 @@ __all__ = [
     "STAT_NAMES",
     "incomplete_message",
     "load_result",
-    "prepare_campaign_dir",
+    "campaign_dir",
     "relax_system",
     "result_path",
     "run_campaign",
@@ -162,8 +162,11 @@ def _is_unmarked_campaign(out_dir: Path) -> bool:
     return isinstance(meta, dict) and meta.get("format") == CAMPAIGN_FORMAT
 
 
-def prepare_campaign_dir(out_dir: str | Path, resume: bool = True) -> Path:
-    """The campaign directory, ready for results.
+@contextlib.contextmanager
+def campaign_dir(out_dir: str | Path, resume: bool = True) -> Iterator[Path]:
+    """The campaign directory, ready for results, locked for this process while the body runs
+    (:func:`~ltau_md.core.files.output_dir`: a campaign another live client is running is
+    refused with its pid).
 
     Missing or empty: created and marked. An earlier campaign: kept as it is with ``resume``,
     replaced by a fresh one (old results removed) without. Anything else non-empty (a foreign
@@ -171,9 +174,8 @@ def prepare_campaign_dir(out_dir: str | Path, resume: bool = True) -> Path:
     out_dir = Path(out_dir)
     if out_dir.is_dir() and _is_unmarked_campaign(out_dir):
         mark_output_dir(out_dir, CAMPAIGN_KIND)
-    if resume and out_dir.is_dir() and output_kind(out_dir) == CAMPAIGN_KIND:
-        return out_dir
-    return prepare_output_dir(out_dir, CAMPAIGN_KIND, overwrite=not resume)
+    with output_dir(out_dir, CAMPAIGN_KIND, overwrite=not resume, resume=resume) as out:
+        yield out
 
 
 def _check_campaign(out_dir: Path, settings: RelaxSettings, resume: bool) -> None:
@@ -226,14 +228,24 @@ def run_campaign(
     ``out_dir/results/<sid>.json`` as they finish. ``out_dir`` must be new, empty or an
     earlier campaign; any other non-empty directory raises OutputExistsError untouched.
     """
-    from tqdm.auto import tqdm
-
     settings = settings or RelaxSettings()
     if len({s.sid for s in systems}) != len(systems):
         raise DataError("system ids (sid) must be unique within a campaign")
     if batch_size is not None and batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
-    out_dir = prepare_campaign_dir(out_dir, resume)
+    with campaign_dir(out_dir, resume) as out:
+        return _campaign(systems, calc_factory, out, settings, n_workers=n_workers,
+                         scheduler=scheduler, resume=resume, retry_errors=retry_errors,
+                         progress=progress, batch_size=batch_size,
+                         worker_threads=worker_threads)
+
+
+def _campaign(systems: Sequence[System], calc_factory: CalcFactory, out_dir: Path,
+              settings: RelaxSettings, *, n_workers: int, scheduler: str | Any | None,
+              resume: bool, retry_errors: bool, progress: bool, batch_size: int | None,
+              worker_threads: int) -> CampaignResults:
+    from tqdm.auto import tqdm
+
     _check_campaign(out_dir, settings, resume)
     results: dict[str, dict] = {}
     not_done: dict[str, str] = {}
