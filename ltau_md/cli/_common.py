@@ -183,17 +183,27 @@ def add_estimator_arg(p: argparse.ArgumentParser) -> None:
                    help="estimator directory from `ltau-md fit` for --model (required)")
 
 
+def add_mismatch_arg(p: argparse.ArgumentParser) -> None:
+    """--allow-mismatch: use an estimator with a model or type map it was not fitted with."""
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="use the estimator although it was fitted on another model (its "
+                   "manifest's model_sha256 / weights) or through another --type-map "
+                   "(default: refuse, naming both)")
+
+
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     """--device: the torch device of the model."""
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
 
 
 def add_model_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
-    """--model, --estimator, --device, --type-map, --s (and --out, --overwrite)."""
+    """--model, --estimator, --device, --type-map, --allow-mismatch, --s (and --out,
+    --overwrite)."""
     add_model_arg(p)
     add_estimator_arg(p)
     add_device_arg(p)
     add_type_map_arg(p)
+    add_mismatch_arg(p)
     p.add_argument("--s", type=positive_float, default=None,
                    help="tolerance scaling factor > 0 (default: the fitted calibration, else 1)")
     if out:
@@ -221,7 +231,8 @@ def calculator_factory(args: argparse.Namespace) -> Any:
 
     return partial(load_calculator, model=args.model, estimator=args.estimator,
                    device=args.device, s=args.s,
-                   chemical_species_to_atom_type_map=getattr(args, "type_map", None))
+                   chemical_species_to_atom_type_map=getattr(args, "type_map", None),
+                   allow_mismatch=getattr(args, "allow_mismatch", False))
 
 
 def load_inputs(args: argparse.Namespace, structures: str, kind: str,

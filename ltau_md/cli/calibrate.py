@@ -9,6 +9,7 @@ from pathlib import Path
 from ltau_md.cli._common import (
     add_device_arg,
     add_estimator_arg,
+    add_mismatch_arg,
     add_model_arg,
     add_progress_arg,
     add_type_map_arg,
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_arg(p)
     add_progress_arg(p)
     add_type_map_arg(p)
+    add_mismatch_arg(p)
     p.set_defaults(func=run)
 
 
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ltau_md.core.exceptions import InvalidParameterError
     from ltau_md.core.structures import read_structures
     from ltau_md.integrations.nequip import NequIPFeatureModel
+    from ltau_md.integrations.nequip.loader import check_pairing
 
     s_lo, s_hi = library_default(fit_scale, "s_bounds")
     s_min = s_lo if args.s_min is None else args.s_min
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     est = LTAUEstimator.load(args.estimator)
     model = NequIPFeatureModel.from_file(args.model, device=args.device,
                                          chemical_species_to_atom_type_map=args.type_map)
+    check_pairing(est, model, args.model, estimator_path=args.estimator,
+                  allow_mismatch=args.allow_mismatch)
     frames = read_structures(args.data)
     fit, arrays = calibrate_structures(
         model, est, frames, group_key=args.group_key, target_atol=args.target_atol,

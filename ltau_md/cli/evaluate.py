@@ -9,6 +9,7 @@ import sys
 from ltau_md.cli._common import (
     add_device_arg,
     add_estimator_arg,
+    add_mismatch_arg,
     add_model_arg,
     add_out_args,
     add_progress_arg,
@@ -85,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_arg(p)
     add_progress_arg(p)
     add_type_map_arg(p)
+    add_mismatch_arg(p)
     p.set_defaults(func=run)
 
 
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from ltau_md.core.exceptions import DataError
     from ltau_md.core.files import check_output_dir
     from ltau_md.core.structures import read_structures
+    from ltau_md.integrations.nequip.loader import check_pairing
     from ltau_md.workflows.evaluation import OUTPUT_KIND, evaluate
 
     check_output_dir(args.out, OUTPUT_KIND, args.overwrite)
@@ -112,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     in_domain = read_structures(args.in_domain)
     ood = {n: read_structures(p) for n, p in args.ood}
     model = load_model(args.model, args.device, args.type_map)
+    check_pairing(est, model, args.model, estimator_path=args.estimator,
+                  allow_mismatch=args.allow_mismatch)
     members = [load_model(m, args.device, args.type_map) for m in args.members]
     report = evaluate(model, est, in_domain, ood, members or None,
                       **given(args, "fraction", "seed", "alarm_rate", "n_boot"),

@@ -137,7 +137,8 @@ class LTAUCalculator(Calculator):
 
     def check_atoms(self, atoms: Atoms) -> None:
         """Raise SpeciesError if an element is unknown to the model or the estimator."""
-        check_species(atoms.numbers, self.model.species, "the model")
+        check_species(atoms.numbers, self.model.species,
+                      getattr(self.model, "description", "the model"))
         self.estimator.check_species(atoms.numbers)
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",),

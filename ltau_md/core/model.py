@@ -41,7 +41,10 @@ class ModelOutput:
 
 @runtime_checkable
 class FeatureModel(Protocol):
-    """A force model that also returns per-atom descriptors from the same forward pass."""
+    """A force model that also returns per-atom descriptors from the same forward pass.
+
+    An optional ``description`` attribute (str) names the model in errors (default
+    "the model"), e.g. with the element-to-type map it is used through."""
 
     species: list[int]
     """Atomic numbers the model knows."""

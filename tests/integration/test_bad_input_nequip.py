@@ -135,3 +135,52 @@ def test_structure_file_as_model_and_cuda_without_cuda(tiny_run, tmp_path, capsy
                    *common, "--device", "cuda", "--out", str(tmp_path / "b")])
         assert rc == 2 and "has no CUDA" in _err_line(capsys)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# ---------------------------------------------------------------------- model/estimator pairing
+def test_estimator_with_another_model_or_type_map_is_refused(tiny_run, tmp_path, capsys):
+    """The estimator of member 0 used with member 1's model (another seed), or through a type
+    map other than the one it was fitted with, is refused naming both sides; the package of
+    member 0's checkpoint (other file, same weights) is accepted; --allow-mismatch overrides
+    with a warning."""
+    from ltau_md.core.exceptions import ArtifactError
+    from ltau_md.integrations.nequip import load_calculator
+    from ltau_md.integrations.nequip.model import NequIPFeatureModel
+
+    other = tiny_run.run_dirs[1] / "last.ckpt"
+    ase.io.write(tmp_path / "start.xyz", ase.io.read(tiny_run.val_xyz, index=0))
+    common = [str(tmp_path / "start.xyz"), "--estimator", str(tiny_run.estimator_dir),
+              "--no-progress", "--steps", "2"]
+    assert main(["md", *common, "--model", str(other), "--out", str(tmp_path / "a")]) == 2
+    line = _err_line(capsys)
+    assert "does not belong to this model" in line and "run1" in line and "run0" in line
+    assert "--allow-mismatch" in line and not (tmp_path / "a").exists()
+    swapped = "H=O,O=H,Cu=Cu"
+    assert main(["md", *common, "--model", str(tiny_run.checkpoint), "--type-map", swapped,
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "fitted through the type map Cu=Cu,H=H,O=O, not Cu=Cu,H=O,O=H" in _err_line(capsys)
+    assert main(["md", *common, "--model", str(other), "--allow-mismatch",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert "warning: estimator used although it was fitted on the model" in \
+        capsys.readouterr().err
+    # same weights in another file: a package of the checkpoint
+    pkg = tiny_run.package()
+    assert NequIPFeatureModel.from_file(pkg).weights_sha256() == \
+        NequIPFeatureModel.from_file(tiny_run.checkpoint).weights_sha256()
+    load_calculator(pkg, tiny_run.estimator_dir)
+    with pytest.raises(ArtifactError, match="allow_mismatch=True"):
+        load_calculator(other, tiny_run.estimator_dir)
+
+
+def test_type_map_leaving_out_an_element_is_named_as_the_cause(tiny_run, tmp_path, capsys):
+    ase.io.write(tmp_path / "start.xyz", ase.io.read(tiny_run.val_xyz, index=":"))
+    frames = ase.io.read(tmp_path / "start.xyz", ":")
+    with_o = next(i for i, a in enumerate(frames) if 8 in a.numbers)
+    rc = main(["relax", f"{tmp_path / 'start.xyz'}", "--model", str(tiny_run.checkpoint),
+               "--estimator", str(tiny_run.estimator_dir), "--type-map", "H=H,Cu=Cu",
+               "--allow-mismatch", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert rc == 2
+    line = _err_line(capsys)
+    assert f"structure {with_o}" in line
+    assert "O not known to the NequIP model through the type map H=H,Cu=Cu" in line
+    assert not (tmp_path / "r").exists()

@@ -142,15 +142,9 @@ def fit_from_runs(
     val_frames = None if validation is None else as_atoms_list(validation, model.type_names)
     desc = descriptors_for_dataset(model, train_frames, batch_size=batch_size,
                                    progress=progress, fingerprint=fp)
-    meta = {
-        "model": str(Path(model_path).resolve()),
-        "model_sha256": sha256_file(model_path),
-        "runs": [str(Path(r).resolve()) for r in run_dirs],
-        "error_logs": [str(d) for d in log_dirs],
-        "descriptor": "nequip node_features entering per_atom_energy_readout",
-        "type_names": model.type_names,
-        "r_max": model.r_max,
-    }
+    meta = {**_model_metadata(model, model_path),
+            "runs": [str(Path(r).resolve()) for r in run_dirs],
+            "error_logs": [str(d) for d in log_dirs]}
     if not isinstance(data, (list, tuple)):
         meta["data"] = str(Path(data).resolve())
     if isinstance(validation, (str, os.PathLike)):
@@ -167,6 +161,17 @@ def fit_from_runs(
         alarm_statistics_from_training(est, logs[0].frame_offsets, frames=train_frames)
     est.save(out_dir)
     return est
+
+
+def _model_metadata(model: Any, model_path: str | os.PathLike) -> dict[str, Any]:
+    """What an estimator records of the model it is fitted on: the file and its SHA-256, the
+    weights' SHA-256 (the same for a package of that checkpoint), the element-to-type map, the
+    descriptor, type names and cutoff (A); :func:`~ltau_md.integrations.nequip.loader.check_pairing`
+    reads them back."""
+    return {"model": str(Path(model_path).resolve()), "model_sha256": sha256_file(model_path),
+            "weights_sha256": model.weights_sha256(), "type_map": model.species_map,
+            "descriptor": "nequip node_features entering per_atom_energy_readout",
+            "type_names": model.type_names, "r_max": model.r_max}
 
 
 def fit_from_structures(
@@ -217,9 +222,7 @@ def fit_from_structures(
     desc = descriptors_for_dataset(model, train_frames, batch_size=batch_size,
                                    progress=progress)
     species = np.concatenate([a.numbers for a in train_frames])
-    meta = {"model": str(Path(model_path).resolve()), "model_sha256": sha256_file(model_path),
-            "error_logs": [], "descriptor": "nequip node_features entering "
-            "per_atom_energy_readout", "type_names": model.type_names, "r_max": model.r_max}
+    meta = {**_model_metadata(model, model_path), "error_logs": []}
     if not isinstance(data, (list, tuple)):
         meta["data"] = str(Path(data).resolve())
     given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}

@@ -101,6 +101,12 @@ class NequIPFeatureModel:
         self.species_map = dict(smap)
         #: atomic numbers the model knows
         self.species: list[int] = sorted(atomic_numbers[s] for s in smap)
+        #: how errors name this model: the type map is named when one was given, since an
+        #: element it leaves out is unknown to the model through it
+        self.description = "the NequIP model"
+        if chemical_species_to_atom_type_map:
+            self.description += (" through the type map " + ",".join(
+                f"{k}={v}" for k, v in smap.items()) + f" (its types: {' '.join(type_names)})")
         self.transforms = basic_transforms(metadata, self.r_max, type_names, self.species_map)
         self._readout = _readout_module(self.model)
         self._captured: torch.Tensor | None = None
@@ -146,13 +152,26 @@ class NequIPFeatureModel:
                    chemical_species_to_atom_type_map=chemical_species_to_atom_type_map,
                    source=str(path))
 
+    def weights_sha256(self) -> str:
+        """SHA-256 of the model's weights (every tensor of its ``state_dict``, by value,
+        whatever the names): equal for a checkpoint and the ``nequip-package`` built from it,
+        different for a model trained again."""
+        import hashlib
+
+        parts = sorted(
+            hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode()
+                           + t.detach().cpu().contiguous().view(-1).view(torch.uint8)
+                           .numpy().tobytes()).hexdigest()
+            for t in self.model.state_dict().values() if isinstance(t, torch.Tensor))
+        return hashlib.sha256("".join(parts).encode()).hexdigest()
+
     # ------------------------------------------------------------------ evaluation
     def _capture(self, module: torch.nn.Module, args: Any) -> None:
         self._captured = args[0][AtomicDataDict.NODE_FEATURES_KEY].detach()
 
     def atoms_to_data(self, atoms: Atoms) -> AtomicDataDict.Type:
         """nequip input dict of ``atoms`` (SpeciesError for elements the model lacks)."""
-        check_species(atoms.numbers, self.species, "the NequIP model")
+        check_species(atoms.numbers, self.species, self.description)
         data = from_ase(Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc))
         for t in self.transforms:
             data = t(data)
