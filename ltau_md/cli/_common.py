@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -236,27 +237,39 @@ def calculator_factory(args: argparse.Namespace) -> Any:
 
 
 def load_inputs(args: argparse.Namespace, structures: str, kind: str,
-                first_only: bool = False) -> tuple[list, Any]:
+                frame: int | None = None, note_frames: bool = False) -> tuple[list, Any]:
     """Everything a monitored run needs, checked before any output is written: ``--out``
-    (refused like the run itself would refuse it), the structures (all frames, or the first),
+    (refused like the run itself would refuse it), the structures (all frames, or the one
+    numbered ``frame``), each structure (:func:`~ltau_md.core.validation.check_structure`),
     the calculator (model and estimator) and every structure's elements against both.
-    Returns ``(structures, calculator)``; raises the ltau-md error naming the problem."""
-    from ltau_md.core.exceptions import LTAUError
+    With ``note_frames`` (``frame`` is a default), a note on stderr says which frame of several
+    is used. Returns ``(structures, calculator)``; raises the ltau-md error naming the
+    problem."""
+    from ltau_md.core.exceptions import DataError, LTAUError
     from ltau_md.core.files import check_output_dir
     from ltau_md.core.structures import read_structures
-    from ltau_md.core.validation import check_no_overlap
+    from ltau_md.core.validation import check_structure
 
     check_output_dir(args.out, kind, args.overwrite)
     frames = read_structures(structures)
-    if first_only:
-        frames = frames[:1]
+    numbers = range(len(frames))
+    if frame is not None:
+        if not -len(frames) <= frame < len(frames):
+            raise DataError(f"--frame {frame}: {structures} holds {len(frames)} frame(s) "
+                            f"(0 to {len(frames) - 1}, or negative from the end)")
+        if note_frames and len(frames) > 1:
+            print(f"ltau-md {args.command}: {structures} holds {len(frames)} frames; using "
+                  f"frame {frame} (--frame N to choose another)", file=sys.stderr)
+        numbers = [frame % len(frames)]
+        frames = [frames[frame]]
+    for i, atoms in zip(numbers, frames, strict=True):
+        check_structure(atoms, f"structure {i} of {structures}")
     calc = calculator_factory(args)()
-    for i, atoms in enumerate(frames):
+    for i, atoms in zip(numbers, frames, strict=True):
         try:
             calc.check_atoms(atoms)
         except LTAUError as exc:
             raise type(exc)(f"structure {i} of {structures}: {exc}") from exc
-        check_no_overlap(atoms, f"structure {i} of {structures}")
     return frames, calc
 
 

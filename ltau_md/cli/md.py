@@ -37,13 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         return library_default(run_md, name)
 
     p = sub.add_parser(NAME, help="Langevin MD with per-step uncertainty and thresholds",
-                       description="Run NVT Langevin MD from START (first frame) with the "
+                       description="Run NVT Langevin MD from START (frame --frame) with the "
                        "LTAU calculator; stop or resample when the max atom uncertainty "
                        "(0..1) crosses a threshold. The start structure, model, estimator "
                        "and options are checked before anything is written.",
                        epilog=STATUS_EPILOG)
-    p.add_argument("start", help="structure file, any ASE-readable format (the first frame "
-                   "is used)")
+    p.add_argument("start", help="structure file, any ASE-readable format, with ASE's "
+                   "index syntax if wanted (start.xyz@-1); see --frame")
+    p.add_argument("--frame", type=int, default=None, metavar="N",
+                   help="frame of START to start from, negative counts from the end "
+                   "(default 0; a note is printed when START holds several frames)")
     add_model_args(p)
     p.add_argument("--temperature", type=non_negative_float, default=None,
                    help=f"K, >= 0 (default {default('temperature_K'):g})")
@@ -89,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_policy_args(args)
     check_options(args)
-    (atoms,), calc = load_inputs(args, args.start, MD_KIND, first_only=True)
+    (atoms,), calc = load_inputs(args, args.start, MD_KIND, frame=args.frame or 0,
+                                 note_frames=args.frame is None)
     given_opts = given(args, "steps", "friction", "max_retries", "max_force", "seed")
     given_opts.update({name: v for name, v in (("temperature_K", args.temperature),
                                                ("timestep_fs", args.timestep)) if v is not None})

@@ -20,6 +20,7 @@ from ase.calculators.calculator import Calculator
 from ltau_md.core.exceptions import Terminated
 from ltau_md.core.files import output_dir, write_json_atomic, write_text_atomic
 from ltau_md.core.observers import ACTIONS, Threshold, UQMonitor
+from ltau_md.core.structures import thermalize
 
 __all__ = [
     "DEFAULT_FMAX",
@@ -218,14 +219,12 @@ def _run_md(atoms: Atoms, calc: Calculator, out_dir: Path, *, temperature_K: flo
             oracle: Calculator | None, rewind: bool, max_retries: int,
             max_force: float | None, interval: int, seed: int, progress: bool) -> dict:
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from tqdm.auto import tqdm
 
     atoms = atoms.copy()
     atoms.calc = calc
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    Stationary(atoms)
+    thermalize(atoms, temperature_K, rng)
     dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
                    friction=friction / units.fs, fixcm=False, rng=rng, logfile=None)
     mon = UQMonitor(dyn, policies, out_dir=out_dir, oracle=oracle, rewind=rewind,

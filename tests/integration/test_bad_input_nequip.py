@@ -184,3 +184,60 @@ def test_type_map_leaving_out_an_element_is_named_as_the_cause(tiny_run, tmp_pat
     assert f"structure {with_o}" in line
     assert "O not known to the NequIP model through the type map H=H,Cu=Cu" in line
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------- structures up front
+def test_structures_are_checked_up_front_and_index_syntax_is_read(tiny_run, tmp_path, capsys):
+    """A NaN position is refused naming the atom, an over-long periodic cell too (exit 2,
+    nothing written); md --frame N starts from frame N, ASE's FILE@N works, a note says which
+    frame of several is used; a single atom runs MD with finite positions (ASE's Stationary
+    used to make its momenta NaN)."""
+    import numpy as np
+
+    frames = ase.io.read(tiny_run.val_xyz, ":")
+    ase.io.write(tmp_path / "val.xyz", frames)
+    common = ["--model", str(tiny_run.checkpoint), "--estimator", str(tiny_run.estimator_dir),
+              "--no-progress", "--steps", "3"]
+    bad = frames[1].copy()
+    bad.positions[2] = np.nan
+    ase.io.write(tmp_path / "bad.xyz", [frames[0], bad])
+    assert main(["relax", str(tmp_path / "bad.xyz"), *common, "--out",
+                 str(tmp_path / "r")]) == 2
+    line = _err_line(capsys)
+    assert f"structure 1 of {tmp_path / 'bad.xyz'}: atom 2 (" in line
+    assert "non-finite position (nan" in line
+    big = frames[0].copy()
+    big.cell[2] *= 1e5
+    ase.io.write(tmp_path / "big.xyz", big)
+    assert main(["md", str(tmp_path / "big.xyz"), *common, "--out", str(tmp_path / "m")]) == 2
+    assert "periodic cell vector c is" in _err_line(capsys)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()
+
+    assert main(["md", str(tmp_path / "val.xyz"), *common, "--frame", "3", "--out",
+                 str(tmp_path / "f3")]) in (0, 3)
+    first = ase.io.read(tmp_path / "f3" / "trajectory.extxyz", index=0)
+    np.testing.assert_allclose(first.positions, frames[3].positions, atol=1e-6)
+    assert "using frame" not in capsys.readouterr().err
+    assert main(["md", f"{tmp_path / 'val.xyz'}@-1", *common, "--out",
+                 str(tmp_path / "last")]) in (0, 3)
+    first = ase.io.read(tmp_path / "last" / "trajectory.extxyz", index=0)
+    np.testing.assert_allclose(first.positions, frames[-1].positions, atol=1e-6)
+    assert main(["md", str(tmp_path / "val.xyz"), *common, "--out", str(tmp_path / "f0")]) \
+        in (0, 3)
+    assert f"holds {len(frames)} frames; using frame 0" in capsys.readouterr().err
+    assert main(["md", str(tmp_path / "val.xyz"), *common, "--frame", "99", "--out",
+                 str(tmp_path / "f99")]) == 2
+    assert f"--frame 99: {tmp_path / 'val.xyz'} holds {len(frames)} frame(s)" in \
+        _err_line(capsys)
+    assert main(["relax", f"{tmp_path / 'val.xyz'}@:2", *common, "--out",
+                 str(tmp_path / "r2")]) == 0
+    assert len(json.loads((tmp_path / "r2" / "summary.json").read_text())) == 2
+
+    ase.io.write(tmp_path / "one.xyz", Atoms("Cu", positions=[[0, 0, 0]]))
+    assert main(["md", str(tmp_path / "one.xyz"), *common, "--out", str(tmp_path / "one")]) \
+        == 0
+    s = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["n_observed"] == 4
+    traj = ase.io.read(tmp_path / "one" / "trajectory.extxyz", ":")
+    assert all(np.isfinite(a.positions).all() for a in traj)
+    assert not np.allclose(traj[-1].positions, traj[0].positions)  # it moved

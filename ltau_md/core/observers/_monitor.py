@@ -30,7 +30,7 @@ from ltau_md.core.observers._event import (
     Event,
 )
 from ltau_md.core.observers._threshold import ACTIONS, Threshold
-from ltau_md.core.structures import free_atoms
+from ltau_md.core.structures import free_atoms, thermalize
 
 __all__ = ["MONITOR_FILES", "STATUSES", "UQMonitor"]
 
@@ -385,13 +385,10 @@ class UQMonitor:
                                  "rewinds", ev.value, ev.threshold, ev.time_fs))
                 self.events.append(self.stopped)
                 return
-            from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-
             self.n_retries += 1
             self.rewinds.append((step, self._trusted[0]))
             atoms.positions = self._trusted[1]
-            MaxwellBoltzmannDistribution(atoms, temperature_K=self.temperature_K, rng=self.rng)
-            Stationary(atoms)
+            thermalize(atoms, self.temperature_K, self.rng)
             for pol in self.policies:
                 pol.reset()
 
