@@ -15,6 +15,13 @@ private modules, the package).
 
 from __future__ import annotations
 
+import logging
+
 from ltau_md._version import __version__
+
+# faiss's loader logs each SIMD build it tries ("Could not load library with AVX2 support due
+# to: ModuleNotFoundError ...") at INFO: noise that reads like an error wherever a caller (e.g.
+# nequip, lightning) has set logging to INFO
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 __all__ = ["__version__"]

@@ -177,3 +177,29 @@ def test_a_run_given_twice_is_dropped_with_a_warning(tiny_run, tmp_path):
         est = fit_from_runs([tiny_run.run_dirs[0], tiny_run.run_dirs[0]], tiny_run.checkpoint,
                             tmp_path / "e", k=10, progress=False, signals=())
     assert est.summary_.n_members == 1
+
+
+@pytest.mark.parametrize("case", ["window", "validation", "data", "k"])
+def test_fit_refuses_bad_inputs_before_loading_the_model(tiny_run, tmp_path, monkeypatch,
+                                                         capsys, case):
+    """Errors in the inputs come before the model load and the descriptor pass (they came
+    17-28 s in): the model loader is made to fail, so only an early refusal passes."""
+    from ltau_md.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(NequIPFeatureModel, "from_file", no_load)
+    args = ["fit", *map(str, tiny_run.run_dirs), "--model", str(tiny_run.checkpoint),
+            "--out", str(tmp_path / "est"), "--no-progress"]
+    extra, expected = {
+        "window": (["--window", "50:60"], "window"),
+        "validation": (["--validation", str(tmp_path / "nope.xyz")], "nope.xyz does not exist"),
+        "data": (["--data", str(tmp_path / "nope.xyz")], "nope.xyz does not exist"),
+        "k": (["--k", "100000"], "exceeds the"),
+    }[case]
+    rc = main([*args, *extra])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert expected in err.strip().splitlines()[-1]
+    assert not (tmp_path / "est").exists()

@@ -199,12 +199,23 @@ class LTAUEstimator(LatentSignalsMixin):
         """The ``__init__`` parameters, as stored."""
         return {k: getattr(self, k) for k in self._param_names()}
 
-    def _validate_params(self) -> None:
-        """Raise InvalidParameterError naming the first bad parameter."""
+    def check_params(self) -> None:
+        """Raise InvalidParameterError naming the first bad parameter (as ``fit`` does first;
+        callers with slow work before ``fit``, e.g. descriptor extraction, check first)."""
         validate_params(self._parameter_constraints, self.get_params(), owner="LTAUEstimator")
         check_atol(self.atol)  # None, eV/A, "per_species" or {Z: eV/A}; stored as given
         if self.n_bins % 2:
             raise InvalidParameterError(f"LTAUEstimator: n_bins must be even, got {self.n_bins}")
+
+    def error_summary(self, logs: Any) -> ErrorSummary:
+        """The per-atom confidence summary ``fit`` builds from error logs (or per-epoch error
+        arrays) with this estimator's ``atol``, ``rtol``, ``window`` and ``n_bins``; pass it to
+        ``fit`` in their place. Raises the error naming a window that selects no epochs, an
+        ``atol`` that does not apply, before any descriptor is computed."""
+        self.check_params()
+        start, stop = self.window
+        return ErrorSummary.from_logs(logs, atol=check_atol(self.atol), rtol=self.rtol,
+                                      start=start, stop=stop, n_bins=self.n_bins)
 
     @property
     def is_fitted(self) -> bool:
@@ -266,7 +277,7 @@ class LTAUEstimator(LatentSignalsMixin):
         LTAUEstimator
             ``self``, fitted; a previous calibration and alarm statistics are discarded.
         """
-        self._validate_params()
+        self.check_params()
         x = np.asarray(descriptors)
         if x.ndim != 2 or x.shape[0] == 0:
             raise DescriptorError(f"training descriptors must be (N, D) with N > 0, got {x.shape}")
@@ -280,13 +291,7 @@ class LTAUEstimator(LatentSignalsMixin):
                 raise DescriptorError(f"species has shape {train_species.shape}, expected "
                                       f"({x.shape[0]},) (one per descriptor row)")
         else:
-            if isinstance(errors, ErrorSummary):
-                summary = errors
-            else:
-                start, stop = self.window
-                summary = ErrorSummary.from_logs(errors, atol=check_atol(self.atol),
-                                                 rtol=self.rtol, start=start, stop=stop,
-                                                 n_bins=self.n_bins)
+            summary = errors if isinstance(errors, ErrorSummary) else self.error_summary(errors)
             train_species = summary.species
             if x.shape[0] != summary.n_atoms:
                 raise DescriptorError(f"{x.shape[0]} training descriptors but the error log "
@@ -533,7 +538,7 @@ class LTAUEstimator(LatentSignalsMixin):
             ``path``.
         """
         check_is_fitted(self)
-        self._validate_params()
+        self.check_params()
         # atol in canonical JSON form ({"Z": eV/A}, increasing Z) in the manifest
         params = {**self.get_params(), "atol": check_atol(self.atol)}
         params["window"] = list(params["window"])
@@ -556,7 +561,7 @@ class LTAUEstimator(LatentSignalsMixin):
         problem raises ArtifactError with the reason; artifacts of format version 1 must be
         re-fitted."""
         params, state = read_artifact(path, set(cls._param_names()),
-                                      lambda p: cls(**p)._validate_params(),
+                                      lambda p: cls(**p).check_params(),
                                       verify=verify, mmap=mmap)
         est = cls(**params)
         set_threads(est.n_threads)

@@ -24,7 +24,7 @@ from ltau_md.core.errorlog import (
     check_same_dataset,
     is_error_log,
 )
-from ltau_md.core.exceptions import ArtifactError, DataError
+from ltau_md.core.exceptions import ArtifactError, DataError, InvalidParameterError
 from ltau_md.core.files import check_output_dir, sha256_file
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
 
@@ -135,11 +135,24 @@ def fit_from_runs(
     if validation is None:
         validation = next((d / VALIDATION_FILE for d in log_dirs
                            if (d / VALIDATION_FILE).exists()), None)
+    # every input checked before the (slow) model load and descriptor pass
+    metadata = estimator_kwargs.pop("metadata", None) or {}
+    given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
+    est = LTAUEstimator(s=s, atol=atol, rtol=rtol, window=window, **given,
+                        signals=tuple(signals), **estimator_kwargs)
+    summary = est.error_summary(logs)  # parameters, window and atol against the logs
+    if int(est.k) > summary.n_atoms:
+        raise InvalidParameterError(f"k={est.k} exceeds the {summary.n_atoms} training atoms "
+                                    f"logged in {log_dirs[0]}")
+    train_frames = _read_before_model(data)
+    val_frames = _read_before_model(validation)
     model = NequIPFeatureModel.from_file(
         model_path, device=device,
         chemical_species_to_atom_type_map=chemical_species_to_atom_type_map)
-    train_frames = as_atoms_list(data, model.type_names)
-    val_frames = None if validation is None else as_atoms_list(validation, model.type_names)
+    if train_frames is None:  # a nequip dataset: its types are read through the model's
+        train_frames = as_atoms_list(data, model.type_names)
+    if val_frames is None and validation is not None:
+        val_frames = as_atoms_list(validation, model.type_names)
     desc = descriptors_for_dataset(model, train_frames, batch_size=batch_size,
                                    progress=progress, fingerprint=fp)
     meta = {**_model_metadata(model, model_path),
@@ -149,11 +162,8 @@ def fit_from_runs(
         meta["data"] = str(Path(data).resolve())
     if isinstance(validation, (str, os.PathLike)):
         meta["validation"] = str(Path(validation).resolve())
-    meta.update(estimator_kwargs.pop("metadata", None) or {})
-    given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
-    est = LTAUEstimator(s=s, atol=atol, rtol=rtol, window=window, metadata=meta, **given,
-                        signals=tuple(signals), **estimator_kwargs)
-    est.fit(desc, logs, species=logs[0].species)
+    est.metadata = {**meta, **metadata}
+    est.fit(desc, summary, species=logs[0].species)
     if val_frames is not None:
         alarm_statistics_from_structures(model, est, val_frames, source="validation",
                                          batch_size=batch_size)
@@ -161,6 +171,21 @@ def fit_from_runs(
         alarm_statistics_from_training(est, logs[0].frame_offsets, frames=train_frames)
     est.save(out_dir)
     return est
+
+
+def _read_before_model(data: Any) -> list | None:
+    """Structures from a file or a list of Atoms (read and checked before the model is
+    loaded); None for anything else (a nequip dataset, read through the model's types)."""
+    from ase import Atoms
+
+    from ltau_md.core.structures import read_structures
+
+    if data is None:
+        return None
+    if isinstance(data, (str, os.PathLike)) or (
+            isinstance(data, Sequence) and all(isinstance(a, Atoms) for a in data)):
+        return read_structures(data)
+    return None
 
 
 def _model_metadata(model: Any, model_path: str | os.PathLike) -> dict[str, Any]:
@@ -212,21 +237,29 @@ def fit_from_structures(
     )
 
     check_output_dir(out_dir, FORMAT, overwrite)
+    given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
+    est = LTAUEstimator(signals=tuple(signals), **given)
+    est.check_params()  # every input checked before the (slow) model load
+    train_frames = _read_before_model(data)
+    if train_frames is not None and not train_frames:
+        raise DataError("no training structures given")
+    val_frames = _read_before_model(validation)
     model = NequIPFeatureModel.from_file(
         model_path, device=device,
         chemical_species_to_atom_type_map=chemical_species_to_atom_type_map)
-    train_frames = as_atoms_list(data, model.type_names)
+    if train_frames is None:
+        train_frames = as_atoms_list(data, model.type_names)
     if not train_frames:
         raise DataError("no training structures given")
-    val_frames = None if validation is None else as_atoms_list(validation, model.type_names)
+    if val_frames is None and validation is not None:
+        val_frames = as_atoms_list(validation, model.type_names)
     desc = descriptors_for_dataset(model, train_frames, batch_size=batch_size,
                                    progress=progress)
     species = np.concatenate([a.numbers for a in train_frames])
     meta = {**_model_metadata(model, model_path), "error_logs": []}
     if not isinstance(data, (list, tuple)):
         meta["data"] = str(Path(data).resolve())
-    given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
-    est = LTAUEstimator(metadata=meta, signals=tuple(signals), **given)
+    est.metadata = meta
     est.fit(desc, None, species=species)
     if val_frames is not None:
         alarm_statistics_from_structures(model, est, val_frames, source="validation",

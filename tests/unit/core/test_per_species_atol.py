@@ -186,7 +186,7 @@ def test_atol_option_validation(tmp_path):
         with pytest.raises(InvalidParameterError, match=match):
             check_atol(bad)
         with pytest.raises(InvalidParameterError):
-            LTAUEstimator(atol=bad)._validate_params()
+            LTAUEstimator(atol=bad).check_params()
     log = make_log(tmp_path / "log", TINY_ERR, TINY_Z)
     with pytest.raises(DataError, match=r"lacks elements \[8\]"):
         ErrorSummary.from_logs(log, atol={1: 0.1})
