@@ -79,7 +79,10 @@ def check_same_dataset(logs: Sequence[ErrorLog]) -> None:
             raise ArtifactError(
                 f"error logs {ref.path} and {lg.path} were written for different training sets "
                 f"(fingerprints {ref.fingerprint} vs {lg.fingerprint}): ensemble members must be "
-                "trained on the same data in the same order")
+                "trained on the same data in the same order. The usual cause: the member's "
+                "seed also set the data split (nequip's data.seed: ${seed}); give the data "
+                "module its own seed, the same for every member, as examples/*.yaml do "
+                "(data_seed)")
 
 
 def is_error_log(path: str | os.PathLike) -> bool:

@@ -37,6 +37,10 @@ def test_example_configs_checkpoint_every_epoch_and_show_progress():
         assert cfg["trainer"]["enable_progress_bar"] is True, name
         assert (cfg["data"]["transforms"][0]["_target_"]
                 == "ltau_md.integrations.nequip.transforms.RequireForces")
+        # members differ in `seed` only: the data split keeps its own seed, so `seed=2`
+        # trains on the same frames (ltau-md fit refuses logs of different training sets)
+        assert cfg["data"]["seed"] == "${data_seed}" and "data_seed" in cfg, name
+        assert cfg["data_dir"] == "???", name  # must be given (absolute, hydra moves cwd)
 
 
 def test_sigkill_then_resume_leaves_no_gap_or_duplicate(tmp_path):
