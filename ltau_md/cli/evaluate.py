@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ltau_md.cli._common import (
     add_device_arg,
@@ -55,8 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "high-error AUROC, frame OOD AUROC, alarm rates and cost per step, with 95%% "
         "bootstrap intervals, for LTAU uncertainty, predicted error, novelty, latent "
         "distance, the element baseline and (with --members) the ensemble force std. "
-        "Writes OUT/evaluation.json (strict JSON) and figures; prints the summary as one "
-        "JSON line.")
+        "Writes OUT/evaluation.json (strict JSON), per_atom.npz and figures; prints a short "
+        "summary and the ranking of the alarm statistics (--json: the summary as one JSON "
+        "line instead).")
     add_model_arg(p)
     add_estimator_arg(p)
     p.add_argument("--members", nargs="+", default=[], metavar="MODEL",
@@ -80,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"(default {default('alarm_rate')})")
     p.add_argument("--n-boot", type=positive_int, default=None,
                    help=f"bootstrap resamples for the 95%% intervals (default {default('n_boot')})")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON line (default: a short table)")
     p.add_argument("--timing-rounds", type=int, default=5, metavar="N",
                    help="interleaved timing rounds of 10 steps each for the cost per step; "
                    "0 skips the timing (default 5)")
@@ -99,7 +101,8 @@ def load_model(path: str, device: str, type_map: dict[str, str] | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, write OUT/evaluation.json and figures, print the summary as a JSON line."""
+    """Evaluate, write OUT/evaluation.json and figures, print a short summary (--json: the
+    summary as one JSON line)."""
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.exceptions import DataError
     from ltau_md.core.files import check_output_dir
@@ -122,13 +125,44 @@ def run(args: argparse.Namespace) -> int:
                       **given(args, "fraction", "seed", "alarm_rate", "n_boot"),
                       timing=(args.timing_rounds, 10) if args.timing_rounds > 0 else None,
                       out=args.out, overwrite=args.overwrite)
-    reason = report["summary"]["alarm_off_reason"]
-    if reason:
-        print(f"ltau-md evaluate: default {report['summary']['default_alarm']} {reason}",
-              file=sys.stderr)
-    print(ranking_table(report["ranking"]), file=sys.stderr)
-    print(json.dumps({"out": str(args.out), **report["summary"]}, allow_nan=False))
+    if args.json:
+        print(json.dumps({"out": str(args.out), **report["summary"]}, allow_nan=False))
+    else:
+        print(summary_text(report, args.out))
     return 0
+
+
+def _pct(v: float | None) -> str:
+    return "off" if v is None else f"{100 * v:.1f} %"
+
+
+def summary_text(report: dict, out: str) -> str:
+    """What a person reads after ``ltau-md evaluate``: the default alarm's in-domain and
+    out-of-domain rates (or why it is off), the per-atom ranking quality, the ranking table of
+    the alarm statistics and where the full report is."""
+    s = report["summary"]
+    key = s["default_alarm"]
+    lines = [f"default alarm {key} at a nominal in-domain rate of {_pct(s['alarm_rate_nominal'])}:"]
+    if s["alarm_off_reason"]:
+        lines.append(f"  {s['alarm_off_reason']}")  # "alarm off: why"
+    else:
+        lines.append(f"  in-domain (held-out) {_pct(s['alarm_rate_in_domain'])}; out of domain: "
+                     + ", ".join(f"{n} {_pct(v)}" for n, v in s["alarm_rate_ood"].items()))
+    if s["ood_auroc"]:
+        lines.append("  frame AUROC: " + ", ".join(
+            f"{n} {v[key]['value']:.3f}" for n, v in s["ood_auroc"].items()
+            if v.get(key) and v[key].get("value") is not None))
+    if s.get("spearman"):
+        rho = {n: v["value"] for n, v in s["spearman"].items()
+               if isinstance(v, dict) and v.get("value") is not None}
+        lines.append("per-atom Spearman with |dF|, best first: " + ", ".join(
+            f"{n} {v:.3f}" for n, v in sorted(rho.items(), key=lambda kv: -kv[1])))
+    lines.append(f"miscalibration area: {s['miscalibration_area_fitted']:.3f} (s = {s['s']:.3g}, "
+                 f"{s['miscalibration_area_s1']:.3f} at s = 1)")
+    lines += ["", ranking_table(report["ranking"]), "",
+              f"wrote {out}/ (evaluation.json: every figure with its interval; per_atom.npz; "
+              "figures)"]
+    return "\n".join(lines)
 
 
 def ranking_table(rows: list[dict], top: int = 12) -> str:

@@ -30,9 +30,9 @@ def test_evaluate_cli_with_nequip_ensemble(tiny_run, tmp_path, capsys):
     rc = main(["evaluate", "--model", str(tiny_run.checkpoint), "--estimator",
                str(tiny_run.estimator_dir), "--members", str(tiny_run.run_dirs[1] / "last.ckpt"),
                "--in-domain", str(tiny_run.val_xyz), "--ood", f"hot={tmp_path / 'hot.xyz'}",
-               "--out", str(out), "--n-boot", "20", "--timing-rounds", "1"])
+               "--out", str(out), "--n-boot", "20", "--timing-rounds", "1", "--json"])
     assert rc == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # --json
     rep = json.loads((out / "evaluation.json").read_text(),
                      parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)

@@ -177,7 +177,7 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     argv = ["evaluate", "--model", "m0", "--estimator", str(est_dir), "--members", "m1",
             "--in-domain", str(tmp_path / "in.xyz"), "--ood", f"hot={tmp_path / 'hot.xyz'}",
             "--ood", f"bcc={tmp_path / 'bcc.xyz'}", "--out", str(out), "--n-boot", "20",
-            "--seed", "1", "--timing-rounds", "1"]
+            "--seed", "1", "--timing-rounds", "1", "--json"]
     assert main(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     text = (out / "evaluation.json").read_text()
@@ -198,6 +198,18 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
         assert z["in_domain/gmm"].shape == z["in_domain/numbers"].shape
     assert main(argv) == 2  # an earlier report is not replaced without --overwrite
     assert "overwrite" in capsys.readouterr().err
+    # without --json: a short text a person reads, from the same report
+    text = cmd.summary_text(rep, str(out))
+    summ = rep["summary"]
+    key = summ["default_alarm"]
+    assert text.startswith(f"default alarm {key} at a nominal in-domain rate of 1.0 %")
+    if summ["alarm_off_reason"]:
+        assert f"  {summ['alarm_off_reason']}" in text
+    else:
+        assert f"bcc {100 * summ['alarm_rate_ood']['bcc']:.1f} %" in text
+    assert f"bcc {rep['detection']['bcc'][key]['value']:.3f}" in text
+    assert cmd.ranking_table(rep["ranking"]) in text and f"wrote {out}/" in text
+    assert len(text) < 3000 and "{" not in text
     assert main(argv + ["--overwrite"]) == 0
     with pytest.raises(SystemExit) as exc:  # --ood without NAME=: argparse refuses it
         main(["evaluate", "--model", "m0", "--estimator", str(est_dir), "--in-domain",
