@@ -69,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "ase.calculators.emt:EMT)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="systems per dask task (default: chosen from the campaign size)")
+    p.add_argument("--give-up-after", type=positive_float, default=None, metavar="S",
+                   help="seconds without any worker after which the campaign stops (the "
+                   "remaining systems not done: exit 3, rerun to resume); a note on stderr "
+                   "says every minute that there are none (default: wait)")
     p.add_argument("--worker-threads", type=positive_int, default=1,
                    help="torch/FAISS threads per dask worker (default 1)")
     p.add_argument("--no-resume", action="store_true",
@@ -99,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps, optimizer=args.optimizer, reference=args.reference,
             n_workers=args.workers, scheduler=args.scheduler, resume=not args.no_resume,
             rmsd_threshold=args.rmsd_threshold, progress=not args.no_progress,
-            batch_size=args.batch_size, worker_threads=args.worker_threads, **given(args, "fmax"),
+            batch_size=args.batch_size, worker_threads=args.worker_threads,
+            give_up_after=args.give_up_after, **given(args, "fmax"),
         )
     except CampaignIncompleteError as exc:
         _print_report(out)

@@ -147,6 +147,48 @@ def test_cluster_closed_mid_campaign_leaves_rest_not_done(bench, tmp_path):
     assert again.counts == {"done": 6, "failed": 0, "not_done": 0, "total": 6}
 
 
+def test_cluster_without_workers_is_said_and_given_up_after_a_bounded_time(
+        bench, tmp_path, capfd, monkeypatch):
+    """Every worker of an external cluster gone (the scheduler alive): the campaign says so on
+    stderr within the note interval, gives up after ``give_up_after`` s with the remaining
+    systems not done (it used to wait silently for new workers), and a rerun resumes."""
+    from distributed import Client, LocalCluster
+
+    from ltau_md.workflows.is2rs import _dask
+
+    monkeypatch.setattr(_dask, "NO_WORKERS_NOTE_S", 1.0)
+    systems = load_systems(bench)
+    out = tmp_path / "camp"
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=50)
+    client = Client(cluster)
+
+    def remove_workers_after_first_result():
+        deadline = time.time() + 120
+        while time.time() < deadline and not _files(out, systems):
+            time.sleep(0.05)
+        cluster.scale(0)  # the scheduler stays; no worker is left
+
+    remover = threading.Thread(target=remove_workers_after_first_result, daemon=True)
+    remover.start()
+    try:
+        t0 = time.perf_counter()
+        res = run_campaign(systems, SlowEMT(0.03), out, SETTINGS, scheduler=client,
+                           batch_size=1, progress=False, give_up_after=4.0)
+        elapsed = time.perf_counter() - t0
+    finally:
+        remover.join(timeout=60)
+        client.close()
+        cluster.close()
+    assert elapsed < 60  # bounded: it does not wait for workers that never come
+    err = capfd.readouterr().err
+    assert "no workers for 1 s; giving up after 4 s" in err
+    assert res.counts["not_done"] >= 1 and res.counts["failed"] == 0
+    assert all("no workers for" in why for why in res.not_done.values())
+    again = run_campaign(systems, EMT, out, SETTINGS, n_workers=2, progress=False)
+    assert again.counts == {"done": 6, "failed": 0, "not_done": 0, "total": 6}
+
+
 def test_script_without_main_guard_gets_a_clear_error(tmp_path):
     script = tmp_path / "campaign_script.py"
     script.write_text(textwrap.dedent(f"""

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -35,6 +36,19 @@ every task thread's stack every 10 ms, for a dashboard we do not start) and no G
 
 class ClusterStartError(LTAUError):
     """A dask LocalCluster could not start its workers (the message says why and what to do)."""
+
+
+class NoWorkersError(ConnectionError):
+    """The cluster had no workers for longer than the caller would wait (``give_up_after``):
+    the remaining tasks are not done (a distributed failure, :func:`is_lost`)."""
+
+
+#: seconds without any worker before :func:`map_unordered` says so (and again every as long)
+NO_WORKERS_NOTE_S = 60.0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _distributed_failure_types() -> tuple[type[BaseException], ...]:
@@ -130,6 +144,9 @@ def dask_client(n_workers: int, scheduler: str | Any | None = None,
 def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, n_workers: int,
                   scheduler: str | Any | None = None, threads_per_worker: int = 1,
                   warmup: Callable[[], Any] | None = None,
+                  give_up_after: float | None = None,
+                  note_every: float | None = None,
+                  notify: Callable[[str], None] = _stderr, poll: float = 1.0,
                   ) -> Iterator[tuple[Any, Any, BaseException | None]]:
     """Run ``fn(item, *args)`` for every item on a dask cluster (see :func:`dask_client`) and
     yield ``(item, result, None)`` or ``(item, None, exception)`` as the tasks finish.
@@ -137,7 +154,15 @@ def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, n_wo
     An exception is either the task's own (``fn`` raised) or a distributed failure
     (:func:`is_lost`); after the client lost its scheduler every remaining item is yielded
     with the failure, so the caller always hears about every item. ``warmup`` (picklable, no
-    arguments) runs once on every worker before the first task arrives (e.g. build the model)."""
+    arguments) runs once on every worker before the first task arrives (e.g. build the model).
+
+    A cluster left without workers (all killed, or none joined yet) is never waited on in
+    silence: after ``note_every`` seconds (s; default :data:`NO_WORKERS_NOTE_S`) with no
+    worker, and again every as long,
+    ``notify`` gets "no workers for N s; waiting ..." (default: a line on stderr); with
+    ``give_up_after`` (s), the remaining items are yielded with :class:`NoWorkersError` once
+    the cluster has had no worker that long. ``poll``: seconds between checks of the
+    workers."""
     from distributed import as_completed
 
     with dask_client(n_workers, scheduler, threads_per_worker) as client:
@@ -147,18 +172,65 @@ def map_unordered(fn: Callable[..., Any], items: Iterable[Any], *args: Any, n_wo
         futures = {client.submit(fn, item, *args, pure=False): item for item in items}
         pending = dict(futures)
         try:
-            for fut in as_completed(futures):
-                try:
-                    out: tuple[Any, Any, BaseException | None] = (futures[fut], fut.result(),
-                                                                  None)
-                except Exception as exc:  # the task raised, its worker died, it was cancelled
-                    out = (futures[fut], None, exc)
-                pending.pop(fut, None)
-                fut.release()
-                yield out
+            done = as_completed(futures)
+            idle = _NoWorkers(client, give_up_after, note_every or NO_WORKERS_NOTE_S, notify)
+            checked = time.monotonic()
+            while not done.is_empty():
+                ready = done.next_batch(block=False)
+                if not ready:
+                    if time.monotonic() - checked >= poll:
+                        idle.check()
+                        checked = time.monotonic()
+                    time.sleep(0.02)
+                    continue
+                idle.reset()
+                for fut in ready:
+                    try:
+                        out: tuple[Any, Any, BaseException | None] = (futures[fut],
+                                                                      fut.result(), None)
+                    except Exception as exc:  # the task raised, its worker died, cancelled
+                        out = (futures[fut], None, exc)
+                    pending.pop(fut, None)
+                    fut.release()
+                    yield out
         except Exception as exc:  # the client itself failed (scheduler gone): report the rest
             if not is_lost(exc):
                 raise
             for fut, item in list(pending.items()):
                 pending.pop(fut)
+                fut.release()
                 yield item, None, exc
+
+
+class _NoWorkers:
+    """How long the cluster of ``client`` has had no worker; notes it, and gives up."""
+
+    def __init__(self, client: Any, give_up_after: float | None, note_every: float,
+                 notify: Callable[[str], None]) -> None:
+        self.client, self.give_up_after = client, give_up_after
+        self.note_every, self.notify = note_every, notify
+        self.since: float | None = None
+        self.noted = 0
+
+    def reset(self) -> None:
+        self.since, self.noted = None, 0
+
+    def check(self) -> None:
+        if self.client.scheduler_info().get("workers"):
+            if self.noted:
+                self.notify("workers are back; going on")
+            self.reset()
+            return
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        waited = now - self.since
+        if self.give_up_after is not None and waited >= self.give_up_after:
+            raise NoWorkersError(f"the cluster had no workers for {waited:.0f} s "
+                                 f"(give_up_after={self.give_up_after:g} s)")
+        if waited >= (self.noted + 1) * self.note_every:
+            self.noted += 1
+            limit = (f"giving up after {self.give_up_after:g} s" if self.give_up_after
+                     is not None else "waiting until workers join (--give-up-after S to stop "
+                     "instead)")
+            self.notify(f"no workers for {waited:.0f} s; {limit}")

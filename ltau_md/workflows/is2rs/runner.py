@@ -205,6 +205,7 @@ def run_campaign(
     progress: bool = True,
     batch_size: int | None = None,
     worker_threads: int = 1,
+    give_up_after: float | None = None,
 ) -> CampaignResults:
     """Relax ``systems``; return a :class:`CampaignResults` list of the systems that are done
     (ok or error records), in input order, with ``.not_done`` and ``.counts``.
@@ -222,11 +223,14 @@ def run_campaign(
     Faults never pass silently: a system whose relaxation raised is an error record (saved,
     retried on resume when ``retry_errors``); a system whose task the cluster lost (killed
     worker, cancelled future, closed scheduler) is *not done*: nothing is saved for it, it is
-    listed in ``.not_done`` and a rerun computes it. With ``resume`` a system whose result
-    file exists with the same input hash is not recomputed; ``resume=False`` starts over: an
-    earlier campaign in ``out_dir`` is replaced by a fresh directory. Results are written to
-    ``out_dir/results/<sid>.json`` as they finish. ``out_dir`` must be new, empty or an
-    earlier campaign; any other non-empty directory raises OutputExistsError untouched.
+    listed in ``.not_done`` and a rerun computes it. A cluster left with no workers is said
+    so on stderr after a minute (and every minute after); with ``give_up_after`` (s) of no
+    workers, the remaining systems are not done and the campaign returns. With ``resume`` a
+    system whose result file exists with the same input hash is not recomputed;
+    ``resume=False`` starts over: an earlier campaign in ``out_dir`` is replaced by a fresh
+    directory. Results are written to ``out_dir/results/<sid>.json`` as they finish.
+    ``out_dir`` must be new, empty or an earlier campaign; any other non-empty directory
+    raises OutputExistsError untouched.
     """
     settings = settings or RelaxSettings()
     if len({s.sid for s in systems}) != len(systems):
@@ -237,13 +241,13 @@ def run_campaign(
         return _campaign(systems, calc_factory, out, settings, n_workers=n_workers,
                          scheduler=scheduler, resume=resume, retry_errors=retry_errors,
                          progress=progress, batch_size=batch_size,
-                         worker_threads=worker_threads)
+                         worker_threads=worker_threads, give_up_after=give_up_after)
 
 
 def _campaign(systems: Sequence[System], calc_factory: CalcFactory, out_dir: Path,
               settings: RelaxSettings, *, n_workers: int, scheduler: str | Any | None,
               resume: bool, retry_errors: bool, progress: bool, batch_size: int | None,
-              worker_threads: int) -> CampaignResults:
+              worker_threads: int, give_up_after: float | None) -> CampaignResults:
     from tqdm.auto import tqdm
 
     _check_campaign(out_dir, settings, resume)
@@ -292,7 +296,7 @@ def _campaign(systems: Sequence[System], calc_factory: CalcFactory, out_dir: Pat
             size = batch_size or max(1, min(8, math.ceil(len(todo) / (16 * n_slots))))
             batches = [todo[i:i + size] for i in range(0, len(todo), size)]
             _run_dask(batches, calc_factory, key, settings, n_workers, scheduler,
-                      worker_threads, finish, lost)
+                      worker_threads, finish, lost, give_up_after)
     finally:
         bar.close()
     return CampaignResults([results[s.sid] for s in systems if s.sid in results],
@@ -309,6 +313,7 @@ def _run_dask(
     worker_threads: int,
     finish: Callable[[dict], None],
     lost: Callable[[System, BaseException], None],
+    give_up_after: float | None = None,
 ) -> None:
     import functools
 
@@ -319,7 +324,8 @@ def _run_dask(
     try:
         for batch, res, exc in map_unordered(_task, batches, calc_factory, key, settings,
                                              worker_threads, n_workers=n_workers,
-                                             scheduler=scheduler, warmup=warm):
+                                             scheduler=scheduler, warmup=warm,
+                                             give_up_after=give_up_after):
             if exc is None:
                 for r in res:
                     finish(r)
@@ -376,11 +382,13 @@ def run_is2rs(
     progress: bool = True,
     batch_size: int | None = None,
     worker_threads: int = 1,
+    give_up_after: float | None = None,
 ) -> dict[str, Any]:
     """Load systems, run the campaign, write ``out/report.json`` + ``out/uq_vs_rmsd.png``.
 
     ``limit`` keeps the first ``limit`` systems of each split. ``reference``: import path of
-    the reference calculator (default ``"ase.calculators.emt:EMT"``). Returns the report.
+    the reference calculator (default ``"ase.calculators.emt:EMT"``). ``give_up_after``: see
+    :func:`run_campaign`. Returns the report.
     Raises :class:`CampaignIncompleteError` ("N of M systems not done - rerun to resume")
     after writing the report of what is done when any system failed or was lost, so the
     command exits non-zero.
@@ -401,7 +409,7 @@ def run_is2rs(
     results = run_campaign(
         loaded, calc_factory, out, settings,
         n_workers=n_workers, scheduler=scheduler, resume=resume, progress=progress,
-        batch_size=batch_size, worker_threads=worker_threads,
+        batch_size=batch_size, worker_threads=worker_threads, give_up_after=give_up_after,
     )
     report = (write_report(out, results, rmsd_threshold=rmsd_threshold,
                            not_done=results.not_done) if len(results) else None)
