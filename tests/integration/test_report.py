@@ -172,6 +172,31 @@ def test_report_reads_well(demo):
         assert words in text
     assert r["relax"][0]["label"].startswith("val_id-") and r["relax"][0]["label"] in text
     assert "0000</td>" not in html_text
+    # novelty read against the frame-maximum thresholds, not against "about 1"
+    assert "frame maximum" in text and "typical in-domain atom has a novelty of about 1" in text
+    for run in ("md_stop", "md_resample"):
+        assert (f"median in-domain frame maximum is {r[run]['in_domain_median']:.3g}"
+                in text)
+    ra = r["relax_alarm"]
+    assert f"threshold of the frame maximum is {ra['threshold']:.4g}" in text
+    relax_table = next(t for t in p.tables if "highest max atom novelty" in t[0])
+    col = relax_table[0].index("highest max atom novelty")
+    for row, x in zip(relax_table[1:], r["relax"], strict=True):
+        assert row[col].startswith(f"{x['novelty_max']:.3g}")
+        assert ("above the alarm threshold" in row[col]) == (x["novelty_max"] > ra["threshold"])
+    # steps above the resampling threshold, counted independently from steps.jsonl
+    m = r["md_resample"]
+    steps = [json.loads(x) for x in (out / "md_resample" / "steps.jsonl").read_text()
+             .splitlines()]
+    above = sum(1 for s in steps if s["novelty:max"] > m["threshold"])
+    assert (f"novelty above the threshold at {above} of {m['n_steps_observed']} steps"
+            in text)
+    assert "re-arms only once the novelty has fallen below" in " ".join(p.captions)
+    # IS2RS: the recommended statistic (adsorbate novelty) comes before the max uncertainty
+    head = next(t for t in p.tables if "set of systems" in t[0])[0]
+    ads = [i for i, h in enumerate(head) if "adsorbate novelty" in h]
+    uq = [i for i, h in enumerate(head) if "max uncertainty" in h]
+    assert len(ads) == 2 and len(uq) == 2 and max(ads) < min(uq)
 
 
 def test_auroc_below_chance_is_flagged(demo):

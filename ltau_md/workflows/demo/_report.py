@@ -155,6 +155,9 @@ def _rate_words(m: dict) -> str:
          f"{m['n_in_domain_frames']} held-out in-domain frames (source: "
          f"{html.escape(str(m['source']))}")
     s += ", the training run's validation set)" if m["source"] == "validation" else ")"
+    if m.get("in_domain_median") is not None:
+        s += (f"; the median in-domain frame maximum is {_num(m['in_domain_median'], '.3g')} "
+              "(the typical atom's novelty is about 1)")
     if m.get("rate_raised"):
         s += (f" <i>(asked for {100 * m['requested_alarm_rate']:.3g} %, but "
               f"{m['n_in_domain_frames']} frames resolve rates down to 1/(n+1) = "
@@ -174,19 +177,54 @@ def _stop_words(m: dict) -> str:
     return f"stopped at {when}: {html.escape(reason)}"
 
 
+def _rho_cell(v: Any, ci: list | None) -> str:
+    return _with_ci(v, ci) if v is not None else "n/a<sup>a</sup>"
+
+
+def _novelty_cell(v: Any, alarm: dict | None) -> str:
+    """A relaxation's highest frame novelty, marked when above the in-domain 1 % threshold."""
+    if v is None:
+        return "n/a"
+    cell = _num(v, ".3g") if abs(v) < 1000 else f"{v:,.0f}"
+    if alarm and alarm.get("threshold") is not None and v > alarm["threshold"]:
+        cell += " (above the alarm threshold)"
+    return cell
+
+
+def _resample_words(m: dict) -> str:
+    n = _num(m["n_resample"])
+    if m.get("action") != "resample":
+        return n
+    return (f"{n} (novelty above the threshold at {_num(m.get('n_above', 0))} of "
+            f"{_num(m['n_steps_observed'])} steps; one label per excursion)")
+
+
+def _relax_alarm_words(a: dict | None) -> str:
+    if not a:
+        return "no in-domain novelty statistics were fitted."
+    return (f"the {100 * a['alarm_rate']:.3g} % in-domain alarm threshold of the frame "
+            f"maximum is {_num(a['threshold'], '.4g')} (median in-domain frame maximum "
+            f"{_num(a.get('in_domain_median'), '.3g')}, from {a['n_in_domain_frames']} "
+            "held-out frames); a relaxation that stays below it stays in the training "
+            "domain.")
+
+
 def render_report(r: dict) -> str:
     """The text of ``report.html`` for a demo report ``r`` (the content of ``report.json``)."""
     e, tm, z = r["estimator"], r["timings"], r["sizes"]
     ms, mr = r["md_stop"], r["md_resample"]
     thr_rmsd = r.get("is2rs_rmsd_threshold", 0.5)
+    ra = r.get("relax_alarm")
     relax_rows = [[f'<span class="id">{html.escape(str(x.get("label")))}</span>',
                    html.escape(x.get("system", "")),
                    _num(x.get("n_observed")), _num(x.get("initial"), ".2f"),
                    _num(x.get("max"), ".2f"), _num(x.get("mean"), ".2f"),
-                   _num(x.get("final"), ".2f"), "yes" if x.get("converged") else "no"]
+                   _num(x.get("final"), ".2f"), _novelty_cell(x.get("novelty_max"), ra),
+                   "yes" if x.get("converged") else "no"]
                   for x in r["relax"]]
     relax = _table(["structure", "system", "steps observed", "first step", "highest",
-                    "mean", "last step", f"converged (max |F| &lt; 0.05 eV/&Aring; within "
+                    "mean", "last step", "highest max atom novelty",
+                    f"converged (max |F| &lt; 0.05 eV/&Aring; within "
                     f"{z['relax_steps']} steps)"], relax_rows)
     thr_rows = []
     for name, m in (("md_stop", ms), ("md_resample", mr)):
@@ -205,7 +243,7 @@ def render_report(r: dict) -> str:
             f"(step {_num(m['novelty_max_step'])})",
             f"{_num(m['initial'], '.2f')} &rarr; {_num(m['max'], '.2f')} "
             f"(step {_num(m['max_step'])})",
-            _stop_words(m), _num(m["n_resample"]),
+            _stop_words(m), _resample_words(m),
             _num(m["n_labelled"]) if "n_labelled" in m else "no oracle"])
     md_table = _table(["run", "conditions", "steps observed",
                        "max atom novelty: first &rarr; highest",
@@ -226,18 +264,23 @@ def render_report(r: dict) -> str:
                         f"{html.escape(SPLIT_WORDS.get(k, k))}</small>",
                         _num(v.get("n")), _num(v.get("adwt"), ".2f"),
                         _num(v.get("rmsd_mean"), ".2f"), _num(v.get("rmsd_median"), ".2f"),
-                        _with_ci(v.get("spearman_max_uq_rmsd"), v.get("spearman_ci"))
-                        if v.get("spearman_max_uq_rmsd") is not None else "n/a<sup>a</sup>",
+                        _rho_cell(v.get("spearman_ads_novelty"), v.get("spearman_ads_novelty_ci")),
+                        _auroc_cell(v.get("auroc_ads_novelty"), v.get("auroc_ads_novelty_ci")),
+                        _rho_cell(v.get("spearman_max_uq_rmsd"), v.get("spearman_ci")),
                         _auroc_cell(v.get("auroc_max_uq"), v.get("auroc_ci"))])
     is2rs = _table(["set of systems", "systems", "ADwT", "mean RMSD (&Aring;)",
                     "median RMSD (&Aring;)",
+                    "&rho;(adsorbate novelty at end point, RMSD) [95 % CI]",
+                    f"AUROC by adsorbate novelty, RMSD &gt; {thr_rmsd:g} &Aring; [95 % CI]",
                     "&rho;(max uncertainty, RMSD) [95 % CI]",
-                    f"AUROC, RMSD &gt; {thr_rmsd:g} &Aring; [95 % CI]"], is_rows, "left")
+                    f"AUROC by max uncertainty, RMSD &gt; {thr_rmsd:g} &Aring; [95 % CI]"],
+                   is_rows, "left")
     flag_p = ""
     if flagged:
         flag_p = ('<p class="flag">&#9888; AUROC below 0.5 (worse than chance) for: '
                   f"{html.escape('; '.join(flagged))}. There the maximum uncertainty does not "
-                  "separate failed from successful relaxations.</p>")
+                  "separate failed from successful relaxations (see the adsorbate novelty "
+                  "columns for the recommended statistic).</p>")
     captions = {
         "cartography": (
             "Dataset cartography of the training atoms: each atom's mean confidence p over the "
@@ -254,7 +297,10 @@ def render_report(r: dict) -> str:
             f"{mr['temperature_K']:.0f} K (Langevin, {ms['timestep_fs']:g} fs time step). "
             "Dashed lines: each run's novelty threshold from its in-domain alarm rate; "
             "markers: the steps where a policy fired (X: stop, circle: resample with an EMT "
-            "label)."),
+            "label). A resample fires when the novelty crosses its threshold and re-arms only "
+            "once the novelty has fallen below the threshold minus the hysteresis, so a run "
+            "that stays above the threshold is labelled once per excursion, not at every "
+            "step (the MD table gives the steps spent above it)."),
         "is2rs_uq_vs_rmsd": (
             "IS2RS campaign: the RMSD between each model-relaxed structure and its EMT "
             "reference relaxation against the highest maximum atom uncertainty met during the "
@@ -282,6 +328,7 @@ def render_report(r: dict) -> str:
         descriptor_dim=f"{e['descriptor_dim']}", atol=_num(e["atol_eV_per_A"], ".3g"),
         total_time=human_duration(tm["total_s"]), quick=quick, rmsd_threshold=f"{thr_rmsd:g}",
         relax_steps=f"{z['relax_steps']}", relax_table=relax,
+        relax_alarm=_relax_alarm_words(ra),
         md_start=html.escape(str(ms["start"])), md_start_system=html.escape(ms["start_system"]),
         friction=f"{ms['friction_per_fs']:g}", timestep=f"{ms['timestep_fs']:g}",
         md_steps=f"{ms['steps']}", stop_temperature=f"{ms['temperature_K']:.0f}",

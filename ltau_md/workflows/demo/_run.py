@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ltau_md.core.files import output_dir, write_json_atomic, write_text_atomic
 from ltau_md.workflows.demo._report import STATISTIC, human_duration, render_report, write_figures
 
@@ -132,7 +134,8 @@ def _alarm_policy(est: Any, action: str, rate: float, **kw: Any) -> tuple[Any, d
             "alarm_rate": used, "n_in_domain_frames": n, "source": entry.get("source"),
             "threshold": alarm_threshold(entry["values"], used),
             "patience": pol.patience, "hysteresis": pol.hysteresis,
-            "rate_raised": used != rate}
+            "rate_raised": used != rate,
+            "in_domain_median": float(np.median(entry["values"]))}
     return pol, info
 
 
@@ -218,8 +221,10 @@ def _demo(out: Path, quick: bool, seed: int, say: _Progress, progress: bool,
         a.info["label"] = str(a.info.get("sid", ""))
     relax_rows = relax_many(initial, factory, out / "relax",
                             steps=z["relax_steps"], progress=progress)
-    for a, row in zip(initial, relax_rows, strict=True):
+    for i, (a, row) in enumerate(zip(initial, relax_rows, strict=True)):
         row["system"] = _system_words(a.info)
+        row["novelty_max"] = _signal_max(out / "relax" / f"{i:04d}" / "summary.json")
+    relax_alarm = _alarm_policy(est, "warn", STOP_RATE)[1]
     timings["relax_s"] = time.perf_counter() - t
 
     # 4b. MD: halt on the novelty alarm, and resample with the EMT oracle -------------------
@@ -260,9 +265,10 @@ def _demo(out: Path, quick: bool, seed: int, say: _Progress, progress: bool,
           "md_resample": {**rs_info, **_md_brief(md_rs), **MD_RESAMPLE,
                           "threshold": rs_pol.threshold, "policy": md_rs["policies"][0],
                           "n_labelled": _count_frames(out / "md_resample" / "labelled.extxyz")}}
-    for v in md.values():
+    for name, v in md.items():
         v.update(steps=z["md_steps"], friction_per_fs=MD_FRICTION, start=start.info["label"],
-                 start_system=_system_words(start.info))
+                 start_system=_system_words(start.info),
+                 n_above=_steps_above(out / name / "steps.jsonl", v["threshold"]))
     figures = write_figures(out, est, md)
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
@@ -272,6 +278,7 @@ def _demo(out: Path, quick: bool, seed: int, say: _Progress, progress: bool,
                       "atol_eV_per_A": est.atol_, "k": est.k, "descriptor_dim": est.dim_,
                       "epoch_window": [z["epochs"] // 2, z["epochs"]]},
         "relax": relax_rows,
+        "relax_alarm": relax_alarm,
         **md,
         "is2rs": {name: _split_brief(e) for name, e in is2rs["splits"].items()},
         "is2rs_rmsd_threshold": is2rs.get("rmsd_threshold", 0.5),
@@ -290,6 +297,27 @@ def _system_words(info: dict) -> str:
         return ""
     f = str(facet or "").replace("fcc", "")
     return f"{ads} on {cat}({f})" if f else f"{ads} on {cat}"
+
+
+def _signal_max(summary: Path) -> float | None:
+    """The highest frame maximum of the demo's alarm signal along a monitored run."""
+    import json
+
+    try:
+        signals = json.loads(summary.read_text()).get("signals") or {}
+    except (OSError, ValueError):
+        return None
+    return (signals.get(STATISTIC) or {}).get("max")
+
+
+def _steps_above(steps: Path, threshold: float) -> int:
+    """Observed steps of a run whose alarm signal (frame maximum) exceeds ``threshold``."""
+    import json
+
+    if not steps.exists():
+        return 0
+    rows = [json.loads(x) for x in steps.read_text().splitlines() if x.strip()]
+    return sum(1 for r in rows if (r.get(STATISTIC) or 0.0) > threshold)
 
 
 def _count_frames(path: Path) -> int:
@@ -327,10 +355,23 @@ def _ci(e: dict, kind: str, target: str, stat: str | None = None) -> list | None
     return [lo, hi] if lo is not None and hi is not None else None
 
 
+def _ads_novelty() -> str:
+    """The IS2RS statistic the docs recommend: ``novelty:max@tags=2/final``, the novelty of the
+    adsorbate atoms at the model's end point."""
+    from ltau_md.workflows.is2rs._results import NOVELTY_ADS, series_key
+
+    return series_key(NOVELTY_ADS, "final")
+
+
 def _split_brief(e: dict) -> dict:
+    ads = _ads_novelty()
     return {"n": e.get("n"), "adwt": e.get("adwt"), "rmsd_mean": e.get("rmsd_mean"),
             "rmsd_median": e.get("rmsd_median"),
             "failure_rate": e.get("failure_rate"),
+            "spearman_ads_novelty": (e.get("spearman") or {}).get(ads),
+            "spearman_ads_novelty_ci": _ci(e, "spearman_ci", "rmsd", ads),
+            "auroc_ads_novelty": (e.get("auroc") or {}).get(ads),
+            "auroc_ads_novelty_ci": _ci(e, "auroc_ci", "rmsd", ads),
             "spearman_max_uq_rmsd": (e.get("spearman") or {}).get(_max_uq()),
             "spearman_ci": _ci(e, "spearman_ci", "rmsd"),
             "auroc_max_uq": (e.get("auroc") or {}).get(_max_uq()),
