@@ -36,12 +36,12 @@ except ImportError:  # pragma: no cover (Windows: the lock falls back to the pid
 __all__ = [
     "LOCK",
     "MARKER",
+    "MARKER_FORMAT",
     "DirLock",
     "acquire_lock",
-    "check_not_busy",
-    "MARKER_FORMAT",
     "atomic_dir",
     "atomic_path",
+    "check_not_busy",
     "check_output_dir",
     "current_umask",
     "dir_mode",
@@ -249,21 +249,27 @@ def acquire_lock(path: str | os.PathLike, target: str | None = None) -> DirLock:
         return DirLock(path, fd)
 
 
-def check_not_busy(path: str | os.PathLike) -> None:
-    """Raise :class:`~ltau_md.core.exceptions.OutputBusyError` if a live process holds the
-    lock of ``path`` (a lock left by a dead writer is not an obstacle)."""
-    f = Path(path) / LOCK
+def _live_holder(lock_file: Path) -> tuple[bool, dict]:
+    """``(alive, record)`` of the lock file: whether a live process holds it, and its record
+    (``{}`` when there is no readable lock file)."""
     try:
-        fd = os.open(f, os.O_RDONLY)
+        fd = os.open(lock_file, os.O_RDONLY)
     except OSError:
-        return
+        return False, {}
     try:
         taken = _flock(fd)
         record = _read_record(fd)
-        if taken is False or (taken is None and _pid_alive(record)):
-            raise _busy(Path(path), record)
+        return taken is False or (taken is None and _pid_alive(record)), record
     finally:
         os.close(fd)  # closing lets a lock taken here go
+
+
+def check_not_busy(path: str | os.PathLike) -> None:
+    """Raise :class:`~ltau_md.core.exceptions.OutputBusyError` if a live process holds the
+    lock of ``path`` (a lock left by a dead writer is not an obstacle)."""
+    alive, record = _live_holder(Path(path) / LOCK)
+    if alive:
+        raise _busy(Path(path), record)
 
 
 def output_kind(path: str | os.PathLike) -> str | None:
@@ -469,25 +475,16 @@ def _sweep_leftovers(final: Path) -> None:
     directories a killed writer of ``final`` left behind (those whose lock record names
     ``final`` and whose writer is gone), with a warning."""
     for tmp in final.parent.glob(f".{glob_escape(final.name)}.*.tmp"):
-        if not tmp.is_dir() or tmp.is_symlink() or not (tmp / LOCK).is_file():
+        if not tmp.is_dir() or tmp.is_symlink():
             continue
-        try:
-            fd = os.open(tmp / LOCK, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            taken = _flock(fd)
-            record = _read_record(fd)
-            if record.get("target") != final.name:
-                continue  # another directory's, or not provably ours
-            if taken is False or (taken is None and _pid_alive(record)):
-                raise _busy(final, record)
-            shutil.rmtree(tmp, ignore_errors=True)
-            warnings.warn(f"removed {tmp}, left by a killed ltau-md run (pid "
-                          f"{record.get('pid')}, started {record.get('started', '?')}) "
-                          f"writing {final}", stacklevel=3)
-        finally:
-            os.close(fd)
+        alive, record = _live_holder(tmp / LOCK)
+        if record.get("target") != final.name:
+            continue  # another directory's, or not provably ours
+        if alive:
+            raise _busy(final, record)
+        shutil.rmtree(tmp, ignore_errors=True)
+        warnings.warn(f"removed {tmp}, left by a killed ltau-md run (pid {record.get('pid')}, "
+                      f"started {record.get('started', '?')}) writing {final}", stacklevel=3)
 
 
 def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:

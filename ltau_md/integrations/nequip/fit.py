@@ -241,8 +241,6 @@ def fit_from_structures(
     est = LTAUEstimator(signals=tuple(signals), **given)
     est.check_params()  # every input checked before the (slow) model load
     train_frames = _read_before_model(data)
-    if train_frames is not None and not train_frames:
-        raise DataError("no training structures given")
     val_frames = _read_before_model(validation)
     model = NequIPFeatureModel.from_file(
         model_path, device=device,

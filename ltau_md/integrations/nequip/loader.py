@@ -35,13 +35,14 @@ def check_pairing(est: LTAUEstimator, model: Any, model_path: str | os.PathLike,
     meta = est.metadata
     problems = []
     file_hash = meta.get("model_sha256")
-    if file_hash and sha256_file(model_path) != file_hash:
+    used_hash = sha256_file(model_path) if file_hash else None
+    if file_hash and used_hash != file_hash:
         weights = meta.get("weights_sha256")
         if not (weights and hasattr(model, "weights_sha256") and model.weights_sha256() == weights):
             problems.append(
                 f"it was fitted on the model {meta.get('model', '?')} (sha256 {file_hash[:12]}), "
-                f"not on {model_path} (sha256 {sha256_file(model_path)[:12]}): its latent "
-                "features and thresholds do not apply to another model")
+                f"not on {model_path} (sha256 {used_hash[:12]}): its latent features and "
+                "thresholds do not apply to another model")
     stored = meta.get("type_map")
     used = getattr(model, "species_map", None)
     if stored is not None and used is not None and dict(stored) != dict(used):
