@@ -4,10 +4,11 @@ records, frames and summaries into its ``out_dir``, and applies its :class:`Thre
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from numbers import Integral, Real
 from pathlib import Path
@@ -33,6 +34,26 @@ from ltau_md.core.observers._threshold import ACTIONS, Threshold
 from ltau_md.core.structures import free_atoms, thermalize
 
 __all__ = ["MONITOR_FILES", "STATUSES", "UQMonitor"]
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the body runs (POSIX, main thread): a Ctrl-C or
+    SIGTERM arriving meanwhile is delivered, and raised as KeyboardInterrupt / Terminated,
+    right after it, so a step is never counted without its line on disk or half written."""
+    import signal
+    import threading
+
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = {signal.SIGINT, signal.SIGTERM}
+    old = block(signal.SIG_BLOCK, mask)
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)
 
 
 MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "labelled.extxyz",
@@ -272,8 +293,6 @@ class UQMonitor:
         u_mean = float(np.mean(sel)) if sel.size else float("nan")
         value = u_max if self.aggregate == "max" else u_mean
         step = self.step
-        self.values.append(value)
-        self.steps.append(step)
         forces = np.asarray(res.get("forces", np.full((len(atoms), 3), np.nan)))
         energy = res.get("energy", float("nan"))
         # max |F| (eV/A) as the optimizer sees it: constrained forces, from the cached results
@@ -293,7 +312,6 @@ class UQMonitor:
             record["temperature_K"] = _f(float(atoms.get_temperature()))
         for key, v in stats.items():
             record[key] = _f(v)
-            self.signal_values[key].append(v)
         if self.label:
             record["label"] = self.label
         fired: list[Event] = []
@@ -324,12 +342,17 @@ class UQMonitor:
             if quiet or self._trusted is None:  # the start is the fallback snapshot
                 self._trusted = (step, atoms.positions.copy())
         record["events"] = [e.action for e in fired]
-        self.records.append(record)
-        if self.out_dir is not None:
-            self._write_line(record)
-            if self.write_trajectory:
-                self._write_frame("trajectory.extxyz", self._frame(atoms, res, step))
-            self._write_summary()  # again below once this step's events are processed
+        with _signals_deferred():  # the step is counted and on disk, or neither
+            self.values.append(value)
+            self.steps.append(step)
+            for key, v in stats.items():
+                self.signal_values[key].append(v)
+            self.records.append(record)
+            if self.out_dir is not None:
+                self._write_line(record)
+                if self.write_trajectory:
+                    self._write_frame("trajectory.extxyz", self._frame(atoms, res, step))
+                self._write_summary()  # again below once this step's events are processed
         for cb, ev in callbacks:  # after the step is on disk, so a raising callback loses nothing
             cb(ev, self)
         for ev in fired:

@@ -293,6 +293,31 @@ def test_ctrl_c_leaves_valid_files(setup, tmp_path):
     assert s["n_observed"] == 5
 
 
+def test_signal_while_a_step_is_written_never_splits_the_step(setup, tmp_path, monkeypatch):
+    """A real SIGINT sent while step 4's line is being written: the step is finished (its
+    line, frame and count all there) and Ctrl-C is raised right after it, so steps.jsonl,
+    the trajectory and summary.json agree (a SIGTERM in CI once left 15 lines for 16 steps)."""
+    import os
+    import signal
+
+    model, est = setup
+    original = UQMonitor._write_line
+
+    def write_and_get_interrupted(self, record):
+        if record["step"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        original(self, record)
+
+    monkeypatch.setattr(UQMonitor, "_write_line", write_and_get_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _md(model, est, tmp_path / "sig")
+    rows = (tmp_path / "sig" / "steps.jsonl").read_text().splitlines()
+    s = json.loads((tmp_path / "sig" / "summary.json").read_text())
+    frames = read(tmp_path / "sig" / "trajectory.extxyz", index=":")
+    assert [json.loads(r)["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert s["n_observed"] == len(frames) == 5 and s["status"] == "interrupted"
+
+
 def _crossing_starts(values, above, patience=1, hysteresis=0.0):
     """Reference for Threshold: steps where it fires, written out from its definition."""
     fired, count, armed = [], 0, True
