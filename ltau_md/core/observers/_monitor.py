@@ -38,22 +38,35 @@ __all__ = ["MONITOR_FILES", "STATUSES", "UQMonitor"]
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while the body runs (POSIX, main thread): a Ctrl-C or
-    SIGTERM arriving meanwhile is delivered, and raised as KeyboardInterrupt / Terminated,
-    right after it, so a step is never counted without its line on disk or half written."""
+    """Hold SIGINT and SIGTERM back while the body runs (main thread): a Ctrl-C or SIGTERM
+    arriving meanwhile is handed to its handler right after the body (KeyboardInterrupt /
+    Terminated), so a step is never counted without its line on disk or half written.
+
+    The Python handlers are swapped for a recorder (a signal mask would not do: a
+    process-directed signal goes to any thread that does not block it)."""
     import signal
     import threading
 
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    mask = {signal.SIGINT, signal.SIGTERM}
-    old = block(signal.SIG_BLOCK, mask)
+    pending: list[int] = []
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: installed outside Python, cannot be restored
+            previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        block(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in pending:
+            handler = previous[sig]
+            if callable(handler):
+                handler(sig, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(sig)
 
 
 MONITOR_FILES = ("steps.jsonl", "trajectory.extxyz", "candidates.extxyz", "labelled.extxyz",

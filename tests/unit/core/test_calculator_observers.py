@@ -299,6 +299,7 @@ def test_signal_while_a_step_is_written_never_splits_the_step(setup, tmp_path, m
     the trajectory and summary.json agree (a SIGTERM in CI once left 15 lines for 16 steps)."""
     import os
     import signal
+    import threading
 
     model, est = setup
     original = UQMonitor._write_line
@@ -309,8 +310,17 @@ def test_signal_while_a_step_is_written_never_splits_the_step(setup, tmp_path, m
         original(self, record)
 
     monkeypatch.setattr(UQMonitor, "_write_line", write_and_get_interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _md(model, est, tmp_path / "sig")
+    # another thread alive, as torch/dask/tqdm start them: a signal blocked in the main
+    # thread alone would be delivered through it and still raise mid-step
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait, daemon=True)
+    helper.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _md(model, est, tmp_path / "sig")
+    finally:
+        stop.set()
+        helper.join()
     rows = (tmp_path / "sig" / "steps.jsonl").read_text().splitlines()
     s = json.loads((tmp_path / "sig" / "summary.json").read_text())
     frames = read(tmp_path / "sig" / "trajectory.extxyz", index=":")
