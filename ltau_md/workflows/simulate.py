@@ -146,40 +146,34 @@ def relax_many(
     another live run is writing: OutputBusyError, naming its pid).
     """
     import ase.optimize
+    from tqdm.auto import tqdm
 
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    opt_class = getattr(ase.optimize, optimizer)
     with output_dir(out_dir, RELAX_KIND, overwrite) as out:
-        return _relax_all(structures, calc_factory(), out, fmax, steps,
-                          getattr(ase.optimize, optimizer), policies, progress)
-
-
-def _relax_all(structures: Sequence[Atoms], calc: Calculator, out_dir: Path, fmax: float,
-               steps: int, optimizer: type, policies: Callable[[], list[Threshold]],
-               progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
-
-    rows = []
-    for i, atoms in enumerate(tqdm(structures, desc="relax", disable=not progress)):
-        atoms = atoms.copy()
-        atoms.calc = calc
-        label = str(atoms.info.get("label", f"{i:04d}"))
-        opt = optimizer(atoms, logfile=None)
-        mon = UQMonitor(opt, policies(), out_dir=out_dir / f"{i:04d}", label=label,
-                        watch=watched_statistics(calc))
-        opt.attach(mon, interval=1)
-        try:
-            converged = mon.run(steps=steps, fmax=fmax) and mon.stopped is None
-        except (KeyboardInterrupt, Terminated, OSError):
-            # the stopped structure's row and one per structure never run, then stop
-            rows.append(_row(mon.summary(), False))
-            rows += [_not_run(a, j) for j, a in enumerate(structures) if j > i]
-            with contextlib.suppress(OSError):  # the disk may be full
-                write_summary(rows, out_dir)
-            raise
-        rows.append(_row(mon.summary(), converged))
-        write_summary(rows, out_dir)
-    return rows
+        calc = calc_factory()
+        rows = []
+        for i, atoms in enumerate(tqdm(structures, desc="relax", disable=not progress)):
+            atoms = atoms.copy()
+            atoms.calc = calc
+            label = str(atoms.info.get("label", f"{i:04d}"))
+            opt = opt_class(atoms, logfile=None)
+            mon = UQMonitor(opt, policies(), out_dir=out / f"{i:04d}", label=label,
+                            watch=watched_statistics(calc))
+            opt.attach(mon, interval=1)
+            try:
+                converged = mon.run(steps=steps, fmax=fmax) and mon.stopped is None
+            except (KeyboardInterrupt, Terminated, OSError):
+                # the stopped structure's row and one per structure never run, then stop
+                rows.append(_row(mon.summary(), False))
+                rows += [_not_run(a, j) for j, a in enumerate(structures) if j > i]
+                with contextlib.suppress(OSError):  # the disk may be full
+                    write_summary(rows, out)
+                raise
+            rows.append(_row(mon.summary(), converged))
+            write_summary(rows, out)
+        return rows
 
 
 def run_md(
@@ -207,38 +201,28 @@ def run_md(
     ``out_dir`` must be new or empty; ``overwrite=True`` replaces an earlier ``md`` output there
     (a foreign non-empty directory is always refused: OutputExistsError), and so is a
     directory another live run is writing (OutputBusyError, naming its pid)."""
-    with output_dir(out_dir, MD_KIND, overwrite) as out:
-        return _run_md(atoms, calc, out, temperature_K=temperature_K, timestep_fs=timestep_fs,
-                       steps=steps, friction=friction, policies=policies, oracle=oracle,
-                       rewind=rewind, max_retries=max_retries, max_force=max_force,
-                       interval=interval, seed=seed, progress=progress)
-
-
-def _run_md(atoms: Atoms, calc: Calculator, out_dir: Path, *, temperature_K: float,
-            timestep_fs: float, steps: int, friction: float, policies: Sequence[Threshold],
-            oracle: Calculator | None, rewind: bool, max_retries: int,
-            max_force: float | None, interval: int, seed: int, progress: bool) -> dict:
     from ase.md.langevin import Langevin
     from tqdm.auto import tqdm
 
-    atoms = atoms.copy()
-    atoms.calc = calc
-    rng = np.random.default_rng(seed)
-    thermalize(atoms, temperature_K, rng)
-    dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
-                   friction=friction / units.fs, fixcm=False, rng=rng, logfile=None)
-    mon = UQMonitor(dyn, policies, out_dir=out_dir, oracle=oracle, rewind=rewind,
-                    watch=watched_statistics(calc),
-                    temperature_K=temperature_K, max_retries=max_retries,
-                    max_force=max_force, seed=seed, label=str(atoms.info.get("label", "md")))
-    dyn.attach(mon, interval=interval)
-    bar = tqdm(total=steps, desc="md", disable=not progress)
-    dyn.attach(lambda: bar.update(1), interval=1)
-    try:
-        mon.run(steps=steps)
-    finally:
-        bar.close()
-    return mon.summary()  # also in out_dir/summary.json
+    with output_dir(out_dir, MD_KIND, overwrite) as out:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        rng = np.random.default_rng(seed)
+        thermalize(atoms, temperature_K, rng)
+        dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
+                       friction=friction / units.fs, fixcm=False, rng=rng, logfile=None)
+        mon = UQMonitor(dyn, policies, out_dir=out, oracle=oracle, rewind=rewind,
+                        watch=watched_statistics(calc),
+                        temperature_K=temperature_K, max_retries=max_retries,
+                        max_force=max_force, seed=seed, label=str(atoms.info.get("label", "md")))
+        dyn.attach(mon, interval=interval)
+        bar = tqdm(total=steps, desc="md", disable=not progress)
+        dyn.attach(lambda: bar.update(1), interval=1)
+        try:
+            mon.run(steps=steps)
+        finally:
+            bar.close()
+        return mon.summary()  # also in out/summary.json
 
 
 def oracle_from_name(name: str | None) -> Calculator | None:

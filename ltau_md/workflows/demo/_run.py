@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from ltau_md.core.files import output_dir, write_json_atomic, write_text_atomic
-from ltau_md.workflows.demo._report import STATISTIC, human_duration, render_report, write_figures
+from ltau_md.workflows.demo._report import (
+    STATISTIC,
+    _read_steps,
+    human_duration,
+    render_report,
+    write_figures,
+)
 
 TYPE_NAMES = ("H", "C", "O", "Cu", "Pt")
 
@@ -312,12 +318,7 @@ def _signal_max(summary: Path) -> float | None:
 
 def _steps_above(steps: Path, threshold: float) -> int:
     """Observed steps of a run whose alarm signal (frame maximum) exceeds ``threshold``."""
-    import json
-
-    if not steps.exists():
-        return 0
-    rows = [json.loads(x) for x in steps.read_text().splitlines() if x.strip()]
-    return sum(1 for r in rows if (r.get(STATISTIC) or 0.0) > threshold)
+    return sum(1 for r in _read_steps(steps) if (r.get(STATISTIC) or 0.0) > threshold)
 
 
 def _count_frames(path: Path) -> int:
