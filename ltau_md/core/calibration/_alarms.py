@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ltau_md.core.estimator import LOO_SAMPLE_ATOMS
 from ltau_md.core.exceptions import DataError
 from ltau_md.core.metrics import frame_statistics, parse_stat_key, selection_mask, stat_key
 from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
@@ -211,6 +212,7 @@ def alarm_statistics_from_training(
     tags: np.ndarray | None = None,
     stats: Sequence[str] = DEFAULT_ALARM_STATS,
     store: bool = True,
+    descriptors: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Fallback without held-out structures: novelty statistics of the training frames from
     each training atom's leave-one-out novelty (``estimator.train_novelty_``), source
@@ -221,7 +223,12 @@ def alarm_statistics_from_training(
 
     The latent signals fitted on the estimator (``signals_``) add their statistics of the
     training atoms themselves (source "training"), where the index holds the training
-    descriptors exactly (flat, HNSW).
+    descriptors exactly (flat, HNSW) or ``descriptors`` (N, D) are given.
+
+    An estimator whose leave-one-out reference is a sample of atoms (``loo_rows_``, large
+    training sets) has no whole frames of it: a seeded sample of whole frames of about
+    :data:`~ltau_md.core.estimator.LOO_SAMPLE_ATOMS` atoms is searched here instead
+    (``descriptors`` needed for an IVF-PQ index).
 
     Approximate: leaving one atom out keeps its frame-mates and the neighbouring frames of the
     same trajectory in the index, so training atoms look more familiar than new in-domain
@@ -229,6 +236,7 @@ def alarm_statistics_from_training(
     low and alarms fire more often than the nominal rate. Prefer held-out structures
     (:func:`alarm_statistics_from_structures`)."""
     check_is_fitted(estimator)
+    offsets = check_frame_offsets(np.asarray(frame_offsets), estimator.n_train_)
     extra: dict[str, Any] = {"tags": tags}
     if frames is not None:
         frames = list(frames)
@@ -236,14 +244,36 @@ def alarm_statistics_from_training(
             raise DataError(f"the frames hold {sum(len(a) for a in frames)} atoms, the "
                             f"estimator {estimator.n_train_} training atoms")
         extra = tags_and_free(frames)
-    out = fit_alarm_thresholds(estimator, {"novelty": estimator.train_novelty_},
-                               frame_offsets, stats=stats, source="training-loo",
-                               store=store, **extra)
-    x = estimator.training_descriptors() if estimator.signals_ else None
+    if estimator.loo_rows_ is None:
+        rows = None
+        novelty = estimator.train_novelty_
+    else:
+        rows, offsets = _frame_sample(offsets)
+        novelty = estimator.leave_one_out_novelty(rows, descriptors)
+        extra = {k: None if v is None else np.asarray(v)[rows] for k, v in extra.items()}
+    out = fit_alarm_thresholds(estimator, {"novelty": novelty}, offsets, stats=stats,
+                               source="training-loo", store=store, **extra)
+    x = None
+    if estimator.signals_:
+        x = descriptors if descriptors is not None else estimator.training_descriptors()
     if x is not None:
-        latent = estimator.signal_values(x, estimator.train_species_)
+        xs = x if rows is None else np.asarray(x)[rows]
+        species = estimator.train_species_ if rows is None else estimator.train_species_[rows]
+        latent = estimator.signal_values(xs, species)
         keys = [k for k in stats if parse_stat_key(k)[0] in latent]
         if keys:
-            out.update(fit_alarm_thresholds(estimator, latent, frame_offsets, stats=keys,
+            out.update(fit_alarm_thresholds(estimator, latent, offsets, stats=keys,
                                             source="training", store=store, **extra))
     return out
+
+
+def _frame_sample(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, offsets) of a seeded random sample of whole frames of about
+    :data:`~ltau_md.core.estimator.LOO_SAMPLE_ATOMS` atoms (at least one frame), in their
+    original order."""
+    sizes = np.diff(offsets)
+    order = np.random.default_rng(0).permutation(sizes.size)
+    n_pick = max(1, int(np.searchsorted(np.cumsum(sizes[order]), LOO_SAMPLE_ATOMS)) + 1)
+    pick = np.sort(order[:n_pick])
+    rows = np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in pick])
+    return rows, np.concatenate([[0], np.cumsum(sizes[pick])])

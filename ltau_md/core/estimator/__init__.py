@@ -4,7 +4,7 @@
   its declared parameter constraints (``_parameters``) and its latent signals (``_signals``:
   ``add_signals``, ``signal_values``);
 - FAISS index building and search (``_index``): :func:`check_descriptors`, index kinds;
-- novelty references (``_novelty``): :class:`NoveltyReference`;
+- novelty references (``_novelty``): :class:`NoveltyReference`, the leave-one-out sample;
 - fitted state (``_state``): :class:`FittedState`, set by one setter in ``fit`` and ``load``;
 - the scale calibration (``_calibration``): :class:`Calibration` (``calibration_``);
 - in-domain alarm statistics (``_alarm_statistics``): :class:`InDomainStatistics`
@@ -23,7 +23,12 @@ from ltau_md.core.estimator._artifact import (
 from ltau_md.core.estimator._calibration import Calibration
 from ltau_md.core.estimator._estimator import CONFIRM_MAX_ATOMS, NO_ERROR_LOG, LTAUEstimator
 from ltau_md.core.estimator._index import AUTO_HNSW_MIN_ATOMS, INDEX_KINDS, check_descriptors
-from ltau_md.core.estimator._novelty import NOVELTY_KINDS, NoveltyReference
+from ltau_md.core.estimator._novelty import (
+    LOO_FULL_MAX_ATOMS,
+    LOO_SAMPLE_ATOMS,
+    NOVELTY_KINDS,
+    NoveltyReference,
+)
 from ltau_md.core.estimator._prediction import Prediction
 from ltau_md.core.estimator._state import FittedState
 from ltau_md.core.estimator._trajectory import TrajectoryNeighbors
@@ -36,6 +41,8 @@ __all__ = [
     "FittedState",
     "INDEX_KINDS",
     "InDomainStatistics",
+    "LOO_FULL_MAX_ATOMS",
+    "LOO_SAMPLE_ATOMS",
     "LTAUEstimator",
     "MANIFEST_DIGEST_KEY",
     "NOVELTY_KINDS",

@@ -3,7 +3,8 @@ summary and novelty arrays (``*.npy``) and a versioned, checksummed ``manifest.j
 
 Format version 3 keeps the in-domain alarm statistics in their own ``"alarm_statistics"``
 section; version 4 adds the fitted latent signals (``signal_<name>.npz`` and a ``"signals"``
-section). Versions 2 (alarm statistics inside ``"calibration"``) and 3 are read too.
+section); version 5 may hold the novelty arrays of a sample of the training atoms
+(``loo_rows.npy``). Versions 2 (alarm statistics inside ``"calibration"``) to 4 are read too.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ __all__ = [
 
 FORMAT = "ltau-md/estimator"
 #: format version of saved estimators; 2: calibration section, checksummed manifest,
-#: index_kind; 3: in-domain alarm statistics in their own section; 4: latent signals
-VERSION = 4
+#: index_kind; 3: in-domain alarm statistics in their own section; 4: latent signals;
+#: 5: the leave-one-out novelty reference of a sample of the training atoms (``loo_rows.npy``)
+VERSION = 5
 #: the oldest version read (older ones must be re-fitted)
 _OLDEST = 2
 #: manifest key holding the SHA-256 of the canonical JSON of the rest of the manifest
@@ -53,6 +55,8 @@ _FILES = frozenset({"index.faiss", *(f"{a}.npy" for a in (*_ARRAYS, *_NOVELTY_AR
 #: the files of an estimator fitted without an error log (``"summary"`` null)
 _FILES_NO_LOG = frozenset({"index.faiss", "species.npy",
                            *(f"{a}.npy" for a in _NOVELTY_ARRAYS)})
+#: the training atoms the novelty arrays belong to, when a sample (absent: all of them)
+_LOO_ROWS = "loo_rows.npy"
 _NEED = {"params": dict, "index_kind": str, "dim": int, "n_train": int, "species": list,
          "n_members": int, "n_epochs": list, "summary": (dict, type(None)), "files": dict}
 
@@ -87,6 +91,8 @@ def write_artifact(path: str | os.PathLike, params: Mapping[str, Any], state: Fi
                 np.save(tmp / f"{name}.npy", arr)
         np.save(tmp / "knn_distance.npy", state.novelty.knn_distance.astype(np.float32))
         np.save(tmp / "train_novelty.npy", state.novelty.train_novelty.astype(np.float32))
+        if state.novelty.rows is not None:
+            np.save(tmp / _LOO_ROWS, state.novelty.rows.astype(np.int64))
         signals = {}
         for name, sig in state.signals.items():
             meta, arrays = sig.state()
@@ -178,7 +184,8 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
     files = m["files"]
     has_log = m["summary"] is not None
     expected = ((_FILES if has_log else _FILES_NO_LOG)
-                | {_signal_file(n) for n in (m.get("signals") or {})})
+                | {_signal_file(n) for n in (m.get("signals") or {})}
+                | ({_LOO_ROWS} & set(files)))
     if set(files) != expected:
         raise ArtifactError(f"estimator manifest {mf} lists files {sorted(files)}, "
                             f"expected {sorted(expected)}")
@@ -217,14 +224,15 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
         arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r" if mmap else None)
                   for n in (_ARRAYS if has_log else ("species",))}
         novelty = {n: np.load(path / f"{n}.npy") for n in _NOVELTY_ARRAYS}
+        rows = np.load(path / _LOO_ROWS) if _LOO_ROWS in files else None
     except (OSError, ValueError, EOFError) as exc:
         raise ArtifactError(f"estimator {path}: cannot read the summary arrays: {exc}"
                             ) from exc
     summary = ErrorSummary.from_arrays(arrays, m["summary"]) if has_log else None
     species = summary.species if has_log else np.asarray(arrays["species"])
-    _check_consistent(path, m, params, index, summary, novelty, species)
+    _check_consistent(path, m, params, index, summary, novelty, species, rows)
     ref = NoveltyReference(params["novelty"], novelty["knn_distance"], species,
-                           train_novelty=novelty["train_novelty"])
+                           train_novelty=novelty["train_novelty"], rows=rows)
     signals = _read_signals(path, m)
     bad = [n for n, sig in signals.items() if sig.dim_ != index.d]
     if bad:
@@ -237,9 +245,18 @@ def read_artifact(path: str | os.PathLike, param_names: frozenset[str] | set[str
 
 def _check_consistent(path: Path, m: Mapping[str, Any], params: Mapping[str, Any],
                       index: faiss.Index, summary: ErrorSummary | None,
-                      novelty: Mapping[str, np.ndarray], train_species: np.ndarray) -> None:
+                      novelty: Mapping[str, np.ndarray], train_species: np.ndarray,
+                      rows: np.ndarray | None) -> None:
     problems = []
     n = int(np.asarray(train_species).shape[0])
+    n_loo = n
+    if rows is not None:
+        n_loo = int(rows.shape[0]) if rows.ndim == 1 else -1
+        if (n_loo < 1 or not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0
+                or rows.max() >= n or np.any(np.diff(rows) <= 0)):
+            problems.append(f"{_LOO_ROWS} must hold increasing training-atom rows in [0, {n})")
+        elif params["novelty"] == "local":
+            problems.append(f'"local" novelty needs all atoms, but {_LOO_ROWS} holds a sample')
     if not (index.ntotal == n == m["n_train"]):
         problems.append(f"n_train {m['n_train']}, index holds {index.ntotal} vectors, "
                         f"arrays {n} atoms")
@@ -264,7 +281,7 @@ def _check_consistent(path: Path, m: Mapping[str, Any], params: Mapping[str, Any
     if int(params["k"]) > n:
         problems.append(f"k={params['k']} exceeds the {n} training atoms")
     for name, arr in novelty.items():
-        if arr.shape != (n,) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            problems.append(f"{name}.npy must hold {n} finite values >= 0")
+        if arr.shape != (n_loo,) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            problems.append(f"{name}.npy must hold {n_loo} finite values >= 0")
     if problems:
         raise ArtifactError(f"estimator {path} is inconsistent: " + "; ".join(problems))

@@ -51,7 +51,7 @@ from ltau_md.core.estimator._index import (
     search,
     set_threads,
 )
-from ltau_md.core.estimator._novelty import NoveltyReference
+from ltau_md.core.estimator._novelty import NoveltyReference, loo_sample
 from ltau_md.core.estimator._parameters import ESTIMATOR_CONSTRAINTS
 from ltau_md.core.estimator._prediction import Prediction
 from ltau_md.core.estimator._signals import LatentSignalsMixin
@@ -130,7 +130,10 @@ class LTAUEstimator(LatentSignalsMixin):
     index_, index_kind_, summary_ (:class:`~ltau_md.core.confidence.ErrorSummary`), dim_, n_train_,
     atol_ (eV/A), species_, fingerprint_, train_error_ (eV/A per training atom),
     knn_distance_ (each training atom's mean distance to its k nearest other training atoms),
-    train_novelty_ (its leave-one-out novelty), novelty_scale_ ({Z: median knn_distance_}),
+    train_novelty_ (its leave-one-out novelty), loo_rows_ (the training atoms these two hold:
+    None for all of them; a seeded per-element sample above
+    :data:`~ltau_md.core.estimator.LOO_FULL_MAX_ATOMS` atoms with ``novelty="element"``),
+    novelty_scale_ ({Z: median knn_distance_}),
     calibration_ (:class:`Calibration` or None: the scale calibration), signals_ ({name:
     fitted :class:`~ltau_md.core.signals.LatentSignal}),
     alarm_statistics_ (:class:`InDomainStatistics`: in-domain frame statistics for alarm
@@ -306,8 +309,10 @@ class LTAUEstimator(LatentSignalsMixin):
         settings = IndexSettings(self)
         set_threads(self.n_threads)
         index = build_index(x, kind, settings)
-        dist, nbrs = leave_one_out_search(index, kind, x, settings)
-        novelty = NoveltyReference(self.novelty, dist, train_species, neighbors=nbrs)
+        rows = loo_sample(train_species, self.novelty)
+        dist, nbrs = leave_one_out_search(index, kind, x, settings, rows)
+        novelty = NoveltyReference(self.novelty, dist, train_species, neighbors=nbrs,
+                                   rows=rows)
         signals = {n: make_signal(n).fit(x, train_species) for n in self.signals}
         self._set_fitted(FittedState(index=index, index_kind=kind, summary=summary,
                                      novelty=novelty, signals=signals))
@@ -329,6 +334,7 @@ class LTAUEstimator(LatentSignalsMixin):
         self.train_error_ = None if summary is None else summary.predicted_error()
         self.knn_distance_ = state.novelty.knn_distance
         self.train_novelty_ = state.novelty.train_novelty
+        self.loo_rows_ = state.novelty.rows
         self.novelty_scale_ = state.novelty.scale
         self.calibration_: Calibration | None = state.calibration
         self.alarm_statistics_ = state.alarm_statistics
@@ -381,6 +387,30 @@ class LTAUEstimator(LatentSignalsMixin):
         novelty >= the atom's) / (1 + #training atoms of the element)."""
         check_is_fitted(self)
         return self._novelty_rows(distances, self._check_indices(indices), species)
+
+    def leave_one_out_novelty(self, rows: np.ndarray, descriptors: np.ndarray | None = None
+                              ) -> np.ndarray:
+        """Leave-one-out novelty (n,) of the training atoms ``rows`` (n,): each searched
+        against the other training atoms. ``descriptors``: all N training descriptors (the
+        rows ``fit`` indexed); None reads them from a flat or HNSW index (an IVF-PQ index
+        stores compressed codes only: pass them)."""
+        check_is_fitted(self)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_train_):
+            raise DataError(f"rows must lie in [0, {self.n_train_}) (the training atoms)")
+        if descriptors is None:
+            descriptors = self.training_descriptors()
+            if descriptors is None:
+                raise DataError(f"the {self.index_kind_} index does not hold the training "
+                                "descriptors exactly: pass descriptors=")
+        x = np.asarray(descriptors)
+        if x.shape != (self.n_train_, self.dim_):
+            raise DescriptorError(f"descriptors have shape {x.shape}, the estimator was "
+                                  f"fitted on ({self.n_train_}, {self.dim_})")
+        settings = IndexSettings(self)
+        dist, nbrs = leave_one_out_search(self.index_, self.index_kind_, x, settings, rows)
+        configure_search(self.index_, self.index_kind_, settings)
+        return self._novelty.relative(dist, nbrs, self.train_species_[rows])
 
     def _novelty_rows(self, distances: np.ndarray, indices: np.ndarray,
                       species: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

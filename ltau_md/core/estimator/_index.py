@@ -154,38 +154,41 @@ def broad_search(index: faiss.Index, kind: str, x: np.ndarray, k: int
     return np.sqrt(np.maximum(d2, 0.0)), idx
 
 
-def leave_one_out_search(index: faiss.Index, kind: str, x: np.ndarray, settings: IndexSettings
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """(mean distance (N,) float32, neighbours (N, k)) of every training atom to its k nearest
-    *other* training atoms: one search of k+1 neighbours, the atom itself dropped (or, if a
-    duplicate hid it, the farthest). An exact index searches exactly up to
-    :data:`AUTO_HNSW_MIN_ATOMS` atoms; above that (an O(N^2) search) a temporary HNSW graph
-    is used."""
+def leave_one_out_search(index: faiss.Index, kind: str, x: np.ndarray, settings: IndexSettings,
+                         rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean distance (n,) float32, neighbours (n, k)) of the training atoms ``rows`` (sorted;
+    None: all N) to their k nearest *other* training atoms: one search of k+1 neighbours,
+    the atom itself dropped (or, if a duplicate hid it, the farthest). An exact index
+    searches exactly a sample of rows, or all rows up to :data:`AUTO_HNSW_MIN_ATOMS` atoms;
+    all rows of more atoms (an O(N^2) search) go through a temporary HNSW graph."""
     k, n = settings.k, int(x.shape[0])
     dim = int(x.shape[1])
-    if kind == "flat" and n > AUTO_HNSW_MIN_ATOMS:
+    if rows is None and kind == "flat" and n > AUTO_HNSW_MIN_ATOMS:
         index = build_index(x, "hnsw", settings)
     if isinstance(index, faiss.IndexHNSW):
         ef_before = index.hnsw.efSearch
         index.hnsw.efSearch = max(ef_before, k + 1)
-    dist = np.empty(n, np.float32)
-    nbrs = np.empty((n, k), np.int64)
+    queries = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    dist = np.empty(queries.size, np.float32)
+    nbrs = np.empty((queries.size, k), np.int64)
     kk = min(k + 1, n)
-    for a in range(0, n, CHUNK):
-        xa = check_descriptors(x[a:a + CHUNK], dim, "training descriptors")
+    for a in range(0, queries.size, CHUNK):
+        ids = queries[a:a + CHUNK]
+        xa = check_descriptors(x[a:a + CHUNK] if rows is None else x[ids], dim,
+                               "training descriptors")
         d2, idx = index.search(xa, kk)
-        rows = np.arange(a, a + xa.shape[0])
+        out = slice(a, a + ids.size)
         d = np.sqrt(np.maximum(d2, 0.0))
-        is_self = idx == rows[:, None]
+        is_self = idx == ids[:, None]
         if kk == k + 1:
             keep = ~is_self
             keep[~is_self.any(axis=1), -1] = False
-            dist[rows] = d[keep].reshape(-1, k).mean(axis=1)
-            nbrs[rows] = idx[keep].reshape(-1, k)
+            dist[out] = d[keep].reshape(-1, k).mean(axis=1)
+            nbrs[out] = idx[keep].reshape(-1, k)
         else:  # k = N: every other training atom is a neighbour
             others = np.where(is_self, 0.0, d).sum(axis=1)
-            dist[rows] = others / max(k - 1, 1)
-            nbrs[rows] = idx
+            dist[out] = others / max(k - 1, 1)
+            nbrs[out] = idx
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = ef_before
     if np.any(nbrs < 0):

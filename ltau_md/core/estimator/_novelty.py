@@ -5,15 +5,47 @@ A query atom with mean distance d to its k nearest training atoms has novelty d 
 ``"element"`` divides by the median leave-one-out k-NN distance of the training atoms of its
 element, ``"local"`` by the mean leave-one-out distance of its k neighbours themselves. Both are
 about 1 for typical in-domain atoms.
+
+The reference needs the leave-one-out k-NN distances of training atoms: of all of them for
+``"local"`` (every neighbour's own distance is read) and up to :data:`LOO_FULL_MAX_ATOMS` atoms
+for ``"element"``; above that ``"element"`` uses a seeded sample stratified by element
+(:func:`loo_sample`), since a median and a p-value distribution need thousands of atoms, not
+millions, and a leave-one-out search of every atom was ~40-90 % of a large fit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NOVELTY_KINDS", "NoveltyReference"]
+__all__ = ["LOO_FULL_MAX_ATOMS", "LOO_MIN_PER_ELEMENT", "LOO_SAMPLE_ATOMS", "NOVELTY_KINDS",
+           "NoveltyReference", "loo_sample"]
 
 NOVELTY_KINDS = ("element", "local")
+#: up to this many training atoms every one gets a leave-one-out search ("element" novelty)
+LOO_FULL_MAX_ATOMS = 20_000
+#: above it, about this many atoms, drawn in proportion to their elements' shares ...
+LOO_SAMPLE_ATOMS = 4096
+#: ... but at least this many of each element (all of an element with fewer): p-values of a
+#: rare element resolve 1/(1 + 1024), well below the 0.01 of ``confirm_pvalue``
+LOO_MIN_PER_ELEMENT = 1024
+
+
+def loo_sample(species: np.ndarray, kind: str = "element") -> np.ndarray | None:
+    """Sorted rows of the training atoms that get a leave-one-out search, or None for all of
+    them ("local" novelty, or at most :data:`LOO_FULL_MAX_ATOMS` atoms). Seeded: the same
+    atoms for the same ``species`` (N,)."""
+    species = np.asarray(species)
+    n = species.shape[0]
+    if kind == "local" or n <= LOO_FULL_MAX_ATOMS:
+        return None
+    rng = np.random.default_rng(0)
+    rows = []
+    for z in np.unique(species):
+        members = np.flatnonzero(species == z)
+        want = max(LOO_MIN_PER_ELEMENT, round(LOO_SAMPLE_ATOMS * members.size / n))
+        rows.append(members if want >= members.size
+                    else rng.choice(members, want, replace=False))
+    return np.sort(np.concatenate(rows))
 
 
 class NoveltyReference:
@@ -23,29 +55,40 @@ class NoveltyReference:
     ----------
     kind : {"element", "local"}
         How distances are made scale-free (module docstring).
-    knn_distance : (N,) array
-        Each training atom's mean distance to its k nearest other training atoms (descriptor
-        units).
+    knn_distance : (n,) array
+        Mean distance of each atom of ``rows`` to its k nearest other training atoms
+        (descriptor units).
     species : (N,) int array
-        Atomic numbers of the training atoms.
-    train_novelty : (N,) array, optional
-        The training atoms' leave-one-out novelty; computed from ``neighbors`` if not given.
-    neighbors : (N, k) int array, optional
-        The training atoms' leave-one-out neighbours (needed without ``train_novelty``).
+        Atomic numbers of all N training atoms.
+    train_novelty : (n,) array, optional
+        The leave-one-out novelty of the atoms of ``rows``; computed from ``neighbors`` if
+        not given.
+    neighbors : (n, k) int array, optional
+        Their leave-one-out neighbours (needed without ``train_novelty``).
+    rows : (n,) int array or None
+        The training atoms these values belong to (:func:`loo_sample`); None: all N.
 
     Attributes
     ----------
     scale : dict[int, float]
-        {Z: median leave-one-out distance of the element's training atoms}.
+        {Z: median leave-one-out distance of the element's training atoms (of ``rows``)}.
     """
 
     def __init__(self, kind: str, knn_distance: np.ndarray, species: np.ndarray,
                  train_novelty: np.ndarray | None = None,
-                 neighbors: np.ndarray | None = None):
+                 neighbors: np.ndarray | None = None,
+                 rows: np.ndarray | None = None):
         self.kind = kind
         self.knn_distance = np.asarray(knn_distance, dtype=np.float32)
         self.species = np.asarray(species)
-        sp = self.species
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if self.rows is not None and kind == "local":
+            raise ValueError('"local" novelty needs every training atom\'s leave-one-out '
+                             "distance, not a sample")
+        sp = self.species if self.rows is None else self.species[self.rows]
+        if sp.shape != self.knn_distance.shape:
+            raise ValueError(f"{self.knn_distance.shape[0]} leave-one-out distances for "
+                             f"{sp.shape[0]} atoms")
         self.floor = max(float(np.median(self.knn_distance)) * 1e-6, 1e-12)
         self.scale = {int(z): max(float(np.median(self.knn_distance[sp == z])), self.floor)
                       for z in np.unique(sp)}

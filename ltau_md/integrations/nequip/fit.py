@@ -168,7 +168,8 @@ def fit_from_runs(
         alarm_statistics_from_structures(model, est, val_frames, source="validation",
                                          batch_size=batch_size)
     else:
-        alarm_statistics_from_training(est, logs[0].frame_offsets, frames=train_frames)
+        alarm_statistics_from_training(est, logs[0].frame_offsets, frames=train_frames,
+                                       descriptors=desc)
     est.save(out_dir)
     return est
 
@@ -264,6 +265,6 @@ def fit_from_structures(
                                          batch_size=batch_size)
     else:
         alarm_statistics_from_training(est, structure_offsets(train_frames),
-                                       frames=train_frames)
+                                       frames=train_frames, descriptors=desc)
     est.save(out_dir)
     return est
