@@ -6,7 +6,7 @@ implementation lives in :mod:`ltau_md.integrations.nequip`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -16,16 +16,38 @@ from ase import Atoms
 from ltau_md.core.exceptions import SpeciesError
 
 __all__ = [
+    "BATCH_MAX_ATOMS",
     "DEFAULT_BATCH_SIZE",
     "FeatureModel",
     "ModelOutput",
     "check_species",
     "evaluate_structures",
+    "frame_batches",
     "structure_offsets",
 ]
 
-#: structures per model forward pass wherever ltau-md batches structures
+#: at most this many structures per model forward pass wherever ltau-md batches structures
 DEFAULT_BATCH_SIZE = 16
+#: ... and at most this many atoms (a structure of more atoms is a batch of its own): batching
+#: small molecules pays (15-atom clusters: 3x the atoms per CPU-second at 16 per batch) while
+#: batches of large cells are slower per atom than one cell at a time (108-atom Cu cells:
+#: best at 2-4 per batch, 2x slower at 16); benchmarks/bench_descriptors.py, 1 thread
+BATCH_MAX_ATOMS = 256
+
+
+def frame_batches(frames: Sequence[Atoms], batch_size: int = DEFAULT_BATCH_SIZE,
+                  max_atoms: int = BATCH_MAX_ATOMS) -> Iterator[slice]:
+    """Consecutive slices of ``frames``, each of at most ``batch_size`` structures and
+    ``max_atoms`` atoms (at least one structure)."""
+    b = max(int(batch_size), 1)
+    start, atoms = 0, 0
+    for i, a in enumerate(frames):
+        if i > start and (i - start >= b or atoms + len(a) > max_atoms):
+            yield slice(start, i)
+            start, atoms = i, 0
+        atoms += len(a)
+    if start < len(frames):
+        yield slice(start, len(frames))
 
 
 @dataclass
@@ -69,13 +91,12 @@ def check_species(numbers: Sequence[int] | np.ndarray, known: Sequence[int],
 
 def evaluate_structures(model: FeatureModel, frames: Sequence[Atoms],
                         batch_size: int = DEFAULT_BATCH_SIZE) -> list[ModelOutput]:
-    """``model``'s outputs of every structure, in batches through ``evaluate_many`` where the
-    model has it (NequIP), else one ``evaluate`` per structure."""
+    """``model``'s outputs of every structure, in batches (:func:`frame_batches`) through
+    ``evaluate_many`` where the model has it (NequIP), else one ``evaluate`` per structure."""
     many = getattr(model, "evaluate_many", None)
-    b = max(int(batch_size), 1)
     outs: list[ModelOutput] = []
-    for i in range(0, len(frames), b):
-        part = list(frames[i:i + b])
+    for sl in frame_batches(frames, batch_size):
+        part = list(frames[sl])
         outs.extend(many(part) if many is not None else [model.evaluate(a) for a in part])
     return outs
 

@@ -75,6 +75,37 @@ def test_features_are_the_readout_input(model, tiny_run):
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
+def test_features_only_pass_equals_the_full_forward_and_skips_the_rest(model, tiny_run,
+                                                                      monkeypatch):
+    """``features`` gives the full forward pass's features bit for bit, with no autograd graph
+    and without running the readout; the full forward works as before afterwards."""
+    frames = ase.io.read(tiny_run.train_xyz, ":6") + [_cluster()]
+    out, full = model.forward(frames)
+    calls = []
+    readout = model._readout
+    monkeypatch.setattr(readout, "forward", lambda *a, **k: calls.append(1) or None)
+    only = model.features(frames)
+    assert calls == [] and not only.requires_grad
+    np.testing.assert_array_equal(only.numpy(), full.numpy())
+    monkeypatch.undo()
+    again = model.evaluate(frames[0])
+    np.testing.assert_allclose(again.forces, out["forces"][:len(frames[0])].detach().numpy(),
+                               atol=1e-6)
+
+
+def test_frame_batches_cap_structures_and_atoms():
+    from ltau_md.core.model import frame_batches
+
+    sizes = [15] * 20 + [108, 108, 300, 5]
+    frames = [Atoms(f"H{n}", positions=np.zeros((n, 3))) for n in sizes]
+    batches = list(frame_batches(frames, batch_size=16, max_atoms=256))
+    # 16 molecules (240 atoms), then 4 more + one cell (168), one cell, the 300-atom cell
+    # alone, the last 5 atoms
+    assert [(b.start, b.stop) for b in batches] == [(0, 16), (16, 21), (21, 22), (22, 23),
+                                                    (23, 24)]
+    assert [s.stop - s.start for s in frame_batches(frames, batch_size=3)][:2] == [3, 3]
+
+
 def test_unknown_element_and_bad_inputs(model, tiny_run):
     with pytest.raises(SpeciesError, match="Au"):
         model.evaluate(Atoms("CuAu", positions=[[0, 0, 0], [2.5, 0, 0]]))

@@ -7,6 +7,10 @@ dimension D equals ``num_features[0]`` (the 0e multiplicity, e.g. 8 for ``num_fe
 They are captured with a forward pre-hook on the readout module during the same forward pass
 that yields energy, forces and stress; for models without such a module the ``node_features``
 entry of the model's output dict is used (the same tensor for NequIP models).
+
+:meth:`NequIPFeatureModel.features` computes the features alone (descriptor extraction): the
+hook ends the forward pass at the readout, without autograd bookkeeping, so neither the
+readout nor the force backward runs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from ase import Atoms
 from nequip.data import AtomicDataDict, from_ase
 
 from ltau_md.core.exceptions import ArtifactError, DataError, InvalidParameterError
-from ltau_md.core.model import DEFAULT_BATCH_SIZE, ModelOutput, check_species
+from ltau_md.core.model import DEFAULT_BATCH_SIZE, ModelOutput, check_species, frame_batches
 from ltau_md.core.structures import read_structures
 from ltau_md.integrations.nequip._data import atoms_info, frame_numbers, frame_to_atoms
 
@@ -30,6 +34,10 @@ __all__ = ["NequIPFeatureModel", "descriptors_for_dataset", "READOUT_MODULE"]
 
 #: name of the NequIP module whose input node features are the descriptors
 READOUT_MODULE = "per_atom_energy_readout"
+
+
+class _FeaturesReady(Exception):
+    """Raised by the readout hook in a features-only pass: the rest of the model is skipped."""
 
 
 def _readout_module(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -110,6 +118,7 @@ class NequIPFeatureModel:
         self.transforms = basic_transforms(metadata, self.r_max, type_names, self.species_map)
         self._readout = _readout_module(self.model)
         self._captured: torch.Tensor | None = None
+        self._features_only = False
         if self._readout is not None:
             self._readout.register_forward_pre_hook(self._capture)
         self.feature_dim: int | None = None
@@ -168,6 +177,8 @@ class NequIPFeatureModel:
     # ------------------------------------------------------------------ evaluation
     def _capture(self, module: torch.nn.Module, args: Any) -> None:
         self._captured = args[0][AtomicDataDict.NODE_FEATURES_KEY].detach()
+        if self._features_only:
+            raise _FeaturesReady
 
     def atoms_to_data(self, atoms: Atoms) -> AtomicDataDict.Type:
         """nequip input dict of ``atoms`` (SpeciesError for elements the model lacks)."""
@@ -195,6 +206,31 @@ class NequIPFeatureModel:
         if self.feature_dim is None:
             self.feature_dim = int(feats.shape[1])
         return out, feats
+
+    def features(self, atoms_list: Sequence[Atoms]) -> torch.Tensor:
+        """The (n_atoms, D) features of ``atoms_list`` (one batch), as :meth:`forward` gives
+        them, from a pass that stops at the readout: no energy, no forces, no autograd graph
+        (a model without a readout module runs the full :meth:`forward`)."""
+        if self._readout is None:
+            return self.forward(atoms_list)[1]
+        batch = AtomicDataDict.batched_from_list([self.atoms_to_data(a) for a in atoms_list])
+        batch = AtomicDataDict.to_(batch, self.device)
+        n_atoms = batch[AtomicDataDict.POSITIONS_KEY].shape[0]
+        self._captured, self._features_only = None, True
+        try:
+            with torch.no_grad():
+                self.model(batch)
+        except _FeaturesReady:
+            pass
+        finally:
+            self._features_only = False
+        feats, self._captured = self._captured, None
+        if feats is None or feats.shape[0] != n_atoms:
+            raise ArtifactError("the model's readout did not receive per-atom node features "
+                                f"for the {n_atoms} atoms")
+        if self.feature_dim is None:
+            self.feature_dim = int(feats.shape[1])
+        return feats
 
     def evaluate_many(self, atoms_list: Sequence[Atoms], stress: bool = False
                       ) -> list[ModelOutput]:
@@ -279,11 +315,9 @@ def descriptors_for_dataset(
     chunks = []
     with tqdm(total=len(atoms_list), desc="descriptors", unit="frame",
               disable=not progress) as bar:
-        for s in range(0, len(atoms_list), int(batch_size)):
-            part = atoms_list[s:s + int(batch_size)]
-            _, feats = model.forward(part)
-            chunks.append(feats.cpu().numpy().astype(np.float32))
-            bar.update(len(part))
+        for sl in frame_batches(atoms_list, batch_size):
+            chunks.append(model.features(atoms_list[sl]).cpu().numpy().astype(np.float32))
+            bar.update(sl.stop - sl.start)
     out = np.concatenate(chunks, axis=0)
     n = sum(len(a) for a in atoms_list)
     if out.shape[0] != n:
