@@ -40,9 +40,12 @@ from ltau_md.core.metrics._alarm import (
     frames_needed,
 )
 from ltau_md.core.metrics._bootstrap import auroc_rows as auroc_rows
+from ltau_md.core.metrics._bootstrap import auroc_weighted as auroc_weighted
 from ltau_md.core.metrics._bootstrap import bootstrap_ci as bootstrap_ci
 from ltau_md.core.metrics._bootstrap import rank_rows as rank_rows
 from ltau_md.core.metrics._bootstrap import spearman_rows as spearman_rows
+from ltau_md.core.metrics._bootstrap import spearman_weighted as spearman_weighted
+from ltau_md.core.metrics._bootstrap import weighted_ranks as weighted_ranks
 from ltau_md.core.metrics._calibration import (
     BinnedErrorCalibration,
     CalibrationCurve,

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ltau_md.core.metrics import (
     alarm_threshold,
     auroc,
-    auroc_rows,
+    auroc_weighted,
     spearman,
-    spearman_rows,
+    spearman_weighted,
 )
 
-if TYPE_CHECKING:
-
-    pass
-
-
 __all__ = ["HIGH_ERROR_QUANTILE", "alarm_split_rates", "ci95", "detection_scores",
-           "frame_atom_mask", "metric_entry", "per_atom_scores"]
+           "metric_entry", "per_atom_scores"]
 
 #: atoms with |dF| above this quantile of the in-domain evaluation errors are "high-error"
 HIGH_ERROR_QUANTILE = 0.9
+#: bootstrap resamples x items scored at once (bounds the (B, n) count matrices: 32 MB)
+_BOOT_CELLS = 1 << 22
+
+
+def _row_counts(draws: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) counts of each item 0..n-1 in each row of ``draws`` (B, m)."""
+    b = draws.shape[0]
+    flat = (draws + np.arange(b)[:, None] * n).reshape(-1)
+    return np.bincount(flat, minlength=b * n).reshape(b, n)
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -35,14 +39,6 @@ def ci95(values: Sequence[float]) -> list[float | None]:
     if v.size == 0:
         return [None, None]
     return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
-
-
-def frame_atom_mask(off: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """Atom indices of ``frames`` (with repeats) given frame offsets."""
-    starts, lens = off[frames], off[frames + 1] - off[frames]
-    total = int(lens.sum())
-    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    return np.arange(total) + shift
 
 
 def metric_entry(value: float, boot: Sequence[float]) -> dict[str, Any]:
@@ -73,20 +69,24 @@ def per_atom_scores(sig: dict[str, np.ndarray], err: np.ndarray, numbers: np.nda
             "spearman_worst_element": {"element": worst,
                                        "value": finite_el.get(worst, float("nan"))},
         }
-    boot: dict[str, dict[str, list[float]]] = {n: {"sp": [], "au": []} for n in sig}
+    # frame resamples drawn one at a time (the random stream of earlier versions), scored
+    # as counts per atom: no resample is expanded or sorted
     n_frames = off.size - 1
-    for _ in range(n_boot):
-        atoms = frame_atom_mask(off, rng.integers(0, n_frames, n_frames))
-        e = err[atoms][None, :]
-        lab = e > thr
+    draws = np.stack([rng.integers(0, n_frames, n_frames) for _ in range(n_boot)]) \
+        if n_boot else np.empty((0, n_frames), np.int64)
+    frame_of_atom = np.repeat(np.arange(n_frames), np.diff(off))
+    boot: dict[str, dict[str, list[np.ndarray]]] = {n: {"sp": [], "au": []} for n in sig}
+    step = max(1, _BOOT_CELLS // max(err.size, 1))
+    for a in range(0, n_boot, step):
+        counts = _row_counts(draws[a:a + step], n_frames)[:, frame_of_atom]
         for name, v in sig.items():
-            va = v[atoms][None, :]
-            boot[name]["sp"].append(float(spearman_rows(va, e)[0]))
-            boot[name]["au"].append(float(auroc_rows(va, lab)[0]))
+            boot[name]["sp"].append(spearman_weighted(v, err, counts))
+            boot[name]["au"].append(auroc_weighted(v, high, counts))
     for name in sig:
-        res[name]["spearman"] = metric_entry(res[name]["spearman"], boot[name]["sp"])
+        res[name]["spearman"] = metric_entry(res[name]["spearman"],
+                                             np.concatenate(boot[name]["sp"] or [[]]))
         res[name]["high_error_auroc"] = metric_entry(res[name]["high_error_auroc"],
-                                                     boot[name]["au"])
+                                                     np.concatenate(boot[name]["au"] or [[]]))
     return res
 
 
@@ -98,12 +98,17 @@ def detection_scores(neg: np.ndarray, pos: np.ndarray, n_boot: int, rng: np.rand
     lab = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]
     ok = np.isfinite(sc) | np.isposinf(sc)
     value = auroc(np.nan_to_num(sc[ok], posinf=np.finfo(float).max), lab[ok])
+    draws = [(rng.integers(0, pos.size, pos.size), rng.integers(0, neg.size, neg.size))
+             for _ in range(n_boot)]
+    s_all = np.nan_to_num(sc, posinf=np.finfo(float).max)
     boot = []
-    for _ in range(n_boot):
-        p = pos[rng.integers(0, pos.size, pos.size)]
-        n = neg[rng.integers(0, neg.size, neg.size)]
-        s = np.nan_to_num(np.concatenate([p, n]), posinf=np.finfo(float).max)
-        boot.append(float(auroc_rows(s[None, :], lab[None, :])[0]))
+    step = max(1, _BOOT_CELLS // max(sc.size, 1))
+    for a in range(0, n_boot, step):
+        part = draws[a:a + step]
+        counts = np.concatenate([_row_counts(np.stack([p for p, _ in part]), pos.size),
+                                 _row_counts(np.stack([n for _, n in part]), neg.size)], axis=1)
+        boot.append(auroc_weighted(s_all, lab, counts))
+    boot = np.concatenate(boot) if boot else np.empty(0)
     return metric_entry(value, boot)
 
 

@@ -260,3 +260,64 @@ def test_refused_input_leaves_no_output_directory(case, tmp_path):
         evaluate(model, est, in_domain[:1], {"bcc": ood["bcc"]}, timing=None, signals=(),
                  out=out)
     assert not out.exists()                  # no marker, no directory left behind
+
+
+def test_bootstrap_scores_equal_scoring_every_expanded_resample():
+    """The count-weighted bootstrap of per-atom and detection scores gives, resample for
+    resample, what ranking each expanded resample with scipy's rankdata gives (the draws
+    are the same random stream)."""
+    from scipy.stats import rankdata
+
+    from ltau_md.workflows.evaluation._scores import detection_scores, per_atom_scores
+
+    def spearman(x, y):
+        return np.corrcoef(rankdata(x), rankdata(y))[0, 1]
+
+    def auroc(s, lab):
+        r = rankdata(s)
+        n_pos, n_neg = lab.sum(), (~lab).sum()
+        return (r[lab].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(3, 9, 25)
+    off = np.r_[0, np.cumsum(sizes)]
+    n = off[-1]
+    err = rng.gamma(2.0, 0.1, n)
+    sig = {"a": err * rng.lognormal(0, 0.5, n), "tied": np.round(err * 10 + rng.normal(0, 1, n))}
+    numbers = rng.choice([1, 8], n)
+    thr = np.quantile(err, 0.8)
+    got = per_atom_scores(sig, err, numbers, off, 50, np.random.default_rng(7), thr)
+    draw = np.random.default_rng(7)
+    want = {k: {"sp": [], "au": []} for k in sig}
+    for _ in range(50):
+        frames = draw.integers(0, off.size - 1, off.size - 1)
+        atoms = np.concatenate([np.arange(off[f], off[f + 1]) for f in frames])
+        for k, v in sig.items():
+            want[k]["sp"].append(spearman(v[atoms], err[atoms]))
+            want[k]["au"].append(auroc(v[atoms], err[atoms] > thr))
+    for k in sig:
+        assert got[k]["spearman"]["ci95"] == pytest.approx(
+            np.percentile(want[k]["sp"], [2.5, 97.5]), abs=1e-12)
+        assert got[k]["high_error_auroc"]["ci95"] == pytest.approx(
+            np.percentile(want[k]["au"], [2.5, 97.5]), abs=1e-12)
+    pos = np.r_[rng.normal(1, 1, 30), np.inf]
+    neg = np.round(rng.normal(0, 1, 40), 1)
+    got = detection_scores(neg, pos, 60, np.random.default_rng(9))
+    draw = np.random.default_rng(9)
+    boot = []
+    for _ in range(60):
+        p, q = pos[draw.integers(0, pos.size, pos.size)], neg[draw.integers(0, neg.size, neg.size)]
+        s = np.nan_to_num(np.r_[p, q], posinf=np.finfo(float).max)
+        boot.append(auroc(s, np.r_[np.ones(p.size, bool), np.zeros(q.size, bool)]))
+    assert got["ci95"] == pytest.approx(np.percentile(boot, [2.5, 97.5]), abs=1e-12)
+
+
+def test_weighted_ranks_propagate_nan_like_rankdata():
+    from ltau_md.core.metrics import rank_rows, weighted_ranks
+
+    v = np.array([0.3, np.nan, 0.1, 0.3])
+    w = np.array([[1, 0, 2, 1], [1, 1, 0, 0]])
+    r = weighted_ranks(v, w)
+    assert np.all(np.isnan(r[1]))
+    expanded = rank_rows(np.array([[0.3, 0.1, 0.1, 0.3]]))[0]
+    np.testing.assert_allclose(r[0][[0, 2, 3]], expanded[[0, 1, 3]])
