@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltau_md.core.estimator import LOO_SAMPLE_ATOMS
+from ltau_md.core.estimator import loo_sample_size
 from ltau_md.core.exceptions import DataError
 from ltau_md.core.metrics import frame_statistics, parse_stat_key, selection_mask, stat_key
 from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
@@ -226,8 +226,8 @@ def alarm_statistics_from_training(
     descriptors exactly (flat, HNSW) or ``descriptors`` (N, D) are given.
 
     An estimator whose leave-one-out reference is a sample of atoms (``loo_rows_``, large
-    training sets) has no whole frames of it: a seeded sample of whole frames of about
-    :data:`~ltau_md.core.estimator.LOO_SAMPLE_ATOMS` atoms is searched here instead
+    training sets) has no whole frames of it: a seeded sample of whole frames of about as
+    many atoms (:func:`~ltau_md.core.estimator.loo_sample_size`) is searched here instead
     (``descriptors`` needed for an IVF-PQ index).
 
     Approximate: leaving one atom out keeps its frame-mates and the neighbouring frames of the
@@ -248,7 +248,7 @@ def alarm_statistics_from_training(
         rows = None
         novelty = estimator.train_novelty_
     else:
-        rows, offsets = _frame_sample(offsets)
+        rows, offsets = _frame_sample(offsets, loo_sample_size(estimator.index_kind_))
         novelty = estimator.leave_one_out_novelty(rows, descriptors)
         extra = {k: None if v is None else np.asarray(v)[rows] for k, v in extra.items()}
     out = fit_alarm_thresholds(estimator, {"novelty": novelty}, offsets, stats=stats,
@@ -267,13 +267,12 @@ def alarm_statistics_from_training(
     return out
 
 
-def _frame_sample(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, offsets) of a seeded random sample of whole frames of about
-    :data:`~ltau_md.core.estimator.LOO_SAMPLE_ATOMS` atoms (at least one frame), in their
-    original order."""
+def _frame_sample(offsets: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, offsets) of a seeded random sample of whole frames of about ``n_atoms`` atoms
+    (at least one frame), in their original order."""
     sizes = np.diff(offsets)
     order = np.random.default_rng(0).permutation(sizes.size)
-    n_pick = max(1, int(np.searchsorted(np.cumsum(sizes[order]), LOO_SAMPLE_ATOMS)) + 1)
+    n_pick = max(1, int(np.searchsorted(np.cumsum(sizes[order]), n_atoms)) + 1)
     pick = np.sort(order[:n_pick])
     rows = np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in pick])
     return rows, np.concatenate([[0], np.cumsum(sizes[pick])])

@@ -26,8 +26,10 @@ from ltau_md.core.estimator._index import AUTO_HNSW_MIN_ATOMS, INDEX_KINDS, chec
 from ltau_md.core.estimator._novelty import (
     LOO_FULL_MAX_ATOMS,
     LOO_SAMPLE_ATOMS,
+    LOO_SAMPLE_ATOMS_FLAT,
     NOVELTY_KINDS,
     NoveltyReference,
+    loo_sample_size,
 )
 from ltau_md.core.estimator._prediction import Prediction
 from ltau_md.core.estimator._state import FittedState
@@ -43,6 +45,7 @@ __all__ = [
     "InDomainStatistics",
     "LOO_FULL_MAX_ATOMS",
     "LOO_SAMPLE_ATOMS",
+    "LOO_SAMPLE_ATOMS_FLAT",
     "LTAUEstimator",
     "MANIFEST_DIGEST_KEY",
     "NOVELTY_KINDS",
@@ -53,5 +56,6 @@ __all__ = [
     "TrajectoryNeighbors",
     "VERSION",
     "check_descriptors",
+    "loo_sample_size",
     "manifest_digest",
 ]

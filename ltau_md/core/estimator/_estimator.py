@@ -160,7 +160,7 @@ class LTAUEstimator(LatentSignalsMixin):
         n_bins: int = DEFAULT_BINS,
         hnsw_m: int = 32,
         ef_construction: int = 40,
-        ef_search: int = 32,
+        ef_search: int = 24,
         ivf_nlist: int | None = None,
         pq_m: int = 8,
         pq_nbits: int = 8,
@@ -309,7 +309,7 @@ class LTAUEstimator(LatentSignalsMixin):
         settings = IndexSettings(self)
         set_threads(self.n_threads)
         index = build_index(x, kind, settings)
-        rows = loo_sample(train_species, self.novelty)
+        rows = loo_sample(train_species, self.novelty, kind)
         dist, nbrs = leave_one_out_search(index, kind, x, settings, rows)
         novelty = NoveltyReference(self.novelty, dist, train_species, neighbors=nbrs,
                                    rows=rows)
@@ -452,15 +452,27 @@ class LTAUEstimator(LatentSignalsMixin):
         """Search again, broadly, the atoms whose novelty p-value is below ``confirm_pvalue``
         and keep whichever neighbour set is closer. An approximate index (HNSW, IVF-PQ) now
         and then lands an atom in the wrong region of descriptor space; its neighbours are
-        then far away and it looks novel. HNSW: efSearch max(256, 8k); IVF-PQ: 8x nprobe (at
+        then far away and it looks novel. HNSW: efSearch max(128, 8k); IVF-PQ: 8x nprobe (at
         most all lists); at most :data:`CONFIRM_MAX_ATOMS` atoms, the most novel first. An
         exact (flat) index needs no confirmation."""
+        return self.confirm_novel_rows(descriptors, distances, indices, species)[:2]
+
+    def confirm_novel_rows(self, descriptors: np.ndarray, distances: np.ndarray,
+                           indices: np.ndarray, species: np.ndarray | None = None,
+                           skip: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`confirm_novel`, leaving out the atoms ``skip`` (bool (n,), e.g. searched
+        broadly at an earlier step of a trajectory); also returns the rows searched again."""
+        none = np.empty(0, dtype=np.int64)
         if self.index_kind_ == "flat" or not self.confirm_pvalue:
-            return distances, indices
+            return distances, indices, none
         nov, pval = self.novelty_of(distances, indices, species)
-        rows = np.flatnonzero(pval < self.confirm_pvalue)
+        wanted = pval < self.confirm_pvalue
+        if skip is not None:
+            wanted &= ~skip
+        rows = np.flatnonzero(wanted)
         if rows.size == 0:
-            return distances, indices
+            return distances, indices, none
         if rows.size > CONFIRM_MAX_ATOMS:
             rows = rows[np.argsort(-nov[rows], kind="stable")[:CONFIRM_MAX_ATOMS]]
         x = check_descriptors(descriptors, self.dim_)[rows]
@@ -469,7 +481,7 @@ class LTAUEstimator(LatentSignalsMixin):
         if better.any():
             distances, indices = distances.copy(), indices.copy()
             distances[rows[better]], indices[rows[better]] = d[better], idx[better]
-        return distances, indices
+        return distances, indices, rows
 
     def training_confidence(self, s: float | None = None, group: Any = None
                             ) -> tuple[np.ndarray, np.ndarray]:

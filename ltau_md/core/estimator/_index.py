@@ -16,6 +16,8 @@ from ltau_md.core.exceptions import DescriptorError, InvalidParameterError, LTAU
 
 __all__ = [
     "AUTO_HNSW_MIN_ATOMS",
+    "BROAD_EF_SEARCH",
+    "LOO_EF_SEARCH",
     "INDEX_KINDS",
     "IndexSettings",
     "broad_search",
@@ -34,6 +36,15 @@ INDEX_KINDS = ("flat", "hnsw", "ivfpq")
 #: benchmarks/bench_estimator.py (1 thread): HNSW overtakes flat in speed at ~4e3 atoms, but
 #: below 1e4 a flat 200-atom query costs <= 8 ms, is exact and builds instantly
 AUTO_HNSW_MIN_ATOMS = 10_000
+#: HNSW efSearch of the broad re-search of atoms that look novel (at least 8k): on
+#: benchmarks/bench_reference.py data at 4e5 atoms with efSearch 24, 128 keeps recall@10 at
+#: 0.946 and the p99 confidence error at 0.024 for 3 ms less per 200-atom query than 256
+BROAD_EF_SEARCH = 128
+#: HNSW efSearch (at least the configured one) of the leave-one-out searches of training atoms
+#: at fit: their misses would read as in-domain novelty and lift the tail that p-values (and
+#: so the re-search) are read against (bench_reference data, 1e5 atoms, efSearch 24: the 1 %
+#: tail at novelty 5.0, recall@10 0.968; at 64: 1.24 and 0.987)
+LOO_EF_SEARCH = 64
 #: rows checked / searched per chunk (bounds the float32 copies of a memory-mapped input)
 CHUNK = 1 << 16
 _INDEX_TYPES = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSW, "ivfpq": faiss.IndexIVFPQ}
@@ -133,12 +144,12 @@ def search(index: faiss.Index, x: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
 
 def broad_search(index: faiss.Index, kind: str, x: np.ndarray, k: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """A much broader search than configured (HNSW: efSearch max(256, 8k); IVF-PQ: 8x nprobe,
+    """A much broader search than configured (HNSW: efSearch max(128, 8k); IVF-PQ: 8x nprobe,
     at most all lists); the index's settings are restored after. Rows FAISS could not fill
     hold index -1."""
     if kind == "hnsw":
         old = index.hnsw.efSearch
-        index.hnsw.efSearch = max(256, 8 * k, old)
+        index.hnsw.efSearch = max(BROAD_EF_SEARCH, 8 * k, old)
         try:
             d2, idx = index.search(x, k)
         finally:
@@ -160,14 +171,15 @@ def leave_one_out_search(index: faiss.Index, kind: str, x: np.ndarray, settings:
     None: all N) to their k nearest *other* training atoms: one search of k+1 neighbours,
     the atom itself dropped (or, if a duplicate hid it, the farthest). An exact index
     searches exactly a sample of rows, or all rows up to :data:`AUTO_HNSW_MIN_ATOMS` atoms;
-    all rows of more atoms (an O(N^2) search) go through a temporary HNSW graph."""
+    all rows of more atoms (an O(N^2) search) go through a temporary HNSW graph. HNSW
+    searches here use efSearch of at least :data:`LOO_EF_SEARCH`."""
     k, n = settings.k, int(x.shape[0])
     dim = int(x.shape[1])
     if rows is None and kind == "flat" and n > AUTO_HNSW_MIN_ATOMS:
         index = build_index(x, "hnsw", settings)
     if isinstance(index, faiss.IndexHNSW):
         ef_before = index.hnsw.efSearch
-        index.hnsw.efSearch = max(ef_before, k + 1)
+        index.hnsw.efSearch = max(ef_before, LOO_EF_SEARCH, k + 1)
     queries = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     dist = np.empty(queries.size, np.float32)
     nbrs = np.empty((queries.size, k), np.int64)

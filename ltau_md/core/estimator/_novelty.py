@@ -10,31 +10,47 @@ The reference needs the leave-one-out k-NN distances of training atoms: of all o
 ``"local"`` (every neighbour's own distance is read) and up to :data:`LOO_FULL_MAX_ATOMS` atoms
 for ``"element"``; above that ``"element"`` uses a seeded sample stratified by element
 (:func:`loo_sample`), since a median and a p-value distribution need thousands of atoms, not
-millions, and a leave-one-out search of every atom was ~40-90 % of a large fit.
+millions, and a leave-one-out search of every atom was ~40-90 % of a large fit. The sample is
+larger for approximate indexes, whose p-values decide which atoms are searched again.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LOO_FULL_MAX_ATOMS", "LOO_MIN_PER_ELEMENT", "LOO_SAMPLE_ATOMS", "NOVELTY_KINDS",
-           "NoveltyReference", "loo_sample"]
+__all__ = ["LOO_FULL_MAX_ATOMS", "LOO_MIN_PER_ELEMENT", "LOO_SAMPLE_ATOMS",
+           "LOO_SAMPLE_ATOMS_FLAT", "NOVELTY_KINDS", "NoveltyReference", "loo_sample",
+           "loo_sample_size"]
 
 NOVELTY_KINDS = ("element", "local")
 #: up to this many training atoms every one gets a leave-one-out search ("element" novelty)
 LOO_FULL_MAX_ATOMS = 20_000
-#: above it, about this many atoms, drawn in proportion to their elements' shares ...
-LOO_SAMPLE_ATOMS = 4096
+#: above it, about this many atoms, drawn in proportion to their elements' shares, for an
+#: approximate index (HNSW, IVF-PQ): the p-value below ``confirm_pvalue`` that sends an atom
+#: to the broad re-search needs the in-domain 1 % tail; benchmarks/bench_reference.py data at
+#: 1e5 atoms: 4096 atoms put that tail at novelty 4.3 (all atoms: 2.0) and the p99
+#: confidence error along a trajectory at 0.10, 16384 atoms at 2.6 and 0.0075 (all: 0.0075)
+LOO_SAMPLE_ATOMS = 16384
+#: ... and for an exact (flat) index, whose search costs O(N) per atom and needs no
+#: re-search (4096 atoms at 4e5 training atoms: 2.9 s of CPU)
+LOO_SAMPLE_ATOMS_FLAT = 4096
 #: ... but at least this many of each element (all of an element with fewer): p-values of a
 #: rare element resolve 1/(1 + 1024), well below the 0.01 of ``confirm_pvalue``
 LOO_MIN_PER_ELEMENT = 1024
 
 
-def loo_sample(species: np.ndarray, kind: str = "element") -> np.ndarray | None:
+def loo_sample_size(index_kind: str) -> int:
+    """Atoms of the leave-one-out sample for an index of ``index_kind``."""
+    return LOO_SAMPLE_ATOMS_FLAT if index_kind == "flat" else LOO_SAMPLE_ATOMS
+
+
+def loo_sample(species: np.ndarray, kind: str = "element", index_kind: str = "hnsw"
+               ) -> np.ndarray | None:
     """Sorted rows of the training atoms that get a leave-one-out search, or None for all of
-    them ("local" novelty, or at most :data:`LOO_FULL_MAX_ATOMS` atoms). Seeded: the same
-    atoms for the same ``species`` (N,)."""
+    them (``kind`` "local" novelty, or at most :data:`LOO_FULL_MAX_ATOMS` atoms): about
+    :func:`loo_sample_size` atoms. Seeded: the same atoms for the same ``species`` (N,)."""
     species = np.asarray(species)
+    size = loo_sample_size(index_kind)
     n = species.shape[0]
     if kind == "local" or n <= LOO_FULL_MAX_ATOMS:
         return None
@@ -42,7 +58,7 @@ def loo_sample(species: np.ndarray, kind: str = "element") -> np.ndarray | None:
     rows = []
     for z in np.unique(species):
         members = np.flatnonzero(species == z)
-        want = max(LOO_MIN_PER_ELEMENT, round(LOO_SAMPLE_ATOMS * members.size / n))
+        want = max(LOO_MIN_PER_ELEMENT, round(size * members.size / n))
         rows.append(members if want >= members.size
                     else rng.choice(members, want, replace=False))
     return np.sort(np.concatenate(rows))

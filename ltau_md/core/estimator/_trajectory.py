@@ -26,6 +26,10 @@ class TrajectoryNeighbors:
     search at a larger one. A cold search is done on the first step, when the number of atoms
     changes, after :meth:`reset`, and every ``refresh_every`` steps. Other index kinds always
     search cold.
+
+    An atom that looks novel is searched again broadly once (as a cold search does), not at
+    every step it keeps looking novel: its next warm searches start from the neighbours that
+    broad search found. After a cold search every atom may be searched again.
     """
 
     def __init__(self, estimator: LTAUEstimator, ef_search: int | None = None,
@@ -49,6 +53,7 @@ class TrajectoryNeighbors:
         """Forget the previous step (next search is cold)."""
         self._prev: np.ndarray | None = None
         self._since_cold = 0
+        self._confirmed: np.ndarray | None = None  # atoms searched broadly since the cold one
 
     def kneighbors(self, descriptors: np.ndarray, species: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +65,11 @@ class TrajectoryNeighbors:
         warm = (est.index_kind_ == "hnsw" and self._prev is not None and self._prev.shape == (n, k)
                 and self._since_cold < self.refresh_every)
         if not warm:
-            dist, idx = est.kneighbors(x, species)
+            dist, idx = est.kneighbors(x, species, confirm=False)
+            dist, idx, rows = est.confirm_novel_rows(x, dist, idx, species)
             self._since_cold = 0
+            self._confirmed = np.zeros(n, dtype=bool)
+            self._confirmed[rows] = True
         else:
             index = est.index_
             entry = np.ascontiguousarray(self._prev, dtype=np.int32)
@@ -79,11 +87,12 @@ class TrajectoryNeighbors:
             finally:
                 index.hnsw.efSearch = ef_cold
             if np.any(idx < 0):
-                dist, idx = est.kneighbors(x, species)
-                self._since_cold = 0
-            else:
-                dist, idx = est.confirm_novel(x, np.sqrt(np.maximum(d2, 0.0)), idx, species)
-                self._since_cold += 1
+                self._prev = None
+                return self.kneighbors(x, species)
+            dist, idx, rows = est.confirm_novel_rows(x, np.sqrt(np.maximum(d2, 0.0)), idx, species,
+                                           skip=self._confirmed)
+            self._confirmed[rows] = True
+            self._since_cold += 1
         self._prev = idx
         return dist, idx
 

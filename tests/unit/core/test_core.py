@@ -288,7 +288,7 @@ def test_index_auto_flat_below_threshold_hnsw_above(fitted, monkeypatch):
     monkeypatch.setattr(index_module, "AUTO_HNSW_MIN_ATOMS", 600)
     est = LTAUEstimator(k=5).fit(x, log)
     assert est.index == "auto" and est.index_kind_ == "hnsw"
-    assert est.index_.hnsw.efSearch == 32
+    assert est.index_.hnsw.efSearch == est.ef_search == 24
     monkeypatch.setattr(index_module, "AUTO_HNSW_MIN_ATOMS", 601)
     assert LTAUEstimator(k=5).fit(x, log).index_kind_ == "flat"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltau_md.core.calibration import _alarms as alarms_module
 from ltau_md.core.calibration import alarm_statistics_from_training
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
@@ -46,8 +45,8 @@ def small_sample(monkeypatch):
     """Sampling from 200 atoms on: about 150 atoms, at least 40 of each element."""
     monkeypatch.setattr(novelty_module, "LOO_FULL_MAX_ATOMS", 200)
     monkeypatch.setattr(novelty_module, "LOO_SAMPLE_ATOMS", 150)
+    monkeypatch.setattr(novelty_module, "LOO_SAMPLE_ATOMS_FLAT", 150)
     monkeypatch.setattr(novelty_module, "LOO_MIN_PER_ELEMENT", 40)
-    monkeypatch.setattr(alarms_module, "LOO_SAMPLE_ATOMS", 150)
 
 
 def test_sample_is_stratified_seeded_and_exact(tmp_path, small_sample):
@@ -57,7 +56,7 @@ def test_sample_is_stratified_seeded_and_exact(tmp_path, small_sample):
     assert rows is not None and np.all(np.diff(rows) > 0)
     # H: 540 atoms, share 0.9 * 150 = 135; O: 60 atoms, share 15 -> raised to the floor 40
     assert np.sum(z[rows] == 1) == 135 and np.sum(z[rows] == 8) == 40
-    np.testing.assert_array_equal(rows, novelty_module.loo_sample(z))  # seeded
+    np.testing.assert_array_equal(rows, novelty_module.loo_sample(z, index_kind="flat"))
     loo = _brute_loo(x, rows)
     np.testing.assert_allclose(est.knn_distance_, loo, rtol=1e-4)
     scale = {zz: np.median(loo[z[rows] == zz]) for zz in (1, 8)}
@@ -75,6 +74,16 @@ def test_sample_is_stratified_seeded_and_exact(tmp_path, small_sample):
     np.testing.assert_allclose(est.leave_one_out_novelty(some),
                                _brute_loo(x, some) / np.array([scale[zz] for zz in z[some]]),
                                rtol=1e-4)
+
+
+def test_sample_is_larger_for_approximate_indexes(monkeypatch):
+    monkeypatch.setattr(novelty_module, "LOO_FULL_MAX_ATOMS", 200)
+    monkeypatch.setattr(novelty_module, "LOO_MIN_PER_ELEMENT", 10)
+    z = np.tile(np.r_[np.ones(9, int), 8], 3000)
+    flat = novelty_module.loo_sample(z, index_kind="flat")
+    hnsw = novelty_module.loo_sample(z, index_kind="hnsw")
+    assert flat.size == pytest.approx(novelty_module.LOO_SAMPLE_ATOMS_FLAT, abs=2)
+    assert hnsw.size == pytest.approx(novelty_module.LOO_SAMPLE_ATOMS, abs=2)
 
 
 def test_local_novelty_and_small_sets_use_every_atom(tmp_path, small_sample):

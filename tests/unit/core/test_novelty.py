@@ -198,3 +198,33 @@ def test_confirm_is_capped_to_the_most_novel_atoms(tmp_path, monkeypatch):
     _, true_i = _brute_query(x, q, 5)
     fixed = [r for r in range(6) if set(i2[r]) == set(true_i[r])]
     assert fixed == [3, 4, 5]  # the three most novel-looking rows were re-searched
+
+
+def test_trajectory_searches_a_novel_looking_atom_broadly_once(tmp_path, monkeypatch):
+    """Along a trajectory an atom that keeps looking novel is searched broadly at its first
+    step only (its later warm searches start from what that search found); a cold refresh
+    allows it again; its neighbours stay the exact ones."""
+    from ltau_md.core.estimator import TrajectoryNeighbors
+    from ltau_md.core.estimator import _estimator as estimator_module
+
+    rng = np.random.default_rng(8)
+    x, z = _data(rng, n_per=300)
+    est = _fit(tmp_path, x, z, k=5, index="hnsw", confirm_pvalue=0.05)
+    searched = []
+    real = estimator_module.broad_search
+
+    def counting(index, kind, q, k):
+        searched.append(len(q))
+        return real(index, kind, q, k)
+
+    monkeypatch.setattr(estimator_module, "broad_search", counting)
+    q = np.concatenate([x[:6] + 0.01, [np.full(6, 1.5)]]).astype(np.float32)  # last: between
+    zq = np.r_[z[:6], 1]  # an H atom far from the tight H cluster
+    traj = TrajectoryNeighbors(est, refresh_every=4)
+    for step in range(5):  # one cold step, then 4 warm ones
+        _, idx = traj.kneighbors(q + step * 1e-3, zq)
+        np.testing.assert_array_equal(np.sort(idx[-1]),
+                                      np.sort(_brute_query(x, q[-1:] + step * 1e-3, 5)[1][0]))
+    assert searched and sum(searched) == searched[0]  # the first step only
+    traj.kneighbors(q, zq)  # after refresh_every warm steps, a cold one: searched again
+    assert len(searched) == 2 and searched[1] == searched[0]
