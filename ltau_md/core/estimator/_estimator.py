@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +70,10 @@ from ltau_md.core.validation import check_is_fitted
 
 __all__ = ["CONFIRM_MAX_ATOMS", "LTAUEstimator", "NO_ERROR_LOG"]
 
+#: ``fit`` logs the CPU seconds of each stage here (INFO): summary, index, leave_one_out,
+#: signals
+logger = logging.getLogger("ltau_md.fit")
+
 #: what an estimator fitted without an error log says when asked for the LTAU confidence
 NO_ERROR_LOG = ("this estimator was fitted without an error log (a model trained without the "
                 "ltau-md callback): LTAU confidence, uncertainty and predicted error are "
@@ -79,6 +85,13 @@ IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
 #: training domain makes every atom look novel, and re-searching all would cost ~0.25 ms per
 #: atom at 4e5 training atoms for no change of the verdict
 CONFIRM_MAX_ATOMS = 16
+
+
+def _stage(name: str, t0: float, what: str = "") -> float:
+    """Log the CPU seconds since ``t0`` of a fit stage; returns the time now."""
+    now = time.process_time()
+    logger.info("fit stage %s: %.2f s CPU%s", name, now - t0, f" ({what})" if what else "")
+    return now
 
 
 class LTAUEstimator(LatentSignalsMixin):
@@ -294,7 +307,10 @@ class LTAUEstimator(LatentSignalsMixin):
                 raise DescriptorError(f"species has shape {train_species.shape}, expected "
                                       f"({x.shape[0]},) (one per descriptor row)")
         else:
+            t0 = time.process_time()
             summary = errors if isinstance(errors, ErrorSummary) else self.error_summary(errors)
+            if not isinstance(errors, ErrorSummary):
+                _stage("summary", t0)
             train_species = summary.species
             if x.shape[0] != summary.n_atoms:
                 raise DescriptorError(f"{x.shape[0]} training descriptors but the error log "
@@ -308,12 +324,17 @@ class LTAUEstimator(LatentSignalsMixin):
         kind = index_kind_for(self.index, n)
         settings = IndexSettings(self)
         set_threads(self.n_threads)
+        t0 = time.process_time()
         index = build_index(x, kind, settings)
+        t0 = _stage("index", t0, f"{kind}, {n} atoms")
         rows = loo_sample(train_species, self.novelty, kind)
         dist, nbrs = leave_one_out_search(index, kind, x, settings, rows)
         novelty = NoveltyReference(self.novelty, dist, train_species, neighbors=nbrs,
                                    rows=rows)
+        t0 = _stage("leave_one_out", t0, f"{n if rows is None else rows.size} atoms")
         signals = {n: make_signal(n).fit(x, train_species) for n in self.signals}
+        if signals:
+            _stage("signals", t0, ", ".join(signals))
         self._set_fitted(FittedState(index=index, index_kind=kind, summary=summary,
                                      novelty=novelty, signals=signals))
         return self

@@ -137,3 +137,35 @@ def test_ivfpq_on_demand_needs_the_descriptors(tmp_path, small_sample):
     out = alarm_statistics_from_training(est, off, stats=("novelty:max",), store=False,
                                          descriptors=x)
     assert out["novelty:max"]["n_frames"] == 15
+
+
+def test_release_pages_drops_a_memory_map_from_the_resident_set(tmp_path):
+    """After a pass over a memory-mapped array, release_pages lets its pages go (the
+    mapping's resident size falls to ~0, read from /proc/self/smaps) and the data read
+    again are unchanged; arrays that are not memory-mapped are left alone."""
+    from ltau_md.core.estimator._index import release_pages
+
+    a = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, (1 << 18, 8))
+    a[:] = np.arange(a.size, dtype=np.float32).reshape(a.shape)
+    a.flush()
+    del a
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    total = float(x.sum(dtype=np.float64))
+
+    def resident_kb():
+        with open("/proc/self/smaps") as f:
+            text = f.read()
+        path = str(tmp_path / "x.npy")
+        rss, inside = 0, False
+        for line in text.splitlines():
+            if "-" in line.split(" ")[0] and len(line.split()) >= 5:
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                rss += int(line.split()[1])
+        return rss
+
+    assert resident_kb() > 4000  # 8 MB read
+    release_pages(np.asarray(x)[10:])  # a view of the map is enough
+    assert resident_kb() < 100
+    assert float(x.sum(dtype=np.float64)) == total
+    release_pages(np.ones(3))  # not a map: nothing happens
