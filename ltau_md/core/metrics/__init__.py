@@ -37,6 +37,7 @@ from ltau_md.core.metrics._alarm import (
     TAIL_FRACTION,
     alarm_off_reason,
     alarm_threshold,
+    alarm_thresholds_rows,
     frames_needed,
 )
 from ltau_md.core.metrics._bootstrap import auroc_rows as auroc_rows
@@ -75,6 +76,7 @@ __all__ = [
     "aggregate_by_frame",
     "alarm_off_reason",
     "alarm_threshold",
+    "alarm_thresholds_rows",
     "frames_needed",
     "auroc",
     "binned_error_calibration",

@@ -7,7 +7,7 @@ import numpy as np
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 
 __all__ = ["MIN_TAIL_COUNT", "TAIL_FRACTION", "alarm_off_reason", "alarm_threshold",
-           "frames_needed"]
+           "alarm_thresholds_rows", "frames_needed"]
 
 
 #: fraction of the in-domain values above which the tail of a frame maximum is modelled as
@@ -71,6 +71,19 @@ def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float,
                       "alarm_rate", UserWarning, stacklevel=2)
         return float("inf")
     return float(np.sort(v)[max(k, 1) - 1])
+
+
+def alarm_thresholds_rows(rows: np.ndarray, alarm_rate: float) -> np.ndarray:
+    """:func:`alarm_threshold` (size ratio 1) of each row of ``rows`` (B, n) at once, e.g. of
+    bootstrap resamples: the k-th smallest value of each row, inf where n cannot resolve
+    ``alarm_rate`` (without the warning)."""
+    v = np.asarray(rows, dtype=np.float64)
+    n = v.shape[1]
+    k = int(np.ceil((n + 1) * (1.0 - float(alarm_rate)) - 1e-9))
+    if k > n:
+        return np.full(v.shape[0], np.inf)
+    j = max(k, 1) - 1
+    return np.partition(v, j, axis=1)[:, j]
 
 
 def frames_needed(alarm_rate: float) -> int:

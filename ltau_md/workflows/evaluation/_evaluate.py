@@ -30,6 +30,7 @@ from ltau_md.core.files import (
 from ltau_md.core.metrics import (
     alarm_off_reason,
     alarm_threshold,
+    alarm_thresholds_rows,
     frame_statistics,
     stat_key,
 )
@@ -338,12 +339,15 @@ def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,
            "ood_rate": {name: float(np.mean(v > thr)) for name, v in ood.items()}}
     if n_boot and rng is not None:
         c = np.asarray(cal["values"])
-        boot: dict[str, list[float]] = {name: [] for name in ood}
-        for _ in range(n_boot):
-            t = alarm_threshold(c[rng.integers(0, c.size, c.size)], rate)
+        draws: dict[str, list[np.ndarray]] = {name: [] for name in ("", *ood)}
+        for _ in range(n_boot):  # the random stream of one resample after another
+            draws[""].append(rng.integers(0, c.size, c.size))
             for name, v in ood.items():
-                boot[name].append(float(np.mean(v[rng.integers(0, v.size, v.size)] > t)))
-        out["ood_rate_ci95"] = {name: ci95(b) for name, b in boot.items()}
+                draws[name].append(rng.integers(0, v.size, v.size))
+        t = alarm_thresholds_rows(c[np.stack(draws[""])], rate)
+        out["ood_rate_ci95"] = {
+            name: ci95(np.mean(v[np.stack(draws[name])] > t[:, None], axis=1))
+            for name, v in ood.items()}
     return out
 
 

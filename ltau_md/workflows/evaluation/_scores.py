@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ltau_md.core.metrics import (
-    alarm_threshold,
+    alarm_thresholds_rows,
     auroc,
     auroc_weighted,
     spearman,
@@ -119,13 +118,11 @@ def alarm_split_rates(stat: np.ndarray, fraction: float, alarm_rate: float, n_sp
     rng = np.random.default_rng(seed)
     n = stat.size
     n_cal = int(np.clip(round(fraction * n), 1, n - 1))
-    rates = np.empty(n_splits)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for i in range(n_splits):
-            perm = rng.permutation(n)
-            thr = alarm_threshold(stat[perm[:n_cal]], alarm_rate)
-            rates[i] = float(np.mean(stat[perm[n_cal:]] > thr))
-    return rates
+    if not n_splits:
+        return np.empty(0)
+    perms = np.stack([rng.permutation(n) for _ in range(n_splits)])
+    values = np.asarray(stat, dtype=np.float64)[perms]
+    thr = alarm_thresholds_rows(values[:, :n_cal], alarm_rate)
+    return np.mean(values[:, n_cal:] > thr[:, None], axis=1)
 
 

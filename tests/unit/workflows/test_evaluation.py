@@ -321,3 +321,39 @@ def test_weighted_ranks_propagate_nan_like_rankdata():
     assert np.all(np.isnan(r[1]))
     expanded = rank_rows(np.array([[0.3, 0.1, 0.1, 0.3]]))[0]
     np.testing.assert_allclose(r[0][[0, 2, 3]], expanded[[0, 1, 3]])
+
+
+def test_alarm_bootstraps_equal_one_resample_at_a_time():
+    """Row-wise thresholds equal alarm_threshold of each row; the split rates and the
+    out-of-domain rate intervals equal the one-resample-at-a-time loops they replace."""
+    import warnings
+
+    from ltau_md.core.metrics import alarm_threshold, alarm_thresholds_rows
+    from ltau_md.workflows.evaluation._evaluate import _alarm_at
+    from ltau_md.workflows.evaluation._scores import alarm_split_rates, ci95
+
+    rng = np.random.default_rng(4)
+    rows = np.round(rng.gamma(2.0, 1.0, (30, 150)), 1)  # ties
+    for rate in (0.01, 0.05, 0.2):
+        np.testing.assert_array_equal(alarm_thresholds_rows(rows, rate),
+                                      [alarm_threshold(r, rate) for r in rows])
+    assert np.all(np.isinf(alarm_thresholds_rows(rows[:, :50], 0.01)))
+    stat = np.round(rng.gamma(2.0, 1.0, 300), 2)
+    draw = np.random.default_rng(12)
+    want = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(40):
+            perm = draw.permutation(300)
+            want.append(np.mean(stat[perm[150:]] > alarm_threshold(stat[perm[:150]], 0.05)))
+    np.testing.assert_array_equal(alarm_split_rates(stat, 0.5, 0.05, 40, 12), want)
+    cal = {"values": np.sort(stat[:200]), "n_frames": 200}
+    ood = {"a": stat[200:] + 1.0, "b": stat[:50] * 2.0}
+    got = _alarm_at(cal, 0.05, stat[200:], ood, 60, np.random.default_rng(5))
+    draw = np.random.default_rng(5)
+    boot = {n: [] for n in ood}
+    for _ in range(60):
+        t = alarm_threshold(cal["values"][draw.integers(0, 200, 200)], 0.05)
+        for n, v in ood.items():
+            boot[n].append(np.mean(v[draw.integers(0, v.size, v.size)] > t))
+    assert got["ood_rate_ci95"] == {n: ci95(b) for n, b in boot.items()}
