@@ -116,8 +116,10 @@ def build_index(x: np.ndarray, kind: str, settings: IndexSettings) -> faiss.Inde
         rng = np.random.default_rng(0)
         n_train = min(n, max(256 * nlist, 10_000), 500_000)
         sample = np.sort(rng.choice(n, n_train, replace=False))
-        index.train(check_descriptors(x[sample], d, "training descriptors"))
-        release_pages(x)
+        train = check_descriptors(x[sample], d, "training descriptors")
+        release_pages(x)  # the sample's copy is all training needs
+        index.train(train)
+        del train
         # an inverted file takes chunks as well as one add: a memory-mapped input is read
         # a chunk at a time and its pages let go after each
         for a in range(0, n, CHUNK * 16):
