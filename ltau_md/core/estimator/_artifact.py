@@ -42,7 +42,8 @@ __all__ = [
 FORMAT = "ltau-md/estimator"
 #: format version of saved estimators; 2: calibration section, checksummed manifest,
 #: index_kind; 3: in-domain alarm statistics in their own section; 4: latent signals;
-#: 5: the leave-one-out novelty reference of a sample of the training atoms (``loo_rows.npy``)
+#: 5: the leave-one-out novelty reference of a sample of the training atoms (``loo_rows.npy``);
+#: an estimator without one is written as version 4, which earlier ltau-md versions read
 VERSION = 5
 #: the oldest version read (older ones must be re-fitted)
 _OLDEST = 2
@@ -99,7 +100,8 @@ def write_artifact(path: str | os.PathLike, params: Mapping[str, Any], state: Fi
             np.savez(tmp / _signal_file(name), **arrays)
             signals[name] = meta
         manifest: dict[str, Any] = {
-            "format": FORMAT, "version": VERSION, "ltau_md_version": __version__,
+            "format": FORMAT, "version": VERSION if state.novelty.rows is not None else 4,
+            "ltau_md_version": __version__,
             "params": dict(params), "index_kind": state.index_kind, "dim": int(state.index.d),
             "n_train": int(state.index.ntotal), "species": species,
             "n_members": 0 if summary is None else summary.n_members,

@@ -4,12 +4,14 @@ training-LOO alarm statistics taken on a sample of whole frames."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from ltau_md.core.calibration import alarm_statistics_from_training
 from ltau_md.core.errorlog import ErrorLog
-from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.estimator import VERSION, LTAUEstimator
 from ltau_md.core.estimator import _novelty as novelty_module
 from ltau_md.core.exceptions import ArtifactError, DataError
 
@@ -101,6 +103,8 @@ def test_sampled_reference_survives_save_load_and_damage_is_caught(tmp_path, sma
     x, z, off = _data()
     est = LTAUEstimator(k=K, index="hnsw").fit(x, _log(tmp_path, z, off))
     est.save(tmp_path / "est")
+    m = json.loads((tmp_path / "est" / "manifest.json").read_text())
+    assert m["version"] == VERSION == 5 and "loo_rows.npy" in m["files"]
     back = LTAUEstimator.load(tmp_path / "est")
     np.testing.assert_array_equal(back.loo_rows_, est.loo_rows_)
     q = x[:20] + 0.05
