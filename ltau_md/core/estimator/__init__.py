@@ -4,6 +4,8 @@
   its declared parameter constraints (``_parameters``) and its latent signals (``_signals``:
   ``add_signals``, ``signal_values``);
 - FAISS index building and search (``_index``): :func:`check_descriptors`, index kinds;
+- k-NN search of query atoms, the broad re-search of novel-looking ones and novelty from the
+  neighbours (``_neighbors``);
 - novelty references (``_novelty``): :class:`NoveltyReference`, the leave-one-out sample;
 - fitted state (``_state``): :class:`FittedState`, set by one setter in ``fit`` and ``load``;
 - the scale calibration (``_calibration``): :class:`Calibration` (``calibration_``);
@@ -21,8 +23,9 @@ from ltau_md.core.estimator._artifact import (
     manifest_digest,
 )
 from ltau_md.core.estimator._calibration import Calibration
-from ltau_md.core.estimator._estimator import CONFIRM_MAX_ATOMS, NO_ERROR_LOG, LTAUEstimator
+from ltau_md.core.estimator._estimator import NO_ERROR_LOG, LTAUEstimator
 from ltau_md.core.estimator._index import AUTO_HNSW_MIN_ATOMS, INDEX_KINDS, check_descriptors
+from ltau_md.core.estimator._neighbors import CONFIRM_MAX_ATOMS
 from ltau_md.core.estimator._novelty import (
     LOO_FULL_MAX_ATOMS,
     LOO_SAMPLE_ATOMS,

@@ -183,7 +183,7 @@ def test_hnsw_and_large_flat_leave_one_out_match_exact(tmp_path, monkeypatch):
 
 
 def test_confirm_is_capped_to_the_most_novel_atoms(tmp_path, monkeypatch):
-    from ltau_md.core.estimator import _estimator as estimator_module
+    from ltau_md.core.estimator import _neighbors as estimator_module
 
     rng = np.random.default_rng(7)
     x, z = _data(rng, n_per=200)
@@ -205,7 +205,7 @@ def test_trajectory_searches_a_novel_looking_atom_broadly_once(tmp_path, monkeyp
     step only (its later warm searches start from what that search found); a cold refresh
     allows it again; its neighbours stay the exact ones."""
     from ltau_md.core.estimator import TrajectoryNeighbors
-    from ltau_md.core.estimator import _estimator as estimator_module
+    from ltau_md.core.estimator import _neighbors as estimator_module
 
     rng = np.random.default_rng(8)
     x, z = _data(rng, n_per=300)
