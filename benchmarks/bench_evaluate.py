@@ -101,7 +101,9 @@ def main() -> None:
                     raise SystemExit(f"{version} evaluate failed:\n{p.stderr[-3000:]}")
                 cpu[version].append((after.ru_utime - before.ru_utime)
                                     + (after.ru_stime - before.ru_stime))
-                reports[version] = json.loads((out / "evaluation.json").read_text())
+                # the output directory differs by run: paths are compared below it
+                text = (out / "evaluation.json").read_text().replace(str(out), "OUT")
+                reports[version] = json.loads(text)
         diffs = _diff(_strip(reports["old"]), _strip(reports["new"]))
         med = {v: float(np.median(t)) for v, t in cpu.items()}
         res = {"benchmark": "evaluate", "old_commit": args.old, "members": len(members),
