@@ -63,7 +63,10 @@ def _portable(arg: str) -> str:
 
 
 def _command() -> str:
-    return shlex.join(["python", *(_portable(a) for a in sys.argv)])
+    """The command line, the script named from the checkout's root whatever the working
+    directory it was started from."""
+    script = _portable(str(Path(sys.argv[0]).resolve())) if sys.argv[0] else ""
+    return shlex.join(["python", script, *(_portable(a) for a in sys.argv[1:])])
 
 
 def record(script: str, result: Any, *, name: str | None = None) -> Path | None:
