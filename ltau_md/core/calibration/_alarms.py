@@ -244,19 +244,19 @@ def alarm_statistics_from_training(
             raise DataError(f"the frames hold {sum(len(a) for a in frames)} atoms, the "
                             f"estimator {estimator.n_train_} training atoms")
         extra = tags_and_free(frames)
+    x = descriptors
+    if x is None and (estimator.loo_rows_ is not None or estimator.signals_):
+        x = estimator.training_descriptors()  # read once; None from an IVF-PQ index
     if estimator.loo_rows_ is None:
         rows = None
         novelty = estimator.train_novelty_
     else:
         rows, offsets = _frame_sample(offsets, loo_sample_size(estimator.index_kind_))
-        novelty = estimator.leave_one_out_novelty(rows, descriptors)
+        novelty = estimator.leave_one_out_novelty(rows, x)
         extra = {k: None if v is None else np.asarray(v)[rows] for k, v in extra.items()}
     out = fit_alarm_thresholds(estimator, {"novelty": novelty}, offsets, stats=stats,
                                source="training-loo", store=store, **extra)
-    x = None
-    if estimator.signals_:
-        x = descriptors if descriptors is not None else estimator.training_descriptors()
-    if x is not None:
+    if x is not None and estimator.signals_:
         xs = x if rows is None else np.asarray(x)[rows]
         species = estimator.train_species_ if rows is None else estimator.train_species_[rows]
         latent = estimator.signal_values(xs, species)

@@ -203,8 +203,9 @@ def broad_search(index: faiss.Index, kind: str, x: np.ndarray, k: int
 
 def leave_one_out_search(index: faiss.Index, kind: str, x: np.ndarray, settings: IndexSettings,
                          rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(mean distance (n,) float32, neighbours (n, k)) of the training atoms ``rows`` (sorted;
-    None: all N) to their k nearest *other* training atoms: one search of k+1 neighbours,
+    """(mean distance (n,) float32, neighbours (n, k)) of the training atoms ``rows`` (any
+    order, sorted reads a memory map best; None: all N) to their k nearest *other* training
+    atoms: one search of k+1 neighbours,
     the atom itself dropped (or, if a duplicate hid it, the farthest). An exact index
     searches exactly a sample of rows, or all rows up to :data:`AUTO_HNSW_MIN_ATOMS` atoms;
     all rows of more atoms (an O(N^2) search) go through a temporary HNSW graph. HNSW

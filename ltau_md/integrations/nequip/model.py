@@ -188,10 +188,25 @@ class NequIPFeatureModel:
             data = t(data)
         return data
 
+    def _batch(self, atoms_list: Sequence[Atoms]) -> AtomicDataDict.Type:
+        """One nequip batch of ``atoms_list`` on the model's device."""
+        batch = AtomicDataDict.batched_from_list([self.atoms_to_data(a) for a in atoms_list])
+        return AtomicDataDict.to_(batch, self.device)
+
+    def _accept(self, feats: torch.Tensor | None, batch: AtomicDataDict.Type) -> torch.Tensor:
+        """``feats`` if it holds one row per atom of ``batch`` (recording ``feature_dim``),
+        else ArtifactError."""
+        n_atoms = batch[AtomicDataDict.POSITIONS_KEY].shape[0]
+        if feats is None or feats.shape[0] != n_atoms:
+            rows = "no" if feats is None else feats.shape[0]
+            raise ArtifactError(f"captured features have {rows} rows for {n_atoms} atoms")
+        if self.feature_dim is None:
+            self.feature_dim = int(feats.shape[1])
+        return feats
+
     def forward(self, atoms_list: Sequence[Atoms]) -> tuple[AtomicDataDict.Type, torch.Tensor]:
         """One batched forward pass: the model's output dict and the (n_atoms, D) features."""
-        batch = AtomicDataDict.batched_from_list([self.atoms_to_data(a) for a in atoms_list])
-        batch = AtomicDataDict.to_(batch, self.device)
+        batch = self._batch(atoms_list)
         self._captured = None
         out = self.model(batch)
         feats = self._captured
@@ -200,12 +215,7 @@ class NequIPFeatureModel:
                 raise ArtifactError("the model exposes no per-atom node features")
             feats = out[AtomicDataDict.NODE_FEATURES_KEY].detach()
         self._captured = None
-        if feats.shape[0] != batch[AtomicDataDict.POSITIONS_KEY].shape[0]:
-            raise ArtifactError(f"captured features have {feats.shape[0]} rows for "
-                                f"{batch[AtomicDataDict.POSITIONS_KEY].shape[0]} atoms")
-        if self.feature_dim is None:
-            self.feature_dim = int(feats.shape[1])
-        return out, feats
+        return out, self._accept(feats, batch)
 
     def features(self, atoms_list: Sequence[Atoms]) -> torch.Tensor:
         """The (n_atoms, D) features of ``atoms_list`` (one batch), as :meth:`forward` gives
@@ -213,9 +223,7 @@ class NequIPFeatureModel:
         (a model without a readout module runs the full :meth:`forward`)."""
         if self._readout is None:
             return self.forward(atoms_list)[1]
-        batch = AtomicDataDict.batched_from_list([self.atoms_to_data(a) for a in atoms_list])
-        batch = AtomicDataDict.to_(batch, self.device)
-        n_atoms = batch[AtomicDataDict.POSITIONS_KEY].shape[0]
+        batch = self._batch(atoms_list)
         self._captured, self._features_only = None, True
         try:
             with torch.no_grad():
@@ -225,12 +233,7 @@ class NequIPFeatureModel:
         finally:
             self._features_only = False
         feats, self._captured = self._captured, None
-        if feats is None or feats.shape[0] != n_atoms:
-            raise ArtifactError("the model's readout did not receive per-atom node features "
-                                f"for the {n_atoms} atoms")
-        if self.feature_dim is None:
-            self.feature_dim = int(feats.shape[1])
-        return feats
+        return self._accept(feats, batch)
 
     def evaluate_many(self, atoms_list: Sequence[Atoms], stress: bool = False
                       ) -> list[ModelOutput]:

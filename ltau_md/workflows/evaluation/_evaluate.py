@@ -339,14 +339,15 @@ def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,
            "ood_rate": {name: float(np.mean(v > thr)) for name, v in ood.items()}}
     if n_boot and rng is not None:
         c = np.asarray(cal["values"])
-        draws: dict[str, list[np.ndarray]] = {name: [] for name in ("", *ood)}
+        cal_draws: list[np.ndarray] = []
+        ood_draws: dict[str, list[np.ndarray]] = {name: [] for name in ood}
         for _ in range(n_boot):  # the random stream of one resample after another
-            draws[""].append(rng.integers(0, c.size, c.size))
+            cal_draws.append(rng.integers(0, c.size, c.size))
             for name, v in ood.items():
-                draws[name].append(rng.integers(0, v.size, v.size))
-        t = alarm_thresholds_rows(c[np.stack(draws[""])], rate)
+                ood_draws[name].append(rng.integers(0, v.size, v.size))
+        t = alarm_thresholds_rows(c[np.stack(cal_draws)], rate)
         out["ood_rate_ci95"] = {
-            name: ci95(np.mean(v[np.stack(draws[name])] > t[:, None], axis=1))
+            name: ci95(np.mean(v[np.stack(ood_draws[name])] > t[:, None], axis=1))
             for name, v in ood.items()}
     return out
 
