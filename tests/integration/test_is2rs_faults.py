@@ -114,6 +114,20 @@ def test_killed_worker_leaves_system_not_done_and_rerun_resumes(bench, tmp_path)
         assert result_path(out, sid).stat().st_mtime_ns == mtime
 
 
+def _after_first_result(out: Path, systems, action) -> threading.Thread:
+    """A started daemon thread that calls ``action`` once the campaign in ``out`` has written
+    its first result (or after 120 s)."""
+    def wait_then_act():
+        deadline = time.time() + 120
+        while time.time() < deadline and not _files(out, systems):
+            time.sleep(0.05)
+        action()
+
+    thread = threading.Thread(target=wait_then_act, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_cluster_closed_mid_campaign_leaves_rest_not_done(bench, tmp_path):
     from distributed import Client, LocalCluster
 
@@ -122,15 +136,7 @@ def test_cluster_closed_mid_campaign_leaves_rest_not_done(bench, tmp_path):
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=50)
     client = Client(cluster)
-
-    def close_after_first_result():
-        deadline = time.time() + 120
-        while time.time() < deadline and not _files(out, systems):
-            time.sleep(0.05)
-        cluster.close()
-
-    closer = threading.Thread(target=close_after_first_result, daemon=True)
-    closer.start()
+    closer = _after_first_result(out, systems, cluster.close)
     try:
         t0 = time.perf_counter()
         res = run_campaign(systems, SlowEMT(0.03), out, SETTINGS, scheduler=client,
@@ -162,15 +168,8 @@ def test_cluster_without_workers_is_said_and_given_up_after_a_bounded_time(
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=50)
     client = Client(cluster)
-
-    def remove_workers_after_first_result():
-        deadline = time.time() + 120
-        while time.time() < deadline and not _files(out, systems):
-            time.sleep(0.05)
-        cluster.scale(0)  # the scheduler stays; no worker is left
-
-    remover = threading.Thread(target=remove_workers_after_first_result, daemon=True)
-    remover.start()
+    # the scheduler stays; no worker is left
+    remover = _after_first_result(out, systems, lambda: cluster.scale(0))
     try:
         t0 = time.perf_counter()
         res = run_campaign(systems, SlowEMT(0.03), out, SETTINGS, scheduler=client,
