@@ -216,7 +216,7 @@ def nequip_train_command(config_path: str | os.PathLike, run_dir: str | os.PathL
     ``run_dir`` (see :func:`nequip_train`; for callers that start the process themselves)."""
     config_path = Path(config_path).resolve()
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
