@@ -8,7 +8,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ltau_md.core.estimator import LTAUEstimator, TrajectoryNeighbors
 from ltau_md.core.metrics import stat_key
-from ltau_md.core.model import FeatureModel, check_species
+from ltau_md.core.model import MODEL_SIGNALS, FeatureModel, check_species
 from ltau_md.core.signals import SIGNAL_CLASSES
 from ltau_md.core.structures import free_atoms
 from ltau_md.core.validation import check_is_fitted, overlapping_atoms
@@ -18,6 +18,7 @@ __all__ = [
     "FRAME_STAT_KEYS",
     "LTAUCalculator",
     "LTAU_ONLY_KEYS",
+    "MODEL_SIGNAL_KEYS",
     "PER_ATOM_KEYS",
     "RESULT_KEYS",
     "SIGNAL_KEYS",
@@ -43,9 +44,13 @@ FRAME_STAT_KEYS = tuple(stat_key(signal, on) for signal, on in FRAME_STATISTICS)
 #: per-atom latent-signal keys (:mod:`ltau_md.core.signals`) and their maxima over the free
 #: atoms, returned for the signals asked for with ``LTAUCalculator(signals=...)``
 SIGNAL_KEYS = tuple(k for n in SIGNAL_CLASSES for k in (n, stat_key(n, "max")))
+#: per-atom signals the model computes itself (:data:`~ltau_md.core.model.MODEL_SIGNALS`, eV/A;
+#: e.g. a shallow ensemble's head spread) and their maxima over the free atoms, returned
+#: whenever the model gives them
+MODEL_SIGNAL_KEYS = tuple(k for n in MODEL_SIGNALS for k in (n, stat_key(n, "max")))
 RESULT_KEYS = (
     "energy", "free_energy", "forces", "stress", *PER_ATOM_KEYS, *FRAME_STAT_KEYS,
-    "finite", "nonfinite_cause", "neighbor_distance", *SIGNAL_KEYS,
+    "finite", "nonfinite_cause", "neighbor_distance", *SIGNAL_KEYS, *MODEL_SIGNAL_KEYS,
 )
 
 
@@ -76,7 +81,10 @@ class LTAUCalculator(Calculator):
     ``signals`` names latent signals fitted on the estimator (``estimator.signals_``, e.g.
     ``("gmm", "doptimality")``; None = all of them, ``()`` = none): each adds its per-atom
     score under its name and the maximum over the free atoms as ``NAME:max``
-    (:data:`SIGNAL_KEYS`), from the same features; inf for a non-finite structure.
+    (:data:`SIGNAL_KEYS`), from the same features; inf for a non-finite structure. A model
+    that computes uncertainty signals itself (``ModelOutput.signals``, e.g. the NequIP heads
+    of :mod:`ltau_md.integrations.nequip.heads`) adds them the same way
+    (:data:`MODEL_SIGNAL_KEYS`).
 
     ``warm_start`` reuses the previous step's neighbours (see
     :class:`~ltau_md.core.estimator.TrajectoryNeighbors`), which suits relaxations and MD; it falls
@@ -100,6 +108,8 @@ class LTAUCalculator(Calculator):
         self._checked_numbers: np.ndarray | None = None
         self._last_positions: np.ndarray | None = None
         self.jump = jump
+        #: names of the signals the model returned at the last finite step
+        self._model_signals: tuple[str, ...] = ()
 
     def reset(self) -> None:
         """Start a new structure: clear the results and stored atoms (ASE's
@@ -172,7 +182,7 @@ class LTAUCalculator(Calculator):
                     if pair is not None else "non-finite positions or cell"
                     if not np.isfinite(atoms.positions).all() else "non-finite model output"),
             }
-            for name in self.signals:
+            for name in (*self.signals, *self._model_signals):
                 self.results[name] = np.full(n, np.inf)
                 self.results[stat_key(name, "max")] = float("inf")
             if periodic:
@@ -207,6 +217,9 @@ class LTAUCalculator(Calculator):
         for name, v in self.estimator.signal_values(out.features, atoms.numbers,
                                                     self.signals).items():
             self.results[name] = v
+        self._model_signals = tuple(getattr(out, "signals", None) or ())
+        for name in self._model_signals:
+            self.results[name] = np.asarray(out.signals[name], dtype=np.float64)
         self._frame_statistics(atoms)
         if periodic and out.stress is not None:
             self.results["stress"] = np.asarray(out.stress, dtype=np.float64)
@@ -218,7 +231,8 @@ class LTAUCalculator(Calculator):
         free = free_atoms(atoms) if atoms.constraints else None
         sel = None if free is None or not free.any() or free.all() else free
         stats = [*zip(FRAME_STATISTICS, FRAME_STAT_KEYS, strict=True),
-                 *(((n, "max"), stat_key(n, "max")) for n in self.signals)]
+                 *(((n, "max"), stat_key(n, "max"))
+                   for n in (*self.signals, *self._model_signals))]
         for (signal, on), key in stats:
             if signal not in self.results:
                 continue

@@ -7,7 +7,7 @@ implementation lives in :mod:`ltau_md.integrations.nequip`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -19,6 +19,7 @@ __all__ = [
     "BATCH_MAX_ATOMS",
     "DEFAULT_BATCH_SIZE",
     "FeatureModel",
+    "MODEL_SIGNALS",
     "ModelOutput",
     "check_species",
     "evaluate_structures",
@@ -50,15 +51,28 @@ def frame_batches(frames: Sequence[Atoms], batch_size: int = DEFAULT_BATCH_SIZE,
         yield slice(start, len(frames))
 
 
+#: per-atom uncertainty signals a model may compute itself (:attr:`ModelOutput.signals`), by
+#: result name -> what reports call them; each the square root of a predicted force variance
+#: summed over x, y, z (eV/A), higher = less trusted (the NequIP heads of
+#: :mod:`ltau_md.integrations.nequip.heads`)
+MODEL_SIGNALS = {
+    "shallow_ensemble": "shallow-ensemble force std (eV/Å)",
+    "mve": "mean-variance force std (eV/Å)",
+    "evidential": "evidential force std, epistemic (eV/Å)",
+}
+
+
 @dataclass
 class ModelOutput:
     """One forward pass: energy (eV), forces (n, 3) eV/A, stress (6,) eV/A^3 in Voigt order
-    or None, and per-atom latent features (n, D) float32."""
+    or None, per-atom latent features (n, D) float32, and the per-atom uncertainty signals
+    the model computes itself, if any (name in :data:`MODEL_SIGNALS` -> (n,) eV/A)."""
 
     energy: float
     forces: np.ndarray
     stress: np.ndarray | None
     features: np.ndarray
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -186,7 +186,9 @@ def alarm_statistics_from_structures(
     uncertainty as the calculator computes them; tags and FixAtoms from the structures).
 
     Use structures from the training distribution the model never saw, e.g. the training
-    run's validation set; the alarm rate holds for new structures exchangeable with them."""
+    run's validation set; the alarm rate holds for new structures exchangeable with them.
+    A model that computes signals itself (``ModelOutput.signals``) adds their maxima to the
+    default statistics, so ``Threshold(signal=NAME, alarm_rate=...)`` works on them."""
     frames = list(frames)
     if not frames:
         raise DataError("no in-domain structures given")
@@ -199,9 +201,17 @@ def alarm_statistics_from_structures(
                 **estimator.signal_values(feats, species)}
     if estimator.has_error_log:
         per_atom["uncertainty"] = per_atom_uncertainty(estimator, idx, frames)
+    own = sorted(getattr(outs[0], "signals", None) or ())
+    for name in own:  # the model's own signals (e.g. a shallow ensemble's spread)
+        per_atom[name] = np.concatenate([np.asarray(o.signals[name]) for o in outs])
     off = structure_offsets(frames)
-    return fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
-                                store=store, **tags_and_free(frames))
+    where = tags_and_free(frames)
+    out = fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
+                               store=store, **where)
+    if tuple(stats) == DEFAULT_ALARM_STATS and own:
+        out.update(fit_alarm_thresholds(estimator, per_atom, off, source=source, store=store,
+                                        stats=[stat_key(n, "max") for n in own], **where))
+    return out
 
 
 def alarm_statistics_from_training(

@@ -29,6 +29,7 @@ from ltau_md.core.exceptions import ArtifactError, DataError, InvalidParameterEr
 from ltau_md.core.model import DEFAULT_BATCH_SIZE, ModelOutput, check_species, frame_batches
 from ltau_md.core.structures import read_structures
 from ltau_md.integrations.nequip._data import atoms_info, frame_numbers, frame_to_atoms
+from ltau_md.integrations.nequip.heads import output_signals
 
 __all__ = ["NequIPFeatureModel", "descriptors_for_dataset", "READOUT_MODULE"]
 
@@ -244,6 +245,8 @@ class NequIPFeatureModel:
         energy = out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().cpu().numpy().reshape(-1)
         forces = out[AtomicDataDict.FORCE_KEY].detach().cpu().numpy().astype(np.float64)
         feats_np = feats.cpu().numpy().astype(np.float32)
+        signals = {k: v.cpu().numpy().astype(np.float64)
+                   for k, v in output_signals(out).items()}
         st = None
         if stress and AtomicDataDict.STRESS_KEY in out:
             st = out[AtomicDataDict.STRESS_KEY].detach().cpu().numpy().reshape(-1, 3, 3)
@@ -256,7 +259,9 @@ class NequIPFeatureModel:
             if st is not None and bool(np.all(atoms.pbc)):
                 s = full_3x3_to_voigt_6_stress(st[i].astype(np.float64))
             res.append(ModelOutput(energy=float(energy[i]), forces=forces[start:stop].copy(),
-                                   stress=s, features=feats_np[start:stop].copy()))
+                                   stress=s, features=feats_np[start:stop].copy(),
+                                   signals={k: v[start:stop].copy()
+                                            for k, v in signals.items()}))
             start = stop
         return res
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ltau_md.core.baselines import element_error, force_std, latent_distance
 from ltau_md.core.exceptions import LTAUError
-from ltau_md.core.model import evaluate_structures, structure_offsets
+from ltau_md.core.model import MODEL_SIGNALS, evaluate_structures, structure_offsets
 from ltau_md.core.signals import SIGNAL_CLASSES
 from ltau_md.core.structures import read_structures, reference_forces
 
@@ -25,8 +25,10 @@ __all__ = ["SIGNALS", "has_forces", "model_outputs", "set_data", "signal_values"
 #: the signals scored, by their per-atom result names: LTAU's uncertainty 1 - p (at the
 #: fitted s), predicted error (eV/A) and novelty; the latent distance (mean k-NN distance),
 #: the element baseline (training force MAE of the element, eV/A), with members the
-#: ensemble force spread (eV/A), and every latent signal fitted on the estimator
-#: (:data:`~ltau_md.core.signals.SIGNAL_CLASSES`). Higher = less trusted for all of them.
+#: ensemble force spread (eV/A), every latent signal fitted on the estimator
+#: (:data:`~ltau_md.core.signals.SIGNAL_CLASSES`) and the signals the model computes itself
+#: (:data:`~ltau_md.core.model.MODEL_SIGNALS`, e.g. a shallow ensemble's heads). Higher = less
+#: trusted for all of them.
 SIGNALS = {
     "uncertainty": "LTAU uncertainty 1 - p (fitted s)",
     "predicted_error": "LTAU predicted error (eV/Å)",
@@ -35,18 +37,23 @@ SIGNALS = {
     "element_error": "element training MAE (eV/Å)",
     "force_std": "ensemble force std (eV/Å)",
     **{name: cls.label for name, cls in SIGNAL_CLASSES.items()},
+    **MODEL_SIGNALS,
 }
 
 
 # ---------------------------------------------------------------------------- model passes
 def model_outputs(model: FeatureModel, frames: Sequence[Atoms], batch_size: int
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(energies (F,) eV, forces (n, 3) eV/A, features (n, D)) of all ``frames``."""
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(energies (F,) eV, forces (n, 3) eV/A, features (n, D), the model's own per-atom
+    signals {name: (n,)}) of all ``frames``."""
     outs = evaluate_structures(model, frames, batch_size)
     energy = np.array([float(o.energy) for o in outs])
     forces = np.concatenate([np.asarray(o.forces, dtype=np.float64) for o in outs])
     feats = np.concatenate([np.asarray(o.features, dtype=np.float32) for o in outs])
-    return energy, forces, feats
+    names = set(getattr(outs[0], "signals", None) or ()) if outs else set()
+    signals = {n: np.concatenate([np.asarray(o.signals[n], dtype=np.float64) for o in outs])
+               for n in sorted(names)}
+    return energy, forces, feats, signals
 
 
 def set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
@@ -59,13 +66,13 @@ def set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
     numbers = np.concatenate([a.numbers for a in frames])
     try:
         estimator.check_species(numbers)
-        energy, forces, feats = model_outputs(model, frames, batch_size)
+        energy, forces, feats, own = model_outputs(model, frames, batch_size)
         dist, idx = estimator.kneighbors(feats, numbers)
     except LTAUError as exc:
         raise type(exc)(f"set {name!r}: {exc}") from exc
     d: dict[str, Any] = {"frames": frames, "offsets": off, "numbers": numbers,
                          "energy": energy, "forces": forces, "dist": dist, "idx": idx,
-                         "latent": estimator.signal_values(feats, numbers)}
+                         "latent": estimator.signal_values(feats, numbers), "own": own}
     if members:
         d["member_forces"] = [forces] + [model_outputs(m, frames, batch_size)[1] for m in members]
     if labelled is None:
@@ -95,6 +102,7 @@ def signal_values(d: dict[str, Any], estimator: LTAUEstimator, s: float) -> dict
     if "member_forces" in d:
         out["force_std"] = force_std(d["member_forces"])
     out.update(d["latent"])
+    out.update(d.get("own", {}))
     return out
 
 
