@@ -53,6 +53,8 @@ from ltau_md.core.metrics._calibration import (
     binned_error_calibration,
     calibration_curve,
     force_error_norm,
+    gaussian_confidence,
+    gaussian_force_nll,
     miscalibration_area,
     within_tolerance,
 )
@@ -84,6 +86,8 @@ __all__ = [
     "force_error_norm",
     "frame_statistic",
     "frame_statistics",
+    "gaussian_confidence",
+    "gaussian_force_nll",
     "miscalibration_area",
     "parse_selection",
     "parse_stat_key",

@@ -4,7 +4,9 @@
 within-tolerance outcomes (:func:`within_tolerance`, :func:`force_error_norm`, eV/A);
 :func:`binned_error_calibration` is the error-based calibration of a predicted error in eV/A;
 :func:`miscalibration_area` is the area between a calibration curve and the diagonal
-(population-weighted, see :mod:`ltau_md.core.metrics`).
+(population-weighted, see :mod:`ltau_md.core.metrics`). A method that predicts a Gaussian
+force error of spread sigma (eV/A, e.g. an ensemble or a variance head) gives confidences on
+the same footing through :func:`gaussian_confidence`, and :func:`gaussian_force_nll` scores it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = [
     "binned_error_calibration",
     "calibration_curve",
     "force_error_norm",
+    "gaussian_confidence",
+    "gaussian_force_nll",
     "miscalibration_area",
     "within_tolerance",
 ]
@@ -178,6 +182,36 @@ def force_error_norm(force_errors: np.ndarray) -> np.ndarray:
     if np.any(e < 0):
         raise DataError("force error magnitudes must be >= 0")
     return e
+
+
+def _component_std(force_std: np.ndarray) -> np.ndarray:
+    sd = np.asarray(force_std, dtype=np.float64) / np.sqrt(3.0)
+    if sd.ndim != 1 or not np.all(np.isfinite(sd)) or np.any(sd <= 0):
+        raise DataError("force_std must be a 1-D array of finite values > 0")
+    return sd
+
+
+def gaussian_confidence(force_std: np.ndarray, atol: float) -> np.ndarray:
+    """P(|error| <= atol) per atom (n,) for an isotropic Gaussian force error whose spread
+    ``force_std`` (n,) eV/A is sqrt of the variance summed over x, y, z (so each component's
+    std is force_std / sqrt(3), and |error| / that std follows a chi distribution with 3
+    degrees of freedom): the confidence such a method predicts at the tolerance LTAU uses."""
+    from scipy.stats import chi
+
+    check_positive("atol (eV/A)", atol)
+    return chi.cdf(float(atol) / _component_std(force_std), 3)
+
+
+def gaussian_force_nll(force_std: np.ndarray, abs_error: np.ndarray) -> float:
+    """Mean negative log-likelihood per force component (nats) of errors of norm
+    ``abs_error`` (n,) eV/A (or (n, 3) vectors) under the isotropic Gaussian of spread
+    ``force_std`` (n,) eV/A (see :func:`gaussian_confidence`)."""
+    sd = _component_std(force_std)
+    err = force_error_norm(abs_error)
+    if err.shape != sd.shape:
+        raise DataError(f"abs_error has {err.shape[0]} atoms, force_std {sd.shape[0]}")
+    var = sd**2
+    return float(np.mean(0.5 * np.log(2 * np.pi * var) + err**2 / (6.0 * var)))
 
 
 def within_tolerance(abs_error: np.ndarray, atol: float, s: float = 1.0, rtol: float = 0.0,

@@ -31,8 +31,12 @@ from ltau_md.core.metrics import (
     alarm_off_reason,
     alarm_threshold,
     alarm_thresholds_rows,
+    calibration_curve,
     frame_statistics,
+    gaussian_confidence,
+    gaussian_force_nll,
     stat_key,
+    within_tolerance,
 )
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
 from ltau_md.core.signals import SIGNAL_CLASSES
@@ -191,6 +195,12 @@ def evaluate(
         "curves": {k: c.to_dict() for k, c in curves.items()},
     }
 
+    # the model's own Gaussian force spreads (heads): their predicted error distribution's
+    # calibration at the same tolerance, and its NLL, on the evaluation half
+    own_calibration = {
+        name: _own_calibration(v[evl], err[evl], fit.target_atol)
+        for name, v in ind["own"].items()}
+
     # -- signals ------------------------------------------------------------------------------
     sig_in = signal_values(ind, est, fit.s)
     sig_ood = {name: signal_values(d, est, fit.s) for name, d in sets.items()}
@@ -246,6 +256,8 @@ def evaluate(
     summary = {
         "miscalibration_area_s1": calibration["area_s1"],
         "miscalibration_area_fitted": calibration["area_fitted"],
+        "own_signal_miscalibration_area": {n: c["miscalibration_area"]
+                                           for n, c in own_calibration.items()},
         "s": fit.s,
         "spearman": {n: per_atom[n]["spearman"] for n in names},
         "high_error_auroc": {n: per_atom[n]["high_error_auroc"] for n in names},
@@ -274,6 +286,7 @@ def evaluate(
                   "ood_frames": {n: int(d["offsets"].size - 1) for n, d in sets.items()}},
         "signals": {n: SIGNALS[n] for n in names},
         "calibration": calibration,
+        "own_signal_calibration": own_calibration,
         "in_domain_force_mae": float(err[evl].mean()),
         "high_error_threshold": high_thr,
         "per_atom": per_atom,
@@ -469,3 +482,14 @@ def _figures(out: Path, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
             plot_roc(series, title=f"{name} vs in-domain frames (max over atoms)"),
             out / f"roc_{name}.png")
     return figs
+
+
+def _own_calibration(force_std: np.ndarray, err: np.ndarray, atol: float) -> dict[str, Any]:
+    """Calibration of a model's own Gaussian force spread (eV/A) on atoms with errors ``err``
+    (eV/A) at tolerance ``atol``: the confidence it predicts
+    (:func:`~ltau_md.core.metrics.gaussian_confidence`) against the outcome, as LTAU's curve,
+    and the Gaussian NLL per component."""
+    sd = np.maximum(np.asarray(force_std, dtype=np.float64), 1e-12)
+    curve = calibration_curve(gaussian_confidence(sd, atol), within_tolerance(err, atol))
+    return {"miscalibration_area": curve.miscalibration_area, "target_atol": atol,
+            "nll_per_component": gaussian_force_nll(sd, err), "curve": curve.to_dict()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import mannwhitneyu, spearmanr
+from scipy.stats import mannwhitneyu, norm, spearmanr
 
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.metrics import (
@@ -13,6 +13,8 @@ from ltau_md.core.metrics import (
     auroc,
     binned_error_calibration,
     calibration_curve,
+    gaussian_confidence,
+    gaussian_force_nll,
     miscalibration_area,
     spearman,
     within_tolerance,
@@ -160,3 +162,23 @@ def test_curve_and_tolerance_bad_input():
     np.testing.assert_array_equal(within_tolerance(err, 0.1, s=2.0), [False, True])
     np.testing.assert_array_equal(
         within_tolerance(err, 0.1, rtol=0.1, ref_force_norm=[4.0, 0.0]), [True, True])
+
+
+def test_gaussian_confidence_and_nll_against_sampled_errors():
+    """Isotropic Gaussian errors of spread sigma (sqrt of the summed variance): the predicted
+    P(|err| <= atol) against the sampled fraction, the NLL against scipy's density of the
+    components."""
+    rng = np.random.default_rng(7)
+    spread = np.array([0.05, 0.1, 0.2, 0.4])
+    comp = rng.normal(size=(200_000, 4, 3)) * (spread / np.sqrt(3))[None, :, None]
+    norms = np.linalg.norm(comp, axis=2)
+    for atol in (0.03, 0.1, 0.3):
+        np.testing.assert_allclose(gaussian_confidence(spread, atol),
+                                   (norms <= atol).mean(0), atol=4e-3)
+    e = comp[:50].reshape(-1, 3)
+    sd = np.tile(spread, 50)
+    want = -norm.logpdf(e, 0, (sd / np.sqrt(3))[:, None]).mean()
+    assert gaussian_force_nll(sd, e) == pytest.approx(want, rel=1e-12)
+    assert gaussian_force_nll(sd, np.linalg.norm(e, axis=1)) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(DataError, match="force_std"):
+        gaussian_confidence(np.array([0.1, 0.0]), 0.1)

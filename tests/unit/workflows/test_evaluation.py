@@ -357,3 +357,32 @@ def test_alarm_bootstraps_equal_one_resample_at_a_time():
         for n, v in ood.items():
             boot[n].append(np.mean(v[draw.integers(0, v.size, v.size)] > t))
     assert got["ood_rate_ci95"] == {n: ci95(b) for n, b in boot.items()}
+
+
+class SpreadEMT(EMTFeatureModel):
+    """EMT that also reports a constant Gaussian force spread of its own ("mve", eV/A)."""
+
+    def __init__(self, spread, **kw):
+        super().__init__(**kw)
+        self.spread = spread
+
+    def evaluate(self, atoms, stress=False):
+        out = super().evaluate(atoms, stress)
+        out.signals = {"mve": np.full(len(atoms), self.spread)}
+        return out
+
+
+def test_evaluate_scores_a_models_own_spread_and_its_calibration(case):
+    """The labels are EMT + N(0, 0.04^2) per component: a model predicting exactly that
+    spread is calibrated, one predicting 4x that is not; the spread is scored as a signal."""
+    tmp, _, est, in_domain, ood, _ = case
+    areas = {}
+    for factor in (1.0, 4.0):
+        model = SpreadEMT(0.04 * np.sqrt(3) * factor, elements=CU)
+        rep = evaluate(model, est, in_domain, ood, fraction=0.5, seed=3, n_boot=20,
+                       n_splits=5, timing=None)
+        cal = rep["own_signal_calibration"]["mve"]
+        areas[factor] = cal["miscalibration_area"]
+        assert rep["summary"]["own_signal_miscalibration_area"]["mve"] == areas[factor]
+        assert "mve" in rep["signals"] and "mve:max" in rep["alarms"]
+    assert areas[1.0] < 0.05 < 0.2 < areas[4.0]
