@@ -44,8 +44,9 @@ def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
         "calibrate`); otherwise no policy (a note says so).")
     g.add_argument("--signal", default=None, metavar="KEY",
                    help="per-atom signal the policies watch: novelty, uncertainty, "
-                   "predicted_error (eV/A), confidence, novelty_pvalue, or a latent signal "
-                   "fitted on the estimator (gmm, doptimality, ...) (default: the default "
+                   "predicted_error (eV/A), confidence, novelty_pvalue, a latent signal "
+                   "fitted on the estimator (gmm, doptimality, ...) or one the model computes "
+                   "(shallow_ensemble, mve, evidential: heads models) (default: the default "
                    "alarm's signal for --X-rate and the default policy, uncertainty for "
                    "--X-above)")
     g.add_argument("--on", type=statistic, default="max", metavar="STAT",
@@ -79,10 +80,11 @@ def check_policy_args(args: argparse.Namespace) -> None:
     exit status 2) before anything is read or written. The --X-above thresholds and the
     hysteresis are on the scale of ``--signal``, or of the uncertainty when it is not given."""
     from ltau_md.core.calculator import PER_ATOM_KEYS
+    from ltau_md.core.model import MODEL_SIGNALS
     from ltau_md.core.observers import UNIT_SIGNALS
     from ltau_md.core.signals import SIGNAL_CLASSES
 
-    known = (*PER_ATOM_KEYS, *SIGNAL_CLASSES)
+    known = (*PER_ATOM_KEYS, *SIGNAL_CLASSES, *MODEL_SIGNALS)
     if args.signal is not None and args.signal not in known:
         args.policy_parser.error(f"argument --signal: must be one of {', '.join(known)}"
                                  f", got {args.signal!r}")

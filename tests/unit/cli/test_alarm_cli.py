@@ -97,7 +97,8 @@ def test_signal_dependent_ranges_are_refused_like_argparse(opts, msg, capsys):
 
 def test_thresholds_on_unbounded_signals_may_exceed_one():
     for opts in (["--stop-above", "5", "--signal", "novelty"],
-                 ["--signal", "predicted_error", "--stop-above", "0.3", "--hysteresis", "2"]):
+                 ["--signal", "predicted_error", "--stop-above", "0.3", "--hysteresis", "2"],
+                 ["--signal", "shallow_ensemble", "--stop-above", "1.2"]):  # a model's own
         args = parse("md", *opts)
         pols = policy_factory(args, estimator(), "md")()
         assert [p.above for p in pols] == [float(opts[opts.index("--stop-above") + 1])]

@@ -27,6 +27,7 @@ from ltau_md.integrations.nequip.heads._builders import (
     ShallowEnsembleModel,
 )
 from ltau_md.integrations.nequip.heads._config import (
+    FINETUNE_EMA_DECAY,
     HEAD_METHODS,
     finetune_config,
     head_loss,
@@ -52,6 +53,7 @@ from ltau_md.integrations.nequip.heads._signals import output_signals
 __all__ = [
     "ENERGY_VARIANCE_KEY",
     "EVIDENTIAL_KEY",
+    "FINETUNE_EMA_DECAY",
     "FORCE_VARIANCE_KEY",
     "HEAD_METHODS",
     "HEAD_ENERGIES_KEY",

@@ -7,7 +7,7 @@ import copy
 import os
 from typing import Any
 
-__all__ = ["HEAD_METHODS", "finetune_config", "head_loss", "head_model"]
+__all__ = ["FINETUNE_EMA_DECAY", "HEAD_METHODS", "finetune_config", "head_loss", "head_model"]
 
 _PKG = "ltau_md.integrations.nequip.heads"
 

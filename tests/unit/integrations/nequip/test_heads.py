@@ -258,3 +258,28 @@ def test_finetune_config_keeps_the_run_and_swaps_model_and_loss(tmp_path):
     assert out["trainer"]["callbacks"] == cfg["trainer"]["callbacks"]  # the LTAU logger too
     with pytest.raises(ValueError, match="unknown head method"):
         H.finetune_config(cfg, "x.ckpt", "dropout", max_epochs=1, lr=1e-3)
+
+
+@pytest.mark.parametrize("method", list(H.HEAD_METHODS))
+def test_example_config_group_matches_finetune_config(method):
+    """examples/nequip_acac_heads.yaml with heads=METHOD composes (hydra) to the model and
+    loss that finetune_config generates, so the documented configs and the API agree."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    examples = Path(__file__).resolve().parents[4] / "examples"
+    with initialize_config_dir(config_dir=str(examples), version_base=None):
+        cfg = compose("nequip_acac_heads", overrides=[
+            f"heads={method}", "data_dir=/data", "base_checkpoint=/runs/a/last.ckpt"])
+    module = OmegaConf.to_container(cfg.training_module, resolve=False)
+    resolved = {k: OmegaConf.to_container(cfg.training_module[k], resolve=True)
+                for k in ("model", "loss", "val_metrics")}
+    opts = {"n_heads": 8} if method == "shallow_ensemble" else {}
+    assert resolved["model"] == H.head_model(
+        method, "/runs/a/last.ckpt", seed=1, model_dtype="float32", type_names=["H", "C", "O"],
+        r_max=5.0, **opts)
+    assert resolved["loss"] == resolved["val_metrics"] == H.head_loss(method)
+    assert module["ema_decay"] == H.FINETUNE_EMA_DECAY
+    assert cfg.trainer.callbacks[-1]["_target_"].endswith("LTAUErrorLogger")
