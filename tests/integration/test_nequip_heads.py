@@ -104,3 +104,44 @@ def test_fit_and_calculator_use_the_heads_signal_with_an_alarm_rate(finetuned, t
         b.get_forces()
         maxima.append(calc.results["shallow_ensemble:max"])
     assert np.mean(np.array(maxima) > thr) <= 0.2
+
+
+def test_md_stops_on_the_heads_signal(finetuned, tiny_run, tmp_path):
+    """UQMonitor watches a heads model's own signal like any other: with a threshold at the
+    median of a free run's values, the stop fires at the first step of that run above it,
+    and steps.jsonl records the same values."""
+    import json
+
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from ltau_md.core.observers import UQMonitor
+
+    run = finetuned["shallow_ensemble"]
+    # the documented protocol: LTAU from the trained run's log, the heads model as --model
+    fit_from_runs([tiny_run.run_dir], run / "last.ckpt", tmp_path / "est", k=5, progress=False)
+    calc = load_calculator(run / "last.ckpt", tmp_path / "est")
+    a = ase.io.read(tiny_run.val_xyz, "0")
+    a.calc = calc
+    a.set_momenta(np.random.default_rng(0).normal(size=(len(a), 3)) * 0.3)
+    free = UQMonitor(VelocityVerlet(a.copy(), timestep=1 * units.fs, logfile=None),
+                     watch=["shallow_ensemble:max"], out_dir=tmp_path / "free")
+    free.atoms.calc = calc
+    free.dyn.attach(free, interval=1)
+    free.run(steps=12)
+    v = np.array(free.signal_values["shallow_ensemble:max"])
+    assert np.isfinite(v).all() and v.min() > 0 and np.ptp(v) > 0
+    thr = float(np.quantile(v, 0.5))
+    b = a.copy()
+    b.calc = calc
+    calc.reset()
+    dyn = VelocityVerlet(b, timestep=1 * units.fs, logfile=None)
+    mon = UQMonitor(dyn, [Threshold("stop", above=thr, signal="shallow_ensemble")],
+                    out_dir=tmp_path / "stop")
+    dyn.attach(mon, interval=1)
+    mon.run(steps=12)
+    first = int(np.argmax(v > thr))
+    assert mon.stopped is not None and mon.stopped.step == first
+    lines = [json.loads(x) for x in (tmp_path / "stop" / "steps.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([x["shallow_ensemble:max"] for x in lines], v[:first + 1],
+                               rtol=1e-6)
