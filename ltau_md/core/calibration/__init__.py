@@ -35,7 +35,8 @@ adds to and that ``Threshold(alarm_rate=...)`` reads.
 
 Modules: ``_common`` (estimator glue, target tolerance), ``_evaluate`` (calibration curves of
 an estimator), ``_scale`` (fitting s), ``_structures`` (calibrating on labelled structures),
-``_alarms`` (in-domain alarm statistics).
+``_alarms`` (in-domain alarm statistics), ``_spread`` (a Gaussian force spread's factor,
+:func:`fit_spread_scale`, fitted like s, for ensembles and heads).
 """
 
 from ltau_md.core.calibration._alarms import (
@@ -51,6 +52,7 @@ from ltau_md.core.calibration._alarms import (
 from ltau_md.core.calibration._common import target_tolerance
 from ltau_md.core.calibration._evaluate import evaluate_calibration
 from ltau_md.core.calibration._scale import FIT_SCALE_CONSTRAINTS, ScaleFit, fit_scale
+from ltau_md.core.calibration._spread import SpreadFit, fit_spread_scale, spread_calibration
 from ltau_md.core.calibration._structures import calibrate_structures, split_frames
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "FALLBACK_ALARM",
     "FIT_SCALE_CONSTRAINTS",
     "ScaleFit",
+    "SpreadFit",
     "alarm_statistics_from_structures",
     "alarm_statistics_from_training",
     "calibrate_structures",
@@ -67,6 +70,8 @@ __all__ = [
     "evaluate_calibration",
     "fit_alarm_thresholds",
     "fit_scale",
+    "fit_spread_scale",
     "split_frames",
+    "spread_calibration",
     "target_tolerance",
 ]

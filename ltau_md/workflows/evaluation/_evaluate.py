@@ -18,7 +18,9 @@ from ltau_md.core.calibration import (
     default_alarm,
     evaluate_calibration,
     fit_scale,
+    fit_spread_scale,
     split_frames,
+    spread_calibration,
 )
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.core.files import (
@@ -31,12 +33,9 @@ from ltau_md.core.metrics import (
     alarm_off_reason,
     alarm_threshold,
     alarm_thresholds_rows,
-    calibration_curve,
     frame_statistics,
-    gaussian_confidence,
     gaussian_force_nll,
     stat_key,
-    within_tolerance,
 )
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
 from ltau_md.core.signals import SIGNAL_CLASSES
@@ -198,7 +197,7 @@ def evaluate(
     # the model's own Gaussian force spreads (heads): their predicted error distribution's
     # calibration at the same tolerance, and its NLL, on the evaluation half
     own_calibration = {
-        name: _own_calibration(v[evl], err[evl], fit.target_atol)
+        name: _own_calibration(v[cal], err[cal], v[evl], err[evl], fit.target_atol)
         for name, v in ind["own"].items()}
 
     # -- signals ------------------------------------------------------------------------------
@@ -258,6 +257,8 @@ def evaluate(
         "miscalibration_area_fitted": calibration["area_fitted"],
         "own_signal_miscalibration_area": {n: c["miscalibration_area"]
                                            for n, c in own_calibration.items()},
+        "own_signal_miscalibration_area_fitted": {n: c["miscalibration_area_fitted"]
+                                                  for n, c in own_calibration.items()},
         "s": fit.s,
         "spearman": {n: per_atom[n]["spearman"] for n in names},
         "high_error_auroc": {n: per_atom[n]["high_error_auroc"] for n in names},
@@ -484,12 +485,20 @@ def _figures(out: Path, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
     return figs
 
 
-def _own_calibration(force_std: np.ndarray, err: np.ndarray, atol: float) -> dict[str, Any]:
-    """Calibration of a model's own Gaussian force spread (eV/A) on atoms with errors ``err``
-    (eV/A) at tolerance ``atol``: the confidence it predicts
-    (:func:`~ltau_md.core.metrics.gaussian_confidence`) against the outcome, as LTAU's curve,
-    and the Gaussian NLL per component."""
-    sd = np.maximum(np.asarray(force_std, dtype=np.float64), 1e-12)
-    curve = calibration_curve(gaussian_confidence(sd, atol), within_tolerance(err, atol))
-    return {"miscalibration_area": curve.miscalibration_area, "target_atol": atol,
-            "nll_per_component": gaussian_force_nll(sd, err), "curve": curve.to_dict()}
+def _own_calibration(sd_cal: np.ndarray, err_cal: np.ndarray, sd_evl: np.ndarray,
+                     err_evl: np.ndarray, atol: float) -> dict[str, Any]:
+    """Calibration of a model's own Gaussian force spread (eV/A) at tolerance ``atol``, as
+    LTAU's: the confidence it predicts (:func:`~ltau_md.core.metrics.gaussian_confidence`)
+    against the outcome on the evaluation atoms, as given and with a factor on the spread
+    fitted on the calibration atoms (:func:`~ltau_md.core.calibration.fit_spread_scale`);
+    the Gaussian NLL per component, both ways."""
+    f = fit_spread_scale(sd_cal, err_cal, atol)
+    raw = spread_calibration(sd_evl, err_evl, atol)
+    scaled = spread_calibration(sd_evl, err_evl, atol, f.scale)
+    sd = np.maximum(np.asarray(sd_evl, dtype=np.float64), 1e-12)
+    return {"miscalibration_area": raw.miscalibration_area, "target_atol": atol,
+            "nll_per_component": gaussian_force_nll(sd, err_evl),
+            "scale": f.scale, "scale_at_bound": f.at_bound,
+            "miscalibration_area_fitted": scaled.miscalibration_area,
+            "nll_per_component_fitted": gaussian_force_nll(sd * f.scale, err_evl),
+            "curve": raw.to_dict(), "curve_fitted": scaled.to_dict()}

@@ -314,3 +314,18 @@ def test_calibrate_structures_against_numpy_bruteforce(tmp_path):
     bare.calc = SinglePointCalculator(bare, energy=0.0, forces=np.zeros((1, 3)))
     with pytest.raises(DataError, match=r"structures \[2\] lack info"):
         calibrate_structures(model, est, cal[:2] + [bare], group_key="config_type")
+
+
+def test_fit_spread_scale_undoes_a_known_factor():
+    """Gaussian errors of spreads drawn per atom; the predicted spread is 2.5x each: the
+    fitted factor is about 1/2.5 and brings the area from large to near zero."""
+    from ltau_md.core.calibration import fit_spread_scale, spread_calibration
+
+    rng = np.random.default_rng(11)
+    spread = rng.uniform(0.05, 0.4, 20_000)
+    err = np.linalg.norm(rng.normal(size=(spread.size, 3)) * (spread / np.sqrt(3))[:, None],
+                         axis=1)
+    fit = fit_spread_scale(2.5 * spread, err, atol=0.15)
+    assert fit.scale == pytest.approx(0.4, rel=0.05) and not fit.at_bound
+    assert fit.area_unscaled > 0.2 and fit.area < 0.02
+    assert spread_calibration(spread, err, 0.15).miscalibration_area < 0.02

@@ -385,4 +385,9 @@ def test_evaluate_scores_a_models_own_spread_and_its_calibration(case):
         areas[factor] = cal["miscalibration_area"]
         assert rep["summary"]["own_signal_miscalibration_area"]["mve"] == areas[factor]
         assert "mve" in rep["signals"] and "mve:max" in rep["alarms"]
+        # the factor fitted on the calibration half undoes the known one
+        assert cal["scale"] == pytest.approx(1 / factor, rel=0.15)
+        assert cal["miscalibration_area_fitted"] < 0.1  # one bin: the area moves fast with c
+        if factor > 1:  # 4x too wide: the fitted factor also improves the likelihood
+            assert cal["nll_per_component_fitted"] < cal["nll_per_component"] - 0.5
     assert areas[1.0] < 0.05 < 0.2 < areas[4.0]

@@ -69,13 +69,17 @@ def test_nig_nll_is_minus_the_student_t_log_density():
     np.testing.assert_allclose(got, -stats.t.logpdf(y, 2 * alpha, g, scale), rtol=1e-10)
 
 
-def test_force_nll_of_heads_matches_numpy():
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_force_nll_of_heads_matches_numpy(isotropic):
     rng = np.random.default_rng(2)
     f = rng.normal(size=(6, 4, 3))
     y = rng.normal(size=(6, 3))
-    got = H.ForceNLL()({H.HEAD_FORCES_KEY: torch.tensor(f)}, {"forces": torch.tensor(y)})
-    mean, var = f.mean(1), f.var(1) + 1e-8
-    want = -stats.norm.logpdf(y, mean, np.sqrt(var)).mean()
+    got = H.ForceNLL(isotropic=isotropic)({H.HEAD_FORCES_KEY: torch.tensor(f)},
+                                          {"forces": torch.tensor(y)})
+    var = f.var(1)  # (atoms, 3) over the heads
+    if isotropic:  # one variance per atom: the mean over x, y, z
+        var = np.repeat(var.mean(1, keepdims=True), 3, axis=1)
+    want = -stats.norm.logpdf(y, f.mean(1), np.sqrt(var + 1e-8)).mean()
     assert float(got) == pytest.approx(want, rel=1e-10)
 
 
