@@ -5,7 +5,7 @@ includes building the model (and for dask starting, warming and closing the clus
 ``pair`` is the machine's ceiling for any 2-process scheme: two independent serial processes
 started together, each relaxing half of the systems (``systems[i::2]``), timed until both
 exit. ``daskprof`` is dask with its statistical profiler and GIL monitor switched back on
-(dask's defaults), to measure what :data:`ltau_md.workflows.is2rs._dask.WORKER_CONFIG` saves.
+(dask's defaults), to measure what :data:`ltau_md.workflows._dask.WORKER_CONFIG` saves.
 Prints one JSON line: wall times, the work done inside the relaxations (sum of per-system wall
 times), and speed-ups against the serial mean.
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     order = args.order.split(",")
     if unknown := [m for m in order if m not in MODES]:
         p.error(f"unknown modes {unknown}; choose from {MODES}")
-    from ltau_md.workflows.is2rs import _dask
+    from ltau_md.workflows import _dask
 
     out: dict = {m: [] for m in dict.fromkeys(order)}
     for k, mode in enumerate(order):

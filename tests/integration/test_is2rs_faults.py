@@ -160,7 +160,7 @@ def test_cluster_without_workers_is_said_and_given_up_after_a_bounded_time(
     systems not done (it used to wait silently for new workers), and a rerun resumes."""
     from distributed import Client, LocalCluster
 
-    from ltau_md.workflows.is2rs import _dask
+    from ltau_md.workflows import _dask
 
     monkeypatch.setattr(_dask, "NO_WORKERS_NOTE_S", 1.0)
     systems = load_systems(bench)
@@ -221,7 +221,7 @@ def _busy(seconds: float) -> int:
 def test_localcluster_workers_run_without_the_statistical_profiler():
     """Our LocalCluster workers do not sample task stacks (dask's profiler, every 10 ms by
     default): a 0.5 s task leaves an empty profile, and the worker config says so."""
-    from ltau_md.workflows.is2rs._dask import WORKER_CONFIG, dask_client
+    from ltau_md.workflows._dask import WORKER_CONFIG, dask_client
 
     with dask_client(1) as client:
         assert client.submit(_busy, 0.5, pure=False).result() > 0

@@ -376,7 +376,7 @@ def _run_jobs(
             done[(split, i)] = generate_system(seed, split, i, cfg)
             bar.update(1)
         return done
-    from ltau_md.workflows.is2rs._dask import map_unordered
+    from ltau_md.workflows._dask import map_unordered
 
     for job, res, exc in map_unordered(_generate_job, jobs, seed, cfg, n_workers=n_workers,
                                        scheduler=scheduler):

@@ -218,7 +218,7 @@ def run_campaign(
     systems per task, so the last tasks leave little idle time); workers build the calculator
     before the first task. From a script, start a LocalCluster campaign under
     ``if __name__ == "__main__":`` (dask's 'spawn' re-imports the script;
-    :class:`~ltau_md.workflows.is2rs._dask.ClusterStartError` says so).
+    :class:`~ltau_md.workflows._dask.ClusterStartError` says so).
 
     Faults never pass silently: a system whose relaxation raised is an error record (saved,
     retried on resume when ``retry_errors``); a system whose task the cluster lost (killed
@@ -317,7 +317,7 @@ def _run_dask(
 ) -> None:
     import functools
 
-    from ltau_md.workflows.is2rs._dask import is_lost, map_unordered
+    from ltau_md.workflows._dask import is_lost, map_unordered
 
     warm = functools.partial(_warmup, calc_factory, key, settings)
     done: set[str] = set()

@@ -1,5 +1,6 @@
-"""dask.distributed for the IS2RS fan-outs (reference generation, campaigns): a LocalCluster
-of worker processes, or an existing scheduler by address (e.g. dask-jobqueue).
+"""dask.distributed for the workflows' fan-outs (IS2RS reference generation and campaigns,
+the active-learning exploration): a LocalCluster of worker processes, or an existing
+scheduler by address (e.g. dask-jobqueue).
 
 Faults never pass silently: :func:`map_unordered` yields the exception of a task whose result
 could not be fetched, and :func:`is_lost` tells a distributed failure (cancelled future,
