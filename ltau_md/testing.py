@@ -21,6 +21,7 @@ from ltau_md.core.model import ModelOutput, check_species
 
 __all__ = [
     "EMTFeatureModel",
+    "SlowEMT",
     "EMT_ELEMENTS",
     "check_estimator_api",
     "check_feature_model",
@@ -29,6 +30,19 @@ __all__ = [
 ]
 
 EMT_ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
+
+
+class SlowEMT(EMT):
+    """ASE's EMT taking ``delay`` seconds more per calculation: an oracle as slow as a DFT
+    code relative to the rest, so a test can stop a loop while it labels."""
+
+    delay = 0.5
+
+    def calculate(self, *args: Any, **kwargs: Any) -> None:
+        import time
+
+        time.sleep(self.delay)
+        super().calculate(*args, **kwargs)
 
 
 def radial_descriptors(atoms: Atoms, species: Sequence[int], cutoff: float = 5.0,

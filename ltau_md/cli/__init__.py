@@ -25,7 +25,8 @@ from ltau_md.cli._common import positive_int
 __all__ = ["EXIT_BAD_INPUT", "EXIT_UNEXPECTED", "MODULES", "build_parser", "main", "set_threads"]
 
 #: subcommand modules of this package, in the order ``ltau-md --help`` lists them
-MODULES = ("demo", "fit", "calibrate", "evaluate", "relax", "md", "is2rs", "is2rs_generate")
+MODULES = ("demo", "fit", "calibrate", "evaluate", "relax", "md", "learn", "is2rs",
+           "is2rs_generate")
 
 #: exit status of a run ended by bad input (ltau-md error, missing file, refused output)
 EXIT_BAD_INPUT = 2

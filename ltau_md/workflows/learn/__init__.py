@@ -6,6 +6,14 @@
 
 from __future__ import annotations
 
+from ltau_md.workflows.learn._config import (
+    ExploreSettings,
+    FinetuneSettings,
+    LearnConfig,
+    SelectSettings,
+    load_config,
+)
+from ltau_md.workflows.learn._loop import LEARN_KIND, STAGES, iteration_dir, run_learn
 from ltau_md.workflows.learn._select import (
     SELECTION_METHODS,
     alarm_windows,
@@ -15,7 +23,16 @@ from ltau_md.workflows.learn._select import (
 )
 
 __all__ = [
+    "LEARN_KIND",
     "SELECTION_METHODS",
+    "STAGES",
+    "ExploreSettings",
+    "FinetuneSettings",
+    "LearnConfig",
+    "SelectSettings",
+    "iteration_dir",
+    "load_config",
+    "run_learn",
     "alarm_windows",
     "d_optimal_gain",
     "d_optimal_selection",

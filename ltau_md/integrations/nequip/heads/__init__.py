@@ -21,13 +21,13 @@ the calculator adds the head's per-atom signal (eV/A) to its results
 
 from __future__ import annotations
 
+from ltau_md.integrations.nequip.finetune import FINETUNE_EMA_DECAY
 from ltau_md.integrations.nequip.heads._builders import (
     EvidentialModel,
     MeanVarianceModel,
     ShallowEnsembleModel,
 )
 from ltau_md.integrations.nequip.heads._config import (
-    FINETUNE_EMA_DECAY,
     HEAD_METHODS,
     finetune_config,
     head_loss,

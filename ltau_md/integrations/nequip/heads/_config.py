@@ -3,11 +3,12 @@ trains UQ heads on a trained checkpoint."""
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
-__all__ = ["FINETUNE_EMA_DECAY", "HEAD_METHODS", "finetune_config", "head_loss", "head_model"]
+from ltau_md.integrations.nequip.finetune import derive_config
+
+__all__ = ["HEAD_METHODS", "finetune_config", "head_loss", "head_model"]
 
 _PKG = "ltau_md.integrations.nequip.heads"
 
@@ -21,10 +22,6 @@ HEAD_METHODS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "evidential": (f"{_PKG}.EvidentialModel",
                    (("evidential_force_loss", f"{_PKG}.EvidentialForceLoss"),)),
 }
-
-#: EMA decay of a fine-tuning run: a few hundred optimizer steps need a short average
-FINETUNE_EMA_DECAY = 0.99
-
 
 def _method(method: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     if method not in HEAD_METHODS:
@@ -58,24 +55,18 @@ def finetune_config(config: dict[str, Any], checkpoint: str | os.PathLike, metho
     made to fine-tune ``method``'s heads on ``checkpoint``: the model becomes
     :func:`head_model` (backbone frozen; ``options`` to the builder; seed, dtype, type names
     and cutoff taken from the original model entry), loss and validation metrics the
-    method's (:func:`head_loss`: the validation NLL drives the scheduler), ``max_epochs``
-    epochs at learning rate ``lr`` (constant unless the config schedules it), EMA decay
-    :data:`FINETUNE_EMA_DECAY`. Data, callbacks (the LTAU error logger) and the rest are
-    kept. ``config`` is not modified."""
-    cfg = copy.deepcopy(config)
-    module = cfg["training_module"]
-    old = module["model"]
+    method's (:func:`head_loss`: the validation NLL drives the scheduler), the rest as
+    :func:`~ltau_md.integrations.nequip.finetune.derive_config` makes it (``max_epochs`` at
+    ``lr``, short EMA, checkpoint every epoch, the LTAU error logger). ``config`` is not
+    modified."""
+    old = config["training_module"]["model"]
     missing = [k for k in ("seed", "model_dtype", "type_names", "r_max") if k not in old]
     if missing:
         raise ValueError(f"the config's training_module.model lacks {missing}: give them "
                          "(the trained model's values)")
-    module["model"] = head_model(method, checkpoint, seed=old["seed"],
-                                 model_dtype=old["model_dtype"], type_names=old["type_names"],
-                                 r_max=old["r_max"], **options)
-    module["loss"] = head_loss(method)
-    module["val_metrics"] = head_loss(method)
-    module.setdefault("optimizer", {"_target_": "torch.optim.Adam"})["lr"] = float(lr)
-    if "ema_decay" in module:
-        module["ema_decay"] = FINETUNE_EMA_DECAY
-    cfg["trainer"]["max_epochs"] = int(max_epochs)
+    model = head_model(method, checkpoint, seed=old["seed"], model_dtype=old["model_dtype"],
+                       type_names=old["type_names"], r_max=old["r_max"], **options)
+    cfg = derive_config(config, model, max_epochs=max_epochs, lr=lr)
+    cfg["training_module"]["loss"] = head_loss(method)
+    cfg["training_module"]["val_metrics"] = head_loss(method)
     return cfg
