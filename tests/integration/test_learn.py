@@ -129,6 +129,7 @@ def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -
     return True
 
 
+@pytest.mark.slow  # about 75 s: three killed starts and a resume
 def test_sigkill_in_each_stage_then_resume(tiny_run, tmp_path):
     path = _config(tiny_run, tmp_path, iterations=1, oracle="ltau_md.testing:SlowEMT",
                    finetune={"epochs": 3})

@@ -87,7 +87,8 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
             row: dict[str, Any] = {"iteration": k, "model": str(model)}
             ex = _stage(it, S.explore, cfg, it, model, estimator, alarm, n_workers, scheduler)
             row.update(alarm=alarm, threshold=ex["threshold"], n_observed=ex["n_observed"],
-                       n_alarmed=ex["n_alarmed"], alarm_share=ex["alarm_share"])
+                       n_alarmed=ex["n_alarmed"], alarm_share=ex["alarm_share"],
+                       explore_cpu_s=ex.get("cpu_s"))
             share = ex["alarm_share"] or 0.0
             if share <= cfg.explore.alarm_rate * (1 + cfg.tolerance):
                 stop = "converged"

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ def _explore_one(task: dict[str, Any]) -> dict[str, Any]:
     from ltau_md.workflows.simulate import run_md
 
     torch.set_num_threads(1)
+    t0 = time.process_time()
     calc = load_calculator(task["model"], task["estimator"])
     signal_name, on = task["alarm"].split(":", 1)
     pol = Threshold("warn", alarm_rate=task["alarm_rate"], signal=signal_name, on=on)
@@ -69,7 +71,8 @@ def _explore_one(task: dict[str, Any]) -> dict[str, Any]:
     lines = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines() if x]
     values = [x.get(task["alarm"]) for x in lines]
     return {"run": out.name, "threshold": pol.threshold, "values": values,
-            "steps": [x["step"] for x in lines], "status": summary.get("status")}
+            "steps": [x["step"] for x in lines], "status": summary.get("status"),
+            "cpu_s": time.process_time() - t0}
 
 
 def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm: str,
@@ -100,10 +103,10 @@ def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm:
     for res in _map(_explore_one, tasks, n_workers, scheduler):
         write_json_atomic(out / res["run"] / RESULT, res)
     runs = sorted(p for p in out.glob("run_*") if (p / RESULT).exists())
-    candidates, n_obs, n_alarm, thr = [], 0, 0, None
+    candidates, n_obs, n_alarm, thr, cpu = [], 0, 0, None, 0.0
     for run in runs:
         res = read_json(run / RESULT)
-        thr = res["threshold"]
+        thr, cpu = res["threshold"], cpu + res.get("cpu_s", 0.0)
         v = np.array([np.inf if x is None else x for x in res["values"]], dtype=float)
         n_obs += v.size
         n_alarm += int((v > thr).sum())
@@ -116,7 +119,7 @@ def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm:
     write_frames(out / "candidates.extxyz", candidates)
     result = {"n_runs": len(runs), "n_observed": n_obs, "n_alarmed": n_alarm,
               "alarm_share": n_alarm / n_obs if n_obs else None, "threshold": thr,
-              "alarm": alarm, "n_candidates": len(candidates)}
+              "alarm": alarm, "n_candidates": len(candidates), "cpu_s": cpu}
     write_json_atomic(out / RESULT, result)
     return result
 
