@@ -15,9 +15,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "error log -> confidence -> estimator -> calculator -> observers, plus metrics, "
      "calibration, plots; any model that yields per-atom features"),
     ("integrations", ("ltau_md.integrations",),
-     "model-specific adapters: the nequip-train callback, NequIPFeatureModel, load_calculator"),
+     "model-specific adapters: the nequip-train callback, NequIPFeatureModel, load_calculator, "
+     "the UQ heads, fine-tuning configs"),
     ("workflows", ("ltau_md.workflows",),
-     "relax / MD runs, evaluation, the IS2RS benchmark, the demo"),
+     "relax / MD runs, evaluation, the IS2RS benchmark, the demo, the active-learning loop"),
     ("commands", ("ltau_md.cli",), "the ltau-md command line: parsing and one module per "
      "subcommand"),
 )
