@@ -26,16 +26,9 @@ TYPE_NAMES = ["H", "O", "Cu"]
 
 def _recompute_errors(model_file: Path, structures: list[Atoms]) -> np.ndarray:
     """|F_ref - F| per atom with nequip's own ASE calculator (independent of ltau_md)."""
-    from nequip.integrations.ase import NequIPCalculator
-
-    calc = NequIPCalculator._from_saved_model(str(model_file), device="cpu",
-                                              chemical_species_to_atom_type_map=True)
-    out = []
-    for a in structures:
-        b = Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)
-        b.calc = calc
-        out.append(np.linalg.norm(a.get_forces() - b.get_forces(), axis=1))
-    return np.concatenate(out)
+    forces = toy.nequip_forces(model_file, structures)
+    return np.concatenate([np.linalg.norm(a.get_forces() - f, axis=1)
+                           for a, f in zip(structures, forces, strict=True)])
 
 
 def _fit_inprocess(train_xyz, val_xyz, root: Path, callbacks, **kw):

@@ -10,7 +10,6 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-from ase import Atoms
 
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.observers import Threshold
@@ -38,20 +37,6 @@ def finetuned(tiny_run, tmp_path_factory) -> dict[str, Path]:
     return {m: r for m, (_, r) in jobs.items()}
 
 
-def _nequip_forces(model_file: Path, structures: list[Atoms]) -> np.ndarray:
-    """Forces from nequip's own ASE calculator (independent of ltau_md's model wrapper)."""
-    from nequip.integrations.ase import NequIPCalculator
-
-    calc = NequIPCalculator._from_saved_model(str(model_file), device="cpu",
-                                              chemical_species_to_atom_type_map=True)
-    out = []
-    for a in structures:
-        b = Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)
-        b.calc = calc
-        out.append(b.get_forces())
-    return np.concatenate(out)
-
-
 @pytest.mark.parametrize("method", list(H.HEAD_METHODS))
 def test_finetuning_trains_the_heads_on_a_frozen_backbone(finetuned, tiny_run, method):
     frames = ase.io.read(tiny_run.train_xyz, ":")
@@ -73,7 +58,8 @@ def test_finetuning_trains_the_heads_on_a_frozen_backbone(finetuned, tiny_run, m
 def test_error_log_of_a_heads_model_equals_recomputation(finetuned, tiny_run, method):
     frames = ase.io.read(tiny_run.train_xyz, ":")
     ref = np.concatenate([a.get_forces() for a in frames])
-    err = np.linalg.norm(ref - _nequip_forces(finetuned[method] / "last.ckpt", frames), axis=1)
+    forces = np.concatenate(toy.nequip_forces(finetuned[method] / "last.ckpt", frames))
+    err = np.linalg.norm(ref - forces, axis=1)
     log = ErrorLog.open(finetuned[method] / "ltau_log")
     assert log.epochs(0) == list(range(EPOCHS))
     np.testing.assert_allclose(log.read_epoch(EPOCHS - 1, 0), err, atol=2e-5, rtol=1e-5)

@@ -73,6 +73,21 @@ def make_emt_frames(n_bulk: int = 16, n_slab: int = 24, *, rattle: float = 0.08,
     return out
 
 
+def nequip_forces(model_file: str | os.PathLike, structures: Sequence[Atoms]) -> list[np.ndarray]:
+    """Forces (eV/A) of ``structures`` from nequip's own ASE calculator on a checkpoint or
+    package (independent of ltau-md's model wrapper: the reference tests compare with)."""
+    from nequip.integrations.ase import NequIPCalculator
+
+    calc = NequIPCalculator._from_saved_model(str(model_file), device="cpu",
+                                              chemical_species_to_atom_type_map=True)
+    out = []
+    for a in structures:
+        b = Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)
+        b.calc = calc
+        out.append(b.get_forces())
+    return out
+
+
 def write_emt_dataset(directory: str | os.PathLike, *, n_train: int = 32, n_val: int = 8,
                       seed: int = 0) -> tuple[Path, Path]:
     """Write ``train.xyz`` and ``val.xyz`` (extxyz) of EMT frames into ``directory``.
