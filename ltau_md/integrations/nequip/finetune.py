@@ -19,6 +19,7 @@ FINETUNE_EMA_DECAY = 0.99
 
 _LOGGER = "ltau_md.integrations.nequip.LTAUErrorLogger"
 _CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
+_RUN_DIR = "${hydra:runtime.output_dir}"
 
 
 def from_checkpoint(checkpoint: str | os.PathLike) -> dict[str, Any]:
@@ -49,8 +50,10 @@ def derive_config(config: dict[str, Any], model: dict[str, Any], *, max_epochs: 
     """``config`` (not modified) with ``model`` as ``training_module.model``, ``max_epochs``
     epochs at learning rate ``lr``, EMA decay :data:`FINETUNE_EMA_DECAY` where it has EMA,
     ``last.ckpt`` written after every epoch (so a killed run resumes) and the LTAU error
-    logger on (added in eval mode if absent); with ``train_file``/``val_file`` the data come
-    from those files (replacing a ``split_dataset``)."""
+    logger on in eval mode (added if absent); checkpoints and a logger's ``save_dir`` go to
+    the run directory whatever paths ``config`` named, and error loggers writing elsewhere
+    are left out; with ``train_file``/``val_file`` the data come from
+    those files (replacing a ``split_dataset``)."""
     cfg = copy.deepcopy(config)
     module = cfg["training_module"]
     module["model"] = model
@@ -59,15 +62,31 @@ def derive_config(config: dict[str, Any], model: dict[str, Any], *, max_epochs: 
         module["ema_decay"] = FINETUNE_EMA_DECAY
     trainer = cfg["trainer"]
     trainer["max_epochs"] = int(max_epochs)
-    callbacks = trainer.setdefault("callbacks", [])
-    if not any(str(c.get("_target_", "")).endswith("ModelCheckpoint") for c in callbacks):
-        from ltau_md.integrations.nequip.toy import CHECKPOINT_EVERY_EPOCH
+    from ltau_md.integrations.nequip.toy import CHECKPOINT_EVERY_EPOCH
 
-        callbacks.insert(0, {"_target_": _CHECKPOINT, "dirpath": "${hydra:runtime.output_dir}",
+    # every output of the run inside its own directory, whatever paths the original named:
+    # checkpoints written there, error logs writing elsewhere left out
+    callbacks = []
+    for c in trainer.get("callbacks") or []:
+        target = str(c.get("_target_", ""))
+        if target.endswith("ModelCheckpoint"):
+            c = {**c, "dirpath": _RUN_DIR}
+        elif target == _LOGGER and not str(c.get("out_dir", _RUN_DIR)).startswith(_RUN_DIR):
+            continue
+        callbacks.append(c)
+    if not any(str(c.get("_target_", "")).endswith("ModelCheckpoint")
+               and c.get("filename") == "last" for c in callbacks):
+        callbacks.insert(0, {"_target_": _CHECKPOINT, "dirpath": _RUN_DIR,
                              **CHECKPOINT_EVERY_EPOCH})
-    if not any(c.get("_target_") == _LOGGER for c in callbacks):
+    if not any(c.get("_target_") == _LOGGER and c.get("mode", "eval") == "eval"
+               for c in callbacks):
         callbacks.append({"_target_": _LOGGER, "mode": "eval",
-                          "out_dir": "${hydra:runtime.output_dir}/ltau_log"})
+                          "out_dir": f"{_RUN_DIR}/ltau_log"})
+    trainer["callbacks"] = callbacks
+    logger = trainer.get("logger")
+    for entry in (logger if isinstance(logger, list) else [logger]):
+        if isinstance(entry, dict) and "save_dir" in entry:
+            entry["save_dir"] = _RUN_DIR
     if train_file is not None or val_file is not None:
         data = cfg["data"]
         data.pop("split_dataset", None)
