@@ -36,10 +36,12 @@ class ExploreSettings:
 @dataclass(frozen=True)
 class SelectSettings:
     """At most ``batch_size`` frames per iteration, chosen by ``method``
-    (:data:`~ltau_md.workflows.learn.SELECTION_METHODS`)."""
+    (:data:`~ltau_md.workflows.learn.SELECTION_METHODS`) from one frame per alarm window of
+    at most ``window`` observations."""
 
     batch_size: int = 8
     method: str = "d_optimal"
+    window: int = 4
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,11 @@ def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathL
         validation=_path(raw["validation"], "validation", base_dir),
         oracle=oracle, explore=explore, nequip_config=nequip_config,
         test=_path(raw["test"], "test", base_dir) if raw.get("test") is not None else None,
-        select=SelectSettings(batch_size=_positive(sel.get("batch_size", 8),
-                                                   "select.batch_size", int), method=method),
+        select=SelectSettings(batch_size=_positive(sel.get("batch_size",
+                                                           SelectSettings.batch_size),
+                                                   "select.batch_size", int), method=method,
+                              window=_positive(sel.get("window", SelectSettings.window),
+                                               "select.window", int)),
         finetune=FinetuneSettings(epochs=_positive(ft.get("epochs", 10), "finetune.epochs", int),
                                   lr=_positive(ft.get("lr", 0.002), "finetune.lr")),
         iterations=_positive(raw.get("iterations", 3), "iterations", int),

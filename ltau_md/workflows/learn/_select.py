@@ -21,16 +21,18 @@ RIDGE = 1e-3
 
 
 def alarm_windows(steps: Sequence[int], values: Sequence[float], threshold: float,
-                  gap: int = 1) -> list[int]:
+                  gap: int = 1, max_length: int | None = None) -> list[int]:
     """Indices of the frames to keep from one run's observed frames (``steps`` increasing,
-    ``values`` of the alarm statistic): each maximal window of consecutive observed frames
-    above ``threshold`` (frames at most ``gap`` observations apart belong to one window)
+    ``values`` of the alarm statistic): each window of consecutive observed frames above
+    ``threshold`` (frames at most ``gap`` observations apart belong to one window, a window
+    spans at most ``max_length`` observations: a long stretch of alarms is several events)
     gives its highest-valued frame."""
     v = np.asarray(values, dtype=np.float64)
     above = np.flatnonzero(v > threshold)
     keep, start = [], 0
     for i in range(1, above.size + 1):
-        if i == above.size or above[i] - above[i - 1] > gap:
+        if (i == above.size or above[i] - above[i - 1] > gap
+                or (max_length is not None and above[i] - above[start] >= max_length)):
             window = above[start:i]
             keep.append(int(window[np.argmax(v[window])]))
             start = i

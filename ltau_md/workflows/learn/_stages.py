@@ -111,7 +111,7 @@ def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm:
         n_obs += v.size
         n_alarm += int((v > thr).sum())
         frames = ase.io.read(run / "trajectory.extxyz", ":")
-        for k in alarm_windows(res["steps"], v, thr):
+        for k in alarm_windows(res["steps"], v, thr, max_length=cfg.select.window):
             f = frames[k]
             f.calc = None
             f.info.update(run=run.name, step=int(res["steps"][k]), alarm_value=float(v[k]))

@@ -87,3 +87,7 @@ def test_alarm_windows_keep_the_peak_of_each_run_of_alarms():
     assert alarm_windows(range(9), v, threshold=0.5) == [2, 6, 8]
     assert alarm_windows(range(9), v, threshold=0.5, gap=3) == [6]  # one long window
     assert alarm_windows(range(9), v, threshold=5.0) == []
+    # a long stretch of alarms is split into windows of at most max_length observations
+    w = [2.0, 3.0, 2.5, 2.2, 4.0, 2.1, 2.0]
+    assert alarm_windows(range(7), w, threshold=1.0) == [4]
+    assert alarm_windows(range(7), w, threshold=1.0, max_length=3) == [1, 4, 6]
