@@ -71,7 +71,7 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
     out = _claim(cfg)
     lock = acquire_lock(out)  # one writer: a second loop on the same directory is refused
     try:
-        train = S.read_frames(cfg.train) if cfg.train.suffix == ".extxyz" else _read(cfg.train)
+        train = _read(cfg.train)
         test = _read(cfg.test) if cfg.test is not None else None
         # labels carry a stress when every training frame does (nequip batches alike frames)
         stress = all("stress" in (getattr(a.calc, "results", None) or {}) for a in train)

@@ -111,8 +111,8 @@ def test_every_option_of_every_command_states_its_default():
     import argparse
 
     cmds = _subparsers()
-    assert set(cmds) == {"demo", "fit", "calibrate", "evaluate", "relax", "md", "is2rs",
-                         "is2rs-generate"}
+    assert set(cmds) == {"demo", "fit", "calibrate", "evaluate", "relax", "md", "learn",
+                         "is2rs", "is2rs-generate"}
     for name, p in cmds.items():
         opts = [a for a in p._actions
                 if a.option_strings and not isinstance(a, argparse._HelpAction)]
