@@ -310,6 +310,9 @@ def test_signal_while_a_step_is_written_never_splits_the_step(setup, tmp_path, m
         original(self, record)
 
     monkeypatch.setattr(UQMonitor, "_write_line", write_and_get_interrupted)
+    # Python's own Ctrl-C handler, also where this process inherited SIGINT ignored (a
+    # background job of a non-interactive shell: bash ignores SIGINT for `cmd &`)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     # another thread alive, as torch/dask/tqdm start them: a signal blocked in the main
     # thread alone would be delivered through it and still raise mid-step
     stop = threading.Event()
@@ -321,6 +324,7 @@ def test_signal_while_a_step_is_written_never_splits_the_step(setup, tmp_path, m
     finally:
         stop.set()
         helper.join()
+        signal.signal(signal.SIGINT, previous)
     rows = (tmp_path / "sig" / "steps.jsonl").read_text().splitlines()
     s = json.loads((tmp_path / "sig" / "summary.json").read_text())
     frames = read(tmp_path / "sig" / "trajectory.extxyz", index=":")
