@@ -159,3 +159,40 @@ def test_sigkill_in_each_stage_then_resume(tiny_run, tmp_path):
     assert log.epochs(0) == [0, 1, 2]  # every epoch once: no gap, no repeat
     report = json.loads((tmp_path / "loop" / "report.json").read_text())
     assert report["labels"] == 3 and report["iterations"][0]["labels_total"] == 3
+
+
+@pytest.mark.slow  # about 30 s: a loop stopped by a failing stage and rerun
+def test_a_failing_stage_is_recorded_and_redone(tiny_run, tmp_path, monkeypatch):
+    """A stage that raises leaves state.json naming it and the cause, no result for it; a
+    rerun redoes it and the state then lists every stage."""
+    from ltau_md.workflows.learn import _stages
+
+    path = _config(tiny_run, tmp_path, iterations=1, explore={"steps": 10})
+    real = _stages.finetune
+
+    def finetune(*args):
+        raise RuntimeError("the cluster went away")
+
+    monkeypatch.setattr(_stages, "finetune", finetune)
+    with pytest.raises(RuntimeError, match="went away"):
+        run_learn(path)
+    it = tmp_path / "loop" / "ITER_000"
+    state = json.loads((it / "state.json").read_text())
+    assert state["stages_done"] == ["explore", "select", "label"]
+    assert state["failed"] == "finetune: RuntimeError: the cluster went away"
+    monkeypatch.setattr(_stages, "finetune", real)
+    run_learn(path)
+    assert json.loads((it / "state.json").read_text()) == {
+        "stages_done": ["explore", "select", "label", "finetune", "refit"], "finished": True}
+
+
+def test_bad_config_entries_are_refused_in_one_line(tiny_run, tmp_path):
+    from ltau_md.core.exceptions import LTAUError
+
+    for over, match in ((dict(oracle="ase.calculators.emt:NoSuchCalc"), "no class"),
+                        (dict(select={"method": "best"}), "select.method must be one of"),
+                        (dict(explore={"alarm_rate": 1.5}), "alarm_rate must lie in"),
+                        (dict(iterations=0), "iterations must be a positive integer")):
+        with pytest.raises(LTAUError, match=match):
+            load_config(_config(tiny_run, tmp_path, **over))
+    assert not (tmp_path / "loop").exists()  # nothing written

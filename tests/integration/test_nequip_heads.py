@@ -92,6 +92,7 @@ def test_fit_and_calculator_use_the_heads_signal_with_an_alarm_rate(finetuned, t
     assert np.mean(np.array(maxima) > thr) <= 0.2
 
 
+@pytest.mark.slow  # about 40 s: an estimator fit and two MD runs
 def test_md_stops_on_the_heads_signal(finetuned, tiny_run, tmp_path):
     """UQMonitor watches a heads model's own signal like any other: with a threshold at the
     median of a free run's values, the stop fires at the first step of that run above it,

@@ -13,7 +13,7 @@ from ltau_md.workflows.learn._config import (
     SelectSettings,
     load_config,
 )
-from ltau_md.workflows.learn._loop import LEARN_KIND, STAGES, iteration_dir, run_learn
+from ltau_md.workflows.learn._loop import STAGES, iteration_dir, run_learn
 from ltau_md.workflows.learn._select import (
     SELECTION_METHODS,
     alarm_windows,
@@ -23,7 +23,6 @@ from ltau_md.workflows.learn._select import (
 )
 
 __all__ = [
-    "LEARN_KIND",
     "SELECTION_METHODS",
     "STAGES",
     "ExploreSettings",

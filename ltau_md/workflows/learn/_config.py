@@ -5,6 +5,7 @@ naming it."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,14 @@ def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathL
     if not isinstance(oracle, str) or ":" not in oracle:
         raise InvalidParameterError(f"oracle must be an ASE calculator as 'module:Class' (e.g. "
                                     f"ase.calculators.emt:EMT), got {oracle!r}")
+    mod, _, name = oracle.partition(":")
+    try:  # refused now, not after the first exploration
+        ok = callable(getattr(importlib.import_module(mod), name))
+    except (ImportError, AttributeError):
+        ok = False
+    if not ok:
+        raise InvalidParameterError(f"oracle {oracle!r}: no class {name!r} importable from "
+                                    f"module {mod!r}")
     model = _path(raw["model"], "model", base_dir)
     nequip_config = (_path(raw["nequip_config"], "nequip_config", base_dir)
                      if raw.get("nequip_config") is not None else None)

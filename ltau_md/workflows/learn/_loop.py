@@ -12,12 +12,11 @@ from ltau_md.core.files import acquire_lock, write_json_atomic
 from ltau_md.workflows.learn import _stages as S
 from ltau_md.workflows.learn._config import LearnConfig, load_config
 
-__all__ = ["LEARN_KIND", "STAGES", "iteration_dir", "run_learn"]
+__all__ = ["STAGES", "iteration_dir", "run_learn"]
 
 #: the stages of an iteration, in order (each writes ``ITER_k/<stage>/result.json`` when done)
 STAGES = ("explore", "select", "label", "finetune", "refit")
-#: the marker file of a loop directory and its settings
-LEARN_KIND = "learn"
+#: the file holding a loop directory's settings (a rerun must match them)
 _SETTINGS = "learn_config.json"
 
 
@@ -129,12 +128,17 @@ def _read(path: Path) -> list:
 
 
 def _stage(it: Path, fn, *args: Any) -> dict[str, Any]:
-    """The result of stage ``fn`` (named as its folder): read when done, else run (and
-    record the state)."""
+    """The result of stage ``fn`` (named as its folder): read when done, else run and record
+    the state, also when it fails or is interrupted (then with the stage and the cause; a
+    rerun redoes the stage)."""
     done = it / fn.__name__ / S.RESULT
     if done.exists():
         return S.read_json(done)
-    res = fn(*args)
+    try:
+        res = fn(*args)
+    except BaseException as exc:
+        _state(it, failed=f"{fn.__name__}: {type(exc).__name__}: {exc}"[:2000])
+        raise
     _state(it)
     return res
 
