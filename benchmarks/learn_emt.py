@@ -56,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--reuse", action="store_true", help="keep the base model and finished loops")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the loops (exploration MD, random selection); the data, the "
+                   "base model and the test set stay the same. Seed s > 0 loops go to "
+                   "OUT/loop_METHOD_seedS and record as learn_emt_seedS")
     return p.parse_args(argv)
 
 
@@ -174,9 +178,11 @@ def main(argv=None) -> int:
         base_mae = per_frame_mae(base / "last.ckpt", test)
 
         runs = {}
+        suffix = f"_seed{args.seed}" if args.seed else ""
         for method in args.methods:
             loop_cfg = {
-                "out_dir": str(out / f"loop_{method}"), "model": str(base / "last.ckpt"),
+                "out_dir": str(out / f"loop_{method}{suffix}"),
+                "model": str(base / "last.ckpt"),
                 "estimator": str(out / "estimator"), "train": str(data / "train.xyz"),
                 "validation": str(data / "val.xyz"), "test": str(data / "test.xyz"),
                 "oracle": "ase.calculators.emt:EMT",
@@ -186,12 +192,12 @@ def main(argv=None) -> int:
                 "select": {"batch_size": args.batch, "method": method},
                 "finetune": {"epochs": args.finetune_epochs, "lr": 0.005},
                 "iterations": args.iterations, "label_budget": args.batch * args.iterations,
-                "tolerance": 0.5}
+                "tolerance": 0.5, "seed": args.seed}
             t0 = time.process_time()
             report = run_learn(load_config(loop_cfg))
             rows = []
             for row in report["iterations"]:
-                it = out / f"loop_{method}" / f"ITER_{row['iteration']:03d}"
+                it = out / f"loop_{method}{suffix}" / f"ITER_{row['iteration']:03d}"
                 ckpt = it / "finetune" / "run" / "last.ckpt"
                 mae = boot(per_frame_mae(ckpt, test), args.n_boot) if ckpt.exists() else None
                 rows.append({"iteration": row["iteration"],
@@ -206,10 +212,11 @@ def main(argv=None) -> int:
         line = {"benchmark": "learn_emt", "n_train": args.n_train, "n_test": len(test),
                 "iterations": args.iterations, "batch": args.batch,
                 "finetune_epochs": args.finetune_epochs, "alarm_rate": args.alarm_rate,
+                "seed": args.seed,
                 "base_test_force_mae": boot(base_mae, args.n_boot), "runs": runs,
                 "wall_seconds": time.perf_counter() - t_start}
         print(json.dumps(line))
-        record(__file__, line)
+        record(__file__, line, name=f"learn_emt{suffix}")
         return 0
     finally:
         lock.release()
