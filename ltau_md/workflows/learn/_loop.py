@@ -9,6 +9,7 @@ from typing import Any
 
 from ltau_md.core.exceptions import DataError
 from ltau_md.core.files import acquire_lock, write_json_atomic
+from ltau_md.core.structures import read_structures
 from ltau_md.workflows.learn import _stages as S
 from ltau_md.workflows.learn._config import LearnConfig, load_config
 
@@ -70,8 +71,8 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
     out = _claim(cfg)
     lock = acquire_lock(out)  # one writer: a second loop on the same directory is refused
     try:
-        train = _read(cfg.train)
-        test = _read(cfg.test) if cfg.test is not None else None
+        train = read_structures(cfg.train)
+        test = read_structures(cfg.test) if cfg.test is not None else None
         # labels carry a stress when every training frame does (nequip batches alike frames)
         stress = all("stress" in (getattr(a.calc, "results", None) or {}) for a in train)
         model, estimator = cfg.model, cfg.estimator
@@ -119,12 +120,6 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
         return report
     finally:
         lock.release()
-
-
-def _read(path: Path) -> list:
-    import ase.io
-
-    return list(ase.io.read(path, ":"))
 
 
 def _stage(it: Path, fn, *args: Any) -> dict[str, Any]:

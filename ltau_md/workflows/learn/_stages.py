@@ -83,9 +83,11 @@ def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm:
     rerun (``RUN/result.json``)."""
     import ase.io
 
+    from ltau_md.core.structures import read_structures
+
     out = it_dir / "explore"
     out.mkdir(parents=True, exist_ok=True)
-    starts = ase.io.read(cfg.explore.structures, ":")
+    starts = read_structures(cfg.explore.structures)
     tasks = []
     pairs = [(i, t) for i in range(len(starts)) for t in cfg.explore.temperatures_K]
     for j, (i, t) in enumerate(pairs):  # run j: start i at temperature t, whatever is done
