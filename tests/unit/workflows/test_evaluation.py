@@ -385,6 +385,10 @@ def test_evaluate_scores_a_models_own_spread_and_its_calibration(case):
         areas[factor] = cal["miscalibration_area"]
         assert rep["summary"]["own_signal_miscalibration_area"]["mve"] == areas[factor]
         assert "mve" in rep["signals"] and "mve:max" in rep["alarms"]
+        from ltau_md.cli import evaluate as cmd
+
+        assert (f"miscalibration area of the model's mve spread: {areas[factor]:.3f} as given"
+                in cmd.summary_text(rep, "OUT"))
         # the factor fitted on the calibration half undoes the known one
         assert cal["scale"] == pytest.approx(1 / factor, rel=0.15)
         assert cal["miscalibration_area_fitted"] < 0.1  # one bin: the area moves fast with c
