@@ -228,7 +228,7 @@ def _run(args, out: Path, work: Path) -> int:
     # -- 4. cost per step: head forces batched / looped, against the plain model ------------
     step = step_costs(members[0], head_models, tests["300K"][0], 3 if args.quick else 10,
                       5 if args.quick else 20)
-    line = summarise(args, reports, member_cost, head_cost, step, out)
+    line = summarise(args, reports, member_cost, head_cost, step)
     line["wall_seconds"] = time.perf_counter() - t_start
     print(json.dumps(line))
     record(__file__, line, name="acac_heads_quick" if args.quick else "acac_heads")
@@ -278,34 +278,7 @@ def _val(d: dict | None) -> list | None:
     return [r(d["value"]), [r(c) for c in d["ci95"]]]
 
 
-def _gaussian_calibration(report_dir: Path, report: dict, signal: str) -> dict[str, float]:
-    """Calibration of a per-atom force spread (eV/A) read as a Gaussian at the evaluation's
-    target tolerance, as evaluate reports a model's own spread: raw and with a factor fitted
-    on the calibration half, both on the evaluation half (here for the ensemble's
-    force_std)."""
-    import numpy as np
-
-    from ltau_md.core.calibration import fit_spread_scale, spread_calibration
-    from ltau_md.core.metrics import gaussian_force_nll
-
-    z = np.load(report_dir / "per_atom.npz")
-    off = z["in_domain/offsets"]
-    evl_f = np.zeros(off.size - 1, dtype=bool)
-    evl_f[np.asarray(report["frame_values"]["in_domain_evaluation_frames"], dtype=int)] = True
-    evl = np.repeat(evl_f, np.diff(off))
-    sd = np.maximum(z[f"in_domain/{signal}"], 1e-12)
-    err = z["in_domain/abs_force_error"]
-    atol = report["calibration"]["target_atol"]
-    fit = fit_spread_scale(sd[~evl], err[~evl], atol)
-    return {"miscalibration_area": spread_calibration(sd[evl], err[evl], atol)
-            .miscalibration_area,
-            "nll_per_component": gaussian_force_nll(sd[evl], err[evl]),
-            "scale": fit.scale,
-            "miscalibration_area_fitted": spread_calibration(sd[evl], err[evl], atol,
-                                                             fit.scale).miscalibration_area}
-
-
-def summarise(args, reports: dict, member_cost: dict, head_cost: dict, step: dict, out: Path
+def summarise(args, reports: dict, member_cost: dict, head_cost: dict, step: dict
               ) -> dict[str, Any]:
     """One row per method: per-atom Spearman with |dF| (its own model's errors), calibration
     (area at the target tolerance, NLL), frame OOD AUROC (max statistic) and the
@@ -332,13 +305,14 @@ def summarise(args, reports: dict, member_cost: dict, head_cost: dict, step: dic
         if signal in ens["per_atom"]:
             rows[signal] = row(ens, signal)
     rows["uncertainty"]["miscalibration_area"] = ens["calibration"]["area_fitted"]
-    rows["force_std"].update(_gaussian_calibration(out / "evaluation" / "ensemble", ens,
-                                                   "force_std"))
+    cal = ens["spread_calibration"]["force_std"]  # the ensemble's spread read as a Gaussian
+    rows["force_std"].update({k: cal[k] for k in (
+        "miscalibration_area", "nll_per_component", "scale", "miscalibration_area_fitted")})
     rows["force_std"]["train_cpu_over_ensemble"] = 1.0
     for method in METHODS:
         rep = reports[method]
         r = row(rep, method)
-        cal = rep["own_signal_calibration"][method]
+        cal = rep["spread_calibration"][method]
         r.update(miscalibration_area=cal["miscalibration_area"],
                  nll_per_component=cal["nll_per_component"], scale=cal["scale"],
                  miscalibration_area_fitted=cal["miscalibration_area_fitted"],

@@ -159,9 +159,9 @@ def summary_text(report: dict, out: str) -> str:
             f"{n} {v:.3f}" for n, v in sorted(rho.items(), key=lambda kv: -kv[1])))
     lines.append(f"miscalibration area: {s['miscalibration_area_fitted']:.3f} (s = {s['s']:.3g}, "
                  f"{s['miscalibration_area_s1']:.3f} at s = 1)")
-    for name, area in (s.get("own_signal_miscalibration_area") or {}).items():
-        fitted = s["own_signal_miscalibration_area_fitted"][name]
-        lines.append(f"miscalibration area of the model's {name} spread: {area:.3f} as given, "
+    for name, area in (s.get("spread_miscalibration_area") or {}).items():
+        fitted = s["spread_miscalibration_area_fitted"][name]
+        lines.append(f"miscalibration area of the {name} spread: {area:.3f} as given, "
                      f"{fitted:.3f} with a fitted factor")
     lines += ["", ranking_table(report["ranking"]), "",
               f"wrote {out}/ (evaluation.json: every figure with its interval; per_atom.npz; "

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ltau_md.core.model import FeatureModel
 
 
-__all__ = ["SIGNALS", "has_forces", "model_outputs", "set_data", "signal_values"]
+__all__ = ["SIGNALS", "SPREAD_SIGNALS", "has_forces", "model_outputs", "set_data", "signal_values"]
 
 #: the signals scored, by their per-atom result names: LTAU's uncertainty 1 - p (at the
 #: fitted s), predicted error (eV/A) and novelty; the latent distance (mean k-NN distance),
@@ -40,6 +40,10 @@ SIGNALS = {
     **MODEL_SIGNALS,
 }
 
+
+#: the signals that are Gaussian force spreads (eV/A, sqrt of a variance summed over x, y,
+#: z), whose calibration evaluate reports (``spread_calibration``)
+SPREAD_SIGNALS = ("force_std", *MODEL_SIGNALS)
 
 # ---------------------------------------------------------------------------- model passes
 def model_outputs(model: FeatureModel, frames: Sequence[Atoms], batch_size: int

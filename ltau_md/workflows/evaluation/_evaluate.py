@@ -43,6 +43,7 @@ from ltau_md.core.validation import check_is_fitted
 from ltau_md.workflows.evaluation._cost import cost_per_step
 from ltau_md.workflows.evaluation._data import (
     SIGNALS,
+    SPREAD_SIGNALS,
     set_data,
     signal_values,
 )
@@ -194,14 +195,13 @@ def evaluate(
         "curves": {k: c.to_dict() for k, c in curves.items()},
     }
 
-    # the model's own Gaussian force spreads (heads): their predicted error distribution's
-    # calibration at the same tolerance, and its NLL, on the evaluation half
-    own_calibration = {
-        name: _own_calibration(v[cal], err[cal], v[evl], err[evl], fit.target_atol)
-        for name, v in ind["own"].items()}
-
     # -- signals ------------------------------------------------------------------------------
     sig_in = signal_values(ind, est, fit.s)
+    # the Gaussian force spreads (the ensemble's, a model's heads): their predicted error
+    # distribution's calibration at the same tolerance, and its NLL, on the evaluation half
+    spread_calibration = {
+        name: _spread_calibration(v[cal], err[cal], v[evl], err[evl], fit.target_atol)
+        for name, v in sig_in.items() if name in SPREAD_SIGNALS}
     sig_ood = {name: signal_values(d, est, fit.s) for name, d in sets.items()}
     names = list(sig_in)
     rng = np.random.default_rng(seed)
@@ -255,10 +255,10 @@ def evaluate(
     summary = {
         "miscalibration_area_s1": calibration["area_s1"],
         "miscalibration_area_fitted": calibration["area_fitted"],
-        "own_signal_miscalibration_area": {n: c["miscalibration_area"]
-                                           for n, c in own_calibration.items()},
-        "own_signal_miscalibration_area_fitted": {n: c["miscalibration_area_fitted"]
-                                                  for n, c in own_calibration.items()},
+        "spread_miscalibration_area": {n: c["miscalibration_area"]
+                                       for n, c in spread_calibration.items()},
+        "spread_miscalibration_area_fitted": {n: c["miscalibration_area_fitted"]
+                                              for n, c in spread_calibration.items()},
         "s": fit.s,
         "spearman": {n: per_atom[n]["spearman"] for n in names},
         "high_error_auroc": {n: per_atom[n]["high_error_auroc"] for n in names},
@@ -287,7 +287,7 @@ def evaluate(
                   "ood_frames": {n: int(d["offsets"].size - 1) for n, d in sets.items()}},
         "signals": {n: SIGNALS[n] for n in names},
         "calibration": calibration,
-        "own_signal_calibration": own_calibration,
+        "spread_calibration": spread_calibration,
         "in_domain_force_mae": float(err[evl].mean()),
         "high_error_threshold": high_thr,
         "per_atom": per_atom,
@@ -485,9 +485,10 @@ def _figures(out: Path, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,
     return figs
 
 
-def _own_calibration(sd_cal: np.ndarray, err_cal: np.ndarray, sd_evl: np.ndarray,
+def _spread_calibration(sd_cal: np.ndarray, err_cal: np.ndarray, sd_evl: np.ndarray,
                      err_evl: np.ndarray, atol: float) -> dict[str, Any]:
-    """Calibration of a model's own Gaussian force spread (eV/A) at tolerance ``atol``, as
+    """Calibration of a Gaussian force spread (eV/A; :data:`SPREAD_SIGNALS`) at tolerance
+    ``atol``, as
     LTAU's: the confidence it predicts (:func:`~ltau_md.core.metrics.gaussian_confidence`)
     against the outcome on the evaluation atoms, as given and with a factor on the spread
     fitted on the calibration atoms (:func:`~ltau_md.core.calibration.fit_spread_scale`);

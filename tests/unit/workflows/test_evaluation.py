@@ -127,6 +127,8 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
                                           axis=0).sum(1)) for a in warm])
     assert rep["per_atom_ood"]["warm"]["force_std"]["spearman"]["value"] == pytest.approx(
         spearmanr(fstd, err_w).statistic, abs=1e-9)
+    assert set(rep["spread_calibration"]) == {"force_std"}  # the ensemble's spread, read as
+    assert 0 <= rep["spread_calibration"]["force_std"]["miscalibration_area"] <= 1  # a Gaussian
     assert set(rep["signals"]) == {"uncertainty", "predicted_error", "novelty",
                                    "latent_distance", "element_error", "force_std",
                                    *SIGNAL_CLASSES}
@@ -381,13 +383,13 @@ def test_evaluate_scores_a_models_own_spread_and_its_calibration(case):
         model = SpreadEMT(0.04 * np.sqrt(3) * factor, elements=CU)
         rep = evaluate(model, est, in_domain, ood, fraction=0.5, seed=3, n_boot=20,
                        n_splits=5, timing=None)
-        cal = rep["own_signal_calibration"]["mve"]
+        cal = rep["spread_calibration"]["mve"]
         areas[factor] = cal["miscalibration_area"]
-        assert rep["summary"]["own_signal_miscalibration_area"]["mve"] == areas[factor]
+        assert rep["summary"]["spread_miscalibration_area"]["mve"] == areas[factor]
         assert "mve" in rep["signals"] and "mve:max" in rep["alarms"]
         from ltau_md.cli import evaluate as cmd
 
-        assert (f"miscalibration area of the model's mve spread: {areas[factor]:.3f} as given"
+        assert (f"miscalibration area of the mve spread: {areas[factor]:.3f} as given"
                 in cmd.summary_text(rep, "OUT"))
         # the factor fitted on the calibration half undoes the known one
         assert cal["scale"] == pytest.approx(1 / factor, rel=0.15)
