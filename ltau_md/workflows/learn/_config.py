@@ -15,7 +15,7 @@ from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.workflows.learn._select import SELECTION_METHODS
 
 __all__ = ["ExploreSettings", "FinetuneSettings", "LearnConfig", "SelectSettings",
-           "load_config"]
+           "load_config", "oracle_class"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,20 @@ def _positive(v: Any, where: str, kind: type = float, zero: bool = False) -> Any
     return kind(v)
 
 
+def oracle_class(spec: str) -> type:
+    """The ASE calculator class named ``module:Class``; InvalidParameterError if it cannot
+    be imported."""
+    mod, _, name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError):
+        cls = None
+    if not callable(cls):
+        raise InvalidParameterError(f"oracle {spec!r}: no class {name!r} importable from "
+                                    f"module {mod!r}")
+    return cls
+
+
 def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathLike | None = None
                 ) -> LearnConfig:
     """A :class:`LearnConfig` from a YAML file (paths relative to its folder) or a dict
@@ -187,14 +201,7 @@ def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathL
     if not isinstance(oracle, str) or ":" not in oracle:
         raise InvalidParameterError(f"oracle must be an ASE calculator as 'module:Class' (e.g. "
                                     f"ase.calculators.emt:EMT), got {oracle!r}")
-    mod, _, name = oracle.partition(":")
-    try:  # refused now, not after the first exploration
-        ok = callable(getattr(importlib.import_module(mod), name))
-    except (ImportError, AttributeError):
-        ok = False
-    if not ok:
-        raise InvalidParameterError(f"oracle {oracle!r}: no class {name!r} importable from "
-                                    f"module {mod!r}")
+    oracle_class(oracle)  # refused now, not after the first exploration
     model = _path(raw["model"], "model", base_dir)
     nequip_config = (_path(raw["nequip_config"], "nequip_config", base_dir)
                      if raw.get("nequip_config") is not None else None)

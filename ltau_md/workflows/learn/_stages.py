@@ -4,7 +4,6 @@ a rerun redoes (or continues) any stage without it."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import subprocess
@@ -16,16 +15,21 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from ltau_md.core.exceptions import DataError, LTAUError
+from ltau_md.core.exceptions import LTAUError
 from ltau_md.core.files import write_json_atomic
-from ltau_md.workflows.learn._config import LearnConfig
+from ltau_md.workflows.learn._config import LearnConfig, oracle_class
 from ltau_md.workflows.learn._select import alarm_windows, d_optimal_selection
 
-__all__ = ["RESULT", "explore", "finetune", "label", "oracle_from_path", "read_frames",
-           "refit", "select", "write_frames"]
+__all__ = ["RESULT", "explore", "finetune", "label", "read_frames", "refit", "select",
+           "write_frames"]
 
 #: the file that marks a stage (or an exploration run) done
 RESULT = "result.json"
+
+
+def _iteration(it_dir: Path) -> int:
+    """k of an ``ITER_k`` folder."""
+    return int(it_dir.name.split("_")[-1])
 
 
 def read_json(path: Path) -> Any:
@@ -50,8 +54,9 @@ def read_frames(path: Path) -> list[Atoms]:
 
 # ---------------------------------------------------------------------------- explore
 def _explore_one(task: dict[str, Any]) -> dict[str, Any]:
-    """One exploration MD run (on a dask worker or in process): its per-observation alarm
-    values, written to ``RUN/values.json`` beside the run's own outputs."""
+    """One exploration MD run (on a dask worker or in process) into ``task["out"]``; returns
+    its per-observation alarm values and threshold (``explore`` writes them to the run's
+    ``result.json``)."""
     import torch
 
     from ltau_md.core.observers import Threshold
@@ -100,7 +105,7 @@ def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm:
                       "alarm": alarm, "alarm_rate": cfg.explore.alarm_rate,
                       "temperature_K": float(t), "timestep_fs": cfg.explore.timestep_fs,
                       "steps": cfg.explore.steps, "interval": cfg.explore.interval,
-                      "seed": cfg.seed * 1000 + int(it_dir.name.split("_")[-1]) * 100 + j,
+                      "seed": cfg.seed * 1000 + _iteration(it_dir) * 100 + j,
                       "out": str(run), "start": i})
     for res in _map(_explore_one, tasks, n_workers, scheduler):
         write_json_atomic(out / res["run"] / RESULT, res)
@@ -159,16 +164,17 @@ def select(cfg: LearnConfig, it_dir: Path, model: Path, reference: list[Atoms],
         chosen = list(np.argsort([-a.info["alarm_value"] for a in cands], kind="stable")
                       [:n_labels])
     elif method == "random":
-        rng = np.random.default_rng(cfg.seed + int(it_dir.name.split("_")[-1]))
+        rng = np.random.default_rng(cfg.seed + _iteration(it_dir))
         chosen = sorted(rng.choice(len(cands), min(n_labels, len(cands)), replace=False))
     else:
+        from ltau_md.core.model import structure_offsets
         from ltau_md.integrations.nequip import NequIPFeatureModel, descriptors_for_dataset
 
         fm = NequIPFeatureModel.from_file(model)
         ref = descriptors_for_dataset(fm, reference, progress=False)
         z_ref = np.concatenate([a.numbers for a in reference])
         feats = descriptors_for_dataset(fm, cands, progress=False)
-        off = np.concatenate([[0], np.cumsum([len(a) for a in cands])])
+        off = structure_offsets(cands)
         chosen = d_optimal_selection(
             [(feats[off[i]:off[i + 1]], cands[i].numbers) for i in range(len(cands))],
             (ref, z_ref), n_labels)
@@ -181,15 +187,6 @@ def select(cfg: LearnConfig, it_dir: Path, model: Path, reference: list[Atoms],
 
 
 # ---------------------------------------------------------------------------- label
-def oracle_from_path(spec: str) -> Any:
-    """An ASE calculator from ``module:Class`` (instantiated without arguments)."""
-    mod, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(mod), name)()
-    except (ImportError, AttributeError) as exc:
-        raise DataError(f"oracle {spec!r} cannot be imported: {exc}") from exc
-
-
 def label(cfg: LearnConfig, it_dir: Path, stress: bool = False) -> dict[str, Any]:
     """Energy, forces (and with ``stress``, as the training frames carry it, the stress) of
     every selected frame from the oracle, one file per frame
@@ -201,7 +198,7 @@ def label(cfg: LearnConfig, it_dir: Path, stress: bool = False) -> dict[str, Any
     out = it_dir / "label"
     out.mkdir(parents=True, exist_ok=True)
     frames = read_frames(it_dir / "select" / "selected.extxyz")
-    oracle = oracle_from_path(cfg.oracle)
+    oracle = oracle_class(cfg.oracle)()
     done, failed = [], []
     for i, a in enumerate(frames):
         ok, bad = out / f"{i:04d}.extxyz", out / f"{i:04d}.failed.json"
