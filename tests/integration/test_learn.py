@@ -161,29 +161,41 @@ def test_sigkill_in_each_stage_then_resume(tiny_run, tmp_path):
     assert report["labels"] == 3 and report["iterations"][0]["labels_total"] == 3
 
 
-@pytest.mark.slow  # about 30 s: a loop stopped by a failing stage and rerun
-def test_a_failing_stage_is_recorded_and_redone(tiny_run, tmp_path, monkeypatch):
+@pytest.mark.slow  # about 30 s each: a loop stopped by a failing stage and rerun
+@pytest.mark.parametrize("stage", ["finetune", "refit"])
+def test_a_failing_stage_is_recorded_and_redone(tiny_run, tmp_path, monkeypatch, stage):
     """A stage that raises leaves state.json naming it and the cause, no result for it; a
-    rerun redoes it and the state then lists every stage."""
+    rerun redoes it and the state then lists every stage. The refit fails after its
+    estimator was written (as a kill between the estimator and result.json would leave it):
+    the rerun replaces that estimator."""
     from ltau_md.workflows.learn import _stages
 
     path = _config(tiny_run, tmp_path, iterations=1, explore={"steps": 10})
-    real = _stages.finetune
+    real = getattr(_stages, stage)
 
-    def finetune(*args):
+    def failing(*args):
+        if stage == "refit":
+            real(*args)
+            (args[1] / "refit" / "result.json").unlink()
         raise RuntimeError("the cluster went away")
 
-    monkeypatch.setattr(_stages, "finetune", finetune)
+    monkeypatch.setattr(_stages, stage, failing)
     with pytest.raises(RuntimeError, match="went away"):
         run_learn(path)
     it = tmp_path / "loop" / "ITER_000"
     state = json.loads((it / "state.json").read_text())
-    assert state["stages_done"] == ["explore", "select", "label"]
-    assert state["failed"] == "finetune: RuntimeError: the cluster went away"
-    monkeypatch.setattr(_stages, "finetune", real)
+    done = ["explore", "select", "label", "finetune", "refit"]
+    assert state["stages_done"] == done[:done.index(stage)]
+    assert state["failed"] == f"{stage}: RuntimeError: the cluster went away"
+    if stage == "refit":
+        first = (it / "estimator" / "manifest.json").stat().st_mtime_ns
+    monkeypatch.setattr(_stages, stage, real)
     run_learn(path)
-    assert json.loads((it / "state.json").read_text()) == {
-        "stages_done": ["explore", "select", "label", "finetune", "refit"], "finished": True}
+    assert json.loads((it / "state.json").read_text()) == {"stages_done": done,
+                                                           "finished": True}
+    if stage == "refit":  # redone: a new estimator, loadable, of the fine-tuned model
+        assert (it / "estimator" / "manifest.json").stat().st_mtime_ns > first
+        assert LTAUEstimator.load(it / "estimator").n_train_ > 0
 
 
 def test_bad_config_entries_are_refused_in_one_line(tiny_run, tmp_path):
@@ -192,7 +204,107 @@ def test_bad_config_entries_are_refused_in_one_line(tiny_run, tmp_path):
     for over, match in ((dict(oracle="ase.calculators.emt:NoSuchCalc"), "no class"),
                         (dict(select={"method": "best"}), "select.method must be one of"),
                         (dict(explore={"alarm_rate": 1.5}), "alarm_rate must lie in"),
-                        (dict(iterations=0), "iterations must be a positive integer")):
+                        (dict(iterations=0), "iterations must be a positive integer"),
+                        (dict(ensemble=[str(tiny_run.run_dirs[1] / "last.ckpt")]),
+                         "exactly one of estimator"),
+                        (dict(estimator=None), "exactly one of estimator"),
+                        (dict(explore={"trust_levels": [0.1, 0.3]}),
+                         "trust_levels are for an ensemble-driven loop"),
+                        (dict(estimator=None, ensemble=[str(tiny_run.checkpoint)],
+                              explore={"trust_levels": [0.3, 0.1]}),
+                         "0 < trust_lo < trust_hi"),
+                        (dict(estimator=None, ensemble=[str(tiny_run.checkpoint)]),
+                         "must be a statistic of force_std")):
         with pytest.raises(LTAUError, match=match):
             load_config(_config(tiny_run, tmp_path, **over))
     assert not (tmp_path / "loop").exists()  # nothing written
+
+
+
+def _max_force_deviation(frames, members) -> np.ndarray:
+    """Per frame, the maximum over atoms of the members' force deviation (DP-GEN's
+    max_devi_f), with nequip's own ASE calculator (independent of ltau-md's wrapper)."""
+    from nequip.integrations.ase import NequIPCalculator
+
+    calcs = [NequIPCalculator._from_saved_model(str(m), device="cpu",
+                                                chemical_species_to_atom_type_map=True)
+             for m in members]
+    out = []
+    for a in frames:
+        f = []
+        for c in calcs:
+            b = a.copy()
+            b.calc = c
+            f.append(b.get_forces())
+        f = np.stack(f)
+        out.append(np.sqrt(((f - f.mean(0)) ** 2).sum(2).mean(0)).max())
+    return np.array(out)
+
+
+def test_ensemble_exploration_thresholds(tiny_run, tmp_path):
+    """DP-GEN's exploration, to compare with: member 0 moves the atoms, the threshold
+    (trust_lo) is the validation frames' maximum force deviation at the alarm rate, the
+    candidates' values are the members' deviation; with fixed trust levels no frame above
+    trust_hi is a candidate, yet all count as alarms."""
+    from ltau_md.core.metrics import alarm_threshold
+    from ltau_md.workflows.learn import _stages
+
+    members = [tiny_run.checkpoint, tiny_run.run_dirs[1] / "last.ckpt"]
+    path = _config(tiny_run, tmp_path, estimator=None, ensemble=[str(members[1])],
+                   explore={"alarm": None, "steps": 30})
+    it = tmp_path / "loop" / "ITER_000"
+    ex = _stages.explore(load_config(path), it, members, None, "force_std:max")
+    assert ex["alarm"] == "force_std:max"
+    val = ase.io.read(tiny_run.val_xyz, ":")
+    dev = _max_force_deviation(val, members)
+    starts = ase.io.read(tmp_path / "data" / "starts.xyz", ":")
+    for i, a in enumerate(starts):
+        lo, hi = ex["trust_levels"][str(i)]
+        assert lo == pytest.approx(alarm_threshold(dev, 0.2, len(a) / np.mean(
+            [len(b) for b in val])), rel=1e-4)
+        assert hi == float("inf")
+    cands = ase.io.read(it / "explore" / "candidates.extxyz", ":")
+    runs = {p.name: json.loads((p / "result.json").read_text())
+            for p in (it / "explore").glob("run_*")}
+    assert cands and all(c.info["alarm_value"] > ex["trust_levels"][str(
+        runs[c.info["run"]]["start"])][0] for c in cands)
+    np.testing.assert_allclose([c.info["alarm_value"] for c in cands[:3]],
+                               _max_force_deviation(cands[:3], members), rtol=1e-4)
+
+    # the same exploration (seeded alike) with fixed levels inside the range of its values
+    values = np.concatenate([r["values"] for r in runs.values()])
+    lo, hi = float(np.quantile(values, 0.3)), float(np.quantile(values, 0.7))
+    path = _config(tiny_run, tmp_path, out_dir="loop_fixed", estimator=None,
+                   ensemble=[str(members[1])],
+                   explore={"alarm": None, "steps": 30, "trust_levels": [lo, hi]})
+    it = tmp_path / "loop_fixed" / "ITER_000"
+    ex = _stages.explore(load_config(path), it, members, None, "force_std:max")
+    assert ex["threshold"] == lo and ex["n_above_trust_hi"] == int((values > hi).sum()) > 0
+    assert ex["n_alarmed"] == int((values > lo).sum())
+    picked = [c.info["alarm_value"] for c in ase.io.read(it / "explore" / "candidates.extxyz",
+                                                          ":")]
+    assert picked and all(lo < v <= hi for v in picked)
+
+
+@pytest.mark.slow  # about 40 s: an iteration fine-tuning two members
+def test_an_ensemble_driven_loop(tiny_run, tmp_path):
+    """The ensemble-driven loop end to end: every member fine-tuned on the training frames
+    plus the labels, no estimator, the members carried into the report."""
+    members = [tiny_run.checkpoint, tiny_run.run_dirs[1] / "last.ckpt"]
+    path = _config(tiny_run, tmp_path, estimator=None, ensemble=[str(members[1])],
+                   iterations=1, explore={"alarm": None, "steps": 30})
+    report = run_learn(path)
+    it = tmp_path / "loop" / "ITER_000"
+    labels = _check_labels(it, 3)
+    train = ase.io.read(tiny_run.train_xyz, ":")
+    ft = json.loads((it / "finetune" / "result.json").read_text())
+    assert ft["checkpoints"] == [str(it / "finetune" / r / "last.ckpt")
+                                 for r in ("run", "run_member1")]
+    for r in ("run", "run_member1"):
+        log = ErrorLog.open(it / "finetune" / r / "ltau_log")
+        assert log.epochs(0) == [0] and log.n_atoms == sum(len(a) for a in train + labels)
+        assert json.loads((it / "finetune" / f"{r}.done.json").read_text())["from"] == str(
+            members[0 if r == "run" else 1])
+    assert not (it / "estimator").exists()
+    assert report["members"] == ft["checkpoints"] and report["estimator"] is None
+    assert report["iterations"][0]["alarm"] == "force_std:max"

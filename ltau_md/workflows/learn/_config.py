@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ltau_md.core.baselines import ENSEMBLE_KEYS
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 from ltau_md.workflows.learn._select import SELECTION_METHODS
 
-__all__ = ["ExploreSettings", "FinetuneSettings", "LearnConfig", "SelectSettings",
-           "load_config", "oracle_class"]
+__all__ = ["ENSEMBLE_SIGNAL", "ExploreSettings", "FinetuneSettings", "LearnConfig",
+           "SelectSettings", "load_config", "oracle_class"]
+
+#: the per-atom signal an ensemble-driven loop alarms on (eV/A): the members' force deviation
+ENSEMBLE_SIGNAL = ENSEMBLE_KEYS[0]
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,10 @@ class ExploreSettings:
     """Langevin MD from every start structure at every temperature (K), ``steps`` steps of
     ``timestep_fs`` fs, observed every ``interval`` steps; a frame alarms when its
     ``alarm`` statistic exceeds the threshold that ``alarm_rate`` of in-domain frames
-    exceed (None: the estimator's default alarm)."""
+    exceed (None: the estimator's default alarm; an ensemble-driven loop's is
+    ``force_std:max``, DP-GEN's maximum force deviation). ``trust_levels`` (eV/A, an
+    ensemble-driven loop only): DP-GEN's ``(trust_lo, trust_hi)`` instead of the alarm rate;
+    frames above ``trust_hi`` are counted as alarms but never labelled."""
 
     structures: Path
     temperatures_K: tuple[float, ...] = (300.0,)
@@ -32,6 +39,7 @@ class ExploreSettings:
     interval: int = 5
     alarm_rate: float = 0.01
     alarm: str | None = None
+    trust_levels: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,11 @@ class LearnConfig:
 
     ``out_dir``: the loop's own directory (created by it; nothing outside is written).
     ``model``: the trained NequIP checkpoint; ``nequip_config``: the nequip-train config it
-    was trained with (default: ``.hydra/config.yaml`` of its run); ``estimator``: the LTAU
-    estimator fitted for it (in-domain alarm statistics included). ``train``: its labelled
+    was trained with (default: ``.hydra/config.yaml`` of its run). Exactly one of
+    ``estimator``: the LTAU estimator fitted for it (in-domain alarm statistics included),
+    and ``ensemble``: the checkpoints of the other members of a committee trained like it
+    (the ensemble-driven loop of DP-GEN, to compare with: ``model`` moves the atoms, the
+    members' force deviation raises the alarm, every member is fine-tuned). ``train``: its labelled
     training frames; ``validation``: held-out in-domain frames (fine-tuning validation and
     alarm thresholds, never trained on); ``test``: optional labelled frames for the report's
     force MAE. ``oracle``: an ASE calculator as ``module:Class`` (e.g.
@@ -71,11 +82,12 @@ class LearnConfig:
 
     out_dir: Path
     model: Path
-    estimator: Path
     train: Path
     validation: Path
     oracle: str
     explore: ExploreSettings
+    estimator: Path | None = None
+    ensemble: tuple[Path, ...] = ()
     nequip_config: Path | None = None
     test: Path | None = None
     select: SelectSettings = field(default_factory=SelectSettings)
@@ -84,6 +96,11 @@ class LearnConfig:
     label_budget: int = 100
     tolerance: float = 0.5
     seed: int = 0
+
+    @property
+    def members(self) -> tuple[Path, ...]:
+        """Every model the loop starts from: ``model`` then the ``ensemble`` members."""
+        return (self.model, *self.ensemble)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -131,6 +148,17 @@ def _positive(v: Any, where: str, kind: type = float, zero: bool = False) -> Any
         raise InvalidParameterError(f"{where} must be a {'non-negative' if zero else 'positive'} "
                                     f"{'integer' if kind is int else 'number'}, got {v!r}")
     return kind(v)
+
+
+def _trust_levels(v: Any) -> tuple[float, float] | None:
+    if v is None:
+        return None
+    if (not isinstance(v, (list, tuple)) or len(v) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            or not 0 < v[0] < v[1]):
+        raise InvalidParameterError(f"explore.trust_levels must be [trust_lo, trust_hi] in eV/A "
+                                    f"with 0 < trust_lo < trust_hi, got {v!r}")
+    return float(v[0]), float(v[1])
 
 
 def oracle_class(spec: str) -> type:
@@ -185,7 +213,8 @@ def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathL
                            int),
         alarm_rate=_positive(ex.get("alarm_rate", ExploreSettings.alarm_rate),
                              "explore.alarm_rate"),
-        alarm=ex.get("alarm"))
+        alarm=ex.get("alarm"),
+        trust_levels=_trust_levels(ex.get("trust_levels")))
     if not explore.alarm_rate < 1:
         raise InvalidParameterError(f"explore.alarm_rate must lie in (0, 1), got "
                                     f"{explore.alarm_rate}")
@@ -197,6 +226,21 @@ def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathL
     if method not in SELECTION_METHODS:
         raise InvalidParameterError(f"select.method must be one of {SELECTION_METHODS}, got "
                                     f"{method!r}")
+    ensemble = raw.get("ensemble") or []
+    if not isinstance(ensemble, (list, tuple)):
+        raise InvalidParameterError(f"ensemble must be a list of checkpoints, got {ensemble!r}")
+    ensemble = tuple(_path(m, "ensemble entry", base_dir) for m in ensemble)
+    if (raw.get("estimator") is None) == (not ensemble):
+        raise InvalidParameterError("give exactly one of estimator (the LTAU-driven loop) and "
+                                    "ensemble (the other members' checkpoints: an "
+                                    "ensemble-driven loop)")
+    if ensemble and explore.alarm is not None and not str(explore.alarm).startswith(
+            f"{ENSEMBLE_SIGNAL}:"):
+        raise InvalidParameterError(f"explore.alarm of an ensemble-driven loop must be a "
+                                    f"statistic of {ENSEMBLE_SIGNAL}, got {explore.alarm!r}")
+    if not ensemble and explore.trust_levels is not None:
+        raise InvalidParameterError("explore.trust_levels are for an ensemble-driven loop; the "
+                                    "LTAU loop sets its threshold from explore.alarm_rate")
     oracle = raw["oracle"]
     if not isinstance(oracle, str) or ":" not in oracle:
         raise InvalidParameterError(f"oracle must be an ASE calculator as 'module:Class' (e.g. "
@@ -213,7 +257,9 @@ def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathL
         nequip_config = guess
     return LearnConfig(
         out_dir=_path(raw["out_dir"], "out_dir", base_dir, must_exist=False),
-        model=model, estimator=_path(raw["estimator"], "estimator", base_dir),
+        model=model, ensemble=ensemble,
+        estimator=(_path(raw["estimator"], "estimator", base_dir)
+                   if raw.get("estimator") is not None else None),
         train=_path(raw["train"], "train", base_dir),
         validation=_path(raw["validation"], "validation", base_dir),
         oracle=oracle, explore=explore, nequip_config=nequip_config,

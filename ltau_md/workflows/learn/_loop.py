@@ -63,9 +63,12 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
     How LTAU is refitted: the fine-tuning run logs the errors of its own epochs only (the
     model starts trained), so each new estimator's confidence is built from those epochs, and
     its in-domain alarm statistics come from the held-out validation frames; the default
-    alarm (the GMM maximum) needs no error log at all."""
+    alarm (the GMM maximum) needs no error log at all. An ensemble-driven loop (``ensemble``
+    members) fine-tunes every member and sets its threshold from their force deviation."""
     from ltau_md.core.calibration import default_alarm
     from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.core.metrics import stat_key
+    from ltau_md.workflows.learn._config import ENSEMBLE_SIGNAL
 
     cfg = config if isinstance(config, LearnConfig) else load_config(config)
     out = _claim(cfg)
@@ -75,17 +78,19 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
         test = read_structures(cfg.test) if cfg.test is not None else None
         # labels carry a stress when every training frame does (nequip batches alike frames)
         stress = all("stress" in (getattr(a.calc, "results", None) or {}) for a in train)
-        model, estimator = cfg.model, cfg.estimator
-        alarm = cfg.explore.alarm or default_alarm(LTAUEstimator.load(estimator))
+        members, estimator = list(cfg.members), cfg.estimator
+        alarm = cfg.explore.alarm or (stat_key(ENSEMBLE_SIGNAL, "max") if cfg.ensemble
+                                      else default_alarm(LTAUEstimator.load(estimator)))
         rows: list[dict[str, Any]] = []
         labels: list = []
         stop = None
-        base_mae = S.force_mae(model, test) if test else None
+        base_mae = S.force_mae(members[0], test) if test else None
         for k in range(cfg.iterations):
             it = iteration_dir(out, k)
             it.mkdir(exist_ok=True)
-            row: dict[str, Any] = {"iteration": k, "model": str(model)}
-            ex = _stage(it, S.explore, cfg, it, model, estimator, alarm, n_workers, scheduler)
+            row: dict[str, Any] = {"iteration": k, "model": str(members[0])}
+            ex = _stage(it, S.explore, cfg, it, members, estimator, alarm, n_workers,
+                        scheduler)
             row.update(alarm=alarm, threshold=ex["threshold"], n_observed=ex["n_observed"],
                        n_alarmed=ex["n_alarmed"], alarm_share=ex["alarm_share"],
                        explore_cpu_s=ex.get("cpu_s"))
@@ -99,22 +104,24 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
                 _state(it, stopped=stop)
                 rows.append(row)
                 break
-            sel = _stage(it, S.select, cfg, it, model, train + labels,
+            sel = _stage(it, S.select, cfg, it, members[0], train + labels,
                          min(cfg.select.batch_size, budget))
             lab = _stage(it, S.label, cfg, it, stress)
             labels = labels + S.read_frames(it / "label" / "labelled.extxyz")
-            ft = _stage(it, S.finetune, cfg, it, model, train + labels)
-            _stage(it, S.refit, cfg, it)
-            model, estimator = Path(ft["checkpoint"]), it / "estimator"
+            ft = _stage(it, S.finetune, cfg, it, members, train + labels)
+            rf = _stage(it, S.refit, cfg, it)
+            members = [Path(c) for c in ft["checkpoints"]]
+            estimator = None if rf["estimator"] is None else Path(rf["estimator"])
             row.update(n_candidates=ex["n_candidates"], n_selected=sel["n_selected"],
                        n_labelled=lab["n_labelled"], n_failed=len(lab["failed"]),
                        labels_total=len(labels),
-                       test_force_mae=S.force_mae(model, test) if test else None)
+                       test_force_mae=S.force_mae(members[0], test) if test else None)
             _state(it, finished=True)
             rows.append(row)
         report = {"iterations": rows, "stopped": stop or "iterations done",
                   "labels": len(labels), "test_force_mae_start": base_mae,
-                  "model": str(model), "estimator": str(estimator)}
+                  "model": str(members[0]), "members": [str(m) for m in members],
+                  "estimator": None if estimator is None else str(estimator)}
         write_json_atomic(out / "report.json", report)
         _plot(rows, base_mae, out / "learn.png")
         return report

@@ -20,8 +20,8 @@ from ltau_md.core.files import write_json_atomic
 from ltau_md.workflows.learn._config import LearnConfig, oracle_class
 from ltau_md.workflows.learn._select import alarm_windows, d_optimal_selection
 
-__all__ = ["RESULT", "explore", "finetune", "label", "read_frames", "refit", "select",
-           "write_frames"]
+__all__ = ["RESULT", "explore", "finetune", "label", "member_run", "read_frames", "refit",
+           "select", "trust_levels", "write_frames"]
 
 #: the file that marks a stage (or an exploration run) done
 RESULT = "result.json"
@@ -56,18 +56,27 @@ def read_frames(path: Path) -> list[Atoms]:
 def _explore_one(task: dict[str, Any]) -> dict[str, Any]:
     """One exploration MD run (on a dask worker or in process) into ``task["out"]``; returns
     its per-observation alarm values and threshold (``explore`` writes them to the run's
-    ``result.json``)."""
+    ``result.json``). With several ``members`` the ensemble's force deviation is watched
+    against ``task["above"]``; else the LTAU calculator's statistic at the alarm rate."""
     import torch
 
     from ltau_md.core.observers import Threshold
-    from ltau_md.integrations.nequip import load_calculator
     from ltau_md.workflows.simulate import run_md
 
     torch.set_num_threads(1)
     t0 = time.process_time()
-    calc = load_calculator(task["model"], task["estimator"])
     signal_name, on = task["alarm"].split(":", 1)
-    pol = Threshold("warn", alarm_rate=task["alarm_rate"], signal=signal_name, on=on)
+    if len(task["members"]) > 1:
+        from ltau_md.core.baselines import EnsembleCalculator
+        from ltau_md.integrations.nequip import NequIPFeatureModel
+
+        calc = EnsembleCalculator([NequIPFeatureModel.from_file(m) for m in task["members"]])
+        pol = Threshold("warn", task["above"], signal=signal_name, on=on)
+    else:
+        from ltau_md.integrations.nequip import load_calculator
+
+        calc = load_calculator(task["members"][0], task["estimator"])
+        pol = Threshold("warn", alarm_rate=task["alarm_rate"], signal=signal_name, on=on)
     out = Path(task["out"])
     summary = run_md(task["atoms"], calc, out, temperature_K=task["temperature_K"],
                      timestep_fs=task["timestep_fs"], steps=task["steps"], policies=[pol],
@@ -75,24 +84,65 @@ def _explore_one(task: dict[str, Any]) -> dict[str, Any]:
                      overwrite=True)
     lines = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines() if x]
     values = [x.get(task["alarm"]) for x in lines]
-    return {"run": out.name, "threshold": pol.threshold, "values": values,
+    return {"run": out.name, "start": task["start"], "threshold": pol.threshold,
+            "values": values,
             "steps": [x["step"] for x in lines], "status": summary.get("status"),
             "cpu_s": time.process_time() - t0}
 
 
-def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm: str,
-            n_workers: int = 0, scheduler: Any = None) -> dict[str, Any]:
-    """MD from every start structure at every temperature with the current model; every
-    observed frame whose alarm statistic exceeds the in-domain threshold is a candidate
-    (``explore/candidates.extxyz``, info: run, step, value). Finished runs are kept on a
-    rerun (``RUN/result.json``)."""
+def trust_levels(cfg: LearnConfig, members: list[Path], alarm: str, n_atoms: int
+                 ) -> tuple[float, float]:
+    """An ensemble-driven loop's (trust_lo, trust_hi) in eV/A for a structure of ``n_atoms``
+    free atoms: ``explore.trust_levels`` when given, else trust_lo the threshold that
+    ``explore.alarm_rate`` of the validation frames' ``alarm`` statistic exceed with the
+    current ``members`` (:func:`~ltau_md.core.metrics.alarm_threshold`, sized to the
+    structure for a maximum, as LTAU's threshold) and no trust_hi (inf)."""
+    if cfg.explore.trust_levels is not None:
+        return cfg.explore.trust_levels
+    from ltau_md.core.baselines import force_std
+    from ltau_md.core.metrics import alarm_threshold, frame_statistic
+    from ltau_md.core.model import evaluate_structures
+    from ltau_md.core.structures import free_atoms, read_structures
+    from ltau_md.integrations.nequip import NequIPFeatureModel
+
+    frames = read_structures(cfg.validation)
+    outs = [evaluate_structures(NequIPFeatureModel.from_file(m), frames) for m in members]
+    on = alarm.split(":", 1)[1]
+    values, sizes = [], []
+    for i, a in enumerate(frames):
+        free = free_atoms(a)
+        std = force_std([o[i].forces for o in outs])
+        values.append(frame_statistic(std, on, free if free.any() else None))
+        sizes.append(int(free.sum()) or len(a))
+    ratio = n_atoms / float(np.mean(sizes)) if on == "max" else 1.0
+    return alarm_threshold(np.array(values), cfg.explore.alarm_rate, ratio), float("inf")
+
+
+def explore(cfg: LearnConfig, it_dir: Path, members: list[Path], estimator: Path | None,
+            alarm: str, n_workers: int = 0, scheduler: Any = None) -> dict[str, Any]:
+    """MD from every start structure at every temperature with the current model
+    (``members[0]``); every observed frame whose alarm statistic exceeds the in-domain
+    threshold is a candidate (``explore/candidates.extxyz``, info: run, step, value), one
+    per alarm window. With several ``members`` (the ensemble-driven loop) the threshold is
+    trust_lo (:func:`trust_levels`, in ``explore/trust_levels.json``) and frames above
+    trust_hi alarm but are not candidates. Finished runs are kept on a rerun
+    (``RUN/result.json``)."""
     import ase.io
 
-    from ltau_md.core.structures import read_structures
+    from ltau_md.core.structures import free_atoms, read_structures
 
     out = it_dir / "explore"
     out.mkdir(parents=True, exist_ok=True)
     starts = read_structures(cfg.explore.structures)
+    t0 = time.process_time()
+    levels: dict[str, list[float]] = {}
+    if len(members) > 1:
+        path = out / "trust_levels.json"
+        if not path.exists():  # per start structure (a maximum's threshold follows its size)
+            write_json_atomic(path, {str(i): list(trust_levels(
+                cfg, members, alarm, int(free_atoms(a).sum()) or len(a)))
+                for i, a in enumerate(starts)})
+        levels = read_json(path)
     tasks = []
     pairs = [(i, t) for i in range(len(starts)) for t in cfg.explore.temperatures_K]
     for j, (i, t) in enumerate(pairs):  # run j: start i at temperature t, whatever is done
@@ -101,7 +151,9 @@ def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm:
             continue
         b = starts[i].copy()
         b.calc = None
-        tasks.append({"model": str(model), "estimator": str(estimator), "atoms": b,
+        tasks.append({"members": [str(m) for m in members],
+                      "estimator": None if estimator is None else str(estimator),
+                      "above": levels[str(i)][0] if levels else None, "atoms": b,
                       "alarm": alarm, "alarm_rate": cfg.explore.alarm_rate,
                       "temperature_K": float(t), "timestep_fs": cfg.explore.timestep_fs,
                       "steps": cfg.explore.steps, "interval": cfg.explore.interval,
@@ -110,15 +162,19 @@ def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm:
     for res in _map(_explore_one, tasks, n_workers, scheduler):
         write_json_atomic(out / res["run"] / RESULT, res)
     runs = sorted(p for p in out.glob("run_*") if (p / RESULT).exists())
-    candidates, n_obs, n_alarm, thr, cpu = [], 0, 0, None, 0.0
+    candidates, n_obs, n_alarm, n_above, thr = [], 0, 0, 0, None
+    cpu = time.process_time() - t0  # the trust levels' evaluation, if any
     for run in runs:
         res = read_json(run / RESULT)
         thr, cpu = res["threshold"], cpu + res.get("cpu_s", 0.0)
+        hi = levels[str(res["start"])][1] if levels else float("inf")
         v = np.array([np.inf if x is None else x for x in res["values"]], dtype=float)
         n_obs += v.size
         n_alarm += int((v > thr).sum())
+        n_above += int((v > hi).sum())
         frames = ase.io.read(run / "trajectory.extxyz", ":")
-        for k in alarm_windows(res["steps"], v, thr, max_length=cfg.select.window):
+        for k in alarm_windows(res["steps"], np.where(v > hi, -np.inf, v), thr,
+                               max_length=cfg.select.window):
             f = frames[k]
             f.calc = None
             f.info.update(run=run.name, step=int(res["steps"][k]), alarm_value=float(v[k]))
@@ -127,6 +183,8 @@ def explore(cfg: LearnConfig, it_dir: Path, model: Path, estimator: Path, alarm:
     result = {"n_runs": len(runs), "n_observed": n_obs, "n_alarmed": n_alarm,
               "alarm_share": n_alarm / n_obs if n_obs else None, "threshold": thr,
               "alarm": alarm, "n_candidates": len(candidates), "cpu_s": cpu}
+    if levels:
+        result.update(trust_levels=levels, n_above_trust_hi=n_above)
     write_json_atomic(out / RESULT, result)
     return result
 
@@ -238,28 +296,51 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         pass
 
 
-def finetune(cfg: LearnConfig, it_dir: Path, model: Path, train: list[Atoms]) -> dict[str, Any]:
-    """nequip-train from ``model``'s checkpoint on ``train`` (the training frames plus every
-    label so far) for ``finetune.epochs`` with the LTAU error logger, validated on the
-    held-out frames; a killed run resumes from its ``last.ckpt``. Done when the process
-    ended cleanly and the error log holds every epoch."""
-    from ltau_md.core.errorlog import ErrorLog
-    from ltau_md.integrations.nequip import toy
-    from ltau_md.integrations.nequip.finetune import derive_config, from_checkpoint, read_config
+def member_run(it_dir: Path, m: int) -> Path:
+    """The nequip-train run of member ``m`` in an iteration's ``finetune/`` (member 0, the
+    model that explores: ``run``)."""
+    return it_dir / "finetune" / ("run" if m == 0 else f"run_member{m}")
 
+
+def finetune(cfg: LearnConfig, it_dir: Path, members: list[Path], train: list[Atoms]
+             ) -> dict[str, Any]:
+    """nequip-train from each member's checkpoint (one for the LTAU loop) on ``train`` (the
+    training frames plus every label so far) for ``finetune.epochs`` with the LTAU error
+    logger, validated on the held-out frames, one member after the other. A member is done
+    when its process ended cleanly and its error log holds every epoch (then
+    ``RUN.done.json``); a killed run resumes from its ``last.ckpt``."""
     out = it_dir / "finetune"
     out.mkdir(parents=True, exist_ok=True)
     train_file = out / "train.extxyz"
     if not train_file.exists():
         write_frames(train_file, train)
+    checkpoints = []
+    for m, model in enumerate(members):
+        run = member_run(it_dir, m)
+        done = run.with_name(f"{run.name}.done.json")
+        if not done.exists():
+            write_json_atomic(done, _finetune_one(cfg, model, run, train_file))
+        checkpoints.append(str(run / "last.ckpt"))
+    result = {"checkpoint": checkpoints[0], "checkpoints": checkpoints,
+              "epochs": cfg.finetune.epochs, "n_train_frames": len(train)}
+    write_json_atomic(out / RESULT, result)
+    return result
+
+
+def _finetune_one(cfg: LearnConfig, model: Path, run: Path, train_file: Path) -> dict[str, Any]:
+    """One member's fine-tuning into ``run`` (resumed from its ``last.ckpt`` if there)."""
+    from ltau_md.core.errorlog import ErrorLog
+    from ltau_md.integrations.nequip import toy
+    from ltau_md.integrations.nequip.finetune import derive_config, from_checkpoint, read_config
+
     config = derive_config(read_config(cfg.nequip_config), from_checkpoint(model),
                            max_epochs=cfg.finetune.epochs, lr=cfg.finetune.lr,
                            train_file=train_file, val_file=cfg.validation)
-    config_path = toy.write_config(config, out / "finetune.yaml")
-    run = out / "run"
+    config_path = toy.write_config(config, run.with_name(f"{run.name}.yaml"))
     overrides = [f"++ckpt_path={run / 'last.ckpt'}"] if (run / "last.ckpt").exists() else []
     cmd, env = toy.nequip_train_command(config_path, run, overrides, threads=1)
-    log = out / "nequip-train.log"
+    log = run.with_name(f"{run.name}.log")
+    t0 = time.perf_counter()
     with open(log, "a") as fh:
         proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
                               preexec_fn=_die_with_parent if sys.platform == "linux" else None)
@@ -270,25 +351,28 @@ def finetune(cfg: LearnConfig, it_dir: Path, model: Path, train: list[Atoms]) ->
     if len(epochs) < cfg.finetune.epochs:
         raise LTAUError(f"fine-tuning logged {len(epochs)} of {cfg.finetune.epochs} epochs; "
                         f"see {log}")
-    result = {"checkpoint": str(run / "last.ckpt"), "epochs": len(epochs),
-              "n_train_frames": len(train)}
-    write_json_atomic(out / RESULT, result)
-    return result
+    return {"from": str(model), "checkpoint": str(run / "last.ckpt"), "epochs": len(epochs),
+            "wall_s": time.perf_counter() - t0}
 
 
 # ---------------------------------------------------------------------------- refit
 def refit(cfg: LearnConfig, it_dir: Path) -> dict[str, Any]:
     """A new estimator (``ITER_k/estimator``) from the fine-tuning run's error log and the
-    fine-tuned model, its in-domain alarm statistics on the held-out validation frames."""
-    from ltau_md.integrations.nequip import fit_from_runs
-
-    run = it_dir / "finetune" / "run"
-    est_dir = it_dir / "estimator"
-    est = fit_from_runs([run], run / "last.ckpt", est_dir, validation=str(cfg.validation),
-                        progress=False, overwrite=True)
-    result = {"estimator": str(est_dir), "n_train": int(est.n_train_),
-              "alarm_statistics": sorted(est.alarm_statistics_)}
+    fine-tuned model, its in-domain alarm statistics on the held-out validation frames. An
+    ensemble-driven loop has no estimator: its next threshold comes from the fine-tuned
+    members at the next exploration (:func:`trust_levels`)."""
     out = it_dir / "refit"
+    if cfg.ensemble:
+        result: dict[str, Any] = {"estimator": None}
+    else:
+        from ltau_md.integrations.nequip import fit_from_runs
+
+        run = member_run(it_dir, 0)
+        est_dir = it_dir / "estimator"
+        est = fit_from_runs([run], run / "last.ckpt", est_dir, validation=str(cfg.validation),
+                            progress=False, overwrite=True)
+        result = {"estimator": str(est_dir), "n_train": int(est.n_train_),
+                  "alarm_statistics": sorted(est.alarm_statistics_)}
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RESULT, result)
     return result
