@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
@@ -22,6 +23,7 @@ from ltau_md.core.model import ModelOutput, check_species
 __all__ = [
     "EMTFeatureModel",
     "SlowEMT",
+    "StretchedEMT",
     "EMT_ELEMENTS",
     "check_estimator_api",
     "check_feature_model",
@@ -43,6 +45,27 @@ class SlowEMT(EMT):
 
         time.sleep(self.delay)
         super().calculate(*args, **kwargs)
+
+
+class StretchedEMT(Calculator):
+    """A reference that is not EMT, for tests of a configurable reference: EMT evaluated on
+    the structure stretched by ``scale``, E(x) = E_EMT(scale x) (eV), F(x) = scale
+    F_EMT(scale x) (eV/A), so its lattice constants and minima are EMT's divided by
+    ``scale`` and its forces are the exact gradient of its energy."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+    scale = 1.03
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",),
+                  system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        a = self.atoms.copy()
+        a.set_constraint()
+        a.set_cell(a.cell * self.scale)
+        a.positions = a.positions * self.scale
+        a.calc = EMT()
+        e = float(a.get_potential_energy())
+        self.results = {"energy": e, "free_energy": e, "forces": a.get_forces() * self.scale}
 
 
 def radial_descriptors(atoms: Atoms, species: Sequence[int], cutoff: float = 5.0,

@@ -294,20 +294,44 @@ def test_analyze_hand_case(tmp_path):
     # no uncertainty at all (plain EMT): NaN correlations, no crash
     nan = [{**r, "uncertainty:max/max": float("nan")} for r in res if r["status"] == "ok"]
     assert analyze(nan)["splits"]["val_id"]["spearman"]["uncertainty:max/max"] is None
+    # IS2RE: |energy error| MAE and the share within 0.02 eV (OC20's EwT), by hand
+    e = {"val_id": [0.01, -0.015, 0.05, float("nan")]}
+    rows = [{**r, "is2re_error": e["val_id"][int(r["sid"].split("-")[-1])]}
+            for r in res if r["split"] == "val_id" and r["status"] == "ok"]
+    vid = analyze(rows)["splits"]["val_id"]
+    assert vid["is2re_mae"] == pytest.approx((0.01 + 0.015 + 0.05) / 3)
+    assert vid["is2re_ewt"] == pytest.approx(2 / 4)  # a missing energy counts as outside
+    assert "is2re_mae" not in rep["splits"]["val_id"]
+    # the binned means carry standard errors (std / sqrt(n), ddof 1)
+    b = rep["splits"]["val_id"]["binned"]["uncertainty:max/max"]
+    for mean, se, n in zip(b["mean_rmsd"], b["se_rmsd"], b["count"], strict=True):
+        assert (se is None) == (n < 2) and (mean is None) == (n == 0)
+    from ltau_md.workflows.is2rs._columns import binned_means
+
+    hand = binned_means(np.array([0.0, 0.1, 0.2, 0.9]), np.array([1.0, 2.0, 4.0, 8.0]),
+                        np.array([0.0, 0.5, 1.0]))
+    assert hand["count"] == [3, 1] and hand["mean_rmsd"] == pytest.approx([7 / 3, 8.0])
+    assert hand["se_rmsd"][0] == pytest.approx(np.std([1, 2, 4], ddof=1) / np.sqrt(3))
+    assert hand["se_rmsd"][1] is None
     png = save_figure(plot_uq_vs_rmsd(res), tmp_path / "fig.png")
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_failure_labels_hand_case():
     rows = [
-        {"rmsd": 0.2, "energy_above_min": 0.0, "ref_fmax_at_end": 0.03, "basin": "same"},
-        {"rmsd": 0.7, "energy_above_min": 0.3, "ref_fmax_at_end": 0.2, "basin": "higher"},
-        {"rmsd": 0.3, "energy_above_min": 0.05, "ref_fmax_at_end": 0.5, "basin": "lower"},
-        {"rmsd": float("nan"), "energy_above_min": float("nan"),
+        {"rmsd": 0.2, "mean_distance": 0.1, "energy_above_min": 0.0, "ref_fmax_at_end": 0.03,
+         "basin": "same"},
+        {"rmsd": 0.7, "mean_distance": 0.3, "energy_above_min": 0.3, "ref_fmax_at_end": 0.2,
+         "basin": "higher"},
+        {"rmsd": 0.3, "mean_distance": 0.6, "energy_above_min": 0.05, "ref_fmax_at_end": 0.5,
+         "basin": "lower"},
+        {"rmsd": float("nan"), "mean_distance": float("nan"), "energy_above_min": float("nan"),
          "ref_fmax_at_end": float("nan"), "basin": "blown_up"},
     ]
     lab = failure_labels(rows, rmsd_threshold=0.5)
     assert lab["rmsd"].tolist() == [False, True, False, True]
+    # on ADwT's quantity: one far atom fails the RMSD, many slightly moved atoms the mean
+    assert lab["mean_distance"].tolist() == [False, False, True, True]
     assert lab["energy"].tolist() == [False, True, False, True]
     assert lab["not_fbt"].tolist() == [False, True, True, True]
     assert lab["basin"].tolist() == [False, True, True, True]
@@ -320,11 +344,20 @@ def test_cli_generate(tmp_path, capsys):
     out = tmp_path / "gen"
     assert main(["is2rs-generate", "--out", str(out), "--n-train", "1", "--n-val", "1",
                  "--splits", "train", "val_ood_ads", "--seed", "4", "--no-progress"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
-        "train": 1, "val_ood_ads": 1}
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {k: v["systems"] for k, v in printed.items()} == {"train": 1, "val_ood_ads": 1}
+    manifest = json.loads((out / "manifest.json").read_text())
+    for split, v in printed.items():  # the cost of the reference, as the manifest counts it
+        assert v["reference_calls"] == manifest["splits"][split]["reference_calls"] > 0
+        assert v["attempts"] >= 1
     assert {s.split for s in load_systems(out)} == {"train", "val_ood_ads"}
+    assert (tmp_path / "gen.cache").is_dir()
     assert main(["is2rs-generate", "--out", str(out), "--n-train", "1", "--n-val", "1"]) == 2
     assert "exists" in capsys.readouterr().err
+    assert main(["is2rs-generate", "--out", str(tmp_path / "x"), "--reference", "EMT"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "import path" in err[0]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.cache").exists()
 
 
 @pytest.mark.slow

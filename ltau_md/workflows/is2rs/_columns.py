@@ -24,13 +24,16 @@ def column(results: Sequence[dict], key: str) -> np.ndarray:
 
 
 def binned_means(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict[str, list]:
-    """Count and mean of ``y`` per bin of ``x`` (bin edges ``edges``) over the finite pairs."""
+    """Count, mean and standard error of the mean (std / sqrt(n), ddof 1; None below 2
+    values) of ``y`` per bin of ``x`` (bin edges ``edges``) over the finite pairs."""
     xf, yf = finite_pairs(x, y)
     n_b = max(len(edges) - 1, 0)
     idx = np.clip(np.searchsorted(edges, xf, side="right") - 1, 0, max(n_b - 1, 0))
-    counts, means = [], []
+    counts, means, ses = [], [], []
     for b in range(n_b):
         sel = idx == b
         counts.append(int(sel.sum()))
         means.append(float(yf[sel].mean()) if sel.any() else None)
-    return {"edges": edges.tolist(), "count": counts, "mean_rmsd": means}
+        ses.append(float(yf[sel].std(ddof=1) / math.sqrt(sel.sum())) if sel.sum() > 1
+                   else None)
+    return {"edges": edges.tolist(), "count": counts, "mean_rmsd": means, "se_rmsd": ses}

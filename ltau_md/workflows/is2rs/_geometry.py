@@ -10,16 +10,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ase import Atoms
 from ase.build import fcc100, fcc110, fcc111
-from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 from ase.geometry import get_distances
 
 from ltau_md.core.exceptions import DataError
+from ltau_md.workflows.is2rs.reference import DEFAULT_REFERENCE, cached_reference
 
 if TYPE_CHECKING:
     from ltau_md.workflows.is2rs.generate import GeneratorConfig
 
-__all__ = ["FACETS", "adsorbate_fragments", "axis_rotation", "emt_lattice_constant"]
+__all__ = ["FACETS", "adsorbate_fragments", "axis_rotation", "emt_lattice_constant",
+           "lattice_constant"]
 
 FACETS: dict[str, Callable[..., Atoms]] = {"fcc111": fcc111, "fcc100": fcc100, "fcc110": fcc110}
 """The slab builders of ``ase.build`` by facet name."""
@@ -55,29 +56,40 @@ def fan(n: int, bond: float, polar: float, z0: float = 0.0) -> list[tuple[float,
 
 
 @functools.cache
-def emt_lattice_constant(symbol: str) -> float:
-    """fcc lattice constant (A) minimising ASE's EMT energy of ``symbol``.
+def lattice_constant(symbol: str, reference: str = DEFAULT_REFERENCE) -> float:
+    """fcc lattice constant (A) minimising the reference calculator's energy of ``symbol``.
 
     Parameters
     ----------
     symbol
-        Chemical symbol of a metal EMT knows (e.g. ``"Cu"``).
+        Chemical symbol of a metal the reference knows (e.g. ``"Cu"``).
+    reference
+        The reference calculator's import path
+        (:mod:`ltau_md.workflows.is2rs.reference`), EMT by default.
 
     Returns
     -------
     float
-        The lattice constant (A); cached per symbol.
+        The lattice constant (A); cached per symbol and reference.
     """
     from ase.build import bulk
     from scipy.optimize import minimize_scalar
 
+    calc = cached_reference(reference)
+
     def energy(a: float) -> float:
         at = bulk(symbol, "fcc", a=a)
-        at.calc = EMT()
+        at.calc = calc
+        calc.reset()
         return float(at.get_potential_energy())
 
     res = minimize_scalar(energy, bounds=(3.0, 4.8), method="bounded", options={"xatol": 1e-5})
     return float(res.x)
+
+
+def emt_lattice_constant(symbol: str) -> float:
+    """:func:`lattice_constant` of ``symbol`` with ASE's EMT (A)."""
+    return lattice_constant(symbol, DEFAULT_REFERENCE)
 
 
 @dataclass
@@ -112,7 +124,8 @@ def build_slab(cat: Catalyst, rng: np.random.Generator, cfg: GeneratorConfig) ->
     Returns
     -------
     Atoms
-        The slab (lattice constant: Vegard's law over :func:`emt_lattice_constant`, A).
+        The slab (lattice constant: Vegard's law over :func:`lattice_constant` of the
+        reference, A).
     """
     if cat.facet not in FACETS:
         raise DataError(f"unknown facet {cat.facet!r}; known: {sorted(FACETS)}")
@@ -121,12 +134,11 @@ def build_slab(cat: Catalyst, rng: np.random.Generator, cfg: GeneratorConfig) ->
     if not 0 < n_free < n_layers:
         raise DataError(f"free_layers[{cat.facet}]={n_free} must be in 1..{n_layers - 1}")
     if len(cat.elements) == 1:
-        a = emt_lattice_constant(cat.elements[0])
+        a = lattice_constant(cat.elements[0], cfg.reference)
     else:
         x = cat.fraction
-        a = x * emt_lattice_constant(cat.elements[0]) + (1 - x) * emt_lattice_constant(
-            cat.elements[1]
-        )
+        a = (x * lattice_constant(cat.elements[0], cfg.reference)
+             + (1 - x) * lattice_constant(cat.elements[1], cfg.reference))
     slab = FACETS[cat.facet](
         cat.elements[0], size=(*cfg.size, n_layers), a=a, vacuum=cfg.vacuum
     )

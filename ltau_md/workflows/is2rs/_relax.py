@@ -33,9 +33,9 @@ from ltau_md.workflows.is2rs._results import (
 from ltau_md.workflows.is2rs.data import System
 from ltau_md.workflows.is2rs.metrics import (
     ADSORBATE_TAG,
-    FREE_TAGS,
     classify_basin,
     free_atom_distances,
+    free_mask,
     symmetric_free_atom_distances,
 )
 from ltau_md.workflows.is2rs.reference import (
@@ -239,7 +239,7 @@ def _reference_targets(system: System, end: Atoms, reference: Calculator,
     """
     from ase.optimize import BFGS
 
-    free = np.isin(end.get_tags(), FREE_TAGS)
+    free = free_mask(end)
     nan_out: dict[str, Any] = {
         "ref_energy_at_end": math.nan, "ref_fmax_at_end": math.nan,
         "ref_energy_given": math.nan, "rerelax_energy": math.nan, "rerelax_steps": 0,
@@ -311,7 +311,9 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
     eV/A: the true error),
     force_mae (eV/A, free-atom force components over the trajectory), ref_energy_at_end and
     ref_fmax_at_end (reference energy, eV, and max free-atom force, eV/A, at the model end
-    point), ref_energy_given (reference energy of the given relaxed structure), rerelax_*
+    point), ref_energy_given (reference energy of the given relaxed structure), is2re_error
+    (eV: the model's final energy minus ref_energy_given, or without a reference minus the
+    energy stored with the given relaxed structure; NaN if neither), rerelax_*
     (the model end point re-relaxed with the reference: energy, steps, converged,
     positions), basin ("same", "lower", "higher", "degenerate": where the re-relaxation
     lands relative to the given minimum), reference_source ("given" or "ml_rerelaxed": the
@@ -337,7 +339,7 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
     """
     atoms = system.initial.copy()  # copies tags and constraints
     tags = atoms.get_tags()
-    mask = np.isin(tags, FREE_TAGS)
+    mask = free_mask(atoms)
     ads = tags == ADSORBATE_TAG
     reference = cached_reference(settings.reference) if settings.reference else None
     calc.reset()
@@ -399,10 +401,27 @@ def relax_system(system: System, calc: Calculator, settings: RelaxSettings) -> d
         end.calc = None
         result.update(_reference_targets(system, end, reference, settings))
         result["ref_wall_s"] = time.perf_counter() - t0
+    # IS2RE: the model's energy at its end point against the reference energy of the given
+    # minimum (computed with the reference when there is one, else as stored with it)
+    e_ref = result.get("ref_energy_given", math.nan)
+    if not math.isfinite(e_ref):
+        e_ref = _stored_energy(system.relaxed)
+    result["is2re_error"] = result["energy"] - e_ref
     for key in ("adsorbate", "catalyst", "facet", "site", "elements"):
         if key in system.info:
             result[key] = str(system.info[key])
     return result
+
+
+def _stored_energy(atoms: Atoms) -> float:
+    """The energy (eV) stored with a structure (its calculator's results, else
+    ``info["ref_energy"]``), NaN if none."""
+    results = getattr(atoms.calc, "results", None) or {}
+    e = results.get("energy", atoms.info.get("ref_energy", math.nan))
+    try:
+        return float(e)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def error_result(system: System, exc: BaseException, settings: RelaxSettings) -> dict[str, Any]:

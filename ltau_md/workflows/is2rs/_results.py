@@ -33,10 +33,11 @@ __all__ = [
     "series_key",
 ]
 
-RESULT_VERSION = 3
+RESULT_VERSION = 4
 """Version of the per-system result records; a saved result of another version is recomputed
 (3: step statistics named ``SIGNAL:STAT[@SELECTION]/REDUCTION``, e.g. ``uncertainty:max/max``,
-by :func:`series_key`, instead of the ad-hoc ``uq_*`` / ``ferr_*`` names of version 2)."""
+by :func:`series_key`, instead of the ad-hoc ``uq_*`` / ``ferr_*`` names of version 2; 4: the
+free atoms from the FixAtoms mask (tags as the fallback), and ``is2re_error``)."""
 
 STAT_NAMES: tuple[str, ...] = ("initial", "final", "max", "mean")
 """The reductions of a per-step series in a result: :func:`series_key` ``(frame_key, name)``."""

@@ -41,7 +41,7 @@ from ltau_md.workflows.is2rs._results import (
     UQ_ATOM_MEAN,
     series_key,
 )
-from ltau_md.workflows.is2rs.metrics import BASIN_OUTCOMES, adwt, afbt, fbt
+from ltau_md.workflows.is2rs.metrics import BASIN_OUTCOMES, adwt, afbt, ewt, fbt
 
 if TYPE_CHECKING:
     pass
@@ -226,18 +226,21 @@ def _with_ci(metric: str, x: np.ndarray, y: np.ndarray, n_boot: int) -> dict[str
 
 
 def failure_labels(rows: Sequence[dict], rmsd_threshold: float) -> dict[str, np.ndarray]:
-    """Boolean failure labels per result: RMSD > threshold (or blown up), energy above the
+    """Boolean failure labels per result: RMSD > threshold (or blown up), ``mean_distance``:
+    the mean free-atom distance (ADwT's quantity) > threshold, energy above the
     lowest minimum > :data:`ENERGY_FAIL` eV, reference max force at the end point >= 0.05 eV/A
     (not FbT), basin not "same", and ``higher_or_fmax``: the reference re-relaxation of the end
     point lands in a higher basin, or the reference max force there exceeds
     :data:`FMAX_FAIL` eV/A. Labels that need the reference are NaN-free only when the
     reference targets exist; rows without them count as failed."""
     rmsd = column(rows, "rmsd")
+    md = column(rows, "mean_distance")
     e = column(rows, "energy_above_min")
     f = column(rows, "ref_fmax_at_end")
     basin = [r.get("basin") for r in rows]
     return {
         "rmsd": ~np.isfinite(rmsd) | (rmsd > rmsd_threshold),
+        "mean_distance": ~np.isfinite(md) | (md > rmsd_threshold),
         "energy": ~np.isfinite(e) | (e > ENERGY_FAIL),
         "not_fbt": ~np.isfinite(f) | (f >= 0.05),
         "basin": np.array([b != "same" for b in basin], dtype=bool),
@@ -341,7 +344,7 @@ def analyze(
         finite = np.isfinite(rmsd)
         labels = failure_labels(rows, rmsd_threshold)
         if not have_ref:
-            labels = {"rmsd": labels["rmsd"]}
+            labels = {k: labels[k] for k in ("rmsd", "mean_distance")}
         target_cols = {}
         for t in TARGETS if have_ref else ("rmsd",):
             col = column(rows, t)
@@ -371,6 +374,10 @@ def analyze(
             },
             "binned": {st: binned_means(column(rows, st), rmsd, edges[st]) for st in stats},
         })
+        is2re = column(rows, "is2re_error")
+        if np.isfinite(is2re).any():  # OC20's IS2RE: energy MAE (eV) and EwT (0.02 eV)
+            entry["is2re_mae"] = float(np.nanmean(np.abs(is2re)))
+            entry["is2re_ewt"] = ewt(is2re)
         fmae = column(rows, "force_mae")
         if np.isfinite(fmae).any():  # eV/A; the mean per system, and its median over systems
             entry["force_mae"] = float(np.nanmean(fmae))

@@ -46,7 +46,8 @@ def plot_uq_vs_rmsd(
 ) -> FigureBase:
     """Four-panel figure (as the LTAU paper's Fig. 4): RMSD to the reference-relaxed structure
     against the initial / final / max / mean uncertainty along the model relaxation, ID
-    (``val_id``) and OOD (``val_ood_*``) systems, with binned mean RMSD.
+    (``val_id``) and OOD (``val_ood_*``) systems, with the binned mean RMSD and its
+    standard-error bars.
 
     Parameters
     ----------
@@ -100,7 +101,13 @@ def plot_uq_vs_rmsd(
                 b = binned_means(x, y, np.asarray(edges))
                 centers = 0.5 * (np.asarray(edges[1:]) + np.asarray(edges[:-1]))
                 m = np.array([np.nan if v is None else v for v in b["mean_rmsd"]], dtype=float)
-                ax.plot(centers, np.maximum(m, 1e-4), "o-", color=color, lw=2)
+                se = np.array([np.nan if v is None else v for v in b["se_rmsd"]], dtype=float)
+                # the binned mean with its standard error, as the paper draws it (clipped at
+                # the log axis' floor)
+                lo = np.maximum(m - np.nan_to_num(se), 1e-4)
+                ax.errorbar(centers, np.maximum(m, 1e-4),
+                            yerr=[np.maximum(m, 1e-4) - lo, np.nan_to_num(se)], fmt="o-",
+                            color=color, lw=2, capsize=3)
             titles.append(f"rho_{label.split()[0]}={spearman(x, y):.2f}")
         ax.axhline(rmsd_threshold if target == "rmsd" else ENERGY_FAIL, color="gray", ls="--",
                    lw=1)

@@ -1,11 +1,14 @@
-"""OC20-style IS2RS benchmark generator with ASE's EMT as the reference "DFT".
+"""OC20-style IS2RS benchmark generator with a reference calculator as "DFT" (ASE's EMT by
+default, or any ASE calculator by import path, e.g. a universal potential).
 
 Each system is an adsorbate on a small fcc slab (pure metal or random binary alloy, facet
 fcc111 / fcc100 / fcc110) following the OC20 conventions (Chanussot et al., ACS Catal. 2021):
 tags 0 = fixed subsurface ("bulk") atoms, 1 = free surface atoms, 2 = adsorbate atoms, and a
-:class:`~ase.constraints.FixAtoms` on the tag-0 atoms. The reference relaxation (EMT + BFGS,
-``fmax`` 0.05 eV/A) gives the relaxed target; training frames are sampled along the reference
-trajectories, as in OC20's S2EF task.
+:class:`~ase.constraints.FixAtoms` on the tag-0 atoms, lattice constants from the reference.
+The reference relaxation (``reference`` + ``ref_optimizer``, BFGS by default, ``fmax`` 0.05
+eV/A, at most ``ref_steps`` steps) gives the relaxed target; training frames are sampled
+along the reference trajectories, as in OC20's S2EF task, and so carry the reference's
+energies and forces.
 
 Splits mirror OC20: ``train``, ``val_id``, ``val_ood_ads`` (adsorbates never seen in
 training), ``val_ood_cat`` (catalysts never seen: held-out alloy pairs cut as a held-out
@@ -16,12 +19,17 @@ measured not to be out of domain (same force error as ``val_id``), hence the fac
 Everything is deterministic from the seed: system ``i`` of split ``k`` draws from
 ``numpy.random.default_rng([seed, k, i])``, so adding systems never changes earlier ones.
 
+Every finished system is cached (``CACHE/<key>/<split>-<index>.extxyz``, written atomically;
+the key hashes the seed and the whole config, reference included), so a killed or timed-out
+generation continues where it stopped and a rerun with the same seed and config reuses the
+systems it has, with byte-identical output.
+
 Output layout (written to a temporary directory and renamed into place)::
 
     OUT/
       manifest.json                 seed, config, per-split counts, file hashes
       <split>/initial.extxyz        initial structures (tags, FixAtoms, info: sid, split, ...)
-      <split>/relaxed.extxyz        reference-relaxed structures with EMT energy (eV)/forces (eV/A)
+      <split>/relaxed.extxyz        reference-relaxed structures, its energy (eV)/forces (eV/A)
       <split>/frames.extxyz         frames sampled along the reference trajectories (S2EF-like)
 """
 
@@ -37,12 +45,11 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.io import write
 
-from ltau_md.core._param_validation import Interval, Satisfies, validate_params
+from ltau_md.core._param_validation import Interval, Satisfies, StrOptions, validate_params
 from ltau_md.core.exceptions import DataError
 from ltau_md.core.files import atomic_dir, sha256_file
 from ltau_md.workflows.is2rs._geometry import (
@@ -54,9 +61,11 @@ from ltau_md.workflows.is2rs._geometry import (
     desorbed,
     emt_lattice_constant,
     fan,
+    lattice_constant,
     place_adsorbate,
 )
-from ltau_md.workflows.simulate import DEFAULT_FMAX
+from ltau_md.workflows.is2rs.reference import DEFAULT_REFERENCE, cached_reference, check_reference
+from ltau_md.workflows.simulate import DEFAULT_FMAX, OPTIMIZERS
 
 # the public module of the generator: the geometry helpers (slabs, adsorbate placement,
 # rotations) are defined in ._geometry and imported from here
@@ -75,13 +84,16 @@ __all__ = [
     "axis_rotation",
     "emt_lattice_constant",
     "generate_benchmark",
+    "lattice_constant",
     "generate_system",
 ]
 
 FORMAT = "ltau-md/is2rs-benchmark"
-VERSION = 2
+VERSION = 3
 """2: ``ood_facets`` (fcc110 held out of train / val_id by default); systems whose adsorbate
-dissociates in the reference relaxation are resampled (``reject_dissociated``)."""
+dissociates in the reference relaxation are resampled (``reject_dissociated``). 3: the
+reference calculator and its optimizer are part of the config (EMT + BFGS by default, the
+same systems as version 2); the manifest counts the reference's attempts and steps."""
 
 SPLITS: tuple[str, ...] = ("train", "val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
 METALS: tuple[str, ...] = ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Al")
@@ -140,8 +152,16 @@ class GeneratorConfig:
     lateral_jitter: float = 0.35
     max_tilt_deg: float = 20.0
     min_clearance: float = 1.1
+    reference: str = DEFAULT_REFERENCE
+    """The reference calculator's import path (:mod:`ltau_md.workflows.is2rs.reference`):
+    it sets the lattice constants, relaxes the targets and labels the training frames."""
+    ref_optimizer: str = "BFGS"
+    """The ASE optimizer of the reference relaxations (one of
+    :data:`ltau_md.workflows.simulate.OPTIMIZERS`)."""
     fmax: float = DEFAULT_FMAX
     ref_steps: int = 500
+    """The cap on reference steps per relaxation: a system not converged by then is
+    resampled (at most ``max_attempts`` tries per system)."""
     desorption_distance: float = 3.0
     """Reject a system whose adsorbate ends farther than this from every slab atom."""
     reject_dissociated: bool = True
@@ -182,6 +202,7 @@ class GeneratorConfig:
         "min_clearance": [Interval(Real, 0, None, closed="neither")],
         "fmax": [Interval(Real, 0, None, closed="neither")],
         "ref_steps": [Interval(Integral, 1, None, closed="left")],
+        "ref_optimizer": [StrOptions(set(OPTIMIZERS))],
         "desorption_distance": [Interval(Real, 0, None, closed="neither")],
         "reject_dissociated": ["boolean"],
         "bond_scale": [Interval(Real, 0, None, closed="neither")],
@@ -196,9 +217,10 @@ class GeneratorConfig:
         validate_params(self._parameter_constraints,
                         {k: getattr(self, k) for k in self._parameter_constraints},
                         owner="GeneratorConfig")
+        check_reference(self.reference)
         for m in self.metals:
             if m not in METALS:
-                raise DataError(f"metal {m!r} not supported by EMT here; choose from {METALS}")
+                raise DataError(f"metal {m!r} not supported here; choose from {METALS}")
         table = self.adsorbate_table
         for a in (*self.id_adsorbates, *self.ood_adsorbates):
             if a not in table:
@@ -257,12 +279,15 @@ class _Abort(Exception):
 def _relax_reference(atoms: Atoms, cfg: GeneratorConfig,
                      abort: Callable[[Atoms], bool] | None = None,
                      ) -> tuple[bool, int, list[Atoms]]:
-    """EMT + BFGS relaxation in place; returns (converged, n_steps, trajectory snapshots with
-    SinglePointCalculator energy/forces). ``abort(atoms)``, checked every 10 steps, ends the
-    relaxation early as not converged (e.g. the adsorbate already fell apart)."""
-    from ase.optimize import BFGS
+    """The reference relaxation (``cfg.reference`` + ``cfg.ref_optimizer``) in place; returns
+    (converged, n_steps, trajectory snapshots with SinglePointCalculator energy/forces).
+    ``abort(atoms)``, checked every 10 steps, ends the relaxation early as not converged
+    (e.g. the adsorbate already fell apart)."""
+    from ase import optimize
 
-    atoms.calc = EMT()
+    calc = cached_reference(cfg.reference)
+    calc.reset()
+    atoms.calc = calc
     traj: list[Atoms] = []
 
     def snap() -> None:
@@ -274,7 +299,7 @@ def _relax_reference(atoms: Atoms, cfg: GeneratorConfig,
         if abort is not None and len(traj) % 10 == 0 and abort(atoms):
             raise _Abort
 
-    opt = BFGS(atoms, logfile=None)
+    opt = getattr(optimize, cfg.ref_optimizer)(atoms, logfile=None)
     opt.attach(snap, interval=1)
     try:
         converged = bool(opt.run(fmax=cfg.fmax, steps=cfg.ref_steps))
@@ -300,6 +325,8 @@ def generate_system(
     ads_pool = cfg.ood_adsorbates if ood_ads else cfg.id_adsorbates
     if not ads_pool:
         raise DataError(f"split {split} needs {'ood' if ood_ads else 'id'}_adsorbates")
+    rejected = {"not_converged": 0, "desorbed": 0, "dissociated": 0}
+    steps_total = 0
     for attempt in range(cfg.max_attempts):
         cat = _sample_catalyst(rng, ood_cat, cfg)
         ads_name = str(rng.choice(list(ads_pool)))
@@ -313,9 +340,13 @@ def generate_system(
 
         converged, n_steps, traj = _relax_reference(
             work, cfg, dissociated if cfg.reject_dissociated else None)
-        if not converged or desorbed(work, cfg):
+        steps_total += len(traj)
+        broken = cfg.reject_dissociated and dissociated(work)
+        if not converged:
+            rejected["dissociated" if broken else "not_converged"] += 1
             continue
-        if cfg.reject_dissociated and dissociated(work):
+        if desorbed(work, cfg) or broken:
+            rejected["desorbed" if desorbed(work, cfg) else "dissociated"] += 1
             continue
         info = {
             "sid": f"{split}-{index:05d}",
@@ -331,15 +362,18 @@ def generate_system(
         relaxed = traj[-1].copy()
         relaxed.calc = traj[-1].calc
         relaxed.info = dict(info, ref_energy=float(traj[-1].get_potential_energy()),
-                            ref_n_steps=n_steps, ref_converged=converged)
+                            ref_n_steps=n_steps, ref_converged=converged,
+                            ref_calls_total=steps_total,
+                            **{f"rejected_{k}": v for k, v in rejected.items()})
         relaxed.set_constraint(FixAtoms(mask=relaxed.get_tags() == 0))
         for j, fr in enumerate(traj):
             fr.info = dict(info, frame=j)
         return initial, relaxed, traj
     raise DataError(
         f"no converged, bound, intact system for {split}-{index:05d} after {cfg.max_attempts} "
-        f"attempts (adsorbates {list(ads_pool)}; EMT lets many polyatomic adsorbates fall "
-        "apart: choose others, or GeneratorConfig(reject_dissociated=False))"
+        f"attempts (rejected: {rejected}; adsorbates {list(ads_pool)}; EMT lets many "
+        "polyatomic adsorbates fall apart: choose others, or "
+        "GeneratorConfig(reject_dissociated=False); raise ref_steps or max_attempts)"
     )
 
 
@@ -360,6 +394,42 @@ def _sample_frames(
     return [traj[i] for i in idx]
 
 
+class _SystemCache:
+    """Finished systems of one (seed, config) on disk: ``ROOT/<key>/<split>-<index>.extxyz``
+    holds the initial structure, the relaxed one and the reference trajectory, written
+    atomically. ``root`` None: no cache."""
+
+    def __init__(self, root: Path | None, seed: int, cfg: GeneratorConfig) -> None:
+        import hashlib
+
+        blob = json.dumps({"format": FORMAT, "version": VERSION, "seed": int(seed),
+                           "config": dataclasses.asdict(cfg)}, sort_keys=True, default=str)
+        self.key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        self.dir = None if root is None else Path(root) / self.key
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "key.json").write_text(blob)
+
+    def _path(self, job: tuple[str, int]) -> Path:
+        return self.dir / f"{job[0]}-{job[1]:05d}.extxyz"
+
+    def load(self, job: tuple[str, int]) -> tuple[Atoms, Atoms, list[Atoms]] | None:
+        if self.dir is None or not self._path(job).exists():
+            return None
+        from ase.io import read
+
+        images = read(self._path(job), ":", format="extxyz")
+        return images[0], images[1], images[2:]
+
+    def save(self, job: tuple[str, int], res: tuple[Atoms, Atoms, list[Atoms]]) -> None:
+        if self.dir is None:
+            return
+        from ltau_md.core.files import atomic_path
+
+        with atomic_path(self._path(job), suffix=".extxyz") as tmp:
+            write(tmp, [res[0], res[1], *res[2]], format="extxyz")
+
+
 def _run_jobs(
     jobs: list[tuple[str, int]],
     seed: int,
@@ -367,22 +437,32 @@ def _run_jobs(
     n_workers: int,
     scheduler: str | None,
     bar,
+    cache: _SystemCache,
 ) -> dict[tuple[str, int], tuple[Atoms, Atoms, list[Atoms]]]:
+    """Every job's system: from the cache, else generated (serially or on dask) and cached
+    as soon as it is done. The systems are read back from the cache when there is one, so
+    a cached and a fresh system give the same files."""
     done = {}
-    if not jobs:
-        return done
-    if n_workers <= 0 and scheduler is None:
-        for split, i in jobs:
-            done[(split, i)] = generate_system(seed, split, i, cfg)
+    todo = []
+    for job in jobs:
+        hit = cache.load(job)
+        if hit is None:
+            todo.append(job)
+        else:
+            done[job] = hit
             bar.update(1)
-        return done
-    from ltau_md.workflows._dask import map_unordered
+    if n_workers <= 0 and scheduler is None:
+        results = ((job, generate_system(seed, job[0], job[1], cfg), None) for job in todo)
+    else:
+        from ltau_md.workflows._dask import map_unordered
 
-    for job, res, exc in map_unordered(_generate_job, jobs, seed, cfg, n_workers=n_workers,
-                                       scheduler=scheduler):
+        results = map_unordered(_generate_job, todo, seed, cfg, n_workers=n_workers,
+                                scheduler=scheduler) if todo else iter(())
+    for job, res, exc in results:
         if exc is not None:
             raise exc
-        done[job] = res
+        cache.save(job, res)
+        done[job] = cache.load(job) or res
         bar.update(1)
     return done
 
@@ -404,6 +484,8 @@ def generate_benchmark(
     progress: bool = True,
     n_workers: int = 0,
     scheduler: str | None = None,
+    cache_dir: str | Path | None = None,
+    cache: bool = True,
 ) -> dict:
     """Generate the benchmark into ``out`` and return its manifest.
 
@@ -412,7 +494,9 @@ def generate_benchmark(
     ``out`` must be missing or empty; ``overwrite=True`` replaces an earlier benchmark there
     (anything else is refused with OutputExistsError and left untouched).
     ``n_workers > 0`` (or a dask ``scheduler`` address) runs the reference relaxations on
-    dask workers; the output is the same as a serial run's.
+    dask workers; the output is the same as a serial run's. Finished systems are cached in
+    ``cache_dir`` (default ``OUT.cache`` beside ``out``; ``cache=False``: none), so a killed
+    generation continues and a rerun with the same seed and config reuses them.
     """
     from tqdm.auto import tqdm
 
@@ -429,7 +513,7 @@ def generate_benchmark(
             "version": VERSION,
             "seed": int(seed),
             "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
-            "reference": "ase.calculators.emt.EMT + ase.optimize.BFGS",
+            "reference": f"{cfg.reference} + ase.optimize.{cfg.ref_optimizer}",
             "id_adsorbates": list(cfg.id_adsorbates),
             "ood_adsorbates": list(cfg.ood_adsorbates),
             "ood_alloy_pairs": ["-".join(p) for p in cfg.ood_pairs],
@@ -439,8 +523,10 @@ def generate_benchmark(
         }
         jobs = [(split, i) for split in splits
                 for i in range(n_train if split == "train" else n_val)]
+        store = _SystemCache((Path(cache_dir) if cache_dir is not None else
+                              out.with_name(out.name + ".cache")) if cache else None, seed, cfg)
         bar = tqdm(total=len(jobs), desc="generating IS2RS systems", disable=not progress)
-        done = _run_jobs(jobs, seed, cfg, n_workers, scheduler, bar)
+        done = _run_jobs(jobs, seed, cfg, n_workers, scheduler, bar, store)
         bar.close()
         for split in splits:
             n = n_train if split == "train" else n_val
@@ -464,6 +550,11 @@ def generate_benchmark(
                 "adsorbates": sorted({a.info["adsorbate"] for a in initials}),
                 "catalysts": sorted({a.info["elements"] for a in initials}),
                 "facets": sorted({a.info["facet"] for a in initials}),
+                "reference_calls": int(sum(a.info.get("ref_calls_total", 0)
+                                           for a in relaxeds)),
+                "attempts": int(sum(a.info["attempt"] + 1 for a in relaxeds)),
+                "rejected": {k: int(sum(a.info.get(f"rejected_{k}", 0) for a in relaxeds))
+                             for k in ("not_converged", "desorbed", "dissociated")},
             }
         for f in sorted(tmp.rglob("*.extxyz")):
             manifest["files"][str(f.relative_to(tmp))] = sha256_file(f)

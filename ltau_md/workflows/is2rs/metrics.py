@@ -20,9 +20,11 @@ __all__ = [
     "BASIN_OUTCOMES",
     "FREE_TAGS",
     "OC20_ADWT_THRESHOLDS",
+    "EWT_THRESHOLD",
     "OC20_FBT_THRESHOLDS",
     "OC20_TAGS",
     "adwt",
+    "ewt",
     "afbt",
     "classify_basin",
     "fbt",
@@ -66,12 +68,25 @@ def min_image_displacements(
     return vectors
 
 
-def free_mask(atoms: Atoms, free_tags: Sequence[int] = FREE_TAGS) -> np.ndarray:
-    """Boolean mask of the atoms whose tag is in ``free_tags`` (OC20: surface + adsorbate)."""
-    mask = np.isin(atoms.get_tags(), list(free_tags))
+def free_mask(atoms: Atoms, free_tags: Sequence[int] | None = None) -> np.ndarray:
+    """Boolean mask of the atoms that move: with ``free_tags`` None, those not held by a
+    :class:`~ase.constraints.FixAtoms` (the fixed mask, as fairchem's evaluation takes them),
+    or without one the atoms whose tag is in :data:`FREE_TAGS` (OC20: surface + adsorbate);
+    else the atoms whose tag is in ``free_tags``."""
+    from ase.constraints import FixAtoms
+
+    if free_tags is None and any(isinstance(c, FixAtoms) for c in atoms.constraints):
+        from ltau_md.core.structures import free_atoms
+
+        mask = free_atoms(atoms)
+        if not mask.any():
+            raise DataError(f"every atom of {atoms.get_chemical_formula()} is fixed (FixAtoms)")
+        return mask
+    tags = FREE_TAGS if free_tags is None else tuple(free_tags)
+    mask = np.isin(atoms.get_tags(), list(tags))
     if not mask.any():
         raise DataError(
-            f"no atom of {atoms.get_chemical_formula()} has a tag in {tuple(free_tags)}; IS2RS "
+            f"no atom of {atoms.get_chemical_formula()} has a tag in {tags}; IS2RS "
             "structures need OC20 tags (0 fixed subsurface, 1 surface, 2 adsorbate)"
         )
     return mask
@@ -86,10 +101,10 @@ def _check_pair(pred: Atoms, ref: Atoms) -> None:
 
 
 def free_atom_distances(
-    pred: Atoms, ref: Atoms, free_tags: Sequence[int] = FREE_TAGS
+    pred: Atoms, ref: Atoms, free_tags: Sequence[int] | None = None
 ) -> np.ndarray:
     """Minimum-image distances (A) between predicted and reference positions of the free
-    atoms (tags in ``free_tags``); cell and pbc are taken from ``ref``."""
+    atoms of ``ref`` (:func:`free_mask`); cell and pbc are taken from ``ref``."""
     _check_pair(pred, ref)
     mask = free_mask(ref, free_tags)
     d = min_image_displacements(
@@ -98,7 +113,7 @@ def free_atom_distances(
     return np.linalg.norm(d, axis=1)
 
 
-def rmsd(pred: Atoms, ref: Atoms, free_tags: Sequence[int] = FREE_TAGS) -> float:
+def rmsd(pred: Atoms, ref: Atoms, free_tags: Sequence[int] | None = None) -> float:
     """Root-mean-square deviation (A) of the free atoms, minimum image in periodic
     directions: sqrt(mean_i |r_i,pred - r_i,ref|^2)."""
     d = free_atom_distances(pred, ref, free_tags)
@@ -191,13 +206,14 @@ def _matched_distances(pred: np.ndarray, ref: np.ndarray, numbers: np.ndarray,
 
 
 def symmetric_free_atom_distances(
-    pred: Atoms, ref: Atoms, tol: float = 0.2, free_tags: Sequence[int] = FREE_TAGS
+    pred: Atoms, ref: Atoms, tol: float = 0.2, free_tags: Sequence[int] | None = None
 ) -> np.ndarray:
     """Free-atom distances (A, in ``ref``'s order) modulo the symmetry of the substrate.
 
     For each in-plane translation that maps the fixed substrate onto itself
     (:func:`substrate_translations`), the whole predicted structure is shifted by it and every
-    free atom is paired with a predicted atom of the same element and tag (optimal
+    free atom (:func:`free_mask`) is paired with a predicted free atom of the same element
+    and tag (optimal
     assignment, minimum image); the translation with the smallest sum of squared distances
     wins. Equals :func:`free_atom_distances` up to same-element swaps on a substrate without
     symmetry, and is 0 for a copy translated by a surface-cell vector of a pure-metal slab.
@@ -213,8 +229,8 @@ def symmetric_free_atom_distances(
     for t in substrate_translations(ref, tol):
         shifted = pred.positions + t
         d = np.empty(len(ref))
-        for tag in free_tags:
-            sel = np.flatnonzero(tags == tag)
+        for tag in np.unique(tags[mask]):
+            sel = np.flatnonzero((tags == tag) & mask)
             if sel.size:
                 d[sel] = _matched_distances(shifted[sel], ref.positions[sel], ref.numbers[sel],
                                             cell, pbc)
@@ -251,6 +267,19 @@ def classify_basin(
     if e_rerelaxed > e_ref + energy_tol:
         return "higher"
     return "degenerate"
+
+
+EWT_THRESHOLD = 0.02
+"""OC20's IS2RE energy-within-threshold: |E_model - E_ref| below 0.02 eV."""
+
+
+def ewt(errors: Sequence[float] | np.ndarray, threshold: float = EWT_THRESHOLD) -> float:
+    """OC20's EwT: the share of structures whose energy error (eV) is below ``threshold`` in
+    magnitude; a missing (NaN) error counts as outside."""
+    e = np.asarray(errors, dtype=float)
+    if e.size == 0:
+        return float("nan")
+    return float(np.mean(np.abs(np.where(np.isfinite(e), e, np.inf)) < threshold))
 
 
 OC20_FBT_THRESHOLDS: np.ndarray = np.arange(0.01, 0.4, 0.001)

@@ -168,3 +168,81 @@ def test_load_errors(bench, tmp_path):
         load_systems(tmp_path / "missing")
     with pytest.raises(DataError, match="not in"):
         load_systems(out, splits=["test_ood"])
+
+
+_SMALL = dict(metals=("Cu", "Pt"), facets=("fcc111", "fcc100"), ood_facets=(),
+              id_adsorbates=("H", "O"), ood_adsorbates=("N",), ood_pairs=(),
+              frames_per_system=2, val_frames_per_system=1)
+
+
+def test_the_reference_is_the_given_calculator(tmp_path):
+    """A reference other than EMT sets the lattice constants, the relaxed targets (its own
+    minima) and the training frames' labels."""
+    from ltau_md.testing import StretchedEMT
+    from ltau_md.workflows.is2rs.generate import lattice_constant
+
+    ref = "ltau_md.testing:StretchedEMT"
+    assert lattice_constant("Cu", ref) == pytest.approx(lattice_constant("Cu") / 1.03,
+                                                        rel=1e-5)
+    cfg = GeneratorConfig(reference=ref, ref_optimizer="FIRE", ref_steps=1000, **_SMALL)
+    manifest = generate_benchmark(tmp_path / "b", seed=2, n_train=2, n_val=0, cfg=cfg,
+                                  splits=("train",), progress=False, cache=False)
+    assert manifest["reference"] == f"{ref} + ase.optimize.FIRE"
+    sysm = load_systems(tmp_path / "b")
+    for s in sysm:
+        free = s.relaxed.get_tags() != 0
+        for calc, below in ((StretchedEMT(), True), (EMT(), False)):
+            a = s.relaxed.copy()
+            a.calc = calc
+            fmax = np.linalg.norm(a.get_forces()[free], axis=1).max()
+            assert (fmax < 0.05 + 1e-6) == below
+    from ase.io import read
+
+    for fr in read(tmp_path / "b" / "train" / "frames.extxyz", ":"):
+        a = fr.copy()
+        a.calc = StretchedEMT()
+        assert fr.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(fr.calc.results["forces"], a.get_forces(apply_constraint=False),
+                                   atol=1e-5)
+    with pytest.raises(DataError, match="import path"):
+        GeneratorConfig(reference="EMT")
+
+
+def test_generation_is_cached_per_system_and_resumes(tmp_path, monkeypatch):
+    """A generation stopped after its first system continues from the cache; a larger
+    rerun reuses the cached systems; the files are byte-identical to an uncached run's."""
+    from ltau_md.workflows.is2rs import generate as gen
+
+    cfg = GeneratorConfig(**_SMALL)
+    cache = tmp_path / "cache"
+    real, calls = gen.generate_system, []
+
+    def dies_after_one(seed, split, index, c=None):
+        if calls:
+            raise KeyboardInterrupt  # as a kill: the first system is cached, nothing else
+        calls.append((split, index))
+        return real(seed, split, index, c)
+
+    monkeypatch.setattr(gen, "generate_system", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        generate_benchmark(tmp_path / "a", seed=4, n_train=2, n_val=1, cfg=cfg,
+                           splits=("train", "val_id"), progress=False, cache_dir=cache)
+    assert not (tmp_path / "a").exists()
+    (key,) = [p for p in cache.iterdir()]
+    assert sorted(p.name for p in key.glob("*.extxyz")) == ["train-00000.extxyz"]
+    first = (key / "train-00000.extxyz").stat().st_mtime_ns
+    again = []
+    monkeypatch.setattr(gen, "generate_system",
+                        lambda *a: again.append(a[1:3]) or real(*a))
+    m = generate_benchmark(tmp_path / "a", seed=4, n_train=2, n_val=1, cfg=cfg,
+                           splits=("train", "val_id"), progress=False, cache_dir=cache)
+    assert again == [("train", 1), ("val_id", 0)]  # the cached system is not redone
+    assert (key / "train-00000.extxyz").stat().st_mtime_ns == first
+    assert m["splits"]["train"]["reference_calls"] >= m["splits"]["train"]["attempts"] >= 2
+    fresh = generate_benchmark(tmp_path / "b", seed=4, n_train=2, n_val=1, cfg=cfg,
+                               splits=("train", "val_id"), progress=False, cache=False)
+    assert fresh["files"] == m["files"]
+    # another seed or config: another key, nothing reused
+    generate_benchmark(tmp_path / "c", seed=5, n_train=1, n_val=0, cfg=cfg,
+                       splits=("train",), progress=False, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2

@@ -52,6 +52,22 @@ def test_rmsd_counts_only_free_atoms():
     assert rmsd(pred, ref) == pytest.approx(np.sqrt(0.125), abs=1e-12)
 
 
+def test_free_atoms_come_from_the_fixed_mask_then_the_tags():
+    """As fairchem's evaluation: the atoms FixAtoms holds are fixed whatever their tags; tags
+    decide only without FixAtoms, or when given explicitly."""
+    from ase.constraints import FixAtoms
+
+    ref = _slab([[1.0, 1.0, 1.0], [2.0, 2.0, 3.0], [3.0, 3.0, 5.0]], [0, 1, 2])
+    ref.set_constraint(FixAtoms(indices=[0, 1]))  # the tag-1 atom is fixed too
+    pred = ref.copy()
+    pred.positions = ref.positions + [[3.0, 0, 0], [0.3, 0, 0], [0, 0.4, 0]]
+    assert rmsd(pred, ref) == pytest.approx(0.4, abs=1e-12)  # the adsorbate only
+    assert rmsd(pred, ref, free_tags=(1, 2)) == pytest.approx(np.sqrt(0.125), abs=1e-12)
+    ref.set_constraint(FixAtoms(indices=[0, 1, 2]))
+    with pytest.raises(DataError, match="every atom .* is fixed"):
+        rmsd(pred, ref)
+
+
 def test_rmsd_rejects_mismatched_structures_and_missing_tags():
     ref = _slab([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]], [1, 2])
     with pytest.raises(DataError, match="not the same atoms"):

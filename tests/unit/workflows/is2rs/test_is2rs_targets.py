@@ -99,6 +99,8 @@ def test_relax_system_scores_end_point_with_the_reference(sites):
     r = relax_system(System("top", "val_id", start, fcc), EMT(), settings)
     assert r["basin"] == "higher" and r["reference_source"] == "given"
     assert r["energy_above_min"] == pytest.approx(e_top - e_fcc, abs=5e-3)
+    # IS2RE: the model's end-point energy against the reference energy of the given minimum
+    assert r["is2re_error"] == pytest.approx(e_top - e_fcc, abs=5e-3)
     assert r["ref_fmax_at_end"] < 0.011  # the model is the reference: forces below threshold
     assert r["force_error:max/max"] == pytest.approx(0.0, abs=1e-9)  # model == reference: no error
     assert r["force_mae"] == pytest.approx(0.0, abs=1e-9)
@@ -108,6 +110,7 @@ def test_relax_system_scores_end_point_with_the_reference(sites):
     start, _ = _o_on_cu111("fcc", relax=False, offset=(0.05, 0.05))
     r = relax_system(System("fcc", "val_id", start, top), EMT(), settings)
     assert r["basin"] == "lower" and r["reference_source"] == "ml_rerelaxed"
+    assert r["is2re_error"] == pytest.approx(e_fcc - e_top, abs=5e-3)
     assert r["ref_energy_min"] == pytest.approx(e_fcc, abs=5e-3)
     assert r["energy_above_min"] == pytest.approx(0.0, abs=5e-3)
     assert r["rmsd_min_sym"] < 0.05 and r["ads_displacement_min_sym"] < 0.05
