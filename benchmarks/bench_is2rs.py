@@ -64,7 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(default 1e-4; 0 or less: constant)")
     p.add_argument("--log-mode", default="eval", choices=["eval", "train"],
                    help="LTAU error logging mode of the callback")
-    p.add_argument("--steps", type=int, default=None, help="max relaxation steps (default 200)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="max relaxation steps (default 1000, the LTAU paper's; --quick 80)")
+    p.add_argument("--optimizer", default="FIRE", choices=["FIRE", "LBFGS", "BFGS"],
+                   help="model relaxation optimizer: FIRE (the LTAU paper's Fig. 4, default) "
+                   "or LBFGS (OC20's)")
     p.add_argument("--workers", type=int, default=2, help="dask LocalCluster workers")
     p.add_argument("--skip-serial", action="store_true", help="dask run only (no timing pair)")
     p.add_argument("--threads", type=int, default=1,
@@ -95,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.features = args.features if args.features is not None else (8 if q else 32)
     args.layers = args.layers if args.layers is not None else (2 if q else 3)
     args.lr_min = args.lr_min if args.lr_min > 0 else None
-    args.steps = args.steps if args.steps is not None else (80 if q else 200)
+    args.steps = args.steps if args.steps is not None else (80 if q else 1000)
     return args
 
 
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
     bench = (Path(args.reuse_benchmark).resolve() if args.reuse_benchmark else src) / "benchmark"
     t0 = time.perf_counter()
     if not (bench / "manifest.json").exists():
-        cfg = GeneratorConfig(frames_per_system=args.frames, val_frames_per_system=2)
+        cfg = GeneratorConfig(frames_per_system=args.frames, val_frames_per_system=2,
+                              reference=args.reference)
         generate_benchmark(bench, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
                            cfg=cfg, n_workers=args.workers, progress=False)
     times["generate_s"] = time.perf_counter() - t0
@@ -175,7 +180,8 @@ def main(argv=None) -> int:
             :args.limit]]
     factory = functools.partial(load_calculator, model=str(run / "last.ckpt"),
                                 estimator=str(est_dir))
-    settings = RelaxSettings(fmax=0.05, steps=args.steps, reference=args.reference)
+    settings = RelaxSettings(fmax=0.05, steps=args.steps, optimizer=args.optimizer,
+                             reference=args.reference)
     serial = None
     if not args.skip_serial:
         t0 = time.perf_counter()
@@ -219,6 +225,9 @@ def main(argv=None) -> int:
         "n_train_frames": n_frames,
         "n_val_per_split": {k: v for k, v in counts.items() if k != "train"},
         "epochs": args.epochs,
+        "optimizer": args.optimizer,
+        "max_steps": args.steps,
+        "reference": args.reference,
         "threads_serial": args.threads,
         "dask_workers": args.workers,
         "counts": report["counts"],

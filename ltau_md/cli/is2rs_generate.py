@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--reference", default=DEFAULT_REFERENCE, metavar="IMPORT_PATH",
                    help="the reference calculator, 'package.module:Name' of an ASE calculator "
                    f"class or factory (default {DEFAULT_REFERENCE}; e.g. "
-                   "ltau_md.workflows.is2rs.universal:sevennet0 with the [universal] extra)")
+                   "ltau_md.workflows.is2rs.universal:chgnet with the [universal] extra)")
     g.add_argument("--ref-optimizer", default="BFGS", choices=OPTIMIZERS,
                    help="ASE optimizer of the reference relaxations (default BFGS)")
     g.add_argument("--max-reference-steps", type=positive_int, default=500,

@@ -72,6 +72,7 @@ from ltau_md.workflows.simulate import DEFAULT_FMAX, OPTIMIZERS
 __all__ = [
     "ADSORBATES",
     "FACETS",
+    "FCC_METALS",
     "FORMAT",
     "GeneratorConfig",
     "ID_ADSORBATES",
@@ -97,6 +98,10 @@ same systems as version 2); the manifest counts the reference's attempts and ste
 
 SPLITS: tuple[str, ...] = ("train", "val_id", "val_ood_ads", "val_ood_cat", "val_ood_both")
 METALS: tuple[str, ...] = ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Al")
+"""The fcc metals EMT treats (the default catalysts)."""
+FCC_METALS: tuple[str, ...] = (*METALS, "Ir", "Rh")
+"""Every fcc metal a reference other than EMT may use (Ir and Rh: the Xu-Kitchin real-DFT
+split's other metals)."""
 
 _T = 109.47 * np.pi / 180.0  # tetrahedral angle
 
@@ -107,6 +112,11 @@ ADSORBATES: dict[str, tuple[str, list[tuple[float, float, float]]]] = {
     "O": ("O", [(0, 0, 0)]),
     "N": ("N", [(0, 0, 0)]),
     "C": ("C", [(0, 0, 0)]),
+    # the Xu-Kitchin split's other atomic adsorbates (not for EMT)
+    "S": ("S", [(0, 0, 0)]),
+    "F": ("F", [(0, 0, 0)]),
+    "Cl": ("Cl", [(0, 0, 0)]),
+    "Br": ("Br", [(0, 0, 0)]),
     "OH": ("OH", [(0, 0, 0), (0, 0, 0.97)]),
     "CO": ("CO", [(0, 0, 0), (0, 0, 1.15)]),
     "NH": ("NH", [(0, 0, 0), (0, 0, 1.02)]),
@@ -218,9 +228,11 @@ class GeneratorConfig:
                         {k: getattr(self, k) for k in self._parameter_constraints},
                         owner="GeneratorConfig")
         check_reference(self.reference)
+        known = METALS if self.reference == DEFAULT_REFERENCE else FCC_METALS
         for m in self.metals:
-            if m not in METALS:
-                raise DataError(f"metal {m!r} not supported here; choose from {METALS}")
+            if m not in known:
+                raise DataError(f"metal {m!r} not supported with reference {self.reference}; "
+                                f"choose from {known}")
         table = self.adsorbate_table
         for a in (*self.id_adsorbates, *self.ood_adsorbates):
             if a not in table:
@@ -402,8 +414,11 @@ class _SystemCache:
     def __init__(self, root: Path | None, seed: int, cfg: GeneratorConfig) -> None:
         import hashlib
 
+        used = (*cfg.id_adsorbates, *cfg.ood_adsorbates)
         blob = json.dumps({"format": FORMAT, "version": VERSION, "seed": int(seed),
-                           "config": dataclasses.asdict(cfg)}, sort_keys=True, default=str)
+                           "config": dataclasses.asdict(cfg),
+                           "adsorbates": {a: cfg.adsorbate_table[a] for a in used}},
+                          sort_keys=True, default=str)
         self.key = hashlib.sha256(blob.encode()).hexdigest()[:16]
         self.dir = None if root is None else Path(root) / self.key
         if self.dir is not None:

@@ -15,7 +15,7 @@ Pd, Rh, Cu; adsorbates C, F, H, Cl, O, N, S, Br; sites fcc, hcp, bridge, ontop; 
 What the split measures: a model relaxed from a displaced start is scored against the DFT
 minimum, so its RMSD is the model's error plus the error of whatever reference the model
 was trained on, against real DFT; with an EMT or universal-potential reference the two
-cannot be told apart here (:mod:`benchmarks/is2rs_reference_dft.py` measures the reference's
+cannot be told apart here (``benchmarks/is2rs_reference_dft.py`` measures the reference's
 own share).
 """
 

@@ -206,6 +206,11 @@ def test_the_reference_is_the_given_calculator(tmp_path):
                                    atol=1e-5)
     with pytest.raises(DataError, match="import path"):
         GeneratorConfig(reference="EMT")
+    # the fcc metals beyond EMT's (the real-DFT split's Ir, Rh) need another reference
+    with pytest.raises(DataError, match="'Ir' not supported with reference ase.calculators"):
+        GeneratorConfig(metals=("Cu", "Ir"))
+    assert GeneratorConfig(metals=("Cu", "Ir"), ood_pairs=(), reference=ref).metals == (
+        "Cu", "Ir")
 
 
 def test_generation_is_cached_per_system_and_resumes(tmp_path, monkeypatch):

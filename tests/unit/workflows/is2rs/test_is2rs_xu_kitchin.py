@@ -98,7 +98,10 @@ def test_a_universal_reference_missing_its_package_is_one_line(monkeypatch):
     from ltau_md.workflows.is2rs.reference import load_reference
 
     monkeypatch.setitem(sys.modules, "sevenn.calculator", None)  # as if not installed
-    with pytest.raises(DataError, match=r"needs the 'sevenn' package.*\[universal\]"):
+    with pytest.raises(DataError, match=r"needs the .sevenn. package.*\[sevennet\]"):
         universal.sevennet0()
     with pytest.raises(DataError, match="'sevenn'"):
         load_reference("ltau_md.workflows.is2rs.universal:sevennet0")
+    monkeypatch.setitem(sys.modules, "chgnet.model.dynamics", None)
+    with pytest.raises(DataError, match=r"needs the 'chgnet' package.*\[universal\]"):
+        universal.chgnet()
