@@ -5,6 +5,7 @@ a rerun redoes (or continues) any stage without it."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -139,10 +140,11 @@ def explore(cfg: LearnConfig, it_dir: Path, members: list[Path], estimator: Path
     if len(members) > 1:
         path = out / "trust_levels.json"
         if not path.exists():  # per start structure (a maximum's threshold follows its size)
-            write_json_atomic(path, {str(i): list(trust_levels(
-                cfg, members, alarm, int(free_atoms(a).sum()) or len(a)))
-                for i, a in enumerate(starts)})
-        levels = read_json(path)
+            write_json_atomic(path, {str(i): [None if math.isinf(x) else x for x in trust_levels(
+                cfg, members, alarm, int(free_atoms(a).sum()) or len(a))]
+                for i, a in enumerate(starts)})  # no trust_hi: null (JSON has no infinity)
+        levels = {i: (lo, math.inf if hi is None else hi)
+                  for i, (lo, hi) in read_json(path).items()}
     tasks = []
     pairs = [(i, t) for i in range(len(starts)) for t in cfg.explore.temperatures_K]
     for j, (i, t) in enumerate(pairs):  # run j: start i at temperature t, whatever is done
@@ -184,7 +186,8 @@ def explore(cfg: LearnConfig, it_dir: Path, members: list[Path], estimator: Path
               "alarm_share": n_alarm / n_obs if n_obs else None, "threshold": thr,
               "alarm": alarm, "n_candidates": len(candidates), "cpu_s": cpu}
     if levels:
-        result.update(trust_levels=levels, n_above_trust_hi=n_above)
+        result.update(trust_levels=read_json(out / "trust_levels.json"),
+                      n_above_trust_hi=n_above)
     write_json_atomic(out / RESULT, result)
     return result
 
