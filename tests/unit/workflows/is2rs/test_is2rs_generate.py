@@ -244,6 +244,9 @@ def test_generation_is_cached_per_system_and_resumes(tmp_path, monkeypatch):
     assert again == [("train", 1), ("val_id", 0)]  # the cached system is not redone
     assert (key / "train-00000.extxyz").stat().st_mtime_ns == first
     assert m["splits"]["train"]["reference_calls"] >= m["splits"]["train"]["attempts"] >= 2
+    # the cost: one system from the cache, the CPU of the ones generated now (manifest only)
+    assert m["splits"]["train"]["from_cache"] == 1 and m["splits"]["val_id"]["from_cache"] == 0
+    assert m["splits"]["train"]["generation_cpu_s"] > 0
     fresh = generate_benchmark(tmp_path / "b", seed=4, n_train=2, n_val=1, cfg=cfg,
                                splits=("train", "val_id"), progress=False, cache=False)
     assert fresh["files"] == m["files"]
