@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="re-relaxation budget: tries per system before it fails (default 100)")
     g.add_argument("--cache", default=None, metavar="DIR",
                    help="cache of finished systems (default OUT.cache beside OUT)")
-    g.add_argument("--no-cache", action="store_true", help="cache nothing")
+    g.add_argument("--no-cache", action="store_true",
+                   help="cache nothing (default: cache in OUT.cache or --cache)")
     g.add_argument("--workers", type=non_negative_int, default=0,
                    help="dask LocalCluster workers for the reference relaxations (default 0 = "
                    "serial)")
