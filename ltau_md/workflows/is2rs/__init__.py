@@ -1,12 +1,15 @@
-"""OC20-style IS2RS benchmark with ASE's EMT as the reference: does the LTAU uncertainty along
-a model relaxation predict how far the model-relaxed structure lands from the reference one?
+"""OC20-style IS2RS benchmark with a reference calculator (ASE's EMT by default): does the LTAU
+uncertainty along a model relaxation predict how far the model-relaxed structure lands from
+the reference one?
 
-* :mod:`.generate` - adsorbate + slab systems, EMT reference relaxations, OC20-like splits
-  (its geometry helpers live in ``_geometry``).
+* :mod:`.generate` - adsorbate + slab systems, reference relaxations, OC20-like splits, cached
+  per system (its geometry helpers live in ``_geometry``).
 * :mod:`.data` - reading systems (generator output or converted real OC20 structures).
 * :mod:`.metrics` - minimum-image RMSD of free atoms, OC20 ADwT, FbT / AFbT, displacement
   modulo the substrate's translations, basin outcome.
-* :mod:`.reference` - the reference calculator by import path (EMT by default).
+* :mod:`.reference` - the reference calculator by import path (EMT by default);
+  :mod:`.universal` - CHGNet and SevenNet-0 as references.
+* :mod:`.xu_kitchin` - a real-DFT split (the Xu & Kitchin 2014 minima).
 * :mod:`.runner` - model relaxations with a picklable calculator factory, serial or dask,
   resumable (one JSON per system); one relaxation lives in ``_relax``, the result files in
   ``_results``.
