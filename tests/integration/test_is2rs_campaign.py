@@ -313,6 +313,12 @@ def test_analyze_hand_case(tmp_path):
     assert hand["count"] == [3, 1] and hand["mean_rmsd"] == pytest.approx([7 / 3, 8.0])
     assert hand["se_rmsd"][0] == pytest.approx(np.std([1, 2, 4], ddof=1) / np.sqrt(3))
     assert hand["se_rmsd"][1] is None
+    # another split (the real-DFT val_dft) is drawn as its own group
+    dft = [{**_fake("val_dft", u, r, i), "sid": f"dft-{i}"} for i, (u, r) in
+           enumerate([(0.1, 0.2), (0.3, 0.7)])]
+    fig = plot_uq_vs_rmsd(res + dft)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["ID (val_id) (n=4)", "OOD (val_ood_*) (n=4)", "val_dft (n=2)"]
     png = save_figure(plot_uq_vs_rmsd(res), tmp_path / "fig.png")
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 

@@ -46,8 +46,8 @@ def plot_uq_vs_rmsd(
 ) -> FigureBase:
     """Four-panel figure (as the LTAU paper's Fig. 4): RMSD to the reference-relaxed structure
     against the initial / final / max / mean uncertainty along the model relaxation, ID
-    (``val_id``) and OOD (``val_ood_*``) systems, with the binned mean RMSD and its
-    standard-error bars.
+    (``val_id``), OOD (``val_ood_*``) and any other split's systems (e.g. ``val_dft``),
+    with the binned mean RMSD and its standard-error bars.
 
     Parameters
     ----------
@@ -76,9 +76,11 @@ def plot_uq_vs_rmsd(
         "ID (val_id)": [r for r in ok if r["split"] == "val_id"],
         "OOD (val_ood_*)": [r for r in ok if r["split"] in OOD_SPLITS],
     }
+    for split in sorted({str(r["split"]) for r in ok} - {"val_id", "train", *OOD_SPLITS}):
+        groups[split] = [r for r in ok if r["split"] == split]  # e.g. the real-DFT val_dft
     if not any(groups.values()):
         groups = {"all": ok}
-    colors = ["tab:blue", "tab:orange", "tab:green"]
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     n = len(stats)
     ncols = 2 if n > 1 else 1
     nrows = math.ceil(n / ncols)
