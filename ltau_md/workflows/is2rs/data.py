@@ -34,6 +34,7 @@ __all__ = [
     "fixed_mask",
     "load_systems",
     "prepare_structure",
+    "restore_names",
 ]
 
 EXTENSIONS: tuple[str, ...] = ("extxyz", "xyz", "traj", "db", "json")
@@ -94,12 +95,26 @@ def _find(directory: Path, stem: str) -> Path | None:
     return hits[0] if hits else None
 
 
+#: ``info`` fields that hold names (adsorbate, site, element symbols): extxyz reads the bare
+#: strings "T" and "F" as booleans (fluorine would become False), so they are restored
+NAME_INFO_KEYS: tuple[str, ...] = ("adsorbate", "site", "metal", "elements", "catalyst")
+
+
+def restore_names(atoms: Atoms) -> Atoms:
+    """``atoms`` with the :data:`NAME_INFO_KEYS` fields that extxyz turned into booleans
+    back as the strings "T" / "F" (in place)."""
+    for key in NAME_INFO_KEYS:
+        if isinstance(atoms.info.get(key), (bool, np.bool_)):
+            atoms.info[key] = "T" if atoms.info[key] else "F"
+    return atoms
+
+
 def _read_all(path: Path) -> list[Atoms]:
     try:
         images = read(path, index=":")
     except Exception as exc:  # ase raises many types for unreadable files
         raise DataError(f"cannot read structures from {path}: {exc}") from exc
-    return list(images) if isinstance(images, list) else [images]
+    return [restore_names(a) for a in (images if isinstance(images, list) else [images])]
 
 
 def _load_pair_dir(directory: Path) -> list[System]:

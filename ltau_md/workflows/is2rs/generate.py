@@ -433,7 +433,9 @@ class _SystemCache:
             return None
         from ase.io import read
 
-        images = read(self._path(job), ":", format="extxyz")
+        from ltau_md.workflows.is2rs.data import restore_names
+
+        images = [restore_names(a) for a in read(self._path(job), ":", format="extxyz")]
         return images[0], images[1], images[2:]
 
     def save(self, job: tuple[str, int], res: tuple[Atoms, Atoms, list[Atoms]],

@@ -27,10 +27,13 @@ def data(tmp_path):
     add_adsorbate(o_fcc, "O", 1.2, "fcc")
     h_top = clean.copy()
     add_adsorbate(h_top, "H", 1.5, "ontop")
+    f_hcp = clean.copy()
+    add_adsorbate(f_hcp, "F", 1.4, "hcp")
     structures = {"Cu": {"O": {"fcc": {"0.25": _entry(o_fcc), "0.0": _entry(clean)}},
-                         "H": {"ontop": {"0.25": _entry(h_top), "0.0": _entry(clean)}}}}
+                         "H": {"ontop": {"0.25": _entry(h_top), "0.0": _entry(clean)}},
+                         "F": {"hcp": {"0.25": _entry(f_hcp)}}}}
     energies = {"Cu": {"O": {"fcc": {"0.25": -4.5, "0.0": 0.0}},
-                       "H": {"ontop": {"0.25": -2.25}}}}
+                       "H": {"ontop": {"0.25": -2.25}}, "F": {"hcp": {"0.25": -3.0}}}}
     (tmp_path / "structures.json").write_text(json.dumps(structures))
     (tmp_path / "energies.json").write_text(json.dumps(energies))
     return tmp_path
@@ -38,7 +41,7 @@ def data(tmp_path):
 
 def test_tags_constraints_and_energies(data):
     systems = read_xu_kitchin(data, coverages=("0.0", "0.25"))
-    assert [a.info["sid"] for a in systems] == ["Cu-clean", "Cu-H-ontop-0.25",
+    assert [a.info["sid"] for a in systems] == ["Cu-F-hcp-0.25", "Cu-clean", "Cu-H-ontop-0.25",
                                                 "Cu-O-fcc-0.25"]  # one clean slab per metal
     for a in systems:
         tags = a.get_tags()
@@ -49,15 +52,16 @@ def test_tags_constraints_and_energies(data):
         assert z[tags == 0].max() < z[tags == 1].min()
         np.testing.assert_array_equal(a.constraints[0].index, np.flatnonzero(tags == 0))
         assert a.info["n_adsorbate"] == (0 if a.info["adsorbate"] is None else 1)
-    assert systems[1].info["dft_adsorption_energy"] == -2.25
-    assert systems[2].info["dft_adsorption_energy"] == -4.5
-    assert np.isnan(systems[0].info["dft_adsorption_energy"])
+    assert systems[2].info["dft_adsorption_energy"] == -2.25
+    assert systems[3].info["dft_adsorption_energy"] == -4.5
+    assert np.isnan(systems[1].info["dft_adsorption_energy"])  # the clean slab
+    assert systems[0].info["dft_adsorption_energy"] == -3.0
     assert [a.info["sid"] for a in read_xu_kitchin(data, adsorbates=("O",))] == [
         "Cu-O-fcc-0.25"]
 
 
 def test_displaced_initial_moves_the_adsorbate_only(data):
-    a = read_xu_kitchin(data)[1]
+    a = read_xu_kitchin(data)[2]
     b = displaced_initial(a, np.random.default_rng(0))
     d = b.positions - a.positions
     ads = a.get_tags() == 2
@@ -68,9 +72,12 @@ def test_displaced_initial_moves_the_adsorbate_only(data):
 
 def test_the_split_is_an_is2rs_benchmark_folder(data, tmp_path):
     out = tmp_path / "split"
-    assert write_split(data, out, seed=3) == 2
+    assert write_split(data, out, seed=3) == 3
     systems = load_systems(out)
-    assert [s.split for s in systems] == ["val_dft", "val_dft"]
+    assert [s.split for s in systems] == ["val_dft"] * 3
+    # fluorine's name survives extxyz, which reads a bare F as False
+    assert [s.info["adsorbate"] for s in systems] == ["F", "H", "O"]
+    assert systems[0].relaxed.info["adsorbate"] == "F"
     ref = read_xu_kitchin(data)
     for s, r in zip(systems, ref, strict=True):
         np.testing.assert_allclose(s.relaxed.positions, r.positions, atol=1e-6)
