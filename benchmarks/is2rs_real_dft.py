@@ -123,7 +123,17 @@ def main(argv=None) -> int:
     stats = ("uncertainty:max/initial", "uncertainty:max/final", "uncertainty:max/max",
              "uncertainty:max/mean", "novelty:max@tags=2/initial", "novelty:max@tags=2/final",
              "predicted_error:max/final", "n_ads", "ml_fmax_initial")
+    # the generation's cost: CPU seconds of every system, kept beside the cached systems
+    # (also for those a rerun took from the cache)
+    cpu = [json.loads(f.read_text())["cpu_s"]
+           for f in (out / "benchmark.cache").glob("*/*.cpu.json")]
     line = {"benchmark": "is2rs_real_dft", "reference": args.reference,
+            "generation": {
+                "reference_calls": sum(v["reference_calls"]
+                                       for v in manifest["splits"].values()),
+                "attempts": sum(v["attempts"] for v in manifest["splits"].values()),
+                "systems": sum(v["n_systems"] for v in manifest["splits"].values()),
+                "cpu_s_per_system": sum(cpu) / len(cpu) if cpu else None},
             "n_train_systems": manifest["splits"]["train"]["n_systems"],
             "n_train_frames": manifest["splits"]["train"]["n_frames"],
             "epochs": args.epochs, "features": args.features, "optimizer": "FIRE",
