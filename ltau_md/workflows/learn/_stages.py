@@ -91,15 +91,16 @@ def _explore_one(task: dict[str, Any]) -> dict[str, Any]:
             "cpu_s": time.process_time() - t0}
 
 
-def trust_levels(cfg: LearnConfig, members: list[Path], alarm: str, n_atoms: int
-                 ) -> tuple[float, float]:
-    """An ensemble-driven loop's (trust_lo, trust_hi) in eV/A for a structure of ``n_atoms``
+def trust_levels(cfg: LearnConfig, members: list[Path], alarm: str, sizes: list[int]
+                 ) -> list[tuple[float, float]]:
+    """An ensemble-driven loop's (trust_lo, trust_hi) in eV/A for structures of ``sizes``
     free atoms: ``explore.trust_levels`` when given, else trust_lo the threshold that
     ``explore.alarm_rate`` of the validation frames' ``alarm`` statistic exceed with the
-    current ``members`` (:func:`~ltau_md.core.metrics.alarm_threshold`, sized to the
-    structure for a maximum, as LTAU's threshold) and no trust_hi (inf)."""
+    current ``members`` (:func:`~ltau_md.core.metrics.alarm_threshold`, sized to each
+    structure for a maximum, as LTAU's threshold) and no trust_hi (inf). The validation
+    frames are evaluated once for all sizes."""
     if cfg.explore.trust_levels is not None:
-        return cfg.explore.trust_levels
+        return [cfg.explore.trust_levels] * len(sizes)
     from ltau_md.core.baselines import force_std
     from ltau_md.core.metrics import alarm_threshold, frame_statistic
     from ltau_md.core.model import evaluate_structures
@@ -109,14 +110,16 @@ def trust_levels(cfg: LearnConfig, members: list[Path], alarm: str, n_atoms: int
     frames = read_structures(cfg.validation)
     outs = [evaluate_structures(NequIPFeatureModel.from_file(m), frames) for m in members]
     on = alarm.split(":", 1)[1]
-    values, sizes = [], []
+    values, val_sizes = [], []
     for i, a in enumerate(frames):
         free = free_atoms(a)
         std = force_std([o[i].forces for o in outs])
         values.append(frame_statistic(std, on, free if free.any() else None))
-        sizes.append(int(free.sum()) or len(a))
-    ratio = n_atoms / float(np.mean(sizes)) if on == "max" else 1.0
-    return alarm_threshold(np.array(values), cfg.explore.alarm_rate, ratio), float("inf")
+        val_sizes.append(int(free.sum()) or len(a))
+    values = np.array(values)
+    return [(alarm_threshold(values, cfg.explore.alarm_rate,
+                             n / float(np.mean(val_sizes)) if on == "max" else 1.0),
+             math.inf) for n in sizes]
 
 
 def explore(cfg: LearnConfig, it_dir: Path, members: list[Path], estimator: Path | None,
@@ -136,15 +139,17 @@ def explore(cfg: LearnConfig, it_dir: Path, members: list[Path], estimator: Path
     out.mkdir(parents=True, exist_ok=True)
     starts = read_structures(cfg.explore.structures)
     t0 = time.process_time()
-    levels: dict[str, list[float]] = {}
+    saved: dict[str, list[float | None]] = {}  # trust_levels.json: no trust_hi is null
+    levels: dict[str, tuple[float, float]] = {}
     if len(members) > 1:
         path = out / "trust_levels.json"
         if not path.exists():  # per start structure (a maximum's threshold follows its size)
-            write_json_atomic(path, {str(i): [None if math.isinf(x) else x for x in trust_levels(
-                cfg, members, alarm, int(free_atoms(a).sum()) or len(a))]
-                for i, a in enumerate(starts)})  # no trust_hi: null (JSON has no infinity)
-        levels = {i: (lo, math.inf if hi is None else hi)
-                  for i, (lo, hi) in read_json(path).items()}
+            sizes = [int(free_atoms(a).sum()) or len(a) for a in starts]
+            write_json_atomic(path, {
+                str(i): [lo, None if math.isinf(hi) else hi]
+                for i, (lo, hi) in enumerate(trust_levels(cfg, members, alarm, sizes))})
+        saved = read_json(path)
+        levels = {i: (lo, math.inf if hi is None else hi) for i, (lo, hi) in saved.items()}
     tasks = []
     pairs = [(i, t) for i in range(len(starts)) for t in cfg.explore.temperatures_K]
     for j, (i, t) in enumerate(pairs):  # run j: start i at temperature t, whatever is done
@@ -186,8 +191,7 @@ def explore(cfg: LearnConfig, it_dir: Path, members: list[Path], estimator: Path
               "alarm_share": n_alarm / n_obs if n_obs else None, "threshold": thr,
               "alarm": alarm, "n_candidates": len(candidates), "cpu_s": cpu}
     if levels:
-        result.update(trust_levels=read_json(out / "trust_levels.json"),
-                      n_above_trust_hi=n_above)
+        result.update(trust_levels=saved, n_above_trust_hi=n_above)
     write_json_atomic(out / RESULT, result)
     return result
 
