@@ -201,7 +201,8 @@ def test_a_failing_stage_is_recorded_and_redone(tiny_run, tmp_path, monkeypatch,
 def test_bad_config_entries_are_refused_in_one_line(tiny_run, tmp_path):
     from ltau_md.core.exceptions import LTAUError
 
-    for over, match in ((dict(oracle="ase.calculators.emt:NoSuchCalc"), "no class"),
+    for over, match in ((dict(oracle="ase.calculators.emt:NoSuchCalc"), "oracle .* no attribute"),
+                        (dict(oracle="ase.calculators.emt.EMT"), "oracle .* an import path"),
                         (dict(select={"method": "best"}), "select.method must be one of"),
                         (dict(explore={"alarm_rate": 1.5}), "alarm_rate must lie in"),
                         (dict(iterations=0), "iterations must be a positive integer"),

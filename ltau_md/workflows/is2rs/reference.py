@@ -28,10 +28,11 @@ __all__ = [
 DEFAULT_REFERENCE = "ase.calculators.emt:EMT"
 
 
-def _resolve(path: str):
+def _resolve(path: str, what: str = "reference calculator"):
+    """The class or factory ``path`` names; DataError naming ``what`` and the problem."""
     if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
         raise DataError(
-            f"reference calculator {path!r} must be an import path 'package.module:Name', e.g. "
+            f"{what} {path!r} must be an import path 'package.module:Name', e.g. "
             f"{DEFAULT_REFERENCE!r}"
         )
     module_name, attr = path.split(":")
@@ -39,35 +40,33 @@ def _resolve(path: str):
         module = import_module(module_name)
     except ImportError as exc:
         raise DataError(
-            f"reference calculator {path!r}: cannot import module {module_name!r} ({exc}); "
+            f"{what} {path!r}: cannot import module {module_name!r} ({exc}); "
             f"give 'package.module:Name', e.g. {DEFAULT_REFERENCE!r}"
         ) from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise DataError(
-                f"reference calculator {path!r}: module {module_name!r} has no attribute "
-                f"{attr!r}"
-            )
+            raise DataError(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise DataError(f"reference calculator {path!r} is not a class or a callable")
+        raise DataError(f"{what} {path!r} is not a class or a callable")
     return obj
 
 
-def check_reference(path: str) -> str:
-    """Validate the import path (module and name exist) without building the calculator."""
-    _resolve(path)
+def check_reference(path: str, what: str = "reference calculator") -> str:
+    """Validate the import path (module and name exist) without building the calculator;
+    ``what`` names it in the error (e.g. "oracle")."""
+    _resolve(path, what)
     return path
 
 
-def load_reference(path: str = DEFAULT_REFERENCE) -> Calculator:
-    """A fresh reference calculator built from ``path`` (see the module docstring)."""
-    calc = _resolve(path)()
+def load_reference(path: str = DEFAULT_REFERENCE, what: str = "reference calculator"
+                   ) -> Calculator:
+    """A fresh reference calculator built from ``path`` (see the module docstring); ``what``
+    names it in the error."""
+    calc = _resolve(path, what)()
     if not isinstance(calc, Calculator):
-        raise DataError(
-            f"reference calculator {path!r} built a {type(calc).__name__}, not an ASE Calculator"
-        )
+        raise DataError(f"{what} {path!r} built a {type(calc).__name__}, not an ASE Calculator")
     return calc
 
 

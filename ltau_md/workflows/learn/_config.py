@@ -5,7 +5,6 @@ naming it."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +12,11 @@ from typing import Any
 
 from ltau_md.core.baselines import ENSEMBLE_KEYS
 from ltau_md.core.exceptions import DataError, InvalidParameterError
+from ltau_md.workflows.is2rs.reference import check_reference
 from ltau_md.workflows.learn._select import SELECTION_METHODS
 
 __all__ = ["ENSEMBLE_SIGNAL", "ExploreSettings", "FinetuneSettings", "LearnConfig",
-           "SelectSettings", "load_config", "oracle_class"]
+           "SelectSettings", "load_config"]
 
 #: the per-atom signal an ensemble-driven loop alarms on (eV/A): the members' force deviation
 ENSEMBLE_SIGNAL = ENSEMBLE_KEYS[0]
@@ -161,20 +161,6 @@ def _trust_levels(v: Any) -> tuple[float, float] | None:
     return float(v[0]), float(v[1])
 
 
-def oracle_class(spec: str) -> type:
-    """The ASE calculator class named ``module:Class``; InvalidParameterError if it cannot
-    be imported."""
-    mod, _, name = spec.partition(":")
-    try:
-        cls = getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError):
-        cls = None
-    if not callable(cls):
-        raise InvalidParameterError(f"oracle {spec!r}: no class {name!r} importable from "
-                                    f"module {mod!r}")
-    return cls
-
-
 def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathLike | None = None
                 ) -> LearnConfig:
     """A :class:`LearnConfig` from a YAML file (paths relative to its folder) or a dict
@@ -241,11 +227,7 @@ def load_config(source: str | os.PathLike | dict[str, Any], base: str | os.PathL
     if not ensemble and explore.trust_levels is not None:
         raise InvalidParameterError("explore.trust_levels are for an ensemble-driven loop; the "
                                     "LTAU loop sets its threshold from explore.alarm_rate")
-    oracle = raw["oracle"]
-    if not isinstance(oracle, str) or ":" not in oracle:
-        raise InvalidParameterError(f"oracle must be an ASE calculator as 'module:Class' (e.g. "
-                                    f"ase.calculators.emt:EMT), got {oracle!r}")
-    oracle_class(oracle)  # refused now, not after the first exploration
+    oracle = check_reference(raw["oracle"], "oracle")  # refused now, not after exploring
     model = _path(raw["model"], "model", base_dir)
     nequip_config = (_path(raw["nequip_config"], "nequip_config", base_dir)
                      if raw.get("nequip_config") is not None else None)

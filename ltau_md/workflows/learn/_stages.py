@@ -18,7 +18,8 @@ from ase import Atoms
 
 from ltau_md.core.exceptions import LTAUError
 from ltau_md.core.files import write_json_atomic
-from ltau_md.workflows.learn._config import LearnConfig, oracle_class
+from ltau_md.workflows.is2rs.reference import load_reference
+from ltau_md.workflows.learn._config import LearnConfig
 from ltau_md.workflows.learn._select import alarm_windows, d_optimal_selection
 
 __all__ = ["RESULT", "explore", "finetune", "label", "member_run", "read_frames", "refit",
@@ -263,7 +264,7 @@ def label(cfg: LearnConfig, it_dir: Path, stress: bool = False) -> dict[str, Any
     out = it_dir / "label"
     out.mkdir(parents=True, exist_ok=True)
     frames = read_frames(it_dir / "select" / "selected.extxyz")
-    oracle = oracle_class(cfg.oracle)()
+    oracle = load_reference(cfg.oracle, "oracle")
     done, failed = [], []
     for i, a in enumerate(frames):
         ok, bad = out / f"{i:04d}.extxyz", out / f"{i:04d}.failed.json"
