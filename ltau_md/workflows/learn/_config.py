@@ -16,7 +16,7 @@ from ltau_md.workflows.is2rs.reference import check_reference
 from ltau_md.workflows.learn._select import SELECTION_METHODS
 
 __all__ = ["ENSEMBLE_SIGNAL", "ExploreSettings", "FinetuneSettings", "LearnConfig",
-           "SelectSettings", "load_config"]
+           "SelectSettings", "load_config", "with_defaults"]
 
 #: the per-atom signal an ensemble-driven loop alarms on (eV/A): the members' force deviation
 ENSEMBLE_SIGNAL = ENSEMBLE_KEYS[0]
@@ -104,6 +104,26 @@ class LearnConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+
+_SECTIONS = {"explore": ExploreSettings, "select": SelectSettings, "finetune": FinetuneSettings}
+
+
+def with_defaults(stored: dict[str, Any], cls: type = LearnConfig) -> dict[str, Any]:
+    """``stored`` settings (a :meth:`LearnConfig.to_dict` written by an earlier version) with
+    every setting it lacks at its default, so a loop started before a setting existed
+    compares equal to the same loop now."""
+    out = dict(stored)
+    for f in dataclasses.fields(cls):
+        if f.name in _SECTIONS and isinstance(out.get(f.name), dict):
+            out[f.name] = with_defaults(out[f.name], _SECTIONS[f.name])
+        elif f.name not in out:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = _plain(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = _plain(dataclasses.asdict(f.default_factory())
+                                     if f.name in _SECTIONS else f.default_factory())
+    return out
 
 
 def _plain(x: Any) -> Any:

@@ -11,7 +11,7 @@ from ltau_md.core.exceptions import DataError
 from ltau_md.core.files import acquire_lock, write_json_atomic
 from ltau_md.core.structures import read_structures
 from ltau_md.workflows.learn import _stages as S
-from ltau_md.workflows.learn._config import LearnConfig, load_config
+from ltau_md.workflows.learn._config import LearnConfig, load_config, with_defaults
 
 __all__ = ["STAGES", "iteration_dir", "run_learn"]
 
@@ -36,8 +36,7 @@ def _claim(cfg: LearnConfig) -> Path:
             if any(out.iterdir()):
                 raise DataError(f"{out} exists and is not a learn loop directory: give a new "
                                 "out_dir (the loop writes nothing outside its own directory)")
-        elif S.read_json(mine) != settings:
-            old = S.read_json(mine)
+        elif (old := with_defaults(S.read_json(mine))) != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise DataError(f"{out} holds a loop with other settings ({', '.join(diff)}): "
                             "resume it with its own config, or give a new out_dir")
