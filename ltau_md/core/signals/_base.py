@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ltau_md.core._param_validation import validate_params
-from ltau_md.core.exceptions import DescriptorError, NotFittedError, SpeciesError
+from ltau_md.core.exceptions import DescriptorError, NotFittedError
 
 __all__ = ["LatentSignal"]
 
@@ -54,7 +54,9 @@ class LatentSignal:
         return self
 
     def score(self, descriptors: np.ndarray, species: np.ndarray) -> np.ndarray:
-        """Per-atom score (n,) of query descriptors (n, D) with atomic numbers (n,)."""
+        """Per-atom score (n,) of query descriptors (n, D) with atomic numbers (n,); +inf for
+        an element outside the training species (as novel as can be: any alarm on the signal
+        fires, as LTAU novelty's p-value 0 does)."""
         if not self.is_fitted:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit")
         x = np.asarray(descriptors, dtype=np.float64)
@@ -62,14 +64,11 @@ class LatentSignal:
         if x.ndim != 2 or x.shape[1] != self.dim_ or z.shape != (x.shape[0],):
             raise DescriptorError(f"{self.name}: expected descriptors (n, {self.dim_}) and "
                                   f"species (n,), got {x.shape} and {z.shape}")
-        unknown = sorted(set(np.unique(z).tolist()) - set(self.species_))
-        if unknown:
-            raise SpeciesError(f"{self.name}: atomic numbers {unknown} are not among the "
-                               f"training species {self.species_}")
-        out = np.empty(x.shape[0])
+        out = np.full(x.shape[0], np.inf)
         for e in np.unique(z):
-            m = z == e
-            out[m] = self._score(x[m], int(e))
+            if int(e) in self.species_:
+                m = z == e
+                out[m] = self._score(x[m], int(e))
         return out
 
     # -- persistence: parameters (JSON) and arrays -------------------------------------------

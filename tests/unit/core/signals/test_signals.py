@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from ltau_md.core.exceptions import InvalidParameterError, NotFittedError, SpeciesError
+from ltau_md.core.exceptions import InvalidParameterError, NotFittedError
 from ltau_md.core.signals import (
     LLPR,
     SIGNAL_CLASSES,
@@ -122,8 +122,12 @@ def test_every_signal_round_trips_and_checks_input(name, data):
     meta, arrays = sig.state()
     back = type(sig).from_state(meta, arrays)
     assert np.array_equal(back.score(x[:50], z[:50]), sig.score(x[:50], z[:50]))
-    with pytest.raises(SpeciesError, match=r"\[8\]"):
-        sig.score(x[:2], np.array([1, 8]))
+    # an element outside the training species is as novel as can be: +inf, while the
+    # known atoms of the same call score as they do alone
+    mixed = sig.score(x[[0, 1, 900]], np.array([1, 8, 6]))
+    assert mixed[1] == np.inf
+    assert np.array_equal(mixed[[0, 2]], sig.score(x[[0, 900]], np.array([1, 6])))
+    assert np.isfinite(mixed[[0, 2]]).all()
 
 
 def test_bad_parameters_name_themselves():
