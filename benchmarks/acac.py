@@ -189,7 +189,7 @@ def select_estimator(args, runs, logs, model, frames, est_dir: Path):
                              window=(start or None, None), progress=False, overwrite=True)
 
     est = fit(args.k[0], args.window_start[0])
-    x_train = est.index_.reconstruct_n(0, est.n_train_)
+    x_train = est.training_descriptors()
     feats, err = features_and_errors(model, frames)
     cal = split_frames(structure_offsets(frames), args.fraction, seed=args.seed)[0]
     candidates = []

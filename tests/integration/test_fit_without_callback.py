@@ -41,7 +41,7 @@ def test_fit_from_training_structures_alone(plain_run, tmp_path, capsys):
     frames = ase.io.read(train, ":")
     x = np.concatenate([model.evaluate(a).features for a in frames])
     z = np.concatenate([a.numbers for a in frames])
-    np.testing.assert_allclose(np.asarray(est.index_.reconstruct_n(0, est.n_train_)), x,
+    np.testing.assert_allclose(np.asarray(est.training_descriptors()), x,
                                rtol=1e-5, atol=1e-6)
     want = sorted(est.signals_["gmm"].score(x[a:b], z[a:b]).max() for a, b in zip(
         np.cumsum([0] + [len(f) for f in frames])[:-1], np.cumsum([len(f) for f in frames]),

@@ -2,7 +2,9 @@
 searching flat / HNSW / IVF-PQ indexes, leave-one-out and broad (confirming) searches.
 
 Distances are Euclidean (L2) in descriptor units; FAISS returns squared distances, converted
-here.
+here. An HNSW index stores the rows grouped by k-means cell (:func:`cell_order`) inside an
+``IndexIDMap`` that translates its results back to training rows (:func:`hnsw_graph`,
+:func:`stored_rows`).
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ __all__ = [
     "BROAD_EF_SEARCH",
     "LOO_EF_SEARCH",
     "INDEX_KINDS",
+    "ORDER_CELLS",
     "IndexSettings",
+    "cell_order",
     "broad_search",
     "build_index",
     "check_descriptors",
     "check_index_kind",
     "configure_search",
+    "hnsw_graph",
     "index_kind_for",
     "leave_one_out_search",
     "release_pages",
     "search",
     "set_threads",
+    "stored_rows",
+    "stored_vectors",
 ]
 
 INDEX_KINDS = ("flat", "hnsw", "ivfpq")
@@ -46,9 +53,61 @@ BROAD_EF_SEARCH = 128
 #: so the re-search) are read against (bench_reference data, 1e5 atoms, efSearch 24: the 1 %
 #: tail at novelty 5.0, recall@10 0.968; at 64: 1.24 and 0.987)
 LOO_EF_SEARCH = 64
+#: k-means cells the rows of an HNSW index are grouped by in memory (:func:`cell_order`)
+ORDER_CELLS = 256
 #: rows checked / searched per chunk (bounds the float32 copies of a memory-mapped input)
 CHUNK = 1 << 16
 _INDEX_TYPES = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSW, "ivfpq": faiss.IndexIVFPQ}
+
+
+def hnsw_graph(index: faiss.Index) -> faiss.IndexHNSW | None:
+    """The HNSW index of ``index``: itself, or the cell-ordered one inside its
+    ``IndexIDMap`` (:func:`cell_order`); None for other kinds."""
+    if isinstance(index, faiss.IndexIDMap):
+        index = faiss.downcast_index(index.index)
+    return index if isinstance(index, faiss.IndexHNSW) else None
+
+
+def stored_rows(index: faiss.Index) -> np.ndarray | None:
+    """(N,) int64: the training row of each vector in the order ``index`` stores them, or None
+    where that order is the training order."""
+    if isinstance(index, faiss.IndexIDMap):
+        return faiss.vector_to_array(index.id_map)
+    return None
+
+
+def stored_vectors(index: faiss.Index) -> np.ndarray:
+    """Zero-copy (N, D) float32 view of the vectors of a flat or HNSW index, in the order
+    it stores them (:func:`stored_rows`)."""
+    graph = hnsw_graph(index)
+    flat = faiss.downcast_index(graph.storage) if graph is not None else index
+    n, d = flat.ntotal, flat.d
+    return faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+
+
+def cell_order(x: np.ndarray) -> np.ndarray:
+    """(N,) int64: the rows of ``x`` (N, D) grouped by k-means cell (:data:`ORDER_CELLS`
+    cells, 10 iterations on a seeded sample of 40 rows per cell; row order within a cell),
+    so rows close in descriptor space lie close in memory once stored in this order.
+
+    An HNSW graph built in this order touches fewer cache lines per search: on
+    ``benchmarks/bench_reference.py`` data, 200-atom searches at efSearch 24 took about 20 %
+    less CPU at 1e5 and 4e5 atoms (recall@10 0.951 -> 0.956, 0.938 -> 0.940) and the graph
+    built about 12 % faster."""
+    n, d = x.shape
+    cells = min(ORDER_CELLS, max(1, n // 40))
+    if cells < 2:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(n, min(n, 40 * cells), replace=False))
+    kmeans = faiss.Kmeans(d, cells, niter=10, seed=0, min_points_per_centroid=1)
+    kmeans.train(check_descriptors(x[sample], d, "training descriptors"))
+    label = np.empty(n, dtype=np.int64)
+    for a in range(0, n, CHUNK):
+        label[a:a + CHUNK] = kmeans.index.search(
+            check_descriptors(x[a:a + CHUNK], d, "training descriptors"), 1)[1][:, 0]
+        release_pages(x)
+    return np.argsort(label, kind="stable")
 
 
 class IndexSettings:
@@ -102,8 +161,9 @@ def build_index(x: np.ndarray, kind: str, settings: IndexSettings) -> faiss.Inde
     if kind == "flat":
         index = faiss.IndexFlatL2(d)
     elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, settings.hnsw_m)
-        index.hnsw.efConstruction = settings.ef_construction
+        graph = faiss.IndexHNSWFlat(d, settings.hnsw_m)
+        graph.hnsw.efConstruction = settings.ef_construction
+        index = faiss.IndexIDMap(graph)
     else:
         nlist = int(settings.ivf_nlist or max(1, min(n // 39, int(4 * np.sqrt(n)))))
         if d % settings.pq_m:
@@ -129,8 +189,15 @@ def build_index(x: np.ndarray, kind: str, settings: IndexSettings) -> faiss.Inde
         return index
     # one add call: HNSW graphs built from several add() calls connect clustered data
     # badly (recall 0.96 -> 0.83 on 4 chunks); a float32 memmap is read in place
-    index.add(check_descriptors(x, d, "training descriptors"))
-    release_pages(x)
+    if kind == "hnsw":
+        order = cell_order(x)
+        rows = check_descriptors(x[order], d, "training descriptors")
+        release_pages(x)
+        index.add_with_ids(rows, order)
+        del rows
+    else:
+        index.add(check_descriptors(x, d, "training descriptors"))
+        release_pages(x)
     configure_search(index, kind, settings)
     return index
 
@@ -159,13 +226,16 @@ def release_pages(x: np.ndarray) -> None:
 def configure_search(index: faiss.Index, kind: str, settings: IndexSettings) -> None:
     """Set the search breadth of ``index``: HNSW efSearch max(ef_search, k), IVF nprobe."""
     if kind == "hnsw":
-        index.hnsw.efSearch = max(settings.ef_search, settings.k)
+        hnsw_graph(index).hnsw.efSearch = max(settings.ef_search, settings.k)
     elif kind == "ivfpq":
         faiss.extract_index_ivf(index).nprobe = settings.nprobe
 
 
 def check_index_kind(index: faiss.Index, kind: str) -> bool:
-    """Whether ``index`` is a FAISS index of ``kind``."""
+    """Whether ``index`` is a FAISS index of ``kind`` (HNSW: also graph-ordered in an
+    ``IndexIDMap``)."""
+    if kind == "hnsw":
+        return hnsw_graph(index) is not None
     return kind in _INDEX_TYPES and isinstance(index, _INDEX_TYPES[kind])
 
 
@@ -184,12 +254,13 @@ def broad_search(index: faiss.Index, kind: str, x: np.ndarray, k: int
     at most all lists); the index's settings are restored after. Rows FAISS could not fill
     hold index -1."""
     if kind == "hnsw":
-        old = index.hnsw.efSearch
-        index.hnsw.efSearch = max(BROAD_EF_SEARCH, 8 * k, old)
+        graph = hnsw_graph(index).hnsw
+        old = graph.efSearch
+        graph.efSearch = max(BROAD_EF_SEARCH, 8 * k, old)
         try:
             d2, idx = index.search(x, k)
         finally:
-            index.hnsw.efSearch = old
+            graph.efSearch = old
     else:
         ivf = faiss.extract_index_ivf(index)
         old = ivf.nprobe
@@ -214,9 +285,10 @@ def leave_one_out_search(index: faiss.Index, kind: str, x: np.ndarray, settings:
     dim = int(x.shape[1])
     if rows is None and kind == "flat" and n > AUTO_HNSW_MIN_ATOMS:
         index = build_index(x, "hnsw", settings)
-    if isinstance(index, faiss.IndexHNSW):
-        ef_before = index.hnsw.efSearch
-        index.hnsw.efSearch = max(ef_before, LOO_EF_SEARCH, k + 1)
+    graph = hnsw_graph(index)
+    if graph is not None:
+        ef_before = graph.hnsw.efSearch
+        graph.hnsw.efSearch = max(ef_before, LOO_EF_SEARCH, k + 1)
     queries = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     dist = np.empty(queries.size, np.float32)
     nbrs = np.empty((queries.size, k), np.int64)
@@ -239,8 +311,8 @@ def leave_one_out_search(index: faiss.Index, kind: str, x: np.ndarray, settings:
             others = np.where(is_self, 0.0, d).sum(axis=1)
             dist[out] = others / max(k - 1, 1)
             nbrs[out] = idx
-    if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efSearch = ef_before
+    if graph is not None:
+        graph.hnsw.efSearch = ef_before
     if np.any(nbrs < 0):
         raise LTAUError("FAISS returned fewer than k+1 neighbours for training atoms; "
                         "raise nprobe or ef_search")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ltau_md.core.estimator._index import check_descriptors
+from ltau_md.core.estimator._index import check_descriptors, stored_rows, stored_vectors
 from ltau_md.core.exceptions import DescriptorError, InvalidParameterError
 from ltau_md.core.signals import LatentSignal, make_signal
 from ltau_md.core.validation import check_is_fitted
@@ -26,7 +26,12 @@ class LatentSignalsMixin:
         check_is_fitted(self)
         if self.index_kind_ not in ("flat", "hnsw"):
             return None
-        return np.asarray(self.index_.reconstruct_n(0, self.n_train_))
+        stored, rows = stored_vectors(self.index_), stored_rows(self.index_)
+        if rows is None:
+            return stored.copy()
+        out = np.empty_like(stored)
+        out[rows] = stored
+        return out
 
     def add_signals(self, descriptors: np.ndarray,
                     signals: tuple[str | LatentSignal, ...] | list) -> LatentSignalsMixin:

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
-from ltau_md.core.estimator._index import check_descriptors
+from ltau_md.core.estimator._index import (
+    check_descriptors,
+    hnsw_graph,
+    stored_rows,
+    stored_vectors,
+)
 from ltau_md.core.validation import check_is_fitted
 
 if TYPE_CHECKING:
@@ -39,14 +44,20 @@ class TrajectoryNeighbors:
         self.ef_search = int(ef_search or max(16, int(estimator.k)))
         self.refresh_every = int(refresh_every)
         self._xb: np.ndarray | None = None
+        self._rows: np.ndarray | None = None  # stored position -> training row
+        self._stored: np.ndarray | None = None  # training row -> stored position
         self.reset()
 
     def _vectors(self) -> np.ndarray:
-        """Zero-copy (N, D) view of the HNSW index's stored training vectors."""
+        """Zero-copy (N, D) view of the HNSW index's stored training vectors (stored order);
+        also sets the maps between stored positions and training rows."""
         if self._xb is None:
-            storage = faiss.downcast_index(self.estimator.index_.storage)
-            n, d = storage.ntotal, storage.d
-            self._xb = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
+            index = self.estimator.index_
+            self._xb = stored_vectors(index)
+            self._rows = stored_rows(index)
+            if self._rows is not None:
+                self._stored = np.empty_like(self._rows)
+                self._stored[self._rows] = np.arange(self._rows.size)
         return self._xb
 
     def reset(self) -> None:
@@ -71,9 +82,11 @@ class TrajectoryNeighbors:
             self._confirmed = np.zeros(n, dtype=bool)
             self._confirmed[rows] = True
         else:
-            index = est.index_
-            entry = np.ascontiguousarray(self._prev, dtype=np.int32)
-            vec = self._vectors()[entry]
+            index = hnsw_graph(est.index_)
+            vec = self._vectors()
+            prev = self._prev if self._stored is None else self._stored[self._prev]
+            entry = np.ascontiguousarray(prev, dtype=np.int32)
+            vec = vec[entry]
             ed = ((vec - x[:, None, :]) ** 2).sum(-1)
             ed = np.ascontiguousarray(ed, dtype=np.float32)
             d2 = np.empty((n, k), np.float32)
@@ -89,6 +102,8 @@ class TrajectoryNeighbors:
             if np.any(idx < 0):
                 self._prev = None
                 return self.kneighbors(x, species)
+            if self._rows is not None:
+                idx = self._rows[idx]
             dist, idx, rows = est.confirm_novel_rows(x, np.sqrt(np.maximum(d2, 0.0)), idx, species,
                                            skip=self._confirmed)
             self._confirmed[rows] = True

@@ -66,7 +66,7 @@ def test_a_new_scale_drops_only_the_scale_dependent_statistics(est):
 
 
 def test_fit_starts_both_objects_afresh(est, tmp_path):
-    other = LTAUEstimator(k=4).fit(np.asarray(est.index_.reconstruct_n(0, 200)), est.summary_)
+    other = LTAUEstimator(k=4).fit(np.asarray(est.training_descriptors()), est.summary_)
     assert other.calibration_ is None and len(other.alarm_statistics_) == 0
     assert other.alarm_statistics_ is not est.alarm_statistics_
 

@@ -119,7 +119,7 @@ def test_latent_distance_is_mean_knn_distance(tmp_path):
     model, est = _estimator(tmp_path, elements=("Cu",))
     feats = model.evaluate(_atoms(11)).features
     pred = est.predict(feats)
-    x = est.index_.reconstruct_n(0, est.n_train_).astype(np.float64)
+    x = est.training_descriptors().astype(np.float64)
     d = np.sqrt(((feats[:, None, :].astype(np.float64) - x[None]) ** 2).sum(-1))
     want = np.sort(d, axis=1)[:, :est.k].mean(1)
     np.testing.assert_allclose(latent_distance(pred), want, rtol=1e-4)

@@ -529,7 +529,7 @@ def test_nan_positions_reaching_the_monitor_stop_the_run(tmp_path):
 
 def test_warm_start_resets_on_new_structure(setup):
     model, est = setup
-    x = est.index_.reconstruct_n(0, est.n_train_)
+    x = est.training_descriptors()
     hnsw = LTAUEstimator(k=5, index="hnsw", ef_search=64).fit(x, est.summary_)
     calc = LTAUCalculator(model, hnsw)
     a = slab()

@@ -215,6 +215,39 @@ def test_hnsw_recall_and_close_to_exact(rng):
     assert np.mean(np.abs(pf.confidence - ph.confidence)) < 0.01
 
 
+def test_hnsw_cell_order_returns_training_rows(rng, tmp_path):
+    """The HNSW index stores its rows grouped by k-means cell (for cache locality); searches,
+    the stored descriptors and a saved estimator still speak training rows, and the results
+    are those of a plain FAISS HNSW graph built on the rows in that order."""
+    import faiss
+
+    n = 12000
+    x = clustered(rng, n, d=8, centers=40)
+    faiss.omp_set_num_threads(1)  # a deterministic graph build
+    est = LTAUEstimator(k=6, index="hnsw", confirm_pvalue=0).fit(
+        x, None, species=np.ones(n, dtype=int))
+    rows = index_module.stored_rows(est.index_)
+    assert sorted(rows.tolist()) == list(range(n)) and not np.array_equal(rows, np.arange(n))
+    # neighbouring stored rows are close: far closer than rows in training order
+    step = np.linalg.norm(np.diff(x[rows], axis=0), axis=1).mean()
+    assert step < 0.5 * np.linalg.norm(np.diff(x, axis=0), axis=1).mean()
+    np.testing.assert_array_equal(est.training_descriptors(), x)
+    plain = faiss.IndexHNSWFlat(8, est.hnsw_m)
+    plain.hnsw.efConstruction = est.ef_construction
+    plain.add(x[rows])
+    plain.hnsw.efSearch = est.ef_search
+    q = clustered(np.random.default_rng(7), 400, d=8, centers=40)
+    d_plain, i_plain = plain.search(q, 6)
+    d, idx = est.kneighbors(q)
+    np.testing.assert_array_equal(idx, rows[i_plain])
+    np.testing.assert_allclose(d, np.sqrt(d_plain), rtol=1e-5)
+    self_i = est.kneighbors(x[:300])[1]  # a training atom finds itself first (HNSW: mostly)
+    assert np.mean(self_i[:, 0] == np.arange(300)) >= 0.98
+    loaded = LTAUEstimator.load(est.save(tmp_path / "est"))
+    np.testing.assert_array_equal(loaded.kneighbors(q)[1], idx)
+    np.testing.assert_array_equal(loaded.training_descriptors(), x)
+
+
 def test_ivfpq_runs_close_to_exact(rng):
     n = 20000
     x = clustered(rng, n, d=16, centers=30, spread=0.2)
@@ -288,7 +321,7 @@ def test_index_auto_flat_below_threshold_hnsw_above(fitted, monkeypatch):
     monkeypatch.setattr(index_module, "AUTO_HNSW_MIN_ATOMS", 600)
     est = LTAUEstimator(k=5).fit(x, log)
     assert est.index == "auto" and est.index_kind_ == "hnsw"
-    assert est.index_.hnsw.efSearch == est.ef_search == 24
+    assert index_module.hnsw_graph(est.index_).hnsw.efSearch == est.ef_search == 24
     monkeypatch.setattr(index_module, "AUTO_HNSW_MIN_ATOMS", 601)
     assert LTAUEstimator(k=5).fit(x, log).index_kind_ == "flat"
 

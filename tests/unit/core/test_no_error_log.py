@@ -19,7 +19,7 @@ from ltau_md.testing import rattled_cu_estimator
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     model, with_log = rattled_cu_estimator(tmp_path_factory.mktemp("log") / "log")
-    x = np.asarray(with_log.index_.reconstruct_n(0, with_log.n_train_))
+    x = np.asarray(with_log.training_descriptors())
     bare = LTAUEstimator(k=4, signals=("gmm",)).fit(x, None, species=with_log.train_species_)
     return model, with_log, bare, x
 

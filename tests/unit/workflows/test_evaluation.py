@@ -134,7 +134,7 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
                                    *SIGNAL_CLASSES}
     # a latent signal, fitted on the copy from the index's training descriptors, against
     # the same signal fitted here on the training features
-    train_x = np.asarray(est.index_.reconstruct_n(0, est.n_train_))
+    train_x = np.asarray(est.training_descriptors())
     gmm = GMMDensity().fit(train_x, est.summary_.species)
     want = [gmm.score(model.evaluate(a).features, a.numbers).max() for a in ood["bcc"]]
     np.testing.assert_allclose(rep["frame_values"]["bcc"]["gmm:max"], want, rtol=1e-9)

@@ -19,7 +19,7 @@ from ltau_md.testing import rattled_cu_estimator
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     model, est = rattled_cu_estimator(tmp_path_factory.mktemp("log") / "log")
-    x = np.asarray(est.index_.reconstruct_n(0, est.n_train_))
+    x = np.asarray(est.training_descriptors())
     return model, est, x
 
 
