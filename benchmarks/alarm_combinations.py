@@ -1,0 +1,138 @@
+"""Frame alarms that combine several frame statistics, against the single statistics.
+
+Each statistic of a frame is turned into an in-domain tail p-value against the calibration
+frames (conformal: (1 + #calibration values >= v) / (n + 1); above the calibration's 80 %
+quantile the smaller of that and an exponential tail fitted to the top 20 %, so values past
+the largest calibration value still rank), and a combination scores a frame by Fisher's
+-sum(log p) over its statistics. Calibration frames get leave-one-out p-values, so the 1 %
+threshold of the combined score is the conformal one of the single statistics. For each of
+``--splits`` random calibration/evaluation splits of the in-domain frames (by frame, as
+``ltau-md evaluate`` splits them): the in-domain alarm rate of the evaluation half and, per
+out-of-domain set, the alarm rate at the 1 % threshold and the frame AUROC; means and the
+worst split are reported. Input: the per-atom values an evaluation wrote (``per_atom.npz``),
+one or more data sets.
+
+    python benchmarks/alarm_combinations.py --per-atom acac=OUT/evaluation/per_atom.npz \\
+        emt=OUT/signals/per_atom.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from _record import record
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: candidates: single frame statistics and their Fisher combinations
+CANDIDATES = (
+    ("gmm:max",), ("doptimality:max",), ("novelty:max",), ("gmm:mean",),
+    ("force_std:max",),
+    ("gmm:max", "doptimality:max"), ("gmm:max", "gmm:mean"), ("gmm:max", "novelty:max"),
+    ("gmm:max", "doptimality:max", "novelty:max"),
+    ("gmm:max", "gmm:mean", "doptimality:max"),
+)
+TAIL_QUANTILE = 0.8
+
+
+def tail_pvalue(values: np.ndarray, reference: np.ndarray, *, leave_one_out: bool = False
+                ) -> np.ndarray:
+    """In-domain tail p-values of ``values`` against the sorted ``reference`` (see the module
+    docstring); ``leave_one_out``: each value is itself one of the reference values."""
+    n = reference.size
+    ge = n - np.searchsorted(reference, values, side="left")
+    if leave_one_out:
+        ge = ge - 1
+    p = (ge + 1.0) / (n + 1.0)
+    u = float(np.quantile(reference, TAIL_QUANTILE))
+    excess = reference[reference > u] - u
+    if excess.size == 0:
+        return p
+    beta = max(float(excess.mean()), 1e-12)
+    tail = excess.size / n * np.exp(-(values - u) / beta)
+    return np.where(values > u, np.minimum(p, tail), p)
+
+
+def main(argv=None) -> int:
+    from ltau_md.core.calibration import split_frames
+    from ltau_md.core.metrics import auroc, frame_statistics
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--per-atom", nargs="+", required=True, metavar="NAME=PATH",
+                   help="per_atom.npz of an evaluation, named")
+    p.add_argument("--alarm-rate", type=float, default=0.01)
+    p.add_argument("--fraction", type=float, default=0.5)
+    p.add_argument("--splits", type=int, default=20)
+    args = p.parse_args(argv)
+    result: dict = {"alarm_rate": args.alarm_rate, "splits": args.splits, "data": {}}
+    for item in args.per_atom:
+        name, _, path = item.partition("=")
+        if not path:
+            p.error(f"--per-atom takes NAME=PATH, got {item!r}")
+        with np.load(path) as z:
+            sets = [s for s in sorted({k.split("/")[0] for k in z.files})
+                    if s not in ("sets", "in_domain")]
+            off = {s: z[f"{s}/offsets"] for s in ["in_domain", *sets]}
+            stats = {}
+            for c in CANDIDATES:
+                for key in c:
+                    sig, on = key.split(":")
+                    if f"in_domain/{sig}" in z.files and key not in stats:
+                        stats[key] = {s: frame_statistics(z[f"{s}/{sig}"], off[s], on)
+                                      for s in off}
+        rows: dict = {}
+        for split in range(args.splits):
+            cal = split_frames(off["in_domain"], args.fraction, split)[0][off["in_domain"][:-1]]
+            for c in CANDIDATES:
+                if not all(k in stats for k in c):
+                    continue
+                score = {s: np.zeros(off[s].size - 1) for s in off}
+                for key in c:
+                    ref = np.sort(stats[key]["in_domain"][cal])
+                    for s in off:
+                        pv = tail_pvalue(stats[key][s], ref)
+                        if s == "in_domain":
+                            pv[cal] = tail_pvalue(stats[key][s][cal], ref, leave_one_out=True)
+                        score[s] -= np.log(pv)
+                ind = score["in_domain"]
+                n_cal = int(cal.sum())
+                k = int(np.ceil((n_cal + 1) * (1 - args.alarm_rate) - 1e-9))
+                thr = np.sort(ind[cal])[min(k, n_cal) - 1] if k <= n_cal else np.inf
+                r = rows.setdefault("+".join(c), {"in_domain_rate": []})
+                r["in_domain_rate"].append(float(np.mean(ind[~cal] > thr)))
+                for s in sets:
+                    r.setdefault(f"{s}/rate", []).append(float(np.mean(score[s] > thr)))
+                    lab = np.r_[np.zeros((~cal).sum()), np.ones(score[s].size)]
+                    r.setdefault(f"{s}/auroc", []).append(
+                        auroc(np.r_[ind[~cal], score[s]], lab))
+        summary = {}
+        for cand, r in rows.items():
+            summary[cand] = {"in_domain_rate": {"mean": round(float(np.mean(
+                r["in_domain_rate"])), 4), "worst": round(float(np.max(r["in_domain_rate"])), 4)}}
+            for s in sets:
+                summary[cand][s] = {
+                    "rate_mean": round(float(np.mean(r[f"{s}/rate"])), 3),
+                    "rate_worst": round(float(np.min(r[f"{s}/rate"])), 3),
+                    "auroc_mean": round(float(np.mean(r[f"{s}/auroc"])), 3),
+                    "auroc_worst": round(float(np.min(r[f"{s}/auroc"])), 3)}
+        result["data"][name] = {"frames": {s: int(o.size - 1) for s, o in off.items()},
+                                "candidates": summary}
+        print(f"{name}: {'candidate':40s} {'in-dom':>7s} " + " ".join(
+            f"{s[-14:]:>15s}" for s in sets))
+        for cand, v in summary.items():
+            print(f"{'':{len(name) + 2}s}{cand:40s} {100 * v['in_domain_rate']['mean']:6.2f}% "
+                  + " ".join(f"{v[s]['rate_mean']:.2f}/{v[s]['auroc_mean']:.3f}".rjust(15)
+                             for s in sets))
+    print(json.dumps(result))
+    record(__file__, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
