@@ -51,8 +51,9 @@ def _versions() -> dict[str, str]:
 
 def _portable(arg: str) -> str:
     """``arg`` with a path of this checkout made relative to it and any other absolute path
-    (a scratch or output directory of the machine) written ``OUT/<name>``."""
-    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    (a scratch or output directory of the machine) written ``OUT/<name>`` (also after
+    "--flag=" or "NAME=")."""
+    flag, eq, value = arg.partition("=") if "=" in arg else ("", "", arg)
     if value.startswith("/"):
         path = Path(value).resolve()
         try:
