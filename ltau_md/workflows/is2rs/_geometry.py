@@ -247,13 +247,17 @@ def place_adsorbate(
 
 
 def desorbed(atoms: Atoms, cfg: GeneratorConfig) -> bool:
-    """Whether an adsorbate atom ended farther than ``cfg.desorption_distance`` (A) from every
-    slab atom (minimum image)."""
+    """Whether the adsorbate ended farther than ``cfg.desorption_distance`` (A) from every
+    slab atom: none of its atoms that close to one (minimum image). As OC20's desorption
+    anomaly (fairchem's ``DetectTrajAnomaly``: no adsorbate atom bonded to the slab), an
+    upright molecule whose far atoms stand more than that above the surface stays bound."""
     tags = atoms.get_tags()
+    if not (tags == 2).any():
+        return False
     _, d = get_distances(
         atoms.positions[tags == 2], atoms.positions[tags < 2], cell=atoms.cell, pbc=atoms.pbc
     )
-    return bool((d.min(axis=1) > cfg.desorption_distance).any())
+    return bool(d.min() > cfg.desorption_distance)
 
 
 def adsorbate_fragments(atoms: Atoms, bond_scale: float = 1.25) -> int:

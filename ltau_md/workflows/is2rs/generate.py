@@ -173,7 +173,8 @@ class GeneratorConfig:
     """The cap on reference steps per relaxation: a system not converged by then is
     resampled (at most ``max_attempts`` tries per system)."""
     desorption_distance: float = 3.0
-    """Reject a system whose adsorbate ends farther than this from every slab atom."""
+    """Reject a system whose adsorbate ends farther than this (A) from every slab atom (no
+    adsorbate atom closer to one)."""
     reject_dissociated: bool = True
     """Reject a system whose adsorbate falls apart in the reference relaxation (OC20's
     "dissociation" anomaly; desorption is the other one rejected)."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
+from ase.geometry import get_distances
 from ase.io import write
 
 from ltau_md.core.exceptions import DataError
@@ -113,6 +114,32 @@ def test_adsorbate_fragments_hand_case():
     assert adsorbate_fragments(co(1.25 * 1.42 + 0.01)) == 2
     assert adsorbate_fragments(co(1.8), bond_scale=1.3) == 1
     assert adsorbate_fragments(co(1.15)[:1]) == 0  # no adsorbate
+
+
+def test_desorbed_means_no_adsorbate_atom_near_the_slab():
+    """OC20's desorption: the adsorbate is gone when none of its atoms is near a slab atom;
+    an upright CH3 whose H atoms stand more than the distance above the surface is bound."""
+    from ase import Atoms
+    from ase.build import fcc111
+
+    from ltau_md.workflows.is2rs._geometry import desorbed
+
+    cfg = GeneratorConfig()
+    slab = fcc111("Pt", size=(2, 2, 3), vacuum=8.0)
+    slab.set_tags((slab.get_tags() == 1).astype(int))  # OC20's: 1 surface, 0 below
+    top = slab.positions[slab.get_tags() == 1][0]
+
+    def ch3(lift):  # C on top of a Pt atom, the H atoms 1.09 A from C, pointing up
+        h = [[1.03 * np.cos(a), 1.03 * np.sin(a), 0.36] for a in (0, 2.09, 4.19)]
+        pos = np.array([[0, 0, 0], *h]) + top + [0, 0, 2.05 + lift]
+        return slab + Atoms("CH3", positions=pos, tags=[2] * 4)
+
+    bound = ch3(0.6)  # the H atoms > 3 A from every Pt atom, the C 2.65 A from one
+    _, d = get_distances(bound.positions[-3:], bound.positions[:-4], cell=bound.cell, pbc=True)
+    assert d.min() > cfg.desorption_distance
+    assert not desorbed(bound, cfg)
+    assert desorbed(ch3(1.5), cfg)  # the C 3.55 A away: nothing within 3 A
+    assert not desorbed(slab, cfg)  # no adsorbate
 
 
 def test_generated_adsorbates_stay_in_one_piece(bench):
