@@ -85,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "trained and fitted here)")
     p.add_argument("--reference", default="ase.calculators.emt:EMT",
                    help="reference calculator import path (default EMT)")
+    p.add_argument("--oc20-adsorbates", default=None, metavar="WHEEL_OR_PKL",
+                   help="OC20's adsorbates from the fairchem-data-oc wheel (C2 chemistry out "
+                   "of domain) instead of the EMT set")
     p.add_argument("--batch-size", type=int, default=None,
                    help="systems per dask task (default: ~16 tasks per worker, <= 8)")
     p.add_argument("--worker-threads", type=int, default=1, help="torch threads per worker")
@@ -129,8 +132,13 @@ def main(argv=None) -> int:
     bench = (Path(args.reuse_benchmark).resolve() if args.reuse_benchmark else src) / "benchmark"
     t0 = time.perf_counter()
     if not (bench / "manifest.json").exists():
+        kw: dict = {}
+        if args.oc20_adsorbates:
+            from ltau_md.workflows.is2rs.adsorbates import oc20_generator_settings
+
+            kw = oc20_generator_settings(args.oc20_adsorbates)
         cfg = GeneratorConfig(frames_per_system=args.frames, val_frames_per_system=2,
-                              reference=args.reference)
+                              reference=args.reference, **kw)
         generate_benchmark(bench, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
                            cfg=cfg, n_workers=args.workers, progress=False)
     times["generate_s"] = time.perf_counter() - t0

@@ -44,11 +44,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     kw: dict = {"reference": args.reference}
     if args.oc20_adsorbates:
-        from ltau_md.workflows.is2rs.adsorbates import oc20_adsorbates, oc20_split
+        from ltau_md.workflows.is2rs.adsorbates import oc20_generator_settings
 
-        table = oc20_adsorbates(args.oc20_adsorbates)
-        ids, oods = oc20_split(table)
-        kw.update(extra_adsorbates=table, id_adsorbates=ids, ood_adsorbates=oods)
+        kw.update(oc20_generator_settings(args.oc20_adsorbates))
     t0, c0 = time.perf_counter(), time.process_time()
     manifest = generate_benchmark(args.out, seed=args.seed, n_train=args.n_train,
                                   n_val=args.n_val, cfg=GeneratorConfig(**kw), cache=False,

@@ -74,11 +74,9 @@ def run(args: argparse.Namespace) -> int:
                 "ref_optimizer": args.ref_optimizer, "ref_steps": args.max_reference_steps,
                 "max_attempts": args.max_attempts}
     if args.oc20_adsorbates:
-        from ltau_md.workflows.is2rs.adsorbates import oc20_adsorbates, oc20_split
+        from ltau_md.workflows.is2rs.adsorbates import oc20_generator_settings
 
-        table = oc20_adsorbates(args.oc20_adsorbates)
-        id_ads, ood_ads = oc20_split(table)
-        kw.update(extra_adsorbates=table, id_adsorbates=id_ads, ood_adsorbates=ood_ads)
+        kw.update(oc20_generator_settings(args.oc20_adsorbates))
     cfg = GeneratorConfig(**kw)
     manifest = generate_benchmark(
         args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val, cfg=cfg,

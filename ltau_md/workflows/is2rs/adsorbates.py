@@ -26,6 +26,7 @@ __all__ = [
     "ELEMENTS",
     "PKL_IN_WHEEL",
     "oc20_adsorbates",
+    "oc20_generator_settings",
     "oc20_split",
     "orient",
 ]
@@ -125,3 +126,12 @@ def oc20_split(table: dict[str, Geometry]) -> tuple[tuple[str, ...], tuple[str, 
         raise DataError(f"OC20 adsorbate split needs C1 and C2 adsorbates; got {len(idd)} "
                         f"and {len(ood)}")
     return idd, ood
+
+
+def oc20_generator_settings(source: str | Path) -> dict:
+    """:class:`~ltau_md.workflows.is2rs.generate.GeneratorConfig` settings for OC20's
+    adsorbates from ``source`` (:func:`oc20_adsorbates`), split by :func:`oc20_split`:
+    ``{"extra_adsorbates", "id_adsorbates", "ood_adsorbates"}``."""
+    table = oc20_adsorbates(source)
+    id_ads, ood_ads = oc20_split(table)
+    return {"extra_adsorbates": table, "id_adsorbates": id_ads, "ood_adsorbates": ood_ads}

@@ -14,7 +14,13 @@ from scipy.spatial.distance import pdist
 
 from ltau_md.cli import main
 from ltau_md.core.exceptions import DataError
-from ltau_md.workflows.is2rs.adsorbates import PKL_IN_WHEEL, oc20_adsorbates, oc20_split, orient
+from ltau_md.workflows.is2rs.adsorbates import (
+    PKL_IN_WHEEL,
+    oc20_adsorbates,
+    oc20_generator_settings,
+    oc20_split,
+    orient,
+)
 from ltau_md.workflows.is2rs.generate import GeneratorConfig, generate_system
 
 CH2OH = Atoms("CHHOH", positions=[[0.1, 0.2, 0.3], [1.1, 0.2, 0.3], [-0.3, 1.1, 0.3],
@@ -62,6 +68,9 @@ def test_read_from_pkl_and_wheel_and_split(pkl, tmp_path):
         z.writestr(PKL_IN_WHEEL, pkl.read_bytes())
     assert oc20_adsorbates(wheel) == table
     assert oc20_split(table) == (("*CH2OH", "*O"), ("*CH2*CH2",))
+    assert oc20_generator_settings(wheel) == {"extra_adsorbates": table,
+                                              "id_adsorbates": ("*CH2OH", "*O"),
+                                              "ood_adsorbates": ("*CH2*CH2",)}
 
 
 def test_bad_sources_name_the_problem(tmp_path):
