@@ -188,7 +188,8 @@ def build_index(x: np.ndarray, kind: str, settings: IndexSettings) -> faiss.Inde
         configure_search(index, kind, settings)
         return index
     # one add call: HNSW graphs built from several add() calls connect clustered data
-    # badly (recall 0.96 -> 0.83 on 4 chunks); a float32 memmap is read in place
+    # badly (recall 0.96 -> 0.83 on 4 chunks); HNSW takes a copy in cell order, a flat index
+    # reads a float32 memmap in place
     if kind == "hnsw":
         order = cell_order(x)
         rows = check_descriptors(x[order], d, "training descriptors")
@@ -232,7 +233,7 @@ def configure_search(index: faiss.Index, kind: str, settings: IndexSettings) -> 
 
 
 def check_index_kind(index: faiss.Index, kind: str) -> bool:
-    """Whether ``index`` is a FAISS index of ``kind`` (HNSW: also graph-ordered in an
+    """Whether ``index`` is a FAISS index of ``kind`` (HNSW: also cell-ordered in an
     ``IndexIDMap``)."""
     if kind == "hnsw":
         return hnsw_graph(index) is not None

@@ -223,18 +223,22 @@ def test_hnsw_cell_order_returns_training_rows(rng, tmp_path):
 
     n = 12000
     x = clustered(rng, n, d=8, centers=40)
+    threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # a deterministic graph build
-    est = LTAUEstimator(k=6, index="hnsw", confirm_pvalue=0).fit(
-        x, None, species=np.ones(n, dtype=int))
+    try:
+        est = LTAUEstimator(k=6, index="hnsw", confirm_pvalue=0).fit(
+            x, None, species=np.ones(n, dtype=int))
+        plain = faiss.IndexHNSWFlat(8, est.hnsw_m)
+        plain.hnsw.efConstruction = est.ef_construction
+        plain.add(x[index_module.stored_rows(est.index_)])
+    finally:
+        faiss.omp_set_num_threads(threads)
     rows = index_module.stored_rows(est.index_)
     assert sorted(rows.tolist()) == list(range(n)) and not np.array_equal(rows, np.arange(n))
     # neighbouring stored rows are close: far closer than rows in training order
     step = np.linalg.norm(np.diff(x[rows], axis=0), axis=1).mean()
     assert step < 0.5 * np.linalg.norm(np.diff(x, axis=0), axis=1).mean()
     np.testing.assert_array_equal(est.training_descriptors(), x)
-    plain = faiss.IndexHNSWFlat(8, est.hnsw_m)
-    plain.hnsw.efConstruction = est.ef_construction
-    plain.add(x[rows])
     plain.hnsw.efSearch = est.ef_search
     q = clustered(np.random.default_rng(7), 400, d=8, centers=40)
     d_plain, i_plain = plain.search(q, 6)
