@@ -89,6 +89,9 @@ def test_two_iterations_on_a_dask_cluster(tiny_run, tmp_path):
         assert est.alarm_statistics_["novelty:max"]["source"] == "validation"
         assert json.loads((it / "state.json").read_text())["stages_done"] == [
             "explore", "select", "label", "finetune", "refit"]
+        # the test MAE is computed once and kept (a rerun reports the same figure)
+        assert json.loads((it / "test.json").read_text())["test_force_mae"] == \
+            row["test_force_mae"]
     assert (out / "learn.png").stat().st_size > 0
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     # a rerun of a finished loop redoes nothing

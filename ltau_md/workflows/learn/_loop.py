@@ -83,7 +83,7 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
         rows: list[dict[str, Any]] = []
         labels: list = []
         stop = None
-        base_mae = S.force_mae(members[0], test) if test else None
+        base_mae = _test_mae(out / "test_start.json", members[0], test)
         for k in range(cfg.iterations):
             it = iteration_dir(out, k)
             it.mkdir(exist_ok=True)
@@ -114,7 +114,7 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
             row.update(n_candidates=ex["n_candidates"], n_selected=sel["n_selected"],
                        n_labelled=lab["n_labelled"], n_failed=len(lab["failed"]),
                        labels_total=len(labels),
-                       test_force_mae=S.force_mae(members[0], test) if test else None)
+                       test_force_mae=_test_mae(it / "test.json", members[0], test))
             _state(it, finished=True)
             rows.append(row)
         report = {"iterations": rows, "stopped": stop or "iterations done",
@@ -126,6 +126,22 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
         return report
     finally:
         lock.release()
+
+
+def _test_mae(path: Path, model: Path, test: list | None) -> float | None:
+    """Test force MAE (eV/A) of ``model`` on ``test`` (None without test frames), computed
+    once and kept in ``path``: a rerun reads it, so a resumed loop reports the same figure
+    (a model's float32 forces can differ in the last digits from one evaluation to the
+    next)."""
+    if not test:
+        return None
+    if path.exists():
+        stored = S.read_json(path)
+        if stored.get("model") == str(model):
+            return float(stored["test_force_mae"])
+    mae = S.force_mae(model, test)
+    write_json_atomic(path, {"model": str(model), "test_force_mae": mae})
+    return mae
 
 
 def _stage(it: Path, fn, *args: Any) -> dict[str, Any]:
