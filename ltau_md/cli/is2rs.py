@@ -67,6 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="import path of the reference ASE calculator that scores the end "
                    "points (energy above the lowest minimum, FbT, basin; default "
                    "ase.calculators.emt:EMT)")
+    p.add_argument("--error-stride", type=positive_int, default=1, metavar="K",
+                   help="the reference's forces along each model relaxation (the true force "
+                   "error) at every K-th step and the last, >= 1 (default 1: every step; a "
+                   "universal-potential reference costs one call per evaluated step)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="systems per dask task (default: chosen from the campaign size)")
     p.add_argument("--give-up-after", type=positive_float, default=None, metavar="S",
@@ -101,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         run_is2rs(
             args.systems, calculator_factory(args), out, splits=args.splits, limit=args.limit,
             steps=args.steps, optimizer=args.optimizer, reference=args.reference,
-            n_workers=args.workers, scheduler=args.scheduler, resume=not args.no_resume,
+            error_stride=args.error_stride, n_workers=args.workers, scheduler=args.scheduler,
+            resume=not args.no_resume,
             rmsd_threshold=args.rmsd_threshold, progress=not args.no_progress,
             batch_size=args.batch_size, worker_threads=args.worker_threads,
             give_up_after=args.give_up_after, **given(args, "fmax"),

@@ -95,7 +95,8 @@ def campaign_setup(tmp_path_factory):
 
 
 def _strip(results):
-    return [{k: v for k, v in r.items() if k not in ("wall_s", "ref_wall_s")} for r in results]
+    timings = ("wall_s", "ref_wall_s", "trajectory_reference_s")
+    return [{k: v for k, v in r.items() if k not in timings} for r in results]
 
 
 def test_serial_equals_dask_localcluster(campaign_setup, tmp_path):
@@ -229,9 +230,17 @@ def test_resume_false_starts_over_and_foreign_dirs_are_refused(campaign_setup, t
     old = tmp_path / "old"
     run_campaign(systems[:1], EMT, old, settings, n_workers=0, progress=False)
     (old / MARKER).unlink()
+    # ... and one written before a setting existed (error_stride) resumes at its default
+    for path in (old / "campaign.json", result_path(old, systems[0].sid)):
+        stored = json.loads(path.read_text())
+        del stored["settings"]["error_stride"]
+        path.write_text(json.dumps(stored))
     mtime = result_path(old, systems[0].sid).stat().st_mtime_ns
     run_campaign(systems[:1], EMT, old, settings, n_workers=0, progress=False)
     assert result_path(old, systems[0].sid).stat().st_mtime_ns == mtime
+    with pytest.raises(ArtifactError, match="error_stride"):  # but not at another value
+        run_campaign(systems[:1], EMT, old, RelaxSettings(fmax=0.1, steps=200, error_stride=2),
+                     n_workers=0, progress=False)
 
 
 def test_error_results_are_recorded_and_retried(campaign_setup, tmp_path):

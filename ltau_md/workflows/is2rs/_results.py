@@ -168,7 +168,7 @@ _NUMERIC_KEYS = re.compile(
     r"^(rmsd|mean_distance|max_distance|ads_displacement|ref_travel|energy|fmax_final|"
     r"ml_fmax_initial|wall_s|force_mae|ref_energy_at_end|ref_fmax_at_end|ref_energy_given|"
     r"rerelax_energy|ref_energy_min|energy_above_min|rmsd_min|rmsd_min_sym|"
-    r"mean_distance_min_sym|ads_displacement_min_sym|ref_wall_s)$"
+    r"mean_distance_min_sym|ads_displacement_min_sym|ref_wall_s|trajectory_reference_s)$"
 )
 """Result fields that are floats besides the :func:`series_key` fields."""
 

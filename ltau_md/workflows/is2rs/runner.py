@@ -29,7 +29,7 @@ import math
 import pickle
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -178,13 +178,22 @@ def campaign_dir(out_dir: str | Path, resume: bool = True) -> Iterator[Path]:
         yield out
 
 
+def _same_settings(old: dict | None, settings: RelaxSettings) -> bool:
+    """Whether stored settings ``old`` are ``settings``; a setting added after they were
+    written counts as its default, so an older campaign resumes."""
+    if not isinstance(old, dict):
+        return False
+    defaults = {f.name: f.default for f in fields(RelaxSettings)}
+    return {**defaults, **old} == asdict(settings)
+
+
 def _check_campaign(out_dir: Path, settings: RelaxSettings, resume: bool) -> None:
     meta_path = out_dir / "campaign.json"
     meta = {"format": CAMPAIGN_FORMAT, "version": RESULT_VERSION,
             "settings": asdict(settings)}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if resume and old.get("settings") != meta["settings"]:
+        if resume and not _same_settings(old.get("settings"), settings):
             raise ArtifactError(
                 f"{out_dir} holds results computed with {old.get('settings')}, not "
                 f"{meta['settings']}; use another output directory or resume=False (--no-resume)"
@@ -260,7 +269,7 @@ def _campaign(systems: Sequence[System], calc_factory: CalcFactory, out_dir: Pat
             old is not None
             and old.get("input_hash") == s.input_hash()
             and old.get("version") == RESULT_VERSION
-            and old.get("settings") == asdict(settings)
+            and _same_settings(old.get("settings"), settings)
             and not (retry_errors and old.get("status") != "ok")
         ):
             results[s.sid] = old
@@ -375,6 +384,7 @@ def run_is2rs(
     steps: int = 300,
     optimizer: str = "BFGS",
     reference: str | None = DEFAULT_REFERENCE,
+    error_stride: int = 1,
     n_workers: int = 2,
     scheduler: str | None = None,
     resume: bool = True,
@@ -387,7 +397,9 @@ def run_is2rs(
     """Load systems, run the campaign, write ``out/report.json`` + ``out/uq_vs_rmsd.png``.
 
     ``limit`` keeps the first ``limit`` systems of each split. ``reference``: import path of
-    the reference calculator (default ``"ase.calculators.emt:EMT"``). ``give_up_after``: see
+    the reference calculator (default ``"ase.calculators.emt:EMT"``). ``error_stride``: the
+    reference forces along the model trajectory every that many steps (and at the last; see
+    :class:`RelaxSettings`). ``give_up_after``: see
     :func:`run_campaign`. Returns the report.
     Raises :class:`CampaignIncompleteError` ("N of M systems not done - rerun to resume")
     after writing the report of what is done when any system failed or was lost, so the
@@ -396,7 +408,8 @@ def run_is2rs(
     from ltau_md.workflows.is2rs.data import load_systems
     from ltau_md.workflows.is2rs.report import write_report
 
-    settings = RelaxSettings(fmax=fmax, steps=steps, optimizer=optimizer, reference=reference)
+    settings = RelaxSettings(fmax=fmax, steps=steps, optimizer=optimizer, reference=reference,
+                             error_stride=error_stride)
     loaded = load_systems(systems, list(splits) if splits else None)
     if limit is not None:
         seen: dict[str, int] = {}

@@ -187,6 +187,8 @@ def test_out_of_range_options_are_refused(emt_cli, start, tmp_path, capsys, cmd,
      "--workers", "-1"],
     ["is2rs", "--model", "m", "--estimator", "e", "--systems", "s", "--out", "o",
      "--limit", "0"],
+    ["is2rs", "--model", "m", "--estimator", "e", "--systems", "s", "--out", "o",
+     "--error-stride", "0"],
     ["is2rs-generate", "--out", "o", "--n-train", "-1"],
     ["demo", "--seed", "-2"],
 ])

@@ -180,13 +180,15 @@ def test_is2rs_incomplete_campaign_exits_3_with_the_rerun_message(tmp_path, monk
     monkeypatch.setattr(runner, "run_is2rs", fake_run_is2rs)
     rc = main(["is2rs", "--model", str(tmp_path / "m.ckpt"), "--estimator", str(tmp_path / "est"),
                "--systems", "s", "--out", str(tmp_path / "c"), "--reference",
-               "ase.calculators.lj:LennardJones", "--worker-threads", "2", "--no-progress"])
+               "ase.calculators.lj:LennardJones", "--worker-threads", "2", "--error-stride", "5",
+               "--no-progress"])
     assert rc == EXIT_INCOMPLETE == 3
     captured = capsys.readouterr()
     assert captured.err.strip().endswith("2 of 5 systems not done - rerun to resume")
     assert json.loads(captured.out.splitlines()[0])["val_id"]["n"] == 3
     assert seen["reference"] == "ase.calculators.lj:LennardJones"
     assert seen["worker_threads"] == 2 and seen["batch_size"] is None
+    assert seen["error_stride"] == 5
 
 
 def _library_defaults():

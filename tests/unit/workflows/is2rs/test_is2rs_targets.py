@@ -157,3 +157,46 @@ def test_reference_calculator_import_path():
     with pytest.raises(LTAUError, match="cannot import module"):
         RelaxSettings(reference="no_such_package.calc:Calc")
     assert RelaxSettings(reference=None).reference is None
+
+
+def test_error_stride_evaluates_every_kth_step_and_the_last():
+    from ltau_md.testing import StretchedEMT
+    from ltau_md.workflows.is2rs._relax import _StepObserver
+    from ltau_md.workflows.is2rs._results import FERR
+
+    atoms, _ = _o_on_cu111("ontop", relax=False)
+    atoms.calc = StretchedEMT()  # the "model"; the reference is EMT
+    free = np.ones(len(atoms), bool)
+    ads = atoms.get_tags() == 2
+    obs = _StepObserver(atoms, free, ads, EMT(), stride=3)
+    rng = np.random.default_rng(0)
+    expected = []
+    for _ in range(6):  # steps 0..5: 0 and 3 evaluated, 5 (the last) added by finish()
+        atoms.positions[-1] += rng.normal(0, 0.05, 3)
+        atoms.get_forces()
+        ref = atoms.copy()
+        ref.calc = EMT()
+        expected.append(np.linalg.norm(ref.get_forces() - atoms.get_forces(), axis=1).max())
+        obs()
+    obs.finish()
+    got = np.array(obs.cols[FERR])
+    assert np.isnan(got[[1, 2, 4]]).all()
+    np.testing.assert_allclose(got[[0, 3, 5]], np.array(expected)[[0, 3, 5]], rtol=1e-12)
+    assert obs.wall_s > 0
+
+
+def test_relaxation_with_an_error_stride_keeps_initial_and_final_errors():
+    from ltau_md.testing import StretchedEMT
+
+    start, _ = _o_on_cu111("ontop", relax=False)
+    fcc, _ = _o_on_cu111("fcc", relax=False)
+    system = System("top", "val_id", start, fcc)
+    every = relax_system(system, StretchedEMT(), RelaxSettings(fmax=0.05, steps=60))
+    sparse = relax_system(system, StretchedEMT(), RelaxSettings(fmax=0.05, steps=60,
+                                                                error_stride=5))
+    assert every["n_steps"] == sparse["n_steps"] > 5  # the same model trajectory
+    for stat in ("initial", "final"):
+        key = f"force_error:max/{stat}"
+        assert sparse[key] == pytest.approx(every[key], rel=1e-12) and every[key] > 0.01
+    assert sparse["force_error:max/max"] <= every["force_error:max/max"] + 1e-12
+    assert 0 < sparse["trajectory_reference_s"] < every["trajectory_reference_s"]
