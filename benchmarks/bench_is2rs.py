@@ -96,6 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None,
                    help="campaign on the first N systems of each validation split")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--record", default=None,
+                   help="record name (default bench_is2rs), e.g. is2rs_chgnet")
     args = p.parse_args(argv)
     q = args.quick
     args.n_train = args.n_train if args.n_train is not None else (20 if q else 600)
@@ -258,7 +260,7 @@ def main(argv=None) -> int:
                    series_key(UQ, "initial"), series_key(UQ_ADS, "initial"))
         if _ci(report.get("ood_detection"), st) is not None}
     print(json.dumps(line))
-    record(__file__, line)
+    record(__file__, line, name=args.record)
     (out / "bench_line.json").write_text(json.dumps(line) + "\n")
     return 0
 
