@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="a finished bench_is2rs.py output directory")
     p.add_argument("--campaign", default="campaign_dask", help="campaign folder in RUN")
+    p.add_argument("--systems", nargs="+", default=["benchmark"],
+                   help="system folders in RUN (default benchmark; the real-DFT run: "
+                   "dft_split benchmark)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--record", default="is2rs_campaign_signals", help="record name")
     args = p.parse_args(argv)
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     run = Path(args.run)
     camp = run / args.campaign
-    systems = {s.sid: s for s in load_systems(run / "benchmark")}
+    systems = {s.sid: s for d in args.systems for s in load_systems(run / d)}
     results = []
     for sid in systems:
         path = result_path(camp, sid)
@@ -110,8 +113,7 @@ def main(argv=None) -> int:
         return [round(e["value"], 3), round(e["lo"], 3), round(e["hi"], 3)]
 
     splits = {}
-    for name in ("val_id", "ood", "all"):
-        e = rep["splits"].get(name)
+    for name, e in rep["splits"].items():
         if not e or not e.get("n_ok"):
             continue
         sp, au = e.get("spearman_ci", {}), e.get("auroc_ci", {})
@@ -140,7 +142,6 @@ def main(argv=None) -> int:
            if st.endswith("/initial")}
     result = {
         "benchmark": "is2rs_campaign_signals",
-        "run": str(run),
         "n_systems": len(ok),
         "signals_fit_cpu_s": round(fit_cpu, 1),
         "cpu_s_per_structure": {k: round(v, 4) for k, v in cpu.items()},
