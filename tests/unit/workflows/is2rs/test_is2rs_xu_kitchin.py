@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from ase.build import add_adsorbate, fcc111
+from ase.calculators.calculator import Calculator, all_changes
 
 from ltau_md.core.exceptions import DataError
 from ltau_md.workflows.is2rs.data import load_systems
@@ -112,3 +113,41 @@ def test_a_universal_reference_missing_its_package_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "chgnet.model.dynamics", None)
     with pytest.raises(DataError, match=r"needs the 'chgnet' package.*\[universal\]"):
         universal.chgnet()
+
+
+class _Float32Torch(Calculator):
+    """A torch calculator like the universal potentials: float32 weights, input tensors in
+    torch's default dtype. E = sum_i w . r_i (eV), F_i = -w (eV/A)."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        import torch
+
+        super().calculate(atoms, properties, system_changes)
+        w = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float32)
+        x = torch.tensor(self.atoms.positions.tolist())  # torch's default dtype
+        self.results = {"energy": float((x @ w).sum()),
+                        "forces": -np.tile(w.double().numpy(), (len(self.atoms), 1))}
+
+
+def test_a_universal_reference_runs_in_float32_beside_a_float64_nequip_process():
+    import torch
+    from ase import Atoms
+
+    from ltau_md.workflows.is2rs.universal import Float32Guard
+
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [1.0, 2.0, 3.0]])
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # as nequip leaves it
+    try:
+        atoms.calc = _Float32Torch()
+        with pytest.raises(RuntimeError, match="dtype"):
+            atoms.get_potential_energy()
+        atoms.calc = Float32Guard(_Float32Torch())
+        assert atoms.get_potential_energy() == pytest.approx(0.1 * 1 - 0.2 * 2 + 0.3 * 3,
+                                                             rel=1e-6)
+        np.testing.assert_allclose(atoms.get_forces(), [[-0.1, 0.2, -0.3]] * 2, rtol=1e-6)
+        assert torch.get_default_dtype() == torch.float64  # restored
+    finally:
+        torch.set_default_dtype(old)
