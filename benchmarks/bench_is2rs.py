@@ -96,6 +96,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None,
                    help="campaign on the first N systems of each validation split")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--resume-campaign", action="store_true",
+                   help="keep the finished systems of OUT/campaign_dask (same settings; e.g. "
+                   "a campaign continued with `ltau-md is2rs`); the campaign time is then "
+                   "only the rest's")
     p.add_argument("--record", default=None,
                    help="record name (default bench_is2rs), e.g. is2rs_chgnet")
     args = p.parse_args(argv)
@@ -203,7 +207,7 @@ def main(argv=None) -> int:
         print(f"[is2rs] serial campaign ({times['campaign_serial_s']:.0f} s)", flush=True)
     t0 = time.perf_counter()
     dask = run_campaign(systems, factory, out / "campaign_dask", settings,
-                        n_workers=args.workers, resume=False, progress=False,
+                        n_workers=args.workers, resume=args.resume_campaign, progress=False,
                         batch_size=args.batch_size, worker_threads=args.worker_threads)
     times[f"campaign_dask{args.workers}_s"] = time.perf_counter() - t0
     print(f"[is2rs] dask campaign ({times[f'campaign_dask{args.workers}_s']:.0f} s) "
@@ -224,6 +228,20 @@ def main(argv=None) -> int:
               for r in (serial or dask)
               if r.get("status") == "ok"]
     ref_s = [r["ref_wall_s"] for r in (serial or dask) if r.get("ref_wall_s") is not None]
+    # wall seconds per system (1 thread): the model relaxation (UQ included), the reference's
+    # forces along it, the reference scoring of the end point (re-relaxation included)
+    cost: dict[str, dict] = {}
+    for r in dask:
+        if r.get("status") == "ok":
+            traj = r.get("trajectory_reference_s") or 0.0
+            c = cost.setdefault(r["split"], {"n": 0, "model": 0.0, "trajectory_reference": 0.0,
+                                             "end_point_reference": 0.0})
+            c["n"] += 1
+            c["model"] += r["wall_s"] - traj
+            c["trajectory_reference"] += traj
+            c["end_point_reference"] += r.get("ref_wall_s") or 0.0
+    cost_per_system = {sp: {k: (round(v / c["n"], 2) if k != "n" else v) for k, v in c.items()}
+                       for sp, c in sorted(cost.items())}
 
     frames_mae = frames_force_mae(bench, factory)
     print(f"[is2rs] force MAE on reference frames: {json.dumps(frames_mae)}", flush=True)
@@ -242,11 +260,13 @@ def main(argv=None) -> int:
         "max_steps": args.steps,
         "reference": args.reference,
         "error_stride": args.error_stride,
+        "resumed_campaign": args.resume_campaign,
         "threads_serial": args.threads,
         "dask_workers": args.workers,
         "counts": report["counts"],
         "median_model_step_s": _r(sorted(step_s)[len(step_s) // 2]) if step_s else None,
         "median_reference_scoring_s": _r(sorted(ref_s)[len(ref_s) // 2]) if ref_s else None,
+        "campaign_wall_s_per_system": cost_per_system,
         "splits": {},
         "serial_vs_dask": agree,
         "frames_force_mae": frames_mae,
