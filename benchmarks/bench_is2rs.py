@@ -100,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep the finished systems of OUT/campaign_dask (same settings; e.g. "
                    "a campaign continued with `ltau-md is2rs`); the campaign time is then "
                    "only the rest's")
+    p.add_argument("--finished-only", action="store_true",
+                   help="with --resume-campaign: report on the systems the campaign finished, "
+                   "relaxing nothing more (a campaign stopped part-way)")
     p.add_argument("--record", default=None,
                    help="record name (default bench_is2rs), e.g. is2rs_chgnet")
     args = p.parse_args(argv)
@@ -194,6 +197,10 @@ def main(argv=None) -> int:
     if args.limit is not None:
         systems = [s for sp in VAL_SPLITS for s in [x for x in systems if x.split == sp][
             :args.limit]]
+    if args.finished_only:
+        from ltau_md.workflows.is2rs._results import result_path
+
+        systems = [s for s in systems if result_path(out / "campaign_dask", s.sid).exists()]
     factory = functools.partial(load_calculator, model=str(run / "last.ckpt"),
                                 estimator=str(est_dir))
     settings = RelaxSettings(fmax=0.05, steps=args.steps, optimizer=args.optimizer,
@@ -261,6 +268,7 @@ def main(argv=None) -> int:
         "reference": args.reference,
         "error_stride": args.error_stride,
         "resumed_campaign": args.resume_campaign,
+        "finished_only": args.finished_only,
         "threads_serial": args.threads,
         "dask_workers": args.workers,
         "counts": report["counts"],
