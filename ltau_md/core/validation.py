@@ -4,7 +4,9 @@ checks shared by the core modules, each raising an error that names the problem.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,52 @@ import numpy as np
 from ltau_md.core.exceptions import DataError, NotFittedError
 
 __all__ = ["MAX_PERIODIC_LENGTH", "MIN_DISTANCE", "check_frame_offsets", "check_is_fitted",
-           "check_no_overlap", "check_structure", "overlapping_atoms"]
+           "check_no_overlap", "check_structure", "json_form", "overlapping_atoms",
+           "with_defaults"]
+
+
+def json_form(x: Any) -> Any:
+    """``x`` as it reads back from JSON: tuples as lists, paths as strings (recursively)."""
+    if isinstance(x, dict):
+        return {k: json_form(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_form(v) for v in x]
+    return str(x) if isinstance(x, Path) else x
+
+
+def with_defaults(stored: dict[str, Any], cls: type,
+                  sections: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """``stored`` settings of the dataclass ``cls`` (written as JSON by an earlier version)
+    with every field they lack at its default (:func:`json_form`), so settings saved before a
+    field existed compare equal to the same settings now.
+
+    Parameters
+    ----------
+    stored
+        The stored settings, e.g. ``json.load`` of ``dataclasses.asdict(settings)``.
+    cls
+        Their dataclass.
+    sections
+        Fields that hold nested settings dataclasses (name -> class), filled likewise.
+
+    Returns
+    -------
+    dict[str, Any]
+        A new dict; ``stored`` is unchanged.
+    """
+    sections = dict(sections or {})
+    out = dict(stored)
+    for f in dataclasses.fields(cls):
+        if f.name in sections and isinstance(out.get(f.name), dict):
+            out[f.name] = with_defaults(out[f.name], sections[f.name], sections)
+        elif f.name not in out:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = json_form(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+                out[f.name] = json_form(dataclasses.asdict(value) if f.name in sections
+                                        else value)
+    return out
 
 
 def check_is_fitted(estimator: Any, attributes: str | Sequence[str] | None = None) -> None:

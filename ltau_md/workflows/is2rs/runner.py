@@ -29,7 +29,7 @@ import math
 import pickle
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from ltau_md.core.files import (
     to_json_safe,
     write_json_atomic,
 )
+from ltau_md.core.validation import with_defaults
 from ltau_md.workflows.is2rs._relax import (
     STAT_NAMES,
     RelaxSettings,
@@ -181,10 +182,7 @@ def campaign_dir(out_dir: str | Path, resume: bool = True) -> Iterator[Path]:
 def _same_settings(old: dict | None, settings: RelaxSettings) -> bool:
     """Whether stored settings ``old`` are ``settings``; a setting added after they were
     written counts as its default, so an older campaign resumes."""
-    if not isinstance(old, dict):
-        return False
-    defaults = {f.name: f.default for f in fields(RelaxSettings)}
-    return {**defaults, **old} == asdict(settings)
+    return isinstance(old, dict) and with_defaults(old, RelaxSettings) == asdict(settings)
 
 
 def _check_campaign(out_dir: Path, settings: RelaxSettings, resume: bool) -> None:

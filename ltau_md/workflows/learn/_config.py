@@ -12,6 +12,8 @@ from typing import Any
 
 from ltau_md.core.baselines import ENSEMBLE_KEYS
 from ltau_md.core.exceptions import DataError, InvalidParameterError
+from ltau_md.core.validation import json_form
+from ltau_md.core.validation import with_defaults as fill_defaults
 from ltau_md.workflows.is2rs.reference import check_reference
 from ltau_md.workflows.learn._select import SELECTION_METHODS
 
@@ -103,7 +105,7 @@ class LearnConfig:
         return (self.model, *self.ensemble)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return json_form(dataclasses.asdict(self))
 
 
 _SECTIONS = {"explore": ExploreSettings, "select": SelectSettings, "finetune": FinetuneSettings}
@@ -112,26 +114,8 @@ _SECTIONS = {"explore": ExploreSettings, "select": SelectSettings, "finetune": F
 def with_defaults(stored: dict[str, Any], cls: type = LearnConfig) -> dict[str, Any]:
     """``stored`` settings (a :meth:`LearnConfig.to_dict` written by an earlier version) with
     every setting it lacks at its default, so a loop started before a setting existed
-    compares equal to the same loop now."""
-    out = dict(stored)
-    for f in dataclasses.fields(cls):
-        if f.name in _SECTIONS and isinstance(out.get(f.name), dict):
-            out[f.name] = with_defaults(out[f.name], _SECTIONS[f.name])
-        elif f.name not in out:
-            if f.default is not dataclasses.MISSING:
-                out[f.name] = _plain(f.default)
-            elif f.default_factory is not dataclasses.MISSING:
-                out[f.name] = _plain(dataclasses.asdict(f.default_factory())
-                                     if f.name in _SECTIONS else f.default_factory())
-    return out
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return str(x) if isinstance(x, Path) else x
+    compares equal to the same loop now (:func:`ltau_md.core.validation.with_defaults`)."""
+    return fill_defaults(stored, cls, _SECTIONS)
 
 
 def _section(cls: type, raw: Any, where: str, base: Path) -> Any:
