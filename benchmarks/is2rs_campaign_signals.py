@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     from ltau_md.core.signals import SIGNAL_CLASSES
     from ltau_md.integrations.nequip import NequIPFeatureModel
     from ltau_md.workflows.evaluation._data import set_data, signal_values
+    from ltau_md.workflows.evaluation._evaluate import _add_signals
     from ltau_md.workflows.is2rs._relax import series_key
     from ltau_md.workflows.is2rs._results import FERR, UQ, from_json, result_path
     from ltau_md.workflows.is2rs.analysis import REPORT_STATS, analyze
@@ -69,11 +70,11 @@ def main(argv=None) -> int:
         if path.exists():
             results.append(from_json(json.loads(path.read_text())))
     ok = [r for r in results if r.get("status") == "ok"]
+    if not ok:
+        p.error(f"no finished systems in {camp}")
     est = LTAUEstimator.load(run / "estimator")
-    missing = [n for n in SIGNAL_CLASSES if n not in est.signals_]
     t0 = time.process_time()
-    if missing:
-        est.add_signals(est.training_descriptors(), missing)
+    _add_signals(est, "all")  # every latent signal the estimator lacks, as evaluate fits them
     fit_cpu = time.process_time() - t0
     model = NequIPFeatureModel.from_file(run / "nequip_run" / "last.ckpt")
     names = (*SCORED, *SIGNAL_CLASSES)
