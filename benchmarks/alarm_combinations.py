@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--alarm-rate", type=float, default=0.01)
     p.add_argument("--fraction", type=float, default=0.5)
     p.add_argument("--splits", type=int, default=20)
+    p.add_argument("--record", default=None,
+                   help="record name (default alarm_combinations)")
     args = p.parse_args(argv)
     result: dict = {"alarm_rate": args.alarm_rate, "splits": args.splits, "data": {}}
     for item in args.per_atom:
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
                   + " ".join(f"{v[s]['rate_mean']:.2f}/{v[s]['auroc_mean']:.3f}".rjust(15)
                              for s in sets))
     print(json.dumps(result))
-    record(__file__, result)
+    record(__file__, result, name=args.record)
     return 0
 
 

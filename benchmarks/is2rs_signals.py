@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="evaluation output directory (new)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--record", default=None,
+                   help="record name (default is2rs_signals), e.g. is2rs_signals_600")
     args = p.parse_args(argv)
     import ase.io
     import torch
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
                         for x in rep["ranking"][:15]],
     }
     print(json.dumps(result))
-    record(__file__, result)
+    record(__file__, result, name=args.record)
     return 0
 
 
