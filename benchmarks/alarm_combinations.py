@@ -4,7 +4,8 @@ Each statistic of a frame is turned into an in-domain tail p-value against the c
 frames (conformal: (1 + #calibration values >= v) / (n + 1); above the calibration's 80 %
 quantile the smaller of that and an exponential tail fitted to the top 20 %, so values past
 the largest calibration value still rank), and a combination scores a frame by Fisher's
--sum(log p) over its statistics. Calibration frames get leave-one-out p-values, so the 1 %
+-sum(log p) over its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any one
+statistic is far out, ``--tippett``). Calibration frames get leave-one-out p-values, so the 1 %
 threshold of the combined score is the conformal one of the single statistics. For each of
 ``--splits`` random calibration/evaluation splits of the in-domain frames (by frame, as
 ``ltau-md evaluate`` splits them): the in-domain alarm rate of the evaluation half and, per
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--alarm-rate", type=float, default=0.01)
     p.add_argument("--fraction", type=float, default=0.5)
     p.add_argument("--splits", type=int, default=20)
+    p.add_argument("--tippett", action="store_true",
+                   help="also score each combination by its smallest p-value (named A|B)")
     p.add_argument("--record", default=None,
                    help="record name (default alarm_combinations)")
     args = p.parse_args(argv)
@@ -91,7 +94,8 @@ def main(argv=None) -> int:
         rows: dict = {}
         for split in range(args.splits):
             cal = split_frames(off["in_domain"], args.fraction, split)[0][off["in_domain"][:-1]]
-            for c in CANDIDATES:
+            for c, how in [(c, "+") for c in CANDIDATES] + (
+                    [(c, "|") for c in CANDIDATES if len(c) > 1] if args.tippett else []):
                 if not all(k in stats for k in c):
                     continue
                 score = {s: np.zeros(off[s].size - 1) for s in off}
@@ -101,12 +105,13 @@ def main(argv=None) -> int:
                         pv = tail_pvalue(stats[key][s], ref)
                         if s == "in_domain":
                             pv[cal] = tail_pvalue(stats[key][s][cal], ref, leave_one_out=True)
-                        score[s] -= np.log(pv)
+                        score[s] = (score[s] - np.log(pv) if how == "+"
+                                    else np.maximum(score[s], -np.log(pv)))
                 ind = score["in_domain"]
                 n_cal = int(cal.sum())
                 k = int(np.ceil((n_cal + 1) * (1 - args.alarm_rate) - 1e-9))
                 thr = np.sort(ind[cal])[min(k, n_cal) - 1] if k <= n_cal else np.inf
-                r = rows.setdefault("+".join(c), {"in_domain_rate": []})
+                r = rows.setdefault(how.join(c), {"in_domain_rate": []})
                 r["in_domain_rate"].append(float(np.mean(ind[~cal] > thr)))
                 for s in sets:
                     r.setdefault(f"{s}/rate", []).append(float(np.mean(score[s] > thr)))
