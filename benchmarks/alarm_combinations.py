@@ -2,16 +2,21 @@
 
 Each statistic of a frame is turned into an in-domain tail p-value against the calibration
 frames (conformal: (1 + #calibration values >= v) / (n + 1); above the calibration's 80 %
-quantile the smaller of that and an exponential tail fitted to the top 20 %, so values past
-the largest calibration value still rank), and a combination scores a frame by Fisher's
--sum(log p) over its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any one
-statistic is far out, ``--tippett``). Calibration frames get leave-one-out p-values, so the 1 %
-threshold of the combined score is the conformal one of the single statistics. For each of
-``--splits`` random calibration/evaluation splits of the in-domain frames (by frame, as
-``ltau-md evaluate`` splits them): the in-domain alarm rate of the evaluation half and, per
-out-of-domain set, the alarm rate at the 1 % threshold and the frame AUROC; means and the
-worst split are reported. Input: the per-atom values an evaluation wrote (``per_atom.npz``),
-one or more data sets.
+quantile the smaller of that and an exponential tail fitted to the top 20 %, so values past the
+largest calibration value still rank), and a combination scores a frame by Fisher's -sum(log p)
+over its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any one statistic is
+far out, ``--tippett``). A statistic "SIGNAL:max/element" first turns every atom's value into a
+tail p-value against the calibration atoms of its element (the same rule, calibration atoms
+included in their own reference), so no element's tail sets the frame's, and takes the frame
+maximum of -log p. Calibration frames get leave-one-out
+p-values, so the 1 % threshold of the combined score is the conformal one of the single
+statistics. For each of ``--splits`` random calibration/evaluation splits of the in-domain
+frames (by frame, as ``ltau-md evaluate`` splits them): the in-domain alarm rate of the
+evaluation half and, per out-of-domain set, the alarm rate at the 1 % threshold and the frame
+AUROC; means and the worst split are reported. Input: the per-atom values an evaluation wrote
+(``per_atom.npz``), one or more data sets. With several, each candidate's worst case over every
+out-of-domain set of every data set is reported: the smallest ratio of its alarm rate at 1 % to
+the best candidate's on that set (1 = the best everywhere).
 
     python benchmarks/alarm_combinations.py --per-atom acac=OUT/evaluation/per_atom.npz \\
         emt=OUT/signals/per_atom.npz
@@ -38,7 +43,13 @@ CANDIDATES = (
     ("gmm:max", "doptimality:max"), ("gmm:max", "gmm:mean"), ("gmm:max", "novelty:max"),
     ("gmm:max", "doptimality:max", "novelty:max"),
     ("gmm:max", "gmm:mean", "doptimality:max"),
+    ("gmm:max/element",), ("doptimality:max/element",),
+    ("clustered_doptimality:max",), ("clustered_doptimality:max/element",),
+    ("gmm:max", "clustered_doptimality:max/element"),
+    ("gmm:max", "doptimality:max", "clustered_doptimality:max/element"),
 )
+#: p-values below this are taken as this (an exponential tail underflows far out)
+P_FLOOR = 1e-300
 TAIL_QUANTILE = 0.8
 
 
@@ -58,6 +69,21 @@ def tail_pvalue(values: np.ndarray, reference: np.ndarray, *, leave_one_out: boo
     beta = max(float(excess.mean()), 1e-12)
     tail = excess.size / n * np.exp(-(values - u) / beta)
     return np.where(values > u, np.minimum(p, tail), p)
+
+
+def element_normalised(values: dict, numbers: dict, cal_atoms: np.ndarray) -> dict:
+    """Per set, each atom's -log tail p-value against the calibration atoms of its element
+    (``cal_atoms``: mask over the in-domain atoms; an element absent there gets p = P_FLOOR)."""
+    out = {}
+    for s, v in values.items():
+        a = np.full(v.shape, -np.log(P_FLOOR))
+        for e in np.unique(numbers[s]):
+            ref = np.sort(values["in_domain"][(numbers["in_domain"] == e) & cal_atoms])
+            m = numbers[s] == e
+            if ref.size:
+                a[m] = -np.log(np.maximum(tail_pvalue(v[m], ref), P_FLOOR))
+        out[s] = a
+    return out
 
 
 def main(argv=None) -> int:
@@ -84,16 +110,28 @@ def main(argv=None) -> int:
             sets = [s for s in sorted({k.split("/")[0] for k in z.files})
                     if s not in ("sets", "in_domain")]
             off = {s: z[f"{s}/offsets"] for s in ["in_domain", *sets]}
+            numbers = {s: z[f"{s}/numbers"] for s in off}
+            per_atom = {}
             stats = {}
             for c in CANDIDATES:
                 for key in c:
-                    sig, on = key.split(":")
-                    if f"in_domain/{sig}" in z.files and key not in stats:
-                        stats[key] = {s: frame_statistics(z[f"{s}/{sig}"], off[s], on)
+                    sig, on = key.split("/")[0].split(":")
+                    if f"in_domain/{sig}" not in z.files:
+                        continue
+                    per_atom[sig] = {s: z[f"{s}/{sig}"].astype(np.float64) for s in off}
+                    if "/" not in key and key not in stats:
+                        stats[key] = {s: frame_statistics(per_atom[sig][s], off[s], on)
                                       for s in off}
         rows: dict = {}
         for split in range(args.splits):
-            cal = split_frames(off["in_domain"], args.fraction, split)[0][off["in_domain"][:-1]]
+            cal_atoms = split_frames(off["in_domain"], args.fraction, split)[0]
+            cal = cal_atoms[off["in_domain"][:-1]]
+            for c in CANDIDATES:  # per-element statistics depend on the calibration atoms
+                for key in c:
+                    sig = key.split(":")[0]
+                    if key.endswith("/element") and sig in per_atom:
+                        norm = element_normalised(per_atom[sig], numbers, cal_atoms)
+                        stats[key] = {s: frame_statistics(norm[s], off[s], "max") for s in off}
             for c, how in [(c, "+") for c in CANDIDATES] + (
                     [(c, "|") for c in CANDIDATES if len(c) > 1] if args.tippett else []):
                 if not all(k in stats for k in c):
@@ -130,15 +168,38 @@ def main(argv=None) -> int:
                     "auroc_worst": round(float(np.min(r[f"{s}/auroc"])), 3)}
         result["data"][name] = {"frames": {s: int(o.size - 1) for s, o in off.items()},
                                 "candidates": summary}
-        print(f"{name}: {'candidate':40s} {'in-dom':>7s} " + " ".join(
+        print(f"{name}: {'candidate':58s} {'in-dom':>7s} " + " ".join(
             f"{s[-14:]:>15s}" for s in sets))
         for cand, v in summary.items():
-            print(f"{'':{len(name) + 2}s}{cand:40s} {100 * v['in_domain_rate']['mean']:6.2f}% "
+            print(f"{'':{len(name) + 2}s}{cand:58s} {100 * v['in_domain_rate']['mean']:6.2f}% "
                   + " ".join(f"{v[s]['rate_mean']:.2f}/{v[s]['auroc_mean']:.3f}".rjust(15)
                              for s in sets))
+    if len(result["data"]) > 1:
+        result["worst_case_ratio"] = worst_case(result["data"])
+        print("worst case over every out-of-domain set (rate at 1 % / the best candidate's):")
+        for cand, v in sorted(result["worst_case_ratio"].items(), key=lambda x: -x[1]["ratio"]):
+            print(f"  {cand:55s} {v['ratio']:.2f} (on {v['set']})")
     print(json.dumps(result))
     record(__file__, result, name=args.record)
     return 0
+
+
+def worst_case(data: dict) -> dict:
+    """Per candidate scored on every data set: the smallest ratio, over all out-of-domain sets,
+    of its mean alarm rate at 1 % to the largest of any candidate on that set."""
+    cands = set.intersection(*(set(d["candidates"]) for d in data.values()))
+    out = {}
+    for cand in sorted(cands):
+        worst = (np.inf, None)
+        for name, d in data.items():
+            for s, v in d["candidates"][cand].items():
+                if s == "in_domain_rate":
+                    continue
+                best = max(c[s]["rate_mean"] for c in d["candidates"].values())
+                ratio = v["rate_mean"] / best if best > 0 else 1.0
+                worst = min(worst, (ratio, f"{name}/{s}"))
+        out[cand] = {"ratio": round(float(worst[0]), 3), "set": worst[1]}
+    return out
 
 
 if __name__ == "__main__":
