@@ -412,31 +412,59 @@ class _SystemCache:
     holds the initial structure, the relaxed one and the reference trajectory, written
     atomically. ``root`` None: no cache."""
 
+    #: settings applied after a system is generated (which frames of its trajectory are
+    #: kept): not part of the key, so runs that differ only in them share the systems
+    _NOT_IN_KEY = ("frames_per_system", "val_frames_per_system")
+
     def __init__(self, root: Path | None, seed: int, cfg: GeneratorConfig) -> None:
         import hashlib
 
         used = (*cfg.id_adsorbates, *cfg.ood_adsorbates)
+        config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in self._NOT_IN_KEY}
         blob = json.dumps({"format": FORMAT, "version": VERSION, "seed": int(seed),
-                           "config": dataclasses.asdict(cfg),
+                           "config": config,
                            "adsorbates": {a: cfg.adsorbate_table[a] for a in used}},
                           sort_keys=True, default=str)
         self.key = hashlib.sha256(blob.encode()).hexdigest()[:16]
         self.dir = None if root is None else Path(root) / self.key
+        #: caches of the same systems written under a key that held the frame counts
+        self.older: list[Path] = []
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "key.json").write_text(blob)
+            self.older = [d.parent for d in sorted(Path(root).glob("*/key.json"))
+                          if d.parent != self.dir and self._same_systems(d, blob)]
 
-    def _path(self, job: tuple[str, int]) -> Path:
-        return self.dir / f"{job[0]}-{job[1]:05d}.extxyz"
+    @classmethod
+    def _same_systems(cls, key_file: Path, blob: str) -> bool:
+        """Whether the cache whose ``key.json`` is ``key_file`` holds the systems of ``blob``
+        (its key may include the frame counts, which do not change the systems)."""
+        try:
+            other = json.loads(key_file.read_text())
+            other["config"] = {k: v for k, v in other["config"].items()
+                               if k not in cls._NOT_IN_KEY}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return json.dumps(other, sort_keys=True, default=str) == blob
+
+    def _path(self, job: tuple[str, int], folder: Path | None = None) -> Path:
+        return (folder or self.dir) / f"{job[0]}-{job[1]:05d}.extxyz"
+
+    def _found(self, job: tuple[str, int]) -> Path | None:
+        if self.dir is None:
+            return None
+        return next((p for p in (self._path(job, d) for d in (self.dir, *self.older))
+                     if p.exists()), None)
 
     def load(self, job: tuple[str, int]) -> tuple[Atoms, Atoms, list[Atoms]] | None:
-        if self.dir is None or not self._path(job).exists():
+        path = self._found(job)
+        if path is None:
             return None
         from ase.io import read
 
         from ltau_md.workflows.is2rs.data import restore_names
 
-        images = [restore_names(a) for a in read(self._path(job), ":", format="extxyz")]
+        images = [restore_names(a) for a in read(path, ":", format="extxyz")]
         return images[0], images[1], images[2:]
 
     def save(self, job: tuple[str, int], res: tuple[Atoms, Atoms, list[Atoms]],
@@ -453,7 +481,8 @@ class _SystemCache:
 
     def cpu_s(self, job: tuple[str, int]) -> float:
         """The CPU seconds a cached system took to generate (NaN if unknown)."""
-        p = None if self.dir is None else self._path(job).with_suffix(".cpu.json")
+        found = self._found(job)
+        p = None if found is None else found.with_suffix(".cpu.json")
         return float(json.loads(p.read_text())["cpu_s"]) if p and p.exists() else float("nan")
 
 

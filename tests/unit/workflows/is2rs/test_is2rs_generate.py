@@ -281,3 +281,42 @@ def test_generation_is_cached_per_system_and_resumes(tmp_path, monkeypatch):
     generate_benchmark(tmp_path / "c", seed=5, n_train=1, n_val=0, cfg=cfg,
                        splits=("train",), progress=False, cache_dir=cache)
     assert len(list(cache.iterdir())) == 2
+
+
+def test_the_cache_serves_runs_that_keep_other_frame_counts(tmp_path):
+    """The frames kept per system are picked after a system is generated, so a run with
+    other frame counts reuses the cached systems (also from a cache written under a key that
+    held the counts), keeps its own number of frames, and a cache of another seed stays
+    unused."""
+    import dataclasses
+    import json
+
+    from ase.io import read
+
+    cache = tmp_path / "cache"
+    cfg2 = GeneratorConfig(**_SMALL)
+    cfg3 = dataclasses.replace(cfg2, frames_per_system=3, val_frames_per_system=2)
+    kw = dict(seed=4, n_train=1, n_val=1, splits=("train", "val_id"), progress=False,
+              cache_dir=cache)
+    a = generate_benchmark(tmp_path / "a", cfg=cfg2, **kw)
+    b = generate_benchmark(tmp_path / "b", cfg=cfg3, **kw)
+    assert [b["splits"][s]["from_cache"] for s in ("train", "val_id")] == [1, 1]
+    assert len(list(cache.iterdir())) == 1
+    assert (a["splits"]["train"]["n_frames"], b["splits"]["train"]["n_frames"]) == (2, 3)
+    assert (a["splits"]["val_id"]["n_frames"], b["splits"]["val_id"]["n_frames"]) == (1, 2)
+    assert a["files"]["train/relaxed.extxyz"] == b["files"]["train/relaxed.extxyz"]
+    # a cache written before: its key held the frame counts (another folder name)
+    (key,) = cache.iterdir()
+    old = json.loads((key / "key.json").read_text())
+    old["config"].update(frames_per_system=2, val_frames_per_system=1)
+    legacy = key.rename(cache / "0123456789abcdef")
+    (legacy / "key.json").write_text(json.dumps(old, sort_keys=True))
+    c = generate_benchmark(tmp_path / "c", cfg=cfg3, **kw)
+    assert [c["splits"][s]["from_cache"] for s in ("train", "val_id")] == [1, 1]
+    assert c["files"] == b["files"]
+    assert read(tmp_path / "c" / "train" / "frames.extxyz", ":")[0].info == read(
+        tmp_path / "b" / "train" / "frames.extxyz", ":")[0].info
+    # another seed's cache is not taken for this one's
+    d = generate_benchmark(tmp_path / "d", cfg=cfg3, **{**kw, "seed": 5, "n_val": 0,
+                                                        "splits": ("train",)})
+    assert d["splits"]["train"]["from_cache"] == 0
