@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fit the LTAU tolerance scale s (and per-group s) on a "
                        "calibration split of labelled structures, minimising the "
                        "miscalibration area; stores the in-domain frame statistics of the same "
-                       "structures (novelty, uncertainty: max, mean, and over tags=2 atoms where "
-                       "tagged) behind md/relax --stop-rate/--warn-rate; saves the calibrated "
-                       "estimator.")
+                       "structures (novelty, uncertainty, the GMM: max, mean; every other fitted "
+                       "signal: max; also over tags=2 atoms where tagged) behind md/relax "
+                       "--stop-rate/--warn-rate; saves the calibrated estimator.")
     p.add_argument("data", help="labelled structures with reference forces (e.g. extxyz), not "
                    "used for training: the calibration split")
     add_model_arg(p)

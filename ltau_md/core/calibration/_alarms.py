@@ -48,8 +48,17 @@ FALLBACK_ALARM = "novelty:max"
 
 DEFAULT_ALARM_STATS = ("gmm:max", "gmm:mean", "novelty:max", "novelty:mean",
                        "uncertainty:max", "uncertainty:mean")
-"""In-domain frame statistics fitted by default, of the signals at hand (plus their "@tags=2"
-variants, OC20 adsorbate atoms, when the structures carry tag 2)."""
+"""In-domain frame statistics fitted by default, of the signals at hand, plus the maximum
+("NAME:max") of every other signal at hand (the latent signals fitted on the estimator, a
+model's own), and their "@tags=2" variants (OC20 adsorbate atoms) when the structures carry
+tag 2."""
+
+
+def _default_keys(signals: Sequence[str]) -> list[str]:
+    """The :data:`DEFAULT_ALARM_STATS` of ``signals``, then "NAME:max" of the others."""
+    named = {parse_stat_key(k)[0] for k in DEFAULT_ALARM_STATS}
+    return ([k for k in DEFAULT_ALARM_STATS if parse_stat_key(k)[0] in signals]
+            + [stat_key(n, "max") for n in sorted(signals) if n not in named])
 
 
 def default_alarm(estimator: Any) -> str:
@@ -109,9 +118,9 @@ def fit_alarm_thresholds(
     tags : (n_atoms,) int, optional
         OC20 tags for "@tags=..." statistics.
     stats : keys "SIGNAL:ON[@tags=T]" (:func:`~ltau_md.core.metrics.stat_key`).
-        The default, :data:`DEFAULT_ALARM_STATS`, keeps the signals present in ``per_atom``
-        and adds the "@tags=2" variants when ``tags`` hold a 2; explicit keys must all be
-        computable.
+        The default, :data:`DEFAULT_ALARM_STATS`, keeps the signals present in ``per_atom``,
+        adds "NAME:max" of every other signal there and the "@tags=2" variants when ``tags``
+        hold a 2; explicit keys must all be computable.
     source : where the values come from ("held-out", "validation", "calibration",
         "training-loo").
     free : (n_atoms,) bool, optional
@@ -140,7 +149,7 @@ def fit_alarm_thresholds(
         sig[name] = a
     t = None if tags is None else np.asarray(tags)
     default = tuple(stats) == DEFAULT_ALARM_STATS
-    keys = [k for k in stats if not default or parse_stat_key(k)[0] in sig]
+    keys = _default_keys(list(sig)) if default else list(stats)
     if default and t is not None and np.any(t == 2):
         keys += [stat_key(*parse_stat_key(k)[:2], "tags=2") for k in keys]
     if free is not None:
@@ -187,8 +196,9 @@ def alarm_statistics_from_structures(
 
     Use structures from the training distribution the model never saw, e.g. the training
     run's validation set; the alarm rate holds for new structures exchangeable with them.
-    A model that computes signals itself (``ModelOutput.signals``) adds their maxima to the
-    default statistics, so ``Threshold(signal=NAME, alarm_rate=...)`` works on them."""
+    The latent signals fitted on the estimator and those a model computes itself
+    (``ModelOutput.signals``) add their maxima to the default statistics, so
+    ``Threshold(signal=NAME, alarm_rate=...)`` works on every one of them."""
     frames = list(frames)
     if not frames:
         raise DataError("no in-domain structures given")
@@ -206,12 +216,8 @@ def alarm_statistics_from_structures(
         per_atom[name] = np.concatenate([np.asarray(o.signals[name]) for o in outs])
     off = structure_offsets(frames)
     where = tags_and_free(frames)
-    out = fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
-                               store=store, **where)
-    if tuple(stats) == DEFAULT_ALARM_STATS and own:
-        out.update(fit_alarm_thresholds(estimator, per_atom, off, source=source, store=store,
-                                        stats=[stat_key(n, "max") for n in own], **where))
-    return out
+    return fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
+                                store=store, **where)
 
 
 def alarm_statistics_from_training(
@@ -270,8 +276,9 @@ def alarm_statistics_from_training(
         xs = x if rows is None else np.asarray(x)[rows]
         species = estimator.train_species_ if rows is None else estimator.train_species_[rows]
         latent = estimator.signal_values(xs, species)
-        keys = [k for k in stats if parse_stat_key(k)[0] in latent]
-        if keys:
+        keys = (DEFAULT_ALARM_STATS if tuple(stats) == DEFAULT_ALARM_STATS
+                else [k for k in stats if parse_stat_key(k)[0] in latent])
+        if latent and keys:
             out.update(fit_alarm_thresholds(estimator, latent, offsets, stats=keys,
                                             source="training", store=store, **extra))
     return out

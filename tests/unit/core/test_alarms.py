@@ -263,6 +263,30 @@ def test_thresholds_round_trip_through_save_load_and_survive_a_new_s(setup, fitt
     assert kept["novelty:max"] == fitted["novelty:max"]
 
 
+def test_every_fitted_latent_signal_gets_its_in_domain_maximum(setup):
+    """An estimator fitted with GMM and D-optimality: the default held-out and training
+    statistics hold "doptimality:max" (not only the default alarm's GMM), equal to the frame
+    maxima over the free atoms computed here, so Threshold(signal="doptimality",
+    alarm_rate=...) resolves to their conformal quantile."""
+    est = LTAUEstimator(k=5, signals=("gmm", "doptimality")).fit(
+        np.concatenate([setup.model.evaluate(a).features for a in setup.train]), setup.log)
+    got = alarm_statistics_from_structures(setup.model, est, setup.held_out)
+    assert {"doptimality:max", "doptimality:max@tags=2", "gmm:max"} <= set(got)
+    assert "doptimality:mean" not in got
+    ref = []
+    for a in setup.held_out:
+        v = est.signal_values(setup.model.evaluate(a).features, a.numbers)["doptimality"]
+        ref.append(v[a.get_tags() != 0].max())
+    np.testing.assert_allclose(got["doptimality:max"]["values"], sorted(ref), rtol=1e-6)
+    calc = LTAUCalculator(setup.model, est)
+    t = Threshold("stop", signal="doptimality", alarm_rate=0.05)
+    assert t.resolve(calc) == pytest.approx(conformal(ref, 0.05), rel=1e-6)
+    train = alarm_statistics_from_training(est, setup.log.frame_offsets, frames=setup.train,
+                                           store=False)
+    assert {"doptimality:max", "doptimality:max@tags=2", "gmm:max@tags=2"} <= set(train)
+    assert train["doptimality:max"]["source"] == "training"
+
+
 def test_training_leave_one_out_fallback_equals_numpy(setup):
     est = setup.est
     tags = np.concatenate([a.get_tags() for a in setup.train])
