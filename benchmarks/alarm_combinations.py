@@ -8,15 +8,15 @@ over its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any on
 far out, ``--tippett``). A statistic "SIGNAL:max/element" first turns every atom's value into a
 tail p-value against the calibration atoms of its element (the same rule, calibration atoms
 included in their own reference), so no element's tail sets the frame's, and takes the frame
-maximum of -log p. Calibration frames get leave-one-out
-p-values, so the 1 % threshold of the combined score is the conformal one of the single
-statistics. For each of ``--splits`` random calibration/evaluation splits of the in-domain
-frames (by frame, as ``ltau-md evaluate`` splits them): the in-domain alarm rate of the
-evaluation half and, per out-of-domain set, the alarm rate at the 1 % threshold and the frame
-AUROC; means and the worst split are reported. Input: the per-atom values an evaluation wrote
-(``per_atom.npz``), one or more data sets. With several, each candidate's worst case over every
-out-of-domain set of every data set is reported: the smallest ratio of its alarm rate at 1 % to
-the best candidate's on that set (1 = the best everywhere).
+maximum of -log p. Calibration frames get leave-one-out p-values, so the 1 % threshold of the
+combined score is the conformal one of the single statistics. For each of ``--splits`` random
+calibration/evaluation splits of the in-domain frames (by frame, as ``ltau-md evaluate`` splits
+them): the in-domain alarm rate of the evaluation half and, per out-of-domain set, the alarm
+rate at the 1 % threshold and the frame AUROC; means and the worst split are reported. Input:
+the per-atom values an evaluation wrote (``per_atom.npz``), one or more data sets. With
+several, each candidate's worst case over every out-of-domain set of every data set is
+reported: the smallest ratio of its alarm rate at 1 % to the best candidate's on that set (1 =
+the best everywhere).
 
     python benchmarks/alarm_combinations.py --per-atom acac=OUT/evaluation/per_atom.npz \\
         emt=OUT/signals/per_atom.npz
@@ -111,27 +111,23 @@ def main(argv=None) -> int:
                     if s not in ("sets", "in_domain")]
             off = {s: z[f"{s}/offsets"] for s in ["in_domain", *sets]}
             numbers = {s: z[f"{s}/numbers"] for s in off}
-            per_atom = {}
-            stats = {}
-            for c in CANDIDATES:
-                for key in c:
-                    sig, on = key.split("/")[0].split(":")
-                    if f"in_domain/{sig}" not in z.files:
-                        continue
-                    per_atom[sig] = {s: z[f"{s}/{sig}"].astype(np.float64) for s in off}
-                    if "/" not in key and key not in stats:
-                        stats[key] = {s: frame_statistics(per_atom[sig][s], off[s], on)
-                                      for s in off}
+            keys = sorted({key for c in CANDIDATES for key in c})
+            per_atom = {sig: {s: z[f"{s}/{sig}"].astype(np.float64) for s in off}
+                        for sig in {k.split(":")[0] for k in keys}
+                        if f"in_domain/{sig}" in z.files}
+            # per-element statistics depend on the calibration atoms: made per split below
+            by_element = [k for k in keys if k.endswith("/element")
+                          and k.split(":")[0] in per_atom]
+            stats = {k: {s: frame_statistics(per_atom[k.split(":")[0]][s], off[s],
+                                             k.split(":")[1]) for s in off}
+                     for k in keys if "/" not in k and k.split(":")[0] in per_atom}
         rows: dict = {}
         for split in range(args.splits):
             cal_atoms = split_frames(off["in_domain"], args.fraction, split)[0]
             cal = cal_atoms[off["in_domain"][:-1]]
-            for c in CANDIDATES:  # per-element statistics depend on the calibration atoms
-                for key in c:
-                    sig = key.split(":")[0]
-                    if key.endswith("/element") and sig in per_atom:
-                        norm = element_normalised(per_atom[sig], numbers, cal_atoms)
-                        stats[key] = {s: frame_statistics(norm[s], off[s], "max") for s in off}
+            for key in by_element:
+                norm = element_normalised(per_atom[key.split(":")[0]], numbers, cal_atoms)
+                stats[key] = {s: frame_statistics(norm[s], off[s], "max") for s in off}
             for c, how in [(c, "+") for c in CANDIDATES] + (
                     [(c, "|") for c in CANDIDATES if len(c) > 1] if args.tippett else []):
                 if not all(k in stats for k in c):
