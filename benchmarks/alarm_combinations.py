@@ -1,22 +1,25 @@
 """Frame alarms that combine several frame statistics, against the single statistics.
 
 Each statistic of a frame is turned into an in-domain tail p-value against the calibration
-frames (conformal: (1 + #calibration values >= v) / (n + 1); above the calibration's 80 %
-quantile the smaller of that and an exponential tail fitted to the top 20 %, so values past the
-largest calibration value still rank), and a combination scores a frame by Fisher's -sum(log p)
-over its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any one statistic is
-far out, ``--tippett``). A statistic "SIGNAL:max/element" first turns every atom's value into a
-tail p-value against the calibration atoms of its element (the same rule, calibration atoms
-included in their own reference), so no element's tail sets the frame's, and takes the frame
-maximum of -log p. Calibration frames get leave-one-out p-values, so the 1 % threshold of the
-combined score is the conformal one of the single statistics. For each of ``--splits`` random
-calibration/evaluation splits of the in-domain frames (by frame, as ``ltau-md evaluate`` splits
-them): the in-domain alarm rate of the evaluation half and, per out-of-domain set, the alarm
-rate at the 1 % threshold and the frame AUROC; means and the worst split are reported. Input:
-the per-atom values an evaluation wrote (``per_atom.npz``), one or more data sets. With
-several, each candidate's worst case over every out-of-domain set of every data set is
-reported: the smallest ratio of its alarm rate at 1 % to the best candidate's on that set (1 =
-the best everywhere).
+frames (:func:`ltau_md.core.metrics.tail_pvalue`, the product's: conformal, (1 + #calibration
+values >= v) / (n + 1); beyond the largest calibration value the smaller of that and an
+exponential tail fitted to the top 20 %), and a combination scores a frame by Fisher's -sum(log
+p) over its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any one statistic
+is far out, ``--tippett``). A statistic "SIGNAL:max/element" first turns every atom's value
+into a tail p-value against the calibration atoms of its element (the same rule, calibration
+atoms against the other calibration frames' atoms), so no element's tail sets the frame's, and
+takes the frame maximum of -log p (:func:`ltau_md.core.metrics.element_normalised`). "gmm:max +
+clustered_doptimality:max/element" is the product's default alarm,
+``ltau_md.core.calibration.DEFAULT_ALARM`` = "gmm+clustered_doptimality/element:max"; the
+candidates here may mix frame statistics. Calibration frames get leave-one-out p-values, so the
+1 % threshold of the combined score is the conformal one of the single statistics. For each of
+``--splits`` random calibration/evaluation splits of the in-domain frames (by frame, as
+``ltau-md evaluate`` splits them): the in-domain alarm rate of the evaluation half and, per
+out-of-domain set, the alarm rate at the 1 % threshold and the frame AUROC; means and the worst
+split are reported. Input: the per-atom values an evaluation wrote (``per_atom.npz``), one or
+more data sets. With several, each candidate's worst case over every out-of-domain set of every
+data set is reported: the smallest ratio of its alarm rate at 1 % to the best candidate's on
+that set (1 = the best everywhere).
 
     python benchmarks/alarm_combinations.py --per-atom acac=OUT/evaluation/per_atom.npz \\
         emt=OUT/signals/per_atom.npz
@@ -48,47 +51,26 @@ CANDIDATES = (
     ("gmm:max", "clustered_doptimality:max/element"),
     ("gmm:max", "doptimality:max", "clustered_doptimality:max/element"),
 )
-#: p-values below this are taken as this (an exponential tail underflows far out)
-P_FLOOR = 1e-300
-TAIL_QUANTILE = 0.8
 
 
-def tail_pvalue(values: np.ndarray, reference: np.ndarray, *, leave_one_out: bool = False
-                ) -> np.ndarray:
-    """In-domain tail p-values of ``values`` against the sorted ``reference`` (see the module
-    docstring); ``leave_one_out``: each value is itself one of the reference values."""
-    n = reference.size
-    ge = n - np.searchsorted(reference, values, side="left")
-    if leave_one_out:
-        ge = ge - 1
-    p = (ge + 1.0) / (n + 1.0)
-    u = float(np.quantile(reference, TAIL_QUANTILE))
-    excess = reference[reference > u] - u
-    if excess.size == 0:
-        return p
-    beta = max(float(excess.mean()), 1e-12)
-    tail = excess.size / n * np.exp(-(values - u) / beta)
-    return np.where(values > u, np.minimum(p, tail), p)
-
-
-def element_normalised(values: dict, numbers: dict, cal_atoms: np.ndarray) -> dict:
+def element_normalised(values: dict, numbers: dict, offsets: dict, cal_atoms: np.ndarray
+                       ) -> dict:
     """Per set, each atom's -log tail p-value against the calibration atoms of its element
-    (``cal_atoms``: mask over the in-domain atoms; an element absent there gets p = P_FLOOR)."""
-    out = {}
-    for s, v in values.items():
-        a = np.full(v.shape, -np.log(P_FLOOR))
-        for e in np.unique(numbers[s]):
-            ref = np.sort(values["in_domain"][(numbers["in_domain"] == e) & cal_atoms])
-            m = numbers[s] == e
-            if ref.size:
-                a[m] = -np.log(np.maximum(tail_pvalue(v[m], ref), P_FLOOR))
-        out[s] = a
-    return out
+    (``cal_atoms``: mask over the in-domain atoms; a calibration atom against those of the
+    other calibration frames)."""
+    from ltau_md.core.metrics import element_normalised as normalised
+    from ltau_md.core.metrics import own_frame_counts
+
+    ind, z = values["in_domain"], numbers["in_domain"]
+    refs = {int(e): np.sort(ind[(z == e) & cal_atoms]) for e in np.unique(z[cal_atoms])}
+    own = own_frame_counts(ind, z, offsets["in_domain"], cal_atoms)
+    return {s: normalised(v, numbers[s], refs, own if s == "in_domain" else None)
+            for s, v in values.items()}
 
 
 def main(argv=None) -> int:
     from ltau_md.core.calibration import split_frames
-    from ltau_md.core.metrics import auroc, frame_statistics
+    from ltau_md.core.metrics import auroc, frame_statistics, tail_pvalue
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--per-atom", nargs="+", required=True, metavar="NAME=PATH",
@@ -126,7 +108,7 @@ def main(argv=None) -> int:
             cal_atoms = split_frames(off["in_domain"], args.fraction, split)[0]
             cal = cal_atoms[off["in_domain"][:-1]]
             for key in by_element:
-                norm = element_normalised(per_atom[key.split(":")[0]], numbers, cal_atoms)
+                norm = element_normalised(per_atom[key.split(":")[0]], numbers, off, cal_atoms)
                 stats[key] = {s: frame_statistics(norm[s], off[s], "max") for s in off}
             for c, how in [(c, "+") for c in CANDIDATES] + (
                     [(c, "|") for c in CANDIDATES if len(c) > 1] if args.tippett else []):

@@ -7,7 +7,11 @@ box maximum is the maximum of m frame maxima. From the per-atom values an evalua
 calibration/evaluation splits of the in-domain frames fits the threshold on the calibration
 frames (``alarm_threshold`` with and without ``size_ratio`` m) and draws ``--boxes`` boxes of m
 evaluation frames; the in-domain alarm rate of the boxes is reported (mean, 95th percentile
-and worst over splits) for each statistic and m.
+and worst over splits) for each statistic and m. Combined statistics (``--combined``, default
+the default alarm, ``ltau_md.core.calibration.DEFAULT_ALARM``) are fitted on the calibration
+frames (``fit_combined``) and scored on each box as one structure (``combined_statistics`` of
+the box's atoms with and without ``size_ratio`` m, against the in-domain threshold); they run
+on the first ``--combined-splits`` splits (a box of 134 molecules is 2010 atoms).
 
     python benchmarks/alarm_size.py --per-atom OUT/evaluation/per_atom.npz
 """
@@ -41,16 +45,32 @@ def main(argv=None) -> int:
     p.add_argument("--splits", type=int, default=200)
     p.add_argument("--boxes", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--combined", nargs="*", default=None,
+                   help="combined statistics (default: the default alarm)")
+    p.add_argument("--combined-splits", type=int, default=20)
     args = p.parse_args(argv)
+    from ltau_md.core.calibration import DEFAULT_ALARM
+    from ltau_md.core.metrics import (
+        combined_statistics,
+        fit_combined,
+        parse_stat_key,
+        statistic_signals,
+    )
+
+    combined = [DEFAULT_ALARM] if args.combined is None else args.combined
     with np.load(args.per_atom) as z:
         off = z["in_domain/offsets"]
         values = {s: z[f"in_domain/{s}"] for s in args.signals}
+        numbers = z["in_domain/numbers"]
+        parts = {b: z[f"in_domain/{b}"] for k in combined for b in statistic_signals(k)}
     rng = np.random.default_rng(args.seed)
     result: dict = {"alarm_rate": args.alarm_rate, "splits": args.splits,
                     "boxes_per_split": args.boxes, "frames": int(off.size - 1),
                     "atoms_per_frame": float(np.median(np.diff(off))), "rates": {}}
     maxima = {s: frame_statistics(v, off, "max") for s, v in values.items()}
     rates = {s: {m: {"adjusted": [], "unadjusted": []} for m in args.sizes} for s in values}
+    crates = {k: {m: {"adjusted": [], "unadjusted": []} for m in args.sizes} for k in combined}
+    sizes = np.diff(off)
     for split in range(args.splits):
         cal, evl = split_frames(off, args.fraction, split)
         cal_f, evl_f = cal[off[:-1]], evl[off[:-1]]
@@ -62,8 +82,25 @@ def main(argv=None) -> int:
                 for kind, ratio in (("adjusted", float(m)), ("unadjusted", 1.0)):
                     thr = alarm_threshold(fm[cal_f], args.alarm_rate, ratio)
                     rates[s][m][kind].append(float(np.mean(box > thr)))
-    for s, by_m in rates.items():
-        result["rates"][f"{s}:max"] = {
+            if split >= args.combined_splits:
+                continue
+            # boxes as structures: their atoms' indices, one box after another
+            atoms = np.concatenate([np.arange(off[f], off[f + 1]) for f in picks.ravel()])
+            box_off = np.concatenate([[0], np.cumsum(sizes[picks].sum(axis=1))])
+            off_cal = np.concatenate([[0], np.cumsum(sizes[cal_f])])
+            for key in combined:
+                signal, on, _ = parse_stat_key(key)
+                ref, loo = fit_combined(signal, on, {b: v[cal] for b, v in parts.items()},
+                                        off_cal, numbers[cal])
+                thr = alarm_threshold(loo, args.alarm_rate)
+                box = {b: v[atoms] for b, v in parts.items()}
+                for kind, ratio in (("adjusted", float(m)), ("unadjusted", 1.0)):
+                    vals = combined_statistics(signal, on, box, box_off, ref, numbers[atoms],
+                                               size_ratio=ratio)
+                    crates[key][m][kind].append(float(np.mean(vals > thr)))
+    result["combined_splits"] = min(args.combined_splits, args.splits)
+    for s, by_m in [*((f"{s}:max", d) for s, d in rates.items()), *crates.items()]:
+        result["rates"][s] = {
             str(m): {kind: {"mean": float(np.mean(v)), "p95": float(np.percentile(v, 95)),
                             "worst": float(np.max(v))} for kind, v in d.items()}
             for m, d in by_m.items()}

@@ -17,7 +17,7 @@ from ltau_md.cli._common import (
     selection,
     statistic,
 )
-from ltau_md.core.calibration import DEFAULT_ALARM, FALLBACK_ALARM
+from ltau_md.core.calibration import DEFAULT_ALARM, FALLBACK_ALARMS
 from ltau_md.core.observers import ACTIONS, Threshold
 
 __all__ = ["DEFAULT_POLICIES", "add_policy_args", "check_policy_args",
@@ -38,8 +38,9 @@ def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group(
         "uncertainty policies",
         "Each --X-above / --X-rate adds a policy with action X. Without any, the default is: "
-        f"{action} at alarm rate {rate:g} on {DEFAULT_ALARM} (the default alarm; {FALLBACK_ALARM} "
-        f"for an estimator fitted without the GMM) with patience {patience}, when the "
+        f"{action} at alarm rate {rate:g} on {DEFAULT_ALARM} (the default alarm; "
+        f"{' or '.join(FALLBACK_ALARMS)} for an estimator fitted without its signals) with "
+        f"patience {patience}, when the "
         "estimator holds that in-domain statistic (`ltau-md fit --validation`, `ltau-md "
         "calibrate`); otherwise no policy (a note says so).")
     g.add_argument("--signal", default=None, metavar="KEY",

@@ -10,6 +10,8 @@ import ase.io
 import pytest
 
 from ltau_md.cli import main
+from ltau_md.core.calibration import DEFAULT_ALARM
+from ltau_md.core.metrics import parse_stat_key, stat_key
 
 
 @pytest.fixture
@@ -21,11 +23,11 @@ def common(tiny_run, tmp_path):
 
 def test_md_default_policy_and_explicit_rate(tiny_run, tmp_path, common, capsys):
     # the fixture estimator (fit without --validation): statistics of the run's 8 validation
-    # frames the callback saved (the default alarm's GMM), too few for a 1 % rate: the
+    # frames the callback saved (the default alarm's), too few for a 1 % rate: the
     # default alarm is off, and the note says why and how many frames it needs
     assert main(["md", *common, "--steps", "3", "--out", str(tmp_path / "md")]) == 0
     err = capsys.readouterr().err
-    assert "no default stop policy: alarm off: the 8 validation frames of gmm:max" in err
+    assert f"no default stop policy: alarm off: the 8 validation frames of {DEFAULT_ALARM}" in err
     assert "needs >= 99 in-domain frames" in err and "exceeds inf" not in err
     s = json.loads((tmp_path / "md" / "summary.json").read_text())
     assert s["policies"] == [] and s["status"] == "completed"
@@ -41,7 +43,7 @@ def test_md_default_policy_and_explicit_rate(tiny_run, tmp_path, common, capsys)
                  "--out", str(tmp_path / "warn")]) == 0
     s = json.loads((tmp_path / "warn" / "summary.json").read_text())
     thr, key = s["policies"][0]["threshold"], s["policies"][0]["statistic"]
-    assert key == "gmm:max"                              # the default alarm's statistic
+    assert key == DEFAULT_ALARM                          # the default alarm's statistic
     nov = [json.loads(x)[key]
            for x in (tmp_path / "warn" / "steps.jsonl").read_text().splitlines()]
     assert s["n_events"]["warn"] == (nov[0] > thr) + sum(
@@ -52,5 +54,6 @@ def test_missing_statistic_is_refused_before_writing(tiny_run, tmp_path, common,
     rc = main(["relax", *common, "--warn-rate", "0.1", "--on", "q90",
                "--out", str(tmp_path / "r")])
     assert rc == 2
-    assert "gmm:q90" in capsys.readouterr().err          # the default alarm's signal
+    # the default alarm's signal
+    assert stat_key(parse_stat_key(DEFAULT_ALARM)[0], "q90") in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ltau_md.cli import main
+from ltau_md.core.calibration import DEFAULT_ALARM, DEFAULT_SIGNALS
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.integrations.nequip import NequIPFeatureModel, toy
 
@@ -32,10 +33,11 @@ def test_fit_from_training_structures_alone(plain_run, tmp_path, capsys):
     assert main(["fit", "--model", str(ckpt), "--data", str(train), "--out", str(out),
                  "--no-progress"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["ltau_confidence"] is False and line["signals"] == ["gmm"]
+    assert line["ltau_confidence"] is False and line["signals"] == sorted(DEFAULT_SIGNALS)
     est = LTAUEstimator.load(out)
     assert not est.has_error_log and set(est.alarm_statistics_) == {
-        "novelty:max", "novelty:mean", "gmm:max", "gmm:mean"}
+        "novelty:max", "novelty:mean", "gmm:max", "gmm:mean", "clustered_doptimality:max",
+        DEFAULT_ALARM}
     # the signals equal the model's own features scored by the fitted GMM
     model = NequIPFeatureModel.from_file(ckpt)
     frames = ase.io.read(train, ":")
@@ -60,5 +62,5 @@ def test_fit_from_training_structures_alone(plain_run, tmp_path, capsys):
                  "--no-progress"]) == 0
     rows = [json.loads(r) for r in (tmp_path / "md" / "steps.jsonl").read_text().splitlines()]
     assert len(rows) == 4
-    assert all(r["gmm:max"] is not None and r["novelty:max"] is not None for r in rows)
+    assert all(r[DEFAULT_ALARM] is not None and r["novelty:max"] is not None for r in rows)
     assert all(r["uncertainty:max"] is None for r in rows)

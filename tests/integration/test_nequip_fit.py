@@ -9,6 +9,7 @@ import ase.io
 import numpy as np
 import pytest
 
+from ltau_md.core.calibration import DEFAULT_ALARM, DEFAULT_SIGNALS
 from ltau_md.core.errorlog import VALIDATION_FILE, ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.core.exceptions import ArtifactError
@@ -140,9 +141,11 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
     ref = fit_from_runs([bare], tiny_run.checkpoint, tmp_path / "est_loo", k=10,
                         progress=False)
     loo = ref.alarm_statistics_
-    # the GMM of the default alarm is fitted too; its statistics are of the training atoms
-    assert set(loo) == {"novelty:max", "novelty:mean", "gmm:max", "gmm:mean"}
-    assert set(ref.signals_) == {"gmm"} and loo["gmm:max"]["source"] == "training"
+    # the default alarm's signals are fitted too; their statistics are of the training atoms
+    assert set(loo) == {"novelty:max", "novelty:mean", "gmm:max", "gmm:mean",
+                        "clustered_doptimality:max", DEFAULT_ALARM}
+    assert set(ref.signals_) == set(DEFAULT_SIGNALS)
+    assert loo["gmm:max"]["source"] == loo[DEFAULT_ALARM]["source"] == "training"
     assert loo["novelty:max"]["source"] == "training-loo"
     off = ErrorLog.open(tiny_run.log_dir).frame_offsets
     want = sorted(ref.train_novelty_[a:b].max() for a, b in zip(off[:-1], off[1:], strict=True))
@@ -156,7 +159,7 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
     est = LTAUEstimator.load(out)
     th = est.alarm_statistics_
     assert set(th) == {"novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean",
-                       "gmm:max", "gmm:mean"}
+                       "gmm:max", "gmm:mean", "clustered_doptimality:max", DEFAULT_ALARM}
     assert {v["source"] for v in th.values()} == {"validation"}
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
     nov_max, unc_mean, gmm_max = [], [], []

@@ -11,7 +11,16 @@ import numpy as np
 
 from ltau_md.core.estimator import loo_sample_size
 from ltau_md.core.exceptions import DataError
-from ltau_md.core.metrics import frame_statistics, parse_stat_key, selection_mask, stat_key
+from ltau_md.core.metrics import (
+    combined_components,
+    fit_combined,
+    frame_statistics,
+    is_combined,
+    parse_stat_key,
+    selection_mask,
+    stat_key,
+    statistic_signals,
+)
 from ltau_md.core.model import DEFAULT_BATCH_SIZE, evaluate_structures, structure_offsets
 from ltau_md.core.structures import free_atoms
 from ltau_md.core.validation import check_frame_offsets, check_is_fitted
@@ -24,6 +33,7 @@ __all__ = [
     "DEFAULT_ALARM_STATS",
     "DEFAULT_SIGNALS",
     "FALLBACK_ALARM",
+    "FALLBACK_ALARMS",
     "default_alarm",
     "alarm_statistics_from_structures",
     "alarm_statistics_from_training",
@@ -33,39 +43,52 @@ __all__ = [
 ]
 
 
-DEFAULT_ALARM = "gmm:max"
-"""The default frame alarm: the maximum over a structure's atoms of the per-element
-Gaussian-mixture negative log-likelihood (:class:`~ltau_md.core.signals.GMMDensity`). Chosen
-on acetylacetone by its out-of-domain alarm rate at the 1 % in-domain threshold, the best of
-every signal scored (docs: benchmarks); fixed since."""
+DEFAULT_ALARM = "gmm+clustered_doptimality/element:max"
+"""The default frame alarm: the Fisher combination of two in-domain tail p-values, of the
+frame maximum of the per-element Gaussian-mixture negative log-likelihood
+(:class:`~ltau_md.core.signals.GMMDensity`) and of the frame maximum of the clustered
+D-optimality grade (:class:`~ltau_md.core.signals.ClusteredDOptimality`) normalised per element
+(:mod:`ltau_md.core.metrics._combined`). Chosen on acetylacetone and the EMT IS2RS splits by
+the worst case, over their six out-of-domain sets, of its out-of-domain alarm rate at the 1 %
+in-domain threshold relative to the best statistic's (docs: benchmarks); fixed since."""
 
-DEFAULT_SIGNALS: tuple[str, ...] = (parse_stat_key(DEFAULT_ALARM)[0],)
+DEFAULT_SIGNALS: tuple[str, ...] = tuple(
+    b for b, _ in combined_components(parse_stat_key(DEFAULT_ALARM)[0]))
 """Latent signals the tools (``ltau-md fit``, the demo) fit with an estimator by default: the
 default alarm's."""
 
-FALLBACK_ALARM = "novelty:max"
-"""The alarm of an estimator without the default alarm's signal fitted (LTAU novelty)."""
+FALLBACK_ALARMS: tuple[str, ...] = ("gmm:max", "novelty:max")
+"""The alarms of an estimator without the default alarm's signals fitted, in order: the
+earlier default (an estimator fitted with the GMM alone), then LTAU novelty (always there)."""
+
+FALLBACK_ALARM = FALLBACK_ALARMS[-1]
+"""The alarm every fitted estimator can compute (LTAU novelty)."""
 
 DEFAULT_ALARM_STATS = ("gmm:max", "gmm:mean", "novelty:max", "novelty:mean",
-                       "uncertainty:max", "uncertainty:mean")
-"""In-domain frame statistics fitted by default, of the signals at hand, plus the maximum
-("NAME:max") of every other signal at hand (the latent signals fitted on the estimator, a
-model's own), and their "@tags=2" variants (OC20 adsorbate atoms) when the structures carry
-tag 2."""
+                       "uncertainty:max", "uncertainty:mean", DEFAULT_ALARM)
+"""In-domain frame statistics fitted by default, of the signals at hand (a combined statistic
+when the atomic numbers are at hand too), plus the maximum ("NAME:max") of every other signal
+at hand (the latent signals fitted on the estimator, a model's own), and their "@tags=2"
+variants (OC20 adsorbate atoms) when the structures carry tag 2."""
 
 
-def _default_keys(signals: Sequence[str]) -> list[str]:
-    """The :data:`DEFAULT_ALARM_STATS` of ``signals``, then "NAME:max" of the others."""
+def _default_keys(signals: Sequence[str], combined: bool = True) -> list[str]:
+    """The :data:`DEFAULT_ALARM_STATS` of ``signals`` (combined ones only if ``combined``),
+    then "NAME:max" of the others."""
     named = {parse_stat_key(k)[0] for k in DEFAULT_ALARM_STATS}
-    return ([k for k in DEFAULT_ALARM_STATS if parse_stat_key(k)[0] in signals]
+    return ([k for k in DEFAULT_ALARM_STATS if statistic_signals(k) <= set(signals)
+             and (combined or not is_combined(parse_stat_key(k)[0]))]
             + [stat_key(n, "max") for n in sorted(signals) if n not in named])
 
 
 def default_alarm(estimator: Any) -> str:
-    """:data:`DEFAULT_ALARM` when ``estimator`` has its signal fitted (``signals_``), else
-    :data:`FALLBACK_ALARM`."""
-    fitted = getattr(estimator, "signals_", None) or {}
-    return DEFAULT_ALARM if DEFAULT_SIGNALS[0] in fitted else FALLBACK_ALARM
+    """:data:`DEFAULT_ALARM` when ``estimator`` has its signals fitted (``signals_``), else the
+    first of :data:`FALLBACK_ALARMS` it has."""
+    fitted = set(getattr(estimator, "signals_", None) or {}) | {"novelty"}
+    for key in (DEFAULT_ALARM, *FALLBACK_ALARMS):
+        if statistic_signals(key) <= fitted:
+            return key
+    return FALLBACK_ALARM
 
 
 def per_atom_uncertainty(estimator: LTAUEstimator, indices: np.ndarray, frames: Sequence[Any]
@@ -103,6 +126,7 @@ def fit_alarm_thresholds(
     stats: Sequence[str] = DEFAULT_ALARM_STATS,
     source: str = "held-out",
     free: np.ndarray | None = None,
+    numbers: np.ndarray | None = None,
     store: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Store the in-domain values of frame statistics, from which
@@ -126,6 +150,9 @@ def fit_alarm_thresholds(
     free : (n_atoms,) bool, optional
         Atoms a statistic without "@" is taken over (the monitor uses the atoms not fixed by
         FixAtoms); default all atoms.
+    numbers : (n_atoms,) int, optional
+        Atomic numbers, for combined statistics with per-element components (e.g.
+        :data:`DEFAULT_ALARM`; left out of the default statistics without them).
     store : add the entries to ``estimator.alarm_statistics_``
         (:class:`~ltau_md.core.estimator.InDomainStatistics`); ``estimator.save`` persists
         them.
@@ -133,7 +160,9 @@ def fit_alarm_thresholds(
     Returns
     -------
     {key: {"values": sorted in-domain frame values, "n_frames": F used, "source": source,
-    "atoms_per_frame": median atoms per frame the statistic was taken over}}.
+    "atoms_per_frame": median atoms per frame the statistic was taken over}}; a combined
+    statistic (:func:`~ltau_md.core.metrics.fit_combined`) also holds its "reference", and its
+    values are the frames' leave-one-out combined values.
     Frames without a selected atom (e.g. no adsorbate) are left out; frames with an infinite
     value too, with a warning.
     """
@@ -149,7 +178,10 @@ def fit_alarm_thresholds(
         sig[name] = a
     t = None if tags is None else np.asarray(tags)
     default = tuple(stats) == DEFAULT_ALARM_STATS
-    keys = _default_keys(list(sig)) if default else list(stats)
+    z = None if numbers is None else np.asarray(numbers)
+    if z is not None and z.shape != (n,):
+        raise DataError(f"numbers has shape {z.shape}, expected ({n},)")
+    keys = _default_keys(list(sig), combined=z is not None) if default else list(stats)
     if default and t is not None and np.any(t == 2):
         keys += [stat_key(*parse_stat_key(k)[:2], "tags=2") for k in keys]
     if free is not None:
@@ -157,10 +189,15 @@ def fit_alarm_thresholds(
     out: dict[str, dict[str, Any]] = {}
     for key in keys:
         signal, on, select = parse_stat_key(key)
-        if signal not in sig:
-            raise DataError(f"statistic {key!r} needs per_atom[{signal!r}]")
+        missing = sorted(statistic_signals(key) - set(sig))
+        if missing:
+            raise DataError(f"statistic {key!r} needs per_atom[{missing[0]!r}]")
         mask = free if select is None else selection_mask(select, n, t)
-        vals = frame_statistics(sig[signal], off, on, mask)
+        reference = None
+        if is_combined(signal):
+            reference, vals = fit_combined(signal, on, sig, off, z, mask)
+        else:
+            vals = frame_statistics(sig[signal], off, on, mask)
         vals = vals[~np.isnan(vals)]
         if np.isinf(vals).any():
             warnings.warn(f"{key}: {int(np.isinf(vals).sum())} in-domain frames with an "
@@ -175,6 +212,8 @@ def fit_alarm_thresholds(
         out[stat_key(signal, on, select)] = {
             "values": np.sort(vals).tolist(), "n_frames": int(vals.size),
             "source": str(source), "atoms_per_frame": float(np.median(counts[counts > 0]))}
+        if reference is not None:
+            out[stat_key(signal, on, select)]["reference"] = reference
     if store and out:
         estimator.alarm_statistics_.update(out)
     return out
@@ -217,7 +256,7 @@ def alarm_statistics_from_structures(
     off = structure_offsets(frames)
     where = tags_and_free(frames)
     return fit_alarm_thresholds(estimator, per_atom, off, stats=stats, source=source,
-                                store=store, **where)
+                                store=store, numbers=species, **where)
 
 
 def alarm_statistics_from_training(
@@ -277,10 +316,11 @@ def alarm_statistics_from_training(
         species = estimator.train_species_ if rows is None else estimator.train_species_[rows]
         latent = estimator.signal_values(xs, species)
         keys = (DEFAULT_ALARM_STATS if tuple(stats) == DEFAULT_ALARM_STATS
-                else [k for k in stats if parse_stat_key(k)[0] in latent])
+                else [k for k in stats if statistic_signals(k) <= set(latent)])
         if latent and keys:
             out.update(fit_alarm_thresholds(estimator, latent, offsets, stats=keys,
-                                            source="training", store=store, **extra))
+                                            source="training", store=store, numbers=species,
+                                            **extra))
     return out
 
 

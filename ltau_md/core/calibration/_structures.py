@@ -101,5 +101,5 @@ def calibrate_structures(
                     "uncertainty": per_atom_uncertainty(estimator, idx, frames),
                     **estimator.signal_values(feats, species)}
         fit_alarm_thresholds(estimator, per_atom, arrays["frame_offsets"],
-                             **tags_and_free(frames), source="calibration")
+                             **tags_and_free(frames), numbers=species, source="calibration")
     return fit, arrays

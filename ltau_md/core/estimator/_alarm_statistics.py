@@ -24,7 +24,9 @@ dropped when a new scale calibration is set."""
 _ENTRY_KEYS = {"values", "n_frames", "source"}
 #: optional: the median number of atoms the statistic was taken over per frame (for the size
 #: adjustment of frame maxima, :func:`~ltau_md.core.metrics.alarm_threshold`)
-_OPTIONAL_KEYS = {"atoms_per_frame"}
+_OPTIONAL_KEYS = {"atoms_per_frame", "reference"}
+#: "reference": the in-domain references of a combined statistic
+#: (:func:`~ltau_md.core.metrics.fit_combined`)
 
 
 def _check_entry(key: str, entry: Any) -> dict[str, Any]:
@@ -57,7 +59,30 @@ def _check_entry(key: str, entry: Any) -> dict[str, Any]:
             raise InvalidParameterError(f"alarm statistic {key!r}: atoms_per_frame must be a "
                                         f"number > 0, got {a!r}")
         out["atoms_per_frame"] = float(a)
+    if "reference" in entry:
+        out["reference"] = _check_reference(key, entry["reference"])
     return out
+
+
+def _check_reference(key: str, ref: Any) -> dict[str, Any]:
+    """A combined statistic's references: {"frames": {component: values}, "atoms": {signal:
+    {Z: values}}}, the values sorted lists of finite numbers."""
+    def values(v: Any, where: str) -> list[float]:
+        a = np.asarray(v, dtype=np.float64) if isinstance(v, (list, tuple, np.ndarray)) else None
+        if a is None or a.ndim != 1 or not np.isfinite(a).all():
+            raise InvalidParameterError(f"alarm statistic {key!r}: reference {where} must be a "
+                                        "list of finite numbers")
+        return np.sort(a).tolist()
+
+    if not (isinstance(ref, Mapping) and set(ref) == {"frames", "atoms"}
+            and isinstance(ref["frames"], Mapping) and isinstance(ref["atoms"], Mapping)
+            and all(isinstance(v, Mapping) for v in ref["atoms"].values())):
+        raise InvalidParameterError(f"alarm statistic {key!r}: reference must be a dict "
+                                    "{'frames': {component: values}, 'atoms': {signal: {Z: "
+                                    "values}}}")
+    return {"frames": {str(c): values(v, f"frames[{c!r}]") for c, v in ref["frames"].items()},
+            "atoms": {str(s): {str(z): values(v, f"atoms[{s!r}][{z!r}]") for z, v in e.items()}
+                      for s, e in ref["atoms"].items()}}
 
 
 class InDomainStatistics(Mapping):
@@ -100,9 +125,18 @@ class InDomainStatistics(Mapping):
         self._entries.update(checked)
 
     def drop(self, signals: Iterable[str]) -> list[str]:
-        """Remove every statistic of the given signals; return the removed keys (sorted)."""
+        """Remove every statistic of the given signals (a combined statistic with one of them
+        among its components too); return the removed keys (sorted)."""
+        from ltau_md.core.metrics import combined_components, is_combined
+
         signals = set(signals)
-        gone = sorted(k for k in self._entries if k.split(":", 1)[0] in signals)
+
+        def uses(key: str) -> bool:
+            name = key.split(":", 1)[0]
+            if is_combined(name):
+                return any(b in signals for b, _ in combined_components(name))
+            return name in signals
+        gone = sorted(k for k in self._entries if uses(k))
         for k in gone:
             del self._entries[k]
         return gone

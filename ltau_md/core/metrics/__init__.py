@@ -13,7 +13,9 @@
 * :func:`frame_statistic` / :func:`frame_statistics` - a structure's max, mean or quantile of a
   per-atom signal over selected atoms (:func:`selection_mask`: mask, indices or OC20 tags),
   named by :func:`stat_key` (e.g. "novelty:max@tags=2"); :func:`alarm_threshold` - the
-  conformal threshold that in-domain frames exceed at a chosen alarm rate.
+  conformal threshold that in-domain frames exceed at a chosen alarm rate;
+  :func:`fit_combined` / :func:`combined_statistics` - several statistics combined as in-domain
+  tail p-values (Fisher), optionally normalised per element ("gmm+clustered_doptimality/element").
 
 Miscalibration area (the number reported everywhere in ltau-md, and minimised by
 :func:`ltau_md.core.calibration.fit_scale`): the area between the calibration curve and the
@@ -29,7 +31,8 @@ calibrated predictor, up to sampling noise (about 0.8 * sqrt(p(1-p)/n_b) per bin
 Modules: ``_ranking`` (Spearman, AUROC), ``_calibration`` (calibration curves, miscalibration
 area, error-based calibration), ``_selection`` (atom selections), ``_frame_statistics``
 (per-structure statistics), ``_stat_key`` (statistic names), ``_alarm`` (the conformal alarm
-threshold), ``_bootstrap`` (row-wise metrics, bootstrap intervals); ``_arrays`` (input checks).
+threshold), ``_combined`` (combined statistics), ``_bootstrap`` (row-wise metrics, bootstrap
+intervals); ``_arrays`` (input checks).
 """
 
 from ltau_md.core.metrics._alarm import (
@@ -59,6 +62,21 @@ from ltau_md.core.metrics._calibration import (
     within_tolerance,
 )
 from ltau_md.core.metrics._calibration import Binning as Binning
+from ltau_md.core.metrics._combined import (
+    COMBINE,
+    ELEMENT,
+    P_FLOOR,
+    TailReference,
+    combined_components,
+    combined_statistics,
+    element_normalised,
+    fit_combined,
+    is_combined,
+    own_frame_counts,
+    prepare_reference,
+    statistic_signals,
+    tail_pvalue,
+)
 from ltau_md.core.metrics._frame_statistics import (
     FRAME_STATISTICS,
     aggregate_by_frame,
@@ -70,6 +88,19 @@ from ltau_md.core.metrics._selection import parse_selection, selection_mask
 from ltau_md.core.metrics._stat_key import parse_stat_key, stat_key
 
 __all__ = [
+    "COMBINE",
+    "ELEMENT",
+    "P_FLOOR",
+    "TailReference",
+    "combined_components",
+    "combined_statistics",
+    "element_normalised",
+    "fit_combined",
+    "is_combined",
+    "own_frame_counts",
+    "prepare_reference",
+    "statistic_signals",
+    "tail_pvalue",
     "MIN_TAIL_COUNT",
     "TAIL_FRACTION",
     "FRAME_STATISTICS",

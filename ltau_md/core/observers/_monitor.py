@@ -22,7 +22,16 @@ from ltau_md.core._param_validation import Interval, StrOptions, validate_params
 from ltau_md.core.calculator import PER_ATOM_KEYS
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError, OutputExistsError, Terminated
 from ltau_md.core.files import to_json_safe, write_json_atomic
-from ltau_md.core.metrics import frame_statistic, parse_stat_key, selection_mask, stat_key
+from ltau_md.core.metrics import (
+    combined_components,
+    combined_statistics,
+    frame_statistic,
+    is_combined,
+    parse_stat_key,
+    prepare_reference,
+    selection_mask,
+    stat_key,
+)
 from ltau_md.core.observers._event import (
     INTERRUPTED,
     NON_FINITE,
@@ -171,6 +180,8 @@ class UQMonitor:
         for key in watch:
             self._watched.setdefault(stat_key(*parse_stat_key(key)), parse_stat_key(key))
         self.signal_values: dict[str, list[float]] = {k: [] for k in self._watched}
+        # combined statistics' in-domain references, prepared for the steps
+        self._references: dict[str, tuple[dict, dict]] = {}
         if self.atoms.calc is not None:
             for pol in self.policies:
                 pol.resolve(self.atoms.calc, self._n_selected(self.atoms, pol.select))
@@ -279,15 +290,46 @@ class UQMonitor:
         out = {}
         needed = {p.signal for p in self.policies}
         for key, (signal, on, select) in self._watched.items():
-            if signal not in res:
+            parts = ([b for b, _ in combined_components(signal)] if is_combined(signal)
+                     else [signal])
+            absent = [b for b in parts if b not in res]
+            if absent:
                 if signal in needed:
-                    raise LTAUError(f"a policy watches the per-atom {signal!r}, which the "
+                    raise LTAUError(f"a policy watches the per-atom {absent[0]!r}, which the "
                                     f"calculator does not return (it has {sorted(res)})")
                 out[key] = float("nan")
                 continue
             mask = self._selection(atoms, select)
-            out[key] = frame_statistic(np.asarray(res[signal], dtype=float), on, mask)
+            if is_combined(signal):
+                out[key] = self._combined(atoms, res, key, signal, on, mask,
+                                          required=signal in needed)
+            else:
+                out[key] = frame_statistic(np.asarray(res[signal], dtype=float), on, mask)
         return out
+
+    def _combined(self, atoms: Atoms, res: dict, key: str, signal: str, on: str,
+                  mask: np.ndarray | None, required: bool) -> float:
+        """A combined statistic's value at this step, against the in-domain references the
+        calculator's estimator holds for ``key``, adjusted to the structure's size."""
+        stats = getattr(getattr(atoms.calc, "estimator", None), "alarm_statistics_", None) or {}
+        entry = stats.get(key)
+        if entry is None or "reference" not in entry:
+            if required:
+                raise LTAUError(f"the combined statistic {key!r} needs its in-domain references "
+                                "in the calculator's estimator (fit them with `ltau-md "
+                                "calibrate` / `ltau-md fit --validation`)")
+            return float("nan")
+        n = len(atoms) if mask is None else int(np.count_nonzero(mask))
+        if n == 0:
+            return float("nan")
+        ratio = n / float(entry["atoms_per_frame"]) if entry.get("atoms_per_frame") else 1.0
+        per_atom = {b: np.asarray(res[b], dtype=float) for b, _ in combined_components(signal)}
+        cached = self._references.get(key)
+        if cached is None or cached[0] is not entry:  # prepared once per estimator entry
+            cached = self._references[key] = (entry, prepare_reference(entry["reference"]))
+        return float(combined_statistics(signal, on, per_atom, np.array([0, len(atoms)]),
+                                         cached[1], atoms.numbers, mask,
+                                         size_ratio=ratio)[0])
 
     def __call__(self) -> None:
         """Observe the current step (ASE calls this after each step it is attached for)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from ltau_md.core._param_validation import Interval, StrOptions, validate_params
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError
-from ltau_md.core.metrics import alarm_threshold, parse_selection, stat_key
+from ltau_md.core.metrics import alarm_threshold, is_combined, parse_selection, stat_key
 from ltau_md.core.observers._event import Event
 
 if TYPE_CHECKING:
@@ -45,7 +45,9 @@ class Threshold:
         The threshold itself, in the units of the signal (uncertainty and confidence: [0, 1]).
     signal : str
         Any per-atom result of the calculator: "uncertainty" (default), "novelty",
-        "predicted_error" (eV/A), "confidence", "novelty_pvalue", ...
+        "predicted_error" (eV/A), "confidence", "novelty_pvalue", ...; or a combined signal
+        ("gmm+clustered_doptimality/element", :mod:`ltau_md.core.metrics._combined`, the default
+        alarm's), scored against the in-domain references the estimator holds for it.
     on : "max", "mean" or a quantile "qNN" (e.g. "q90") over the selected atoms.
     select : None, boolean mask, index array or "tags=T[,T...]"
         Atoms the statistic is taken over (see :func:`ltau_md.core.metrics.selection_mask`; tags are
@@ -171,7 +173,10 @@ class Threshold:
         ratio = 1.0
         if n_atoms and self.on == "max" and entry.get("atoms_per_frame"):
             ratio = float(n_atoms) / float(entry["atoms_per_frame"])
-        self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate), ratio)
+        # a combined statistic takes the size into its p-values (the monitor's value), so its
+        # threshold is the in-domain one
+        self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate),
+                                         1.0 if is_combined(self.signal) else ratio)
         self.resolved_from = {"key": key, "alarm_rate": self.alarm_rate,
                               "n_frames": entry.get("n_frames", len(entry["values"])),
                               "source": entry.get("source")}

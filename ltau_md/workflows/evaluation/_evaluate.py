@@ -15,6 +15,7 @@ import numpy as np
 
 from ltau_md.core._param_validation import Interval, validate_params
 from ltau_md.core.calibration import (
+    DEFAULT_ALARM_STATS,
     default_alarm,
     evaluate_calibration,
     fit_scale,
@@ -33,9 +34,14 @@ from ltau_md.core.metrics import (
     alarm_off_reason,
     alarm_threshold,
     alarm_thresholds_rows,
+    combined_statistics,
+    fit_combined,
     frame_statistics,
     gaussian_force_nll,
+    is_combined,
+    parse_stat_key,
     stat_key,
+    statistic_signals,
 )
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
 from ltau_md.core.signals import SIGNAL_CLASSES
@@ -224,6 +230,19 @@ def evaluate(
                 for n in names for on in FRAME_STATS}
     stats_ood = {name: {stat_key(n, on): frame_statistics(sig[n], sets[name]["offsets"], on)
                         for n in names for on in FRAME_STATS} for name, sig in sig_ood.items()}
+    # combined statistics (the default alarm's): references fitted on the calibration frames,
+    # which get leave-one-out values (as the stored in-domain values are)
+    for key in DEFAULT_ALARM_STATS:
+        signal, on, _ = parse_stat_key(key)
+        if not is_combined(signal) or not statistic_signals(key) <= set(names):
+            continue
+        ref, loo = fit_combined(signal, on, {k: v[cal] for k, v in sig_in.items()}, off_cal,
+                                ind["numbers"][cal])
+        stats_in[key] = combined_statistics(signal, on, sig_in, off, ref, ind["numbers"])
+        stats_in[key][cal_f] = loo
+        for name, sig in sig_ood.items():
+            stats_ood[name][key] = combined_statistics(signal, on, sig, sets[name]["offsets"],
+                                                       ref, sets[name]["numbers"])
     detection: dict[str, Any] = {}
     for name in sets:
         detection[name] = {"n_frames": int(sets[name]["offsets"].size - 1)}
@@ -241,7 +260,7 @@ def evaluate(
     # thresholds: the conformal quantile of the calibration frames' values, stored in the
     # (copied) estimator's calibration as Threshold(alarm_rate=...) would read them
     fitted = _fit_thresholds(est, {k: v[cal] for k, v in sig_in.items()}, off_cal,
-                             list(stats_in))
+                             list(stats_in), ind["numbers"][cal])
     alarms = {key: _alarms_of(v, fitted.get(key), evl_f, {n: stats_ood[n][key] for n in sets},
                               alarm_rate, fraction, n_splits, seed, n_boot, rng)
               for key, v in stats_in.items()}
@@ -442,7 +461,8 @@ def _write_per_atom(path: Path, ind: Mapping[str, Any], sig_in: Mapping[str, np.
 
 
 def _fit_thresholds(est: LTAUEstimator, per_atom: dict[str, np.ndarray],
-                    frame_offsets: np.ndarray, keys: list[str]) -> dict[str, dict[str, Any]]:
+                    frame_offsets: np.ndarray, keys: list[str], numbers: np.ndarray
+                    ) -> dict[str, dict[str, Any]]:
     """In-domain values of the frame statistics ``keys`` on the calibration frames, stored in
     ``est.alarm_statistics_`` (:func:`~ltau_md.core.calibration.fit_alarm_thresholds`)."""
     from ltau_md.core.calibration import fit_alarm_thresholds
@@ -450,7 +470,7 @@ def _fit_thresholds(est: LTAUEstimator, per_atom: dict[str, np.ndarray],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return fit_alarm_thresholds(est, per_atom, frame_offsets, stats=keys,
-                                    source="calibration")
+                                    source="calibration", numbers=numbers)
 
 
 def _figures(out: Path, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,

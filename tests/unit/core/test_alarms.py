@@ -20,6 +20,8 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from ltau_md.core.calculator import PER_ATOM_KEYS, LTAUCalculator
 from ltau_md.core.calibration import (
+    DEFAULT_ALARM,
+    DEFAULT_SIGNALS,
     alarm_statistics_from_structures,
     alarm_statistics_from_training,
     fit_alarm_thresholds,
@@ -28,6 +30,7 @@ from ltau_md.core.calibration import (
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import InDomainStatistics, LTAUEstimator
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError
+from ltau_md.core.metrics import alarm_threshold, combined_statistics, fit_combined
 from ltau_md.core.observers import Threshold, UQMonitor
 from ltau_md.testing import EMTFeatureModel
 
@@ -349,3 +352,56 @@ def test_calibrate_structures_fits_alarm_statistics_at_the_new_s(setup, tmp_path
         unc_max.append(p.uncertainty[a.get_tags() != 0].max())
     np.testing.assert_allclose(th["uncertainty:max"]["values"], sorted(unc_max), atol=1e-9)
     assert th["novelty:max@tags=2"]["n_frames"] == 60
+
+
+def test_default_alarm_is_fitted_stored_and_watched_along_md(setup, tmp_path):
+    """The default (combined) alarm from held-out structures: its values the leave-one-out
+    combined values of the frames' free atoms; saved and loaded; resolved by Threshold; the
+    monitor's value at each MD step equal to combined_statistics of that step's signals."""
+    model, held_out = setup.model, setup.held_out[:200]
+    est = LTAUEstimator(k=5, signals=DEFAULT_SIGNALS).fit(
+        np.concatenate([model.evaluate(a).features for a in setup.train]), setup.log)
+    entries = alarm_statistics_from_structures(model, est, held_out)
+    assert DEFAULT_ALARM in entries and f"{DEFAULT_ALARM}@tags=2" in entries
+    entry = est.alarm_statistics_[DEFAULT_ALARM]
+    # its values: the leave-one-out combined values of the held-out frames' free atoms
+    signal, on = DEFAULT_ALARM.split(":")
+    per_atom, nums, free = {}, [], []
+    for a in held_out:
+        v = est.signal_values(model.evaluate(a).features, a.numbers)
+        for k in DEFAULT_SIGNALS:
+            per_atom.setdefault(k, []).append(v[k])
+        nums.append(a.numbers)
+        free.append(a.get_tags() != 0)
+    per_atom = {k: np.concatenate(v) for k, v in per_atom.items()}
+    off = np.cumsum([0] + [len(a) for a in held_out])
+    ref, loo = fit_combined(signal, on, per_atom, off, np.concatenate(nums),
+                            np.concatenate(free))
+    np.testing.assert_allclose(entry["values"], np.sort(loo), rtol=1e-6)
+    # survives save/load; drop() of a component signal removes it
+    path = est.save(tmp_path / "est")
+    back = LTAUEstimator.load(path)
+    assert back.alarm_statistics_[DEFAULT_ALARM]["reference"] == entry["reference"]
+    copy = InDomainStatistics(est.alarm_statistics_.to_dict())
+    assert DEFAULT_ALARM in copy.drop(["clustered_doptimality"])
+    a = held_out[0].copy()
+    a.calc = LTAUCalculator(model, back)
+    thr = Threshold("warn", signal=signal, alarm_rate=0.05)
+    dyn = Langevin(a, 2 * units.fs, temperature_K=300, friction=0.02 / units.fs,
+                   fixcm=False, rng=np.random.default_rng(0), logfile=None)
+    mon = UQMonitor(dyn, [thr])
+    seen = []
+
+    def check():
+        res = a.calc.results
+        sel = a.get_tags() != 0
+        want = combined_statistics(signal, on, {k: res[k] for k in DEFAULT_SIGNALS},
+                                   np.array([0, len(a)]), entry["reference"], a.numbers,
+                                   sel, size_ratio=sel.sum() / entry["atoms_per_frame"])[0]
+        seen.append((mon.records[-1][DEFAULT_ALARM], want))
+    dyn.attach(mon, interval=1)
+    dyn.attach(check, interval=1)
+    dyn.run(5)
+    assert len(seen) == 6
+    np.testing.assert_allclose(*np.array(seen).T, rtol=1e-9)
+    assert thr.threshold == pytest.approx(alarm_threshold(entry["values"], 0.05))

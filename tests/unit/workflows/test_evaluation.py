@@ -12,9 +12,10 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from scipy.stats import mannwhitneyu, spearmanr
 
-from ltau_md.core.calibration import split_frames
+from ltau_md.core.calibration import DEFAULT_ALARM, DEFAULT_SIGNALS, split_frames
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
+from ltau_md.core.metrics import combined_statistics, fit_combined
 from ltau_md.core.signals import SIGNAL_CLASSES, GMMDensity
 from ltau_md.testing import EMTFeatureModel
 from ltau_md.workflows.evaluation import evaluate
@@ -138,6 +139,32 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
     gmm = GMMDensity().fit(train_x, est.summary_.species)
     want = [gmm.score(model.evaluate(a).features, a.numbers).max() for a in ood["bcc"]]
     np.testing.assert_allclose(rep["frame_values"]["bcc"]["gmm:max"], want, rtol=1e-9)
+    # the default alarm (combined): references from the calibration frames only, which get
+    # leave-one-frame-out values; out-of-domain frames against them
+    key = rep["summary"]["default_alarm"]
+    assert key == DEFAULT_ALARM and rep["ranking"] and key in rep["alarms"]
+    signal, on = key.split(":")
+    cal = ~evl
+    fitted = {n: SIGNAL_CLASSES[n]().fit(train_x, est.summary_.species) for n in DEFAULT_SIGNALS}
+
+    def est_sig(a):
+        x = model.evaluate(a).features
+        return {n: f.score(x, a.numbers) for n, f in fitted.items()}
+    parts = {n: np.concatenate([est_sig(a)[n] for a in in_domain]) for n in DEFAULT_SIGNALS}
+    z = np.concatenate([a.numbers for a in in_domain])
+    atoms_cal = np.repeat(cal, np.diff(off))
+    off_cal = np.concatenate([[0], np.cumsum(np.diff(off)[cal])])
+    ref, loo = fit_combined(signal, on, {n: v[atoms_cal] for n, v in parts.items()}, off_cal,
+                            z[atoms_cal])
+    np.testing.assert_allclose(np.asarray(rep["frame_values"]["in_domain"][key])[cal], loo,
+                               rtol=1e-9)
+    bcc = ood["bcc"]
+    vb = [est_sig(a) for a in bcc]
+    want = combined_statistics(signal, on, {n: np.concatenate([v[n] for v in vb])
+                                            for n in DEFAULT_SIGNALS},
+                               np.concatenate([[0], np.cumsum([len(a) for a in bcc])]), ref,
+                               np.concatenate([a.numbers for a in bcc]))
+    np.testing.assert_allclose(rep["frame_values"]["bcc"][key], want, rtol=1e-9)
     assert est.signals_ == {}                       # the caller's estimator gained nothing
     al = rep["alarms"]["novelty:max"]
     assert al["ood_rate"]["hot"] == 1.0 and 0 <= al["in_domain_rate"] <= 1
