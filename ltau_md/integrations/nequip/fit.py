@@ -82,7 +82,8 @@ def fit_from_runs(
         epochs), s and ``estimator_kwargs``: passed to LTAUEstimator; ``k`` and ``index``
         None mean LTAUEstimator's defaults.
     signals: latent signals (:mod:`ltau_md.core.signals`) fitted with the estimator; default
-        the default alarm's signal (:data:`~ltau_md.core.calibration.DEFAULT_ALARM`).
+        the default alarm's (:data:`~ltau_md.core.calibration.DEFAULT_SIGNALS`, of
+        :data:`~ltau_md.core.calibration.DEFAULT_ALARM`).
     overwrite: ``out_dir`` must be missing or empty, or (with ``overwrite``) an estimator saved
         earlier; anything else is refused (OutputExistsError) before any work is done.
     data: the training structures in the logged order (a file or a list of Atoms); default is
@@ -218,7 +219,7 @@ def fit_from_structures(
     """Fit and save an estimator for a model trained *without* the error-logging callback:
     from its training structures ``data`` (a file or a list of Atoms; no labels needed) alone.
 
-    It holds novelty and the latent ``signals`` (default the default alarm's GMM), not the
+    It holds novelty and the latent ``signals`` (default the default alarm's), not the
     LTAU confidence, uncertainty or predicted error, which need logged training errors
     (``has_error_log`` False; the calculator leaves those keys out). In-domain alarm
     statistics come from ``validation`` if given (source "validation"), else from the
