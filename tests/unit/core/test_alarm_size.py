@@ -11,9 +11,14 @@ import pytest
 from ase import Atoms
 from ase.cluster import Icosahedron
 
+from ltau_md.core.calibration import (
+    DEFAULT_ALARM,
+    DEFAULT_SIGNALS,
+    alarm_statistics_from_structures,
+)
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
-from ltau_md.core.metrics import TAIL_FRACTION, alarm_threshold
+from ltau_md.core.metrics import TAIL_FRACTION, alarm_threshold, combined_statistics
 from ltau_md.core.observers import Threshold
 from ltau_md.testing import EMTFeatureModel
 
@@ -50,7 +55,9 @@ def _cluster(rng):
 
 def test_replicated_in_domain_clusters_alarm_at_the_nominal_rate(tmp_path):
     """Boxes of 8 far-apart in-domain clusters (104 atoms): every atom's features are its
-    cluster's, so the box is as in domain as the clusters the threshold was fitted on."""
+    cluster's, so the box is as in domain as the clusters the threshold was fitted on. The
+    novelty maximum (threshold adjusted) and the default alarm (combined: p-values adjusted,
+    as the monitor computes it) alike."""
     model = EMTFeatureModel(elements=("Cu",))
     rng = np.random.default_rng(1)
     x = np.concatenate([model.evaluate(_cluster(rng)).features for _ in range(120)])
@@ -58,16 +65,20 @@ def test_replicated_in_domain_clusters_alarm_at_the_nominal_rate(tmp_path):
                           frame_offsets=np.arange(121) * 13, ref_force_norm=np.ones(len(x)))
     for _ in range(3):
         log.append(rng.gamma(2.0, 0.05, len(x)))
-    est = LTAUEstimator(k=10).fit(x, log)
+    est = LTAUEstimator(k=10, signals=DEFAULT_SIGNALS).fit(x, log)
 
     def novelty_max(atoms):
         return est.predict(model.evaluate(atoms).features, species=atoms.numbers).novelty.max()
 
-    cal = np.array([novelty_max(_cluster(rng)) for _ in range(400)])
+    held_out = [_cluster(rng) for _ in range(400)]
+    alarm_statistics_from_structures(model, est, held_out)
+    cal = np.array([novelty_max(a) for a in held_out])
     est.alarm_statistics_.update({"novelty:max": {
         "values": cal.tolist(), "n_frames": cal.size, "source": "held-out",
         "atoms_per_frame": 13}})
-    boxes = []
+    boxes, combined = [], {"adjusted": [], "unadjusted": []}
+    entry = est.alarm_statistics_[DEFAULT_ALARM]
+    signal, on = DEFAULT_ALARM.split(":")
     for _ in range(200):
         box = Atoms()
         for i in range(8):
@@ -75,7 +86,17 @@ def test_replicated_in_domain_clusters_alarm_at_the_nominal_rate(tmp_path):
             c.positions += [25.0 * i, 0.0, 0.0]
             box += c
         boxes.append(novelty_max(box))
+        sig = est.signal_values(model.evaluate(box).features, box.numbers)
+        for kind, r in (("adjusted", len(box) / entry["atoms_per_frame"]), ("unadjusted", 1.0)):
+            combined[kind].append(combined_statistics(signal, on, sig, np.array([0, len(box)]),
+                                                      entry["reference"], box.numbers,
+                                                      size_ratio=r)[0])
     boxes = np.array(boxes)
+    thr_c = Threshold("stop", alarm_rate=0.1, signal=signal).resolve(
+        SimpleNamespace(estimator=est), n_atoms=104)
+    assert thr_c == alarm_threshold(entry["values"], 0.1)  # the size is in the p-values
+    assert 0.05 <= np.mean(np.array(combined["adjusted"]) > thr_c) <= 0.15
+    assert np.mean(np.array(combined["unadjusted"]) > thr_c) > 0.3
     pol = Threshold("stop", alarm_rate=0.1, signal="novelty")
     thr = pol.resolve(SimpleNamespace(estimator=est), n_atoms=104)
     assert pol.resolved_from["size_ratio"] == 8.0
