@@ -105,6 +105,7 @@ class DOptimality(LatentSignal):
 
     def _fit(self, x: np.ndarray, species: np.ndarray) -> None:
         rng = np.random.default_rng(self.seed)
+        self.__dict__.pop("_projection_cache", None)
         self.active_sets_: dict[int, list[dict[str, np.ndarray]]] = {}
         self.centroids_: dict[int, np.ndarray] = {}
         for z in np.unique(species):
@@ -119,20 +120,28 @@ class DOptimality(LatentSignal):
         """(label per row, centroids (C, D)); one cluster here."""
         return np.zeros(x.shape[0], dtype=np.int64), x.mean(axis=0, keepdims=True)
 
+    def _projections(self, element: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(centroids (C, D), their squared norms (C,), basis @ A^-1 of every cluster stacked
+        (C, D, r), zero-padded to the largest rank r): derived once per element, so a step is
+        one matrix product."""
+        cache = self.__dict__.setdefault("_projection_cache", {})
+        if element not in cache:
+            cent = np.asarray(self.centroids_[element], dtype=np.float64)
+            mats = [s["basis"] @ s["a_inv"] for s in self.active_sets_[element]]
+            r = max(m.shape[1] for m in mats)
+            stack = np.zeros((len(mats), cent.shape[1], r))
+            for c, m in enumerate(mats):
+                stack[c, :, :m.shape[1]] = m
+            cache[element] = (cent, (cent ** 2).sum(1), stack)
+        return cache[element]
+
     def _score(self, x: np.ndarray, element: int) -> np.ndarray:
-        cent = self.centroids_[element]
-        sets = self.active_sets_[element]
-        if len(sets) == 1:
-            label = np.zeros(x.shape[0], dtype=np.int64)
-        else:
-            d2 = (x ** 2).sum(1)[:, None] - 2 * x @ cent.T + (cent ** 2).sum(1)[None, :]
-            label = np.argmin(d2, axis=1)
-        out = np.empty(x.shape[0])
-        for c in np.unique(label):
-            m = label == c
-            s = sets[int(c)]
-            out[m] = np.abs((x[m] @ s["basis"]) @ s["a_inv"]).max(axis=1)
-        return out
+        cent, cent_sq, stack = self._projections(element)
+        if stack.shape[0] == 1:
+            return np.abs(x @ stack[0]).max(axis=1)
+        d2 = cent_sq[None, :] - 2 * x @ cent.T  # + |x|^2, the same for every centroid
+        label = np.argmin(d2, axis=1)
+        return np.abs(np.einsum("nd,ndr->nr", x, stack[label])).max(axis=1)
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         out = {}
@@ -144,6 +153,7 @@ class DOptimality(LatentSignal):
         return out
 
     def _from_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.__dict__.pop("_projection_cache", None)
         self.centroids_ = {int(k.split(".")[1]): np.asarray(v) for k, v in arrays.items()
                            if k.startswith("centroids.")}
         self.active_sets_ = {}
