@@ -1,10 +1,11 @@
 """Benchmark provenance: every script records its figures as ``benchmarks/results/<script>.json``.
 
 A record holds the command line (absolute paths outside the checkout written ``OUT/<name>``),
-the commit (and whether the tree had uncommitted changes), the machine (CPUs, platform,
-library versions), the 1/5/15-minute load averages when the script started (imported this
-module) and when it recorded, the UTC date and the result. The docs' benchmark pages render
-these files (``ltau-benchmark`` directive); nothing else holds benchmark figures.
+the commit (and whether the tree had uncommitted changes outside the records folder), the
+machine (CPUs, platform, library versions), the 1/5/15-minute load averages when the script
+started (imported this module) and when it recorded, the UTC date and the result. The docs'
+benchmark pages render these files (``ltau-benchmark`` directive); nothing else holds benchmark
+figures.
 
 ``LTAU_BENCH_RESULTS`` names another results folder (e.g. for a trial run); the empty string
 turns recording off.
@@ -94,7 +95,9 @@ def record(script: str, result: Any, *, name: str | None = None) -> Path | None:
     out_dir = Path(folder) if folder else RESULTS_DIR
     from ltau_md.core.files import to_json_safe, write_text_atomic  # one strict-JSON rule
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # the records themselves are outputs: a chain of benchmarks must not flag the next one
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  f":(exclude){RESULTS_DIR.relative_to(_ROOT).as_posix()}")
     doc = {
         "script": Path(script).name,
         "command": _command(),
