@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     from ltau_md.core.metrics import stat_key
     from ltau_md.core.signals import SIGNAL_CLASSES
     from ltau_md.integrations.nequip import NequIPFeatureModel
+    from ltau_md.workflows.evaluation import add_missing_signals
     from ltau_md.workflows.evaluation._data import set_data, signal_values
-    from ltau_md.workflows.evaluation._evaluate import _add_signals
     from ltau_md.workflows.is2rs._relax import series_key
     from ltau_md.workflows.is2rs._results import FERR, UQ, from_json, result_path
     from ltau_md.workflows.is2rs.analysis import REPORT_STATS, analyze
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         p.error(f"no finished systems in {camp}")
     est = LTAUEstimator.load(run / "estimator")
     t0 = time.process_time()
-    _add_signals(est, "all")  # every latent signal the estimator lacks, as evaluate fits them
+    add_missing_signals(est, "all")  # every latent signal the estimator lacks, as evaluate does
     fit_cpu = time.process_time() - t0
     model = NequIPFeatureModel.from_file(run / "nequip_run" / "last.ckpt")
     names = (*SCORED, *SIGNAL_CLASSES)

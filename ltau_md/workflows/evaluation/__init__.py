@@ -38,8 +38,9 @@ from ltau_md.workflows.evaluation._evaluate import (
     EVALUATE_CONSTRAINTS,
     FRAME_STATS,
     OUTPUT_KIND,
+    add_missing_signals,
     evaluate,
 )
 
 __all__ = ["EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "SIGNALS",
-           "evaluate"]
+           "add_missing_signals", "evaluate"]

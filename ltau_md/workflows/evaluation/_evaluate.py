@@ -68,7 +68,8 @@ if TYPE_CHECKING:
     from ltau_md.core.model import FeatureModel
 
 
-__all__ = ["EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "evaluate"]
+__all__ = ["EVALUATE_CONSTRAINTS", "FRAME_STATS", "OUTPUT_KIND", "add_missing_signals",
+           "evaluate"]
 
 #: frame statistics scored for detection and alarms
 FRAME_STATS = ("max", "mean", "q90")
@@ -171,7 +172,7 @@ def evaluate(
     check_is_fitted(estimator)
     members = list(members or [])
     est = estimator.without_calibration()  # the caller's keeps its calibration, statistics
-    _add_signals(est, signals)
+    add_missing_signals(est, signals)
 
     # -- model passes and one neighbour search per set --------------------------------------
     ind = set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
@@ -335,7 +336,7 @@ def evaluate(
     return report
 
 
-def _add_signals(est: LTAUEstimator, signals: tuple[str, ...] | str) -> None:
+def add_missing_signals(est: LTAUEstimator, signals: tuple[str, ...] | str) -> None:
     """Fit the latent ``signals`` ("all" = every kind) that ``est`` lacks, from the training
     descriptors its index holds; an index that does not hold them exactly (IVF-PQ) is
     skipped with a warning."""
