@@ -129,20 +129,19 @@ def tail_pvalue(values: np.ndarray, reference: np.ndarray | TailReference, *,
     t = TailReference.of(reference)
     ref = t.values
     v = np.asarray(values, dtype=np.float64)
-    n = np.full(v.shape, float(ref.size))
     if ref.size == 0:
         return np.full(v.shape, P_FLOOR)
     ge = (ref.size - np.searchsorted(ref, v, side="left")).astype(np.float64)
+    n: float | np.ndarray = float(ref.size)
     if leave_one_out:
-        own = (np.ones(v.shape), np.ones(v.shape))
-    if own is not None:
+        ge, n = ge - 1.0, n - 1.0
+    elif own is not None:
         ge = ge - np.asarray(own[0], dtype=np.float64)
         n = n - np.asarray(own[1], dtype=np.float64)
     p = (ge + 1.0) / (n + 1.0)
-    if t.frac > 0:
-        with np.errstate(over="ignore"):
-            tail = t.frac * np.exp(-(v - t.u) / t.beta)
-        p = np.where(ge <= 0, np.minimum(p, tail), p)
+    beyond = ge <= 0  # beyond every in-domain value left in (v > u there: no overflow)
+    if t.frac > 0 and beyond.any():
+        p[beyond] = np.minimum(p[beyond], t.frac * np.exp(-(v[beyond] - t.u) / t.beta))
     return np.maximum(p, P_FLOOR)
 
 
