@@ -12,6 +12,7 @@ import numpy as np
 from ltau_md.core.estimator import loo_sample_size
 from ltau_md.core.exceptions import DataError
 from ltau_md.core.metrics import (
+    ELEMENT,
     combined_components,
     fit_combined,
     frame_statistics,
@@ -196,6 +197,7 @@ def fit_alarm_thresholds(
         reference = None
         if is_combined(signal):
             reference, vals = fit_combined(signal, on, sig, off, z, mask)
+            _warn_missing_elements(estimator, key, reference)
         else:
             vals = frame_statistics(sig[signal], off, on, mask)
         vals = vals[~np.isnan(vals)]
@@ -217,6 +219,19 @@ def fit_alarm_thresholds(
     if store and out:
         estimator.alarm_statistics_.update(out)
     return out
+
+
+def _warn_missing_elements(estimator: LTAUEstimator, key: str, reference: dict) -> None:
+    """Warn when a per-element reference lacks training elements (their atoms are then
+    compared against every element's, :func:`~ltau_md.core.metrics.element_normalised`)."""
+    species = getattr(estimator, "species_", None)
+    for signal, by_element in reference["atoms"].items():
+        missing = sorted(set(map(int, species if species is not None else ())) -
+                         set(map(int, by_element)))
+        if missing:
+            warnings.warn(f"{key}: the in-domain frames hold no atoms of elements {missing} "
+                          f"(Z) for {signal}{ELEMENT}; their atoms are compared against every "
+                          "element's in-domain atoms pooled", UserWarning, stacklevel=3)
 
 
 def alarm_statistics_from_structures(

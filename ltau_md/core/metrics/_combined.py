@@ -111,8 +111,20 @@ def prepare_reference(reference: Mapping[str, Any]) -> dict[str, Any]:
     """A combined statistic's references (:func:`fit_combined`) as :class:`TailReference`
     objects, for repeated :func:`combined_statistics` calls."""
     return {"frames": {c: TailReference.of(v) for c, v in reference.get("frames", {}).items()},
-            "atoms": {s: {int(z): TailReference.of(v) for z, v in e.items()}
-                      for s, e in reference.get("atoms", {}).items()}}
+            "atoms": {s: _with_pooled(e) for s, e in reference.get("atoms", {}).items()}}
+
+
+#: key of the pooled reference (every element's in-domain atoms) in prepared references
+POOLED = 0
+
+
+def _with_pooled(references: Mapping[Any, Any]) -> dict[int, TailReference]:
+    """Per-element references as TailReferences, plus the pooled one under :data:`POOLED`."""
+    refs = {int(k): TailReference.of(r) for k, r in references.items()}
+    if POOLED not in refs:
+        parts = [r.values for z, r in refs.items()]
+        refs[POOLED] = TailReference.of(np.concatenate(parts) if parts else np.empty(0))
+    return refs
 
 
 def tail_pvalue(values: np.ndarray, reference: np.ndarray | TailReference, *,
@@ -175,18 +187,23 @@ def element_normalised(values: np.ndarray, numbers: np.ndarray,
                        references: Mapping[Any, np.ndarray],
                        own: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Each atom's -log tail p-value against the sorted in-domain values of its element
-    (``references``: atomic number (int or str) -> sorted values); an element without
-    references gets -log :data:`P_FLOOR`. ``own``: per-atom counts left out of the reference
-    (:func:`tail_pvalue`), for the in-domain atoms the references were drawn from."""
+    (``references``: atomic number (int or str) -> sorted values, or :func:`prepare_reference`'s
+    prepared ones). An element without in-domain atoms (present in training, absent from the
+    in-domain frames) is compared against every element's atoms pooled, so it neither alarms
+    at once nor never. ``own``: per-atom counts left out of the reference (:func:`tail_pvalue`),
+    for the in-domain atoms the references were drawn from."""
     v = np.asarray(values, dtype=np.float64)
     z = np.asarray(numbers)
-    refs = {int(k): TailReference.of(r) for k, r in references.items()}
-    out = np.full(v.shape, -np.log(P_FLOOR))
+    refs = _with_pooled(references)
+    out = np.empty(v.shape)
     for e in np.unique(z):
         m = z == e
-        if int(e) in refs and refs[int(e)].values.size:
-            out[m] = -np.log(tail_pvalue(v[m], refs[int(e)], own=None if own is None
-                                         else (own[0][m], own[1][m])))
+        ref = refs.get(int(e)) if int(e) != POOLED else None
+        if ref is None or ref.values.size == 0:
+            ref, o = refs[POOLED], None
+        else:
+            o = None if own is None else (own[0][m], own[1][m])
+        out[m] = -np.log(tail_pvalue(v[m], ref, own=o))
     return out
 
 

@@ -73,6 +73,9 @@ def test_element_normalisation_and_combination_equal_loops():
     nb = np.array([-np.log(brute_p(v, sig["b"][z == e])) for v, e in zip(sig["b"], z,
                                                                          strict=True)])
     np.testing.assert_allclose(element_normalised(sig["b"], z, ref["atoms"]["b"]), nb)
+    # an element without in-domain atoms (Z 8 here) against every element's atoms pooled
+    got = element_normalised(np.array([0.5, 40.0]), np.array([8, 8]), ref["atoms"]["b"])
+    np.testing.assert_allclose(got, [-np.log(brute_p(v, sig["b"])) for v in (0.5, 40.0)])
     fa = [sig["a"][i:j].max() for i, j in zip(off[:-1], off[1:], strict=True)]
     # the in-domain frames themselves: each frame's atoms against the other frames' atoms of
     # their element, its maxima against the other frames'
@@ -121,3 +124,25 @@ def test_default_alarm_falls_back_by_the_signals_fitted():
     assert default_alarm(e) == "gmm:max"
     e.signals_ = dict.fromkeys(DEFAULT_SIGNALS)
     assert default_alarm(e) == DEFAULT_ALARM
+
+
+def test_an_element_without_in_domain_atoms_is_named_at_fit():
+    """Training holds O, the in-domain frames do not: fit_alarm_thresholds says so, and an O
+    atom is then scored against the pooled references, not as infinitely novel."""
+    from ltau_md.core.calibration import fit_alarm_thresholds
+    from ltau_md.core.estimator import LTAUEstimator
+
+    rng = np.random.default_rng(3)
+    z = np.tile([1, 6, 8], 200)
+    est = LTAUEstimator(k=3, signals=DEFAULT_SIGNALS).fit(rng.normal(size=(z.size, 4)), None,
+                                                         species=z)
+    zi = np.tile([1, 6], 60)
+    per_atom = est.signal_values(rng.normal(size=(zi.size, 4)), zi)
+    with pytest.warns(UserWarning, match=r"no atoms of elements \[8\]"):
+        entry = fit_alarm_thresholds(est, per_atom, np.arange(61) * 2, stats=[DEFAULT_ALARM],
+                                     numbers=zi, store=False)[DEFAULT_ALARM]
+    q = rng.normal(size=(3, 4))
+    v = combined_statistics(DEFAULT_ALARM.split(":")[0], "max",
+                            est.signal_values(q, np.array([1, 6, 8])), np.array([0, 3]),
+                            entry["reference"], np.array([1, 6, 8]))
+    assert np.isfinite(v).all() and v[0] < 50
