@@ -22,6 +22,8 @@ from ltau_md.core.model import ModelOutput, check_species
 
 __all__ = [
     "EMTFeatureModel",
+    "adsorbate_slab",
+    "slab_md_frames",
     "SlowEMT",
     "StretchedEMT",
     "EMT_ELEMENTS",
@@ -336,3 +338,49 @@ def _params_equal(a: Any, b: Any) -> bool:
     if isinstance(a, float) and np.isnan(a):
         return np.isnan(b)
     return a == b
+
+
+def adsorbate_slab(size: tuple[int, int, int] = (2, 2, 3)) -> Atoms:
+    """O on Cu(111) (one O per 2x2 surface cell, fcc sites), OC20 tags: 2 adsorbate, 1 top
+    layer, 0 the layers below, fixed by FixAtoms."""
+    from ase.build import add_adsorbate, fcc111
+    from ase.constraints import FixAtoms
+
+    nx, ny, nz = size
+    a = fcc111("Cu", size=(nx, ny, nz), vacuum=6.0)
+    add_adsorbate(a, "O", 1.8, "fcc")
+    info = a.info["adsorbate_info"]
+    site = np.asarray(info["sites"]["fcc"]) @ info["cell"]      # (x, y) of that fcc site
+    for i in range(0, nx, 2):
+        for j in range(0, ny, 2):
+            if (i, j) != (0, 0):
+                add_adsorbate(a, "O", 1.8, position=site + i * info["cell"][0]
+                              + j * info["cell"][1])
+    layer = a.get_tags()                      # ase: 1 = top layer .. nz; adsorbate 0
+    tags = np.where(layer == 0, 2, np.where(layer == 1, 1, 0))
+    a.set_tags(tags)
+    a.set_constraint(FixAtoms(mask=tags == 0))
+    return a
+
+
+def slab_md_frames(seed: int, n: int, *, every: int = 5, temperature_K: float = 300.0,
+                   size: tuple[int, int, int] = (2, 2, 3)) -> list[Atoms]:
+    """``n`` frames, ``every`` Langevin steps apart (2 fs, EMT), of :func:`adsorbate_slab`."""
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    a = adsorbate_slab(size)
+    a.calc = EMT()
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(a, temperature_K=temperature_K, rng=rng)
+    dyn = Langevin(a, 2 * units.fs, temperature_K=temperature_K, friction=0.02 / units.fs,
+                   fixcm=False, rng=rng, logfile=None)
+    out = []
+    for _ in range(n):
+        dyn.run(every)
+        f = a.copy()
+        f.calc = None
+        out.append(f)
+    return out
+

@@ -12,11 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from ase import units
-from ase.build import add_adsorbate, fcc111
 from ase.calculators.emt import EMT
-from ase.constraints import FixAtoms
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from ltau_md.core.calculator import PER_ATOM_KEYS, LTAUCalculator
 from ltau_md.core.calibration import (
@@ -32,34 +29,10 @@ from ltau_md.core.estimator import InDomainStatistics, LTAUEstimator
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError
 from ltau_md.core.metrics import alarm_threshold, combined_statistics, fit_combined
 from ltau_md.core.observers import Threshold, UQMonitor
-from ltau_md.testing import EMTFeatureModel
+from ltau_md.testing import EMTFeatureModel, adsorbate_slab, slab_md_frames
 
-
-def slab():
-    """O on Cu(111), OC20 tags: 2 adsorbate, 1 top layer, 0 fixed subsurface."""
-    a = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
-    add_adsorbate(a, "O", 1.8, "fcc")
-    layer = a.get_tags()                      # ase: 1 = top layer .. 3; adsorbate 0
-    tags = np.where(layer == 0, 2, np.where(layer == 1, 1, 0))
-    a.set_tags(tags)
-    a.set_constraint(FixAtoms(mask=tags == 0))
-    return a
-
-
-def md_frames(seed, n, every=5, temperature_K=300.0):
-    a = slab()
-    a.calc = EMT()
-    rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(a, temperature_K=temperature_K, rng=rng)
-    dyn = Langevin(a, 2 * units.fs, temperature_K=temperature_K, friction=0.02 / units.fs,
-                   fixcm=False, rng=rng, logfile=None)
-    out = []
-    for _ in range(n):
-        dyn.run(every)
-        f = a.copy()
-        f.calc = None
-        out.append(f)
-    return out
+slab = adsorbate_slab      # O on Cu(111), OC20 tags, FixAtoms below the top layer
+md_frames = slab_md_frames
 
 
 @pytest.fixture(scope="module")
@@ -354,14 +327,21 @@ def test_calibrate_structures_fits_alarm_statistics_at_the_new_s(setup, tmp_path
     assert th["novelty:max@tags=2"]["n_frames"] == 60
 
 
-def test_default_alarm_is_fitted_stored_and_watched_along_md(setup, tmp_path):
+@pytest.fixture(scope="module")
+def combined(setup):
+    """An estimator with the default alarm's signals and its statistics of the 300 held-out
+    frames."""
+    est = LTAUEstimator(k=5, signals=DEFAULT_SIGNALS).fit(
+        np.concatenate([setup.model.evaluate(a).features for a in setup.train]), setup.log)
+    return est, alarm_statistics_from_structures(setup.model, est, setup.held_out)
+
+
+def test_default_alarm_is_fitted_stored_and_watched_along_md(setup, combined, tmp_path):
     """The default (combined) alarm from held-out structures: its values the leave-one-out
     combined values of the frames' free atoms; saved and loaded; resolved by Threshold; the
     monitor's value at each MD step equal to combined_statistics of that step's signals."""
-    model, held_out = setup.model, setup.held_out[:200]
-    est = LTAUEstimator(k=5, signals=DEFAULT_SIGNALS).fit(
-        np.concatenate([model.evaluate(a).features for a in setup.train]), setup.log)
-    entries = alarm_statistics_from_structures(model, est, held_out)
+    model, held_out = setup.model, setup.held_out
+    est, entries = combined
     assert DEFAULT_ALARM in entries and f"{DEFAULT_ALARM}@tags=2" in entries
     entry = est.alarm_statistics_[DEFAULT_ALARM]
     # its values: the leave-one-out combined values of the held-out frames' free atoms
