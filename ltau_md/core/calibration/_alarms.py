@@ -197,7 +197,8 @@ def fit_alarm_thresholds(
         reference = None
         if is_combined(signal):
             reference, vals = fit_combined(signal, on, sig, off, z, mask)
-            _warn_missing_elements(estimator, key, reference)
+            if select is None:  # a selection (adsorbate atoms) may hold some elements only
+                _warn_missing_elements(estimator, key, reference)
         else:
             vals = frame_statistics(sig[signal], off, on, mask)
         vals = vals[~np.isnan(vals)]
