@@ -1,0 +1,111 @@
+"""Does the default alarm keep its in-domain rate on a bigger slab in MD?
+
+O on Cu(111) with EMT (``ltau_md.testing.slab_md_frames``): an LTAU estimator with the default
+alarm's signals is fitted on MD frames of a ``--small`` surface cell (2 runs), the default
+alarm's in-domain statistic on held-out MD frames of the same cell (2 more runs); then frames of
+new MD runs of the same cell and of a ``--big`` cell (the same O coverage) are scored as the
+monitor scores them (``combined_statistics`` over the free atoms, p-values adjusted to the
+size, and unadjusted), with LTAU novelty's maximum (threshold adjusted) beside it. Reports the
+alarm rates at several nominal rates and the frames that alarm (runs of consecutive frames
+point to configurations the training runs did not reach, not to the size adjustment).
+
+    python benchmarks/alarm_size_slab.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from _record import record
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _size(text: str) -> tuple[int, int, int]:
+    nx, ny, nz = (int(v) for v in text.split("x"))
+    return nx, ny, nz
+
+
+def main(argv=None) -> int:
+    from ltau_md.core.calibration import (
+        DEFAULT_ALARM,
+        DEFAULT_SIGNALS,
+        alarm_statistics_from_structures,
+    )
+    from ltau_md.core.errorlog import ErrorLog
+    from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.core.metrics import alarm_threshold, combined_statistics, parse_stat_key
+    from ltau_md.testing import EMTFeatureModel, slab_md_frames
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--small", type=_size, default=(4, 4, 3), help="NXxNYxNZ (default 4x4x3)")
+    p.add_argument("--big", type=_size, default=(8, 8, 3), help="default 8x8x3")
+    p.add_argument("--train-frames", type=int, default=40, help="per training run (2 runs)")
+    p.add_argument("--held-out-frames", type=int, default=100, help="per run (2 runs)")
+    p.add_argument("--test-frames", type=int, default=60, help="per test run (2 runs)")
+    p.add_argument("--rates", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    args = p.parse_args(argv)
+
+    model = EMTFeatureModel(elements=("O", "Cu"))
+    train = [f for s in (1, 2) for f in slab_md_frames(s, args.train_frames, size=args.small)]
+    x = np.concatenate([model.evaluate(a).features for a in train])
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = ErrorLog.create(Path(tmp) / "log",
+                              species=np.concatenate([a.numbers for a in train]),
+                              frame_offsets=np.cumsum([0] + [len(a) for a in train]),
+                              ref_force_norm=np.ones(len(x)))
+        for _ in range(3):
+            log.append(0.05 * rng.lognormal(0, 0.5, len(x)))
+        est = LTAUEstimator(k=5, signals=DEFAULT_SIGNALS).fit(x, log)
+    held = [f for s in (3, 4) for f in slab_md_frames(s, args.held_out_frames, size=args.small)]
+    alarm_statistics_from_structures(model, est, held)
+    entry = est.alarm_statistics_[DEFAULT_ALARM]
+    novelty = est.alarm_statistics_["novelty:max"]
+    signal, on, _ = parse_stat_key(DEFAULT_ALARM)
+
+    result: dict = {"small": "x".join(map(str, args.small)), "big": "x".join(map(str, args.big)),
+                    "calibration_frames": entry["n_frames"], "default_alarm": DEFAULT_ALARM,
+                    "sets": {}}
+    for name, size, seeds in (("small", args.small, (5, 6)), ("big", args.big, (7, 8))):
+        frames = [f for s in seeds for f in slab_md_frames(s, args.test_frames, size=size)]
+        vals: dict[str, list[float]] = {"adjusted": [], "unadjusted": [], "novelty": []}
+        ratio = 1.0
+        for a in frames:
+            free = a.get_tags() != 0
+            f = model.evaluate(a).features
+            sig = est.signal_values(f, a.numbers)
+            ratio = float(free.sum() / entry["atoms_per_frame"])
+            for kind, r in (("adjusted", ratio), ("unadjusted", 1.0)):
+                vals[kind].append(float(combined_statistics(
+                    signal, on, sig, np.array([0, len(a)]), entry["reference"], a.numbers,
+                    free, size_ratio=r)[0]))
+            vals["novelty"].append(float(est.predict(f, species=a.numbers).novelty[free].max()))
+        v = {k: np.array(x) for k, x in vals.items()}
+        rates = {}
+        for rate in args.rates:
+            thr = alarm_threshold(entry["values"], rate)
+            rates[f"{rate:g}"] = {
+                "default_adjusted": float(np.mean(v["adjusted"] > thr)),
+                "default_unadjusted": float(np.mean(v["unadjusted"] > thr)),
+                "novelty_max_adjusted": float(np.mean(
+                    v["novelty"] > alarm_threshold(novelty["values"], rate, ratio)))}
+        thr = alarm_threshold(entry["values"], args.rates[0])
+        result["sets"][name] = {
+            "frames": len(frames), "size_ratio": ratio, "rates": rates,
+            f"alarming_frames_at_{args.rates[0]:g}": np.flatnonzero(
+                v["adjusted"] > thr).tolist()}
+    print(json.dumps(result))
+    record(__file__, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
