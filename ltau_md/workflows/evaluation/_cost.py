@@ -1,5 +1,6 @@
 """Cost per step of the deployed model, the LTAU query, a calculator step, each latent signal
-fitted on the estimator and the ensemble."""
+fitted on the estimator, each combined alarm statistic it holds (beyond its signals) and the
+ensemble."""
 
 from __future__ import annotations
 
@@ -46,6 +47,24 @@ def cost_per_step(model: FeatureModel, members: Sequence[FeatureModel],
            "ltau_calculator_step_s": calc_step}
     for name in estimator.signals_:  # each latent signal's own cost on the same features
         fns[f"{name}_s"] = (lambda n=name: estimator.signal_values(feats, a.numbers, [n]))
+    # each combined statistic over all atoms (the default alarm's): the monitor's own work
+    # per step beyond the signals, against its prepared in-domain references
+    from ltau_md.core.metrics import (
+        combined_statistics,
+        is_combined,
+        parse_stat_key,
+        prepare_reference,
+        statistic_signals,
+    )
+
+    for key, entry in (getattr(estimator, "alarm_statistics_", None) or {}).items():
+        signal, on, select = parse_stat_key(key)
+        if not is_combined(signal) or select is not None or "reference" not in entry:
+            continue
+        sig = estimator.signal_values(feats, a.numbers, sorted(statistic_signals(key)))
+        ref = prepare_reference(entry["reference"])
+        fns[f"{key}_s"] = (lambda s=signal, o=on, v=sig, r=ref: combined_statistics(
+            s, o, v, np.array([0, len(a)]), r, a.numbers))
     if members:
         fns["ensemble_step_s"] = lambda: (jitter(a), model.evaluate(a),
                                           [m.evaluate(a) for m in members])

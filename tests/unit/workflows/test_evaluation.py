@@ -186,6 +186,8 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
     assert sorted(ranked) == sorted(rep["alarms"]) and "gmm:q90" in ranked
     assert rep["calibration"]["area_fitted"] >= 0 and rep["calibration"]["s"] > 0
     assert rep["cost_per_step"]["ensemble_step_s"] > 0
+    # each signal's own cost, the default alarm's combination (beyond its signals) too
+    assert all(rep["cost_per_step"][f"{n}_s"] > 0 for n in (*SIGNAL_CLASSES, DEFAULT_ALARM))
     json.dumps(rep, allow_nan=False)  # strict JSON
 
 
