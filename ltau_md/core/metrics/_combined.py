@@ -50,8 +50,7 @@ __all__ = ["COMBINE", "ELEMENT", "P_FLOOR", "combined_components", "combined_sta
 COMBINE = "+"
 #: suffix of a per-element normalised component
 ELEMENT = "/element"
-#: smallest p-value used (an exponential tail underflows far out; an element without
-#: in-domain atoms gets it)
+#: smallest p-value used (an exponential tail underflows far out)
 P_FLOOR = 1e-300
 
 
@@ -175,11 +174,10 @@ def own_frame_counts(values: np.ndarray, numbers: np.ndarray, frame_offsets: np.
     pos = np.arange(order.size) - np.repeat(start, size)  # 0 = the group's largest
     v = values[order]
     # ties: each takes the position of the last value equal to it in its group
-    last = pos.copy()
-    for i in range(order.size - 2, -1, -1):
-        if key[i] == key[i + 1] and v[i] == v[i + 1]:
-            last[i] = last[i + 1]
-    ge[order] = last + 1
+    change = np.r_[(key[1:] != key[:-1]) | (v[1:] != v[:-1]), True]
+    run_end = np.flatnonzero(change)                   # last index of each run of equals
+    run = np.r_[0, np.cumsum(change[:-1])]             # run of each sorted atom
+    ge[order] = pos[run_end[run]] + 1
     return ge, cnt
 
 

@@ -21,6 +21,7 @@ from ltau_md.core.metrics import (
     combined_statistics,
     element_normalised,
     fit_combined,
+    own_frame_counts,
     tail_pvalue,
 )
 
@@ -146,3 +147,19 @@ def test_an_element_without_in_domain_atoms_is_named_at_fit():
                             est.signal_values(q, np.array([1, 6, 8])), np.array([0, 3]),
                             entry["reference"], np.array([1, 6, 8]))
     assert np.isfinite(v).all() and v[0] < 50
+
+
+def test_own_frame_counts_equal_counting_with_ties():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        sizes = rng.integers(1, 7, rng.integers(1, 6))
+        off = np.r_[0, np.cumsum(sizes)]
+        n = int(off[-1])
+        v = rng.integers(0, 3, n).astype(float)           # many ties
+        z, m = rng.integers(1, 3, n), rng.random(n) < 0.8
+        ge, cnt = own_frame_counts(v, z, off, m)
+        frame = np.repeat(np.arange(sizes.size), sizes)
+        for i in range(n):
+            same = (frame == frame[i]) & (z == z[i]) & m
+            want = (0, 0) if not m[i] else (same.sum(), (same & (v >= v[i])).sum())
+            assert (cnt[i], ge[i]) == want
