@@ -11,11 +11,7 @@ import pytest
 from ase import Atoms
 from ase.cluster import Icosahedron
 
-from ltau_md.core.calibration import (
-    DEFAULT_ALARM,
-    DEFAULT_SIGNALS,
-    alarm_statistics_from_structures,
-)
+from ltau_md.core.calibration import DEFAULT_ALARM, DEFAULT_SIGNALS, fit_alarm_thresholds
 from ltau_md.core.errorlog import ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.core.metrics import TAIL_FRACTION, alarm_threshold, combined_statistics
@@ -67,12 +63,15 @@ def test_replicated_in_domain_clusters_alarm_at_the_nominal_rate(tmp_path):
         log.append(rng.gamma(2.0, 0.05, len(x)))
     est = LTAUEstimator(k=10, signals=DEFAULT_SIGNALS).fit(x, log)
 
-    def novelty_max(atoms):
-        return est.predict(model.evaluate(atoms).features, species=atoms.numbers).novelty.max()
+    def novelty_max(atoms, feats):
+        return est.predict(feats, species=atoms.numbers).novelty.max()
 
     held_out = [_cluster(rng) for _ in range(400)]
-    alarm_statistics_from_structures(model, est, held_out)
-    cal = np.array([novelty_max(a) for a in held_out])
+    feats = [model.evaluate(a).features for a in held_out]     # one model pass per cluster
+    z = np.concatenate([a.numbers for a in held_out])
+    fit_alarm_thresholds(est, est.signal_values(np.concatenate(feats), z),
+                         np.arange(401) * 13, stats=[DEFAULT_ALARM], numbers=z)
+    cal = np.array([novelty_max(a, f) for a, f in zip(held_out, feats, strict=True)])
     est.alarm_statistics_.update({"novelty:max": {
         "values": cal.tolist(), "n_frames": cal.size, "source": "held-out",
         "atoms_per_frame": 13}})
@@ -85,8 +84,9 @@ def test_replicated_in_domain_clusters_alarm_at_the_nominal_rate(tmp_path):
             c = _cluster(rng)
             c.positions += [25.0 * i, 0.0, 0.0]
             box += c
-        boxes.append(novelty_max(box))
-        sig = est.signal_values(model.evaluate(box).features, box.numbers)
+        f = model.evaluate(box).features
+        boxes.append(novelty_max(box, f))
+        sig = est.signal_values(f, box.numbers)
         for kind, r in (("adjusted", len(box) / entry["atoms_per_frame"]), ("unadjusted", 1.0)):
             combined[kind].append(combined_statistics(signal, on, sig, np.array([0, len(box)]),
                                                       entry["reference"], box.numbers,

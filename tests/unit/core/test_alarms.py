@@ -239,19 +239,28 @@ def test_thresholds_round_trip_through_save_load_and_survive_a_new_s(setup, fitt
     assert kept["novelty:max"] == fitted["novelty:max"]
 
 
-def test_every_fitted_latent_signal_gets_its_in_domain_maximum(setup):
+@pytest.fixture(scope="module")
+def combined(setup):
+    """An estimator with the default alarm's signals and D-optimality, its statistics of 150
+    held-out frames (a 5 % rate needs 19), those frames and their features."""
+    est = LTAUEstimator(k=5, signals=("doptimality", *DEFAULT_SIGNALS)).fit(
+        np.concatenate([setup.model.evaluate(a).features for a in setup.train]), setup.log)
+    held_out = setup.held_out[::2]
+    got = alarm_statistics_from_structures(setup.model, est, held_out)
+    return est, got, held_out, [setup.model.evaluate(a).features for a in held_out]
+
+
+def test_every_fitted_latent_signal_gets_its_in_domain_maximum(setup, combined):
     """An estimator fitted with GMM and D-optimality: the default held-out and training
     statistics hold "doptimality:max" (not only the default alarm's GMM), equal to the frame
     maxima over the free atoms computed here, so Threshold(signal="doptimality",
     alarm_rate=...) resolves to their conformal quantile."""
-    est = LTAUEstimator(k=5, signals=("gmm", "doptimality")).fit(
-        np.concatenate([setup.model.evaluate(a).features for a in setup.train]), setup.log)
-    got = alarm_statistics_from_structures(setup.model, est, setup.held_out)
+    est, got, held_out, feats = combined
     assert {"doptimality:max", "doptimality:max@tags=2", "gmm:max"} <= set(got)
     assert "doptimality:mean" not in got
     ref = []
-    for a in setup.held_out:
-        v = est.signal_values(setup.model.evaluate(a).features, a.numbers)["doptimality"]
+    for a, f in zip(held_out, feats, strict=True):
+        v = est.signal_values(f, a.numbers)["doptimality"]
         ref.append(v[a.get_tags() != 0].max())
     np.testing.assert_allclose(got["doptimality:max"]["values"], sorted(ref), rtol=1e-6)
     calc = LTAUCalculator(setup.model, est)
@@ -327,28 +336,19 @@ def test_calibrate_structures_fits_alarm_statistics_at_the_new_s(setup, tmp_path
     assert th["novelty:max@tags=2"]["n_frames"] == 60
 
 
-@pytest.fixture(scope="module")
-def combined(setup):
-    """An estimator with the default alarm's signals and its statistics of the 300 held-out
-    frames."""
-    est = LTAUEstimator(k=5, signals=DEFAULT_SIGNALS).fit(
-        np.concatenate([setup.model.evaluate(a).features for a in setup.train]), setup.log)
-    return est, alarm_statistics_from_structures(setup.model, est, setup.held_out)
-
-
 def test_default_alarm_is_fitted_stored_and_watched_along_md(setup, combined, tmp_path):
     """The default (combined) alarm from held-out structures: its values the leave-one-out
     combined values of the frames' free atoms; saved and loaded; resolved by Threshold; the
     monitor's value at each MD step equal to combined_statistics of that step's signals."""
-    model, held_out = setup.model, setup.held_out
-    est, entries = combined
+    model = setup.model
+    est, entries, held_out, feats = combined
     assert DEFAULT_ALARM in entries and f"{DEFAULT_ALARM}@tags=2" in entries
     entry = est.alarm_statistics_[DEFAULT_ALARM]
     # its values: the leave-one-out combined values of the held-out frames' free atoms
     signal, on = DEFAULT_ALARM.split(":")
     per_atom, nums, free = {}, [], []
-    for a in held_out:
-        v = est.signal_values(model.evaluate(a).features, a.numbers)
+    for a, f in zip(held_out, feats, strict=True):
+        v = est.signal_values(f, a.numbers)
         for k in DEFAULT_SIGNALS:
             per_atom.setdefault(k, []).append(v[k])
         nums.append(a.numbers)
