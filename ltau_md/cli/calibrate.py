@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fit the LTAU tolerance scale s (and per-group s) on a "
                        "calibration split of labelled structures, minimising the "
                        "miscalibration area; stores the in-domain frame statistics of the same "
-                       "structures (novelty, uncertainty, the GMM: max, mean; every other fitted "
-                       "signal: max; also over tags=2 atoms where tagged) behind md/relax "
+                       "structures (novelty, uncertainty, the GMM: max, mean; the default alarm's "
+                       "combined statistic; every other fitted signal: max; also over tags=2 "
+                       "atoms where tagged) behind md/relax "
                        "--stop-rate/--warn-rate; saves the calibrated estimator.")
     p.add_argument("data", help="labelled structures with reference forces (e.g. extxyz), not "
                    "used for training: the calibration split")
