@@ -163,7 +163,7 @@ def fit_alarm_thresholds(
     {key: {"values": sorted in-domain frame values, "n_frames": F used, "source": source,
     "atoms_per_frame": median atoms per frame the statistic was taken over}}; a combined
     statistic (:func:`~ltau_md.core.metrics.fit_combined`) also holds its "reference", and its
-    values are the frames' leave-one-out combined values.
+    values are the frames' leave-one-frame-out combined values.
     Frames without a selected atom (e.g. no adsorbate) are left out; frames with an infinite
     value too, with a warning.
     """

@@ -223,7 +223,7 @@ def fit_combined(signal: str, on: str, per_atom: Mapping[str, np.ndarray],
                  frame_offsets: np.ndarray, numbers: np.ndarray | None = None,
                  mask: np.ndarray | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Fit the in-domain references of the combined statistic ``signal``:``on`` on in-domain
-    frames, and return them with the frames' leave-one-out combined values.
+    frames, and return them with the frames' leave-one-frame-out combined values.
 
     Parameters
     ----------
@@ -239,7 +239,7 @@ def fit_combined(signal: str, on: str, per_atom: Mapping[str, np.ndarray],
     -------
     reference : {"frames": {component: sorted in-domain frame values}, "atoms": {signal:
         {"Z": sorted in-domain atom values}}} (JSON-able), for :func:`combined_statistics`.
-    values : (F,) leave-one-out combined values of the frames (NaN where a frame has no
+    values : (F,) leave-one-frame-out combined values of the frames (NaN where a frame has no
         selected atom): each frame's p-values against the other frames, its atoms'
         per-element values against the other frames' atoms.
     """
