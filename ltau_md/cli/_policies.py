@@ -47,7 +47,9 @@ def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
                    help="per-atom signal the policies watch: novelty, uncertainty, "
                    "predicted_error (eV/A), confidence, novelty_pvalue, a latent signal "
                    "fitted on the estimator (gmm, doptimality, ...) or one the model computes "
-                   "(shallow_ensemble, mve, evidential: heads models) (default: the default "
+                   "(shallow_ensemble, mve, evidential: heads models), or a combination "
+                   "such as the default alarm's gmm+clustered_doptimality/element "
+                   "(default: the default "
                    "alarm's signal for --X-rate and the default policy, uncertainty for "
                    "--X-above)")
     g.add_argument("--on", type=statistic, default="max", metavar="STAT",
@@ -81,14 +83,24 @@ def check_policy_args(args: argparse.Namespace) -> None:
     exit status 2) before anything is read or written. The --X-above thresholds and the
     hysteresis are on the scale of ``--signal``, or of the uncertainty when it is not given."""
     from ltau_md.core.calculator import PER_ATOM_KEYS
+    from ltau_md.core.exceptions import InvalidParameterError
+    from ltau_md.core.metrics import combined_components, is_combined
     from ltau_md.core.model import MODEL_SIGNALS
     from ltau_md.core.observers import UNIT_SIGNALS
     from ltau_md.core.signals import SIGNAL_CLASSES
 
     known = (*PER_ATOM_KEYS, *SIGNAL_CLASSES, *MODEL_SIGNALS)
-    if args.signal is not None and args.signal not in known:
-        args.policy_parser.error(f"argument --signal: must be one of {', '.join(known)}"
-                                 f", got {args.signal!r}")
+    if args.signal is not None:
+        try:  # a combined signal ("gmm+clustered_doptimality/element"): each part known
+            parts = ([b for b, _ in combined_components(args.signal)]
+                     if is_combined(args.signal) else [args.signal])
+        except InvalidParameterError:
+            parts = [""]
+        if any(b not in known for b in parts):
+            args.policy_parser.error(
+                f"argument --signal: must be one of {', '.join(known)}, or parts of them "
+                "joined by '+' (a part ending in /element normalised per element), got "
+                f"{args.signal!r}")
     unit = (args.signal or "uncertainty") in UNIT_SIGNALS
     checks = [(f"--{a}-above", getattr(args, f"{a}_above")) for a in ACTIONS]
     for flag, v in checks:

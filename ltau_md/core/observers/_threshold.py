@@ -14,7 +14,13 @@ import numpy as np
 
 from ltau_md.core._param_validation import Interval, StrOptions, validate_params
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError
-from ltau_md.core.metrics import alarm_threshold, is_combined, parse_selection, stat_key
+from ltau_md.core.metrics import (
+    alarm_threshold,
+    combined_components,
+    is_combined,
+    parse_selection,
+    stat_key,
+)
 from ltau_md.core.observers._event import Event
 
 if TYPE_CHECKING:
@@ -108,6 +114,8 @@ class Threshold:
             raise InvalidParameterError(f"signal must be a per-atom result name, got "
                                         f"{self.signal!r}")
         stat_key(self.signal, self.on)  # validates both
+        if is_combined(self.signal):
+            combined_components(self.signal)  # "A+B/element": each part a signal name
         if isinstance(self.select, str):
             parse_selection(self.select)
         if (self.above is None) == (self.alarm_rate is None):

@@ -84,6 +84,8 @@ def test_out_of_range_options_are_refused_by_argparse(opts, capsys):
     (["--stop-above", "3", "--signal", "confidence"], "--stop-above: must be a number in [0, 1)"),
     (["--warn-above", "-1", "--signal", "novelty"], "--warn-above: must be a number >= 0"),
     (["--signal", "bogus"], "argument --signal: must be one of uncertainty, confidence"),
+    (["--signal", "gmm+"], "argument --signal: must be one of uncertainty, confidence"),
+    (["--signal", "gmm+bogus/element"], "or parts of them joined by '+'"),
     (["--hysteresis", "2"], "argument --hysteresis: must be a number in [0, 1], got '2'"),
 ])
 def test_signal_dependent_ranges_are_refused_like_argparse(opts, msg, capsys):
@@ -98,7 +100,8 @@ def test_signal_dependent_ranges_are_refused_like_argparse(opts, msg, capsys):
 def test_thresholds_on_unbounded_signals_may_exceed_one():
     for opts in (["--stop-above", "5", "--signal", "novelty"],
                  ["--signal", "predicted_error", "--stop-above", "0.3", "--hysteresis", "2"],
-                 ["--signal", "shallow_ensemble", "--stop-above", "1.2"]):  # a model's own
+                 ["--signal", "shallow_ensemble", "--stop-above", "1.2"],   # a model's own
+                 ["--signal", "gmm+clustered_doptimality/element", "--stop-above", "9"]):
         args = parse("md", *opts)
         pols = policy_factory(args, estimator(), "md")()
         assert [p.above for p in pols] == [float(opts[opts.index("--stop-above") + 1])]

@@ -24,6 +24,7 @@ from ltau_md.core.metrics import (
     own_frame_counts,
     tail_pvalue,
 )
+from ltau_md.core.observers import Threshold
 
 
 def brute_p(v, ref, exclude_self=False, others=None):
@@ -99,6 +100,9 @@ def test_element_normalisation_and_combination_equal_loops():
     np.testing.assert_allclose(got, want, rtol=1e-10)
     with pytest.raises(InvalidParameterError, match="combined signal"):
         combined_components("a+/element")
+    for bad in ("gmm+", "gmm+gmm"):             # refused when the policy is made
+        with pytest.raises(InvalidParameterError, match="combined signal"):
+            Threshold("stop", signal=bad, alarm_rate=0.01)
 
 
 def test_the_in_domain_rate_holds_for_frames_ten_times_larger():
