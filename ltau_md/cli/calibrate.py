@@ -16,6 +16,7 @@ from ltau_md.cli._common import (
     library_default,
     positive_float,
     positive_int,
+    statistic_key,
 )
 
 __all__ = [
@@ -59,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"calibration bins, >= 1 (default {library_default(fit_scale, 'n_bins')})")
     p.add_argument("--plot-dir", default=None,
                    help="write calibration.png and scale_fit.png here (default: no plots)")
+    p.add_argument("--alarm-stats", nargs="+", type=statistic_key, default=(), metavar="KEY",
+                   help="in-domain statistics fitted besides the default ones: "
+                   "SIGNAL:ON[@tags=T], the signal possibly combined, e.g. "
+                   "doptimality+clustered_doptimality/element:max")
     add_device_arg(p)
     add_progress_arg(p)
     add_type_map_arg(p)
@@ -68,9 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fit s, save the estimator, print a JSON line (s, areas before/after, per-group s)."""
-    from ltau_md.core.calibration import calibrate_structures, evaluate_calibration, fit_scale
+    from ltau_md.core.calibration import (
+        DEFAULT_ALARM_STATS,
+        calibrate_structures,
+        evaluate_calibration,
+        fit_scale,
+    )
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.exceptions import InvalidParameterError
+    from ltau_md.core.metrics import statistic_signals
+    from ltau_md.core.model import MODEL_SIGNALS
     from ltau_md.core.structures import read_structures
     from ltau_md.integrations.nequip import NequIPFeatureModel
     from ltau_md.integrations.nequip.loader import check_pairing
@@ -82,6 +94,13 @@ def run(args: argparse.Namespace) -> int:
     if s_min >= s_max:
         raise InvalidParameterError(f"--s-min {s_min:g} must be below --s-max {s_max:g}")
     est = LTAUEstimator.load(args.estimator)
+    have = {"novelty", "uncertainty", *est.signals_, *MODEL_SIGNALS}
+    for key in args.alarm_stats:
+        missing = sorted(statistic_signals(key) - have)
+        if missing:
+            raise InvalidParameterError(
+                f"--alarm-stats {key}: the estimator has no signal {missing[0]!r} (fitted: "
+                f"{sorted(est.signals_)})")
     model = NequIPFeatureModel.from_file(args.model, device=args.device,
                                          chemical_species_to_atom_type_map=args.type_map)
     check_pairing(est, model, args.model, estimator_path=args.estimator,
@@ -89,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     frames = read_structures(args.data)
     fit, arrays = calibrate_structures(
         model, est, frames, group_key=args.group_key, target_atol=args.target_atol,
-        s_bounds=(s_min, s_max), n_bins=n_bins)
+        s_bounds=(s_min, s_max), n_bins=n_bins,
+        stats=(*DEFAULT_ALARM_STATS, *args.alarm_stats))
     out = Path(args.out or args.estimator)
     est.save(out)
     if args.plot_dir:

@@ -17,6 +17,7 @@ from ltau_md.cli._common import (
     non_negative_float,
     positive_float,
     positive_int,
+    statistic_key,
     window,
 )
 
@@ -79,6 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="latent signals fitted with the estimator, from "
                    f"{', '.join(sorted(SIGNAL_CLASSES))}; none with a bare --signals (default "
                    f"{' '.join(library_default(fit_from_runs, 'signals'))}, the default alarm's)")
+    p.add_argument("--alarm-stats", nargs="+", type=statistic_key, default=(), metavar="KEY",
+                   help="in-domain statistics fitted besides the default ones, for "
+                   "md/relax --signal S --on ON --stop-rate: SIGNAL:ON[@tags=T], the signal "
+                   "possibly combined, e.g. doptimality+clustered_doptimality/element:max")
     add_device_arg(p)
     add_type_map_arg(p)
     add_progress_arg(p)
@@ -107,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from ltau_md.integrations.nequip.fit import fit_from_runs, fit_from_structures
 
     common = {**given(args, "k", "index", "batch_size", "signals"), "device": args.device,
+              "alarm_stats": tuple(args.alarm_stats),
               "progress": not args.no_progress, "overwrite": args.overwrite,
               "chemical_species_to_atom_type_map": args.type_map}
     if not args.run_dirs:

@@ -29,7 +29,8 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     out = tmp_path / "calibrated"
     rc = main(["calibrate", str(tiny_run.val_xyz), "--model", str(tiny_run.checkpoint),
                "--estimator", str(tiny_run.estimator_dir), "--out", str(out),
-               "--target-atol", str(target), "--n-bins", "10", "--plot-dir", str(tmp_path)])
+               "--target-atol", str(target), "--n-bins", "10", "--plot-dir", str(tmp_path),
+               "--alarm-stats", "uncertainty:q90"])
     assert rc == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["s"] == pytest.approx(fit.s) and line["area"] == pytest.approx(fit.area)
@@ -42,7 +43,7 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     th = back.alarm_statistics_
     assert line["alarm_statistics"] == sorted(th) == sorted([
         "gmm:max", "gmm:mean", "novelty:max", "novelty:mean", "uncertainty:max",
-        "uncertainty:mean", "clustered_doptimality:max", DEFAULT_ALARM])
+        "uncertainty:mean", "clustered_doptimality:max", DEFAULT_ALARM, "uncertainty:q90"])
     assert {v["source"] for v in th.values()} == {"calibration"}
     unc = [back.predict(o.features, species=a.numbers).uncertainty.max()
            for a, o in zip(frames, model.evaluate_many(frames), strict=True)]

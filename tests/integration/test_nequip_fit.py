@@ -13,6 +13,7 @@ from ltau_md.core.calibration import DEFAULT_ALARM, DEFAULT_SIGNALS
 from ltau_md.core.errorlog import VALIDATION_FILE, ErrorLog
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.core.exceptions import ArtifactError
+from ltau_md.core.metrics import fit_combined
 from ltau_md.integrations.nequip import NequIPFeatureModel, descriptors_for_dataset, find_error_log
 from ltau_md.integrations.nequip.fit import fit_from_runs
 
@@ -155,20 +156,30 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
     out = tmp_path / "est_val"
     assert main(["fit", str(tiny_run.run_dirs[0]), str(tiny_run.run_dirs[1]), "--model",
                  str(tiny_run.checkpoint), "--out", str(out), "--validation",
-                 str(tiny_run.val_xyz), "--no-progress"]) == 0
+                 str(tiny_run.val_xyz), "--no-progress",
+                 "--alarm-stats", "novelty+gmm/element:max"]) == 0   # one besides the default
     est = LTAUEstimator.load(out)
     th = est.alarm_statistics_
     assert set(th) == {"novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean",
-                       "gmm:max", "gmm:mean", "clustered_doptimality:max", DEFAULT_ALARM}
+                       "gmm:max", "gmm:mean", "clustered_doptimality:max", DEFAULT_ALARM,
+                       "novelty+gmm/element:max"}
     assert {v["source"] for v in th.values()} == {"validation"}
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
-    nov_max, unc_mean, gmm_max = [], [], []
+    nov_max, unc_mean, gmm_max, nov, gmm = [], [], [], [], []
     for a in val:
         feats = model.evaluate(a).features
         p = est.predict(feats, species=a.numbers)
         nov_max.append(p.novelty.max())
         unc_mean.append(p.uncertainty.mean())
         gmm_max.append(est.signals_["gmm"].score(feats, a.numbers).max())
+        nov.append(p.novelty)
+        gmm.append(est.signals_["gmm"].score(feats, a.numbers))
+    _, loo = fit_combined("novelty+gmm/element", "max",
+                          {"novelty": np.concatenate(nov), "gmm": np.concatenate(gmm)},
+                          np.cumsum([0] + [len(a) for a in val]),
+                          np.concatenate([a.numbers for a in val]))
+    np.testing.assert_allclose(th["novelty+gmm/element:max"]["values"], np.sort(loo),
+                               rtol=1e-5)
     np.testing.assert_allclose(th["gmm:max"]["values"], sorted(gmm_max), rtol=1e-5)
     np.testing.assert_allclose(th["novelty:max"]["values"], sorted(nov_max), rtol=1e-5)
     np.testing.assert_allclose(th["uncertainty:mean"]["values"], sorted(unc_mean), rtol=1e-5)
@@ -182,7 +193,7 @@ def test_a_run_given_twice_is_dropped_with_a_warning(tiny_run, tmp_path):
     assert est.summary_.n_members == 1
 
 
-@pytest.mark.parametrize("case", ["window", "validation", "data", "k"])
+@pytest.mark.parametrize("case", ["window", "validation", "data", "k", "alarm_stats"])
 def test_fit_refuses_bad_inputs_before_loading_the_model(tiny_run, tmp_path, monkeypatch,
                                                          capsys, case):
     """Errors in the inputs come before the model load and the descriptor pass (they came
@@ -196,6 +207,7 @@ def test_fit_refuses_bad_inputs_before_loading_the_model(tiny_run, tmp_path, mon
     args = ["fit", *map(str, tiny_run.run_dirs), "--model", str(tiny_run.checkpoint),
             "--out", str(tmp_path / "est"), "--no-progress"]
     extra, expected = {
+        "alarm_stats": (["--alarm-stats", "llpr:max"], "needs the signal 'llpr'"),
         "window": (["--window", "50:60"], "window"),
         "validation": (["--validation", str(tmp_path / "nope.xyz")], "nope.xyz does not exist"),
         "data": (["--data", str(tmp_path / "nope.xyz")], "nope.xyz does not exist"),

@@ -82,6 +82,13 @@ def _default_keys(signals: Sequence[str], combined: bool = True) -> list[str]:
             + [stat_key(n, "max") for n in sorted(signals) if n not in named])
 
 
+def _split_stats(stats: Sequence[str]) -> tuple[bool, list[str]]:
+    """(whether ``stats`` starts with :data:`DEFAULT_ALARM_STATS`, the keys given besides)."""
+    n = len(DEFAULT_ALARM_STATS)
+    default = tuple(stats[:n]) == DEFAULT_ALARM_STATS
+    return default, list(stats[n:] if default else stats)
+
+
 def default_alarm(estimator: Any) -> str:
     """:data:`DEFAULT_ALARM` when ``estimator`` has its signals fitted (``signals_``), else the
     first of :data:`FALLBACK_ALARMS` it has."""
@@ -145,7 +152,8 @@ def fit_alarm_thresholds(
     stats : keys "SIGNAL:ON[@tags=T]" (:func:`~ltau_md.core.metrics.stat_key`).
         The default, :data:`DEFAULT_ALARM_STATS`, keeps the signals present in ``per_atom``,
         adds "NAME:max" of every other signal there and the "@tags=2" variants when ``tags``
-        hold a 2; explicit keys must all be computable.
+        hold a 2; ``(*DEFAULT_ALARM_STATS, KEY, ...)`` is the default plus those keys.
+        Explicit keys must all be computable.
     source : where the values come from ("held-out", "validation", "calibration",
         "training-loo").
     free : (n_atoms,) bool, optional
@@ -178,13 +186,14 @@ def fit_alarm_thresholds(
                             "atoms of frame_offsets)")
         sig[name] = a
     t = None if tags is None else np.asarray(tags)
-    default = tuple(stats) == DEFAULT_ALARM_STATS
+    default, given = _split_stats(stats)
     z = None if numbers is None else np.asarray(numbers)
     if z is not None and z.shape != (n,):
         raise DataError(f"numbers has shape {z.shape}, expected ({n},)")
-    keys = _default_keys(list(sig), combined=z is not None) if default else list(stats)
+    keys = _default_keys(list(sig), combined=z is not None) if default else []
     if default and t is not None and np.any(t == 2):
         keys += [stat_key(*parse_stat_key(k)[:2], "tags=2") for k in keys]
+    keys += [k for k in given if k not in keys]
     if free is not None:
         free = selection_mask(np.asarray(free, dtype=bool), n)
     out: dict[str, dict[str, Any]] = {}
@@ -325,18 +334,32 @@ def alarm_statistics_from_training(
         rows, offsets = _frame_sample(offsets, loo_sample_size(estimator.index_kind_))
         novelty = estimator.leave_one_out_novelty(rows, x)
         extra = {k: None if v is None else np.asarray(v)[rows] for k, v in extra.items()}
-    out = fit_alarm_thresholds(estimator, {"novelty": novelty}, offsets, stats=stats,
-                               source="training-loo", store=store, **extra)
+    default, given = _split_stats(stats)
+    latent: dict[str, np.ndarray] = {}
+    species = None
     if x is not None and estimator.signals_:
         xs = x if rows is None else np.asarray(x)[rows]
         species = estimator.train_species_ if rows is None else estimator.train_species_[rows]
         latent = estimator.signal_values(xs, species)
-        keys = (DEFAULT_ALARM_STATS if tuple(stats) == DEFAULT_ALARM_STATS
-                else [k for k in stats if statistic_signals(k) <= set(latent)])
-        if latent and keys:
-            out.update(fit_alarm_thresholds(estimator, latent, offsets, stats=keys,
-                                            source="training", store=store, numbers=species,
-                                            **extra))
+    for k in given:
+        if not (statistic_signals(k) <= {"novelty"} or statistic_signals(k) <= set(latent)):
+            missing = sorted(statistic_signals(k) - {"novelty", *latent})
+            raise DataError(f"statistic {k!r} needs per_atom[{missing[0]!r}], which the "
+                            "training statistics do not have")
+
+    def keys_of(available: set[str]) -> list[str]:
+        part = [k for k in given if statistic_signals(k) <= available]
+        return [*DEFAULT_ALARM_STATS, *part] if default else part
+
+    out: dict[str, dict[str, Any]] = {}
+    if keys_of({"novelty"}):
+        out = fit_alarm_thresholds(estimator, {"novelty": novelty}, offsets,
+                                   stats=keys_of({"novelty"}), source="training-loo",
+                                   store=store, **extra)
+    if latent and keys_of(set(latent)):
+        out.update(fit_alarm_thresholds(estimator, latent, offsets, stats=keys_of(set(latent)),
+                                        source="training", store=store, numbers=species,
+                                        **extra))
     return out
 
 

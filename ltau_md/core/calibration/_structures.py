@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ltau_md.core.calibration._alarms import (
+    DEFAULT_ALARM_STATS,
     fit_alarm_thresholds,
     per_atom_uncertainty,
     tags_and_free,
@@ -53,6 +54,7 @@ def calibrate_structures(
     target_atol: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     alarm_stats: bool = True,
+    stats: Sequence[str] = DEFAULT_ALARM_STATS,
     **fit_kwargs: Any,
 ) -> tuple[ScaleFit, dict[str, np.ndarray]]:
     """Fit s on labelled structures (ASE Atoms with reference forces, eV/A) evaluated with a
@@ -64,9 +66,10 @@ def calibrate_structures(
     is passed) and the arrays used: ``errors`` (n,) eV/A,
     ``indices`` (n, k), ``groups`` (n,) or absent, ``frame_offsets`` (F+1,), ``novelty`` (n,).
 
-    With ``alarm_stats`` (and ``store``) the in-domain frame statistics of the same structures
-    (:data:`DEFAULT_ALARM_STATS`, uncertainty at the fitted s) are stored too, source
-    "calibration" (:func:`fit_alarm_thresholds`), so Threshold(alarm_rate=...) works."""
+    With ``alarm_stats`` (and ``store``) the in-domain frame statistics ``stats`` of the same
+    structures (default :data:`DEFAULT_ALARM_STATS`, uncertainty at the fitted s) are stored
+    too, source "calibration" (:func:`fit_alarm_thresholds`), so Threshold(alarm_rate=...)
+    works."""
     frames = list(frames)
     if not frames:
         raise DataError("no calibration structures given")
@@ -100,6 +103,6 @@ def calibrate_structures(
         per_atom = {"novelty": arrays["novelty"],
                     "uncertainty": per_atom_uncertainty(estimator, idx, frames),
                     **estimator.signal_values(feats, species)}
-        fit_alarm_thresholds(estimator, per_atom, arrays["frame_offsets"],
+        fit_alarm_thresholds(estimator, per_atom, arrays["frame_offsets"], stats=stats,
                              **tags_and_free(frames), numbers=species, source="calibration")
     return fit, arrays

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltau_md.core.calibration import DEFAULT_SIGNALS
+from ltau_md.core.calibration import DEFAULT_ALARM_STATS, DEFAULT_SIGNALS
 from ltau_md.core.errorlog import (
     FRAMES_FILE,
     VALIDATION_FILE,
@@ -71,6 +71,7 @@ def fit_from_runs(
     progress: bool = True,
     chemical_species_to_atom_type_map: dict[str, str] | None = None,
     signals: tuple[str, ...] = DEFAULT_SIGNALS,
+    alarm_stats: Sequence[str] = (),
     **estimator_kwargs: Any,
 ) -> LTAUEstimator:
     """Fit and save (to ``out_dir``) an :class:`~ltau_md.core.estimator.LTAUEstimator`.
@@ -84,6 +85,10 @@ def fit_from_runs(
     signals: latent signals (:mod:`ltau_md.core.signals`) fitted with the estimator; default
         the default alarm's (:data:`~ltau_md.core.calibration.DEFAULT_SIGNALS`, of
         :data:`~ltau_md.core.calibration.DEFAULT_ALARM`).
+    alarm_stats: in-domain statistics fitted besides the default ones (keys
+        "SIGNAL:ON[@tags=T]", combined signals too, e.g.
+        "doptimality+clustered_doptimality/element:max"), of novelty, uncertainty and
+        ``signals``.
     overwrite: ``out_dir`` must be missing or empty, or (with ``overwrite``) an estimator saved
         earlier; anything else is refused (OutputExistsError) before any work is done.
     data: the training structures in the logged order (a file or a list of Atoms); default is
@@ -113,6 +118,7 @@ def fit_from_runs(
     if not run_dirs:
         raise DataError("no run directories given")
     check_output_dir(out_dir, FORMAT, overwrite)
+    _check_alarm_stats(alarm_stats, {"novelty", "uncertainty", *signals})
     log_dirs: list[Path] = []
     for rd in run_dirs:
         d = find_error_log(rd).resolve()
@@ -165,14 +171,36 @@ def fit_from_runs(
         meta["validation"] = str(Path(validation).resolve())
     est.metadata = {**meta, **metadata}
     est.fit(desc, summary, species=logs[0].species)
+    stats = (*DEFAULT_ALARM_STATS, *alarm_stats)
     if val_frames is not None:
         alarm_statistics_from_structures(model, est, val_frames, source="validation",
-                                         batch_size=batch_size)
+                                         batch_size=batch_size, stats=stats)
     else:
         alarm_statistics_from_training(est, logs[0].frame_offsets, frames=train_frames,
-                                       descriptors=desc)
+                                       descriptors=desc, stats=stats)
     est.save(out_dir)
     return est
+
+
+def _check_alarm_stats(keys: Sequence[str], available: set[str]) -> None:
+    """InvalidParameterError naming the first of ``keys`` that is malformed or needs a
+    per-atom signal outside ``available`` (checked before any slow work)."""
+    from ltau_md.core.metrics import (
+        combined_components,
+        is_combined,
+        parse_stat_key,
+        statistic_signals,
+    )
+
+    for key in keys:
+        signal = parse_stat_key(key)[0]
+        if is_combined(signal):
+            combined_components(signal)
+        missing = sorted(statistic_signals(key) - available)
+        if missing:
+            raise InvalidParameterError(
+                f"alarm statistic {key!r} needs the signal {missing[0]!r}, which this "
+                f"estimator will not have (it has {sorted(available)}; fit it with --signals)")
 
 
 def _read_before_model(data: Any) -> list | None:
@@ -208,6 +236,7 @@ def fit_from_structures(
     *,
     validation: str | os.PathLike | Sequence[Any] | None = None,
     signals: tuple[str, ...] = DEFAULT_SIGNALS,
+    alarm_stats: Sequence[str] = (),
     k: int | None = None,
     index: str | None = None,
     overwrite: bool = False,
@@ -239,6 +268,7 @@ def fit_from_structures(
     )
 
     check_output_dir(out_dir, FORMAT, overwrite)
+    _check_alarm_stats(alarm_stats, {"novelty", *signals})
     given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
     est = LTAUEstimator(signals=tuple(signals), **given)
     est.check_params()  # every input checked before the (slow) model load
@@ -261,11 +291,12 @@ def fit_from_structures(
         meta["data"] = str(Path(data).resolve())
     est.metadata = meta
     est.fit(desc, None, species=species)
+    stats = (*DEFAULT_ALARM_STATS, *alarm_stats)
     if val_frames is not None:
         alarm_statistics_from_structures(model, est, val_frames, source="validation",
-                                         batch_size=batch_size)
+                                         batch_size=batch_size, stats=stats)
     else:
         alarm_statistics_from_training(est, structure_offsets(train_frames),
-                                       frames=train_frames, descriptors=desc)
+                                       frames=train_frames, descriptors=desc, stats=stats)
     est.save(out_dir)
     return est

@@ -18,6 +18,7 @@ from ase.md.langevin import Langevin
 from ltau_md.core.calculator import PER_ATOM_KEYS, LTAUCalculator
 from ltau_md.core.calibration import (
     DEFAULT_ALARM,
+    DEFAULT_ALARM_STATS,
     DEFAULT_SIGNALS,
     alarm_statistics_from_structures,
     alarm_statistics_from_training,
@@ -295,6 +296,15 @@ def test_training_leave_one_out_fallback_equals_numpy(setup):
     ref = sorted(nov[a:b][free[a:b]].max() for a, b in zip(off[:-1], off[1:], strict=True))
     np.testing.assert_allclose(got["novelty:max"]["values"], ref, rtol=1e-6)
     assert "novelty:mean@tags=2" in got
+    # the defaults plus a statistic asked for; one the training atoms cannot give is refused
+    more = alarm_statistics_from_training(est, setup.log.frame_offsets, frames=setup.train,
+                                          stats=(*DEFAULT_ALARM_STATS, "novelty:q90"),
+                                          store=False)
+    assert set(more) == set(got) | {"novelty:q90"}
+    assert more["novelty:q90"]["source"] == "training-loo"
+    with pytest.raises(LTAUError, match="needs per_atom"):
+        alarm_statistics_from_training(est, setup.log.frame_offsets, store=False,
+                                       stats=(*DEFAULT_ALARM_STATS, "uncertainty:max"))
     with pytest.raises(LTAUError, match="needs per_atom"):
         fit_alarm_thresholds(est, {"novelty": nov}, off, stats=("uncertainty:max",))
 
