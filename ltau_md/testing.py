@@ -383,4 +383,3 @@ def slab_md_frames(seed: int, n: int, *, every: int = 5, temperature_K: float = 
         f.calc = None
         out.append(f)
     return out
-

@@ -113,15 +113,12 @@ def statistic(text: str) -> str:
 def statistic_key(text: str) -> str:
     """argparse type of --alarm-stats: a frame statistic "SIGNAL:ON[@tags=T]", the signal
     possibly combined ("gmm+clustered_doptimality/element:max")."""
-    from ltau_md.core.metrics import combined_components, is_combined, parse_stat_key, stat_key
+    from ltau_md.core.metrics import parse_stat_key, stat_key
 
     try:
-        signal, on, select = parse_stat_key(text)
-        if is_combined(signal):
-            combined_components(signal)
+        return stat_key(*parse_stat_key(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return stat_key(signal, on, select)
 
 
 def selection(text: str) -> str:

@@ -84,7 +84,7 @@ def check_policy_args(args: argparse.Namespace) -> None:
     hysteresis are on the scale of ``--signal``, or of the uncertainty when it is not given."""
     from ltau_md.core.calculator import PER_ATOM_KEYS
     from ltau_md.core.exceptions import InvalidParameterError
-    from ltau_md.core.metrics import combined_components, is_combined
+    from ltau_md.core.metrics import statistic_signals
     from ltau_md.core.model import MODEL_SIGNALS
     from ltau_md.core.observers import UNIT_SIGNALS
     from ltau_md.core.signals import SIGNAL_CLASSES
@@ -92,10 +92,9 @@ def check_policy_args(args: argparse.Namespace) -> None:
     known = (*PER_ATOM_KEYS, *SIGNAL_CLASSES, *MODEL_SIGNALS)
     if args.signal is not None:
         try:  # a combined signal ("gmm+clustered_doptimality/element"): each part known
-            parts = ([b for b, _ in combined_components(args.signal)]
-                     if is_combined(args.signal) else [args.signal])
+            parts = statistic_signals(args.signal)
         except InvalidParameterError:
-            parts = [""]
+            parts = {""}
         if any(b not in known for b in parts):
             args.policy_parser.error(
                 f"argument --signal: must be one of {', '.join(known)}, or parts of them "

@@ -76,12 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from ltau_md.core.calibration import (
         DEFAULT_ALARM_STATS,
         calibrate_structures,
+        check_statistic_signals,
         evaluate_calibration,
         fit_scale,
     )
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.exceptions import InvalidParameterError
-    from ltau_md.core.metrics import statistic_signals
     from ltau_md.core.model import MODEL_SIGNALS
     from ltau_md.core.structures import read_structures
     from ltau_md.integrations.nequip import NequIPFeatureModel
@@ -94,13 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if s_min >= s_max:
         raise InvalidParameterError(f"--s-min {s_min:g} must be below --s-max {s_max:g}")
     est = LTAUEstimator.load(args.estimator)
-    have = {"novelty", "uncertainty", *est.signals_, *MODEL_SIGNALS}
-    for key in args.alarm_stats:
-        missing = sorted(statistic_signals(key) - have)
-        if missing:
-            raise InvalidParameterError(
-                f"--alarm-stats {key}: the estimator has no signal {missing[0]!r} (fitted: "
-                f"{sorted(est.signals_)})")
+    check_statistic_signals(args.alarm_stats,
+                            {"novelty", "uncertainty", *est.signals_, *MODEL_SIGNALS})
     model = NequIPFeatureModel.from_file(args.model, device=args.device,
                                          chemical_species_to_atom_type_map=args.type_map)
     check_pairing(est, model, args.model, estimator_path=args.estimator,

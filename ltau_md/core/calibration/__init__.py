@@ -47,6 +47,7 @@ from ltau_md.core.calibration._alarms import (
     FALLBACK_ALARMS,
     alarm_statistics_from_structures,
     alarm_statistics_from_training,
+    check_statistic_signals,
     default_alarm,
     fit_alarm_thresholds,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "alarm_statistics_from_structures",
     "alarm_statistics_from_training",
     "calibrate_structures",
+    "check_statistic_signals",
     "default_alarm",
     "evaluate_calibration",
     "fit_alarm_thresholds",

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_SIGNALS",
     "FALLBACK_ALARM",
     "FALLBACK_ALARMS",
+    "check_statistic_signals",
     "default_alarm",
     "alarm_statistics_from_structures",
     "alarm_statistics_from_training",
@@ -80,6 +81,20 @@ def _default_keys(signals: Sequence[str], combined: bool = True) -> list[str]:
     return ([k for k in DEFAULT_ALARM_STATS if statistic_signals(k) <= set(signals)
              and (combined or not is_combined(parse_stat_key(k)[0]))]
             + [stat_key(n, "max") for n in sorted(signals) if n not in named])
+
+
+def check_statistic_signals(keys: Sequence[str], available: set[str]) -> None:
+    """InvalidParameterError naming the first of the statistic ``keys`` that is malformed or
+    needs a per-atom signal outside ``available`` (for a check before any slow work)."""
+    from ltau_md.core.exceptions import InvalidParameterError
+
+    for key in keys:
+        parse_stat_key(key)  # validates, a combined signal's parts too
+        missing = sorted(statistic_signals(key) - set(available))
+        if missing:
+            raise InvalidParameterError(
+                f"alarm statistic {key!r} needs the signal {missing[0]!r}, which the "
+                f"estimator does not have (it has {sorted(available)}; fit it with --signals)")
 
 
 def _split_stats(stats: Sequence[str]) -> tuple[bool, list[str]]:

@@ -127,16 +127,10 @@ class InDomainStatistics(Mapping):
     def drop(self, signals: Iterable[str]) -> list[str]:
         """Remove every statistic of the given signals (a combined statistic with one of them
         among its components too); return the removed keys (sorted)."""
-        from ltau_md.core.metrics import combined_components, is_combined
+        from ltau_md.core.metrics import statistic_signals
 
         signals = set(signals)
-
-        def uses(key: str) -> bool:
-            name = key.split(":", 1)[0]
-            if is_combined(name):
-                return any(b in signals for b, _ in combined_components(name))
-            return name in signals
-        gone = sorted(k for k in self._entries if uses(k))
+        gone = sorted(k for k in self._entries if statistic_signals(k) & signals)
         for k in gone:
             del self._entries[k]
         return gone

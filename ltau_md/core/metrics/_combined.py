@@ -76,8 +76,8 @@ def combined_components(signal: str) -> list[tuple[str, bool]]:
 
 
 def statistic_signals(key: str) -> set[str]:
-    """The per-atom signals the statistic ``key`` ("SIGNAL:ON[@tags=T]") is computed from:
-    its signal, or a combined signal's components."""
+    """The per-atom signals the statistic ``key`` ("SIGNAL:ON[@tags=T]", or a bare signal
+    name) is computed from: its signal, or a combined signal's components."""
     name = str(key).partition("@")[0].partition(":")[0]
     return {b for b, _ in combined_components(name)} if is_combined(name) else {name}
 

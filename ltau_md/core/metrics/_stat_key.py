@@ -4,6 +4,7 @@ and their inverse."""
 from __future__ import annotations
 
 from ltau_md.core.exceptions import InvalidParameterError
+from ltau_md.core.metrics._combined import combined_components, is_combined
 from ltau_md.core.metrics._frame_statistics import quantile_of
 from ltau_md.core.metrics._selection import parse_selection
 
@@ -12,11 +13,14 @@ __all__ = ["parse_stat_key", "stat_key"]
 
 def stat_key(signal: str, on: str = "max", select: str | None = None) -> str:
     """The name of a frame statistic, e.g. ``"novelty:max"``, ``"novelty:q99"``,
-    ``"novelty:max@tags=2"``: the key of its in-domain values in
+    ``"novelty:max@tags=2"``, ``"gmm+clustered_doptimality/element:max"`` (a combined signal,
+    :mod:`ltau_md.core.metrics._combined`): the key of its in-domain values in
     ``estimator.alarm_statistics_``. ``select`` must be None or a "tags=..." string (a
     mask or index array names no reusable statistic). Inverse: :func:`parse_stat_key`."""
     if not isinstance(signal, str) or not signal or any(c in signal for c in ":@"):
         raise InvalidParameterError(f"signal must be a per-atom result name, got {signal!r}")
+    if is_combined(signal):
+        combined_components(signal)  # "A+B/element": each part a signal name
     quantile_of(on)
     key = f"{signal}:{on}"
     if select is None:

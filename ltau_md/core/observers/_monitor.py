@@ -31,6 +31,7 @@ from ltau_md.core.metrics import (
     prepare_reference,
     selection_mask,
     stat_key,
+    statistic_signals,
 )
 from ltau_md.core.observers._event import (
     INTERRUPTED,
@@ -290,9 +291,7 @@ class UQMonitor:
         out = {}
         needed = {p.signal for p in self.policies}
         for key, (signal, on, select) in self._watched.items():
-            parts = ([b for b, _ in combined_components(signal)] if is_combined(signal)
-                     else [signal])
-            absent = [b for b in parts if b not in res]
+            absent = sorted(statistic_signals(signal) - set(res))
             if absent:
                 if signal in needed:
                     raise LTAUError(f"a policy watches the per-atom {absent[0]!r}, which the "

@@ -14,13 +14,7 @@ import numpy as np
 
 from ltau_md.core._param_validation import Interval, StrOptions, validate_params
 from ltau_md.core.exceptions import InvalidParameterError, LTAUError
-from ltau_md.core.metrics import (
-    alarm_threshold,
-    combined_components,
-    is_combined,
-    parse_selection,
-    stat_key,
-)
+from ltau_md.core.metrics import alarm_threshold, is_combined, parse_selection, stat_key
 from ltau_md.core.observers._event import Event
 
 if TYPE_CHECKING:
@@ -113,9 +107,7 @@ class Threshold:
         if not self.signal:
             raise InvalidParameterError(f"signal must be a per-atom result name, got "
                                         f"{self.signal!r}")
-        stat_key(self.signal, self.on)  # validates both
-        if is_combined(self.signal):
-            combined_components(self.signal)  # "A+B/element": each part a signal name
+        stat_key(self.signal, self.on)  # validates both (a combined signal's parts too)
         if isinstance(self.select, str):
             parse_selection(self.select)
         if (self.above is None) == (self.alarm_rate is None):

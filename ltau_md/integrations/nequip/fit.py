@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltau_md.core.calibration import DEFAULT_ALARM_STATS, DEFAULT_SIGNALS
+from ltau_md.core.calibration import (
+    DEFAULT_ALARM_STATS,
+    DEFAULT_SIGNALS,
+    check_statistic_signals,
+)
 from ltau_md.core.errorlog import (
     FRAMES_FILE,
     VALIDATION_FILE,
@@ -118,7 +122,7 @@ def fit_from_runs(
     if not run_dirs:
         raise DataError("no run directories given")
     check_output_dir(out_dir, FORMAT, overwrite)
-    _check_alarm_stats(alarm_stats, {"novelty", "uncertainty", *signals})
+    check_statistic_signals(alarm_stats, {"novelty", "uncertainty", *signals})
     log_dirs: list[Path] = []
     for rd in run_dirs:
         d = find_error_log(rd).resolve()
@@ -180,27 +184,6 @@ def fit_from_runs(
                                        descriptors=desc, stats=stats)
     est.save(out_dir)
     return est
-
-
-def _check_alarm_stats(keys: Sequence[str], available: set[str]) -> None:
-    """InvalidParameterError naming the first of ``keys`` that is malformed or needs a
-    per-atom signal outside ``available`` (checked before any slow work)."""
-    from ltau_md.core.metrics import (
-        combined_components,
-        is_combined,
-        parse_stat_key,
-        statistic_signals,
-    )
-
-    for key in keys:
-        signal = parse_stat_key(key)[0]
-        if is_combined(signal):
-            combined_components(signal)
-        missing = sorted(statistic_signals(key) - available)
-        if missing:
-            raise InvalidParameterError(
-                f"alarm statistic {key!r} needs the signal {missing[0]!r}, which this "
-                f"estimator will not have (it has {sorted(available)}; fit it with --signals)")
 
 
 def _read_before_model(data: Any) -> list | None:
@@ -268,7 +251,7 @@ def fit_from_structures(
     )
 
     check_output_dir(out_dir, FORMAT, overwrite)
-    _check_alarm_stats(alarm_stats, {"novelty", *signals})
+    check_statistic_signals(alarm_stats, {"novelty", *signals})
     given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
     est = LTAUEstimator(signals=tuple(signals), **given)
     est.check_params()  # every input checked before the (slow) model load
