@@ -19,6 +19,7 @@ from ltau_md.cli._common import (
     non_negative_int,
     open_fraction,
     positive_int,
+    statistic_key,
 )
 
 __all__ = [
@@ -80,6 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"(default {default('alarm_rate')})")
     p.add_argument("--n-boot", type=positive_int, default=None,
                    help=f"bootstrap resamples for the 95%% intervals (default {default('n_boot')})")
+    p.add_argument("--alarm-stats", nargs="+", type=statistic_key, default=(), metavar="KEY",
+                   help="frame statistics scored besides every signal's max, mean and q90 and "
+                   "the default alarm, e.g. gmm:q99 or a combination "
+                   "doptimality+clustered_doptimality/element:max (default: none)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON line (default: a short table)")
     p.add_argument("--timing-rounds", type=int, default=5, metavar="N",
@@ -124,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(model, est, in_domain, ood, members or None,
                       **given(args, "fraction", "seed", "alarm_rate", "n_boot"),
                       timing=(args.timing_rounds, 10) if args.timing_rounds > 0 else None,
+                      alarm_stats=tuple(args.alarm_stats),
                       out=args.out, overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"out": str(args.out), **report["summary"]}, allow_nan=False))
@@ -163,21 +169,26 @@ def summary_text(report: dict, out: str) -> str:
         fitted = s["spread_miscalibration_area_fitted"][name]
         lines.append(f"miscalibration area of the {name} spread: {area:.3f} as given, "
                      f"{fitted:.3f} with a fitted factor")
-    lines += ["", ranking_table(report["ranking"]), "",
+    asked = report.get("settings", {}).get("alarm_stats") or ()
+    lines += ["", ranking_table(report["ranking"], also=asked), "",
               f"wrote {out}/ (evaluation.json: every figure with its interval; per_atom.npz; "
               "figures)"]
     return "\n".join(lines)
 
 
-def ranking_table(rows: list[dict], top: int = 12) -> str:
-    """The ranking as a terminal table: statistic, mean / worst out-of-domain alarm rate at
-    the 1 % in-domain threshold, its in-domain rate, mean / worst AUROC."""
+def ranking_table(rows: list[dict], top: int = 12, also: tuple[str, ...] = ()) -> str:
+    """The ranking as a terminal table: rank, statistic, mean / worst out-of-domain alarm rate
+    at the 1 % in-domain threshold, its in-domain rate, mean / worst AUROC; the first ``top``
+    rows and those of the statistics ``also`` (asked for by name) wherever they rank."""
     def f(v):
         return "  off" if v is None else f"{v:5.2f}"
 
-    lines = [f"{'statistic':34s} OOD@1% worst  ID@1%  AUROC worst"]
-    for r in rows[:top]:
-        lines.append(f"{r['statistic']:34s} {f(r['ood_rate_at_1pct_mean'])} "
+    width = max([34, *(len(r["statistic"]) for r in rows)])
+    lines = [f"{'#':>3s} {'statistic':{width}s} OOD@1% worst  ID@1%  AUROC worst"]
+    for i, r in enumerate(rows, 1):
+        if i > top and r["statistic"] not in also:
+            continue
+        lines.append(f"{i:3d} {r['statistic']:{width}s} {f(r['ood_rate_at_1pct_mean'])} "
                      f"{f(r['ood_rate_at_1pct_worst'])} {f(r['in_domain_rate_at_1pct'])}  "
                      f"{f(r['auroc_mean'])} {f(r['auroc_worst'])}")
     return "\n".join(lines)

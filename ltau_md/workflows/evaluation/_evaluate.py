@@ -16,6 +16,7 @@ import numpy as np
 from ltau_md.core._param_validation import Interval, validate_params
 from ltau_md.core.calibration import (
     DEFAULT_ALARM_STATS,
+    check_statistic_signals,
     default_alarm,
     evaluate_calibration,
     fit_scale,
@@ -110,6 +111,7 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     timing: tuple[int, int] | None = (5, 10),
     signals: tuple[str, ...] | str = "all",
+    alarm_stats: Sequence[str] = (),
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -147,6 +149,13 @@ def evaluate(
         fitted on the estimator: the missing ones are fitted on the copy from the training
         descriptors its index holds ("flat" and "hnsw" indexes; with "ivfpq" only the fitted
         ones are scored).
+    alarm_stats : sequence of str
+        Frame statistics scored besides every signal's max, mean and q90 and the default
+        alarm, e.g. ``"gmm:q99"`` or a combination such as
+        ``"doptimality+clustered_doptimality/element:max"``
+        (:func:`~ltau_md.core.metrics.stat_key`; whole frames, no "@tags=" selection): detection,
+        alarms and ranking like the others, a combination fitted on the calibration frames as
+        the default alarm is.
     out : path, optional
         Write ``evaluation.json``, the figures and the calibrated estimator here (kind
         "evaluate"; a non-empty directory is refused unless it is an earlier evaluation and
@@ -171,6 +180,7 @@ def evaluate(
         check_output_dir(out, OUTPUT_KIND, overwrite)
     check_is_fitted(estimator)
     members = list(members or [])
+    extra = _extra_stats(alarm_stats, estimator, signals, bool(members))
     est = estimator.without_calibration()  # the caller's keeps its calibration, statistics
     add_missing_signals(est, signals)
 
@@ -211,6 +221,11 @@ def evaluate(
         for name, v in sig_in.items() if name in SPREAD_SIGNALS}
     sig_ood = {name: signal_values(d, est, fit.s) for name, d in sets.items()}
     names = list(sig_in)
+    for key in extra:  # a model's own signal is known only now
+        missing = sorted(statistic_signals(key) - set(names))
+        if missing:
+            raise DataError(f"alarm statistic {key!r} needs the signal {missing[0]!r}, which "
+                            f"is not among the signals scored ({sorted(names)})")
     rng = np.random.default_rng(seed)
     high_thr = float(np.quantile(err[evl], HIGH_ERROR_QUANTILE))
     per_atom = per_atom_scores({k: v[evl] for k, v in sig_in.items()}, err[evl],
@@ -231,9 +246,16 @@ def evaluate(
                 for n in names for on in FRAME_STATS}
     stats_ood = {name: {stat_key(n, on): frame_statistics(sig[n], sets[name]["offsets"], on)
                         for n in names for on in FRAME_STATS} for name, sig in sig_ood.items()}
-    # combined statistics (the default alarm's): references fitted on the calibration frames,
-    # which get leave-one-out values (as the stored in-domain values are)
-    for key in DEFAULT_ALARM_STATS:
+    # the statistics asked for besides; combined ones (the default alarm's too): references
+    # fitted on the calibration frames, which get leave-one-out values (as the stored
+    # in-domain values are)
+    for key in extra:
+        signal, on, _ = parse_stat_key(key)
+        if not is_combined(signal) and key not in stats_in:
+            stats_in[key] = frame_statistics(sig_in[signal], off, on)
+            for name, sig in sig_ood.items():
+                stats_ood[name][key] = frame_statistics(sig[signal], sets[name]["offsets"], on)
+    for key in dict.fromkeys((*DEFAULT_ALARM_STATS, *extra)):
         signal, on, _ = parse_stat_key(key)
         if not is_combined(signal) or not statistic_signals(key) <= set(names):
             continue
@@ -300,6 +322,7 @@ def evaluate(
         "summary": summary,
         "settings": {"fraction": fraction, "seed": seed, "alarm_rate": alarm_rate,
                      "n_boot": n_boot, "n_splits": n_splits, "k": int(est.k),
+                     "alarm_stats": list(extra),
                      "high_error_quantile": HIGH_ERROR_QUANTILE, "frame_stats": FRAME_STATS,
                      "ensemble_members": 1 + len(members) if members else None},
         "sizes": {"in_domain_frames": int(n_frames), "calibration_frames": int(cal_f.sum()),
@@ -334,6 +357,35 @@ def evaluate(
             write_text_atomic(out / "evaluation.json",
                               json.dumps(report, indent=2, sort_keys=True, allow_nan=False))
     return report
+
+
+def _extra_stats(keys: Sequence[str], estimator: LTAUEstimator,
+                 signals: tuple[str, ...] | str, ensemble: bool) -> list[str]:
+    """The statistic ``keys`` of :func:`evaluate`'s ``alarm_stats``, normalised; one
+    InvalidParameterError naming the first malformed one, one with a "@tags=" selection or
+    one whose signal will not be scored (checked before any model pass)."""
+    if isinstance(keys, str):
+        raise InvalidParameterError(f"evaluate: alarm_stats must be a sequence of statistic "
+                                    f"keys, got the string {keys!r}")
+    out = []
+    for key in keys:
+        try:
+            signal, on, select = parse_stat_key(key)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(f"evaluate: alarm_stats: {exc}") from None
+        if select is not None:
+            raise InvalidParameterError(f"evaluate: alarm_stats: {key!r} selects atoms; "
+                                        "evaluate scores whole-frame statistics only")
+        out.append(stat_key(signal, on))
+    latent = set(SIGNAL_CLASSES) if signals == "all" else set(signals)
+    available = ({n for n in SIGNALS if n not in SIGNAL_CLASSES and n != "force_std"}
+                 | latent | set(getattr(estimator, "signals_", {}))
+                 | ({"force_std"} if ensemble else set()))
+    try:
+        check_statistic_signals(out, available)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"evaluate: alarm_stats: {exc}") from None
+    return list(dict.fromkeys(out))
 
 
 def add_missing_signals(est: LTAUEstimator, signals: tuple[str, ...] | str) -> None:

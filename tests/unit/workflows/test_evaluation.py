@@ -208,7 +208,7 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     argv = ["evaluate", "--model", "m0", "--estimator", str(est_dir), "--members", "m1",
             "--in-domain", str(tmp_path / "in.xyz"), "--ood", f"hot={tmp_path / 'hot.xyz'}",
             "--ood", f"bcc={tmp_path / 'bcc.xyz'}", "--out", str(out), "--n-boot", "20",
-            "--seed", "1", "--timing-rounds", "1", "--json"]
+            "--seed", "1", "--timing-rounds", "1", "--alarm-stats", "gmm:q75", "--json"]
     assert main(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     text = (out / "evaluation.json").read_text()
@@ -239,13 +239,27 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     else:
         assert f"bcc {100 * summ['alarm_rate_ood']['bcc']:.1f} %" in text
     assert f"bcc {rep['detection']['bcc'][key]['value']:.3f}" in text
-    assert cmd.ranking_table(rep["ranking"]) in text and f"wrote {out}/" in text
+    assert rep["settings"]["alarm_stats"] == ["gmm:q75"]
+    assert cmd.ranking_table(rep["ranking"], also=("gmm:q75",)) in text
+    assert "gmm:q75" in text and f"wrote {out}/" in text
     assert len(text) < 3000 and "{" not in text
     assert main(argv + ["--overwrite"]) == 0
     with pytest.raises(SystemExit) as exc:  # --ood without NAME=: argparse refuses it
         main(["evaluate", "--model", "m0", "--estimator", str(est_dir), "--in-domain",
               str(tmp_path / "in.xyz"), "--ood", "nameless", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and not (tmp_path / "x").exists()
+    for bad in ("gmm+", "gmm:q101"):  # a malformed statistic: argparse's one line
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "--model", "m0", "--estimator", str(est_dir), "--in-domain",
+                  str(tmp_path / "in.xyz"), "--alarm-stats", bad, "--out", str(tmp_path / "x")])
+        assert exc.value.code == 2 and not (tmp_path / "x").exists()
+        assert "--alarm-stats" in capsys.readouterr().err
+    # a statistic whose signal the run will not have: one line, exit 2, nothing written
+    assert main(["evaluate", "--model", "m0", "--estimator", str(est_dir), "--in-domain",
+                 str(tmp_path / "in.xyz"), "--alarm-stats", "force_std:max",
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "force_std" in err[0] and not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("kw,param", [
@@ -291,6 +305,58 @@ def test_refused_input_leaves_no_output_directory(case, tmp_path):
         evaluate(model, est, in_domain[:1], {"bcc": ood["bcc"]}, timing=None, signals=(),
                  out=out)
     assert not out.exists()                  # no marker, no directory left behind
+
+
+def test_statistics_asked_for_are_scored_and_ranked_like_the_others(case):
+    """``alarm_stats``: a quantile no default names and a combination other than the default's,
+    each computed independently here (numpy's quantile of an independently fitted GMM;
+    fit_combined of independently fitted signals: leave-one-frame-out values on the
+    calibration frames), detected, alarmed and ranked."""
+    from ltau_md.core.calibration import split_frames
+
+    tmp, model, est, in_domain, ood, members = case
+    combo = "doptimality+clustered_doptimality/element:max"
+    rep = evaluate(model, est, in_domain, ood, fraction=0.5, seed=2, n_boot=0, n_splits=5,
+                   timing=None, signals=("gmm", "doptimality", "clustered_doptimality"),
+                   alarm_stats=["gmm:q75", combo, "gmm:q75"])
+    assert rep["settings"]["alarm_stats"] == ["gmm:q75", combo]
+    train_x = np.asarray(est.training_descriptors())
+    fitted = {n: SIGNAL_CLASSES[n]().fit(train_x, est.summary_.species)
+              for n in ("gmm", "doptimality", "clustered_doptimality")}
+    parts = {n: np.concatenate([f.score(model.evaluate(a).features, a.numbers)
+                                for a in in_domain]) for n, f in fitted.items()}
+    off = np.concatenate([[0], np.cumsum([len(a) for a in in_domain])])
+    want = [np.quantile(parts["gmm"][a:b], 0.75) for a, b in zip(off[:-1], off[1:], strict=True)]
+    np.testing.assert_allclose(rep["frame_values"]["in_domain"]["gmm:q75"], want, rtol=1e-9)
+    cal = ~split_frames(off, 0.5, seed=2)[1][off[:-1]]
+    atoms_cal = np.repeat(cal, np.diff(off))
+    z = np.concatenate([a.numbers for a in in_domain])
+    _, loo = fit_combined(combo.split(":")[0], "max", {n: v[atoms_cal] for n, v in parts.items()},
+                          np.concatenate([[0], np.cumsum(np.diff(off)[cal])]), z[atoms_cal])
+    np.testing.assert_allclose(np.asarray(rep["frame_values"]["in_domain"][combo])[cal], loo,
+                               rtol=1e-9)
+    ranked = [r["statistic"] for r in rep["ranking"]]
+    for key in ("gmm:q75", combo):
+        assert key in ranked and key in rep["alarms"] and key in rep["detection"]["bcc"]
+        assert rep["detection"]["hot"][key]["value"] > 0.5  # much hotter frames stand out
+
+
+@pytest.mark.parametrize("keys,match", [
+    (["gmm:max@tags=2"], "selects atoms"),
+    (["nosuch:max"], "needs the signal 'nosuch'"),
+    (["force_std:max"], "needs the signal 'force_std'"),      # no ensemble members given
+    (["gmm+:max"], "alarm_stats"),
+    (["gmm:q101"], "alarm_stats"),
+    ("gmm:max", "the string"),
+])
+def test_statistics_asked_for_are_checked_before_any_model_pass(case, tmp_path, keys, match):
+    from ltau_md.core.exceptions import InvalidParameterError
+
+    tmp, model, est, in_domain, ood, members = case
+    with pytest.raises(InvalidParameterError, match=match):
+        evaluate(None, est, in_domain, ood, alarm_stats=keys, signals=("gmm",),
+                 out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
 
 
 def test_bootstrap_scores_equal_scoring_every_expanded_resample():
