@@ -1,15 +1,20 @@
 """Does the default alarm keep its in-domain rate on a bigger slab in MD?
 
-O on Cu(111) with EMT (``ltau_md.testing.slab_md_frames``): an LTAU estimator with the default
-alarm's signals is fitted on MD frames of a ``--small`` surface cell (2 runs), the default
-alarm's in-domain statistic on held-out MD frames of the same cell (2 more runs); then frames of
-new MD runs of the same cell and of a ``--big`` cell (the same O coverage) are scored as the
-monitor scores them (``combined_statistics`` over the free atoms, p-values adjusted to the
-size, and unadjusted), with LTAU novelty's maximum (threshold adjusted) beside it. Reports the
-alarm rates at several nominal rates and the frames that alarm (runs of consecutive frames
-point to configurations the training runs did not reach, not to the size adjustment).
+O on Cu(111) or a Cu(111)/Au surface alloy (``--system``) with EMT
+(``ltau_md.testing.slab_md_frames``): an LTAU estimator with the default
+alarm's signals is fitted on MD frames of a ``--small`` surface cell (``--train-runs``
+independent runs), the default alarm's in-domain statistic on held-out MD frames of the same
+cell (``--held-out-runs`` more); then frames of new MD runs (``--test-runs`` of each) of the
+same cell and of a ``--big`` cell (the same composition) are scored as the monitor scores them
+(``combined_statistics`` over the free atoms, p-values adjusted to the size, and unadjusted),
+with LTAU novelty's maximum (threshold adjusted) beside it. Reports the alarm rates at several
+nominal rates and the frames that alarm (runs of consecutive frames point to configurations the
+training runs did not reach, not to the size adjustment). Every run has the same length
+(``--frames``, ``--every`` steps of 2 fs apart, from the same start), so the training, held-out
+and test frames sample the same stretch of time: with training runs shorter than the test runs,
+the later test frames are out of domain by design.
 
-    python benchmarks/alarm_size_slab.py
+    python benchmarks/alarm_size_slab.py [--system alloy]
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ def _size(text: str) -> tuple[int, int, int]:
     return nx, ny, nz
 
 
+SYSTEMS = ("adsorbate", "alloy")
+
+
 def main(argv=None) -> int:
     from ltau_md.core.calibration import (
         DEFAULT_ALARM,
@@ -42,19 +50,41 @@ def main(argv=None) -> int:
     from ltau_md.core.errorlog import ErrorLog
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.metrics import alarm_threshold, combined_statistics, parse_stat_key
-    from ltau_md.testing import EMTFeatureModel, slab_md_frames
+    from ltau_md.testing import (
+        EMTFeatureModel,
+        adsorbate_slab,
+        slab_md_frames,
+        surface_alloy_slab,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--small", type=_size, default=(4, 4, 3), help="NXxNYxNZ (default 4x4x3)")
     p.add_argument("--big", type=_size, default=(8, 8, 3), help="default 8x8x3")
-    p.add_argument("--train-frames", type=int, default=40, help="per training run (2 runs)")
-    p.add_argument("--held-out-frames", type=int, default=100, help="per run (2 runs)")
-    p.add_argument("--test-frames", type=int, default=60, help="per test run (2 runs)")
+    p.add_argument("--system", choices=SYSTEMS, default="adsorbate",
+                   help="adsorbate: O on Cu(111), whose O hops between sites in MD (not "
+                   "stationary); alloy: a Cu(111) surface alloy with Au (stationary); "
+                   "default adsorbate")
+    p.add_argument("--frames", type=int, default=20, help="frames per run (default 20)")
+    p.add_argument("--every", type=int, default=15,
+                   help="MD steps (2 fs) between frames (default 15)")
+    p.add_argument("--seed", type=int, default=0, help="first MD seed - 1 (default 0)")
+    p.add_argument("--train-runs", type=int, default=8, help="default 8")
+    p.add_argument("--held-out-runs", type=int, default=12, help="default 12")
+    p.add_argument("--test-runs", type=int, default=12, help="per cell (default 12)")
     p.add_argument("--rates", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     args = p.parse_args(argv)
 
-    model = EMTFeatureModel(elements=("O", "Cu"))
-    train = [f for s in (1, 2) for f in slab_md_frames(s, args.train_frames, size=args.small)]
+    make, elements = {"adsorbate": (adsorbate_slab, ("O", "Cu")),
+                      "alloy": (surface_alloy_slab, ("Cu", "Au"))}[args.system]
+    model = EMTFeatureModel(elements=elements)
+    seeds = iter(range(args.seed + 1, args.seed + 10_000))
+
+    def runs(n_runs: int, size: tuple[int, int, int]) -> list:
+        return [f for _ in range(n_runs)
+                for f in slab_md_frames(next(seeds), args.frames, every=args.every,
+                                          size=size, make=make)]
+
+    train = runs(args.train_runs, args.small)
     x = np.concatenate([model.evaluate(a).features for a in train])
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,17 +95,21 @@ def main(argv=None) -> int:
         for _ in range(3):
             log.append(0.05 * rng.lognormal(0, 0.5, len(x)))
         est = LTAUEstimator(k=5, signals=DEFAULT_SIGNALS).fit(x, log)
-    held = [f for s in (3, 4) for f in slab_md_frames(s, args.held_out_frames, size=args.small)]
+    held = runs(args.held_out_runs, args.small)
     alarm_statistics_from_structures(model, est, held)
     entry = est.alarm_statistics_[DEFAULT_ALARM]
     novelty = est.alarm_statistics_["novelty:max"]
     signal, on, _ = parse_stat_key(DEFAULT_ALARM)
 
-    result: dict = {"small": "x".join(map(str, args.small)), "big": "x".join(map(str, args.big)),
+    result: dict = {"system": args.system, "small": "x".join(map(str, args.small)),
+                    "big": "x".join(map(str, args.big)),
+                    "frames_per_run": args.frames, "every": args.every, "seed": args.seed,
+                    "train_runs": args.train_runs,
+                    "held_out_runs": args.held_out_runs, "test_runs": args.test_runs,
                     "calibration_frames": entry["n_frames"], "default_alarm": DEFAULT_ALARM,
                     "sets": {}}
-    for name, size, seeds in (("small", args.small, (5, 6)), ("big", args.big, (7, 8))):
-        frames = [f for s in seeds for f in slab_md_frames(s, args.test_frames, size=size)]
+    for name, size in (("small", args.small), ("big", args.big)):
+        frames = runs(args.test_runs, size)
         vals: dict[str, list[float]] = {"adjusted": [], "unadjusted": [], "novelty": []}
         ratio = 1.0
         for a in frames:

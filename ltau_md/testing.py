@@ -7,7 +7,7 @@ that yields per-atom features, and it lets tests use EMT as exact ground truth.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ __all__ = [
     "EMTFeatureModel",
     "adsorbate_slab",
     "slab_md_frames",
+    "surface_alloy_slab",
     "SlowEMT",
     "StretchedEMT",
     "EMT_ELEMENTS",
@@ -363,14 +364,37 @@ def adsorbate_slab(size: tuple[int, int, int] = (2, 2, 3)) -> Atoms:
     return a
 
 
+def surface_alloy_slab(size: tuple[int, int, int] = (2, 2, 3)) -> Atoms:
+    """Cu(111) with one Au per 2x2 cell of the top layer (an ordered surface alloy; nothing
+    diffuses in picoseconds at 300 K, so MD of it samples one stationary distribution, unlike
+    O on Cu(111), whose O hops between sites); OC20 tags 1 top layer (free), 0 the layers
+    below (fixed)."""
+    from ase.build import fcc111
+    from ase.constraints import FixAtoms
+
+    nx, ny, nz = size
+    a = fcc111("Cu", size=(nx, ny, nz), vacuum=6.0)
+    layer = a.get_tags()                      # ase: 1 = top layer .. nz
+    top = np.flatnonzero(layer == 1)
+    ij = np.round(np.linalg.solve(a.cell[:2, :2].T, a.positions[top, :2].T).T
+                  * (nx, ny)).astype(int)     # the atom's (i, j) in the surface grid
+    au = top[(ij[:, 0] % 2 == 0) & (ij[:, 1] % 2 == 0)]
+    a.numbers[au] = 79
+    a.set_tags(np.where(layer == 1, 1, 0))
+    a.set_constraint(FixAtoms(mask=layer != 1))
+    return a
+
+
 def slab_md_frames(seed: int, n: int, *, every: int = 5, temperature_K: float = 300.0,
-                   size: tuple[int, int, int] = (2, 2, 3)) -> list[Atoms]:
-    """``n`` frames, ``every`` Langevin steps apart (2 fs, EMT), of :func:`adsorbate_slab`."""
+                   size: tuple[int, int, int] = (2, 2, 3),
+                   make: Callable[[tuple[int, int, int]], Atoms] | None = None) -> list[Atoms]:
+    """``n`` frames, ``every`` Langevin steps apart (2 fs, EMT), of ``make(size)`` (default
+    :func:`adsorbate_slab`)."""
     from ase import units
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-    a = adsorbate_slab(size)
+    a = (make or adsorbate_slab)(size)
     a.calc = EMT()
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(a, temperature_K=temperature_K, rng=rng)

@@ -38,6 +38,7 @@ intervals); ``_arrays`` (input checks).
 from ltau_md.core.metrics._alarm import (
     MIN_TAIL_COUNT,
     TAIL_FRACTION,
+    PredictiveTail,
     alarm_off_reason,
     alarm_threshold,
     alarm_thresholds_rows,
@@ -103,6 +104,7 @@ __all__ = [
     "tail_pvalue",
     "MIN_TAIL_COUNT",
     "TAIL_FRACTION",
+    "PredictiveTail",
     "FRAME_STATISTICS",
     "BinnedErrorCalibration",
     "CalibrationCurve",

@@ -2,20 +2,60 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from ltau_md.core.exceptions import DataError, InvalidParameterError
 
-__all__ = ["MIN_TAIL_COUNT", "TAIL_FRACTION", "alarm_off_reason", "alarm_threshold",
-           "alarm_thresholds_rows", "frames_needed"]
+__all__ = ["MIN_TAIL_COUNT", "TAIL_FRACTION", "PredictiveTail", "alarm_off_reason",
+           "alarm_threshold", "alarm_thresholds_rows", "frames_needed"]
 
 
-#: fraction of the in-domain values above which the tail of a frame maximum is modelled as
-#: exponential when a threshold for larger frames is extrapolated (peaks over threshold)
+#: fraction of the in-domain values above which the tail of a frame statistic is modelled
+#: (:class:`PredictiveTail`) where values beyond the in-domain ones are ranked or a threshold
+#: for larger frames is extrapolated (peaks over threshold)
 TAIL_FRACTION = 0.2
 #: below this many expected in-domain exceedances a size-adjusted threshold is extrapolated
 #: from the tail instead of read off the order statistics
 MIN_TAIL_COUNT = 10
+
+
+@dataclass(frozen=True)
+class PredictiveTail:
+    """The tail of in-domain values above u, their (1 - :data:`TAIL_FRACTION`) quantile: a
+    fraction ``frac`` of them, ``count`` = k excesses over u summing to ``total`` = S, read as
+    exponential excesses of unknown rate. Exceedance probabilities are the predictive ones
+    (the rate's gamma posterior after those k excesses integrated out):
+    P(X > u + x) = frac (1 + x / S)^-k, a Pareto II (Lomax) tail, heavier than the plug-in
+    frac exp(-x k / S) by the rate's uncertainty; which matters far out, where a frame r times
+    larger than the in-domain ones is judged (on acetylacetone boxes of 10 molecules, the
+    default alarm's in-domain rate 1.2 % at 1 % nominal against 1.6 % with the plug-in tail)."""
+
+    u: float
+    total: float
+    count: int
+    frac: float
+
+    @classmethod
+    def fit(cls, values: Any) -> PredictiveTail:
+        """From in-domain values (finite; any order); no tail (``count`` 0) without values."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size == 0:
+            return cls(np.inf, 1.0, 0, 0.0)
+        u = float(np.quantile(v, 1.0 - TAIL_FRACTION))
+        excess = v[v > u] - u
+        return cls(u, max(float(excess.sum()), 1e-12), int(excess.size), excess.size / v.size)
+
+    def survival(self, values: np.ndarray) -> np.ndarray:
+        """P(X > v) for values v >= u."""
+        x = np.maximum(np.asarray(values, dtype=np.float64) - self.u, 0.0)
+        return self.frac * np.exp(-self.count * np.log1p(x / self.total))
+
+    def quantile(self, rate: float) -> float:
+        """The value in-domain values exceed with probability ``rate`` (< ``frac``)."""
+        return self.u + self.total * ((self.frac / rate) ** (1.0 / self.count) - 1.0)
 
 
 def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float,
@@ -36,9 +76,9 @@ def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float,
     extreme, so the threshold is set for the rate alarm_rate / r among the in-domain frames.
     Where fewer than :data:`MIN_TAIL_COUNT` of the n frames are expected above the threshold
     at that rate (an order statistic that far out is too noisy), it is extrapolated from
-    an exponential tail fitted to the top :data:`TAIL_FRACTION` of the values (peaks over
-    threshold): u + beta ln(f / rate), u the (1 - f) quantile, beta the mean excess over u.
-    ``size_ratio`` 1 is the conformal threshold above."""
+    the tail above the values' (1 - :data:`TAIL_FRACTION`) quantile u
+    (:meth:`PredictiveTail.quantile`: u + S ((f / rate)^(1/k) - 1), k excesses over u summing
+    to S, f = k / n). ``size_ratio`` 1 is the conformal threshold above."""
     import warnings
 
     v = np.asarray(in_domain_values, dtype=np.float64).ravel()
@@ -57,12 +97,10 @@ def alarm_threshold(in_domain_values: np.ndarray, alarm_rate: float,
         rate = min(float(alarm_rate) / float(size_ratio), 0.5)
         if rate * (n + 1) >= MIN_TAIL_COUNT or not np.isfinite(v).all():
             return alarm_threshold(v, rate)
-        u = float(np.quantile(v, 1.0 - TAIL_FRACTION))
-        excess = v[v > u] - u
-        frac = excess.size / n
-        if excess.size == 0 or frac == 0:
+        tail = PredictiveTail.fit(v)
+        if tail.count == 0:
             return float(v.max())
-        return u + float(excess.mean()) * float(np.log(frac / rate))
+        return tail.quantile(rate)
     k = int(np.ceil((n + 1) * (1.0 - float(alarm_rate)) - 1e-9))
     if k > n:
         warnings.warn(f"alarm_rate {alarm_rate:g} is below the smallest rate {n} in-domain "

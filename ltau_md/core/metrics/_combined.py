@@ -13,11 +13,11 @@ single component with "/element" ("doptimality/element") is a combined signal to
 
 Tail p-value of v against n sorted in-domain values (conformal): (1 + #{values >= v}) / (n + 1);
 beyond the largest in-domain value, where that is 1/(n + 1) whatever v, the smaller of that and
-an exponential tail fitted to the values above the (1 -
-:data:`~ltau_md.core.metrics.TAIL_FRACTION`) quantile u (peaks over threshold: (n_u / n) exp(-(v
-- u) / beta), beta their mean excess), so values beyond the in-domain range still rank. (Taking
-the smaller of the two inside the range too would bias p low there: a rate fitted on small
-frames would not hold for large ones.)
+the predictive tail of the values above their (1 - :data:`~ltau_md.core.metrics.TAIL_FRACTION`)
+quantile (:class:`~ltau_md.core.metrics.PredictiveTail`: exponential excesses of uncertain
+rate, a Pareto II tail), so values beyond the in-domain range still rank. (Taking the smaller of
+the two inside the range too would bias p low there: a rate fitted on small frames would not
+hold for large ones.)
 
 The in-domain frames the references are fitted on get leave-one-frame-out p-values (a frame's
 statistics against the other frames', its atoms' per-element values against the other frames'
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ltau_md.core.exceptions import DataError, InvalidParameterError
-from ltau_md.core.metrics._alarm import TAIL_FRACTION
+from ltau_md.core.metrics._alarm import PredictiveTail
 from ltau_md.core.metrics._frame_statistics import frame_statistics
 
 __all__ = ["COMBINE", "ELEMENT", "P_FLOOR", "combined_components", "combined_statistics",
@@ -50,7 +50,7 @@ __all__ = ["COMBINE", "ELEMENT", "P_FLOOR", "combined_components", "combined_sta
 COMBINE = "+"
 #: suffix of a per-element normalised component
 ELEMENT = "/element"
-#: smallest p-value used (an exponential tail underflows far out)
+#: smallest p-value used (a tail probability underflows far out)
 P_FLOOR = 1e-300
 
 
@@ -84,13 +84,11 @@ def statistic_signals(key: str) -> set[str]:
 
 @dataclass(frozen=True)
 class TailReference:
-    """Sorted in-domain values with their exponential tail fitted once (:func:`tail_pvalue`
-    reads it; a step of the monitor then costs a search, not a sort)."""
+    """Sorted in-domain values with their tail fitted once (:func:`tail_pvalue` reads it; a
+    step of the monitor then costs a search, not a sort)."""
 
     values: np.ndarray
-    u: float
-    beta: float
-    frac: float
+    tail: PredictiveTail
 
     @classmethod
     def of(cls, values: Any) -> TailReference:
@@ -98,12 +96,7 @@ class TailReference:
         if isinstance(values, TailReference):
             return values
         v = np.sort(np.asarray(values, dtype=np.float64))
-        if v.size == 0:
-            return cls(v, np.inf, 1.0, 0.0)
-        u = float(np.quantile(v, 1.0 - TAIL_FRACTION))
-        excess = v[v > u] - u
-        beta = max(float(excess.mean()), 1e-12) if excess.size else 1.0
-        return cls(v, u, beta, excess.size / v.size)
+        return cls(v, PredictiveTail.fit(v))
 
 
 def prepare_reference(reference: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,8 +144,8 @@ def tail_pvalue(values: np.ndarray, reference: np.ndarray | TailReference, *,
         n = n - np.asarray(own[1], dtype=np.float64)
     p = (ge + 1.0) / (n + 1.0)
     beyond = ge <= 0  # beyond every in-domain value left in (v > u there: no overflow)
-    if t.frac > 0 and beyond.any():
-        p[beyond] = np.minimum(p[beyond], t.frac * np.exp(-(v[beyond] - t.u) / t.beta))
+    if t.tail.count > 0 and beyond.any():
+        p[beyond] = np.minimum(p[beyond], t.tail.survival(v[beyond]))
     return np.maximum(p, P_FLOOR)
 
 

@@ -29,8 +29,8 @@ from ltau_md.core.observers import Threshold
 
 def brute_p(v, ref, exclude_self=False, others=None):
     """Conformal tail p-value by counting the ``others`` (default: ``ref``, less ``v`` itself
-    with ``exclude_self``); where none of them is >= v the exponential tail of the values of
-    ``ref`` above its 80 % quantile where it is smaller."""
+    with ``exclude_self``); where none of them is >= v the predictive tail of the values of
+    ``ref`` above its 80 % quantile, f (1 + (v - u)/S)^-k, where it is smaller."""
     ref = np.asarray(ref, float)
     if others is None:
         others = list(ref)
@@ -40,7 +40,7 @@ def brute_p(v, ref, exclude_self=False, others=None):
     u = np.quantile(ref, 1 - TAIL_FRACTION)
     top = ref[ref > u]
     if not any(r >= v for r in others) and top.size:
-        p = min(p, top.size / ref.size * np.exp(-(v - u) / (top - u).mean()))
+        p = min(p, top.size / ref.size * (1 + (v - u) / (top - u).sum()) ** -top.size)
     return max(p, 1e-300)
 
 
@@ -61,7 +61,7 @@ def test_tail_pvalue_equals_counting():
     np.testing.assert_allclose(tail_pvalue(v, ref), [brute_p(x, ref) for x in v])
     np.testing.assert_allclose(tail_pvalue(ref, ref, leave_one_out=True),
                                [brute_p(x, ref, exclude_self=True) for x in ref])
-    assert tail_pvalue(np.array([1e6]), ref)[0] == 1e-300
+    assert tail_pvalue(np.array([1e200]), ref)[0] == 1e-300
 
 
 def test_element_normalisation_and_combination_equal_loops():
