@@ -137,7 +137,8 @@ def main(argv=None) -> int:
             f"alarming_frames_at_{args.rates[0]:g}": np.flatnonzero(
                 v["adjusted"] > thr).tolist()}
     print(json.dumps(result))
-    record(__file__, result)
+    record(__file__, result, name="alarm_size_slab" + ("" if args.system == "adsorbate"
+                                                       else f"_{args.system}"))
     return 0
 
 
