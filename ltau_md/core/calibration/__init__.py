@@ -50,6 +50,7 @@ from ltau_md.core.calibration._alarms import (
     check_statistic_signals,
     default_alarm,
     fit_alarm_thresholds,
+    tags_and_free,
 )
 from ltau_md.core.calibration._common import target_tolerance
 from ltau_md.core.calibration._evaluate import evaluate_calibration
@@ -77,5 +78,6 @@ __all__ = [
     "fit_spread_scale",
     "split_frames",
     "spread_calibration",
+    "tags_and_free",
     "target_tolerance",
 ]

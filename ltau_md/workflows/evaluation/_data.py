@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ltau_md.core.baselines import element_error, force_std, latent_distance
+from ltau_md.core.calibration import tags_and_free
 from ltau_md.core.exceptions import LTAUError
 from ltau_md.core.model import MODEL_SIGNALS, evaluate_structures, structure_offsets
 from ltau_md.core.signals import SIGNAL_CLASSES
@@ -64,7 +65,8 @@ def set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
               members: Sequence[FeatureModel], estimator: LTAUEstimator, batch_size: int,
               labelled: bool | None) -> dict[str, Any]:
     """Model passes and neighbours of one set; ``labelled``: True requires reference forces,
-    None uses them where every structure has them."""
+    None uses them where every structure has them. Also the atoms' tags (None if all 0) and
+    which atoms are free (not fixed by FixAtoms), as the monitor reads them."""
     frames = read_structures(frames)
     off = structure_offsets(frames)
     numbers = np.concatenate([a.numbers for a in frames])
@@ -76,7 +78,8 @@ def set_data(name: str, frames: Sequence[Atoms], model: FeatureModel,
         raise type(exc)(f"set {name!r}: {exc}") from exc
     d: dict[str, Any] = {"frames": frames, "offsets": off, "numbers": numbers,
                          "energy": energy, "forces": forces, "dist": dist, "idx": idx,
-                         "latent": estimator.signal_values(feats, numbers), "own": own}
+                         "latent": estimator.signal_values(feats, numbers), "own": own,
+                         **tags_and_free(frames)}
     if members:
         d["member_forces"] = [forces] + [model_outputs(m, frames, batch_size)[1] for m in members]
     if labelled is None:

@@ -41,11 +41,13 @@ from ltau_md.core.metrics import (
     gaussian_force_nll,
     is_combined,
     parse_stat_key,
+    selection_mask,
     stat_key,
     statistic_signals,
 )
 from ltau_md.core.model import DEFAULT_BATCH_SIZE
 from ltau_md.core.signals import SIGNAL_CLASSES
+from ltau_md.core.structures import read_structures
 from ltau_md.core.validation import check_is_fitted
 from ltau_md.workflows.evaluation._cost import cost_per_step
 from ltau_md.workflows.evaluation._data import (
@@ -153,9 +155,10 @@ def evaluate(
         Frame statistics scored besides every signal's max, mean and q90 and the default
         alarm, e.g. ``"gmm:q99"`` or a combination such as
         ``"doptimality+clustered_doptimality/element:max"``
-        (:func:`~ltau_md.core.metrics.stat_key`; whole frames, no "@tags=" selection): detection,
-        alarms and ranking like the others, a combination fitted on the calibration frames as
-        the default alarm is.
+        (:func:`~ltau_md.core.metrics.stat_key`), or over the atoms of some tags,
+        ``"gmm:max@tags=2"`` (OC20 adsorbate atoms; every frame of every set must hold one):
+        detection, alarms and ranking like the others, a combination fitted on the calibration
+        frames as the default alarm is.
     out : path, optional
         Write ``evaluation.json``, the figures and the calibrated estimator here (kind
         "evaluate"; a non-empty directory is refused unless it is an earlier evaluation and
@@ -165,6 +168,10 @@ def evaluate(
     -------
     dict
         JSON-safe report (see the module docstring); ``"summary"`` holds the headline figures.
+
+    Frame statistics are taken over the atoms the monitor watches: those not fixed by FixAtoms
+    (all atoms of a structure whose atoms are all fixed), as ``ltau-md fit --validation``
+    stores them.
     """
     t_start = time.perf_counter()
     validate_params(EVALUATE_CONSTRAINTS, {
@@ -183,6 +190,10 @@ def evaluate(
     extra = _extra_stats(alarm_stats, estimator, signals, bool(members))
     est = estimator.without_calibration()  # the caller's keeps its calibration, statistics
     add_missing_signals(est, signals)
+
+    in_domain = read_structures(in_domain)
+    ood = {name: read_structures(frames) for name, frames in ood.items()}
+    _check_selections(extra, {"in_domain": in_domain, **ood})
 
     # -- model passes and one neighbour search per set --------------------------------------
     ind = set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
@@ -242,30 +253,35 @@ def evaluate(
             per_atom_ood[name]["force_mae"] = float(d["err"].mean())
 
     # -- frame statistics, detection and alarms -----------------------------------------------
-    stats_in = {stat_key(n, on): frame_statistics(sig_in[n], off, on)
+    # over the atoms the monitor watches (free), or a selection's
+    stats_in = {stat_key(n, on): frame_statistics(sig_in[n], off, on, ind["free"])
                 for n in names for on in FRAME_STATS}
-    stats_ood = {name: {stat_key(n, on): frame_statistics(sig[n], sets[name]["offsets"], on)
+    stats_ood = {name: {stat_key(n, on): frame_statistics(sig[n], sets[name]["offsets"], on,
+                                                          sets[name]["free"])
                         for n in names for on in FRAME_STATS} for name, sig in sig_ood.items()}
     # the statistics asked for besides; combined ones (the default alarm's too): references
     # fitted on the calibration frames, which get leave-one-out values (as the stored
     # in-domain values are)
     for key in extra:
-        signal, on, _ = parse_stat_key(key)
+        signal, on, select = parse_stat_key(key)
         if not is_combined(signal) and key not in stats_in:
-            stats_in[key] = frame_statistics(sig_in[signal], off, on)
+            stats_in[key] = frame_statistics(sig_in[signal], off, on, _atoms(ind, select))
             for name, sig in sig_ood.items():
-                stats_ood[name][key] = frame_statistics(sig[signal], sets[name]["offsets"], on)
+                stats_ood[name][key] = frame_statistics(sig[signal], sets[name]["offsets"], on,
+                                                        _atoms(sets[name], select))
     for key in dict.fromkeys((*DEFAULT_ALARM_STATS, *extra)):
-        signal, on, _ = parse_stat_key(key)
+        signal, on, select = parse_stat_key(key)
         if not is_combined(signal) or not statistic_signals(key) <= set(names):
             continue
+        mask = _atoms(ind, select)
         ref, loo = fit_combined(signal, on, {k: v[cal] for k, v in sig_in.items()}, off_cal,
-                                ind["numbers"][cal])
-        stats_in[key] = combined_statistics(signal, on, sig_in, off, ref, ind["numbers"])
+                                ind["numbers"][cal], mask[cal])
+        stats_in[key] = combined_statistics(signal, on, sig_in, off, ref, ind["numbers"], mask)
         stats_in[key][cal_f] = loo
         for name, sig in sig_ood.items():
-            stats_ood[name][key] = combined_statistics(signal, on, sig, sets[name]["offsets"],
-                                                       ref, sets[name]["numbers"])
+            d = sets[name]
+            stats_ood[name][key] = combined_statistics(signal, on, sig, d["offsets"], ref,
+                                                       d["numbers"], _atoms(d, select))
     detection: dict[str, Any] = {}
     for name in sets:
         detection[name] = {"n_frames": int(sets[name]["offsets"].size - 1)}
@@ -283,7 +299,8 @@ def evaluate(
     # thresholds: the conformal quantile of the calibration frames' values, stored in the
     # (copied) estimator's calibration as Threshold(alarm_rate=...) would read them
     fitted = _fit_thresholds(est, {k: v[cal] for k, v in sig_in.items()}, off_cal,
-                             list(stats_in), ind["numbers"][cal])
+                             list(stats_in), ind["numbers"][cal], ind["free"][cal],
+                             None if ind["tags"] is None else ind["tags"][cal])
     alarms = {key: _alarms_of(v, fitted.get(key), evl_f, {n: stats_ood[n][key] for n in sets},
                               alarm_rate, fraction, n_splits, seed, n_boot, rng)
               for key, v in stats_in.items()}
@@ -362,8 +379,8 @@ def evaluate(
 def _extra_stats(keys: Sequence[str], estimator: LTAUEstimator,
                  signals: tuple[str, ...] | str, ensemble: bool) -> list[str]:
     """The statistic ``keys`` of :func:`evaluate`'s ``alarm_stats``, normalised; one
-    InvalidParameterError naming the first malformed one, one with a "@tags=" selection or
-    one whose signal will not be scored (checked before any model pass)."""
+    InvalidParameterError naming the first malformed one or one whose signal will not be
+    scored (checked before any model pass)."""
     if isinstance(keys, str):
         raise InvalidParameterError(f"evaluate: alarm_stats must be a sequence of statistic "
                                     f"keys, got the string {keys!r}")
@@ -373,10 +390,7 @@ def _extra_stats(keys: Sequence[str], estimator: LTAUEstimator,
             signal, on, select = parse_stat_key(key)
         except InvalidParameterError as exc:
             raise InvalidParameterError(f"evaluate: alarm_stats: {exc}") from None
-        if select is not None:
-            raise InvalidParameterError(f"evaluate: alarm_stats: {key!r} selects atoms; "
-                                        "evaluate scores whole-frame statistics only")
-        out.append(stat_key(signal, on))
+        out.append(stat_key(signal, on, select))
     latent = set(SIGNAL_CLASSES) if signals == "all" else set(signals)
     available = ({n for n in SIGNALS if n not in SIGNAL_CLASSES and n != "force_std"}
                  | latent | set(getattr(estimator, "signals_", {}))
@@ -514,8 +528,8 @@ def _write_per_atom(path: Path, ind: Mapping[str, Any], sig_in: Mapping[str, np.
 
 
 def _fit_thresholds(est: LTAUEstimator, per_atom: dict[str, np.ndarray],
-                    frame_offsets: np.ndarray, keys: list[str], numbers: np.ndarray
-                    ) -> dict[str, dict[str, Any]]:
+                    frame_offsets: np.ndarray, keys: list[str], numbers: np.ndarray,
+                    free: np.ndarray, tags: np.ndarray | None) -> dict[str, dict[str, Any]]:
     """In-domain values of the frame statistics ``keys`` on the calibration frames, stored in
     ``est.alarm_statistics_`` (:func:`~ltau_md.core.calibration.fit_alarm_thresholds`)."""
     from ltau_md.core.calibration import fit_alarm_thresholds
@@ -523,7 +537,32 @@ def _fit_thresholds(est: LTAUEstimator, per_atom: dict[str, np.ndarray],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return fit_alarm_thresholds(est, per_atom, frame_offsets, stats=keys,
-                                    source="calibration", numbers=numbers)
+                                    source="calibration", numbers=numbers, free=free,
+                                    tags=tags)
+
+
+def _atoms(d: Mapping[str, Any], select: str | None) -> np.ndarray:
+    """The atoms of set ``d`` a statistic with selection ``select`` is taken over: the free
+    ones without a selection."""
+    if select is None:
+        return d["free"]
+    n = int(d["offsets"][-1])
+    return (np.zeros(n, bool) if d["tags"] is None else selection_mask(select, n, d["tags"]))
+
+
+def _check_selections(keys: Sequence[str], sets: Mapping[str, Sequence[Atoms]]) -> None:
+    """DataError naming the first statistic with a "@tags=" selection and the set some of
+    whose frames hold no selected atom (such frames have no value to score)."""
+    for key in keys:
+        select = parse_stat_key(key)[2]
+        if select is None:
+            continue
+        for name, frames in sets.items():
+            empty = sum(not selection_mask(select, len(a), a.get_tags()).any() for a in frames)
+            if empty:
+                raise DataError(f"alarm statistic {key!r}: {empty} of {len(frames)} frames of "
+                                f"set {name!r} hold no atom with {select}; a selection is "
+                                "scored on sets whose every frame holds one")
 
 
 def _figures(out: Path, curves, sig_in, err, evl, stats_in, stats_ood, evl_f,

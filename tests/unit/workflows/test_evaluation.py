@@ -342,7 +342,7 @@ def test_statistics_asked_for_are_scored_and_ranked_like_the_others(case):
 
 
 @pytest.mark.parametrize("keys,match", [
-    (["gmm:max@tags=2"], "selects atoms"),
+    (["gmm:max@tags=2"], "24 of 24 frames of set 'in_domain' hold no atom with tags=2"),
     (["nosuch:max"], "needs the signal 'nosuch'"),
     (["force_std:max"], "needs the signal 'force_std'"),      # no ensemble members given
     (["gmm+:max"], "alarm_stats"),
@@ -350,13 +350,64 @@ def test_statistics_asked_for_are_scored_and_ranked_like_the_others(case):
     ("gmm:max", "the string"),
 ])
 def test_statistics_asked_for_are_checked_before_any_model_pass(case, tmp_path, keys, match):
-    from ltau_md.core.exceptions import InvalidParameterError
+    from ltau_md.core.exceptions import LTAUError
 
     tmp, model, est, in_domain, ood, members = case
-    with pytest.raises(InvalidParameterError, match=match):
+    with pytest.raises(LTAUError, match=match):
         evaluate(None, est, in_domain, ood, alarm_stats=keys, signals=("gmm",),
                  out=tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_slab_statistics_are_over_the_free_atoms_and_selections_over_their_tags(tmp_path):
+    """O on Cu(111) with FixAtoms below the top layer: every frame statistic is taken over the
+    free atoms (as the monitor and ``ltau-md fit`` take it), the calibrated estimator stores
+    those values, and "@tags=2" statistics (the O atoms) are scored too; all against numpy on
+    an independently fitted GMM."""
+    from ltau_md.core.estimator import LTAUEstimator
+    from ltau_md.testing import slab_md_frames
+
+    model = EMTFeatureModel(elements=("O", "Cu"))
+    train = [f for s in (1, 2) for f in slab_md_frames(s, 20, every=10)]
+    x = np.concatenate([model.evaluate(a).features for a in train])
+    z = np.concatenate([a.numbers for a in train])
+    log = ErrorLog.create(tmp_path / "log", species=z,
+                          frame_offsets=np.cumsum([0] + [len(a) for a in train]),
+                          ref_force_norm=np.ones(len(x)))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        log.append(rng.gamma(2.0, 0.03, len(x)))
+    est = LTAUEstimator(k=5, index="flat").fit(x, log)
+    in_domain = _label([f for s in (3, 4, 5) for f in slab_md_frames(s, 10, every=10)],
+                       model, 0.03, 1)
+    hot = slab_md_frames(6, 10, every=10, temperature_K=1500.0)
+    rep = evaluate(model, est, in_domain, {"hot": hot}, fraction=0.5, seed=0, n_boot=0,
+                   n_splits=5, timing=None, signals=("gmm",),
+                   alarm_stats=["gmm:max@tags=2", "gmm:q75@tags=1,2"], out=tmp_path / "rep")
+    gmm = GMMDensity().fit(np.asarray(est.training_descriptors()), est.summary_.species)
+    for name, frames in (("in_domain", in_domain), ("hot", hot)):
+        scores = [gmm.score(model.evaluate(a).features, a.numbers) for a in frames]
+        free = [a.get_tags() != 0 for a in frames]   # FixAtoms holds the tag-0 layers
+        assert all(a.constraints[0].get_indices().tolist() == np.flatnonzero(~f).tolist()
+                   for a, f in zip(frames, free, strict=True))
+        got = rep["frame_values"][name]
+        np.testing.assert_allclose(got["gmm:max"], [v[f].max() for v, f in
+                                                    zip(scores, free, strict=True)], rtol=1e-9)
+        np.testing.assert_allclose(got["gmm:max@tags=2"],
+                                   [v[a.numbers == 8].max() for v, a in
+                                    zip(scores, frames, strict=True)], rtol=1e-9)
+        np.testing.assert_allclose(got["gmm:q75@tags=1,2"], [np.quantile(v[f], 0.75) for v, f
+                                                             in zip(scores, free, strict=True)],
+                                   rtol=1e-9)
+    # the calibrated copy stores the calibration frames' free-atom values, as ltau-md fit would
+    saved = LTAUEstimator.load(tmp_path / "rep" / "estimator").alarm_statistics_
+    cal = ~split_frames(np.cumsum([0] + [len(a) for a in in_domain]), 0.5, seed=0)[1][
+        np.cumsum([0] + [len(a) for a in in_domain])[:-1]]
+    want = np.asarray(rep["frame_values"]["in_domain"]["gmm:max"])[cal]
+    np.testing.assert_allclose(saved["gmm:max"]["values"], np.sort(want), rtol=1e-9)
+    assert saved["gmm:max"]["atoms_per_frame"] == (in_domain[0].get_tags() != 0).sum()
+    assert "gmm:max@tags=2" in saved
+    assert rep["detection"]["hot"]["gmm:max@tags=2"]["value"] > 0.5
 
 
 def test_bootstrap_scores_equal_scoring_every_expanded_resample():
