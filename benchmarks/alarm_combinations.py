@@ -2,13 +2,15 @@
 
 Each statistic of a frame is turned into an in-domain tail p-value against the calibration
 frames (:func:`ltau_md.core.metrics.tail_pvalue`, the product's: conformal, (1 + #calibration
-values >= v) / (n + 1); beyond the largest calibration value the smaller of that and an
-exponential tail fitted to the top 20 %), and a combination scores a frame by Fisher's -sum(log
-p) over its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any one statistic
-is far out, ``--tippett``). A statistic "SIGNAL:max/element" first turns every atom's value
-into a tail p-value against the calibration atoms of its element (the same rule, calibration
-atoms against the other calibration frames' atoms), so no element's tail sets the frame's, and
-takes the frame maximum of -log p (:func:`ltau_md.core.metrics.element_normalised`). "gmm:max +
+values >= v) / (n + 1); beyond the largest calibration value the smaller of that and the
+predictive tail of the top 20 %), and a combination scores a frame by Fisher's -sum(log p) over
+its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any one statistic is far
+out, ``--tippett``). Frame statistics are taken over the atoms the file marks free (``S/free``:
+not fixed by FixAtoms, as the monitor takes them), else over all. A statistic
+"SIGNAL:max/element" first turns every atom's value into a tail p-value against the calibration
+atoms of its element (the same rule, calibration atoms against the other calibration frames'
+atoms), so no element's tail sets the frame's, and takes the frame maximum of -log p
+(:func:`ltau_md.core.metrics.element_normalised`). "gmm:max +
 clustered_doptimality:max/element" is the product's default alarm,
 ``ltau_md.core.calibration.DEFAULT_ALARM`` = "gmm+clustered_doptimality/element:max"; the
 candidates here may mix frame statistics. Calibration frames get leave-one-out p-values, so the
@@ -93,6 +95,8 @@ def main(argv=None) -> int:
                     if s not in ("sets", "in_domain")]
             off = {s: z[f"{s}/offsets"] for s in ["in_domain", *sets]}
             numbers = {s: z[f"{s}/numbers"] for s in off}
+            # the atoms the monitor watches (not fixed by FixAtoms), where the file says
+            free = {s: z[f"{s}/free"] if f"{s}/free" in z.files else None for s in off}
             keys = sorted({key for c in CANDIDATES for key in c})
             per_atom = {sig: {s: z[f"{s}/{sig}"].astype(np.float64) for s in off}
                         for sig in {k.split(":")[0] for k in keys}
@@ -101,15 +105,16 @@ def main(argv=None) -> int:
             by_element = [k for k in keys if k.endswith("/element")
                           and k.split(":")[0] in per_atom]
             stats = {k: {s: frame_statistics(per_atom[k.split(":")[0]][s], off[s],
-                                             k.split(":")[1]) for s in off}
+                                             k.split(":")[1], free[s]) for s in off}
                      for k in keys if "/" not in k and k.split(":")[0] in per_atom}
         rows: dict = {}
         for split in range(args.splits):
             cal_atoms = split_frames(off["in_domain"], args.fraction, split)[0]
             cal = cal_atoms[off["in_domain"][:-1]]
+            ref_atoms = cal_atoms if free["in_domain"] is None else cal_atoms & free["in_domain"]
             for key in by_element:
-                norm = element_normalised(per_atom[key.split(":")[0]], numbers, off, cal_atoms)
-                stats[key] = {s: frame_statistics(norm[s], off[s], "max") for s in off}
+                norm = element_normalised(per_atom[key.split(":")[0]], numbers, off, ref_atoms)
+                stats[key] = {s: frame_statistics(norm[s], off[s], "max", free[s]) for s in off}
             for c, how in [(c, "+") for c in CANDIDATES] + (
                     [(c, "|") for c in CANDIDATES if len(c) > 1] if args.tippett else []):
                 if not all(k in stats for k in c):

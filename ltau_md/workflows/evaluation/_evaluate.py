@@ -503,9 +503,10 @@ def _write_per_atom(path: Path, ind: Mapping[str, Any], sig_in: Mapping[str, np.
                     sets: Mapping[str, Any], sig_ood: Mapping[str, Mapping[str, np.ndarray]]
                     ) -> Path:
     """``per_atom.npz``: for each set S (``in_domain`` and the out-of-domain names) the arrays
-    ``S/SIGNAL`` (per atom), ``S/offsets`` (frame offsets), ``S/numbers`` and, where labelled,
-    ``S/abs_force_error`` (|dF|, eV/A), plus ``sets`` (the names): every signal on the same
-    frames, so an outside method can be scored alike."""
+    ``S/SIGNAL`` (per atom), ``S/offsets`` (frame offsets), ``S/numbers``, ``S/free`` (the
+    atoms frame statistics are taken over: not fixed by FixAtoms), ``S/tags`` where any tag
+    is set and, where labelled, ``S/abs_force_error`` (|dF|, eV/A), plus ``sets`` (the names):
+    every signal on the same frames, so an outside method can be scored alike."""
     import io
 
     from ltau_md.core.files import atomic_path
@@ -515,6 +516,9 @@ def _write_per_atom(path: Path, ind: Mapping[str, Any], sig_in: Mapping[str, np.
                          *((n, sets[n], sig_ood[n]) for n in sets)):
         arrays[f"{name}/offsets"] = np.asarray(d["offsets"])
         arrays[f"{name}/numbers"] = np.asarray(d["numbers"])
+        arrays[f"{name}/free"] = np.asarray(d["free"], dtype=bool)
+        if d["tags"] is not None:
+            arrays[f"{name}/tags"] = np.asarray(d["tags"])
         if "err" in d:
             arrays[f"{name}/abs_force_error"] = np.asarray(d["err"])
         for k, v in sig.items():

@@ -227,6 +227,7 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
         np.testing.assert_allclose(z["bcc/novelty"], nov, rtol=1e-6)
         assert "in_domain/abs_force_error" in z and "hot/abs_force_error" not in z
         assert z["in_domain/gmm"].shape == z["in_domain/numbers"].shape
+        assert z["bcc/free"].all() and "bcc/tags" not in z     # no FixAtoms, no tags
     assert main(argv) == 2  # an earlier report is not replaced without --overwrite
     assert "overwrite" in capsys.readouterr().err
     # without --json: a short text a person reads, from the same report
@@ -407,6 +408,10 @@ def test_slab_statistics_are_over_the_free_atoms_and_selections_over_their_tags(
     np.testing.assert_allclose(saved["gmm:max"]["values"], np.sort(want), rtol=1e-9)
     assert saved["gmm:max"]["atoms_per_frame"] == (in_domain[0].get_tags() != 0).sum()
     assert "gmm:max@tags=2" in saved
+    with np.load(tmp_path / "rep" / "per_atom.npz") as npz:   # what an outside scorer needs
+        tags = np.concatenate([a.get_tags() for a in hot])
+        assert np.array_equal(npz["hot/tags"], tags)
+        assert np.array_equal(npz["hot/free"], tags != 0)
     assert rep["detection"]["hot"]["gmm:max@tags=2"]["value"] > 0.5
 
 
