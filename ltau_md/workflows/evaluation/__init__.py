@@ -13,10 +13,11 @@ labels), optionally extra ensemble members, and reports, for every signal of :da
   bootstrap interval over frames and its worst element beside it;
 * **labelled out-of-domain sets** (all structures with reference forces) - the same ranking,
   high-error meaning above the in-domain threshold, and the miscalibration area at the fitted s;
-* **detection** (per out-of-domain set) - AUROC of the frame statistic (max and mean over
-  atoms, :func:`~ltau_md.core.metrics.frame_statistics`) separating the set's frames from the
-  in-domain evaluation frames, with a stratified bootstrap interval over frames; mean and
-  worst over the sets;
+* **detection** (per out-of-domain set) - AUROC of the frame statistic (max, mean and 90th
+  percentile over the free atoms, those the monitor watches: not fixed by FixAtoms;
+  :func:`~ltau_md.core.metrics.frame_statistics`; plus the default alarm and any ``alarm_stats``)
+  separating the set's frames from the in-domain evaluation frames, with a stratified
+  bootstrap interval over frames; mean and worst over the sets;
 * **alarms** - the conformal threshold (:func:`~ltau_md.core.metrics.alarm_threshold`) at
   ``alarm_rate`` fitted on the calibration frames, the rate at which held-out in-domain frames
   exceed it (for this split, and mean / worst / 95th percentile over 200 random splits, since
