@@ -178,17 +178,22 @@ def summary_text(report: dict, out: str) -> str:
 
 def ranking_table(rows: list[dict], top: int = 12, also: tuple[str, ...] = ()) -> str:
     """The ranking as a terminal table: rank, statistic, mean / worst out-of-domain alarm rate
-    at the 1 % in-domain threshold, its in-domain rate, mean / worst AUROC; the first ``top``
-    rows and those of the statistics ``also`` (asked for by name) wherever they rank."""
+    at the 1 % in-domain threshold, its in-domain rate, mean / worst AUROC and the ms per step
+    it adds to the model's ("-" where not timed); the first ``top`` rows and those of the
+    statistics ``also`` (asked for by name) wherever they rank."""
     def f(v):
         return "  off" if v is None else f"{v:5.2f}"
 
+    def ms(v):
+        return "     -" if v is None else f"{1e3 * v:6.2f}"
+
     width = max([34, *(len(r["statistic"]) for r in rows)])
-    lines = [f"{'#':>3s} {'statistic':{width}s} OOD@1% worst  ID@1%  AUROC worst"]
+    lines = [f"{'#':>3s} {'statistic':{width}s} OOD@1% worst  ID@1%  AUROC worst ms/step"]
     for i, r in enumerate(rows, 1):
         if i > top and r["statistic"] not in also:
             continue
         lines.append(f"{i:3d} {r['statistic']:{width}s} {f(r['ood_rate_at_1pct_mean'])} "
                      f"{f(r['ood_rate_at_1pct_worst'])} {f(r['in_domain_rate_at_1pct'])}  "
-                     f"{f(r['auroc_mean'])} {f(r['auroc_worst'])}")
+                     f"{f(r['auroc_mean'])} {f(r['auroc_worst'])} "
+                     f"{ms(r.get('cost_per_step_s'))}")
     return "\n".join(lines)

@@ -309,6 +309,9 @@ def evaluate(
     # -- cost ---------------------------------------------------------------------------------
     cost = (cost_per_step(model, members, est, ind["frames"][0], *timing)
             if timing is not None else None)
+    for row in ranking:  # what watching each statistic adds to a step, beside its figures
+        row["cost_per_step_s"] = None if cost is None else _statistic_cost(row["statistic"],
+                                                                           cost)
 
     default_key = default_alarm(est)  # DEFAULT_ALARM, or the fallback without its signal
     summary = {
@@ -417,6 +420,30 @@ def add_missing_signals(est: LTAUEstimator, signals: tuple[str, ...] | str) -> N
                       "LTAUEstimator(signals=...)", UserWarning, stacklevel=3)
         return
     est.add_signals(x, missing)
+
+
+#: signals one LTAU neighbour query gives together (their cost is the query's)
+_QUERY_SIGNALS = ("uncertainty", "predicted_error", "novelty", "latent_distance")
+
+
+def _statistic_cost(key: str, cost: Mapping[str, Any]) -> float | None:
+    """Seconds per step that watching statistic ``key`` adds to the model's forward pass:
+    its signals' costs (an LTAU query for LTAU's signals, the other members' passes for the
+    ensemble spread, each latent signal's own), plus a combination's own work; None where a
+    part was not timed (e.g. a model's own signals, computed in its forward pass)."""
+    parts = []
+    for name in sorted(statistic_signals(key)):
+        if name in _QUERY_SIGNALS:
+            parts.append(cost.get("ltau_query_s"))
+        elif name == "force_std":
+            ens = cost.get("ensemble_step_s")
+            parts.append(None if ens is None else max(ens - cost["model_s"], 0.0))
+        else:
+            parts.append(cost.get(f"{name}_s"))
+    signal, on, _ = parse_stat_key(key)
+    if is_combined(signal):
+        parts.append(cost.get(f"{stat_key(signal, on)}_s"))
+    return None if any(p is None for p in parts) else float(sum(parts))
 
 
 def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,

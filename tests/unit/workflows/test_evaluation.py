@@ -188,6 +188,14 @@ def test_evaluate_novelty_auroc_matches_independent_computation(case):
     assert rep["cost_per_step"]["ensemble_step_s"] > 0
     # each signal's own cost, the default alarm's combination (beyond its signals) too
     assert all(rep["cost_per_step"][f"{n}_s"] > 0 for n in (*SIGNAL_CLASSES, DEFAULT_ALARM))
+    # and in the ranking: what watching each statistic adds to a step
+    c = rep["cost_per_step"]
+    row = {r["statistic"]: r["cost_per_step_s"] for r in rep["ranking"]}
+    assert row["gmm:q90"] == c["gmm_s"] and row["novelty:max"] == c["ltau_query_s"]
+    assert row["force_std:mean"] == pytest.approx(c["ensemble_step_s"] - c["model_s"])
+    assert row[DEFAULT_ALARM] == pytest.approx(sum(c[f"{n}_s"] for n in (*DEFAULT_SIGNALS,
+                                                                          DEFAULT_ALARM)))
+    assert row["element_error:max"] is None                       # not timed: a look-up
     json.dumps(rep, allow_nan=False)  # strict JSON
 
 
@@ -242,6 +250,10 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     assert f"bcc {rep['detection']['bcc'][key]['value']:.3f}" in text
     assert rep["settings"]["alarm_stats"] == ["gmm:q75"]
     assert cmd.ranking_table(rep["ranking"], also=("gmm:q75",)) in text
+    first = rep["ranking"][0]                  # its row ends with the ms it adds per step
+    line = next(x for x in text.splitlines() if x.startswith(f"  1 {first['statistic']} "))
+    cost = first["cost_per_step_s"]
+    assert line.endswith("     -" if cost is None else f"{1e3 * cost:6.2f}")
     assert "gmm:q75" in text and f"wrote {out}/" in text
     assert len(text) < 3000 and "{" not in text
     assert main(argv + ["--overwrite"]) == 0
