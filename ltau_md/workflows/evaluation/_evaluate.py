@@ -188,12 +188,11 @@ def evaluate(
     check_is_fitted(estimator)
     members = list(members or [])
     extra = _extra_stats(alarm_stats, estimator, signals, bool(members))
-    est = estimator.without_calibration()  # the caller's keeps its calibration, statistics
-    add_missing_signals(est, signals)
-
-    in_domain = read_structures(in_domain)
+    in_domain = read_structures(in_domain)  # bad input refused before the slow work
     ood = {name: read_structures(frames) for name, frames in ood.items()}
     _check_selections(extra, {"in_domain": in_domain, **ood})
+    est = estimator.without_calibration()  # the caller's keeps its calibration, statistics
+    add_missing_signals(est, signals)
 
     # -- model passes and one neighbour search per set --------------------------------------
     ind = set_data("in_domain", in_domain, model, members, est, batch_size, labelled=True)
