@@ -47,8 +47,9 @@ def cost_per_step(model: FeatureModel, members: Sequence[FeatureModel],
            "ltau_calculator_step_s": calc_step}
     for name in estimator.signals_:  # each latent signal's own cost on the same features
         fns[f"{name}_s"] = (lambda n=name: estimator.signal_values(feats, a.numbers, [n]))
-    # each combined statistic over all atoms (the default alarm's): the monitor's own work
-    # per step beyond the signals, against its prepared in-domain references
+    # each combined statistic of latent signals over all atoms (the default alarm's): the
+    # monitor's own work per step beyond the signals, against its prepared in-domain
+    # references (one with another part, e.g. novelty, is left untimed)
     from ltau_md.core.metrics import (
         combined_statistics,
         is_combined,
@@ -59,7 +60,8 @@ def cost_per_step(model: FeatureModel, members: Sequence[FeatureModel],
 
     for key, entry in (getattr(estimator, "alarm_statistics_", None) or {}).items():
         signal, on, select = parse_stat_key(key)
-        if not is_combined(signal) or select is not None or "reference" not in entry:
+        if (not is_combined(signal) or select is not None or "reference" not in entry
+                or not statistic_signals(key) <= set(estimator.signals_)):
             continue
         sig = estimator.signal_values(feats, a.numbers, sorted(statistic_signals(key)))
         ref = prepare_reference(entry["reference"])

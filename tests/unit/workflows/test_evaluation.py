@@ -354,6 +354,19 @@ def test_statistics_asked_for_are_scored_and_ranked_like_the_others(case):
         assert rep["detection"]["hot"][key]["value"] > 0.5  # much hotter frames stand out
 
 
+def test_a_combination_with_an_ltau_part_is_scored_and_its_cost_left_untimed(case):
+    """The cost timing covers combinations of latent signals; one with a part LTAU's query
+    gives (novelty) is scored like the others and its cost reported as not timed (None),
+    the run not stopped by it."""
+    tmp, model, est, in_domain, ood, members = case
+    key = "novelty+gmm/element:max"
+    rep = evaluate(model, est, in_domain, ood, fraction=0.5, seed=1, n_boot=0, n_splits=5,
+                   timing=(1, 1), signals=DEFAULT_SIGNALS, alarm_stats=[key])
+    row = {r["statistic"]: r["cost_per_step_s"] for r in rep["ranking"]}
+    assert row[key] is None and row[DEFAULT_ALARM] > 0
+    assert rep["detection"]["hot"][key]["value"] > 0.5
+
+
 @pytest.mark.parametrize("keys,match", [
     (["gmm:max@tags=2"], "24 of 24 frames of set 'in_domain' hold no atom with tags=2"),
     (["nosuch:max"], "needs the signal 'nosuch'"),
