@@ -36,6 +36,7 @@ __all__ = [
     "FALLBACK_ALARM",
     "FALLBACK_ALARMS",
     "check_statistic_signals",
+    "check_training_statistics",
     "default_alarm",
     "alarm_statistics_from_structures",
     "alarm_statistics_from_training",
@@ -95,6 +96,24 @@ def check_statistic_signals(keys: Sequence[str], available: set[str]) -> None:
             raise InvalidParameterError(
                 f"alarm statistic {key!r} needs the signal {missing[0]!r}, which the "
                 f"estimator does not have (it has {sorted(available)}; fit it with --signals)")
+
+
+def check_training_statistics(keys: Sequence[str], latent: set[str]) -> None:
+    """DataError naming the first statistic of ``keys`` that the training statistics
+    (:func:`alarm_statistics_from_training`) cannot give: each must be of LTAU novelty alone
+    or of the ``latent`` signals alone (a combination of both would mix leave-one-out novelty
+    with in-sample latent values); for a check before any slow work too."""
+    for k in keys:
+        need = statistic_signals(k)
+        if need <= {"novelty"} or need <= set(latent):
+            continue
+        missing = sorted(need - {"novelty", *latent})
+        if missing:
+            raise DataError(f"statistic {k!r} needs per_atom[{missing[0]!r}], which the "
+                            "training statistics do not have; give held-out frames")
+        raise DataError(f"statistic {k!r} combines novelty with latent signals, which the "
+                        "training statistics take from different sources (leave-one-out "
+                        "novelty, in-sample latent values); give held-out frames")
 
 
 def _split_stats(stats: Sequence[str]) -> tuple[bool, list[str]]:
@@ -356,11 +375,7 @@ def alarm_statistics_from_training(
         xs = x if rows is None else np.asarray(x)[rows]
         species = estimator.train_species_ if rows is None else estimator.train_species_[rows]
         latent = estimator.signal_values(xs, species)
-    for k in given:
-        if not (statistic_signals(k) <= {"novelty"} or statistic_signals(k) <= set(latent)):
-            missing = sorted(statistic_signals(k) - {"novelty", *latent})
-            raise DataError(f"statistic {k!r} needs per_atom[{missing[0]!r}], which the "
-                            "training statistics do not have")
+    check_training_statistics(given, set(latent))
 
     def keys_of(available: set[str]) -> list[str]:
         part = [k for k in given if statistic_signals(k) <= available]

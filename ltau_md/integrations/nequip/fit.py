@@ -20,6 +20,7 @@ from ltau_md.core.calibration import (
     DEFAULT_ALARM_STATS,
     DEFAULT_SIGNALS,
     check_statistic_signals,
+    check_training_statistics,
 )
 from ltau_md.core.errorlog import (
     FRAMES_FILE,
@@ -146,6 +147,8 @@ def fit_from_runs(
     if validation is None:
         validation = next((d / VALIDATION_FILE for d in log_dirs
                            if (d / VALIDATION_FILE).exists()), None)
+    if validation is None:  # the statistics will come from the training frames
+        check_training_statistics(alarm_stats, set(signals))
     # every input checked before the (slow) model load and descriptor pass
     metadata = estimator_kwargs.pop("metadata", None) or {}
     given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
@@ -252,6 +255,8 @@ def fit_from_structures(
 
     check_output_dir(out_dir, FORMAT, overwrite)
     check_statistic_signals(alarm_stats, {"novelty", *signals})
+    if validation is None:  # the statistics will come from the training frames
+        check_training_statistics(alarm_stats, set(signals))
     given = {name: v for name, v in (("k", k), ("index", index)) if v is not None}
     est = LTAUEstimator(signals=tuple(signals), **given)
     est.check_params()  # every input checked before the (slow) model load

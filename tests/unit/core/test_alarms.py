@@ -271,6 +271,12 @@ def test_every_fitted_latent_signal_gets_its_in_domain_maximum(setup, combined):
                                            store=False)
     assert {"doptimality:max", "doptimality:max@tags=2", "gmm:max@tags=2"} <= set(train)
     assert train["doptimality:max"]["source"] == "training"
+    # a combination of novelty (leave-one-out) with a latent signal (in-sample) is refused,
+    # with the reason, not an IndexError
+    with pytest.raises(LTAUError, match="combines novelty with latent signals"):
+        alarm_statistics_from_training(est, setup.log.frame_offsets, frames=setup.train,
+                                       store=False,
+                                       stats=(*DEFAULT_ALARM_STATS, "novelty+gmm/element:max"))
 
 
 def test_training_leave_one_out_fallback_equals_numpy(setup):
