@@ -40,7 +40,7 @@ from ltau_md.core.observers._event import (
     WRITE_FAILED,
     Event,
 )
-from ltau_md.core.observers._threshold import ACTIONS, Threshold
+from ltau_md.core.observers._threshold import ACTIONS, Threshold, size_ratio
 from ltau_md.core.structures import free_atoms, thermalize
 
 __all__ = ["MONITOR_FILES", "STATUSES", "UQMonitor"]
@@ -321,7 +321,7 @@ class UQMonitor:
         n = len(atoms) if mask is None else int(np.count_nonzero(mask))
         if n == 0:
             return float("nan")
-        ratio = n / float(entry["atoms_per_frame"]) if entry.get("atoms_per_frame") else 1.0
+        ratio = size_ratio(entry, n)
         per_atom = {b: np.asarray(res[b], dtype=float) for b, _ in combined_components(signal)}
         cached = self._references.get(key)
         if cached is None or cached[0] is not entry:  # prepared once per estimator entry

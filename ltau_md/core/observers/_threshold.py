@@ -20,7 +20,7 @@ from ltau_md.core.observers._event import Event
 if TYPE_CHECKING:
     from ltau_md.core.observers._monitor import UQMonitor
 
-__all__ = ["ACTIONS", "Action", "Threshold", "UNIT_SIGNALS"]
+__all__ = ["ACTIONS", "Action", "Threshold", "UNIT_SIGNALS", "size_ratio"]
 
 
 Action = Literal["stop", "resample", "warn"]
@@ -31,6 +31,14 @@ ACTIONS: tuple[str, ...] = get_args(Action)
 
 #: signals whose values lie in [0, 1]; an ``above`` threshold on them must lie there too
 UNIT_SIGNALS = ("uncertainty", "confidence", "novelty_pvalue")
+
+
+def size_ratio(entry: dict[str, Any], n_atoms: int | None) -> float:
+    """Atoms of the watched structure / atoms per in-domain frame of the in-domain statistic
+    ``entry`` (its ``atoms_per_frame``); 1 when either is unknown or zero."""
+    if not n_atoms or not entry.get("atoms_per_frame"):
+        return 1.0
+    return float(n_atoms) / float(entry["atoms_per_frame"])
 
 
 @dataclass
@@ -170,9 +178,7 @@ class Threshold:
         if not isinstance(entry, dict) or not isinstance(entry.get("values"), list):
             raise LTAUError(f"the estimator's in-domain statistic {key!r} is malformed (no "
                             "'values' list): fit it again")
-        ratio = 1.0
-        if n_atoms and self.on == "max" and entry.get("atoms_per_frame"):
-            ratio = float(n_atoms) / float(entry["atoms_per_frame"])
+        ratio = size_ratio(entry, n_atoms) if self.on == "max" else 1.0
         # a combined statistic takes the size into its p-values (the monitor's value), so its
         # threshold is the in-domain one
         self._resolved = alarm_threshold(entry["values"], float(self.alarm_rate),
