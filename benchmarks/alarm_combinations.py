@@ -52,6 +52,11 @@ CANDIDATES = (
     ("clustered_doptimality:max",), ("clustered_doptimality:max/element",),
     ("gmm:max", "clustered_doptimality:max/element"),
     ("gmm:max", "doptimality:max", "clustered_doptimality:max/element"),
+    # every part per element: no element's (or the slab's) tail sets the frame's
+    ("gmm:max/element", "clustered_doptimality:max/element"),
+    ("gmm:max/element", "doptimality:max/element"),
+    ("doptimality:max/element", "clustered_doptimality:max/element"),
+    ("gmm:max", "doptimality:max/element"),
 )
 
 
