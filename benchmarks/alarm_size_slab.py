@@ -1,6 +1,6 @@
 """Does the default alarm keep its in-domain rate on a bigger slab in MD?
 
-O on Cu(111) or a Cu(111)/Au surface alloy (``--system``) with EMT
+O on Cu(111), a Cu(111)/Au surface alloy or clean Cu(111) (``--system``) with EMT
 (``ltau_md.testing.slab_md_frames``): an LTAU estimator with the default
 alarm's signals is fitted on MD frames of a ``--small`` surface cell (``--train-runs``
 independent runs), the default alarm's in-domain statistic on held-out MD frames of the same
@@ -8,7 +8,8 @@ cell (``--held-out-runs`` more); then frames of new MD runs (``--test-runs`` of 
 same cell and of a ``--big`` cell (the same composition) are scored as the monitor scores them
 (``combined_statistics`` over the free atoms, p-values adjusted to the size, and unadjusted),
 with LTAU novelty's maximum (threshold adjusted) beside it. Reports the alarm rates at several
-nominal rates and the frames that alarm (runs of consecutive frames point to configurations the
+nominal rates, the frames that alarm and the rates in the first and the second half of the
+runs (runs of consecutive frames, or a rate rising along the runs, point to configurations the
 training runs did not reach, not to the size adjustment). Every run has the same length
 (``--frames``, ``--every`` steps of 2 fs apart, from the same start), so the training, held-out
 and test frames sample the same stretch of time: with training runs shorter than the test runs,
@@ -38,7 +39,19 @@ def _size(text: str) -> tuple[int, int, int]:
     return nx, ny, nz
 
 
-SYSTEMS = ("adsorbate", "alloy")
+SYSTEMS = ("adsorbate", "alloy", "clean")
+
+
+def clean_slab(size: tuple[int, int, int]):
+    """Cu(111), the top layer free (tags 1), the layers below fixed (tags 0)."""
+    from ase.build import fcc111
+    from ase.constraints import FixAtoms
+
+    a = fcc111("Cu", size=size, vacuum=6.0)
+    top = a.get_tags() == 1
+    a.set_tags(top.astype(int))
+    a.set_constraint(FixAtoms(mask=~top))
+    return a
 
 
 def main(argv=None) -> int:
@@ -62,7 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--big", type=_size, default=(8, 8, 3), help="default 8x8x3")
     p.add_argument("--system", choices=SYSTEMS, default="adsorbate",
                    help="adsorbate: O on Cu(111), whose O hops between sites in MD (not "
-                   "stationary); alloy: a Cu(111) surface alloy with Au (stationary); "
+                   "stationary); alloy: a Cu(111) surface alloy with Au; clean: Cu(111); "
                    "default adsorbate")
     p.add_argument("--frames", type=int, default=20, help="frames per run (default 20)")
     p.add_argument("--every", type=int, default=15,
@@ -72,10 +85,13 @@ def main(argv=None) -> int:
     p.add_argument("--held-out-runs", type=int, default=12, help="default 12")
     p.add_argument("--test-runs", type=int, default=12, help="per cell (default 12)")
     p.add_argument("--rates", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    p.add_argument("--record", default=None,
+                   help="record name (default alarm_size_slab[_SYSTEM])")
     args = p.parse_args(argv)
 
     make, elements = {"adsorbate": (adsorbate_slab, ("O", "Cu")),
-                      "alloy": (surface_alloy_slab, ("Cu", "Au"))}[args.system]
+                      "alloy": (surface_alloy_slab, ("Cu", "Au")),
+                      "clean": (clean_slab, ("Cu",))}[args.system]
     model = EMTFeatureModel(elements=elements)
     seeds = iter(range(args.seed + 1, args.seed + 10_000))
 
@@ -110,7 +126,8 @@ def main(argv=None) -> int:
                     "sets": {}}
     for name, size in (("small", args.small), ("big", args.big)):
         frames = runs(args.test_runs, size)
-        vals: dict[str, list[float]] = {"adjusted": [], "unadjusted": [], "novelty": []}
+        vals: dict[str, list[float]] = {"adjusted": [], "unadjusted": [], "novelty": [],
+                                        "blocks": []}
         ratio = 1.0
         for a in frames:
             free = a.get_tags() != 0
@@ -121,6 +138,16 @@ def main(argv=None) -> int:
                 vals[kind].append(float(combined_statistics(
                     signal, on, sig, np.array([0, len(a)]), entry["reference"], a.numbers,
                     free, size_ratio=r)[0]))
+            # the cell cut into blocks of the small cell's size, each scored as a small frame
+            # (no adjustment): blocks alarming at the nominal rate mean the big cell's atoms
+            # look like the small cell's, and any excess of the whole frame is the size
+            # adjustment's; blocks alarming more mean the big cell reaches other configurations
+            frac = a.get_scaled_positions()[:, :2]
+            grid = np.floor(frac * np.array(size[:2]) / np.array(args.small[:2])).astype(int)
+            block = grid[:, 0] * (size[1] // args.small[1] + 1) + grid[:, 1]
+            vals["blocks"].extend(float(combined_statistics(
+                signal, on, sig, np.array([0, len(a)]), entry["reference"], a.numbers,
+                free & (block == b))[0]) for b in np.unique(block[free]))
             vals["novelty"].append(float(est.predict(f, species=a.numbers).novelty[free].max()))
         v = {k: np.array(x) for k, x in vals.items()}
         rates = {}
@@ -130,15 +157,23 @@ def main(argv=None) -> int:
                 "default_adjusted": float(np.mean(v["adjusted"] > thr)),
                 "default_unadjusted": float(np.mean(v["unadjusted"] > thr)),
                 "novelty_max_adjusted": float(np.mean(
-                    v["novelty"] > alarm_threshold(novelty["values"], rate, ratio)))}
+                    v["novelty"] > alarm_threshold(novelty["values"], rate, ratio))),
+                "default_blocks": float(np.mean(v["blocks"] > thr))}
         thr = alarm_threshold(entry["values"], args.rates[0])
+        # by time: the first and the second half of every run's frames (a rate that rises
+        # along the runs points to configurations reached late, not to the size adjustment)
+        late = np.tile(np.arange(args.frames) >= args.frames // 2, args.test_runs)
+        halves = {half: {f"{rate:g}": float(np.mean(
+            v["adjusted"][sel] > alarm_threshold(entry["values"], rate)))
+            for rate in args.rates} for half, sel in (("first", ~late), ("second", late))}
         result["sets"][name] = {
             "frames": len(frames), "size_ratio": ratio, "rates": rates,
+            "default_adjusted_by_half": halves,
             f"alarming_frames_at_{args.rates[0]:g}": np.flatnonzero(
                 v["adjusted"] > thr).tolist()}
     print(json.dumps(result))
-    record(__file__, result, name="alarm_size_slab" + ("" if args.system == "adsorbate"
-                                                       else f"_{args.system}"))
+    record(__file__, result, name=args.record or "alarm_size_slab" + (
+        "" if args.system == "adsorbate" else f"_{args.system}"))
     return 0
 
 

@@ -24,8 +24,8 @@ __all__ = ["DEFAULT_POLICIES", "add_policy_args", "check_policy_args",
            "default_policies", "policy_factory", "policy_off_reason"]
 
 #: default policy per command when no threshold option is given: (action, alarm rate,
-#: patience), on the default alarm (:func:`~ltau_md.core.calibration.default_alarm`: gmm:max,
-#: or novelty:max for an estimator without the GMM), applied only when the estimator holds
+#: patience), on the default alarm (:func:`~ltau_md.core.calibration.default_alarm`: its
+#: fallbacks for an estimator without its signals), applied only when the estimator holds
 #: that in-domain statistic
 DEFAULT_POLICIES = {"md": ("stop", 0.01, 2), "relax": ("warn", 0.01, 1)}
 
@@ -48,7 +48,7 @@ def add_policy_args(p: argparse.ArgumentParser, command: str) -> None:
                    "predicted_error (eV/A), confidence, novelty_pvalue, a latent signal "
                    "fitted on the estimator (gmm, doptimality, ...) or one the model computes "
                    "(shallow_ensemble, mve, evidential: heads models), or a combination "
-                   "such as the default alarm's gmm+clustered_doptimality/element "
+                   f"such as the default alarm's {DEFAULT_ALARM.partition(':')[0]} "
                    "(default: the default "
                    "alarm's signal for --X-rate and the default policy, uncertainty for "
                    "--X-above)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltau_md.core.calibration import DEFAULT_ALARM
+from ltau_md.core.calibration import DEFAULT_ALARM, DEFAULT_SIGNALS
 from ltau_md.core.estimator import LTAUEstimator
 
 
@@ -42,8 +42,8 @@ def test_calibrate_cli_on_tiny_nequip_run(tiny_run, tmp_path, capsys):
     # the in-domain alarm statistics of the calibration structures, uncertainty at the new s
     th = back.alarm_statistics_
     assert line["alarm_statistics"] == sorted(th) == sorted([
-        "gmm:max", "gmm:mean", "novelty:max", "novelty:mean", "uncertainty:max",
-        "uncertainty:mean", "clustered_doptimality:max", DEFAULT_ALARM, "uncertainty:q90"])
+        "novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean",
+        *(f"{s}:max" for s in DEFAULT_SIGNALS), DEFAULT_ALARM, "uncertainty:q90"])
     assert {v["source"] for v in th.values()} == {"calibration"}
     unc = [back.predict(o.features, species=a.numbers).uncertainty.max()
            for a, o in zip(frames, model.evaluate_many(frames), strict=True)]

@@ -143,10 +143,10 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
                         progress=False)
     loo = ref.alarm_statistics_
     # the default alarm's signals are fitted too; their statistics are of the training atoms
-    assert set(loo) == {"novelty:max", "novelty:mean", "gmm:max", "gmm:mean",
-                        "clustered_doptimality:max", DEFAULT_ALARM}
+    maxima = {f"{s}:max" for s in DEFAULT_SIGNALS}
+    assert set(loo) == {"novelty:max", "novelty:mean", *maxima, DEFAULT_ALARM}
     assert set(ref.signals_) == set(DEFAULT_SIGNALS)
-    assert loo["gmm:max"]["source"] == loo[DEFAULT_ALARM]["source"] == "training"
+    assert {loo[k]["source"] for k in (*maxima, DEFAULT_ALARM)} == {"training"}
     assert loo["novelty:max"]["source"] == "training-loo"
     off = ErrorLog.open(tiny_run.log_dir).frame_offsets
     want = sorted(ref.train_novelty_[a:b].max() for a, b in zip(off[:-1], off[1:], strict=True))
@@ -157,30 +157,29 @@ def test_fit_stores_alarm_statistics_from_validation_or_training_loo(tiny_run, t
     assert main(["fit", str(tiny_run.run_dirs[0]), str(tiny_run.run_dirs[1]), "--model",
                  str(tiny_run.checkpoint), "--out", str(out), "--validation",
                  str(tiny_run.val_xyz), "--no-progress",
-                 "--alarm-stats", "novelty+gmm/element:max"]) == 0   # one besides the default
+                 "--alarm-stats", "novelty+doptimality/element:max"]) == 0  # one besides
     est = LTAUEstimator.load(out)
     th = est.alarm_statistics_
     assert set(th) == {"novelty:max", "novelty:mean", "uncertainty:max", "uncertainty:mean",
-                       "gmm:max", "gmm:mean", "clustered_doptimality:max", DEFAULT_ALARM,
-                       "novelty+gmm/element:max"}
+                       *maxima, DEFAULT_ALARM, "novelty+doptimality/element:max"}
     assert {v["source"] for v in th.values()} == {"validation"}
     model = NequIPFeatureModel.from_file(tiny_run.checkpoint)
-    nov_max, unc_mean, gmm_max, nov, gmm = [], [], [], [], []
+    nov_max, unc_mean, dopt_max, nov, dopt = [], [], [], [], []
     for a in val:
         feats = model.evaluate(a).features
         p = est.predict(feats, species=a.numbers)
         nov_max.append(p.novelty.max())
         unc_mean.append(p.uncertainty.mean())
-        gmm_max.append(est.signals_["gmm"].score(feats, a.numbers).max())
+        dopt_max.append(est.signals_["doptimality"].score(feats, a.numbers).max())
         nov.append(p.novelty)
-        gmm.append(est.signals_["gmm"].score(feats, a.numbers))
-    _, loo = fit_combined("novelty+gmm/element", "max",
-                          {"novelty": np.concatenate(nov), "gmm": np.concatenate(gmm)},
+        dopt.append(est.signals_["doptimality"].score(feats, a.numbers))
+    _, loo = fit_combined("novelty+doptimality/element", "max",
+                          {"novelty": np.concatenate(nov), "doptimality": np.concatenate(dopt)},
                           np.cumsum([0] + [len(a) for a in val]),
                           np.concatenate([a.numbers for a in val]))
-    np.testing.assert_allclose(th["novelty+gmm/element:max"]["values"], np.sort(loo),
+    np.testing.assert_allclose(th["novelty+doptimality/element:max"]["values"], np.sort(loo),
                                rtol=1e-5)
-    np.testing.assert_allclose(th["gmm:max"]["values"], sorted(gmm_max), rtol=1e-5)
+    np.testing.assert_allclose(th["doptimality:max"]["values"], sorted(dopt_max), rtol=1e-5)
     np.testing.assert_allclose(th["novelty:max"]["values"], sorted(nov_max), rtol=1e-5)
     np.testing.assert_allclose(th["uncertainty:mean"]["values"], sorted(unc_mean), rtol=1e-5)
     assert th["novelty:max"]["n_frames"] == len(val)

@@ -54,8 +54,9 @@ class Threshold:
     signal : str
         Any per-atom result of the calculator: "uncertainty" (default), "novelty",
         "predicted_error" (eV/A), "confidence", "novelty_pvalue", ...; or a combined signal
-        ("gmm+clustered_doptimality/element", :mod:`ltau_md.core.metrics._combined`, the default
-        alarm's), scored against the in-domain references the estimator holds for it.
+        ("doptimality/element+clustered_doptimality/element",
+        :mod:`ltau_md.core.metrics._combined`, the default alarm's), scored against the
+        in-domain references the estimator holds for it.
     on : "max", "mean" or a quantile "qNN" (e.g. "q90") over the selected atoms.
     select : None, boolean mask, index array or "tags=T[,T...]"
         Atoms the statistic is taken over (see :func:`ltau_md.core.metrics.selection_mask`; tags are

@@ -359,7 +359,7 @@ def test_a_combination_with_an_ltau_part_is_scored_and_its_cost_left_untimed(cas
     gives (novelty) is scored like the others and its cost reported as not timed (None),
     the run not stopped by it."""
     tmp, model, est, in_domain, ood, members = case
-    key = "novelty+gmm/element:max"
+    key = "novelty+doptimality/element:max"
     rep = evaluate(model, est, in_domain, ood, fraction=0.5, seed=1, n_boot=0, n_splits=5,
                    timing=(1, 1), signals=DEFAULT_SIGNALS, alarm_stats=[key])
     row = {r["statistic"]: r["cost_per_step_s"] for r in rep["ranking"]}
