@@ -384,21 +384,27 @@ def test_default_alarm_is_fitted_stored_and_watched_along_md(setup, combined, tm
     a = held_out[0].copy()
     a.calc = LTAUCalculator(model, back)
     thr = Threshold("warn", signal=signal, alarm_rate=0.05)
+    # the same statistic over the adsorbate atoms only, against its own references
+    ads = Threshold("warn", signal=signal, alarm_rate=0.05, select="tags=2")
+    ads_entry = est.alarm_statistics_[f"{DEFAULT_ALARM}@tags=2"]
     dyn = Langevin(a, 2 * units.fs, temperature_K=300, friction=0.02 / units.fs,
                    fixcm=False, rng=np.random.default_rng(0), logfile=None)
-    mon = UQMonitor(dyn, [thr])
+    mon = UQMonitor(dyn, [thr, ads])
     seen = []
 
     def check():
         res = a.calc.results
-        sel = a.get_tags() != 0
-        want = combined_statistics(signal, on, {k: res[k] for k in DEFAULT_SIGNALS},
-                                   np.array([0, len(a)]), entry["reference"], a.numbers,
-                                   sel, size_ratio=sel.sum() / entry["atoms_per_frame"])[0]
-        seen.append((mon.records[-1][DEFAULT_ALARM], want))
+        per = {k: res[k] for k in DEFAULT_SIGNALS}
+        for key, e, sel in ((DEFAULT_ALARM, entry, a.get_tags() != 0),
+                            (f"{DEFAULT_ALARM}@tags=2", ads_entry, a.get_tags() == 2)):
+            want = combined_statistics(signal, on, per, np.array([0, len(a)]), e["reference"],
+                                       a.numbers, sel,
+                                       size_ratio=sel.sum() / e["atoms_per_frame"])[0]
+            seen.append((mon.records[-1][key], want))
     dyn.attach(mon, interval=1)
     dyn.attach(check, interval=1)
     dyn.run(5)
-    assert len(seen) == 6
+    assert len(seen) == 12
     np.testing.assert_allclose(*np.array(seen).T, rtol=1e-9)
     assert thr.threshold == pytest.approx(alarm_threshold(entry["values"], 0.05))
+    assert ads.threshold == pytest.approx(alarm_threshold(ads_entry["values"], 0.05))
