@@ -252,6 +252,9 @@ def head_to_head(rep: dict) -> dict:
             det = rep["detection"][name][key]
             return {"statistic": key, "ood_rate_1pct": at1["ood_rate"][name],
                     "ood_rate_1pct_ci95": (at1.get("ood_rate_ci95") or {}).get(name),
+                    # at evaluate's alarm rate (1 % here), averaged over its random splits
+                    "ood_rate_1pct_mean_splits": (rep["alarms"][key].get("ood_rate_splits")
+                                                  or {}).get(name),
                     "auroc": det["value"], "auroc_ci95": det["ci95"]}
 
         row = {"default": entry(default)}

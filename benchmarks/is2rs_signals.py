@@ -70,6 +70,8 @@ def main(argv=None) -> int:
         "default_alarm_in_domain_rate": {
             "split": r(rep["alarms"][rep["summary"]["default_alarm"]]["in_domain_rate"]),
             "mean_splits": r(rep["summary"]["alarm_rate_in_domain_mean_splits"])},
+        "default_alarm_ood_rate_mean_splits": {
+            k: r(v) for k, v in rep["summary"]["alarm_rate_ood_mean_splits"].items()},
         "head_to_head": h2h,
         "ranking_top": [{"statistic": x["statistic"],
                          "ood_rate_at_1pct": {k: r(v) for k, v in x["ood_rate_at_1pct"].items()},

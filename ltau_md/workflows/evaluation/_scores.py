@@ -16,7 +16,7 @@ from ltau_md.core.metrics import (
 )
 
 __all__ = ["HIGH_ERROR_QUANTILE", "alarm_split_rates", "ci95", "detection_scores",
-           "metric_entry", "per_atom_scores"]
+           "metric_entry", "per_atom_scores", "split_thresholds"]
 
 #: atoms with |dF| above this quantile of the in-domain evaluation errors are "high-error"
 HIGH_ERROR_QUANTILE = 0.9
@@ -111,18 +111,26 @@ def detection_scores(neg: np.ndarray, pos: np.ndarray, n_boot: int, rng: np.rand
     return metric_entry(value, boot)
 
 
-def alarm_split_rates(stat: np.ndarray, fraction: float, alarm_rate: float, n_splits: int,
-                       seed: int) -> np.ndarray:
-    """In-domain alarm rate (frames of the evaluation part above the threshold fitted on the
-    calibration part) over ``n_splits`` random frame splits."""
+def split_thresholds(stat: np.ndarray, fraction: float, alarm_rate: float, n_splits: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Over ``n_splits`` random frame splits of the in-domain values ``stat``: the threshold
+    fitted on each split's calibration part, and the in-domain alarm rate of its evaluation
+    part (frames above that threshold); two (n_splits,) arrays."""
     rng = np.random.default_rng(seed)
     n = stat.size
     n_cal = int(np.clip(round(fraction * n), 1, n - 1))
     if not n_splits:
-        return np.empty(0)
+        return np.empty(0), np.empty(0)
     perms = np.stack([rng.permutation(n) for _ in range(n_splits)])
     values = np.asarray(stat, dtype=np.float64)[perms]
     thr = alarm_thresholds_rows(values[:, :n_cal], alarm_rate)
-    return np.mean(values[:, n_cal:] > thr[:, None], axis=1)
+    return thr, np.mean(values[:, n_cal:] > thr[:, None], axis=1)
+
+
+def alarm_split_rates(stat: np.ndarray, fraction: float, alarm_rate: float, n_splits: int,
+                       seed: int) -> np.ndarray:
+    """In-domain alarm rate (frames of the evaluation part above the threshold fitted on the
+    calibration part) over ``n_splits`` random frame splits (:func:`split_thresholds`)."""
+    return split_thresholds(stat, fraction, alarm_rate, n_splits, seed)[1]
 
 

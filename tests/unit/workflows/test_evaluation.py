@@ -507,7 +507,7 @@ def test_alarm_bootstraps_equal_one_resample_at_a_time():
     import warnings
 
     from ltau_md.core.metrics import alarm_threshold, alarm_thresholds_rows
-    from ltau_md.workflows.evaluation._evaluate import _alarm_at
+    from ltau_md.workflows.evaluation._evaluate import _alarm_at, _alarms_of
     from ltau_md.workflows.evaluation._scores import alarm_split_rates, ci95
 
     rng = np.random.default_rng(4)
@@ -525,6 +525,18 @@ def test_alarm_bootstraps_equal_one_resample_at_a_time():
             perm = draw.permutation(300)
             want.append(np.mean(stat[perm[150:]] > alarm_threshold(stat[perm[:150]], 0.05)))
     np.testing.assert_array_equal(alarm_split_rates(stat, 0.5, 0.05, 40, 12), want)
+    # the out-of-domain rates averaged over the same splits, each at its split's threshold
+    draw = np.random.default_rng(12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        thr = [alarm_threshold(stat[draw.permutation(300)[:150]], 0.05) for _ in range(40)]
+    far = {"a": stat + 1.0, "b": stat[:50] * 2.0}
+    entry = _alarms_of(stat, {"values": np.sort(stat[:150]), "n_frames": 150},
+                       np.ones(300, bool), far, 0.05, 0.5, 40, 11, 0, np.random.default_rng(0))
+    for name, v in far.items():
+        assert entry["ood_rate_splits"][name] == pytest.approx(
+            np.mean([np.mean(v > t) for t in thr]), abs=1e-12)
+    assert entry["in_domain_rate_splits"]["mean"] == pytest.approx(np.mean(want), abs=1e-12)
     cal = {"values": np.sort(stat[:200]), "n_frames": 200}
     ood = {"a": stat[200:] + 1.0, "b": stat[:50] * 2.0}
     got = _alarm_at(cal, 0.05, stat[200:], ood, 60, np.random.default_rng(5))
