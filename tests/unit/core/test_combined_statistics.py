@@ -127,7 +127,12 @@ def test_default_alarm_falls_back_by_the_signals_fitted():
     assert default_alarm(e) == FALLBACK_ALARM
     e.signals_ = {"gmm": None}
     assert default_alarm(e) == "gmm:max"
+    # an estimator fitted with the previous default's signals keeps the previous default
+    e.signals_ = {"gmm": None, "clustered_doptimality": None}
+    assert default_alarm(e) == "gmm+clustered_doptimality/element:max"
     e.signals_ = dict.fromkeys(DEFAULT_SIGNALS)
+    assert default_alarm(e) == DEFAULT_ALARM
+    e.signals_ = {"gmm": None, **dict.fromkeys(DEFAULT_SIGNALS)}
     assert default_alarm(e) == DEFAULT_ALARM
 
 
