@@ -154,6 +154,12 @@ def summary_text(report: dict, out: str) -> str:
     else:
         lines.append(f"  in-domain (held-out) {_pct(s['alarm_rate_in_domain'])}; out of domain: "
                      + ", ".join(f"{n} {_pct(v)}" for n, v in s["alarm_rate_ood"].items()))
+        means = s.get("alarm_rate_ood_mean_splits") or {}
+        if s.get("alarm_rate_in_domain_mean_splits") is not None and means:
+            # one split's threshold moves with its calibration half: the mean over splits too
+            lines.append(f"  mean over random splits: in-domain "
+                         f"{_pct(s['alarm_rate_in_domain_mean_splits'])}; out of domain: "
+                         + ", ".join(f"{n} {_pct(v)}" for n, v in means.items()))
     if s["ood_auroc"]:
         lines.append("  frame AUROC: " + ", ".join(
             f"{n} {v[key]['value']:.3f}" for n, v in s["ood_auroc"].items()

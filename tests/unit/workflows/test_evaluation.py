@@ -585,3 +585,20 @@ def test_evaluate_scores_a_models_own_spread_and_its_calibration(case):
         if factor > 1:  # 4x too wide: the fitted factor also improves the likelihood
             assert cal["nll_per_component_fitted"] < cal["nll_per_component"] - 0.5
     assert areas[1.0] < 0.05 < 0.2 < areas[4.0]
+
+
+def test_summary_text_shows_the_split_means_beside_the_one_split():
+    """With the alarm on, the printed summary gives the one split's rates and, on the next
+    line, their means over the random splits (hand-made summary)."""
+    from ltau_md.cli import evaluate as cmd
+
+    s = {"default_alarm": "a:max", "alarm_rate_nominal": 0.01, "alarm_off_reason": None,
+         "alarm_rate_in_domain": 0.0, "alarm_rate_ood": {"x": 0.013, "y": 0.5},
+         "alarm_rate_in_domain_mean_splits": 0.0094,
+         "alarm_rate_ood_mean_splits": {"x": 0.25, "y": 0.6},
+         "ood_auroc": {}, "spearman": {}, "miscalibration_area_fitted": 0.02, "s": 1.0,
+         "miscalibration_area_s1": 0.03}
+    lines = cmd.summary_text({"summary": s, "ranking": []}, "out").splitlines()
+    i = lines.index("  in-domain (held-out) 0.0 %; out of domain: x 1.3 %, y 50.0 %")
+    assert lines[i + 1] == ("  mean over random splits: in-domain 0.9 %; out of domain: "
+                            "x 25.0 %, y 60.0 %")
