@@ -15,7 +15,7 @@ from ltau_md.core.metrics import (
     spearman_weighted,
 )
 
-__all__ = ["HIGH_ERROR_QUANTILE", "alarm_split_rates", "ci95", "detection_scores",
+__all__ = ["HIGH_ERROR_QUANTILE", "ci95", "detection_scores",
            "metric_entry", "per_atom_scores", "split_thresholds"]
 
 #: atoms with |dF| above this quantile of the in-domain evaluation errors are "high-error"
@@ -125,12 +125,5 @@ def split_thresholds(stat: np.ndarray, fraction: float, alarm_rate: float, n_spl
     values = np.asarray(stat, dtype=np.float64)[perms]
     thr = alarm_thresholds_rows(values[:, :n_cal], alarm_rate)
     return thr, np.mean(values[:, n_cal:] > thr[:, None], axis=1)
-
-
-def alarm_split_rates(stat: np.ndarray, fraction: float, alarm_rate: float, n_splits: int,
-                       seed: int) -> np.ndarray:
-    """In-domain alarm rate (frames of the evaluation part above the threshold fitted on the
-    calibration part) over ``n_splits`` random frame splits (:func:`split_thresholds`)."""
-    return split_thresholds(stat, fraction, alarm_rate, n_splits, seed)[1]
 
 

@@ -508,7 +508,7 @@ def test_alarm_bootstraps_equal_one_resample_at_a_time():
 
     from ltau_md.core.metrics import alarm_threshold, alarm_thresholds_rows
     from ltau_md.workflows.evaluation._evaluate import _alarm_at, _alarms_of
-    from ltau_md.workflows.evaluation._scores import alarm_split_rates, ci95
+    from ltau_md.workflows.evaluation._scores import ci95, split_thresholds
 
     rng = np.random.default_rng(4)
     rows = np.round(rng.gamma(2.0, 1.0, (30, 150)), 1)  # ties
@@ -524,12 +524,14 @@ def test_alarm_bootstraps_equal_one_resample_at_a_time():
         for _ in range(40):
             perm = draw.permutation(300)
             want.append(np.mean(stat[perm[150:]] > alarm_threshold(stat[perm[:150]], 0.05)))
-    np.testing.assert_array_equal(alarm_split_rates(stat, 0.5, 0.05, 40, 12), want)
+    split_thr, split_rates = split_thresholds(stat, 0.5, 0.05, 40, 12)
+    np.testing.assert_array_equal(split_rates, want)
     # the out-of-domain rates averaged over the same splits, each at its split's threshold
     draw = np.random.default_rng(12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         thr = [alarm_threshold(stat[draw.permutation(300)[:150]], 0.05) for _ in range(40)]
+    np.testing.assert_array_equal(split_thr, thr)
     far = {"a": stat + 1.0, "b": stat[:50] * 2.0}
     entry = _alarms_of(stat, {"values": np.sort(stat[:150]), "n_frames": 150},
                        np.ones(300, bool), far, 0.05, 0.5, 40, 11, 0, np.random.default_rng(0))
