@@ -124,6 +124,7 @@ def main(argv=None) -> int:
                     "held_out_runs": args.held_out_runs, "test_runs": args.test_runs,
                     "calibration_frames": entry["n_frames"], "default_alarm": DEFAULT_ALARM,
                     "sets": {}}
+    thrs = {rate: alarm_threshold(entry["values"], rate) for rate in args.rates}
     for name, size in (("small", args.small), ("big", args.big)):
         frames = runs(args.test_runs, size)
         vals: dict[str, list[float]] = {"adjusted": [], "unadjusted": [], "novelty": [],
@@ -151,26 +152,24 @@ def main(argv=None) -> int:
             vals["novelty"].append(float(est.predict(f, species=a.numbers).novelty[free].max()))
         v = {k: np.array(x) for k, x in vals.items()}
         rates = {}
-        for rate in args.rates:
-            thr = alarm_threshold(entry["values"], rate)
+        for rate, thr in thrs.items():
             rates[f"{rate:g}"] = {
                 "default_adjusted": float(np.mean(v["adjusted"] > thr)),
                 "default_unadjusted": float(np.mean(v["unadjusted"] > thr)),
                 "novelty_max_adjusted": float(np.mean(
                     v["novelty"] > alarm_threshold(novelty["values"], rate, ratio))),
                 "default_blocks": float(np.mean(v["blocks"] > thr))}
-        thr = alarm_threshold(entry["values"], args.rates[0])
         # by time: the first and the second half of every run's frames (a rate that rises
         # along the runs points to configurations reached late, not to the size adjustment)
         late = np.tile(np.arange(args.frames) >= args.frames // 2, args.test_runs)
-        halves = {half: {f"{rate:g}": float(np.mean(
-            v["adjusted"][sel] > alarm_threshold(entry["values"], rate)))
-            for rate in args.rates} for half, sel in (("first", ~late), ("second", late))}
+        halves = {half: {f"{rate:g}": float(np.mean(v["adjusted"][sel] > thr))
+                         for rate, thr in thrs.items()}
+                  for half, sel in (("first", ~late), ("second", late))}
         result["sets"][name] = {
             "frames": len(frames), "size_ratio": ratio, "rates": rates,
             "default_adjusted_by_half": halves,
             f"alarming_frames_at_{args.rates[0]:g}": np.flatnonzero(
-                v["adjusted"] > thr).tolist()}
+                v["adjusted"] > thrs[args.rates[0]]).tolist()}
     print(json.dumps(result))
     record(__file__, result, name=args.record or "alarm_size_slab" + (
         "" if args.system == "adsorbate" else f"_{args.system}"))
