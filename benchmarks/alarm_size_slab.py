@@ -42,18 +42,6 @@ def _size(text: str) -> tuple[int, int, int]:
 SYSTEMS = ("adsorbate", "alloy", "clean")
 
 
-def clean_slab(size: tuple[int, int, int]):
-    """Cu(111), the top layer free (tags 1), the layers below fixed (tags 0)."""
-    from ase.build import fcc111
-    from ase.constraints import FixAtoms
-
-    a = fcc111("Cu", size=size, vacuum=6.0)
-    top = a.get_tags() == 1
-    a.set_tags(top.astype(int))
-    a.set_constraint(FixAtoms(mask=~top))
-    return a
-
-
 def main(argv=None) -> int:
     from ltau_md.core.calibration import (
         DEFAULT_ALARM,
@@ -66,6 +54,7 @@ def main(argv=None) -> int:
     from ltau_md.testing import (
         EMTFeatureModel,
         adsorbate_slab,
+        clean_slab,
         slab_md_frames,
         surface_alloy_slab,
     )

@@ -24,6 +24,7 @@ __all__ = [
     "EMTFeatureModel",
     "adsorbate_slab",
     "slab_md_frames",
+    "clean_slab",
     "surface_alloy_slab",
     "SlowEMT",
     "StretchedEMT",
@@ -364,24 +365,29 @@ def adsorbate_slab(size: tuple[int, int, int] = (2, 2, 3)) -> Atoms:
     return a
 
 
-def surface_alloy_slab(size: tuple[int, int, int] = (2, 2, 3)) -> Atoms:
-    """Cu(111) with one Au per 2x2 cell of the top layer (an ordered surface alloy; nothing
-    diffuses in picoseconds at 300 K, so MD of it samples one stationary distribution, unlike
-    O on Cu(111), whose O hops between sites); OC20 tags 1 top layer (free), 0 the layers
-    below (fixed)."""
+def clean_slab(size: tuple[int, int, int] = (2, 2, 3)) -> Atoms:
+    """Cu(111); OC20 tags 1 top layer (free), 0 the layers below (fixed by FixAtoms)."""
     from ase.build import fcc111
     from ase.constraints import FixAtoms
 
-    nx, ny, nz = size
-    a = fcc111("Cu", size=(nx, ny, nz), vacuum=6.0)
-    layer = a.get_tags()                      # ase: 1 = top layer .. nz
-    top = np.flatnonzero(layer == 1)
+    a = fcc111("Cu", size=size, vacuum=6.0)
+    top = a.get_tags() == 1                   # ase: 1 = top layer .. nz
+    a.set_tags(top.astype(int))
+    a.set_constraint(FixAtoms(mask=~top))
+    return a
+
+
+def surface_alloy_slab(size: tuple[int, int, int] = (2, 2, 3)) -> Atoms:
+    """Cu(111) with one Au per 2x2 cell of the top layer (an ordered surface alloy; nothing
+    diffuses in picoseconds at 300 K, so MD of it samples one stationary distribution, unlike
+    O on Cu(111), whose O hops between sites); tags and constraint of :func:`clean_slab`."""
+    nx, ny, _ = size
+    a = clean_slab(size)
+    top = np.flatnonzero(a.get_tags() == 1)
     ij = np.round(np.linalg.solve(a.cell[:2, :2].T, a.positions[top, :2].T).T
                   * (nx, ny)).astype(int)     # the atom's (i, j) in the surface grid
     au = top[(ij[:, 0] % 2 == 0) & (ij[:, 1] % 2 == 0)]
     a.numbers[au] = 79
-    a.set_tags(np.where(layer == 1, 1, 0))
-    a.set_constraint(FixAtoms(mask=layer != 1))
     return a
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ltau_md.testing import surface_alloy_slab
+from ltau_md.testing import clean_slab, surface_alloy_slab
 
 
 def _sorted(a):
@@ -24,3 +24,8 @@ def test_surface_alloy_tiles_so_a_bigger_cell_is_the_same_surface():
     assert (big.numbers[top] == 79).sum() * 4 == top.sum() and (big.numbers[~top] == 29).all()
     fixed = big.constraints[0].get_indices()
     assert set(fixed) == set(np.flatnonzero(~top))
+    # the clean slab is the same surface, every atom Cu, the same atoms free
+    clean = clean_slab((8, 8, 3))
+    np.testing.assert_allclose(clean.positions, big.positions, atol=1e-12)
+    assert (clean.numbers == 29).all() and (clean.get_tags() == big.get_tags()).all()
+    assert set(clean.constraints[0].get_indices()) == set(fixed)
