@@ -7,14 +7,16 @@ predictive tail of the top 20 %), and a combination scores a frame by Fisher's -
 its statistics ("A+B") or by Tippett's -log min p ("A|B": alarm when any one statistic is far
 out, ``--tippett``). Frame statistics are taken over the atoms the file marks free (``S/free``:
 not fixed by FixAtoms, as the monitor takes them), else over all. A statistic
-"SIGNAL:max/element" first turns every atom's value into a tail p-value against the calibration
-atoms of its element (the same rule, calibration atoms against the other calibration frames'
-atoms), so no element's tail sets the frame's, and takes the frame maximum of -log p
-(:func:`ltau_md.core.metrics.element_normalised`). "gmm:max +
-clustered_doptimality:max/element" is the product's default alarm,
-``ltau_md.core.calibration.DEFAULT_ALARM`` = "gmm+clustered_doptimality/element:max"; the
-candidates here may mix frame statistics. Calibration frames get leave-one-out p-values, so the
-1 % threshold of the combined score is the conformal one of the single statistics. For each of
+"SIGNAL:STAT/element" first turns every atom's value into a tail p-value against the
+calibration atoms of its element (the same rule, calibration atoms against the other
+calibration frames' atoms), so no element's tail sets the frame's, and takes the frame
+statistic STAT ("max", "mean", "qNN") of -log p
+(:func:`ltau_md.core.metrics.element_normalised`). The product's default alarm,
+``ltau_md.core.calibration.DEFAULT_ALARM``, is the Fisher combination of two such per-element
+maxima, "doptimality:max/element + clustered_doptimality:max/element" here; the candidates here
+may mix frame statistics, and ``--extra`` scores more (e.g. "doptimality:mean/element",
+"gmm:max+doptimality:mean/element"). Calibration frames get leave-one-out p-values, so the 1 %
+threshold of the combined score is the conformal one of the single statistics. For each of
 ``--splits`` random calibration/evaluation splits of the in-domain frames (by frame, as
 ``ltau-md evaluate`` splits them): the in-domain alarm rate of the evaluation half and, per
 out-of-domain set, the alarm rate at the 1 % threshold and the frame AUROC; means and the worst
@@ -78,6 +80,7 @@ def element_normalised(values: dict, numbers: dict, offsets: dict, cal_atoms: np
 def main(argv=None) -> int:
     from ltau_md.core.calibration import split_frames
     from ltau_md.core.metrics import auroc, frame_statistics, tail_pvalue
+    from ltau_md.core.metrics._frame_statistics import quantile_of
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--per-atom", nargs="+", required=True, metavar="NAME=PATH",
@@ -87,10 +90,24 @@ def main(argv=None) -> int:
     p.add_argument("--splits", type=int, default=20)
     p.add_argument("--tippett", action="store_true",
                    help="also score each combination by its smallest p-value (named A|B)")
+    p.add_argument("--extra", nargs="+", default=(), metavar="A+B",
+                   help="more candidates: frame statistics joined by '+' (Fisher)")
     p.add_argument("--record", default=None,
                    help="record name (default alarm_combinations)")
     args = p.parse_args(argv)
-    result: dict = {"alarm_rate": args.alarm_rate, "splits": args.splits, "data": {}}
+    candidates = CANDIDATES + tuple(tuple(c.split("+")) for c in args.extra
+                                    if tuple(c.split("+")) not in CANDIDATES)
+    for key in sorted({k for c in candidates for k in c}):
+        sig, _, on = key.partition(":")
+        try:
+            quantile_of(on.removesuffix("/element"))
+        except ValueError:
+            sig = ""
+        if not sig:
+            p.error(f"--extra: {key!r} is not SIGNAL:STAT or SIGNAL:STAT/element (STAT: max, "
+                    "mean or qNN)")
+    result: dict = {"alarm_rate": args.alarm_rate, "splits": args.splits, "data": {},
+                    "extra": list(args.extra)}
     for item in args.per_atom:
         name, _, path = item.partition("=")
         if not path:
@@ -102,7 +119,7 @@ def main(argv=None) -> int:
             numbers = {s: z[f"{s}/numbers"] for s in off}
             # the atoms the monitor watches (not fixed by FixAtoms), where the file says
             free = {s: z[f"{s}/free"] if f"{s}/free" in z.files else None for s in off}
-            keys = sorted({key for c in CANDIDATES for key in c})
+            keys = sorted({key for c in candidates for key in c})
             per_atom = {sig: {s: z[f"{s}/{sig}"].astype(np.float64) for s in off}
                         for sig in {k.split(":")[0] for k in keys}
                         if f"in_domain/{sig}" in z.files}
@@ -119,9 +136,10 @@ def main(argv=None) -> int:
             ref_atoms = cal_atoms if free["in_domain"] is None else cal_atoms & free["in_domain"]
             for key in by_element:
                 norm = element_normalised(per_atom[key.split(":")[0]], numbers, off, ref_atoms)
-                stats[key] = {s: frame_statistics(norm[s], off[s], "max", free[s]) for s in off}
-            for c, how in [(c, "+") for c in CANDIDATES] + (
-                    [(c, "|") for c in CANDIDATES if len(c) > 1] if args.tippett else []):
+                on = key.split(":")[1].removesuffix("/element")
+                stats[key] = {s: frame_statistics(norm[s], off[s], on, free[s]) for s in off}
+            for c, how in [(c, "+") for c in candidates] + (
+                    [(c, "|") for c in candidates if len(c) > 1] if args.tippett else []):
                 if not all(k in stats for k in c):
                     continue
                 score = {s: np.zeros(off[s].size - 1) for s in off}
@@ -163,19 +181,30 @@ def main(argv=None) -> int:
                   + " ".join(f"{v[s]['rate_mean']:.2f}/{v[s]['auroc_mean']:.3f}".rjust(15)
                              for s in sets))
     if len(result["data"]) > 1:
-        result["worst_case_ratio"] = worst_case(result["data"])
-        print("worst case over every out-of-domain set (rate at 1 % / the best candidate's):")
-        for cand, v in sorted(result["worst_case_ratio"].items(), key=lambda x: -x[1]["ratio"]):
-            print(f"  {cand:55s} {v['ratio']:.2f} (on {v['set']})")
+        # the rule's figures over CANDIDATES alone, so --extra does not move them; the extra
+        # candidates against every candidate's best besides
+        extra = {how.join(c) for c in candidates[len(CANDIDATES):] for how in "+|"}
+        result["worst_case_ratio"] = worst_case(result["data"], exclude=extra)
+        if extra:
+            result["worst_case_ratio_with_extra"] = worst_case(result["data"])
+        for key, title in (("worst_case_ratio", "CANDIDATES"),
+                           ("worst_case_ratio_with_extra", "CANDIDATES and --extra")):
+            if key not in result:
+                continue
+            print(f"worst case over every out-of-domain set (rate at 1 % / the best "
+                  f"candidate's), {title}:")
+            for cand, v in sorted(result[key].items(), key=lambda x: -x[1]["ratio"]):
+                print(f"  {cand:55s} {v['ratio']:.2f} (on {v['set']})")
     print(json.dumps(result))
     record(__file__, result, name=args.record)
     return 0
 
 
-def worst_case(data: dict) -> dict:
-    """Per candidate scored on every data set: the smallest ratio, over all out-of-domain sets,
-    of its mean alarm rate at 1 % to the largest of any candidate on that set."""
-    cands = set.intersection(*(set(d["candidates"]) for d in data.values()))
+def worst_case(data: dict, exclude: set | frozenset = frozenset()) -> dict:
+    """Per candidate scored on every data set (but those in ``exclude``): the smallest ratio,
+    over all out-of-domain sets, of its mean alarm rate at 1 % to the largest of any of these
+    candidates on that set."""
+    cands = set.intersection(*(set(d["candidates"]) for d in data.values())) - set(exclude)
     out = {}
     for cand in sorted(cands):
         worst = (np.inf, None)
@@ -183,7 +212,8 @@ def worst_case(data: dict) -> dict:
             for s, v in d["candidates"][cand].items():
                 if s == "in_domain_rate":
                     continue
-                best = max(c[s]["rate_mean"] for c in d["candidates"].values())
+                best = max(c[s]["rate_mean"] for k, c in d["candidates"].items()
+                           if k not in exclude)
                 ratio = v["rate_mean"] / best if best > 0 else 1.0
                 worst = min(worst, (ratio, f"{name}/{s}"))
         out[cand] = {"ratio": round(float(worst[0]), 3), "set": worst[1]}
