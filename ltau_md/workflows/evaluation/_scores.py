@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,12 +11,17 @@ from ltau_md.core.metrics import (
     alarm_thresholds_rows,
     auroc,
     auroc_weighted,
+    combined_statistics,
+    fit_combined,
+    parse_stat_key,
+    prepare_reference,
     spearman,
     spearman_weighted,
+    statistic_signals,
 )
 
-__all__ = ["HIGH_ERROR_QUANTILE", "ci95", "detection_scores",
-           "metric_entry", "per_atom_scores", "split_thresholds"]
+__all__ = ["HIGH_ERROR_QUANTILE", "ci95", "combined_split_rates", "detection_scores",
+           "metric_entry", "per_atom_scores", "split_permutations", "split_thresholds"]
 
 #: atoms with |dF| above this quantile of the in-domain evaluation errors are "high-error"
 HIGH_ERROR_QUANTILE = 0.9
@@ -111,19 +116,73 @@ def detection_scores(neg: np.ndarray, pos: np.ndarray, n_boot: int, rng: np.rand
     return metric_entry(value, boot)
 
 
+def split_permutations(n: int, fraction: float, n_splits: int, seed: int
+                       ) -> tuple[np.ndarray, int]:
+    """The random frame splits of :func:`split_thresholds` and :func:`combined_split_rates`:
+    (n_splits, n) permutations of the n in-domain frames, each split's calibration frames
+    the first ``n_cal`` of its row; returns them and ``n_cal``."""
+    rng = np.random.default_rng(seed)
+    n_cal = int(np.clip(round(fraction * n), 1, n - 1))
+    if not n_splits:
+        return np.empty((0, n), dtype=np.int64), n_cal
+    return np.stack([rng.permutation(n) for _ in range(n_splits)]), n_cal
+
+
 def split_thresholds(stat: np.ndarray, fraction: float, alarm_rate: float, n_splits: int,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Over ``n_splits`` random frame splits of the in-domain values ``stat``: the threshold
     fitted on each split's calibration part, and the in-domain alarm rate of its evaluation
     part (frames above that threshold); two (n_splits,) arrays."""
-    rng = np.random.default_rng(seed)
-    n = stat.size
-    n_cal = int(np.clip(round(fraction * n), 1, n - 1))
+    perms, n_cal = split_permutations(stat.size, fraction, n_splits, seed)
     if not n_splits:
         return np.empty(0), np.empty(0)
-    perms = np.stack([rng.permutation(n) for _ in range(n_splits)])
     values = np.asarray(stat, dtype=np.float64)[perms]
     thr = alarm_thresholds_rows(values[:, :n_cal], alarm_rate)
     return thr, np.mean(values[:, n_cal:] > thr[:, None], axis=1)
+
+
+def _frames_of(per_atom: Mapping[str, np.ndarray], offsets: np.ndarray, numbers: np.ndarray,
+               mask: np.ndarray | None, frames: np.ndarray) -> tuple[Any, ...]:
+    """The per-atom arrays, offsets, numbers and mask of the frames ``frames`` (bool)."""
+    counts = np.diff(offsets)
+    atoms = np.repeat(frames, counts)
+    return ({k: v[atoms] for k, v in per_atom.items()},
+            np.concatenate([[0], np.cumsum(counts[frames])]), numbers[atoms],
+            None if mask is None else mask[atoms])
+
+
+def combined_split_rates(key: str, per_atom: Mapping[str, np.ndarray], offsets: np.ndarray,
+                         numbers: np.ndarray, mask: np.ndarray | None,
+                         ood: Mapping[str, tuple[Mapping[str, np.ndarray], np.ndarray,
+                                                 np.ndarray, np.ndarray | None]],
+                         fraction: float, alarm_rate: float, n_splits: int, seed: int
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`split_thresholds` of the combined statistic ``key`` ("A/element+B:max"), whose
+    in-domain references depend on the calibration frames too: on each of the same random
+    splits, the references refitted on the split's calibration frames
+    (:func:`~ltau_md.core.metrics.fit_combined`), the threshold fitted on their
+    leave-one-frame-out values, and the alarm rates of the split's evaluation frames and of
+    each out-of-domain set (``ood``: name -> (per_atom, offsets, numbers, mask)) scored
+    against those references. Returns the (n_splits,) in-domain rates and, per set, the
+    (n_splits,) out-of-domain rates."""
+    signal, on, _ = parse_stat_key(key)  # the atoms: ``mask``
+    need = statistic_signals(key)
+    per_atom = {k: np.asarray(v, dtype=np.float64) for k, v in per_atom.items() if k in need}
+    offsets = np.asarray(offsets)
+    perms, n_cal = split_permutations(offsets.size - 1, fraction, n_splits, seed)
+    rates = np.empty(n_splits)
+    out = {name: np.empty(n_splits) for name in ood}
+    for j, perm in enumerate(perms):
+        cal = np.zeros(offsets.size - 1, bool)
+        cal[perm[:n_cal]] = True
+        ref, loo = fit_combined(signal, on, *_frames_of(per_atom, offsets, numbers, mask, cal))
+        ref = prepare_reference(ref)
+        loo = loo[~np.isnan(loo)]
+        thr = alarm_thresholds_rows(loo[None, :], alarm_rate)[0] if loo.size else np.inf
+        sig_e, off_e, z_e, m_e = _frames_of(per_atom, offsets, numbers, mask, ~cal)
+        rates[j] = np.mean(combined_statistics(signal, on, sig_e, off_e, ref, z_e, m_e) > thr)
+        for name, (sig, off, z, m) in ood.items():
+            out[name][j] = np.mean(combined_statistics(signal, on, sig, off, ref, z, m) > thr)
+    return rates, out
 
 

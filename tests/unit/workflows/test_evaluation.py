@@ -604,3 +604,122 @@ def test_summary_text_shows_the_split_means_beside_the_one_split():
     i = lines.index("  in-domain (held-out) 0.0 %; out of domain: x 1.3 %, y 50.0 %")
     assert lines[i + 1] == ("  mean over random splits: in-domain 0.9 %; out of domain: "
                             "x 25.0 %, y 60.0 %")
+
+
+def _brute_combined_split(sig, z, off, cal, ood, rate):
+    """One split of a Fisher combination of per-element frame maxima, from its definition:
+    every count of "values >= v" done by hand, a calibration atom against the calibration atoms
+    of its element in the *other* calibration frames, a calibration frame's maximum against the
+    other calibration frames' (beyond every value left in: the full reference's predictive
+    tail); the threshold the conformal one of the calibration frames' combined values. Returns
+    the evaluation frames' and each out-of-domain set's alarm rates."""
+    from ltau_md.core.metrics import TailReference, alarm_threshold
+
+    frame = np.repeat(np.arange(off.size - 1), np.diff(off))
+    cal_atoms = cal[frame]
+
+    def p_of(v, ref_values, full):  # conformal, then the full reference's tail beyond
+        ge = int(np.sum(ref_values >= v))
+        p = (ge + 1) / (ref_values.size + 1)
+        return min(p, float(TailReference.of(full).tail.survival(np.array([v]))[0])) \
+            if ge == 0 else p
+
+    def frame_max(values, elements, own):
+        """-log p of each atom against the calibration atoms of its element, frame ``own``'s
+        left out (None: none); the largest."""
+        out = []
+        for v, e in zip(values, elements, strict=True):
+            keep = cal_atoms & (z == e) & (frame != own if own is not None else True)
+            out.append(-np.log(p_of(v, sig_e[e][keep[z == e]],
+                                    np.sort(sig_e[e][cal_atoms[z == e]]))))
+        return max(out)
+
+    total_cal = np.zeros(int(cal.sum()))
+    evl_scores = np.zeros(int((~cal).sum()))
+    ood_scores = {n: np.zeros(o[2].size - 1) for n, o in ood.items()}
+    for name, v in sig.items():
+        sig_e = {e: v[z == e] for e in np.unique(z)}
+        m = {f: frame_max(v[off[f]:off[f + 1]], z[off[f]:off[f + 1]], f if cal[f] else None)
+             for f in range(off.size - 1)}
+        cal_m = np.array([m[f] for f in np.flatnonzero(cal)])
+        full = np.sort(cal_m)
+        total_cal -= np.log([p_of(x, np.delete(cal_m, i), full) for i, x in enumerate(cal_m)])
+        evl_scores -= np.log([p_of(m[f], cal_m, full) for f in np.flatnonzero(~cal)])
+        for n, (s, zz, oo) in ood.items():
+            mo = [frame_max(s[name][a:b], zz[a:b], None) for a, b in zip(oo[:-1], oo[1:],
+                                                                        strict=True)]
+            ood_scores[n] -= np.log([p_of(x, cal_m, full) for x in mo])
+    thr = alarm_threshold(total_cal, rate)
+    return np.mean(evl_scores > thr), {n: np.mean(s > thr) for n, s in ood_scores.items()}
+
+
+def test_combined_split_rates_refit_the_references_on_each_split():
+    """The split means of a combined statistic refit its references on each split's
+    calibration frames: equal, split by split, to the definition computed by hand
+    (:func:`_brute_combined_split`) over the splits ``split_thresholds`` draws (two elements,
+    frames of varying size; one set shifted, one much further out)."""
+    from ltau_md.workflows.evaluation._scores import combined_split_rates
+
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(3, 7, 48)
+    off = np.concatenate([[0], np.cumsum(sizes)])
+    z = rng.choice([1, 8], off[-1])
+    sig = {"a": rng.gamma(2.0, 1.0, off[-1]), "b": rng.gamma(3.0, 0.5, off[-1])}
+    ood = {}
+    for name, shift, n in (("near", 0.8, 10), ("far", 6.0, 7)):
+        oo = np.concatenate([[0], np.cumsum(rng.integers(3, 7, n))])
+        ood[name] = ({k: rng.gamma(2.0, 1.0, oo[-1]) + shift for k in sig},
+                     rng.choice([1, 8], oo[-1]), oo)
+    key = "a/element+b/element:max"
+    fraction, rate, n_splits, seed = 0.5, 0.1, 4, 3
+    rates, ood_rates = combined_split_rates(
+        key, sig, off, z, None, {n: (s, oo, zz, None) for n, (s, zz, oo) in ood.items()},
+        fraction, rate, n_splits, seed)
+    draw = np.random.default_rng(seed)
+    for j in range(n_splits):
+        perm = draw.permutation(off.size - 1)
+        cal = np.zeros(off.size - 1, bool)
+        cal[perm[:24]] = True
+        want_in, want_ood = _brute_combined_split(sig, z, off, cal, ood, rate)
+        assert rates[j] == pytest.approx(want_in, abs=1e-12)
+        for name in ood:
+            assert ood_rates[name][j] == pytest.approx(want_ood[name], abs=1e-12)
+    assert np.all(ood_rates["far"] == 1.0) and np.any(ood_rates["near"] < 1.0)
+
+
+def test_the_default_alarms_split_means_refit_its_references(case):
+    """``evaluate`` averages the default (combined) alarm's rates over random splits with its
+    references refitted on each split: its reported means equal ``combined_split_rates`` of
+    per-atom signals fitted and computed independently here, over the splits of the seed the
+    plain statistics' split means use (their values the same splits of ``split_thresholds``)."""
+    from ltau_md.workflows.evaluation._scores import combined_split_rates, split_thresholds
+
+    tmp, model, est, in_domain, ood, members = case
+    rep = evaluate(model, est, in_domain, ood, fraction=0.5, seed=4, n_boot=0, n_splits=6,
+                   timing=None, signals=DEFAULT_SIGNALS, alarm_rate=0.1)
+    train_x = np.asarray(est.training_descriptors())
+    fitted = {n: SIGNAL_CLASSES[n]().fit(train_x, est.summary_.species) for n in DEFAULT_SIGNALS}
+
+    def parts(frames):
+        return ({n: np.concatenate([f.score(model.evaluate(a).features, a.numbers)
+                                    for a in frames]) for n, f in fitted.items()},
+                np.concatenate([[0], np.cumsum([len(a) for a in frames])]),
+                np.concatenate([a.numbers for a in frames]), None)
+
+    sig, off, z, _ = parts(in_domain)
+    rates, ood_rates = combined_split_rates(DEFAULT_ALARM, sig, off, z, None,
+                                            {n: parts(f) for n, f in ood.items()}, 0.5, 0.1, 6,
+                                            5)
+    entry = rep["alarms"][DEFAULT_ALARM]
+    assert entry["off"] is False
+    assert entry["in_domain_rate_splits"]["mean"] == pytest.approx(rates.mean(), abs=1e-12)
+    assert entry["in_domain_rate_splits"]["worst"] == pytest.approx(rates.max(), abs=1e-12)
+    for name in ood:
+        assert entry["ood_rate_splits"][name] == pytest.approx(ood_rates[name].mean(),
+                                                               abs=1e-12)
+    assert entry["ood_rate_splits"]["bcc"] > 0.5  # another lattice stands out
+    # a plain statistic's split means: its values over the same splits
+    plain = "gmm:max" if "gmm:max" in rep["alarms"] else "novelty:max"
+    v = np.asarray(rep["frame_values"]["in_domain"][plain])
+    _, want = split_thresholds(v, 0.5, 0.1, 6, 5)
+    assert rep["alarms"][plain]["in_domain_rate_splits"]["mean"] == pytest.approx(want.mean())
