@@ -51,6 +51,26 @@ def resolution(frames: int, alarm_rate: float, sizes: list[int]) -> dict:
     return out
 
 
+def single_frame_tail(t: dict, frames: int, per_split: int, q: float) -> dict:
+    """What sets a combined alarm's box rate at one box size: the evaluation frames that alarm
+    alone when scored at the box's size, per split (a calibrated alarm: ``per_split`` q on
+    average) and distinct over the splits (at most ``frames`` q on average for one draw of
+    references; more where the references move a frame across the threshold between splits),
+    with the Poisson chance of at least as many distinct frames if calibrated; and the share
+    of alarming boxes that hold one of them (1: the alarms are those frames' doing)."""
+    from scipy.stats import poisson
+
+    n = len(t["distinct"])
+    return {"per_split_mean": float(np.mean(t["per_split"])),
+            "per_split_expected_if_calibrated": float(per_split * q),
+            "distinct_frames": n, "distinct_expected_if_calibrated": float(frames * q),
+            "p_at_least_as_many_if_calibrated": float(poisson.sf(n - 1, frames * q)),
+            "boxes_alarming": t["boxes_alarming"],
+            "share_of_alarming_boxes_with_such_a_frame": (
+                t["boxes_alarming_with_one"] / t["boxes_alarming"] if t["boxes_alarming"]
+                else None)}
+
+
 def main(argv=None) -> int:
     from ltau_md.core.calibration import split_frames
     from ltau_md.core.metrics import alarm_threshold, frame_statistics
@@ -90,6 +110,8 @@ def main(argv=None) -> int:
     maxima = {s: frame_statistics(v, off, "max") for s, v in values.items()}
     rates = {s: {m: {"adjusted": [], "unadjusted": []} for m in args.sizes} for s in values}
     crates = {k: {m: {"adjusted": [], "unadjusted": []} for m in args.sizes} for k in combined}
+    tails = {k: {m: {"per_split": [], "distinct": set(), "boxes_alarming": 0,
+                     "boxes_alarming_with_one": 0} for m in args.sizes} for k in combined}
     sizes = np.diff(off)
     for split in range(args.splits):
         cal, evl = split_frames(off, args.fraction, split)
@@ -108,18 +130,35 @@ def main(argv=None) -> int:
             atoms = np.concatenate([np.arange(off[f], off[f + 1]) for f in picks.ravel()])
             box_off = np.concatenate([[0], np.cumsum(sizes[picks].sum(axis=1))])
             off_cal = np.concatenate([[0], np.cumsum(sizes[cal_f])])
+            off_evl = np.concatenate([[0], np.cumsum(sizes[evl_f])])
             for key in combined:
                 signal, on, _ = parse_stat_key(key)
                 ref, loo = fit_combined(signal, on, {b: v[cal] for b, v in parts.items()},
                                         off_cal, numbers[cal])
                 thr = alarm_threshold(loo, args.alarm_rate)
                 box = {b: v[atoms] for b, v in parts.items()}
+                alarms = {}
                 for kind, ratio in (("adjusted", float(m)), ("unadjusted", 1.0)):
-                    vals = combined_statistics(signal, on, box, box_off, ref, numbers[atoms],
-                                               size_ratio=ratio)
-                    crates[key][m][kind].append(float(np.mean(vals > thr)))
+                    alarms[kind] = combined_statistics(signal, on, box, box_off, ref,
+                                                       numbers[atoms], size_ratio=ratio) > thr
+                    crates[key][m][kind].append(float(np.mean(alarms[kind])))
+                # the evaluation frames that alarm alone, scored at the box's size: a box
+                # holding one alarms too (no part's maximum can fall)
+                alone = combined_statistics(signal, on, {b: v[evl] for b, v in parts.items()},
+                                            off_evl, ref, numbers[evl], size_ratio=float(m))
+                beyond = pool[alone > thr]
+                t = tails[key][m]
+                t["per_split"].append(int(beyond.size))
+                t["distinct"].update(int(f) for f in beyond)
+                hit = alarms["adjusted"]
+                t["boxes_alarming"] += int(hit.sum())
+                t["boxes_alarming_with_one"] += int(np.isin(picks[hit], beyond).any(axis=1).sum())
     result["combined_splits"] = min(args.combined_splits, args.splits)
     result["resolution"] = resolution(int(off.size - 1), args.alarm_rate, args.sizes)
+    result["single_frame_tail"] = {
+        key: {str(m): single_frame_tail(t, int(off.size - 1), int(np.sum(evl_f)),
+                                        result["resolution"][str(m)]["per_frame_tail"])
+              for m, t in by_m.items()} for key, by_m in tails.items()}
     for s, by_m in [*((f"{s}:max", d) for s, d in rates.items()), *crates.items()]:
         result["rates"][s] = {
             str(m): {kind: {"mean": float(np.mean(v)), "p95": float(np.percentile(v, 95)),
