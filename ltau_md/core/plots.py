@@ -14,8 +14,8 @@ caller's job (:func:`save_figure` writes a PNG atomically: temporary file + rena
 * :func:`plot_roc` - ROC curves of structure scores for out-of-domain detection.
 * :func:`plot_cartography_density` - the cartography as a 2-D histogram (atoms per cell, log
   colour) with the atom count of each label: many atoms share the same (sigma, mu) point.
-* :func:`plot_md_traces` - per-step maximum atom uncertainty and novelty of MD runs, with the
-  policies' thresholds and events.
+* :func:`plot_md_traces` - per-step maximum atom uncertainty and an alarm statistic (novelty by
+  default) of MD runs, with the policies' thresholds and events.
 * :func:`plot_rmsd_vs_uncertainty` - relaxation RMSD vs a structure's uncertainty per split, binned
   means with bootstrap 95 % intervals and Spearman's rho with its bootstrap interval.
 """
@@ -317,19 +317,27 @@ def plot_cartography_density(cart: Cartography, *, ax: Axes | None = None,
     return fig
 
 
-def plot_md_traces(runs: Mapping[str, Mapping[str, Any]], *, fig: FigureBase | None = None,
-                   title: str | None = None) -> FigureBase:
-    """Per-step maximum atom uncertainty (top) and maximum atom novelty (bottom) of MD runs.
+#: the y label of :func:`plot_md_traces`' bottom panel for the maximum atom novelty
+NOVELTY_LABEL = "max atom novelty\n(latent distance / in-domain median)"
 
-    ``runs[label]`` holds ``time_fs``, ``uncertainty`` and optionally ``novelty`` (arrays per
-    observed step, NaN where unknown), ``thresholds``: a list of ``(signal, value, label)``
-    drawn as dashed lines in that run's colour, and ``events``: a list of
-    ``(time_fs, signal_value_or_None, action)`` marked on the novelty panel (or on the
-    uncertainty panel when there is no novelty). Every line and marker is in a legend; the y
-    axes span the data and the thresholds (novelty on a log axis when it spans a factor > 20).
-    Drawn into ``fig`` (a Figure or SubFigure) or a new Figure, which is returned."""
+
+def plot_md_traces(runs: Mapping[str, Mapping[str, Any]], *, fig: FigureBase | None = None,
+                   title: str | None = None, alarm: str = "novelty",
+                   alarm_label: str = NOVELTY_LABEL) -> FigureBase:
+    """Per-step maximum atom uncertainty (top) and an alarm statistic (bottom) of MD runs.
+
+    ``runs[label]`` holds ``time_fs``, ``uncertainty`` and optionally ``runs[label][alarm]``
+    (arrays per observed step, NaN where unknown; ``alarm`` default "novelty", the maximum
+    atom novelty), ``thresholds``: a list of ``(signal, value, label)`` drawn as dashed lines
+    in that run's colour (on the bottom panel when ``signal`` is ``alarm``), and ``events``: a
+    list of ``(time_fs, alarm_value_or_None, action)`` marked on the bottom panel (or on the
+    uncertainty panel when there is no alarm statistic). ``alarm_label``: the bottom panel's y
+    label (its first line names the curves in the legend). Every line and marker is in a
+    legend; the y axes span the data and the thresholds (the bottom one on a log axis when it
+    spans a factor > 20). Drawn into ``fig`` (a Figure or SubFigure) or a new Figure, which is
+    returned."""
     _need(runs, "MD runs")
-    has_nov = any(np.isfinite(np.asarray(r.get("novelty", []), dtype=float)).any()
+    has_nov = any(np.isfinite(np.asarray(r.get(alarm, []), dtype=float)).any()
                   for r in runs.values())
     fig = fig if fig is not None else Figure(figsize=(6.6, 6.2 if has_nov else 3.8))
     axu = fig.add_subplot(2 if has_nov else 1, 1, 1)
@@ -342,12 +350,13 @@ def plot_md_traces(runs: Mapping[str, Mapping[str, Any]], *, fig: FigureBase | N
         u = np.asarray(r["uncertainty"], dtype=float)
         axu.plot(t, u, color=color, lw=1.2, label=f"{name}: max atom uncertainty")
         u_all.append(u)
-        nov = np.asarray(r.get("novelty", np.full(t.size, np.nan)), dtype=float)
+        nov = np.asarray(r.get(alarm, np.full(t.size, np.nan)), dtype=float)
         if axn is not None and np.isfinite(nov).any():
-            axn.plot(t, nov, color=color, lw=1.2, label=f"{name}: max atom novelty")
+            axn.plot(t, nov, color=color, lw=1.2,
+                     label=f"{name}: {alarm_label.splitlines()[0]}")
             n_all.append(nov)
         for signal, value, label in r.get("thresholds", ()):
-            target = axn if (signal == "novelty" and axn is not None) else axu
+            target = axn if (signal == alarm and axn is not None) else axu
             if value is not None and np.isfinite(value):
                 target.axhline(value, color=color, ls="--", lw=0.9, label=label)
                 (n_all if target is axn else u_all).append(np.array([value]))
@@ -373,7 +382,7 @@ def plot_md_traces(runs: Mapping[str, Mapping[str, Any]], *, fig: FigureBase | N
         nv = nv[np.isfinite(nv) & (nv > 0)]
         if nv.size and nv.max() / max(nv.min(), 1e-12) > 20:
             axn.set_yscale("log")
-        axn.set_ylabel("max atom novelty\n(latent distance / in-domain median)")
+        axn.set_ylabel(alarm_label)
         axn.grid(alpha=0.25, which="both")
         axn.legend(fontsize=7, frameon=True, framealpha=0.85, loc="best")
         axn.set_xlabel("simulated time (fs)")

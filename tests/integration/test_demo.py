@@ -1,7 +1,7 @@
 """`ltau-md demo --quick` end to end: the report's files and numbers exist and are finite, the
-halting MD stops and the resampling MD resamples exactly where their novelty alarm-rate
-policies say (thresholds recomputed from the estimator's in-domain statistics), and the output
-directory is neither reused nor mixed."""
+halting MD stops and the resampling MD resamples exactly where their alarm-rate policies on
+the default alarm say (thresholds recomputed from the estimator's in-domain statistics), and
+the output directory is neither reused nor mixed."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ase.calculators.emt import EMT
 from ase.io import read
 
 from ltau_md.cli import main
+from ltau_md.core.calibration import DEFAULT_ALARM
 from ltau_md.core.estimator import LTAUEstimator
 from ltau_md.core.exceptions import OutputExistsError
 from ltau_md.workflows.demo import run_demo
@@ -47,34 +48,34 @@ def test_demo_quick(tmp_path, capfd):
         assert _finite(m["max"]) and _finite(m["threshold"]) and m["n_steps_observed"] >= 1
         steps = (out / run / "steps.jsonl").read_text().splitlines()
         assert len(steps) == m["n_steps_observed"]
-    # both thresholds are the conformal quantile of the estimator's in-domain novelty:max
-    # statistics (held-out validation frames) at the reported alarm rate, recomputed here
-    entry = LTAUEstimator.load(out / "estimator").alarm_statistics_["novelty:max"]
+    # both thresholds are the conformal quantile of the estimator's in-domain statistics of
+    # the default alarm (held-out validation frames) at the reported alarm rate, recomputed here
+    entry = LTAUEstimator.load(out / "estimator").alarm_statistics_[DEFAULT_ALARM]
     vals_id = np.sort(np.asarray(entry["values"], dtype=float))
     assert entry["source"] == "validation" and entry["n_frames"] == vals_id.size
     for run, rate in (("md_stop", 0.01), ("md_resample", 0.05)):
         m = r[run]
         n = vals_id.size
-        assert m["statistic"] == "novelty:max" and m["n_in_domain_frames"] == n
+        assert m["statistic"] == DEFAULT_ALARM and m["n_in_domain_frames"] == n
         assert m["requested_alarm_rate"] == rate
         assert m["alarm_rate"] == pytest.approx(max(rate, 1.0 / (n + 1)))
         assert m["rate_raised"] == (rate < 1.0 / (n + 1))
         k = math.ceil((n + 1) * (1.0 - m["alarm_rate"]) - 1e-9)
         assert m["threshold"] == pytest.approx(vals_id[k - 1])
         pol = json.loads((out / run / "summary.json").read_text())["policies"]
-        assert len(pol) == 1 and pol[0]["statistic"] == "novelty:max"
+        assert len(pol) == 1 and pol[0]["statistic"] == DEFAULT_ALARM
         assert pol[0]["threshold"] == pytest.approx(m["threshold"])
         assert pol[0]["resolved_from"]["n_frames"] == n
-    # the halting run stops, exactly when the max novelty first exceeded its threshold for 2
-    # consecutive steps
-    vals = [json.loads(x)["novelty:max"] for x in (out / "md_stop" / "steps.jsonl")
+    # the halting run stops, exactly when the alarm statistic first exceeded its threshold for
+    # 2 consecutive steps
+    vals = [json.loads(x)[DEFAULT_ALARM] for x in (out / "md_stop" / "steps.jsonl")
             .read_text().splitlines()]
     thr = r["md_stop"]["threshold"]
     over = [v > thr for v in vals]
     expect = next((i for i in range(1, len(vals)) if over[i] and over[i - 1]), None)
     assert expect is not None, f"the quick demo's halting MD never crossed {thr}: {vals}"
     assert r["md_stop"]["stopped_step"] == expect and len(vals) == expect + 1
-    assert "novelty" in r["md_stop"]["stop_reason"]
+    assert DEFAULT_ALARM.split(":")[0] in r["md_stop"]["stop_reason"]
     # the resampling run resamples at the start of each excursion above its threshold, re-armed
     # below threshold - hysteresis (10 % of the threshold)
     rows = [json.loads(x) for x in (out / "md_resample" / "steps.jsonl").read_text()
@@ -83,7 +84,7 @@ def test_demo_quick(tmp_path, capfd):
     hyst = r["md_resample"]["hysteresis"]
     assert hyst == pytest.approx(0.1 * thr)
     for row in rows:
-        v = row["novelty:max"]
+        v = row[DEFAULT_ALARM]
         armed = armed or v < thr - hyst
         if armed and v > thr:
             fired.append(row["step"])

@@ -21,6 +21,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
+from ltau_md.core.calibration import DEFAULT_ALARM
 from ltau_md.workflows.demo import render_report, run_demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -172,26 +173,26 @@ def test_report_reads_well(demo):
         assert words in text
     assert r["relax"][0]["label"].startswith("val_id-") and r["relax"][0]["label"] in text
     assert "0000</td>" not in html_text
-    # novelty read against the frame-maximum thresholds, not against "about 1"
-    assert "frame maximum" in text and "typical in-domain atom has a novelty of about 1" in text
+    # the alarm score read against its thresholds and the in-domain median
+    assert "typical in-domain frame scores about 1.5" in text
     for run in ("md_stop", "md_resample"):
-        assert (f"median in-domain frame maximum is {r[run]['in_domain_median']:.3g}"
+        assert (f"median in-domain frame's score is {r[run]['in_domain_median']:.3g}"
                 in text)
     ra = r["relax_alarm"]
-    assert f"threshold of the frame maximum is {ra['threshold']:.4g}" in text
-    relax_table = next(t for t in p.tables if "highest max atom novelty" in t[0])
-    col = relax_table[0].index("highest max atom novelty")
+    assert f"threshold of the score is {ra['threshold']:.4g}" in text
+    relax_table = next(t for t in p.tables if "highest alarm score" in t[0])
+    col = relax_table[0].index("highest alarm score")
     for row, x in zip(relax_table[1:], r["relax"], strict=True):
-        assert row[col].startswith(f"{x['novelty_max']:.3g}")
-        assert ("above the alarm threshold" in row[col]) == (x["novelty_max"] > ra["threshold"])
+        assert row[col].startswith(f"{x['alarm_max']:.3g}")
+        assert ("above the alarm threshold" in row[col]) == (x["alarm_max"] > ra["threshold"])
     # steps above the resampling threshold, counted independently from steps.jsonl
     m = r["md_resample"]
     steps = [json.loads(x) for x in (out / "md_resample" / "steps.jsonl").read_text()
              .splitlines()]
-    above = sum(1 for s in steps if s["novelty:max"] > m["threshold"])
-    assert (f"novelty above the threshold at {above} of {m['n_steps_observed']} steps"
+    above = sum(1 for s in steps if s[DEFAULT_ALARM] > m["threshold"])
+    assert (f"alarm score above the threshold at {above} of {m['n_steps_observed']} steps"
             in text)
-    assert "re-arms only once the novelty has fallen below" in " ".join(p.captions)
+    assert "re-arms only once the score has fallen below" in " ".join(p.captions)
     # IS2RS: the recommended statistic (adsorbate novelty) comes before the max uncertainty
     head = next(t for t in p.tables if "set of systems" in t[0])[0]
     ads = [i for i, h in enumerate(head) if "adsorbate novelty" in h]

@@ -5,8 +5,8 @@
 2. train a small NequIP ensemble with the LTAU error-logging callback (real ``nequip-train``),
 3. fit the LTAU estimator (``fit_from_runs``),
 4. (a) relax structures with per-step uncertainty logging,
-   (b) run MD that is halted when the uncertainty crosses a threshold, and one that resamples
-       with the EMT oracle,
+   (b) run MD that is halted when the default alarm (``STATISTIC``) crosses its 1 % threshold,
+       and one that resamples with the EMT oracle,
    (c) run a small IS2RS campaign relating the uncertainty to the relaxation RMSD,
 5. write ``report.html`` with the plots and a summary table (and ``report.json``).
 

@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
-#: the frame statistic the demo's alarms watch and its report plots
-STATISTIC = "novelty:max"
+from ltau_md.core.calibration import DEFAULT_ALARM
+
+#: the frame statistic the demo's alarms watch and its report plots: the default alarm
+STATISTIC = DEFAULT_ALARM
+#: the alarm statistic in a few words (the y label of the MD figure's bottom panel)
+ALARM_LABEL = "alarm score\n(−log in-domain tail probability)"
 
 
 def human_duration(seconds: float | None) -> str:
@@ -82,15 +86,16 @@ def write_figures(out: Path, est: Any, md: dict[str, dict]) -> dict[str, str]:
             "color": color,
             "time_fs": [r.get("time_fs", r["step"]) for r in rows],
             "uncertainty": [_nan(r.get("uncertainty:max")) for r in rows],
-            "novelty": [_nan(r.get(STATISTIC)) for r in rows],
-            "thresholds": [("novelty", m["threshold"],
+            "alarm": [_nan(r.get(STATISTIC)) for r in rows],
+            "thresholds": [("alarm", m["threshold"],
                             f"{act} threshold {m['threshold']:.3g} "
                             f"({100 * m['alarm_rate']:.3g} % in-domain alarm rate)")],
             "events": [(r.get("time_fs", r["step"]), _nan(r.get(STATISTIC)), e)
                        for r in rows for e in r["events"]],
         }
     if runs:
-        save_figure(plot_md_traces(runs), out / "md_traces.png")
+        save_figure(plot_md_traces(runs, alarm="alarm", alarm_label=ALARM_LABEL),
+                    out / "md_traces.png")
         figs["md_traces"] = "md_traces.png"
     from ltau_md.workflows.is2rs._results import UQ, series_key
 
@@ -150,14 +155,13 @@ def _auroc_cell(v: Any, ci: list | None) -> str:
 
 
 def _rate_words(m: dict) -> str:
-    s = (f"{100 * m['alarm_rate']:.3g} % alarm rate &rarr; maximum atom novelty "
+    s = (f"{100 * m['alarm_rate']:.3g} % alarm rate &rarr; alarm score "
          f"&gt; <b>{_num(m['threshold'], '.4g')}</b>, the conformal quantile of "
          f"{m['n_in_domain_frames']} held-out in-domain frames (source: "
          f"{html.escape(str(m['source']))}")
     s += ", the training run's validation set)" if m["source"] == "validation" else ")"
     if m.get("in_domain_median") is not None:
-        s += (f"; the median in-domain frame maximum is {_num(m['in_domain_median'], '.3g')} "
-              "(the typical atom's novelty is about 1)")
+        s += f"; the median in-domain frame's score is {_num(m['in_domain_median'], '.3g')}"
     if m.get("rate_raised"):
         s += (f" <i>(asked for {100 * m['requested_alarm_rate']:.3g} %, but "
               f"{m['n_in_domain_frames']} frames resolve rates down to 1/(n+1) = "
@@ -171,8 +175,8 @@ def _stop_words(m: dict) -> str:
     t = m.get("stopped_time_fs")
     when = f"step {m['stopped_step']}" + (f" ({t:.0f} fs)" if t is not None else "")
     reason = str(m.get("stop_reason") or "")
-    if "novelty" in reason and m.get("action") == "stop":
-        return (f"stopped at {when}: max atom novelty {_num(m.get('novelty_final'), '.3g')} "
+    if m.get("action") == "stop" and str(m.get("statistic", "")).split(":")[0] in reason:
+        return (f"stopped at {when}: alarm score {_num(m.get('alarm_final'), '.3g')} "
                 f"above {_num(m['threshold'], '.3g')} for {m['patience']} consecutive steps")
     return f"stopped at {when}: {html.escape(reason)}"
 
@@ -181,8 +185,8 @@ def _rho_cell(v: Any, ci: list | None) -> str:
     return _with_ci(v, ci) if v is not None else "n/a<sup>a</sup>"
 
 
-def _novelty_cell(v: Any, alarm: dict | None) -> str:
-    """A relaxation's highest frame novelty, marked when above the in-domain 1 % threshold."""
+def _alarm_cell(v: Any, alarm: dict | None) -> str:
+    """A relaxation's highest alarm score, marked when above the in-domain 1 % threshold."""
     if v is None:
         return "n/a"
     cell = _num(v, ".3g") if abs(v) < 1000 else f"{v:,.0f}"
@@ -195,15 +199,15 @@ def _resample_words(m: dict) -> str:
     n = _num(m["n_resample"])
     if m.get("action") != "resample":
         return n
-    return (f"{n} (novelty above the threshold at {_num(m.get('n_above', 0))} of "
+    return (f"{n} (alarm score above the threshold at {_num(m.get('n_above', 0))} of "
             f"{_num(m['n_steps_observed'])} steps; one label per excursion)")
 
 
 def _relax_alarm_words(a: dict | None) -> str:
     if not a:
-        return "no in-domain novelty statistics were fitted."
-    return (f"the {100 * a['alarm_rate']:.3g} % in-domain alarm threshold of the frame "
-            f"maximum is {_num(a['threshold'], '.4g')} (median in-domain frame maximum "
+        return "no in-domain alarm statistics were fitted."
+    return (f"the {100 * a['alarm_rate']:.3g} % in-domain alarm threshold of the score "
+            f"is {_num(a['threshold'], '.4g')} (median in-domain frame's score "
             f"{_num(a.get('in_domain_median'), '.3g')}, from {a['n_in_domain_frames']} "
             "held-out frames); a relaxation that stays below it stays in the training "
             "domain.")
@@ -219,11 +223,11 @@ def render_report(r: dict) -> str:
                    html.escape(x.get("system", "")),
                    _num(x.get("n_observed")), _num(x.get("initial"), ".2f"),
                    _num(x.get("max"), ".2f"), _num(x.get("mean"), ".2f"),
-                   _num(x.get("final"), ".2f"), _novelty_cell(x.get("novelty_max"), ra),
+                   _num(x.get("final"), ".2f"), _alarm_cell(x.get("alarm_max"), ra),
                    "yes" if x.get("converged") else "no"]
                   for x in r["relax"]]
     relax = _table(["structure", "system", "steps observed", "first step", "highest",
-                    "mean", "last step", "highest max atom novelty",
+                    "mean", "last step", "highest alarm score",
                     f"converged (max |F| &lt; 0.05 eV/&Aring; within "
                     f"{z['relax_steps']} steps)"], relax_rows)
     thr_rows = []
@@ -239,14 +243,14 @@ def render_report(r: dict) -> str:
         md_rows.append([
             RUN_NAMES[name], f"{m['temperature_K']:.0f} K, {m['timestep_fs']:g} fs",
             f"{_num(m['n_steps_observed'])} of {m['steps'] + 1}",
-            f"{_num(m['novelty_initial'], '.3g')} &rarr; {_num(m['novelty_max'], '.3g')} "
-            f"(step {_num(m['novelty_max_step'])})",
+            f"{_num(m['alarm_initial'], '.3g')} &rarr; {_num(m['alarm_max'], '.3g')} "
+            f"(step {_num(m['alarm_max_step'])})",
             f"{_num(m['initial'], '.2f')} &rarr; {_num(m['max'], '.2f')} "
             f"(step {_num(m['max_step'])})",
             _stop_words(m), _resample_words(m),
             _num(m["n_labelled"]) if "n_labelled" in m else "no oracle"])
     md_table = _table(["run", "conditions", "steps observed",
-                       "max atom novelty: first &rarr; highest",
+                       "alarm score: first &rarr; highest",
                        "max atom uncertainty: first &rarr; highest", "outcome",
                        "frames resampled", "labelled by EMT"], md_rows, "left")
     is_rows, flagged = [], []
@@ -291,14 +295,14 @@ def render_report(r: dict) -> str:
             "share of atoms per label."),
         "md_traces": (
             f"MD from the relaxed structure {html.escape(str(ms['start']))} "
-            f"({html.escape(ms['start_system'])}): maximum atom uncertainty (top) and maximum "
-            "atom novelty (bottom) per step. Red: the halting run at "
+            f"({html.escape(ms['start_system'])}): maximum atom uncertainty (top) and the "
+            "default alarm's score (bottom) per step. Red: the halting run at "
             f"{ms['temperature_K']:.0f} K; blue: the resampling run at "
             f"{mr['temperature_K']:.0f} K (Langevin, {ms['timestep_fs']:g} fs time step). "
-            "Dashed lines: each run's novelty threshold from its in-domain alarm rate; "
+            "Dashed lines: each run's alarm threshold from its in-domain alarm rate; "
             "markers: the steps where a policy fired (X: stop, circle: resample with an EMT "
-            "label). A resample fires when the novelty crosses its threshold and re-arms only "
-            "once the novelty has fallen below the threshold minus the hysteresis, so a run "
+            "label). A resample fires when the score crosses its threshold and re-arms only "
+            "once the score has fallen below the threshold minus the hysteresis, so a run "
             "that stays above the threshold is labelled once per excursion, not at every "
             "step (the MD table gives the steps spent above it)."),
         "is2rs_uq_vs_rmsd": (
@@ -332,7 +336,8 @@ def render_report(r: dict) -> str:
         md_start=html.escape(str(ms["start"])), md_start_system=html.escape(ms["start_system"]),
         friction=f"{ms['friction_per_fs']:g}", timestep=f"{ms['timestep_fs']:g}",
         md_steps=f"{ms['steps']}", stop_temperature=f"{ms['temperature_K']:.0f}",
-        stop_patience=f"{ms['patience']}", resample_temperature=f"{mr['temperature_K']:.0f}",
+        stop_patience=f"{ms['patience']}", alarm_statistic=html.escape(str(ms["statistic"])),
+        resample_temperature=f"{mr['temperature_K']:.0f}",
         threshold_table=thresholds, md_table=md_table, is2rs_table=is2rs, flag=flag_p,
         figures=figs, timing_table=timing)
 

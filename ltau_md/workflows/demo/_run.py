@@ -126,16 +126,21 @@ def _train_ensemble(configs: list[Path], runs: list[Path], epochs: int, logs: Pa
 
 
 def _alarm_policy(est: Any, action: str, rate: float, **kw: Any) -> tuple[Any, dict]:
-    """A novelty:max alarm-rate Threshold at ``rate``, or at the smallest rate the in-domain
-    frames resolve, 1/(n + 1), when ``rate`` is below it; and a note on where it comes from."""
-    from ltau_md.core.metrics import alarm_threshold
+    """An alarm-rate Threshold of the demo's statistic (:data:`STATISTIC`, the default alarm)
+    at ``rate``, or at the smallest rate the in-domain frames resolve, 1/(n + 1), when
+    ``rate`` is below it; and a note on where it comes from."""
+    from ltau_md.core.metrics import alarm_threshold, parse_stat_key
     from ltau_md.core.observers import Threshold
 
-    entry = est.alarm_statistics_[STATISTIC]
+    entry = est.alarm_statistics_.get(STATISTIC)
+    if entry is None:
+        raise RuntimeError(f"the demo's estimator holds no in-domain {STATISTIC} statistic "
+                           f"(has {sorted(est.alarm_statistics_)})")
     n = int(entry.get("n_frames", len(entry["values"])))
     smallest = 1.0 / (n + 1)
     used = rate if rate >= smallest else smallest
-    pol = Threshold(action, signal="novelty", on="max", alarm_rate=used, **kw)
+    signal, on, _ = parse_stat_key(STATISTIC)
+    pol = Threshold(action, signal=signal, on=on, alarm_rate=used, **kw)
     info = {"action": action, "statistic": STATISTIC, "requested_alarm_rate": rate,
             "alarm_rate": used, "n_in_domain_frames": n, "source": entry.get("source"),
             "threshold": alarm_threshold(entry["values"], used),
@@ -229,13 +234,13 @@ def _demo(out: Path, quick: bool, seed: int, say: _Progress, progress: bool,
                             steps=z["relax_steps"], progress=progress)
     for i, (a, row) in enumerate(zip(initial, relax_rows, strict=True)):
         row["system"] = _system_words(a.info)
-        row["novelty_max"] = _signal_max(out / "relax" / f"{i:04d}" / "summary.json")
+        row["alarm_max"] = _signal_max(out / "relax" / f"{i:04d}" / "summary.json")
     relax_alarm = _alarm_policy(est, "warn", STOP_RATE)[1]
     timings["relax_s"] = time.perf_counter() - t
 
-    # 4b. MD: halt on the novelty alarm, and resample with the EMT oracle -------------------
+    # 4b. MD: halt on the default alarm, and resample with the EMT oracle ------------------
     t = time.perf_counter()
-    say("4/5 (b) MD halted by the novelty alarm, and MD resampling with the EMT oracle...")
+    say("4/5 (b) MD halted by the default alarm, and MD resampling with the EMT oracle...")
     start = read(data / "val_id" / "relaxed.extxyz", index=0)
     start.info["label"] = str(start.info.get("sid", "md"))
     stop_pol, stop_info = _alarm_policy(est, "stop", STOP_RATE, patience=2)
@@ -244,7 +249,7 @@ def _demo(out: Path, quick: bool, seed: int, say: _Progress, progress: bool,
                      **MD_STOP)
     from ase.calculators.emt import EMT
 
-    # re-armed once the novelty falls 10 % below the threshold
+    # re-armed once the alarm statistic falls 10 % below the threshold
     rs_thr = _alarm_policy(est, "resample", RESAMPLE_RATE)[1]["threshold"]
     rs_pol, rs_info = _alarm_policy(est, "resample", RESAMPLE_RATE,
                                     hysteresis=0.1 * rs_thr)
@@ -331,11 +336,11 @@ def _count_frames(path: Path) -> int:
 
 def _md_brief(s: dict) -> dict:
     stop = s.get("stopped") or {}
-    nov = (s.get("signals") or {}).get(STATISTIC) or {}
+    al = (s.get("signals") or {}).get(STATISTIC) or {}
     return {"n_steps_observed": s["n_observed"], "initial": s.get("initial"),
             "max": s.get("max"), "max_step": s.get("max_step"), "final": s.get("final"),
-            "novelty_initial": nov.get("initial"), "novelty_max": nov.get("max"),
-            "novelty_max_step": nov.get("max_step"), "novelty_final": nov.get("final"),
+            "alarm_initial": al.get("initial"), "alarm_max": al.get("max"),
+            "alarm_max_step": al.get("max_step"), "alarm_final": al.get("final"),
             "status": s.get("status"),
             "stopped_step": stop.get("step"), "stopped_time_fs": stop.get("time_fs"),
             "stop_reason": stop.get("reason"),

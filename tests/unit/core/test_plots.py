@@ -206,6 +206,18 @@ def test_md_traces_lines_in_legend_and_fitted_axes(tmp_path, figures):
                                  "resample threshold 2", "warm: resample"]
     np.testing.assert_allclose(axn.get_lines()[0].get_ydata(), nov)
     assert axn.get_yscale() == "linear"
+    # another alarm statistic on the bottom panel: its curves, thresholds, events and label
+    score = {"time_fs": t, "uncertainty": u, "novelty": nov, "alarm": nov * 10,
+             "thresholds": [("alarm", 30.0, "stop threshold 30"), ("novelty", 3.0, "n")],
+             "events": [(t[30], nov[30] * 10, "stop")]}
+    assert_png(P.save_figure(P.plot_md_traces({"hot": score}, alarm="alarm",
+                                              alarm_label="alarm score\n(-log p)"),
+                             tmp_path / "md_alarm.png"))
+    axu, axn = figures[-1].axes
+    np.testing.assert_allclose(axn.get_lines()[0].get_ydata(), nov * 10)
+    assert axn.get_ylabel() == "alarm score\n(-log p)"
+    assert legend_texts(axn) == ["hot: alarm score", "stop threshold 30", "hot: stop"]
+    assert "n" in legend_texts(axu)  # a threshold of another signal stays on the top panel
 
 
 def test_uq_vs_rmsd_bootstrap_intervals(tmp_path, figures):
