@@ -408,3 +408,49 @@ def test_default_alarm_is_fitted_stored_and_watched_along_md(setup, combined, tm
     np.testing.assert_allclose(*np.array(seen).T, rtol=1e-9)
     assert thr.threshold == pytest.approx(alarm_threshold(entry["values"], 0.05))
     assert ads.threshold == pytest.approx(alarm_threshold(ads_entry["values"], 0.05))
+
+
+def test_a_per_element_mean_warns_beside_the_default_stop(setup, combined, tmp_path):
+    """The two-alarm recipe of the docs (Concepts: local events and whole-structure drift): a
+    per-element frame mean fitted from held-out structures besides the defaults is resolved by
+    ``Threshold(signal="doptimality/element", on="mean")`` next to the default stop; at every
+    MD step its value is the mean over the free atoms of each atom's -log tail p-value against
+    the held-out atoms of its element, then read against the held-out frames' means (computed
+    here with element_normalised and tail_pvalue)."""
+    from ltau_md.core.metrics import element_normalised, tail_pvalue
+
+    est, _, held_out, feats = combined
+    est = LTAUEstimator.load(est.save(tmp_path / "est"))  # a copy: the fixture is shared
+    key = "doptimality/element:mean"
+    got = alarm_statistics_from_structures(setup.model, est, held_out, stats=(key,))
+    entry = got[key]
+    # the held-out atoms' per-element references and frame means, by hand
+    vals = [est.signal_values(f, a.numbers)["doptimality"] for a, f in
+            zip(held_out, feats, strict=True)]
+    free = [a.get_tags() != 0 for a in held_out]
+    nums = np.concatenate([a.numbers[m] for a, m in zip(held_out, free, strict=True)])
+    pool = np.concatenate([v[m] for v, m in zip(vals, free, strict=True)])
+    refs = {int(z): np.sort(pool[nums == z]) for z in np.unique(nums)}
+    frame_ref = entry["reference"]["frames"]["doptimality/element"]
+    a = held_out[1].copy()
+    a.calc = LTAUCalculator(setup.model, est)
+    stop = Threshold("stop", signal=DEFAULT_ALARM.partition(":")[0], alarm_rate=0.05)
+    warn = Threshold("warn", signal="doptimality/element", on="mean", alarm_rate=0.05)
+    dyn = Langevin(a, 2 * units.fs, temperature_K=300, friction=0.02 / units.fs,
+                   fixcm=False, rng=np.random.default_rng(1), logfile=None)
+    mon = UQMonitor(dyn, [stop, warn])
+    seen = []
+
+    def check():
+        m = a.get_tags() != 0
+        mean = element_normalised(a.calc.results["doptimality"][m], a.numbers[m], refs).mean()
+        seen.append((mon.records[-1][key], -np.log(tail_pvalue(np.array([mean]),
+                                                                frame_ref))[0]))
+    dyn.attach(mon, interval=1)
+    dyn.attach(check, interval=1)
+    dyn.run(4)
+    assert len(seen) == 5
+    np.testing.assert_allclose(*np.array(seen).T, rtol=1e-9)
+    assert warn.threshold == pytest.approx(alarm_threshold(entry["values"], 0.05))
+    assert stop.threshold == pytest.approx(
+        alarm_threshold(est.alarm_statistics_[DEFAULT_ALARM]["values"], 0.05))
