@@ -212,6 +212,7 @@ def _library_defaults():
         ("is2rs", "fmax", d(run_is2rs, "fmax")),
         ("evaluate", "fraction", d(evaluate, "fraction")),
         ("evaluate", "n_boot", d(evaluate, "n_boot")),
+        ("evaluate", "n_splits", d(evaluate, "n_splits")),
         ("calibrate", "n_bins", d(fit_scale, "n_bins")),
         ("calibrate", "s_min", d(fit_scale, "s_bounds")[0]),
     ]

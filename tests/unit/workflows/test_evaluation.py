@@ -216,7 +216,8 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     argv = ["evaluate", "--model", "m0", "--estimator", str(est_dir), "--members", "m1",
             "--in-domain", str(tmp_path / "in.xyz"), "--ood", f"hot={tmp_path / 'hot.xyz'}",
             "--ood", f"bcc={tmp_path / 'bcc.xyz'}", "--out", str(out), "--n-boot", "20",
-            "--seed", "1", "--timing-rounds", "1", "--alarm-stats", "gmm:q75", "--json"]
+            "--seed", "1", "--timing-rounds", "1", "--alarm-stats", "gmm:q75", "--json",
+            "--n-splits", "7"]
     assert main(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     text = (out / "evaluation.json").read_text()
@@ -224,6 +225,7 @@ def test_evaluate_cli_end_to_end(case, tmp_path, monkeypatch, capsys):
     assert line["ood_auroc"]["bcc"]["novelty:max"]["value"] == pytest.approx(
         rep["detection"]["bcc"]["novelty:max"]["value"])
     assert "force_std" in rep["signals"]
+    assert rep["settings"]["n_splits"] == 7
     for f in ("calibration.png", "error_vs_uncertainty.png", "roc_hot.png", "roc_bcc.png"):
         assert (out / f).stat().st_size > 0
     # per-atom values of every signal on the same frames, for scoring an outside method
