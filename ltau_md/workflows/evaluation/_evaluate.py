@@ -272,6 +272,7 @@ def evaluate(
     # (their rates averaged over random splits with the references refitted on each: on a
     # slab's few adsorbate atoms the references move the rate as much as the threshold does)
     combined_splits: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+    split_seed = seed + 1  # the random splits of every statistic's split means
     for key in dict.fromkeys((*DEFAULT_ALARM_STATS, *extra)):
         signal, on, select = parse_stat_key(key)
         if not is_combined(signal) or not statistic_signals(key) <= set(names):
@@ -289,7 +290,7 @@ def evaluate(
             key, sig_in, off, ind["numbers"], mask,
             {name: (sig, sets[name]["offsets"], sets[name]["numbers"],
                     _atoms(sets[name], select)) for name, sig in sig_ood.items()},
-            fraction, alarm_rate, n_splits, seed + 1)
+            fraction, alarm_rate, n_splits, split_seed)
     detection: dict[str, Any] = {}
     for name in sets:
         detection[name] = {"n_frames": int(sets[name]["offsets"].size - 1)}
@@ -310,7 +311,7 @@ def evaluate(
                              list(stats_in), ind["numbers"][cal], ind["free"][cal],
                              None if ind["tags"] is None else ind["tags"][cal])
     alarms = {key: _alarms_of(v, fitted.get(key), evl_f, {n: stats_ood[n][key] for n in sets},
-                              alarm_rate, fraction, n_splits, seed, n_boot, rng,
+                              alarm_rate, fraction, n_splits, split_seed, n_boot, rng,
                               combined_splits.get(key))
               for key, v in stats_in.items()}
     ranking = _ranking(alarms, detection, list(sets))
@@ -491,13 +492,14 @@ def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,
 
 def _alarms_of(values: np.ndarray, cal: dict[str, Any] | None, evl_f: np.ndarray,
                ood: Mapping[str, np.ndarray], alarm_rate: float, fraction: float,
-               n_splits: int, seed: int, n_boot: int, rng: np.random.Generator,
+               n_splits: int, split_seed: int, n_boot: int, rng: np.random.Generator,
                splits: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None
                ) -> dict[str, Any]:
     """One statistic's alarms: at ``alarm_rate`` (with the in-domain and out-of-domain rates
     averaged over random splits, whose thresholds move with their calibration halves: one
-    split's out-of-domain rate at 1 % can be far from the mean; ``splits``: the rates per
-    split where they are not the values' (a combined statistic's,
+    split's out-of-domain rate at 1 % can be far from the mean; ``split_seed`` draws the
+    splits of :func:`~ltau_md.workflows.evaluation._scores.split_thresholds`; ``splits``: the
+    rates per split where they are not the values' (a combined statistic's,
     :func:`~ltau_md.workflows.evaluation._scores.combined_split_rates`)) and at each of
     :data:`REPORTED_ALARM_RATES` (``"at_rate"``, with bootstrap intervals of the out-of-domain
     rates)."""
@@ -506,7 +508,7 @@ def _alarms_of(values: np.ndarray, cal: dict[str, Any] | None, evl_f: np.ndarray
     entry["ood_rate_splits"] = {name: None for name in ood}
     if not entry["off"]:
         if splits is None:
-            thr, rates = split_thresholds(values, fraction, alarm_rate, n_splits, seed + 1)
+            thr, rates = split_thresholds(values, fraction, alarm_rate, n_splits, split_seed)
             splits = rates, {name: np.mean(np.asarray(v, dtype=np.float64)[None, :]
                                            > thr[:, None], axis=1) for name, v in ood.items()}
         rates = splits[0]

@@ -536,7 +536,7 @@ def test_alarm_bootstraps_equal_one_resample_at_a_time():
     np.testing.assert_array_equal(split_thr, thr)
     far = {"a": stat + 1.0, "b": stat[:50] * 2.0}
     entry = _alarms_of(stat, {"values": np.sort(stat[:150]), "n_frames": 150},
-                       np.ones(300, bool), far, 0.05, 0.5, 40, 11, 0, np.random.default_rng(0))
+                       np.ones(300, bool), far, 0.05, 0.5, 40, 12, 0, np.random.default_rng(0))
     for name, v in far.items():
         assert entry["ood_rate_splits"][name] == pytest.approx(
             np.mean([np.mean(v > t) for t in thr]), abs=1e-12)
