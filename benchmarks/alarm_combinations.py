@@ -77,10 +77,21 @@ def element_normalised(values: dict, numbers: dict, offsets: dict, cal_atoms: np
             for s, v in values.items()}
 
 
+def _is_stat_key(key: str) -> bool:
+    """Whether ``key`` is SIGNAL:STAT or SIGNAL:STAT/element, STAT max, mean or qNN."""
+    from ltau_md.core.metrics._frame_statistics import quantile_of
+
+    signal, _, on = key.partition(":")
+    try:
+        quantile_of(on.removesuffix("/element"))
+    except ValueError:
+        return False
+    return bool(signal)
+
+
 def main(argv=None) -> int:
     from ltau_md.core.calibration import split_frames
     from ltau_md.core.metrics import auroc, frame_statistics, tail_pvalue
-    from ltau_md.core.metrics._frame_statistics import quantile_of
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--per-atom", nargs="+", required=True, metavar="NAME=PATH",
@@ -97,15 +108,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     candidates = CANDIDATES + tuple(tuple(c.split("+")) for c in args.extra
                                     if tuple(c.split("+")) not in CANDIDATES)
-    for key in sorted({k for c in candidates for k in c}):
-        sig, _, on = key.partition(":")
-        try:
-            quantile_of(on.removesuffix("/element"))
-        except ValueError:
-            sig = ""
-        if not sig:
-            p.error(f"--extra: {key!r} is not SIGNAL:STAT or SIGNAL:STAT/element (STAT: max, "
-                    "mean or qNN)")
+    bad = [k for k in sorted({k for c in candidates for k in c}) if not _is_stat_key(k)]
+    if bad:
+        p.error(f"--extra: {bad[0]!r} is not SIGNAL:STAT or SIGNAL:STAT/element (STAT: max, "
+                "mean or qNN)")
     result: dict = {"alarm_rate": args.alarm_rate, "splits": args.splits, "data": {},
                     "extra": list(args.extra)}
     for item in args.per_atom:
