@@ -62,7 +62,8 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
     How LTAU is refitted: the fine-tuning run logs the errors of its own epochs only (the
     model starts trained), so each new estimator's confidence is built from those epochs, and
     its in-domain alarm statistics come from the held-out validation frames; the default
-    alarm (the GMM maximum) needs no error log at all. An ensemble-driven loop (``ensemble``
+    alarm (:data:`~ltau_md.core.calibration.DEFAULT_ALARM`, of latent signals) needs no error
+    log at all. An ensemble-driven loop (``ensemble``
     members) fine-tunes every member and sets its threshold from their force deviation."""
     from ltau_md.core.calibration import default_alarm
     from ltau_md.core.estimator import LTAUEstimator
@@ -88,7 +89,7 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
             it = iteration_dir(out, k)
             it.mkdir(exist_ok=True)
             row: dict[str, Any] = {"iteration": k, "model": str(members[0])}
-            ex = _stage(it, S.explore, cfg, it, members, estimator, alarm, n_workers,
+            ex = _stage(it, "explore", cfg, it, members, estimator, alarm, n_workers,
                         scheduler)
             row.update(alarm=alarm, threshold=ex["threshold"], n_observed=ex["n_observed"],
                        n_alarmed=ex["n_alarmed"], alarm_share=ex["alarm_share"],
@@ -103,12 +104,12 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
                 _state(it, stopped=stop)
                 rows.append(row)
                 break
-            sel = _stage(it, S.select, cfg, it, members[0], train + labels,
+            sel = _stage(it, "select", cfg, it, members[0], train + labels,
                          min(cfg.select.batch_size, budget))
-            lab = _stage(it, S.label, cfg, it, stress)
+            lab = _stage(it, "label", cfg, it, stress)
             labels = labels + S.read_frames(it / "label" / "labelled.extxyz")
-            ft = _stage(it, S.finetune, cfg, it, members, train + labels)
-            rf = _stage(it, S.refit, cfg, it)
+            ft = _stage(it, "finetune", cfg, it, members, train + labels)
+            rf = _stage(it, "refit", cfg, it)
             members = [Path(c) for c in ft["checkpoints"]]
             estimator = None if rf["estimator"] is None else Path(rf["estimator"])
             row.update(n_candidates=ex["n_candidates"], n_selected=sel["n_selected"],
@@ -144,17 +145,17 @@ def _test_mae(path: Path, model: Path, test: list | None) -> float | None:
     return mae
 
 
-def _stage(it: Path, fn, *args: Any) -> dict[str, Any]:
-    """The result of stage ``fn`` (named as its folder): read when done, else run and record
-    the state, also when it fails or is interrupted (then with the stage and the cause; a
-    rerun redoes the stage)."""
-    done = it / fn.__name__ / S.RESULT
+def _stage(it: Path, name: str, *args: Any) -> dict[str, Any]:
+    """The result of the stage ``name`` (the function of :mod:`._stages` of that name, and its
+    folder): read when done, else run and record the state, also when it fails or is
+    interrupted (then with the stage and the cause; a rerun redoes the stage)."""
+    done = it / name / S.RESULT
     if done.exists():
         return S.read_json(done)
     try:
-        res = fn(*args)
+        res = getattr(S, name)(*args)
     except BaseException as exc:
-        _state(it, failed=f"{fn.__name__}: {type(exc).__name__}: {exc}"[:2000])
+        _state(it, failed=f"{name}: {type(exc).__name__}: {exc}"[:2000])
         raise
     _state(it)
     return res
