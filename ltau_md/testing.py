@@ -398,12 +398,13 @@ def slab_md_frames(seed: int, n: int, *, every: int = 5, temperature_K: float = 
     :func:`adsorbate_slab`)."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from ltau_md.core.structures import thermalize
 
     a = (make or adsorbate_slab)(size)
     a.calc = EMT()
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(a, temperature_K=temperature_K, rng=rng)
+    thermalize(a, temperature_K, rng, stationary=False)  # drift kept: the recorded frames
     dyn = Langevin(a, 2 * units.fs, temperature_K=temperature_K, friction=0.02 / units.fs,
                    fixcm=False, rng=rng, logfile=None)
     out = []

@@ -108,10 +108,12 @@ def free_atoms(atoms: Any) -> np.ndarray:
     return free
 
 
-def thermalize(atoms: Any, temperature_K: float, rng: np.random.Generator) -> None:
+def thermalize(atoms: Any, temperature_K: float, rng: np.random.Generator, *,
+               stationary: bool = True) -> None:
     """Draw ``atoms``' momenta from the Maxwell-Boltzmann distribution at ``temperature_K``
-    (K) with ``rng``, then remove the centre-of-mass drift (not for a single atom, whose only
-    motion is the drift: ASE's ``Stationary`` would rescale its zero kinetic energy to NaN)."""
+    (K) with ``rng``, then, if ``stationary``, remove the centre-of-mass drift (not for a
+    single atom, whose only motion is the drift: ASE's ``Stationary`` would rescale its zero
+    kinetic energy to NaN)."""
     from ase.md import velocitydistribution as vd
 
     draw = getattr(vd, "thermalize_momenta", None)  # ASE >= 3.26; the older name is deprecated
@@ -119,5 +121,5 @@ def thermalize(atoms: Any, temperature_K: float, rng: np.random.Generator) -> No
         draw(atoms, temperature_K, rng=rng)
     else:  # pragma: no cover
         vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    if len(atoms) > 1:
+    if stationary and len(atoms) > 1:
         vd.Stationary(atoms)

@@ -97,3 +97,15 @@ def test_thermalize_keeps_momenta_finite_and_removes_drift(n):
     assert np.isfinite(p).all() and np.abs(p).sum() > 0
     if n > 1:
         np.testing.assert_allclose(p.sum(axis=0), 0.0, atol=1e-10)
+
+
+def test_thermalize_without_stationary_keeps_the_drawn_momenta():
+    """stationary=False: the momenta of ASE's own Maxwell-Boltzmann draw with the same seed,
+    drift included."""
+    from ase.md.velocitydistribution import thermalize_momenta
+
+    a, ref = bulk("Cu", cubic=True).repeat((2, 1, 1)), bulk("Cu", cubic=True).repeat((2, 1, 1))
+    thermalize(a, 300.0, np.random.default_rng(4), stationary=False)
+    thermalize_momenta(ref, 300.0, rng=np.random.default_rng(4))
+    np.testing.assert_array_equal(a.get_momenta(), ref.get_momenta())
+    assert np.abs(a.get_momenta().sum(axis=0)).max() > 1e-6  # the drift is still there
