@@ -176,9 +176,10 @@ def _run(args, out: Path, work: Path) -> int:
 
     t_start = time.perf_counter()
     train_xyz, val_xyz, tests = prepare_data(args, work)
+    types = acac.type_names(acac.read(train_xyz))
 
     # -- 1. the ensemble ------------------------------------------------------------------
-    member_jobs = [(toy.write_config(acac.member_config(args, train_xyz, val_xyz, m),
+    member_jobs = [(toy.write_config(acac.member_config(args, train_xyz, val_xyz, m, types),
                                      work / f"member{m}.yaml"), work / f"member{m}")
                    for m in range(args.members)]
     member_cost = run_all(member_jobs, args.epochs, args.reuse, args.jobs)
@@ -188,7 +189,7 @@ def _run(args, out: Path, work: Path) -> int:
 
     # -- 2. heads fine-tuned on member 0 ---------------------------------------------------
     ckpt = work / "member0" / "last.ckpt"
-    base = acac.member_config(args, train_xyz, val_xyz, 0)
+    base = acac.member_config(args, train_xyz, val_xyz, 0, types)
     head_jobs = []
     for method in METHODS:
         opts = {"n_heads": args.heads} if method == "shallow_ensemble" else {}
