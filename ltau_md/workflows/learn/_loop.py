@@ -63,8 +63,8 @@ def run_learn(config: LearnConfig | str | os.PathLike, *, n_workers: int = 0,
     model starts trained), so each new estimator's confidence is built from those epochs, and
     its in-domain alarm statistics come from the held-out validation frames; the default
     alarm (:data:`~ltau_md.core.calibration.DEFAULT_ALARM`, of latent signals) needs no error
-    log at all. An ensemble-driven loop (``ensemble``
-    members) fine-tunes every member and sets its threshold from their force deviation."""
+    log at all. An ensemble-driven loop (``ensemble`` members) fine-tunes every member and sets
+    its threshold from their force deviation."""
     from ltau_md.core.calibration import default_alarm
     from ltau_md.core.estimator import LTAUEstimator
     from ltau_md.core.metrics import stat_key
