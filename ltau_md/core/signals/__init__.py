@@ -2,6 +2,8 @@
 without retraining, each a per-atom score (higher = less trusted):
 
 - :class:`GMMDensity` (``"gmm"``): per-element Gaussian-mixture negative log-likelihood;
+- :class:`GaussianDensity` (``"gaussian"``): the same with one Gaussian per element
+  (a Mahalanobis distance);
 - :class:`DOptimality` (``"doptimality"``): ACE/MTP's MaxVol extrapolation grade gamma;
 - :class:`ClusteredDOptimality` (``"clustered_doptimality"``): gamma in k-means clusters;
 - :class:`LLPR` (``"llpr"``): last-layer prediction rigidity.
@@ -17,15 +19,15 @@ from __future__ import annotations
 from ltau_md.core.exceptions import InvalidParameterError
 from ltau_md.core.signals._base import LatentSignal
 from ltau_md.core.signals._doptimality import ClusteredDOptimality, DOptimality, maxvol
-from ltau_md.core.signals._gmm import GMMDensity
+from ltau_md.core.signals._gmm import GaussianDensity, GMMDensity
 from ltau_md.core.signals._llpr import LLPR
 
 __all__ = ["LLPR", "SIGNAL_CLASSES", "ClusteredDOptimality", "DOptimality", "GMMDensity",
-           "LatentSignal", "make_signal", "maxvol"]
+           "GaussianDensity", "LatentSignal", "make_signal", "maxvol"]
 
 #: name -> class of every latent signal
 SIGNAL_CLASSES: dict[str, type[LatentSignal]] = {
-    c.name: c for c in (GMMDensity, DOptimality, ClusteredDOptimality, LLPR)}
+    c.name: c for c in (GMMDensity, GaussianDensity, DOptimality, ClusteredDOptimality, LLPR)}
 
 
 def make_signal(signal: str | LatentSignal) -> LatentSignal:

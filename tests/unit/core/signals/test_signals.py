@@ -1,5 +1,6 @@
 """Latent signals against independent brute-force references: the GMM's NLL against scipy's
-multivariate normal, MaxVol's gamma against determinant ratios, LLPR against a direct solve."""
+multivariate normal, the single Gaussian's against the training atoms' own mean and
+covariance, MaxVol's gamma against determinant ratios, LLPR against a direct solve."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ltau_md.core.signals import (
     SIGNAL_CLASSES,
     ClusteredDOptimality,
     DOptimality,
+    GaussianDensity,
     GMMDensity,
     make_signal,
     maxvol,
@@ -46,6 +48,25 @@ def test_gmm_nll_equals_scipy_mixture(data):
         assert got[i] == pytest.approx(-np.log(dens), rel=1e-8)
     # far from the data is less likely than the data itself
     assert g.score(x[:10] + 30, z[:10]).min() > g.score(x, z).max()
+
+
+def test_gaussian_nll_is_the_training_atoms_own_normal(data):
+    """One Gaussian per element: the normal of the element's standardised training atoms'
+    mean and (maximum-likelihood) covariance + reg_covar I, however many blobs they form."""
+    x, z, rng = data
+    g = GaussianDensity(reg_covar=1e-3).fit(x, z)
+    assert g.chosen_components_ == {1: 1, 6: 1}
+    q = rng.normal(2, 2, (20, 4))
+    qz = np.repeat([1, 6], 10)
+    got = g.score(q, qz)
+    for e in (1, 6):
+        xe = x[z == e]
+        mean, std = xe.mean(axis=0), xe.std(axis=0)
+        xs = (xe - mean) / std
+        normal = multivariate_normal(xs.mean(axis=0),
+                                     np.cov(xs, rowvar=False, bias=True) + 1e-3 * np.eye(4))
+        want = -normal.logpdf((q[qz == e] - mean) / std)
+        np.testing.assert_allclose(got[qz == e], want, rtol=1e-6)
 
 
 def test_maxvol_gamma_is_a_determinant_ratio_and_at_most_one_on_training():
