@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ from ltau_md.workflows.evaluation._data import (
 )
 from ltau_md.workflows.evaluation._scores import (
     HIGH_ERROR_QUANTILE,
+    boot_rng,
     ci95,
     combined_split_rates,
     detection_scores,
@@ -237,17 +239,20 @@ def evaluate(
         if missing:
             raise DataError(f"alarm statistic {key!r} needs the signal {missing[0]!r}, which "
                             f"is not among the signals scored ({sorted(names)})")
-    rng = np.random.default_rng(seed)
+    # bootstrap intervals: a generator per figure (boot_rng), so adding a signal or a
+    # statistic leaves every other figure's interval as it was
     high_thr = float(np.quantile(err[evl], HIGH_ERROR_QUANTILE))
     per_atom = per_atom_scores({k: v[evl] for k, v in sig_in.items()}, err[evl],
-                         ind["numbers"][evl], off_evl, n_boot, rng, high_thr)
+                               ind["numbers"][evl], off_evl, n_boot,
+                               boot_rng(seed, "per_atom", "in_domain"), high_thr)
     # labelled out-of-domain sets: the same ranking (high error: above the in-domain
     # threshold) and the calibration at the fitted s
     per_atom_ood: dict[str, Any] = {}
     for name, d in sets.items():
         if "err" in d:
             per_atom_ood[name] = per_atom_scores(sig_ood[name], d["err"], d["numbers"],
-                                                 d["offsets"], n_boot, rng, high_thr)
+                                                 d["offsets"], n_boot,
+                                                 boot_rng(seed, "per_atom", name), high_thr)
             per_atom_ood[name]["miscalibration_area_fitted"] = evaluate_calibration(
                 est, None, d["err"], indices=d["idx"], s=fit.s).miscalibration_area
             per_atom_ood[name]["force_mae"] = float(d["err"].mean())
@@ -295,7 +300,8 @@ def evaluate(
     for name in sets:
         detection[name] = {"n_frames": int(sets[name]["offsets"].size - 1)}
         for key, v in stats_in.items():
-            detection[name][key] = detection_scores(v[evl_f], stats_ood[name][key], n_boot, rng)
+            detection[name][key] = detection_scores(v[evl_f], stats_ood[name][key], n_boot,
+                                                    boot_rng(seed, "detection", name, key))
     detection_summary = {}
     for key in stats_in:
         vals = {name: detection[name][key]["value"] for name in sets}
@@ -311,7 +317,8 @@ def evaluate(
                              list(stats_in), ind["numbers"][cal], ind["free"][cal],
                              None if ind["tags"] is None else ind["tags"][cal])
     alarms = {key: _alarms_of(v, fitted.get(key), evl_f, {n: stats_ood[n][key] for n in sets},
-                              alarm_rate, fraction, n_splits, split_seed, n_boot, rng,
+                              alarm_rate, fraction, n_splits, split_seed, n_boot,
+                              functools.partial(boot_rng, seed, "alarm", key),
                               combined_splits.get(key))
               for key, v in stats_in.items()}
     ranking = _ranking(alarms, detection, list(sets))
@@ -492,7 +499,8 @@ def _alarm_at(cal: dict[str, Any] | None, rate: float, in_eval: np.ndarray,
 
 def _alarms_of(values: np.ndarray, cal: dict[str, Any] | None, evl_f: np.ndarray,
                ood: Mapping[str, np.ndarray], alarm_rate: float, fraction: float,
-               n_splits: int, split_seed: int, n_boot: int, rng: np.random.Generator,
+               n_splits: int, split_seed: int, n_boot: int,
+               rng: Callable[[str], np.random.Generator],
                splits: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None
                ) -> dict[str, Any]:
     """One statistic's alarms: at ``alarm_rate`` (with the in-domain and out-of-domain rates
@@ -502,7 +510,7 @@ def _alarms_of(values: np.ndarray, cal: dict[str, Any] | None, evl_f: np.ndarray
     rates per split where they are not the values' (a combined statistic's,
     :func:`~ltau_md.workflows.evaluation._scores.combined_split_rates`)) and at each of
     :data:`REPORTED_ALARM_RATES` (``"at_rate"``, with bootstrap intervals of the out-of-domain
-    rates)."""
+    rates; ``rng(rate)``: the bootstrap generator of the rate, "0.01")."""
     entry = _alarm_at(cal, alarm_rate, values[evl_f], ood)
     entry["in_domain_rate_splits"] = None
     entry["ood_rate_splits"] = {name: None for name in ood}
@@ -517,7 +525,7 @@ def _alarms_of(values: np.ndarray, cal: dict[str, Any] | None, evl_f: np.ndarray
                                           "p95": float(np.percentile(rates, 95)),
                                           "n_splits": int(rates.size)}
         entry["ood_rate_splits"] = {name: float(np.mean(r)) for name, r in splits[1].items()}
-    entry["at_rate"] = {f"{r:g}": _alarm_at(cal, r, values[evl_f], ood, n_boot, rng)
+    entry["at_rate"] = {f"{r:g}": _alarm_at(cal, r, values[evl_f], ood, n_boot, rng(f"{r:g}"))
                         for r in REPORTED_ALARM_RATES}
     return entry
 

@@ -45,6 +45,15 @@ def ci95(values: Sequence[float]) -> list[float | None]:
     return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
 
 
+def boot_rng(seed: int, *labels: str) -> np.random.Generator:
+    """The bootstrap generator of one figure, from the evaluation's ``seed`` and the figure's
+    ``labels`` (e.g. "detection", the set, the statistic): each figure draws its own
+    resamples, so its interval does not depend on what else is scored, or in what order."""
+    import zlib
+
+    return np.random.default_rng([int(seed), *(zlib.crc32(str(x).encode()) for x in labels)])
+
+
 def metric_entry(value: float, boot: Sequence[float]) -> dict[str, Any]:
     return {"value": value, "ci95": ci95(boot)}
 

@@ -311,6 +311,34 @@ def test_resolved_rates_carry_bootstrap_intervals_and_rank_by_the_1pct_rate(case
         rep["summary"]["alarm_off_reason"]
 
 
+def test_an_interval_does_not_depend_on_what_else_is_scored(case):
+    """Each figure draws its own bootstrap resamples: scoring one more signal and one more
+    statistic leaves every other figure's interval (per atom, detection, alarm rates) as it
+    was, while another seed moves them."""
+    tmp, model, est, in_domain, ood, members = case
+    kw = dict(fraction=0.85, n_boot=40, n_splits=5, timing=None)
+    few = evaluate(model, est, in_domain, ood, seed=0, signals=(), **kw)
+    more = evaluate(model, est, in_domain, ood, seed=0, signals=("llpr",),
+                    alarm_stats=("novelty:q50",), **kw)
+    other = evaluate(model, est, in_domain, ood, seed=1, signals=(), **kw)
+    assert "llpr" in more["signals"] and "llpr" not in few["signals"]
+
+    def intervals(rep):
+        keys = [k for k in few["alarms"]]  # the statistics both reports score
+        out = {("per_atom", n, m): rep["per_atom"][n][m]["ci95"] for n in few["per_atom"]
+               for m in ("spearman", "high_error_auroc")}
+        out.update({("detection", s, k): rep["detection"][s][k]["ci95"]
+                    for s in ood for k in keys})
+        out.update({("alarm", k): rep["alarms"][k]["at_rate"]["0.05"].get("ood_rate_ci95")
+                    for k in keys})
+        return out
+
+    got, want = intervals(more), intervals(few)
+    assert len(want) > 50 and any(v != [1.0, 1.0] for v in want.values())
+    assert got == want
+    assert intervals(other) != want
+
+
 def test_refused_input_leaves_no_output_directory(case, tmp_path):
     from ltau_md.core.exceptions import DataError
 
@@ -536,7 +564,8 @@ def test_alarm_bootstraps_equal_one_resample_at_a_time():
     np.testing.assert_array_equal(split_thr, thr)
     far = {"a": stat + 1.0, "b": stat[:50] * 2.0}
     entry = _alarms_of(stat, {"values": np.sort(stat[:150]), "n_frames": 150},
-                       np.ones(300, bool), far, 0.05, 0.5, 40, 12, 0, np.random.default_rng(0))
+                       np.ones(300, bool), far, 0.05, 0.5, 40, 12, 0,
+                       lambda rate: np.random.default_rng(0))
     for name, v in far.items():
         assert entry["ood_rate_splits"][name] == pytest.approx(
             np.mean([np.mean(v > t) for t in thr]), abs=1e-12)
