@@ -353,6 +353,17 @@ def test_calibrate_structures_fits_alarm_statistics_at_the_new_s(setup, tmp_path
     assert th["novelty:max@tags=2"]["n_frames"] == 60
 
 
+def _run_and_compare(dyn, mon, check, seen, *, steps, n_seen):
+    """Run ``dyn`` for ``steps`` steps with the monitor, then ``check``, attached (``check``
+    reads the monitor's record of the step and appends (monitor value, independent value)
+    pairs to ``seen``); ``n_seen`` pairs, every one equal."""
+    dyn.attach(mon, interval=1)
+    dyn.attach(check, interval=1)
+    dyn.run(steps)
+    assert len(seen) == n_seen
+    np.testing.assert_allclose(*np.array(seen).T, rtol=1e-9)
+
+
 def test_default_alarm_is_fitted_stored_and_watched_along_md(setup, combined, tmp_path):
     """The default (combined) alarm from held-out structures: its values the leave-one-out
     combined values of the frames' free atoms; saved and loaded; resolved by Threshold; the
@@ -401,11 +412,7 @@ def test_default_alarm_is_fitted_stored_and_watched_along_md(setup, combined, tm
                                        a.numbers, sel,
                                        size_ratio=sel.sum() / e["atoms_per_frame"])[0]
             seen.append((mon.records[-1][key], want))
-    dyn.attach(mon, interval=1)
-    dyn.attach(check, interval=1)
-    dyn.run(5)
-    assert len(seen) == 12
-    np.testing.assert_allclose(*np.array(seen).T, rtol=1e-9)
+    _run_and_compare(dyn, mon, check, seen, steps=5, n_seen=12)
     assert thr.threshold == pytest.approx(alarm_threshold(entry["values"], 0.05))
     assert ads.threshold == pytest.approx(alarm_threshold(ads_entry["values"], 0.05))
 
@@ -446,11 +453,7 @@ def test_a_per_element_mean_warns_beside_the_default_stop(setup, combined, tmp_p
         mean = element_normalised(a.calc.results["doptimality"][m], a.numbers[m], refs).mean()
         seen.append((mon.records[-1][key], -np.log(tail_pvalue(np.array([mean]),
                                                                 frame_ref))[0]))
-    dyn.attach(mon, interval=1)
-    dyn.attach(check, interval=1)
-    dyn.run(4)
-    assert len(seen) == 5
-    np.testing.assert_allclose(*np.array(seen).T, rtol=1e-9)
+    _run_and_compare(dyn, mon, check, seen, steps=4, n_seen=5)
     assert warn.threshold == pytest.approx(alarm_threshold(entry["values"], 0.05))
     assert stop.threshold == pytest.approx(
         alarm_threshold(est.alarm_statistics_[DEFAULT_ALARM]["values"], 0.05))
